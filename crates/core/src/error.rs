@@ -1,0 +1,130 @@
+use thiserror::Error as ThisError;
+
+/// Every way core parsing or verification fails.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A trust domain, agent name or SPIFFE ID is malformed.
+    #[error("invalid identity: {0}")]
+    Identity(String),
+    /// A permission or scope string is malformed.
+    #[error("invalid scope: {0}")]
+    Scope(String),
+    /// A JWK is unacceptable.
+    #[error(transparent)]
+    Jwk(#[from] JwkError),
+    /// A compact JWS is unacceptable.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// An access token failed one of the profile checks.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A client assertion was refused.
+    #[error(transparent)]
+    Assertion(#[from] AssertionError),
+    /// A key could not be generated or loaded.
+    #[error("key error: {0}")]
+    Key(String),
+}
+
+/// Why a JWK was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwkError {
+    /// The JWK is not a JSON object.
+    #[error("the JWK is not a JSON object")]
+    NotAnObject,
+    /// The key type or curve is not Ed25519 (OKP) or P-256 (EC).
+    #[error("only Ed25519 (kty OKP) and P-256 (kty EC) keys are accepted")]
+    UnsupportedKeyType,
+    /// A member such as `d` reveals private key material.
+    #[error("the JWK carries private key material (\"{0}\"); send only the public key")]
+    PrivatePart(String),
+    /// A coordinate is missing, not base64url or of the wrong length.
+    #[error("the JWK member \"{0}\" is missing or malformed")]
+    BadMember(&'static str),
+    /// The coordinates do not form a valid public key.
+    #[error("the JWK is not a valid public key")]
+    InvalidKey,
+}
+
+/// Why a compact JWS was refused, before or at signature verification.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwsError {
+    /// Longer than the bound every verifier enforces.
+    #[error("the token is too long")]
+    TooLong,
+    /// Not three base64url segments.
+    #[error("the token is not a compact JWS")]
+    Malformed,
+    /// The protected header is not valid JSON with a string `alg`.
+    #[error("the token header is malformed")]
+    BadHeader,
+    /// `alg` is not on the allow-list (EdDSA, ES256); `none` and HS* land here.
+    #[error("algorithm \"{0}\" is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// `typ` is not the type this token kind must carry.
+    #[error("token type \"{0}\" is not allowed here")]
+    TypeNotAllowed(String),
+    /// The header names a key the verifier does not know.
+    #[error("unknown signing key \"{0}\"")]
+    UnknownKey(String),
+    /// The header's `alg` does not match the key's algorithm.
+    #[error("algorithm does not match the key")]
+    AlgorithmKeyMismatch,
+    /// The signature does not verify.
+    #[error("signature verification failed")]
+    BadSignature,
+    /// The payload is not the expected JSON claims set.
+    #[error("the token claims are malformed: {0}")]
+    BadClaims(String),
+}
+
+/// Why an access token that is a well-formed, correctly signed JWS was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Structure, header or signature failed.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// `iss` is not the authority this verifier trusts.
+    #[error("issuer \"{0}\" is not trusted")]
+    IssuerMismatch(String),
+    /// `aud` is not this agent.
+    #[error("the token is for \"{0}\", not for this agent")]
+    AudienceMismatch(String),
+    /// `exp` is in the past (beyond leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
+}
+
+/// Why a private_key_jwt client assertion (RFC 7523) was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AssertionError {
+    /// Structure, header or signature failed.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// `iss` and `sub` are not both the client ID.
+    #[error("the client assertion's iss and sub must both be the client_id")]
+    SubjectMismatch,
+    /// `aud` does not name this authority.
+    #[error("the client assertion's aud does not name this authority")]
+    AudienceNotAccepted,
+    /// `exp` is missing or past.
+    #[error("the client assertion has expired")]
+    Expired,
+    /// `exp` is further ahead than the allowed maximum.
+    #[error("the client assertion's exp is more than 5 minutes ahead")]
+    LifetimeTooLong,
+    /// `nbf` or `iat` is in the future.
+    #[error("the client assertion is not valid yet")]
+    NotYetValid,
+    /// `jti` is missing, empty or too long.
+    #[error("the client assertion needs a jti of 1 to 256 characters")]
+    BadJti,
+}

@@ -1,0 +1,253 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// Longest SPIFFE ID we accept, as the SPIFFE spec bounds URIs.
+const MAX_SPIFFE_ID_LEN: usize = 2048;
+
+/// A SPIFFE trust domain such as `agentauth.local`: lowercase letters, digits,
+/// `.`, `-` and `_`, at most 255 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    /// Parses a trust domain name.
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let ok = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(Error::Identity(format!(
+                "\"{name}\" is not a valid trust domain"
+            )))
+        }
+    }
+
+    /// The trust domain name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An agent's registry name: `[a-z0-9][a-z0-9-]{0,62}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentName(String);
+
+impl AgentName {
+    /// Parses an agent name.
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let bytes = name.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes[1.min(bytes.len())..]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if first_ok && rest_ok && bytes.len() <= 63 {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(Error::Identity(format!(
+                "\"{}\" is not a valid agent name (expected [a-z0-9][a-z0-9-]{{0,62}})",
+                truncate(name)
+            )))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for AgentName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::new(s)
+    }
+}
+
+/// A SPIFFE ID, `spiffe://<trust-domain>/<path>`. Agents are
+/// `spiffe://<td>/agent/<name>`; the authority itself is `spiffe://<td>/authority`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpiffeId {
+    uri: String,
+    domain_len: usize,
+}
+
+impl SpiffeId {
+    /// Parses and validates a SPIFFE ID per the SPIFFE-ID spec (no query,
+    /// fragment, port, user info, empty or dot segments).
+    pub fn parse(uri: &str) -> Result<Self, Error> {
+        let bad =
+            |why: &str| Error::Identity(format!("\"{}\" is not a SPIFFE ID: {why}", truncate(uri)));
+        if uri.len() > MAX_SPIFFE_ID_LEN {
+            return Err(bad("too long"));
+        }
+        let rest = uri
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| bad("scheme must be spiffe"))?;
+        let (domain, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        TrustDomain::new(domain).map_err(|_| bad("invalid trust domain"))?;
+        for segment in path.split('/').skip(1) {
+            let valid = !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            if !valid {
+                return Err(bad("invalid path segment"));
+            }
+        }
+        Ok(Self {
+            uri: uri.to_owned(),
+            domain_len: domain.len(),
+        })
+    }
+
+    /// The SPIFFE ID of the agent `name` in `domain`.
+    pub fn agent(domain: &TrustDomain, name: &AgentName) -> Self {
+        let uri = format!("spiffe://{domain}/agent/{name}");
+        Self {
+            uri,
+            domain_len: domain.as_str().len(),
+        }
+    }
+
+    /// The SPIFFE ID of the authority itself, the audience of tokens for its own API.
+    pub fn authority(domain: &TrustDomain) -> Self {
+        let uri = format!("spiffe://{domain}/authority");
+        Self {
+            uri,
+            domain_len: domain.as_str().len(),
+        }
+    }
+
+    /// The trust domain part.
+    pub fn trust_domain(&self) -> &str {
+        &self.uri["spiffe://".len().."spiffe://".len() + self.domain_len]
+    }
+
+    /// The path part, starting with `/` (empty for a bare trust domain).
+    pub fn path(&self) -> &str {
+        &self.uri["spiffe://".len() + self.domain_len..]
+    }
+
+    /// The agent name if this is `spiffe://<td>/agent/<name>`.
+    pub fn agent_name(&self) -> Option<AgentName> {
+        AgentName::new(self.path().strip_prefix("/agent/")?).ok()
+    }
+
+    /// Whether this ID belongs to `domain`.
+    pub fn is_in(&self, domain: &TrustDomain) -> bool {
+        self.trust_domain() == domain.as_str()
+    }
+
+    /// The full URI.
+    pub fn as_str(&self) -> &str {
+        &self.uri
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri)
+    }
+}
+
+impl FromStr for SpiffeId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for SpiffeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.uri)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpiffeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Keeps error messages short when the input is attacker-sized.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_names_follow_the_registry_pattern() {
+        assert!(AgentName::new("reader").is_ok());
+        assert!(AgentName::new("0-a").is_ok());
+        assert!(AgentName::new(&"a".repeat(63)).is_ok());
+        assert!(AgentName::new(&"a".repeat(64)).is_err());
+        assert!(AgentName::new("").is_err());
+        assert!(AgentName::new("-a").is_err());
+        assert!(AgentName::new("Reader").is_err());
+        assert!(AgentName::new("a_b").is_err());
+        assert!(AgentName::new("a/b").is_err());
+    }
+
+    #[test]
+    fn agent_spiffe_id_round_trips_to_its_name() {
+        let td = TrustDomain::new("agentauth.local").unwrap();
+        let id = SpiffeId::agent(&td, &AgentName::new("reader").unwrap());
+        assert_eq!(id.as_str(), "spiffe://agentauth.local/agent/reader");
+        let parsed = SpiffeId::parse(id.as_str()).unwrap();
+        assert_eq!(parsed, id);
+        assert_eq!(parsed.trust_domain(), "agentauth.local");
+        assert_eq!(parsed.agent_name().unwrap().as_str(), "reader");
+        assert!(parsed.is_in(&td));
+        assert!(SpiffeId::authority(&td).agent_name().is_none());
+    }
+
+    #[test]
+    fn malformed_spiffe_ids_are_refused() {
+        for bad in [
+            "https://agentauth.local/agent/a",
+            "spiffe://",
+            "spiffe://UPPER/agent/a",
+            "spiffe://td/agent//a",
+            "spiffe://td/agent/../a",
+            "spiffe://td/agent/a?x=1",
+            "spiffe://td:80/agent/a",
+            "spiffe://td/agent/a/",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

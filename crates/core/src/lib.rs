@@ -1,0 +1,40 @@
+//! agentauth's shared vocabulary: identities, scopes, keys, the JWS/JWT token
+//! profile, client assertions and the audit hash chain.
+//!
+//! Everything here is pure computation (no I/O) so that the authority and the
+//! SDK verify tokens with exactly the same code.
+
+mod assertion;
+mod audit;
+mod b64;
+mod error;
+mod identity;
+mod jwk;
+mod jws;
+mod key;
+mod scope;
+mod time;
+mod token;
+
+// The public interface is:
+pub use assertion::{
+    CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionClaims, ClientAssertionRules,
+    MAX_ASSERTION_LIFETIME_SECS,
+};
+pub use audit::{
+    AuditEvent, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash, verify_chain,
+};
+pub use error::{AssertionError, Error, JwkError, JwsError, TokenError};
+pub use identity::{AgentName, SpiffeId, TrustDomain};
+pub use jwk::{Jkt, PublicJwk};
+pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};
+pub use key::SigningKey;
+pub use scope::{Permission, Scope};
+pub use time::unix_now;
+pub use token::{
+    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations,
+    parse_access_token, verify_access_token,
+};
+
+/// Base64url without padding, as JOSE uses everywhere.
+pub use b64::{b64url_decode, b64url_encode};
