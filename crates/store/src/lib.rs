@@ -1,1 +1,102 @@
-//! store
+//! agentauth's persistence: the [`Store`] trait and its SQLite (default,
+//! embedded) and PostgreSQL (shared by replicas) implementations.
+//!
+//! Every method that writes is one transaction: a request's change and the
+//! audit record that reports it commit together or not at all.
+
+mod error;
+mod model;
+mod postgres;
+mod scratch;
+mod sql;
+mod sqlite;
+
+#[cfg(test)]
+mod suite;
+
+use std::sync::Arc;
+
+use agentauth_core::{AuditEvent, AuditRecord};
+use async_trait::async_trait;
+
+// The public interface is:
+pub use error::StoreError;
+pub use model::{
+    AgentRow, AgentStatus, AgentUpdate, AuditFilter, IssuedToken, RevocationAction, RevocationKind,
+    RevocationRow, SigningKeyRow, UsedAssertion,
+};
+pub use postgres::PgStore;
+pub use scratch::{DEFAULT_TEST_DATABASE_URL, ScratchDatabase};
+pub use sqlite::SqliteStore;
+
+/// Result of a store operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything the authority keeps. Implementations must make each write
+/// method atomic, including the audit records passed to it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A bootstrap setting (admin credential hash, …).
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` under `key` unless a value is there; returns the value that won.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
+    /// The authority's signing keys, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
+    /// Adds a signing key.
+    async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
+
+    /// One agent by name.
+    async fn agent(&self, name: &str) -> Result<Option<AgentRow>>;
+    /// All agents, by name.
+    async fn agents(&self) -> Result<Vec<AgentRow>>;
+    /// Registers an agent; [`StoreError::Conflict`] if the name is taken.
+    async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()>;
+    /// Changes an agent; a status change is published on the revocation feed.
+    async fn update_agent(
+        &self,
+        name: &str,
+        update: &AgentUpdate,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow>;
+    /// Removes an agent and publishes its revocation.
+    async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()>;
+
+    /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
+    async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()>;
+    /// Records an issued token together with the single use of its client assertion.
+    async fn issue_token(
+        &self,
+        assertion: &UsedAssertion,
+        token: &IssuedToken,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// Whether a token ID has been revoked.
+    async fn token_revoked(&self, jti: &str) -> Result<bool>;
+    /// Revokes a token ID and publishes it on the feed.
+    async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
+    /// Feed entries after `since`, oldest first, at most `limit`.
+    async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>>;
+    /// Forgets used assertions that expired before `now`.
+    async fn purge_expired(&self, now: i64) -> Result<u64>;
+
+    /// Appends events to the hash-chained audit log in one transaction.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Audit records matching `filter`, by sequence number.
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    /// The chain head: last sequence number and its hash.
+    async fn audit_head(&self) -> Result<(i64, String)>;
+}
+
+/// Opens the store named by `url`: `postgres://…` for PostgreSQL, otherwise
+/// `sqlite://PATH` or a plain file path for SQLite. Runs migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}

@@ -1,0 +1,31 @@
+use thiserror::Error;
+
+/// Every way a store operation fails.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique name or key already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The named record does not exist.
+    #[error("{0} was not found")]
+    NotFound(String),
+    /// A client assertion `jti` was presented a second time.
+    #[error("the client assertion was already used")]
+    ReplayedAssertion,
+    /// A stored value could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+    }
+}

@@ -1,0 +1,189 @@
+use serde::{Deserialize, Serialize};
+
+/// Whether an agent may get tokens and be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// Normal operation.
+    Active,
+    /// No new tokens; existing ones are refused by verifiers.
+    Disabled,
+}
+
+impl AgentStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRow {
+    /// Registry name.
+    pub name: String,
+    /// SPIFFE ID, also the OAuth client_id.
+    pub id: String,
+    /// Free text.
+    pub description: String,
+    /// Who is responsible for the agent.
+    pub owner: String,
+    /// Upper bound of what the agent may ever hold.
+    pub permissions: Vec<String>,
+    /// The agent's public key as JWK JSON.
+    pub public_jwk: serde_json::Value,
+    /// Active or disabled.
+    pub status: AgentStatus,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// Seconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// A change to an agent; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentUpdate {
+    /// New permission set.
+    pub permissions: Option<Vec<String>>,
+    /// New description.
+    pub description: Option<String>,
+    /// New status.
+    pub status: Option<AgentStatus>,
+    /// Time of the change.
+    pub now: i64,
+}
+
+/// One of the authority's signing keys, private part sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRow {
+    /// Key ID (the JWK thumbprint).
+    pub kid: String,
+    /// JWS algorithm.
+    pub alg: String,
+    /// Public JWK JSON.
+    pub public_jwk: String,
+    /// Sealed private JWK (never stored in clear).
+    pub sealed_private: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+}
+
+/// A client assertion that has been presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedAssertion {
+    /// The client.
+    pub client_id: String,
+    /// The assertion's `jti`.
+    pub jti: String,
+    /// When it stops mattering (its `exp`).
+    pub expires_at: i64,
+}
+
+/// A record of an access token the authority issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// Token ID.
+    pub jti: String,
+    /// Presenter.
+    pub client_id: String,
+    /// On whose behalf.
+    pub subject: String,
+    /// Recipient.
+    pub audience: String,
+    /// Granted scope.
+    pub scope: String,
+    /// Issue time.
+    pub issued_at: i64,
+    /// Expiry.
+    pub expires_at: i64,
+}
+
+/// What a revocation feed entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationKind {
+    /// An agent (by SPIFFE ID): its tokens as presenter or subject.
+    Agent,
+    /// One token (by `jti`).
+    Token,
+}
+
+/// Whether an entry revokes or lifts a revocation (an agent re-enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationAction {
+    /// Stop accepting.
+    Revoke,
+    /// Accept again.
+    Restore,
+}
+
+/// One entry of the revocation feed, in sequence order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRow {
+    /// Monotonically increasing sequence number.
+    pub seq: i64,
+    /// Agent or token.
+    pub kind: RevocationKind,
+    /// SPIFFE ID or `jti`.
+    pub subject: String,
+    /// Revoke or restore.
+    pub action: RevocationAction,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// After this time the entry no longer matters (a token's `exp`).
+    pub expires_at: Option<i64>,
+}
+
+impl RevocationKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Token => "token",
+        }
+    }
+}
+
+impl RevocationAction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Restore => "restore",
+        }
+    }
+}
+
+/// Which audit records to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Records that name this agent as actor, subject or audience.
+    pub agent: Option<String>,
+    /// Records of this kind.
+    pub kind: Option<String>,
+    /// Records after this sequence number.
+    pub since: i64,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self {
+            agent: None,
+            kind: None,
+            since: 0,
+            limit: 1000,
+        }
+    }
+}

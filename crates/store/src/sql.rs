@@ -1,0 +1,416 @@
+//! The one SQL implementation of [`crate::Store`], expanded for each backend.
+//!
+//! SQLite and PostgreSQL both understand `$N` placeholders, `RETURNING` and
+//! `ON CONFLICT`, so the statements are shared; the backends differ only in how
+//! a write transaction starts (`BEGIN IMMEDIATE` on SQLite, so two writers
+//! never deadlock upgrading a read lock) and in row locking (`FOR UPDATE` on
+//! PostgreSQL, where replicas write concurrently).
+
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $row:ty, for_update = $for_update:literal) => {
+        use agentauth_core::{AuditEvent, AuditRecord, Decision, chain_hash};
+        use sqlx::Row as _;
+
+        use crate::{
+            AgentRow, AgentStatus, AgentUpdate, AuditFilter, IssuedToken, Result, RevocationAction,
+            RevocationKind, RevocationRow, SigningKeyRow, StoreError, UsedAssertion,
+        };
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        fn agent_from_row(row: &$row) -> Result<AgentRow> {
+            let permissions: String = row.try_get("permissions")?;
+            let jwk: String = row.try_get("public_jwk")?;
+            let status: String = row.try_get("status")?;
+            Ok(AgentRow {
+                name: row.try_get("name")?,
+                id: row.try_get("spiffe_id")?,
+                description: row.try_get("description")?,
+                owner: row.try_get("owner")?,
+                permissions: serde_json::from_str(&permissions)
+                    .map_err(|e| StoreError::Corrupt(format!("agent permissions: {e}")))?,
+                public_jwk: serde_json::from_str(&jwk)
+                    .map_err(|e| StoreError::Corrupt(format!("agent key: {e}")))?,
+                status: AgentStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("agent status {status}")))?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn audit_from_row(row: &$row) -> Result<AuditRecord> {
+            let decision: String = row.try_get("decision")?;
+            Ok(AuditRecord {
+                seq: row.try_get("seq")?,
+                event: AuditEvent {
+                    time_ms: row.try_get("time_ms")?,
+                    kind: row.try_get("kind")?,
+                    actor: row.try_get("actor")?,
+                    subject: row.try_get("subject")?,
+                    audience: row.try_get("audience")?,
+                    scope: row.try_get("scope")?,
+                    decision: Decision::parse(&decision)
+                        .ok_or_else(|| StoreError::Corrupt(format!("audit decision {decision}")))?,
+                    reason: row.try_get("reason")?,
+                    request_id: row.try_get("request_id")?,
+                },
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
+        }
+
+        fn revocation_from_row(row: &$row) -> Result<RevocationRow> {
+            let kind: String = row.try_get("kind")?;
+            let action: String = row.try_get("action")?;
+            Ok(RevocationRow {
+                seq: row.try_get("seq")?,
+                kind: match kind.as_str() {
+                    "agent" => RevocationKind::Agent,
+                    "token" => RevocationKind::Token,
+                    _ => return Err(StoreError::Corrupt(format!("revocation kind {kind}"))),
+                },
+                subject: row.try_get("subject")?,
+                action: match action.as_str() {
+                    "revoke" => RevocationAction::Revoke,
+                    "restore" => RevocationAction::Restore,
+                    _ => return Err(StoreError::Corrupt(format!("revocation action {action}"))),
+                },
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        }
+
+        /// Appends `events` to the chain inside `tx`. The head row is read
+        /// under the transaction's write lock, so concurrent appends serialise.
+        async fn append_in(tx: &mut Tx, events: &[AuditEvent]) -> Result<()> {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let head = sqlx::query(concat!("SELECT seq, hash FROM audit_head WHERE id = 1", $for_update))
+                .fetch_one(&mut **tx)
+                .await?;
+            let mut seq: i64 = head.try_get("seq")?;
+            let mut prev: String = head.try_get("hash")?;
+            for event in events {
+                seq += 1;
+                let hash = chain_hash(&prev, seq, event);
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
+                     reason, request_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(seq)
+                .bind(event.time_ms)
+                .bind(&event.kind)
+                .bind(&event.actor)
+                .bind(&event.subject)
+                .bind(&event.audience)
+                .bind(&event.scope)
+                .bind(event.decision.as_str())
+                .bind(&event.reason)
+                .bind(&event.request_id)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut **tx)
+                .await?;
+                prev = hash;
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(&prev)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        async fn publish_in(
+            tx: &mut Tx,
+            kind: RevocationKind,
+            subject: &str,
+            action: RevocationAction,
+            now: i64,
+            expires_at: Option<i64>,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO revocations (kind, subject, action, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(kind.as_str())
+            .bind(subject)
+            .bind(action.as_str())
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn consume_in(tx: &mut Tx, assertion: &UsedAssertion) -> Result<()> {
+            let result = sqlx::query("INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)")
+                .bind(&assertion.client_id)
+                .bind(&assertion.jti)
+                .bind(assertion.expires_at)
+                .execute(&mut **tx)
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if StoreError::is_unique_violation(&e) => Err(StoreError::ReplayedAssertion),
+                Err(e) => Err(e.into()),
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::Store for $store {
+            async fn setting(&self, key: &str) -> Result<Option<String>> {
+                let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(r) => Some(r.try_get("value")?),
+                    None => None,
+                })
+            }
+
+            async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+                let mut tx = self.begin().await?;
+                sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row.try_get("value")?)
+            }
+
+            async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+                let rows = sqlx::query(
+                    "SELECT kid, alg, public_jwk, sealed_private, created_at FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(SigningKeyRow {
+                            kid: r.try_get("kid")?,
+                            alg: r.try_get("alg")?,
+                            public_jwk: r.try_get("public_jwk")?,
+                            sealed_private: r.try_get("sealed_private")?,
+                            created_at: r.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.public_jwk)
+                .bind(&key.sealed_private)
+                .bind(key.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+                let row = sqlx::query("SELECT * FROM agents WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(agent_from_row).transpose()
+            }
+
+            async fn agents(&self) -> Result<Vec<AgentRow>> {
+                let rows = sqlx::query("SELECT * FROM agents ORDER BY name").fetch_all(&self.pool).await?;
+                rows.iter().map(agent_from_row).collect()
+            }
+
+            async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let permissions = serde_json::to_string(&agent.permissions).unwrap_or_default();
+                let result = sqlx::query(
+                    "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&agent.name)
+                .bind(&agent.id)
+                .bind(&agent.description)
+                .bind(&agent.owner)
+                .bind(permissions)
+                .bind(agent.public_jwk.to_string())
+                .bind(agent.status.as_str())
+                .bind(agent.created_at)
+                .bind(agent.updated_at)
+                .execute(&mut *tx)
+                .await;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if StoreError::is_unique_violation(&e) => {
+                        return Err(StoreError::Conflict(format!("agent \"{}\"", agent.name)));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_agent(&self, name: &str, update: &AgentUpdate, audit: &AuditEvent) -> Result<AgentRow> {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query(concat!("SELECT * FROM agents WHERE name = $1", $for_update))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut agent = match row {
+                    Some(r) => agent_from_row(&r)?,
+                    None => return Err(StoreError::NotFound(format!("agent \"{name}\""))),
+                };
+                let old_status = agent.status;
+                if let Some(p) = &update.permissions {
+                    agent.permissions.clone_from(p);
+                }
+                if let Some(d) = &update.description {
+                    agent.description.clone_from(d);
+                }
+                if let Some(s) = update.status {
+                    agent.status = s;
+                }
+                agent.updated_at = update.now;
+                sqlx::query(
+                    "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4 WHERE name = $5",
+                )
+                .bind(serde_json::to_string(&agent.permissions).unwrap_or_default())
+                .bind(&agent.description)
+                .bind(agent.status.as_str())
+                .bind(agent.updated_at)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                if agent.status != old_status {
+                    let action = match agent.status {
+                        AgentStatus::Disabled => RevocationAction::Revoke,
+                        AgentStatus::Active => RevocationAction::Restore,
+                    };
+                    publish_in(&mut tx, RevocationKind::Agent, &agent.id, action, update.now, None).await?;
+                }
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(agent)
+            }
+
+            async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query("DELETE FROM agents WHERE name = $1 RETURNING spiffe_id")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::NotFound(format!("agent \"{name}\"")));
+                };
+                let id: String = row.try_get("spiffe_id")?;
+                let now = audit.time_ms / 1000;
+                publish_in(&mut tx, RevocationKind::Agent, &id, RevocationAction::Revoke, now, None).await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
+                let mut tx = self.begin().await?;
+                consume_in(&mut tx, assertion).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn issue_token(&self, assertion: &UsedAssertion, token: &IssuedToken, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                consume_in(&mut tx, assertion).await?;
+                sqlx::query(
+                    "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&token.jti)
+                .bind(&token.client_id)
+                .bind(&token.subject)
+                .bind(&token.audience)
+                .bind(&token.scope)
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn token_revoked(&self, jti: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM revocations WHERE kind = 'token' AND subject = $1 LIMIT 1")
+                    .bind(jti)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let now = audit.time_ms / 1000;
+                publish_in(&mut tx, RevocationKind::Token, jti, RevocationAction::Revoke, now, Some(expires_at)).await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>> {
+                let rows = sqlx::query("SELECT * FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(since)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(revocation_from_row).collect()
+            }
+
+            async fn purge_expired(&self, now: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+                let mut tx = self.begin().await?;
+                append_in(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM audit_log WHERE seq > $1 \
+                     AND ($2 IS NULL OR actor = $2 OR subject = $2 OR audience = $2) \
+                     AND ($3 IS NULL OR kind = $3) ORDER BY seq LIMIT $4",
+                )
+                .bind(filter.since)
+                .bind(filter.agent.as_deref())
+                .bind(filter.kind.as_deref())
+                .bind(filter.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(audit_from_row).collect()
+            }
+
+            async fn audit_head(&self) -> Result<(i64, String)> {
+                let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+                Ok((row.try_get("seq")?, row.try_get("hash")?))
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;

@@ -1,0 +1,429 @@
+//! The store test suite, run unchanged against SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use agentauth_core::{AuditEvent, Decision, verify_chain};
+use serde_json::json;
+
+use crate::*;
+
+/// A store under test plus whatever must outlive it.
+pub(crate) struct Fixture {
+    pub(crate) store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    scratch: Option<ScratchDatabase>,
+}
+
+impl Fixture {
+    pub(crate) async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path().join("test.db").to_str().unwrap())
+            .await
+            .unwrap();
+        Self {
+            store,
+            _dir: Some(dir),
+            scratch: None,
+        }
+    }
+
+    pub(crate) async fn postgres() -> Self {
+        let admin = std::env::var("DATABASE_URL").ok();
+        let scratch = ScratchDatabase::create(admin.as_deref())
+            .await
+            .expect("PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test) must be reachable");
+        let store = open(&scratch.url).await.unwrap();
+        Self {
+            store,
+            _dir: None,
+            scratch: Some(scratch),
+        }
+    }
+
+    pub(crate) async fn finish(self) {
+        drop(self.store);
+        if let Some(s) = self.scratch {
+            s.drop_database().await.unwrap();
+        }
+    }
+}
+
+fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
+    AuditEvent {
+        time_ms: 1_700_000_000_000,
+        kind: kind.into(),
+        actor: actor.into(),
+        subject: subject.into(),
+        audience: String::new(),
+        scope: String::new(),
+        decision: Decision::Allow,
+        reason: String::new(),
+        request_id: String::new(),
+    }
+}
+
+fn agent(name: &str) -> AgentRow {
+    AgentRow {
+        name: name.into(),
+        id: format!("spiffe://agentauth.local/agent/{name}"),
+        description: "test agent".into(),
+        owner: "team-a".into(),
+        permissions: vec!["read:customer".into()],
+        public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+        status: AgentStatus::Active,
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+async fn audit_count(store: &dyn Store) -> i64 {
+    store.audit_head().await.unwrap().0
+}
+
+async fn assert_chain_intact(store: &dyn Store) {
+    let records = store
+        .audit_records(&AuditFilter {
+            limit: 100_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let (seq, hash) = store.audit_head().await.unwrap();
+    verify_chain(&records, seq, &hash).unwrap();
+}
+
+pub(crate) async fn agents_are_created_listed_and_fetched(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    s.create_agent(
+        &agent("customer"),
+        &event("agent.created", "admin", "customer"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), agent("reader"));
+    let names: Vec<_> = s
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["customer", "reader"]);
+    assert!(s.agent("nobody").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, 2);
+}
+
+pub(crate) async fn a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let mut other = agent("reader");
+    other.description = "impostor".into();
+    let err = s
+        .create_agent(&other, &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().description,
+        "test agent"
+    );
+    assert_eq!(audit_count(s).await, 1);
+}
+
+pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    let updated = s
+        .update_agent(
+            "reader",
+            &disable,
+            &event("agent.updated", "admin", "reader"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, AgentStatus::Disabled);
+    assert_eq!(updated.updated_at, 200);
+    let perms = AgentUpdate {
+        permissions: Some(vec!["read:orders".into()]),
+        now: 201,
+        ..AgentUpdate::default()
+    };
+    s.update_agent("reader", &perms, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 202,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "reader",
+        &enable,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
+
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    let actions: Vec<_> = feed
+        .iter()
+        .map(|r| (r.kind, r.subject.as_str(), r.action))
+        .collect();
+    let id = "spiffe://agentauth.local/agent/reader";
+    assert_eq!(
+        actions,
+        [
+            (RevocationKind::Agent, id, RevocationAction::Revoke),
+            (RevocationKind::Agent, id, RevocationAction::Restore)
+        ]
+    );
+    assert!(feed[0].seq < feed[1].seq);
+    assert_eq!(
+        s.revocations_since(feed[0].seq, 100).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().permissions,
+        ["read:orders"]
+    );
+}
+
+pub(crate) async fn updating_or_deleting_a_missing_agent_changes_nothing(s: &dyn Store) {
+    let update = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 1,
+        ..AgentUpdate::default()
+    };
+    let err = s
+        .update_agent("ghost", &update, &event("agent.updated", "admin", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+    let err = s
+        .delete_agent("ghost", &event("agent.deleted", "admin", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+    assert_eq!(audit_count(s).await, 0);
+    assert!(s.revocations_since(0, 10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn deleting_an_agent_revokes_it(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    s.delete_agent("reader", &event("agent.deleted", "admin", "reader"))
+        .await
+        .unwrap();
+    assert!(s.agent("reader").await.unwrap().is_none());
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0].action, RevocationAction::Revoke);
+    assert_chain_intact(s).await;
+}
+
+fn issued(jti: &str) -> IssuedToken {
+    IssuedToken {
+        jti: jti.into(),
+        client_id: "spiffe://agentauth.local/agent/reader".into(),
+        subject: "spiffe://agentauth.local/agent/reader".into(),
+        audience: "spiffe://agentauth.local/agent/customer".into(),
+        scope: "read:customer".into(),
+        issued_at: 100,
+        expires_at: 400,
+    }
+}
+
+pub(crate) async fn a_replayed_assertion_issues_nothing(s: &dyn Store) {
+    let used = UsedAssertion {
+        client_id: "c".into(),
+        jti: "a1".into(),
+        expires_at: 160,
+    };
+    s.issue_token(&used, &issued("t1"), &event("token.issued", "c", "t1"))
+        .await
+        .unwrap();
+    let err = s
+        .issue_token(&used, &issued("t2"), &event("token.issued", "c", "t2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReplayedAssertion), "{err}");
+    assert!(matches!(
+        s.consume_assertion(&used).await.unwrap_err(),
+        StoreError::ReplayedAssertion
+    ));
+    assert_eq!(audit_count(s).await, 1);
+    let other_client = UsedAssertion {
+        client_id: "d".into(),
+        ..used
+    };
+    s.consume_assertion(&other_client).await.unwrap();
+}
+
+pub(crate) async fn expired_assertions_are_purged(s: &dyn Store) {
+    let old = UsedAssertion {
+        client_id: "c".into(),
+        jti: "old".into(),
+        expires_at: 100,
+    };
+    let fresh = UsedAssertion {
+        client_id: "c".into(),
+        jti: "fresh".into(),
+        expires_at: 300,
+    };
+    s.consume_assertion(&old).await.unwrap();
+    s.consume_assertion(&fresh).await.unwrap();
+    assert_eq!(s.purge_expired(200).await.unwrap(), 1);
+    assert!(matches!(
+        s.consume_assertion(&fresh).await.unwrap_err(),
+        StoreError::ReplayedAssertion
+    ));
+}
+
+pub(crate) async fn revoked_tokens_are_known_and_published(s: &dyn Store) {
+    assert!(!s.token_revoked("t1").await.unwrap());
+    s.revoke_token("t1", 400, &event("token.revoked", "admin", "t1"))
+        .await
+        .unwrap();
+    assert!(s.token_revoked("t1").await.unwrap());
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert_eq!(feed[0].kind, RevocationKind::Token);
+    assert_eq!(feed[0].expires_at, Some(400));
+}
+
+pub(crate) async fn audit_records_chain_and_filter(s: &dyn Store) {
+    let batch: Vec<_> = (0..10)
+        .map(|i| {
+            event(
+                if i % 2 == 0 {
+                    "request.allowed"
+                } else {
+                    "request.denied"
+                },
+                &format!("a{}", i % 3),
+                "x",
+            )
+        })
+        .collect();
+    s.append_audit(&batch).await.unwrap();
+    s.append_audit(&[]).await.unwrap();
+    assert_chain_intact(s).await;
+    let by_kind = AuditFilter {
+        kind: Some("request.denied".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.audit_records(&by_kind).await.unwrap().len(), 5);
+    let by_agent = AuditFilter {
+        agent: Some("a0".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.audit_records(&by_agent).await.unwrap().len(), 4);
+    let page = s
+        .audit_records(&AuditFilter {
+            since: 3,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);
+}
+
+pub(crate) async fn concurrent_audit_appends_keep_one_chain(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for j in 0..5 {
+                    s.append_audit(&[event("request.allowed", &format!("w{i}"), &format!("{j}"))])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(audit_count(&*s).await, 80);
+    assert_chain_intact(&*s).await;
+}
+
+pub(crate) async fn settings_keep_the_first_value(s: &dyn Store) {
+    assert_eq!(s.setting("k").await.unwrap(), None);
+    assert_eq!(s.init_setting("k", "first").await.unwrap(), "first");
+    assert_eq!(s.init_setting("k", "second").await.unwrap(), "first");
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
+}
+
+pub(crate) async fn signing_keys_round_trip(s: &dyn Store) {
+    let key = SigningKeyRow {
+        kid: "k1".into(),
+        alg: "EdDSA".into(),
+        public_jwk: "{}".into(),
+        sealed_private: "sealed".into(),
+        created_at: 5,
+    };
+    s.add_signing_key(&key).await.unwrap();
+    assert_eq!(s.signing_keys().await.unwrap(), [key]);
+}
+
+macro_rules! run_suite {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let f = super::Fixture::sqlite().await;
+                    super::$case(&*f.store).await;
+                    f.finish().await;
+                }
+            )*
+            #[tokio::test]
+            async fn concurrent_audit_appends_keep_one_chain() {
+                let f = super::Fixture::sqlite().await;
+                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
+                f.finish().await;
+            }
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let f = super::Fixture::postgres().await;
+                    super::$case(&*f.store).await;
+                    f.finish().await;
+                }
+            )*
+            #[tokio::test]
+            async fn concurrent_audit_appends_keep_one_chain() {
+                let f = super::Fixture::postgres().await;
+                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
+                f.finish().await;
+            }
+        }
+    };
+}
+
+run_suite!(
+    agents_are_created_listed_and_fetched,
+    a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind,
+    disabling_and_enabling_an_agent_is_published_on_the_feed,
+    updating_or_deleting_a_missing_agent_changes_nothing,
+    deleting_an_agent_revokes_it,
+    a_replayed_assertion_issues_nothing,
+    expired_assertions_are_purged,
+    revoked_tokens_are_known_and_published,
+    audit_records_chain_and_filter,
+    settings_keep_the_first_value,
+    signing_keys_round_trip,
+);
