@@ -1,1 +1,25 @@
-//! authority
+//! The agentauth authority: agent registry, OAuth 2.0 authorization server
+//! (metadata, JWKS, token, introspection, revocation), revocation feed and the
+//! hash-chained audit log, served over HTTP with axum.
+
+mod admin;
+mod audit;
+mod body;
+mod client_auth;
+mod config;
+mod error;
+mod files;
+mod keys;
+mod oauth;
+mod registry;
+mod revocation;
+mod server;
+
+// The public interface is:
+pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
+pub use body::MAX_BODY_BYTES;
+pub use config::Config;
+pub use error::AuthorityError;
+pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
+pub use oauth::AUTHORITY_IMPLICIT_SCOPES;
+pub use server::{Running, start};

@@ -1,5 +1,77 @@
-//! cli
-/// Entry point.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `agentauth` command line. One binary runs the authority (`serve`),
+//! administers it (`agent`, `token`, `audit`) and demonstrates it (`demo`).
+
+mod admin_client;
+mod agent;
+mod audit;
+mod demo;
+mod serve;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// agentauth: per-agent identity, tokens, revocation and audit for multi-agent systems.
+#[derive(Debug, Parser)]
+#[command(name = "agentauth", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the authority (embedded SQLite by default).
+    Serve(Box<serve::ServeArgs>),
+    /// Register and manage agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Get and inspect access tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Verify, read and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Run the two-agent scenario end to end over real HTTP and report each step.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line and turns any error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Agent(cmd) => agent::run(cmd).await,
+            Command::Token(cmd) => token::run(cmd).await,
+            Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

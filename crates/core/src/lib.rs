@@ -12,11 +12,13 @@ mod identity;
 mod jwk;
 mod jws;
 mod key;
+mod random;
 mod scope;
 mod time;
 mod token;
 
 // The public interface is:
+pub use assertion::Audience;
 pub use assertion::{
     CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionClaims, ClientAssertionRules,
     MAX_ASSERTION_LIFETIME_SECS,
@@ -29,6 +31,7 @@ pub use identity::{AgentName, SpiffeId, TrustDomain};
 pub use jwk::{Jkt, PublicJwk};
 pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};
 pub use key::SigningKey;
+pub use random::{random_b64, random_bytes};
 pub use scope::{Permission, Scope};
 pub use time::unix_now;
 pub use token::{

@@ -1,1 +1,25 @@
-//! sdk
+//! The agentauth SDK: what an agent links to take part.
+//!
+//! - [`Client`] holds the agent's private key, authenticates to the authority
+//!   with private_key_jwt, caches tokens per (audience, scope) and sends
+//!   requests with them.
+//! - [`Verifier`] checks incoming tokens offline against the authority's JWKS
+//!   and a polled revocation list; [`Verifier::require`] turns it into a tower
+//!   layer for axum routes that also demands a permission.
+
+mod audit;
+mod client;
+mod denial;
+mod discovery;
+mod error;
+mod layer;
+mod revocation;
+mod verifier;
+
+// The public interface is:
+pub use client::{AccessToken, Client};
+pub use denial::{Check, Denial};
+pub use discovery::Metadata;
+pub use error::SdkError;
+pub use layer::{AuthLayer, AuthService};
+pub use verifier::{VerifiedAgent, Verifier, VerifierConfig};

@@ -1,0 +1,210 @@
+//! Audit records: how the authority writes them, and the two endpoints that
+//! read them (admin) and receive them from agents' verifying layers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentauth_core::{
+    AuditEvent, AuditRecord, Decision, parse_access_token, unix_now, verify_access_token,
+};
+use agentauth_core::{DEFAULT_LEEWAY_SECS, TokenExpectations};
+use agentauth_store::{AgentStatus, AuditFilter};
+use axum::Json;
+use axum::extract::{Query, State};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admin::bearer;
+use crate::body::JsonBody;
+use crate::server::AppState;
+use crate::{AuthorityError, registry};
+
+/// Most events one batch may carry.
+const MAX_BATCH: usize = 1000;
+/// Longest text an agent may put in one field of a reported event.
+const MAX_FIELD: usize = 512;
+/// Most records one read returns.
+const MAX_READ: i64 = 1000;
+/// The scope an agent's token for the authority needs to report events.
+pub(crate) const AUDIT_WRITE: &str = "audit:write";
+
+/// A new event at the current time with empty optional fields.
+pub(crate) fn event(kind: &str, actor: &str, subject: &str, decision: Decision) -> AuditEvent {
+    let time_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    AuditEvent {
+        time_ms,
+        kind: kind.into(),
+        actor: actor.into(),
+        subject: subject.into(),
+        audience: String::new(),
+        scope: String::new(),
+        decision,
+        reason: String::new(),
+        request_id: String::new(),
+    }
+}
+
+/// The request ID set by the request-ID layer, bounded for storage.
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(64).collect())
+        .unwrap_or_default()
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    agent: Option<String>,
+    kind: Option<String>,
+    since: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/audit`: records in chain order, filtered (admin only).
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
+    let filter = AuditFilter {
+        agent: q.agent.map(|a| registry::agent_id_or_raw(&s, &a)),
+        kind: q.kind,
+        since: q.since.unwrap_or(0).max(0),
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_READ),
+    };
+    let records: Vec<AuditRecord> = s.store.audit_records(&filter).await?;
+    let (head_seq, head_hash) = s.store.audit_head().await?;
+    Ok(Json(
+        json!({"records": records, "head": {"seq": head_seq, "hash": head_hash}}),
+    ))
+}
+
+/// One event as a verifying layer reports it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportedEvent {
+    kind: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    audience: String,
+    #[serde(default)]
+    scope: String,
+    decision: Decision,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    request_id: String,
+    /// When the agent saw it, milliseconds since the epoch.
+    #[serde(default)]
+    time_ms: Option<i64>,
+}
+
+/// Body of `POST /v1/audit/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Batch {
+    events: Vec<ReportedEvent>,
+    /// Events the layer had to drop since its last batch.
+    #[serde(default)]
+    dropped: u64,
+}
+
+/// `POST /v1/audit/events`: a verifying layer's decisions, authenticated by an
+/// access token for the authority with `audit:write`. The actor of every
+/// record is the token's agent, whatever the body says.
+pub(crate) async fn ingest(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(batch): JsonBody<Batch>,
+) -> Result<Json<Value>, AuthorityError> {
+    let agent = authenticate_agent(&s, &headers, AUDIT_WRITE).await?;
+    if batch.events.len() > MAX_BATCH {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "a batch holds at most {MAX_BATCH} events"
+        )));
+    }
+    let now = event("x", "", "", Decision::Allow).time_ms;
+    let mut events = Vec::with_capacity(batch.events.len() + 1);
+    for e in batch.events {
+        if !e.kind.starts_with("request.") || e.kind.len() > 64 {
+            return Err(AuthorityError::InvalidRequest(
+                "agents may only report request.* events".into(),
+            ));
+        }
+        let bounded = |s: String| s.chars().take(MAX_FIELD).collect::<String>();
+        events.push(AuditEvent {
+            // An agent's clock is only believed within a minute of ours.
+            time_ms: e
+                .time_ms
+                .filter(|t| (t - now).abs() < 60_000)
+                .unwrap_or(now),
+            kind: e.kind,
+            actor: agent.clone(),
+            subject: bounded(e.subject),
+            audience: bounded(e.audience),
+            scope: bounded(e.scope),
+            decision: e.decision,
+            reason: bounded(e.reason),
+            request_id: bounded(e.request_id),
+        });
+    }
+    if batch.dropped > 0 {
+        let mut dropped = event("audit.dropped", &agent, &agent, Decision::Deny);
+        dropped.reason = format!("the agent's audit buffer dropped {} events", batch.dropped);
+        events.push(dropped);
+    }
+    let accepted = events.len();
+    s.store.append_audit(&events).await?;
+    Ok(Json(json!({"accepted": accepted})))
+}
+
+/// Verifies an access token addressed to the authority and returns its agent.
+pub(crate) async fn authenticate_agent(
+    s: &AppState,
+    headers: &HeaderMap,
+    needs: &str,
+) -> Result<String, AuthorityError> {
+    let unauthorized = |why: String| AuthorityError::Unauthorized(why);
+    let token = bearer(headers)
+        .ok_or_else(|| unauthorized("an access token for the authority is required".into()))?;
+    let compact = parse_access_token(token).map_err(|e| unauthorized(e.to_string()))?;
+    let kid = compact.header.kid.clone().unwrap_or_default();
+    let key = s
+        .keys
+        .find(&kid)
+        .ok_or_else(|| unauthorized("the token's signing key is unknown".into()))?;
+    let expect = TokenExpectations {
+        issuer: &s.issuer,
+        audience: Some(s.authority_id.as_str()),
+        now: unix_now(),
+        leeway: DEFAULT_LEEWAY_SECS,
+    };
+    let claims =
+        verify_access_token(&compact, key, &expect).map_err(|e| unauthorized(e.to_string()))?;
+    if s.store.token_revoked(&claims.jti).await? {
+        return Err(unauthorized("the token has been revoked".into()));
+    }
+    let agent = registry::agent_by_id(s, &claims.client_id).await?;
+    if agent
+        .as_ref()
+        .is_none_or(|a| a.status != AgentStatus::Active)
+    {
+        return Err(unauthorized(
+            "the token's agent is disabled or deleted".into(),
+        ));
+    }
+    if !claims.scope.contains(needs) {
+        return Err(AuthorityError::Forbidden(format!(
+            "the token lacks the \"{needs}\" permission"
+        )));
+    }
+    Ok(claims.client_id)
+}

@@ -1,0 +1,51 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything `agentauth serve` can be told, from flags, `AGENTAUTH_*`
+/// environment variables or a TOML file (in that order of precedence).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database, master key and admin credential live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL; unset means SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// The SPIFFE trust domain of every agent.
+    pub trust_domain: String,
+    /// The issuer URL; unset means `http://<listen>` with the bound port.
+    pub issuer: Option<String>,
+    /// Default access token lifetime in seconds.
+    pub token_lifetime_secs: i64,
+    /// Longest access token lifetime a request can get.
+    pub max_token_lifetime_secs: i64,
+    /// Accept only the issuer as a client assertion's `aud` (draft-ietf-oauth-rfc7523bis).
+    pub strict_client_assertion_audience: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./agentauth-data"),
+            database_url: None,
+            trust_domain: "agentauth.local".into(),
+            issuer: None,
+            token_lifetime_secs: 300,
+            max_token_lifetime_secs: 3600,
+            strict_client_assertion_audience: false,
+        }
+    }
+}
+
+impl Config {
+    /// The database URL, defaulting to the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("agentauth.db").display().to_string())
+    }
+}

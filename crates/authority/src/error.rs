@@ -1,0 +1,111 @@
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+use thiserror::Error;
+
+/// Every way an authority request fails. Each variant maps to exactly one
+/// HTTP status and one machine-readable code, here and nowhere else.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// The request is malformed or misses a parameter (OAuth `invalid_request`).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Client authentication failed (OAuth `invalid_client`).
+    #[error("{0}")]
+    InvalidClient(String),
+    /// A requested permission is not held (OAuth `invalid_scope`).
+    #[error("{0}")]
+    InvalidScope(String),
+    /// The target agent is missing, unknown or unusable (RFC 8707 `invalid_target`).
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// The grant type is not supported.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// The client may not do this to that token (RFC 7009 §2.1).
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// No or a wrong credential for an API that needs one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The credential is valid but does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The named resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the endpoint accepts.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body has the wrong content type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Something broke on our side; details are logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AuthorityError {
+    /// HTTP status and error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::InvalidClient(_) => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            Self::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
+            Self::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
+            Self::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            Self::UnauthorizedClient(_) => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
+            }
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        }
+    }
+}
+
+impl From<agentauth_store::StoreError> for AuthorityError {
+    fn from(e: agentauth_store::StoreError) -> Self {
+        use agentauth_store::StoreError;
+        match e {
+            StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} was not found")),
+            StoreError::ReplayedAssertion => {
+                Self::InvalidClient("the client assertion was already used".into())
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AuthorityError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        }
+        let mut response = (
+            status,
+            Json(json!({"error": code, "error_description": self.to_string()})),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!("Bearer realm=\"agentauth\", error=\"{code}\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,158 @@
+//! `POST /oauth/introspect` (RFC 7662) and `POST /oauth/revoke` (RFC 7009).
+//! Callers are the admin (Bearer) or an agent (private_key_jwt).
+
+use agentauth_core::{
+    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, TokenExpectations, parse_access_token, unix_now,
+    verify_access_token,
+};
+use agentauth_store::AgentStatus;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admin::bearer;
+use crate::audit::{event, request_id};
+use crate::body::FormBody;
+use crate::client_auth::{ClientCredentials, authenticate};
+use crate::server::{AppState, State as AuthorityState};
+use crate::{AuthorityError, registry};
+
+/// The form of introspection and revocation requests.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenForm {
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    client_id: Option<String>,
+}
+
+/// Who is asking.
+enum Caller {
+    Admin,
+    Agent(String),
+}
+
+async fn caller(
+    s: &AuthorityState,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    path: &str,
+) -> Result<Caller, AuthorityError> {
+    if bearer(headers).is_some() {
+        s.admin.require(headers)?;
+        return Ok(Caller::Admin);
+    }
+    let creds = ClientCredentials {
+        assertion_type: form.client_assertion_type.as_deref(),
+        assertion: form.client_assertion.as_deref(),
+        client_id: form.client_id.as_deref(),
+    };
+    let mut claimed = String::new();
+    let client = authenticate(s, &creds, &s.endpoint(path), &mut claimed).await?;
+    s.store.consume_assertion(&client.assertion).await?;
+    Ok(Caller::Agent(client.agent.id))
+}
+
+/// Signature, issuer and lifetime of a token this authority issued.
+fn verified(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
+    let compact = parse_access_token(token).ok()?;
+    let key = s.keys.find(compact.header.kid.as_deref()?)?;
+    let expect = TokenExpectations {
+        issuer: &s.issuer,
+        audience: None,
+        now: unix_now(),
+        leeway: 0,
+    };
+    verify_access_token(&compact, key, &expect).ok()
+}
+
+/// Whether the token is unrevoked and both its presenter and subject are active.
+async fn still_valid(s: &AuthorityState, claims: &AccessClaims) -> Result<bool, AuthorityError> {
+    if s.store.token_revoked(&claims.jti).await? {
+        return Ok(false);
+    }
+    for id in [&claims.client_id, &claims.sub] {
+        let agent = registry::agent_by_id(s, id).await?;
+        if agent.is_none_or(|a| a.status != AgentStatus::Active) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn no_store(body: Value) -> Response {
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /oauth/introspect`: an agent may introspect only tokens addressed to it.
+pub(crate) async fn introspect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    FormBody(form): FormBody<TokenForm>,
+) -> Result<Response, AuthorityError> {
+    let caller = caller(&s, &headers, &form, "/oauth/introspect").await?;
+    let token = form
+        .token
+        .as_deref()
+        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
+    let inactive = || no_store(json!({"active": false}));
+    let Some(claims) = verified(&s, token) else {
+        return Ok(inactive());
+    };
+    if let Caller::Agent(id) = &caller
+        && *id != claims.aud
+    {
+        return Ok(inactive());
+    }
+    if !still_valid(&s, &claims).await? {
+        return Ok(inactive());
+    }
+    let mut body =
+        serde_json::to_value(&claims).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    body["active"] = json!(true);
+    body["token_type"] = json!("Bearer");
+    Ok(no_store(body))
+}
+
+/// `POST /oauth/revoke`: an agent may revoke only tokens issued to it; unknown
+/// or expired tokens are answered 200 as RFC 7009 §2.2 asks.
+pub(crate) async fn revoke(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    FormBody(form): FormBody<TokenForm>,
+) -> Result<Response, AuthorityError> {
+    let caller = caller(&s, &headers, &form, "/oauth/revoke").await?;
+    let token = form
+        .token
+        .as_deref()
+        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
+    let Some(claims) = verified(&s, token) else {
+        return Ok(no_store(json!({})));
+    };
+    let actor = match &caller {
+        Caller::Admin => "admin".to_owned(),
+        Caller::Agent(id) if *id == claims.client_id => id.clone(),
+        Caller::Agent(_) => {
+            return Err(AuthorityError::UnauthorizedClient(
+                "the token was not issued to this client".into(),
+            ));
+        }
+    };
+    let mut audit = event("token.revoked", &actor, &claims.jti, Decision::Allow);
+    audit.audience = claims.aud.clone();
+    audit.scope = claims.scope.to_string();
+    audit.request_id = request_id(&headers);
+    s.store
+        .revoke_token(&claims.jti, claims.exp + DEFAULT_LEEWAY_SECS, &audit)
+        .await?;
+    Ok(no_store(json!({})))
+}

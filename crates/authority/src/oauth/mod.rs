@@ -1,0 +1,59 @@
+//! The OAuth 2.0 endpoints: metadata (RFC 8414), JWKS, token
+//! (client_credentials with private_key_jwt), introspection (RFC 7662) and
+//! revocation (RFC 7009).
+
+mod introspect;
+mod token;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::{HeaderValue, header};
+use serde_json::{Value, json};
+
+use crate::server::AppState;
+
+pub(crate) use introspect::{introspect, revoke};
+pub(crate) use token::token;
+
+/// Scopes every agent may request for the authority itself, beyond its permissions.
+pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 1] = [crate::audit::AUDIT_WRITE];
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
+    let mut scopes: Vec<String> = match s.store.agents().await {
+        Ok(agents) => agents.into_iter().flat_map(|a| a.permissions).collect(),
+        Err(_) => Vec::new(),
+    };
+    scopes.extend(AUTHORITY_IMPLICIT_SCOPES.iter().map(|s| (*s).to_owned()));
+    scopes.sort();
+    scopes.dedup();
+    Json(json!({
+        "issuer": s.issuer,
+        "token_endpoint": s.endpoint("/oauth/token"),
+        "jwks_uri": s.endpoint("/.well-known/jwks.json"),
+        "introspection_endpoint": s.endpoint("/oauth/introspect"),
+        "revocation_endpoint": s.endpoint("/oauth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "response_types_supported": ["token"],
+        "scopes_supported": scopes,
+        "trust_domain": s.trust_domain.as_str(),
+        "authority_id": s.authority_id.as_str(),
+        "revocation_list_endpoint": s.endpoint("/v1/revocations"),
+        "audit_events_endpoint": s.endpoint("/v1/audit/events"),
+    }))
+}
+
+/// `GET /.well-known/jwks.json`: the authority's public signing keys.
+pub(crate) async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
+    let mut response = Json(s.keys.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}

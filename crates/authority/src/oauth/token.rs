@@ -1,0 +1,255 @@
+//! `POST /oauth/token`: client_credentials with private_key_jwt, audience
+//! chosen by `resource` (RFC 8707) or `audience`, never a silently smaller scope.
+
+use agentauth_core::{
+    ACCESS_TOKEN_TYP, AccessClaims, Cnf, Decision, Header, Scope, SpiffeId, random_b64,
+    sign_compact, unix_now,
+};
+use agentauth_store::{AgentStatus, IssuedToken};
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::{event, request_id};
+use crate::body::FormBody;
+use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
+use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
+use crate::server::State as AuthorityState;
+use crate::{AuthorityError, registry, server::AppState};
+
+/// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenRequest {
+    grant_type: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+    audience: Option<String>,
+    expires_in: Option<String>,
+}
+
+/// What the audit says about an attempt, filled in as it becomes known.
+#[derive(Debug, Default)]
+struct Attempt {
+    client: String,
+    audience: String,
+    scope: String,
+}
+
+/// `POST /oauth/token`.
+pub(crate) async fn token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    FormBody(req): FormBody<TokenRequest>,
+) -> Response {
+    let mut attempt = Attempt::default();
+    match issue(&s, &req, &headers, &mut attempt).await {
+        Ok(response) => response,
+        Err(error) => {
+            let actor = if attempt.client.is_empty() {
+                "anonymous"
+            } else {
+                attempt.client.as_str()
+            };
+            let mut audit = event("token.refused", actor, actor, Decision::Deny);
+            audit.audience = attempt.audience;
+            audit.scope = attempt.scope;
+            audit.reason = format!("{}: {error}", error.status_and_code().1);
+            audit.request_id = request_id(&headers);
+            if let Err(e) = s.store.append_audit(&[audit]).await {
+                tracing::error!(error = %e, "could not audit a refused token request");
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn issue(
+    s: &AuthorityState,
+    req: &TokenRequest,
+    headers: &HeaderMap,
+    attempt: &mut Attempt,
+) -> Result<Response, AuthorityError> {
+    match req.grant_type.as_deref() {
+        Some("client_credentials") => {}
+        Some(other) => {
+            let shown: String = other.chars().take(80).collect();
+            return Err(AuthorityError::UnsupportedGrantType(format!(
+                "grant type \"{shown}\" is not supported"
+            )));
+        }
+        None => {
+            return Err(AuthorityError::InvalidRequest(
+                "grant_type is missing".into(),
+            ));
+        }
+    }
+    let creds = ClientCredentials {
+        assertion_type: req.client_assertion_type.as_deref(),
+        assertion: req.client_assertion.as_deref(),
+        client_id: req.client_id.as_deref(),
+    };
+    let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
+    let audience = target(s, req, attempt).await?;
+    let scope = granted_scope(s, req, &client, &audience, attempt)?;
+    let lifetime = lifetime(s, req.expires_in.as_deref())?;
+
+    let now = unix_now();
+    let claims = AccessClaims {
+        iss: s.issuer.clone(),
+        sub: client.agent.id.clone(),
+        aud: audience.to_string(),
+        client_id: client.agent.id.clone(),
+        scope,
+        exp: now + lifetime,
+        iat: now,
+        nbf: now,
+        jti: random_b64(16),
+        cnf: Some(Cnf::for_key(&client.key)),
+        act: None,
+        txn: None,
+    };
+    let header = Header {
+        alg: s.keys.current.alg(),
+        typ: Some(ACCESS_TOKEN_TYP.into()),
+        kid: Some(s.keys.current_kid.clone()),
+    };
+    let access_token = sign_compact(&header, &claims, &s.keys.current);
+    let record = IssuedToken {
+        jti: claims.jti.clone(),
+        client_id: claims.client_id.clone(),
+        subject: claims.sub.clone(),
+        audience: claims.aud.clone(),
+        scope: claims.scope.to_string(),
+        issued_at: now,
+        expires_at: claims.exp,
+    };
+    let mut audit = event(
+        "token.issued",
+        &claims.client_id,
+        &claims.jti,
+        Decision::Allow,
+    );
+    audit.audience = claims.aud.clone();
+    audit.scope = record.scope.clone();
+    audit.reason = "client_credentials".into();
+    audit.request_id = request_id(headers);
+    s.store
+        .issue_token(&client.assertion, &record, &audit)
+        .await?;
+    tracing::info!(client = %claims.client_id, audience = %claims.aud, scope = %record.scope, jti = %claims.jti, "token issued");
+
+    let body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": record.scope,
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+    });
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// The one target agent (or the authority itself), from `resource` or `audience`.
+async fn target(
+    s: &AuthorityState,
+    req: &TokenRequest,
+    attempt: &mut Attempt,
+) -> Result<SpiffeId, AuthorityError> {
+    let given = match (req.resource.as_deref(), req.audience.as_deref()) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(AuthorityError::InvalidTarget(
+                "resource and audience name different targets".into(),
+            ));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => {
+            return Err(AuthorityError::InvalidTarget(
+                "name the target agent with resource or audience".into(),
+            ));
+        }
+    };
+    attempt.audience = given.chars().take(256).collect();
+    let unknown = || {
+        AuthorityError::InvalidTarget(format!(
+            "\"{}\" is not a registered agent",
+            attempt.audience
+        ))
+    };
+    let id = SpiffeId::parse(given).map_err(|_| unknown())?;
+    if id == s.authority_id {
+        return Ok(id);
+    }
+    let agent = registry::agent_by_id(s, id.as_str())
+        .await?
+        .ok_or_else(unknown)?;
+    if agent.status != AgentStatus::Active {
+        return Err(AuthorityError::InvalidTarget(format!(
+            "the target agent \"{}\" is disabled",
+            agent.name
+        )));
+    }
+    Ok(id)
+}
+
+/// The requested scope, refused whole if any permission is not held.
+fn granted_scope(
+    s: &AuthorityState,
+    req: &TokenRequest,
+    client: &AuthenticatedClient,
+    audience: &SpiffeId,
+    attempt: &mut Attempt,
+) -> Result<Scope, AuthorityError> {
+    let raw = req.scope.as_deref().unwrap_or("");
+    attempt.scope = raw.chars().take(512).collect();
+    let asked = Scope::parse(raw).map_err(|e| AuthorityError::InvalidScope(e.to_string()))?;
+    if asked.is_empty() {
+        return Err(AuthorityError::InvalidScope(
+            "scope is required: name the permissions the token should carry".into(),
+        ));
+    }
+    let mut held: Vec<&str> = client
+        .agent
+        .permissions
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if *audience == s.authority_id {
+        held.extend(AUTHORITY_IMPLICIT_SCOPES);
+    }
+    let held = Scope::from_strs(held).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let missing = asked.missing_from(&held);
+    if !missing.is_empty() {
+        return Err(AuthorityError::InvalidScope(format!(
+            "the agent does not hold {}",
+            missing
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(asked)
+}
+
+/// The lifetime to grant: the default, or what was asked up to the maximum.
+fn lifetime(s: &AuthorityState, asked: Option<&str>) -> Result<i64, AuthorityError> {
+    let Some(asked) = asked else {
+        return Ok(s.config.token_lifetime_secs);
+    };
+    let secs: i64 = asked.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        AuthorityError::InvalidRequest("expires_in must be a positive number of seconds".into())
+    })?;
+    Ok(secs.min(s.config.max_token_lifetime_secs))
+}

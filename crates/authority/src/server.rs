@@ -1,0 +1,173 @@
+//! Start-up: data dir, store, keys, admin credential, router and the listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentauth_core::{SpiffeId, TrustDomain, random_b64, unix_now};
+use agentauth_store::Store;
+use axum::Router;
+use axum::routing::{get, post};
+use http::{HeaderValue, Request};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::keys::{KeyRing, MasterKey};
+use crate::{AdminCredential, AuthorityError, Config, audit, files, oauth, registry, revocation};
+
+/// Shared state of every handler.
+pub(crate) struct State {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: KeyRing,
+    pub(crate) admin: AdminCredential,
+    pub(crate) config: Config,
+    pub(crate) issuer: String,
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) authority_id: SpiffeId,
+}
+
+pub(crate) type AppState = Arc<State>;
+
+impl State {
+    /// The token endpoint URL.
+    pub(crate) fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// A running authority.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The issuer URL tokens carry.
+    pub issuer: String,
+    /// The admin credential, only on the very first start.
+    pub admin_token: Option<String>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Prepares the data dir, store, keys and admin credential, binds the listener
+/// and starts serving in the background.
+pub async fn start(config: Config, master_key: Option<String>) -> Result<Running, AuthorityError> {
+    let trust_domain = TrustDomain::new(&config.trust_domain)
+        .map_err(|e| AuthorityError::InvalidRequest(format!("configuration: {e}")))?;
+    if config.token_lifetime_secs < 1 || config.max_token_lifetime_secs < config.token_lifetime_secs
+    {
+        return Err(AuthorityError::InvalidRequest(
+            "configuration: token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs".into(),
+        ));
+    }
+    files::ensure_private_dir(&config.data_dir)?;
+    let store = agentauth_store::open(&config.database_url()).await?;
+    let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
+    let keys = KeyRing::load_or_create(&*store, &master).await?;
+    let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            AuthorityError::Internal(format!("cannot listen on {}: {e}", config.listen))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let issuer = config
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let issuer = issuer.trim_end_matches('/').to_owned();
+    let authority_id = SpiffeId::authority(&trust_domain);
+    let state = Arc::new(State {
+        store,
+        keys,
+        admin,
+        config,
+        issuer: issuer.clone(),
+        trust_domain,
+        authority_id,
+    });
+
+    spawn_purger(state.store.clone());
+    let app = router(state);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, %issuer, "agentauth authority listening");
+    Ok(Running {
+        addr,
+        issuer,
+        admin_token,
+        stop,
+        task,
+    })
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/v1/agents", post(registry::create).get(registry::list))
+        .route(
+            "/v1/agents/{name}",
+            get(registry::show)
+                .patch(registry::update)
+                .delete(registry::delete),
+        )
+        .route("/v1/revocations", get(revocation::since))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/events", post(audit::ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+}
+
+/// Request IDs for correlation between logs and audit records.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&random_b64(12))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Forgets spent client assertions once they could no longer be replayed.
+fn spawn_purger(store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.purge_expired(unix_now() - 60).await {
+                tracing::warn!(error = %e, "purging used client assertions failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,71 @@
+//! How CLI commands reach the authority: its URL and the admin credential.
+
+use std::path::PathBuf;
+
+use agentauth_authority::ADMIN_TOKEN_FILE;
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+use reqwest::Method;
+use serde_json::Value;
+
+/// Where the authority is and how to prove admin rights.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    /// Base URL of the authority.
+    #[arg(long, env = "AGENTAUTH_URL", default_value = "http://127.0.0.1:8080")]
+    pub(crate) authority: String,
+    /// Data dir whose admin-token file is used when AGENTAUTH_ADMIN_TOKEN is unset.
+    #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "./agentauth-data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Connection {
+    /// The admin credential from `AGENTAUTH_ADMIN_TOKEN` or `<data-dir>/admin-token`.
+    pub(crate) fn admin_token(&self) -> anyhow::Result<String> {
+        if let Ok(token) = std::env::var("AGENTAUTH_ADMIN_TOKEN") {
+            return Ok(token.trim().to_owned());
+        }
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!("no admin credential: set AGENTAUTH_ADMIN_TOKEN or point --data-dir at the authority's data dir ({} is unreadable)", path.display())
+        })?;
+        Ok(token.trim().to_owned())
+    }
+
+    /// Calls the admin API and returns the JSON answer, or the authority's error as one line.
+    pub(crate) async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.authority.trim_end_matches('/'));
+        let mut request = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(self.admin_token()?);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the authority at {}", self.authority))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = detail["error"].as_str().unwrap_or("error");
+            let description = detail["error_description"]
+                .as_str()
+                .unwrap_or(text.as_str());
+            bail!(
+                "the authority refused ({} {code}): {description}",
+                status.as_u16()
+            );
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| anyhow!("the authority sent invalid JSON: {e}"))
+    }
+}

@@ -1,0 +1,201 @@
+//! `agentauth audit …`: verify the hash chain, follow and export the log.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use agentauth_core::{AuditRecord, verify_chain};
+use agentauth_store::{AuditFilter, Store};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+
+use crate::admin_client::Connection;
+
+/// Audit commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check that no record was edited, removed or reordered (reads the store directly).
+    Verify(StoreArgs),
+    /// Show the latest records from the authority, optionally following new ones.
+    Tail {
+        /// How many records to show first.
+        #[arg(long, default_value_t = 20)]
+        lines: i64,
+        /// Keep polling for new records.
+        #[arg(long)]
+        follow: bool,
+        /// Only records naming this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Write every record as JSON Lines (reads the store directly).
+    Export {
+        /// Output file [default: stdout].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store to read.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Database URL [default: the SQLite file in the data dir].
+    #[arg(long, env = "AGENTAUTH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The authority's data dir.
+    #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "./agentauth-data")]
+    data_dir: PathBuf,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let file = self.data_dir.join("agentauth.db");
+                anyhow::ensure!(
+                    file.exists(),
+                    "no audit log at {} (use --data-dir or --database-url)",
+                    file.display()
+                );
+                file.display().to_string()
+            }
+        };
+        agentauth_store::open(&url)
+            .await
+            .context("opening the store")
+    }
+}
+
+/// Page size when reading the whole log.
+const PAGE: i64 = 1000;
+
+/// Reads every record in order, a page at a time, handing each page to `each`.
+pub(crate) async fn for_each_page(
+    store: &dyn Store,
+    mut each: impl FnMut(&[AuditRecord]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut since = 0;
+    loop {
+        let page = store
+            .audit_records(&AuditFilter {
+                since,
+                limit: PAGE,
+                ..AuditFilter::default()
+            })
+            .await?;
+        each(&page)?;
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE => since = last.seq,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Verifies the whole chain of `store`; `Err` names the first bad record.
+pub(crate) async fn verify_store(store: &dyn Store) -> anyhow::Result<Result<i64, String>> {
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let mut records = Vec::new();
+    for_each_page(store, |page| {
+        records.extend_from_slice(page);
+        Ok(())
+    })
+    .await?;
+    Ok(verify_chain(&records, head_seq, &head_hash).map_err(|b| b.to_string()))
+}
+
+pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify(args) => {
+            let store = args.open().await?;
+            match verify_store(&*store).await? {
+                Ok(n) => {
+                    println!("audit log intact: {n} records, hash chain verified");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(first_bad) => {
+                    println!("audit log TAMPERED: {first_bad}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Export { out, store } => {
+            let store = store.open().await?;
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            for_each_page(&*store, |page| {
+                for record in page {
+                    serde_json::to_writer(&mut sink, record)?;
+                    sink.write_all(b"\n")?;
+                }
+                Ok(())
+            })
+            .await?;
+            sink.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Tail {
+            lines,
+            follow,
+            agent,
+            conn,
+        } => tail(&conn, lines, follow, agent).await,
+    }
+}
+
+async fn tail(
+    conn: &Connection,
+    lines: i64,
+    follow: bool,
+    agent: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let filter = agent.map(|a| format!("&agent={a}")).unwrap_or_default();
+    let head = conn.admin(Method::GET, "/v1/audit?limit=1", None).await?;
+    let mut since = (head["head"]["seq"].as_i64().unwrap_or(0) - lines).max(0);
+    loop {
+        let page = conn
+            .admin(
+                Method::GET,
+                &format!("/v1/audit?since={since}&limit=1000{filter}"),
+                None,
+            )
+            .await?;
+        let records: Vec<AuditRecord> = serde_json::from_value(page["records"].clone())?;
+        for r in &records {
+            let when = humantime::format_rfc3339_millis(
+                UNIX_EPOCH + Duration::from_millis(r.event.time_ms.max(0) as u64),
+            );
+            println!(
+                "{:>6} {when} {:<16} {:<5} actor={} subject={} aud={} scope=\"{}\" {}",
+                r.seq,
+                r.event.kind,
+                r.event.decision.as_str(),
+                r.event.actor,
+                r.event.subject,
+                r.event.audience,
+                r.event.scope,
+                r.event.reason
+            );
+        }
+        since = page["head"]["seq"]
+            .as_i64()
+            .unwrap_or(since)
+            .max(records.last().map_or(since, |r| r.seq));
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

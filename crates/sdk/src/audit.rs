@@ -1,0 +1,137 @@
+//! Ships the layer's decisions to the authority in batches, off the request
+//! path: a bounded buffer, drops counted and reported, never a wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Client, Metadata};
+
+/// Events buffered before new ones are dropped.
+const BUFFER: usize = 4096;
+/// Most events per batch.
+const BATCH: usize = 200;
+/// Longest an event waits before its batch is sent.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// One request decision as the authority's `POST /v1/audit/events` takes it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Event {
+    pub(crate) kind: &'static str,
+    pub(crate) subject: String,
+    pub(crate) audience: String,
+    pub(crate) scope: String,
+    pub(crate) decision: &'static str,
+    pub(crate) reason: String,
+    pub(crate) request_id: String,
+    pub(crate) time_ms: i64,
+}
+
+enum Message {
+    Event(Event),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending half; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AuditSink {
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AuditSink {
+    /// Starts the shipping task.
+    pub(crate) fn spawn(client: Client, metadata: Metadata) -> Self {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(ship(rx, client, metadata, dropped.clone()));
+        Self { tx, dropped }
+    }
+
+    /// Queues an event, or counts it as dropped if the buffer is full.
+    pub(crate) fn offer(&self, event: Event) {
+        if self.tx.try_send(Message::Event(event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued so far has been sent (or given up on).
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn ship(
+    mut rx: mpsc::Receiver<Message>,
+    client: Client,
+    metadata: Metadata,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        let mut waiters = Vec::new();
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event(e) => batch.push(e),
+                Message::Flush(done) => {
+                    waiters.push(done);
+                    break;
+                }
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            next = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten();
+        }
+        send(&client, &metadata, &mut batch, &dropped).await;
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+async fn send(
+    client: &Client,
+    metadata: &Metadata,
+    batch: &mut Vec<crate::audit::Event>,
+    dropped: &AtomicU64,
+) {
+    let lost = dropped.swap(0, Ordering::Relaxed);
+    if batch.is_empty() && lost == 0 {
+        return;
+    }
+    let body = json!({"events": batch, "dropped": lost});
+    let result = async {
+        let token = client.token(&metadata.authority_id, "audit:write").await?;
+        let response = client
+            .http()
+            .post(&metadata.audit_events_endpoint)
+            .bearer_auth(&token.token)
+            .json(&body)
+            .send()
+            .await?;
+        response
+            .error_for_status()
+            .map(|_| ())
+            .map_err(crate::SdkError::from)
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, events = batch.len(), "could not ship audit records; counting them as dropped");
+        dropped.fetch_add(batch.len() as u64 + lost, Ordering::Relaxed);
+    }
+    batch.clear();
+}

@@ -1,0 +1,249 @@
+//! The agent's side of getting and presenting tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use agentauth_core::{ClientAssertionClaims, Scope, SigningKey, SpiffeId, random_b64, unix_now};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use crate::{Metadata, SdkError};
+
+/// An access token as the token endpoint returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The JWT. Treat it as a secret: never log it whole.
+    pub token: String,
+    /// Granted scope.
+    pub scope: String,
+    /// Expiry, seconds since the epoch (by our clock).
+    pub expires_at: i64,
+    /// When we got it.
+    pub issued_at: i64,
+}
+
+impl AccessToken {
+    /// Whether to fetch a new one rather than use this: within the last fifth
+    /// of its lifetime, or 10 s before expiry, whichever comes first.
+    fn needs_refresh(&self, now: i64) -> bool {
+        let lifetime = self.expires_at - self.issued_at;
+        now >= self.expires_at - 10 || now >= self.issued_at + lifetime * 4 / 5
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: i64,
+    #[serde(default)]
+    scope: String,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// An agent's client: its identity and private key, the authority it trusts,
+/// and a token cache keyed by (audience, scope).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    authority_url: String,
+    agent_id: SpiffeId,
+    key: SigningKey,
+    metadata: OnceCell<Metadata>,
+    cache: Mutex<HashMap<(String, String), AccessToken>>,
+    permissions: Mutex<Option<Scope>>,
+}
+
+impl Client {
+    /// A client for `agent_id` holding `key`, talking to the authority at `authority_url`.
+    pub fn new(authority_url: &str, agent_id: SpiffeId, key: SigningKey) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                http: reqwest::Client::new(),
+                authority_url: authority_url.trim_end_matches('/').to_owned(),
+                agent_id,
+                key,
+                metadata: OnceCell::new(),
+                cache: Mutex::new(HashMap::new()),
+                permissions: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Declares the permissions this agent was registered with, so that
+    /// [`Client::call`] refuses early, before any token request, what the
+    /// agent cannot do. The authority and the receiver still check.
+    pub fn with_permissions(self, permissions: Scope) -> Self {
+        *self.inner.permissions.lock().expect("lock") = Some(permissions);
+        self
+    }
+
+    /// This agent's SPIFFE ID.
+    pub fn agent_id(&self) -> &SpiffeId {
+        &self.inner.agent_id
+    }
+
+    /// The authority's metadata, fetched once.
+    pub async fn metadata(&self) -> Result<&Metadata, SdkError> {
+        self.inner
+            .metadata
+            .get_or_try_init(|| Metadata::fetch(&self.inner.http, &self.inner.authority_url))
+            .await
+    }
+
+    /// A token for `audience` with `scope`, from the cache while fresh.
+    pub async fn token(&self, audience: &str, scope: &str) -> Result<AccessToken, SdkError> {
+        let scope = Scope::parse(scope)?.to_string();
+        let key = (audience.to_owned(), scope.clone());
+        let now = unix_now();
+        if let Some(hit) = self
+            .inner
+            .cache
+            .lock()
+            .expect("lock")
+            .get(&key)
+            .filter(|t| !t.needs_refresh(now))
+        {
+            return Ok(hit.clone());
+        }
+        let fresh = self.fetch_token(audience, &scope, None).await?;
+        self.inner
+            .cache
+            .lock()
+            .expect("lock")
+            .insert(key, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Drops every cached token, so the next call asks the authority again.
+    pub fn clear_cache(&self) {
+        self.inner.cache.lock().expect("lock").clear();
+    }
+
+    /// Asks the token endpoint for a new token (client_credentials,
+    /// private_key_jwt), bypassing the cache; `expires_in` asks for a lifetime.
+    pub async fn fetch_token(
+        &self,
+        audience: &str,
+        scope: &str,
+        expires_in: Option<i64>,
+    ) -> Result<AccessToken, SdkError> {
+        let metadata = self.metadata().await?;
+        let now = unix_now();
+        let assertion = ClientAssertionClaims::sign(
+            &self.inner.key,
+            self.inner.agent_id.as_str(),
+            &metadata.issuer,
+            random_b64(16),
+            now,
+        );
+        let lifetime = expires_in.map(|s| s.to_string());
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                agentauth_core::CLIENT_ASSERTION_TYPE,
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("resource", audience),
+            ("scope", scope),
+        ];
+        if let Some(l) = &lifetime {
+            form.push(("expires_in", l));
+        }
+        let response = self
+            .inner
+            .http
+            .post(&metadata.token_endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| SdkError::Authority(e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| SdkError::Authority(e.to_string()))?;
+        if !status.is_success() {
+            let err: OAuthError = serde_json::from_slice(&body)
+                .map_err(|_| SdkError::Authority(format!("token endpoint answered {status}")))?;
+            return Err(SdkError::TokenRefused {
+                status: status.as_u16(),
+                error: err.error,
+                description: err.error_description,
+            });
+        }
+        let ok: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| SdkError::Authority(format!("token response: {e}")))?;
+        Ok(AccessToken {
+            token: ok.access_token,
+            scope: ok.scope,
+            expires_at: now + ok.expires_in,
+            issued_at: now,
+        })
+    }
+
+    /// Sends `request` to the agent `audience` with a token carrying `scope`.
+    /// If permissions were declared, a scope outside them is refused here first.
+    pub async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        audience: &str,
+        scope: &str,
+    ) -> Result<reqwest::Response, SdkError> {
+        if let Some(held) = self.inner.permissions.lock().expect("lock").as_ref() {
+            let asked = Scope::parse(scope)?;
+            if let Some(missing) = asked.missing_from(held).into_iter().next() {
+                return Err(SdkError::PermissionNotHeld(missing));
+            }
+        }
+        let token = self.token(audience, scope).await?;
+        Ok(request.bearer_auth(&token.token).send().await?)
+    }
+
+    /// The HTTP client, for building requests to pass to [`Client::call`].
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("agent_id", &self.inner.agent_id.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_refresh_in_the_last_fifth_of_their_life() {
+        let t = AccessToken {
+            token: String::new(),
+            scope: String::new(),
+            issued_at: 1_000,
+            expires_at: 1_300,
+        };
+        assert!(!t.needs_refresh(1_000));
+        assert!(!t.needs_refresh(1_239));
+        assert!(t.needs_refresh(1_240));
+        let short = AccessToken {
+            issued_at: 1_000,
+            expires_at: 1_020,
+            ..t
+        };
+        assert!(short.needs_refresh(1_010));
+    }
+}

@@ -1,0 +1,146 @@
+//! Why the verifying layer refused a request, and the RFC 6750 answer it gives.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+/// The request checks, in the order the layer runs them (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Check {
+    /// A Bearer token is present.
+    TokenPresent,
+    /// Structure, `typ`/`alg` allow-list and signature.
+    Signature,
+    /// `iss` is the trusted authority.
+    Issuer,
+    /// `aud` is this agent.
+    Audience,
+    /// `exp` and `nbf` within leeway.
+    Time,
+    /// Neither the token nor its agents are revoked or disabled.
+    Revocation,
+    /// The route's permission is in the token's scope.
+    Permission,
+}
+
+impl Check {
+    /// The name the JSON body and the audit use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenPresent => "token_present",
+            Self::Signature => "signature",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::Time => "time",
+            Self::Revocation => "revocation",
+            Self::Permission => "permission",
+        }
+    }
+}
+
+/// A refused request: which check failed and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The failed check.
+    pub check: Check,
+    /// One plain sentence.
+    pub description: String,
+    /// The permission the route needs, for `insufficient_scope`.
+    pub required: Option<String>,
+}
+
+impl Denial {
+    /// A denial at `check`.
+    pub fn new(check: Check, description: impl Into<String>) -> Self {
+        Self {
+            check,
+            description: description.into(),
+            required: None,
+        }
+    }
+
+    /// 403 for a missing permission, 401 for everything else.
+    pub fn status(&self) -> StatusCode {
+        match self.check {
+            Check::Permission => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The RFC 6750 error code.
+    pub fn error_code(&self) -> &'static str {
+        match self.check {
+            Check::TokenPresent => "invalid_request",
+            Check::Permission => "insufficient_scope",
+            _ => "invalid_token",
+        }
+    }
+
+    fn challenge(&self) -> String {
+        // Header values must be visible ASCII; quotes would end the parameter early.
+        let description: String = self
+            .description
+            .chars()
+            .map(|c| {
+                if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                    '\''
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let mut value = format!(
+            "Bearer realm=\"agentauth\", error=\"{}\", error_description=\"{description}\"",
+            self.error_code()
+        );
+        if let Some(scope) = &self.required {
+            value.push_str(&format!(", scope=\"{scope}\""));
+        }
+        value
+    }
+}
+
+impl IntoResponse for Denial {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": self.error_code(),
+            "error_description": self.description,
+            "check": self.check.as_str(),
+        });
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.challenge()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_denials_are_403_with_the_scope_in_the_challenge() {
+        let mut d = Denial::new(Check::Permission, "needs \"read:customer\"");
+        d.required = Some("read:customer".into());
+        let r = d.into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("scope=\"read:customer\""), "{challenge}");
+        assert!(challenge.contains("needs 'read:customer'"), "{challenge}");
+    }
+
+    #[test]
+    fn token_failures_are_401_invalid_token() {
+        let r = Denial::new(Check::Audience, "wrong audience ü").into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer realm=\"agentauth\", error=\"invalid_token\""));
+    }
+}

@@ -1,0 +1,29 @@
+use thiserror::Error;
+
+/// Every way an SDK call fails on the client side.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// The authority could not be reached or answered garbage.
+    #[error("authority unreachable or invalid response: {0}")]
+    Authority(String),
+    /// The token endpoint refused the request with an OAuth error.
+    #[error("token request refused ({error}): {description}")]
+    TokenRefused {
+        /// HTTP status.
+        status: u16,
+        /// OAuth error code, e.g. `invalid_scope`.
+        error: String,
+        /// The authority's explanation.
+        description: String,
+    },
+    /// The client itself refused: the agent does not hold the permission.
+    #[error("this agent does not hold \"{0}\"; refusing before sending")]
+    PermissionNotHeld(String),
+    /// The call to the other agent failed in transport.
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// Bad input to the SDK (identity, scope, key).
+    #[error(transparent)]
+    Core(#[from] agentauth_core::Error),
+}

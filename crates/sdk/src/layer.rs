@@ -1,0 +1,208 @@
+//! The tower layer that guards an axum route: every check of [`Verifier`],
+//! then the route's permission, then one audit record per decision.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::Request;
+use http::request::Parts;
+use tower::{Layer, Service};
+
+use crate::audit::Event;
+use crate::{Check, Denial, VerifiedAgent, Verifier};
+
+/// Verifies the caller's token and, if set, demands a permission.
+#[derive(Clone)]
+pub struct AuthLayer {
+    verifier: Verifier,
+    required: Option<String>,
+}
+
+impl AuthLayer {
+    pub(crate) fn new(verifier: Verifier, required: Option<String>) -> Self {
+        Self { verifier, required }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+            required: self.required.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around a route.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Verifier,
+    required: Option<String>,
+}
+
+impl<S> Service<Request<Body>> for AuthService<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        let required = self.required.clone();
+        Box::pin(async move {
+            let route = format!("{} {}", req.method(), req.uri().path());
+            let request_id = header(&req, "x-request-id");
+            let token = bearer(&req).map(str::to_owned);
+            match authorize(&verifier, token.as_deref(), required.as_deref()).await {
+                Ok(agent) => {
+                    verifier.audit(event(
+                        &verifier,
+                        Some(&agent),
+                        "request.allowed",
+                        "allow",
+                        route,
+                        request_id,
+                    ));
+                    req.extensions_mut().insert(agent);
+                    inner.call(req).await
+                }
+                Err(denial) => {
+                    tracing::info!(check = denial.check.as_str(), reason = %denial.description, %route, "request denied");
+                    let mut e = event(&verifier, None, "request.denied", "deny", route, request_id);
+                    e.reason = format!("{}: {}", denial.check.as_str(), denial.description);
+                    e.scope = required.unwrap_or_default();
+                    e.subject = token.as_deref().map(peek_client).unwrap_or_default();
+                    verifier.audit(e);
+                    Ok(denial.into_response())
+                }
+            }
+        })
+    }
+}
+
+/// The checks in order: token present, then [`Verifier::verify`], then the permission.
+async fn authorize(
+    verifier: &Verifier,
+    token: Result<&str, &Denial>,
+    required: Option<&str>,
+) -> Result<VerifiedAgent, Denial> {
+    let token = token.map_err(Clone::clone)?;
+    let agent = verifier.verify(token).await?;
+    if let Some(permission) = required
+        && !agent.scope.contains(permission)
+    {
+        let mut d = Denial::new(
+            Check::Permission,
+            format!("the token does not grant \"{permission}\""),
+        );
+        d.required = Some(permission.to_owned());
+        return Err(d);
+    }
+    Ok(agent)
+}
+
+fn bearer(req: &Request<Body>) -> Result<&str, Denial> {
+    let missing = || Denial::new(Check::TokenPresent, "no Bearer access token was presented");
+    let value = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(missing()),
+    }
+}
+
+fn header(req: &Request<Body>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(64).collect())
+        .unwrap_or_default()
+}
+
+/// For a denied request, who the token claims to be — unverified, for the audit only.
+fn peek_client(token: &str) -> String {
+    let Ok(compact) = agentauth_core::parse_access_token(token) else {
+        return String::new();
+    };
+    compact
+        .peek_claims::<serde_json::Value>()
+        .ok()
+        .and_then(|c| {
+            c.get("client_id")
+                .and_then(|v| v.as_str())
+                .map(|s| format!("unverified:{}", truncate(s)))
+        })
+        .unwrap_or_default()
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+fn event(
+    verifier: &Verifier,
+    agent: Option<&VerifiedAgent>,
+    kind: &'static str,
+    decision: &'static str,
+    route: String,
+    request_id: String,
+) -> Event {
+    Event {
+        kind,
+        subject: agent.map(|a| a.agent.clone()).unwrap_or_default(),
+        audience: verifier.audience().to_string(),
+        scope: agent.map(|a| a.scope.to_string()).unwrap_or_default(),
+        decision,
+        reason: route,
+        request_id,
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedAgent {
+    type Rejection = Denial;
+
+    /// The identity the layer verified; a route without the layer is refused
+    /// rather than served unauthenticated.
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Denial> {
+        parts
+            .extensions
+            .get::<VerifiedAgent>()
+            .cloned()
+            .ok_or_else(|| {
+                Denial::new(
+                    Check::TokenPresent,
+                    "this route is not protected by the agentauth layer",
+                )
+            })
+    }
+}
