@@ -45,10 +45,14 @@ struct Attempt {
 pub(crate) async fn token(
     State(s): State<AppState>,
     headers: HeaderMap,
-    FormBody(req): FormBody<TokenRequest>,
+    form: Result<FormBody<TokenRequest>, AuthorityError>,
 ) -> Response {
     let mut attempt = Attempt::default();
-    match issue(&s, &req, &headers, &mut attempt).await {
+    let outcome = match form {
+        Ok(FormBody(req)) => issue(&s, &req, &headers, &mut attempt).await,
+        Err(malformed) => Err(malformed),
+    };
+    match outcome {
         Ok(response) => response,
         Err(error) => {
             let actor = if attempt.client.is_empty() {

@@ -1,0 +1,8 @@
+//! End-to-end tests: each starts the real `agentauth` binary on a free
+//! loopback port with a temporary data dir and drives it over HTTP.
+
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod oauth;

@@ -1,0 +1,313 @@
+//! Shared fixtures: a running authority binary, agents with keys, raw HTTP helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agentauth_core::{ClientAssertionClaims, SigningKey, random_b64, unix_now};
+use agentauth_sdk::Client;
+use agentauth_store::{ScratchDatabase, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// The trust domain every test authority uses.
+pub const TRUST_DOMAIN: &str = "agentauth.local";
+
+/// The SPIFFE ID of agent `name`.
+pub fn id(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
+}
+
+/// The path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_agentauth")
+}
+
+/// A command for the binary with no inherited AGENTAUTH_* settings.
+pub fn command() -> Command {
+    let mut cmd = Command::new(binary());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AGENTAUTH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A running `agentauth serve` process.
+pub struct Server {
+    child: Child,
+    /// Base URL (also the issuer).
+    pub url: String,
+    /// The admin credential printed at first start.
+    pub admin: String,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The database URL the server uses.
+    pub database_url: String,
+    _dir: Option<tempfile::TempDir>,
+    scratch: Option<ScratchDatabase>,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// An authority on SQLite in a fresh temporary data dir.
+    pub async fn start() -> Self {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Same, with extra `serve` flags and environment.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut server = Self::spawn(&data_dir, None, args, env);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// An authority on a fresh PostgreSQL database at `DATABASE_URL`.
+    pub async fn start_postgres() -> Self {
+        let admin = std::env::var("DATABASE_URL").ok();
+        let scratch = ScratchDatabase::create(admin.as_deref())
+            .await
+            .expect("PostgreSQL must be reachable");
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::spawn(&dir.path().join("data"), Some(&scratch.url), &[], &[]);
+        server._dir = Some(dir);
+        server.scratch = Some(scratch);
+        server
+    }
+
+    /// Starts the binary on `data_dir` and waits for its listening line.
+    pub fn spawn(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let mut cmd = command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args);
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let (url, admin) = read_banner(&mut child, data_dir);
+        let database_url = database_url.map_or_else(
+            || data_dir.join("agentauth.db").display().to_string(),
+            str::to_owned,
+        );
+        Self {
+            child,
+            url,
+            admin,
+            data_dir: data_dir.to_owned(),
+            database_url,
+            _dir: None,
+            scratch: None,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Process ID, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal) and returns whether it exited 0.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<bool> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Opens the server's store directly, to check what was (not) written.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        agentauth_store::open(&self.database_url).await.unwrap()
+    }
+
+    /// Registers `name` with `permissions` and a fresh Ed25519 key.
+    pub async fn register(&self, name: &str, permissions: &[&str]) -> SigningKey {
+        let key = SigningKey::generate_ed25519();
+        let body = json!({"name": name, "permissions": permissions, "public_jwk": key.public_jwk().to_json()});
+        let (status, answer) = self
+            .admin_json(Method::POST, "/v1/agents", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        key
+    }
+
+    /// An SDK client for agent `name`.
+    pub fn client(&self, name: &str, key: &SigningKey) -> Client {
+        Client::new(
+            &self.url,
+            agentauth_core::SpiffeId::parse(&id(name)).unwrap(),
+            key.clone(),
+        )
+    }
+
+    /// Calls the admin API with the admin credential.
+    pub async fn admin_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a form and returns status and JSON.
+    pub async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .form(pairs)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A fresh client assertion for `name` addressed to the issuer.
+    pub fn assertion(&self, name: &str, key: &SigningKey) -> String {
+        ClientAssertionClaims::sign(key, &id(name), &self.url, random_b64(16), unix_now())
+    }
+
+    /// A client_credentials request with a fresh assertion.
+    pub async fn token(
+        &self,
+        name: &str,
+        key: &SigningKey,
+        audience: &str,
+        scope: &str,
+    ) -> (StatusCode, Value) {
+        let assertion = self.assertion(name, key);
+        self.token_with(&assertion, audience, scope).await
+    }
+
+    /// A client_credentials request with the given assertion.
+    pub async fn token_with(
+        &self,
+        assertion: &str,
+        audience: &str,
+        scope: &str,
+    ) -> (StatusCode, Value) {
+        self.form(
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    agentauth_core::CLIENT_ASSERTION_TYPE,
+                ),
+                ("client_assertion", assertion),
+                ("resource", audience),
+                ("scope", scope),
+            ],
+        )
+        .await
+    }
+
+    /// Everything a refused write must leave unchanged.
+    pub async fn snapshot(&self) -> Snapshot {
+        let store = self.store().await;
+        Snapshot {
+            agents: serde_json::to_value(store.agents().await.unwrap()).unwrap(),
+            revocations: store.revocations_since(0, 10_000).await.unwrap().len(),
+            audit_head: store.audit_head().await.unwrap().0,
+        }
+    }
+
+    /// Stops the server and drops its scratch database, if any.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(scratch) = self.scratch.take() {
+            scratch.drop_database().await.unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the store holds, for before/after comparisons.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    /// Every agent.
+    pub agents: Value,
+    /// Number of revocation entries.
+    pub revocations: usize,
+    /// Audit head sequence number.
+    pub audit_head: i64,
+}
+
+/// Reads the listening URL and (on first start) the admin credential from stdout.
+fn read_banner(child: &mut Child, data_dir: &Path) -> (String, String) {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut url = None;
+    let mut admin = None;
+    while url.is_none() || admin.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+            panic!("the server did not start; its log:\n{log}");
+        };
+        if let Some(rest) = line.strip_prefix("agentauth listening on ") {
+            url = rest.split_whitespace().next().map(str::to_owned);
+            // A restart on an existing data dir prints no credential: read the file.
+            if let Ok(token) = std::fs::read_to_string(data_dir.join("admin-token")) {
+                admin.get_or_insert(token.trim().to_owned());
+            }
+        } else if let Some((_, token)) = line.rsplit_once(": ") {
+            if line.starts_with("admin credential") {
+                admin = Some(token.trim().to_owned());
+            }
+        }
+    }
+    (url.unwrap(), admin.unwrap())
+}
