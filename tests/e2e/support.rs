@@ -303,10 +303,10 @@ fn read_banner(child: &mut Child, data_dir: &Path) -> (String, String) {
             if let Ok(token) = std::fs::read_to_string(data_dir.join("admin-token")) {
                 admin.get_or_insert(token.trim().to_owned());
             }
-        } else if let Some((_, token)) = line.rsplit_once(": ") {
-            if line.starts_with("admin credential") {
-                admin = Some(token.trim().to_owned());
-            }
+        } else if let Some((_, token)) = line.rsplit_once(": ")
+            && line.starts_with("admin credential")
+        {
+            admin = Some(token.trim().to_owned());
         }
     }
     (url.unwrap(), admin.unwrap())
