@@ -1,0 +1,482 @@
+//! The SDK's verifying layer in front of the example customer agent, against
+//! the real authority binary: every check, its answer and its audit record.
+
+use std::time::{Duration, Instant};
+
+use agentauth_core::{SigningKey, SpiffeId, b64url_encode};
+use agentauth_sdk::{Client, Verifier, VerifierConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Server, id};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/customer_agent.rs"]
+mod customer_agent;
+
+/// An authority, the customer agent behind the layer, and the reader's client.
+struct Scene {
+    server: Server,
+    customer_url: String,
+    verifier: Verifier,
+    reader_key: SigningKey,
+    reader: Client,
+}
+
+impl Scene {
+    async fn start(leeway_secs: i64) -> Self {
+        let server = Server::start().await;
+        let customer_key = server.register("customer", &[]).await;
+        let reader_key = server.register("reader", &["read:customer"]).await;
+        server.register("orders", &[]).await;
+        let mut config =
+            VerifierConfig::new(&server.url, SpiffeId::parse(&id("customer")).unwrap());
+        config.leeway_secs = leeway_secs;
+        config.revocation_poll = Duration::from_millis(200);
+        let verifier = Verifier::connect(config)
+            .await
+            .unwrap()
+            .with_audit(server.client("customer", &customer_key));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let customer_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(axum::serve(listener, customer_agent::router(&verifier)).into_future());
+        let reader = server.client("reader", &reader_key);
+        Self {
+            server,
+            customer_url,
+            verifier,
+            reader_key,
+            reader,
+        }
+    }
+
+    async fn get_with(&self, token: Option<&str>) -> (StatusCode, String, Value) {
+        let mut request = self
+            .server
+            .http
+            .get(format!("{}/api/customer/42", self.customer_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            challenge,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn token(&self, audience: &str, scope: &str) -> String {
+        self.reader
+            .fetch_token(&id(audience), scope, None)
+            .await
+            .unwrap()
+            .token
+    }
+
+    /// Polls until the reader's `token` is refused, for at most `within`.
+    async fn refused_within(&self, token: &str, within: Duration) -> Option<(Duration, Value)> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            let (status, _, body) = self.get_with(Some(token)).await;
+            if status == StatusCode::UNAUTHORIZED {
+                return Some((started.elapsed(), body));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+fn assert_denied(result: (StatusCode, String, Value), status: StatusCode, check: &str) -> Value {
+    let (got, challenge, body) = result;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["check"], check, "{body}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"agentauth\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("error=\"{}\"", body["error"].as_str().unwrap())),
+        "{challenge}"
+    );
+    assert!(!body["error_description"].as_str().unwrap().is_empty());
+    body
+}
+
+#[tokio::test]
+async fn a_permitted_read_reaches_the_handler_with_the_verified_identity() {
+    let scene = Scene::start(30).await;
+    let customer = SpiffeId::parse(&id("customer")).unwrap();
+    let request = scene
+        .reader
+        .http()
+        .get(format!("{}/api/customer/42", scene.customer_url));
+    let response = scene
+        .reader
+        .call(request, customer.as_str(), "read:customer")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 42);
+    assert_eq!(body["served_to"], id("reader"));
+
+    // A second call reuses the cached token: the authority issued only one.
+    let request = scene
+        .reader
+        .http()
+        .get(format!("{}/api/customer/7", scene.customer_url));
+    assert_eq!(
+        scene
+            .reader
+            .call(request, customer.as_str(), "read:customer")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let (_, audit) = scene
+        .server
+        .admin_json(Method::GET, "/v1/audit?kind=token.issued", None)
+        .await;
+    let issued_to_customer = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["audience"] == id("customer"))
+        .count();
+    assert_eq!(issued_to_customer, 1);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused_at_the_right_check() {
+    let scene = Scene::start(30).await;
+    assert_denied(
+        scene.get_with(None).await,
+        StatusCode::UNAUTHORIZED,
+        "token_present",
+    );
+    assert_denied(
+        scene.get_with(Some("abc")).await,
+        StatusCode::UNAUTHORIZED,
+        "signature",
+    );
+
+    let good = scene.token("customer", "read:customer").await;
+    let parts: Vec<&str> = good.split('.').collect();
+    for alg in ["none", "HS256", "RS256"] {
+        let header = b64url_encode(json!({"alg": alg, "typ": "at+jwt", "kid": "x"}).to_string());
+        let forged = format!("{header}.{}.{}", parts[1], parts[2]);
+        let body = assert_denied(
+            scene.get_with(Some(&forged)).await,
+            StatusCode::UNAUTHORIZED,
+            "signature",
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("not allowed"),
+            "{body}"
+        );
+    }
+    let untyped = b64url_encode(json!({"alg": "EdDSA", "typ": "JWT"}).to_string());
+    let forged = format!("{untyped}.{}.{}", parts[1], parts[2]);
+    assert_denied(
+        scene.get_with(Some(&forged)).await,
+        StatusCode::UNAUTHORIZED,
+        "signature",
+    );
+
+    // Claims changed after signing (scope widened): the signature no longer holds.
+    let mut claims: Value =
+        serde_json::from_slice(&agentauth_core::b64url_decode(parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!("read:customer write:customer");
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url_encode(claims.to_string()),
+        parts[2]
+    );
+    let body = assert_denied(
+        scene.get_with(Some(&tampered)).await,
+        StatusCode::UNAUTHORIZED,
+        "signature",
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{body}"
+    );
+
+    let for_orders = scene.token("orders", "read:customer").await;
+    assert_denied(
+        scene.get_with(Some(&for_orders)).await,
+        StatusCode::UNAUTHORIZED,
+        "audience",
+    );
+}
+
+#[tokio::test]
+async fn a_token_from_another_authority_is_refused() {
+    let scene = Scene::start(30).await;
+    let rogue = Server::start().await;
+    let key = rogue.register("reader", &["read:customer"]).await;
+    rogue.register("customer", &[]).await;
+    let (_, body) = rogue
+        .token("reader", &key, &id("customer"), "read:customer")
+        .await;
+    let foreign = body["access_token"].as_str().unwrap();
+    let body = assert_denied(
+        scene.get_with(Some(foreign)).await,
+        StatusCode::UNAUTHORIZED,
+        "signature",
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown key"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let scene = Scene::start(0).await;
+    let short = scene
+        .reader
+        .fetch_token(&id("customer"), "read:customer", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(scene.get_with(Some(&short.token)).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_denied(
+        scene.get_with(Some(&short.token)).await,
+        StatusCode::UNAUTHORIZED,
+        "time",
+    );
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_403_insufficient_scope_naming_the_scope() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let response = scene
+        .server
+        .http
+        .post(format!("{}/api/customer", scene.customer_url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Eve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"write:customer\""),
+        "{challenge}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["check"], "permission");
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_within_the_poll_interval() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    assert_eq!(scene.get_with(Some(&token)).await.0, StatusCode::OK);
+    let assertion = scene.server.assertion("reader", &scene.reader_key);
+    let (status, _) = scene
+        .server
+        .form(
+            "/oauth/revoke",
+            &[
+                ("token", token.as_str()),
+                (
+                    "client_assertion_type",
+                    agentauth_core::CLIENT_ASSERTION_TYPE,
+                ),
+                ("client_assertion", assertion.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (after, body) = scene
+        .refused_within(&token, Duration::from_secs(5))
+        .await
+        .expect("refused within 5 s");
+    assert_eq!(body["check"], "revocation");
+    assert!(after < Duration::from_secs(5));
+    // Other tokens of the same agent still work.
+    let fresh = scene.token("customer", "read:customer").await;
+    assert_eq!(scene.get_with(Some(&fresh)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn disabling_an_agent_stops_its_tokens_and_enabling_restores_them() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let patch = |status: &'static str| {
+        scene.server.admin_json(
+            Method::PATCH,
+            "/v1/agents/reader",
+            Some(json!({"status": status})),
+        )
+    };
+    assert_eq!(patch("disabled").await.0, StatusCode::OK);
+    let (_, body) = scene
+        .refused_within(&token, Duration::from_secs(5))
+        .await
+        .expect("refused within 5 s");
+    assert_eq!(body["check"], "revocation");
+    assert_eq!(patch("active").await.0, StatusCode::OK);
+    scene.verifier.refresh_revocations().await.unwrap();
+    assert_eq!(scene.get_with(Some(&token)).await.0, StatusCode::OK);
+
+    let (status, _) = scene
+        .server
+        .admin_json(Method::DELETE, "/v1/agents/reader", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, body) = scene
+        .refused_within(&token, Duration::from_secs(5))
+        .await
+        .expect("refused within 5 s");
+    assert_eq!(body["check"], "revocation");
+}
+
+#[tokio::test]
+async fn every_decision_of_the_layer_reaches_the_audit_log() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    assert_eq!(scene.get_with(Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(scene.get_with(None).await.0, StatusCode::UNAUTHORIZED);
+    let for_orders = scene.token("orders", "read:customer").await;
+    assert_eq!(
+        scene.get_with(Some(&for_orders)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    scene.verifier.flush_audit().await;
+
+    let (_, allowed) = scene
+        .server
+        .admin_json(Method::GET, "/v1/audit?kind=request.allowed", None)
+        .await;
+    let allowed = allowed["records"].as_array().unwrap();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(
+        allowed[0]["actor"],
+        id("customer"),
+        "the reporting agent is the actor"
+    );
+    assert_eq!(allowed[0]["subject"], id("reader"));
+    assert_eq!(allowed[0]["scope"], "read:customer");
+    assert_eq!(allowed[0]["decision"], "allow");
+
+    let (_, denied) = scene
+        .server
+        .admin_json(Method::GET, "/v1/audit?kind=request.denied", None)
+        .await;
+    let reasons: Vec<&str> = denied["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("token_present:"), "{reasons:?}");
+    assert!(reasons[1].starts_with("audience:"), "{reasons:?}");
+    assert!(
+        denied["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["decision"] == "deny")
+    );
+}
+
+#[tokio::test]
+async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
+    let scene = Scene::start(30).await;
+    let endpoint = format!("{}/v1/audit/events", scene.server.url);
+    let no_token = scene
+        .server
+        .http
+        .post(&endpoint)
+        .json(&json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+
+    let for_customer = scene.token("customer", "read:customer").await;
+    let wrong_audience = scene
+        .server
+        .http
+        .post(&endpoint)
+        .bearer_auth(&for_customer)
+        .json(&json!({"events": []}));
+    assert_eq!(
+        wrong_audience.send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let token = scene
+        .reader
+        .fetch_token("spiffe://agentauth.local/authority", "audit:write", None)
+        .await
+        .unwrap()
+        .token;
+    let forged_kind = json!({"events": [{"kind": "token.issued", "decision": "allow"}]});
+    let response = scene
+        .server
+        .http
+        .post(&endpoint)
+        .bearer_auth(&token)
+        .json(&forged_kind)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let before = scene.server.snapshot().await.audit_head;
+    let report = json!({"events": [{"kind": "request.allowed", "decision": "allow", "subject": "x"}], "dropped": 3});
+    let response = scene
+        .server
+        .http
+        .post(&endpoint)
+        .bearer_auth(&token)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, audit) = scene
+        .server
+        .admin_json(Method::GET, &format!("/v1/audit?since={before}"), None)
+        .await;
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["actor"], id("reader"));
+    assert_eq!(records[1]["kind"], "audit.dropped");
+    assert!(records[1]["reason"].as_str().unwrap().contains('3'));
+}
