@@ -197,7 +197,11 @@ async fn a_replayed_client_assertion_is_invalid_client() {
         .pop()
         .unwrap();
     assert_eq!(last.event.kind, "token.refused");
-    assert_eq!(last.event.actor, id("reader"));
+    assert_eq!(
+        last.event.actor,
+        format!("unverified:{}", id("reader")),
+        "a replay proves nothing about who sent it"
+    );
 }
 
 async fn expect_error(
@@ -319,6 +323,19 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         "signature",
     )
     .await;
+    let last = s
+        .store()
+        .await
+        .audit_records(&Default::default())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        last.event.actor,
+        format!("unverified:{}", id("reader")),
+        "a forged assertion is not attributed"
+    );
 
     let wrong_aud = ClientAssertionClaims::sign(
         &key,

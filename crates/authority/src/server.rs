@@ -8,16 +8,20 @@ use agentauth_core::{SpiffeId, TrustDomain, random_b64, unix_now};
 use agentauth_store::Store;
 use axum::Router;
 use axum::routing::{get, post};
-use http::{HeaderValue, Request};
+use http::{HeaderValue, Request, StatusCode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::keys::{KeyRing, MasterKey};
 use crate::{AdminCredential, AuthorityError, Config, audit, files, oauth, registry, revocation};
+
+/// Longest any request may take, so slow clients cannot hold handlers forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shared state of every handler.
 pub(crate) struct State {
@@ -49,6 +53,7 @@ pub struct Running {
     pub admin_token: Option<String>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    purger: JoinHandle<()>,
 }
 
 impl Running {
@@ -56,6 +61,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+        self.purger.abort();
     }
 }
 
@@ -100,7 +106,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         authority_id,
     });
 
-    spawn_purger(state.store.clone());
+    let purger = spawn_purger(state.store.clone());
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -117,6 +123,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         admin_token,
         stop,
         task,
+        purger,
     })
 }
 
@@ -142,6 +149,10 @@ fn router(state: AppState) -> Router {
         .route("/v1/audit/events", post(audit::ingest))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
@@ -160,7 +171,7 @@ impl MakeRequestId for RandomRequestId {
 }
 
 /// Forgets spent client assertions once they could no longer be replayed.
-fn spawn_purger(store: Arc<dyn Store>) {
+fn spawn_purger(store: Arc<dyn Store>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -169,5 +180,5 @@ fn spawn_purger(store: Arc<dyn Store>) {
                 tracing::warn!(error = %e, "purging used client assertions failed");
             }
         }
-    });
+    })
 }

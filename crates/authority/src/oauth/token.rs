@@ -37,6 +37,7 @@ pub(crate) struct TokenRequest {
 #[derive(Debug, Default)]
 struct Attempt {
     client: String,
+    authenticated: bool,
     audience: String,
     scope: String,
 }
@@ -55,12 +56,13 @@ pub(crate) async fn token(
     match outcome {
         Ok(response) => response,
         Err(error) => {
-            let actor = if attempt.client.is_empty() {
-                "anonymous"
-            } else {
-                attempt.client.as_str()
+            // Until the assertion verified, the client ID is only a claim: say so.
+            let actor = match (attempt.client.is_empty(), attempt.authenticated) {
+                (true, _) => "anonymous".to_owned(),
+                (false, true) => attempt.client.clone(),
+                (false, false) => format!("unverified:{}", attempt.client),
             };
-            let mut audit = event("token.refused", actor, actor, Decision::Deny);
+            let mut audit = event("token.refused", &actor, &actor, Decision::Deny);
             audit.audience = attempt.audience;
             audit.scope = attempt.scope;
             audit.reason = format!("{}: {error}", error.status_and_code().1);
@@ -99,6 +101,7 @@ async fn issue(
         client_id: req.client_id.as_deref(),
     };
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
+    attempt.authenticated = true;
     let audience = target(s, req, attempt).await?;
     let scope = granted_scope(s, req, &client, &audience, attempt)?;
     let lifetime = lifetime(s, req.expires_in.as_deref())?;
@@ -143,9 +146,15 @@ async fn issue(
     audit.scope = record.scope.clone();
     audit.reason = "client_credentials".into();
     audit.request_id = request_id(headers);
-    s.store
+    if let Err(e) = s
+        .store
         .issue_token(&client.assertion, &record, &audit)
-        .await?;
+        .await
+    {
+        // A replayed assertion proves nothing about who presents it now.
+        attempt.authenticated = !matches!(e, agentauth_store::StoreError::ReplayedAssertion);
+        return Err(e.into());
+    }
     tracing::info!(client = %claims.client_id, audience = %claims.aud, scope = %record.scope, jti = %claims.jti, "token issued");
 
     let body = json!({
