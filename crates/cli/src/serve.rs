@@ -141,3 +141,69 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(argv: &[&str]) -> anyhow::Result<Config> {
+        Wrapper::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))?
+            .args
+            .config()
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agentauth.toml");
+        std::fs::write(&file, "trust_domain = \"example.org\"\ntoken_lifetime_secs = 120\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = config(&["--config", path]).unwrap();
+        assert_eq!(from_file.trust_domain, "example.org");
+        assert_eq!(from_file.token_lifetime_secs, 120);
+        assert_eq!(from_file.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(from_file.max_token_lifetime_secs, 3600);
+        let overridden = config(&[
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:9100",
+            "--trust-domain",
+            "x.test",
+        ])
+        .unwrap();
+        assert_eq!(overridden.listen, SocketAddr::from(([127, 0, 0, 1], 9100)));
+        assert_eq!(overridden.trust_domain, "x.test");
+        assert_eq!(overridden.token_lifetime_secs, 120);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "trust_domian = \"typo.org\"\n").unwrap();
+        let err = config(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("trust_domian"), "{err:#}");
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.data_dir, PathBuf::from("./agentauth-data"));
+        assert_eq!(c.database_url(), "./agentauth-data/agentauth.db");
+        assert_eq!(c.trust_domain, "agentauth.local");
+        assert_eq!(
+            (c.token_lifetime_secs, c.max_token_lifetime_secs),
+            (300, 3600)
+        );
+    }
+}
