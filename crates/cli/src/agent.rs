@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 
 use crate::admin_client::Connection;
 
+/// Key types an agent can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum KeyType {
+    /// Ed25519 (EdDSA), the default.
+    Ed25519,
+    /// NIST P-256 (ES256).
+    P256,
+}
+
 /// Agent registry commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentCommand {
@@ -32,6 +41,9 @@ pub(crate) enum AgentCommand {
         /// Who is responsible for it.
         #[arg(long, default_value = "")]
         owner: String,
+        /// Key type to generate.
+        #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
+        key_type: KeyType,
         #[command(flatten)]
         conn: Connection,
     },
@@ -78,9 +90,20 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             key_out,
             description,
             owner,
+            key_type,
             conn,
         } => {
-            register(&conn, &name, permissions, key_out, description, owner).await?;
+            let key = match key_type {
+                KeyType::Ed25519 => SigningKey::generate_ed25519(),
+                KeyType::P256 => SigningKey::generate_p256(),
+            };
+            let registration = Registration {
+                name: &name,
+                permissions,
+                description,
+                owner,
+            };
+            register(&conn, registration, key, key_out).await?;
         }
         AgentCommand::List { conn } => {
             let list = conn.admin(Method::GET, "/v1/agents", None).await?;
@@ -142,23 +165,29 @@ async fn set_status(conn: &Connection, name: &str, status: &str) -> anyhow::Resu
     Ok(())
 }
 
-async fn register(
-    conn: &Connection,
-    name: &str,
+/// What `agent register` sends besides the key.
+struct Registration<'a> {
+    name: &'a str,
     permissions: Vec<String>,
-    key_out: Option<PathBuf>,
     description: String,
     owner: String,
+}
+
+async fn register(
+    conn: &Connection,
+    r: Registration<'_>,
+    key: SigningKey,
+    key_out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let name = r.name;
     checked(name)?;
     let key_path = key_out.unwrap_or_else(|| PathBuf::from(format!("{name}.key.json")));
-    let key = SigningKey::generate_ed25519();
     write_key(&key_path, &key)?;
     let body = json!({
         "name": name,
-        "description": description,
-        "owner": owner,
-        "permissions": permissions,
+        "description": r.description,
+        "owner": r.owner,
+        "permissions": r.permissions,
         "public_jwk": key.public_jwk().to_json(),
     });
     match conn.admin(Method::POST, "/v1/agents", Some(&body)).await {
