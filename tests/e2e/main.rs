@@ -5,5 +5,8 @@
 
 mod support;
 
+mod cli;
 mod layer;
+mod lifecycle;
 mod oauth;
+mod registry;

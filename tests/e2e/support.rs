@@ -40,6 +40,31 @@ pub fn command() -> Command {
     cmd
 }
 
+/// Runs `cmd` to completion with captured output, killing it and failing the
+/// test if it has not finished `within`.
+pub fn output_within(cmd: &mut Command, within: Duration) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} did not finish within {within:?}");
+        }
+    }
+}
+
 /// A running `agentauth serve` process.
 pub struct Server {
     child: Child,

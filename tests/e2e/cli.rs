@@ -1,0 +1,801 @@
+//! The `agentauth` command line as a user runs it against a live authority:
+//! agent administration, tokens, the audit log and the demo.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use agentauth_core::{
+    ACCESS_TOKEN_TYP, AuditRecord, Header, SigningKey, b64url_decode, b64url_encode, chain_hash,
+    sign_compact, verify_chain,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Server, command, id, output_within};
+
+/// What a finished command left behind.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts failure with exactly one line on stderr starting with `error:`
+    /// and mentioning `mentions`.
+    fn fails_with(&self, mentions: &str) {
+        assert!(!self.success, "expected failure, stdout: {}", self.stdout);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr, got: {}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        assert!(
+            lines[0].contains(mentions),
+            "\"{}\" should mention \"{mentions}\"",
+            lines[0]
+        );
+    }
+
+    fn succeeds(&self) -> &Self {
+        assert!(
+            self.success,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn finish(output: Output) -> Run {
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    finish(output_within(cmd, Duration::from_secs(30)))
+}
+
+/// `agentauth ARGS --data-dir <server data dir>` against the server.
+fn cli(s: &Server, args: &[&str]) -> Run {
+    run(command()
+        .env("AGENTAUTH_URL", &s.url)
+        .args(args)
+        .arg("--data-dir")
+        .arg(&s.data_dir))
+}
+
+/// `agentauth ARGS` with the admin credential in the environment.
+fn cli_as(s: &Server, admin: &str, args: &[&str]) -> Run {
+    run(command()
+        .env("AGENTAUTH_URL", &s.url)
+        .env("AGENTAUTH_ADMIN_TOKEN", admin)
+        .args(args))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn claims(token: &str) -> Value {
+    serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn agent_register_writes_a_private_key_that_matches_the_registry_entry() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("reader.key.json");
+    let out = cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "reader",
+            "--permission",
+            "read:customer",
+            "-p",
+            "read:orders",
+            "--key-out",
+            path_str(&key_file),
+            "--description",
+            "reads customers",
+            "--owner",
+            "team-a",
+        ],
+    );
+    out.succeeds();
+    assert!(
+        out.stdout
+            .contains("registered reader (spiffe://agentauth.local/agent/reader)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(path_str(&key_file)));
+
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    let private: Value =
+        serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    assert!(private["d"].is_string(), "the file holds the private key");
+    let key = SigningKey::from_private_jwk(&private).unwrap();
+
+    let (status, entry) = s.admin_json(Method::GET, "/v1/agents/reader", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(entry["public_jwk"], key.public_jwk().to_json());
+    assert!(entry["public_jwk"].get("d").is_none());
+    assert_eq!(entry["jkt"], key.public_jwk().thumbprint().0);
+    assert_eq!(
+        entry["permissions"],
+        json!(["read:customer", "read:orders"])
+    );
+    assert_eq!(entry["description"], "reads customers");
+    assert_eq!(entry["owner"], "team-a");
+
+    // The key in the file is the one the authority accepts.
+    s.register("customer", &[]).await;
+    let (status, body) = s
+        .token("reader", &key, &id("customer"), "read:orders")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let p256_file = dir.path().join("p256.key.json");
+    cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "p256-agent",
+            "-p",
+            "read:customer",
+            "--key-type",
+            "p256",
+            "--key-out",
+            path_str(&p256_file),
+        ],
+    )
+    .succeeds();
+    let private: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p256_file).unwrap()).unwrap();
+    assert_eq!(
+        (private["kty"].as_str(), private["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    let (_, entry) = s
+        .admin_json(Method::GET, "/v1/agents/p256-agent", None)
+        .await;
+    let p256 = SigningKey::from_private_jwk(&private).unwrap();
+    assert_eq!(entry["public_jwk"], p256.public_jwk().to_json());
+    let out = cli(
+        &s,
+        &[
+            "token",
+            "get",
+            "--key",
+            path_str(&p256_file),
+            "--agent",
+            "p256-agent",
+            "--audience",
+            "customer",
+            "--scope",
+            "read:customer",
+        ],
+    );
+    assert_eq!(
+        claims(out.succeeds().stdout.trim())["cnf"]["jkt"],
+        p256.public_jwk().thumbprint().0
+    );
+}
+
+#[tokio::test]
+async fn agent_register_never_overwrites_a_key_and_leaves_nothing_behind_when_refused() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("reader.key.json");
+    cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "reader",
+            "--key-out",
+            path_str(&key_file),
+        ],
+    )
+    .succeeds();
+    let original = std::fs::read(&key_file).unwrap();
+    let before = s.snapshot().await;
+
+    let out = cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "writer",
+            "--key-out",
+            path_str(&key_file),
+        ],
+    );
+    out.fails_with("reader.key.json");
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        original,
+        "the key is intact"
+    );
+    assert_eq!(s.snapshot().await, before, "no agent was registered");
+
+    let invalid = dir.path().join("invalid.key.json");
+    let out = cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "Bad_Name",
+            "--key-out",
+            path_str(&invalid),
+        ],
+    );
+    out.fails_with("not a valid agent name");
+    assert!(!invalid.exists(), "no key file for an invalid name");
+    let out = cli(
+        &s,
+        &[
+            "agent",
+            "register",
+            "writer",
+            "-p",
+            "not a permission",
+            "--key-out",
+            path_str(&invalid),
+        ],
+    );
+    out.fails_with("400 invalid_request");
+    assert!(
+        !invalid.exists(),
+        "a refused registration removes its key file"
+    );
+
+    let taken = dir.path().join("taken.key.json");
+    let out = cli(
+        &s,
+        &["agent", "register", "reader", "--key-out", path_str(&taken)],
+    );
+    out.fails_with("409 conflict");
+    assert!(
+        !taken.exists(),
+        "a refused registration removes its key file"
+    );
+    assert_eq!(s.snapshot().await, before);
+}
+
+fn list_rows(out: &Run) -> Vec<Vec<String>> {
+    out.stdout
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn agent_list_show_disable_enable_and_delete_manage_the_registry() {
+    let s = Server::start().await;
+    s.register("reader", &["read:orders", "read:customer"])
+        .await;
+    s.register("customer", &[]).await;
+
+    let out = cli(&s, &["agent", "list"]);
+    out.succeeds();
+    assert_eq!(
+        list_rows(&out),
+        [
+            vec!["customer", "active", id("customer").as_str()],
+            vec![
+                "reader",
+                "active",
+                id("reader").as_str(),
+                "read:customer",
+                "read:orders"
+            ],
+        ]
+    );
+
+    let out = cli_as(&s, &s.admin, &["agent", "show", "reader"]);
+    out.succeeds();
+    let shown: Value = serde_json::from_str(&out.stdout).unwrap();
+    let (_, entry) = s.admin_json(Method::GET, "/v1/agents/reader", None).await;
+    assert_eq!(shown, entry);
+
+    let status = || async {
+        s.admin_json(Method::GET, "/v1/agents/reader", None).await.1["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let out = cli(&s, &["agent", "disable", "reader"]);
+    out.succeeds();
+    assert_eq!(status().await, "disabled");
+    assert_eq!(list_rows(&out)[0][..2], ["reader", "disabled"]);
+    assert_eq!(list_rows(&cli(&s, &["agent", "list"]))[1][1], "disabled");
+    cli(&s, &["agent", "enable", "reader"]).succeeds();
+    assert_eq!(status().await, "active");
+
+    let out = cli(&s, &["agent", "delete", "reader"]);
+    out.succeeds();
+    assert_eq!(out.stdout.trim(), "deleted reader");
+    let (code, _) = s.admin_json(Method::GET, "/v1/agents/reader", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(list_rows(&cli(&s, &["agent", "list"])).len(), 1);
+
+    cli(&s, &["agent", "show", "reader"]).fails_with("404 not_found");
+    cli(&s, &["agent", "disable", "reader"]).fails_with("404 not_found");
+    cli(&s, &["agent", "delete", "reader"]).fails_with("404 not_found");
+    cli(&s, &["agent", "show", "Reader"]).fails_with("not a valid agent name");
+
+    let audit = s
+        .store()
+        .await
+        .audit_records(&Default::default())
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|r| r.event.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "agent.created",
+            "agent.created",
+            "agent.updated",
+            "agent.updated",
+            "agent.deleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn admin_commands_need_a_valid_admin_credential() {
+    let s = Server::start().await;
+    s.register("reader", &[]).await;
+    let before = s.snapshot().await;
+
+    let nowhere = tempfile::tempdir().unwrap();
+    let out = run(command()
+        .env("AGENTAUTH_URL", &s.url)
+        .args(["agent", "delete", "reader", "--data-dir"])
+        .arg(nowhere.path()));
+    out.fails_with("no admin credential");
+    cli_as(&s, "aa_admin_wrong", &["agent", "delete", "reader"]).fails_with("401 invalid_token");
+    cli_as(&s, "aa_admin_wrong", &["agent", "list"]).fails_with("401");
+    assert_eq!(s.snapshot().await, before);
+
+    // AGENTAUTH_ADMIN_TOKEN wins over the data dir's file.
+    let out = run(command()
+        .env("AGENTAUTH_URL", &s.url)
+        .env("AGENTAUTH_ADMIN_TOKEN", "aa_admin_wrong")
+        .args(["agent", "list", "--data-dir"])
+        .arg(&s.data_dir));
+    out.fails_with("401");
+    let out = run(command().env("AGENTAUTH_ADMIN_TOKEN", &s.admin).args([
+        "agent",
+        "list",
+        "--authority",
+        s.url.as_str(),
+    ]));
+    assert_eq!(list_rows(out.succeeds())[0][0], "reader");
+}
+
+fn write_key(dir: &Path, key: &SigningKey) -> String {
+    let path = dir.join("agent.key.json");
+    std::fs::write(&path, key.to_private_jwk().to_string()).unwrap();
+    path_str(&path).to_owned()
+}
+
+#[tokio::test]
+async fn token_get_prints_a_jwt_for_the_audience_and_refuses_a_scope_not_held() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &key);
+    let get = |audience: &str, scope: &str| {
+        cli(
+            &s,
+            &[
+                "token",
+                "get",
+                "--key",
+                &key_file,
+                "--agent",
+                "reader",
+                "--audience",
+                audience,
+                "--scope",
+                scope,
+            ],
+        )
+    };
+
+    let out = get("customer", "read:customer");
+    out.succeeds();
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    let token = out.stdout.trim();
+    assert_eq!(token.split('.').count(), 3);
+    let c = claims(token);
+    assert_eq!(c["aud"], id("customer"));
+    assert_eq!(c["sub"], id("reader"));
+    assert_eq!(c["iss"], s.url);
+    assert_eq!(c["scope"], "read:customer");
+    assert_eq!(c["cnf"]["jkt"], key.public_jwk().thumbprint().0);
+    let introspected: Value = s
+        .http
+        .post(format!("{}/oauth/introspect", s.url))
+        .bearer_auth(&s.admin)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+
+    let out = get(&id("customer"), "read:customer");
+    assert_eq!(claims(out.succeeds().stdout.trim())["aud"], id("customer"));
+    let out = cli(
+        &s,
+        &[
+            "token",
+            "get",
+            "--key",
+            &key_file,
+            "--agent",
+            "reader",
+            "--audience",
+            "customer",
+            "--scope",
+            "read:customer",
+            "--expires-in",
+            "42",
+        ],
+    );
+    let c = claims(out.succeeds().stdout.trim());
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 42);
+
+    let before = s.snapshot().await;
+    let out = get("customer", "write:customer");
+    out.fails_with("invalid_scope");
+    assert!(out.stderr.contains("write:customer"));
+    assert!(out.stdout.is_empty(), "no token on stdout");
+    get("nobody", "read:customer").fails_with("invalid_target");
+    assert_eq!(s.snapshot().await.agents, before.agents);
+
+    let stranger = tempfile::tempdir().unwrap();
+    let other_key = write_key(stranger.path(), &SigningKey::generate_ed25519());
+    let out = cli(
+        &s,
+        &[
+            "token",
+            "get",
+            "--key",
+            &other_key,
+            "--agent",
+            "reader",
+            "--audience",
+            "customer",
+            "--scope",
+            "read:customer",
+        ],
+    );
+    out.fails_with("invalid_client");
+    let out = cli(
+        &s,
+        &[
+            "token",
+            "get",
+            "--key",
+            "/nonexistent/key.json",
+            "--agent",
+            "reader",
+            "--audience",
+            "customer",
+            "--scope",
+            "read:customer",
+        ],
+    );
+    out.fails_with("/nonexistent/key.json");
+}
+
+#[tokio::test]
+async fn token_inspect_accepts_a_genuine_token_and_rejects_an_altered_one() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let (_, body) = s
+        .token("reader", &key, &id("customer"), "read:customer")
+        .await;
+    let token = body["access_token"].as_str().unwrap();
+    let kid =
+        serde_json::from_slice::<Value>(&b64url_decode(token.split('.').next().unwrap()).unwrap())
+            .unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    let out = cli(&s, &["token", "inspect", token]);
+    out.succeeds();
+    assert!(
+        out.stdout
+            .contains(&format!("signature: valid (key {kid}), issuer: {}", s.url)),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&id("customer")), "the claims are shown");
+
+    let mut altered = claims(token);
+    altered["scope"] = json!("read:customer write:customer");
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url_encode(altered.to_string()),
+        parts[2]
+    );
+    let out = cli(&s, &["token", "inspect", &forged]);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stdout.contains("INVALID"), "{}", out.stdout);
+    assert!(!out.stdout.contains("signature: valid"));
+
+    let foreign = SigningKey::generate_ed25519();
+    let header = Header {
+        alg: foreign.alg(),
+        typ: Some(ACCESS_TOKEN_TYP.into()),
+        kid: Some("not-ours".into()),
+    };
+    let signed = sign_compact(&header, &claims(token), &foreign);
+    cli(&s, &["token", "inspect", &signed]).fails_with("INVALID");
+    cli(&s, &["token", "inspect", "not-a-token"]).fails_with("not an agentauth access token");
+}
+
+/// Stops the server with SIGTERM so that its data dir stays and SQLite is closed.
+fn stop_gracefully(s: &mut Server) {
+    let status = Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(true));
+}
+
+/// A copy of the data dir (database with its WAL files, keys).
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+async fn tamper(dir: &Path, statements: &[&'static str]) {
+    let url = format!("sqlite://{}", dir.join("agentauth.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for sql in statements {
+        sqlx::query(*sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
+fn verify(dir: &Path) -> Run {
+    run(command().args(["audit", "verify", "--data-dir"]).arg(dir))
+}
+
+/// A server with five audit records: two agents, two tokens, one refusal.
+async fn busy_server() -> Server {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    for scope in ["read:customer", "read:customer", "write:customer"] {
+        s.token("reader", &key, &id("customer"), scope).await;
+    }
+    assert_eq!(s.snapshot().await.audit_head, 5);
+    s
+}
+
+#[tokio::test]
+async fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_record() {
+    let mut s = busy_server().await;
+    let live = verify(&s.data_dir);
+    live.succeeds();
+    assert_eq!(
+        live.stdout.trim(),
+        "audit log intact: 5 records, hash chain verified"
+    );
+    stop_gracefully(&mut s);
+    verify(&s.data_dir).succeeds();
+
+    let cases: [(&str, &[&'static str], &str); 4] = [
+        (
+            "an edited record",
+            &["UPDATE audit_log SET decision = 'deny' WHERE seq = 2"],
+            "audit record 2: its content does not match its hash",
+        ),
+        (
+            "a removed record",
+            &["DELETE FROM audit_log WHERE seq = 2"],
+            "audit record 3: expected record 2 here",
+        ),
+        (
+            "two swapped records",
+            &[
+                "UPDATE audit_log SET seq = -2 WHERE seq = 2",
+                "UPDATE audit_log SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = -2",
+            ],
+            "audit record 2: its link to the previous record is broken",
+        ),
+        (
+            "a cut-off tail",
+            &["DELETE FROM audit_log WHERE seq = 5"],
+            "audit record 5: the log ends at record 4 but its head says 5",
+        ),
+    ];
+    for (what, statements, expected) in cases {
+        let copy = copy_dir(&s.data_dir);
+        verify(copy.path()).succeeds();
+        tamper(copy.path(), statements).await;
+        let out = verify(copy.path());
+        assert!(!out.success, "{what} went unnoticed: {}", out.stdout);
+        assert!(
+            out.stdout
+                .contains(&format!("audit log TAMPERED: {expected}")),
+            "{what}: {}",
+            out.stdout
+        );
+    }
+
+    // Rewriting the edited record's hash moves the break to the next record.
+    let copy = copy_dir(&s.data_dir);
+    let url = format!("sqlite://{}", copy.path().join("agentauth.db").display());
+    let store = agentauth_store::open(&url).await.unwrap();
+    let mut second = store.audit_records(&Default::default()).await.unwrap()[1].clone();
+    drop(store);
+    second.event.decision = agentauth_core::Decision::Deny;
+    let rehashed = chain_hash(&second.prev_hash, 2, &second.event);
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET decision = 'deny', hash = $1 WHERE seq = 2")
+        .bind(&rehashed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = verify(copy.path());
+    assert!(!out.success);
+    assert!(
+        out.stdout.contains(
+            "audit log TAMPERED: audit record 3: its link to the previous record is broken"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    verify(empty.path()).fails_with("no audit log at");
+}
+
+#[tokio::test]
+async fn audit_export_writes_one_json_record_per_line_up_to_the_head() {
+    let s = busy_server().await;
+    let out = cli(&s, &["audit", "export"]);
+    out.succeeds();
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (head, head_hash) = s.store().await.audit_head().await.unwrap();
+    assert_eq!(lines.len() as i64, head);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"], i as i64 + 1);
+        for field in ["hash", "prev_hash", "kind", "actor", "decision"] {
+            assert!(line[field].is_string(), "{field} in {line}");
+        }
+    }
+    assert_eq!(lines[0]["kind"], "agent.created");
+    assert_eq!(lines[4]["kind"], "token.refused");
+    let records: Vec<AuditRecord> = lines
+        .iter()
+        .map(|l| serde_json::from_value(l.clone()).unwrap())
+        .collect();
+    assert_eq!(verify_chain(&records, head, &head_hash), Ok(head));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let out = cli(&s, &["audit", "export", "--out", path_str(&file)]);
+    assert!(out.succeeds().stdout.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        cli(&s, &["audit", "export"]).stdout
+    );
+}
+
+#[tokio::test]
+async fn audit_tail_prints_the_latest_records() {
+    let s = busy_server().await;
+    s.register("other", &[]).await;
+    s.register("another", &[]).await;
+    // seq 6 and 7 are the two new agents.
+    let out = cli(&s, &["audit", "tail", "--lines", "5"]);
+    out.succeeds();
+    let rows = list_rows(&out);
+    let seqs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(seqs, ["3", "4", "5", "6", "7"]);
+    assert_eq!(rows[0][2], "token.issued");
+    assert_eq!(rows[2][2], "token.refused");
+    assert_eq!(rows[2][3], "deny");
+    assert!(rows[4].contains(&format!("subject={}", id("another"))));
+
+    let out = cli(
+        &s,
+        &["audit", "tail", "--lines", "100", "--agent", "customer"],
+    );
+    let rows = list_rows(out.succeeds());
+    let seqs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(seqs, ["2", "3", "4", "5"]);
+    assert!(
+        out.stdout.lines().all(|l| l.contains(&id("customer"))),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn demo_runs_every_step_as_expected() {
+    let out = run(command().arg("demo"));
+    out.succeeds();
+    assert!(
+        out.stdout.contains("all 10 steps behaved as expected"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("FAIL"));
+}
+
+#[tokio::test]
+async fn an_unreachable_authority_is_reported_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &SigningKey::generate_ed25519());
+    let unreachable = |args: &[&str]| {
+        run(command()
+            .env("AGENTAUTH_URL", "http://127.0.0.1:1")
+            .env("AGENTAUTH_ADMIN_TOKEN", "aa_admin_x")
+            .args(args))
+    };
+    unreachable(&["agent", "list"]).fails_with("cannot reach the authority at http://127.0.0.1:1");
+    unreachable(&["agent", "disable", "reader"]).fails_with("cannot reach the authority");
+    unreachable(&["audit", "tail"]).fails_with("cannot reach the authority");
+    unreachable(&[
+        "token",
+        "get",
+        "--key",
+        &key_file,
+        "--agent",
+        "reader",
+        "--audience",
+        "customer",
+        "--scope",
+        "read:customer",
+    ])
+    .fails_with("authority unreachable");
+    let out = unreachable(&[
+        "agent",
+        "register",
+        "reader",
+        "--key-out",
+        &format!("{}/new.json", dir.path().display()),
+    ]);
+    out.fails_with("cannot reach the authority");
+    assert!(
+        !dir.path().join("new.json").exists(),
+        "no key is left behind"
+    );
+}
