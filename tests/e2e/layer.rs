@@ -362,6 +362,30 @@ async fn disabling_an_agent_stops_its_tokens_and_enabling_restores_them() {
         .await
         .expect("refused within 5 s");
     assert_eq!(body["check"], "revocation");
+
+    // The name registered again, with a new key: the new agent works, the old token stays dead.
+    let new_key = scene.server.register("reader", &["read:customer"]).await;
+    let fresh = scene
+        .server
+        .client("reader", &new_key)
+        .fetch_token(&id("customer"), "read:customer", None)
+        .await
+        .unwrap();
+    scene.verifier.refresh_revocations().await.unwrap();
+    assert_eq!(scene.get_with(Some(&fresh.token)).await.0, StatusCode::OK);
+    let (status, _, body) = scene.get_with(Some(&token)).await;
+    assert_eq!(
+        (status, body["check"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("revocation"))
+    );
+    let introspected = scene
+        .server
+        .http
+        .post(format!("{}/oauth/introspect", scene.server.url))
+        .bearer_auth(&scene.server.admin)
+        .form(&[("token", token.as_str())]);
+    let answer: Value = introspected.send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer, json!({"active": false}));
 }
 
 #[tokio::test]

@@ -319,16 +319,17 @@ async fn the_master_key_may_come_from_the_environment_and_only_the_same_key_unse
     assert_eq!(jwks(&again).await, keys);
     again.stop().await;
 
-    // Start-up errors of the authority are all `AuthorityError::Internal`, whose
-    // message is only "internal error", so the cause cannot be asserted here.
     let other = b64url_encode(random_bytes(32));
     let stderr = serve_fails(&data_dir, &[], &[("AGENTAUTH_MASTER_KEY", &other)]);
-    one_line(&stderr, "error: starting the authority");
+    one_line(
+        &stderr,
+        "error: starting the authority: a sealed key cannot be opened: wrong master key",
+    );
     let stderr = serve_fails(&data_dir, &[], &[("AGENTAUTH_MASTER_KEY", "c2hvcnQ")]);
-    one_line(&stderr, "error: starting the authority");
+    one_line(&stderr, "the master key must be 32 bytes");
     // Without the variable a fresh key file is made, and it cannot unseal either.
     let stderr = serve_fails(&data_dir, &[], &[]);
-    one_line(&stderr, "error: starting the authority");
+    one_line(&stderr, "wrong master key");
     assert!(data_dir.join("master.key").exists());
 
     // The right key still works after all those refusals.
@@ -459,12 +460,10 @@ async fn serve_refuses_a_bad_configuration_before_touching_the_data_dir() {
         "trust_domain = \"example.org\"\nlifetime = 5\n",
     );
     let stderr = serve_fails(&data_dir, &["--config", &unknown], &[]);
-    let first_line = stderr.lines().next().unwrap();
-    assert!(
-        first_line.starts_with(&format!("error: parsing {unknown}")),
-        "{stderr}"
+    one_line(
+        &stderr,
+        &format!("error: parsing {unknown} at line 2, column 1: unknown field `lifetime`"),
     );
-    assert!(stderr.contains("unknown field `lifetime`"), "{stderr}");
 
     let stderr = serve_fails(&data_dir, &["--config", "/nonexistent/agentauth.toml"], &[]);
     one_line(&stderr, "reading /nonexistent/agentauth.toml");
@@ -482,8 +481,7 @@ async fn serve_refuses_a_bad_configuration_before_touching_the_data_dir() {
 async fn sigterm_and_sigint_stop_the_server_with_exit_code_zero() {
     let (mut term, mut int) = (Server::start().await, Server::start().await);
     for (s, signal) in [(&mut term, "-TERM"), (&mut int, "-INT")] {
-        let (status, _) = s.admin_json(Method::GET, "/v1/agents", None).await;
-        assert_eq!(status, StatusCode::OK);
+        // Sent the moment the banner appeared: the handlers are in place by then.
         let sent = Command::new("kill")
             .args([signal, &s.pid().to_string()])
             .status()

@@ -514,7 +514,7 @@ async fn every_refused_registry_write_answers_a_json_error_and_changes_nothing()
                 "/v1/agents",
                 with_key("x", key()),
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                "invalid_request",
                 "admin credential",
             )
         },
@@ -622,7 +622,7 @@ async fn every_refused_registry_write_answers_a_json_error_and_changes_nothing()
                 "/v1/agents/reader",
                 json!({"status": "disabled"}),
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                "invalid_request",
                 "admin credential",
             )
         },
@@ -664,7 +664,7 @@ async fn every_refused_registry_write_answers_a_json_error_and_changes_nothing()
                 "/v1/agents/reader",
                 json!(null),
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                "invalid_request",
                 "admin credential",
             )
         },
@@ -691,7 +691,7 @@ async fn every_refused_registry_write_answers_a_json_error_and_changes_nothing()
                 path,
                 json!(null),
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                "invalid_request",
                 "admin credential",
             )
         });
@@ -926,7 +926,12 @@ async fn the_audit_api_filters_by_agent_kind_and_position_for_the_admin_only() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(response.headers().contains_key(WWW_AUTHENTICATE));
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "invalid_token");
+        let expected = if admin.is_none() {
+            "invalid_request"
+        } else {
+            "invalid_token"
+        };
+        assert_eq!(body["error"], expected);
         assert!(body.get("records").is_none());
     }
 
@@ -986,4 +991,42 @@ async fn the_audit_api_filters_by_agent_kind_and_position_for_the_admin_only() {
             "{query}: {body}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_empty_patch_is_refused_and_changes_nothing() {
+    let s = Server::start().await;
+    s.register("reader", &["read:customer"]).await;
+    let before = s.snapshot().await;
+    let (status, body) = s
+        .admin_json(Method::PATCH, "/v1/agents/reader", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to change")
+    );
+    assert_eq!(s.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn without_a_credential_the_body_is_not_even_read() {
+    let s = Server::start().await;
+    let response = s
+        .http
+        .post(format!("{}/v1/agents", s.url))
+        .header(CONTENT_TYPE, "text/plain")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()[WWW_AUTHENTICATE],
+        "Bearer realm=\"agentauth\"",
+        "no error code when no credential was sent (RFC 6750 3.1)"
+    );
 }

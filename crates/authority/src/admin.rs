@@ -62,7 +62,7 @@ impl AdminCredential {
             Some(_) => Err(AuthorityError::Unauthorized(
                 "the admin credential is not valid".into(),
             )),
-            None => Err(AuthorityError::Unauthorized(
+            None => Err(AuthorityError::MissingCredential(
                 "this API needs the admin credential as a Bearer token".into(),
             )),
         }

@@ -123,9 +123,10 @@ pub(crate) struct Batch {
 pub(crate) async fn ingest(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(batch): JsonBody<Batch>,
+    body: Result<JsonBody<Batch>, AuthorityError>,
 ) -> Result<Json<Value>, AuthorityError> {
     let agent = authenticate_agent(&s, &headers, AUDIT_WRITE).await?;
+    let JsonBody(batch) = body?;
     if batch.events.len() > MAX_BATCH {
         return Err(AuthorityError::InvalidRequest(format!(
             "a batch holds at most {MAX_BATCH} events"
@@ -173,8 +174,9 @@ pub(crate) async fn authenticate_agent(
     needs: &str,
 ) -> Result<String, AuthorityError> {
     let unauthorized = |why: String| AuthorityError::Unauthorized(why);
-    let token = bearer(headers)
-        .ok_or_else(|| unauthorized("an access token for the authority is required".into()))?;
+    let token = bearer(headers).ok_or_else(|| {
+        AuthorityError::MissingCredential("an access token for the authority is required".into())
+    })?;
     let compact = parse_access_token(token).map_err(|e| unauthorized(e.to_string()))?;
     let kid = compact.header.kid.clone().unwrap_or_default();
     let key = s

@@ -27,7 +27,10 @@ pub enum AuthorityError {
     /// The client may not do this to that token (RFC 7009 §2.1).
     #[error("{0}")]
     UnauthorizedClient(String),
-    /// No or a wrong credential for an API that needs one.
+    /// No credential at all for an API that needs one (RFC 6750 §3.1: no error code in the challenge).
+    #[error("{0}")]
+    MissingCredential(String),
+    /// A wrong credential for an API that needs one.
     #[error("{0}")]
     Unauthorized(String),
     /// The credential is valid but does not allow this.
@@ -51,6 +54,14 @@ pub enum AuthorityError {
 }
 
 impl AuthorityError {
+    /// The message with internal details, for the operator (logs, CLI), never for clients.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Internal(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// HTTP status and error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -60,6 +71,7 @@ impl AuthorityError {
             Self::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
             Self::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
             Self::UnauthorizedClient(_) => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+            Self::MissingCredential(_) => (StatusCode::UNAUTHORIZED, "invalid_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -101,7 +113,10 @@ impl IntoResponse for AuthorityError {
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = format!("Bearer realm=\"agentauth\", error=\"{code}\"");
+            let challenge = match self {
+                Self::MissingCredential(_) => "Bearer realm=\"agentauth\"".to_owned(),
+                _ => format!("Bearer realm=\"agentauth\", error=\"{code}\""),
+            };
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -82,9 +82,10 @@ fn agent_name(name: &str) -> Result<AgentName, AuthorityError> {
 pub(crate) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
-    JsonBody(new): JsonBody<NewAgent>,
+    body: Result<JsonBody<NewAgent>, AuthorityError>,
 ) -> Result<Response, AuthorityError> {
     s.admin.require(&headers)?;
+    let JsonBody(new) = body?;
     let name = agent_name(&new.name)?;
     bounded_text("description", &new.description)?;
     bounded_text("owner", &new.owner)?;
@@ -138,9 +139,15 @@ pub(crate) async fn update(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    JsonBody(patch): JsonBody<AgentPatch>,
+    body: Result<JsonBody<AgentPatch>, AuthorityError>,
 ) -> Result<Json<Value>, AuthorityError> {
     s.admin.require(&headers)?;
+    let JsonBody(patch) = body?;
+    if patch.permissions.is_none() && patch.description.is_none() && patch.status.is_none() {
+        return Err(AuthorityError::InvalidRequest(
+            "nothing to change: give permissions, description or status".into(),
+        ));
+    }
     let name = agent_name(&name)?;
     if let Some(d) = &patch.description {
         bounded_text("description", d)?;

@@ -70,8 +70,10 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
+    let joined = e
+        .chain()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    joined.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentauth_authority::{Config, MASTER_KEY_ENV};
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use clap::{Args, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Flags of `agentauth serve`; each also reads an `AGENTAUTH_*` variable.
 #[derive(Debug, Args)]
@@ -59,7 +60,7 @@ impl ServeArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?
             }
             None => Config::default(),
         };
@@ -108,11 +109,16 @@ pub(crate) fn init_logging(format: LogFormat) {
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let config = args.config()?;
+    // Handlers go in before anything is announced, so a signal sent the moment
+    // the banner appears already means a clean shutdown.
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let data_dir = config.data_dir.clone();
     let master_key = std::env::var(MASTER_KEY_ENV).ok();
     let running = agentauth_authority::start(config, master_key)
         .await
-        .context("starting the authority")?;
+        .map_err(|e| anyhow!("starting the authority: {}", e.detail()))?;
     println!(
         "agentauth listening on http://{} (issuer {})",
         running.addr, running.issuer
@@ -123,23 +129,29 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             data_dir.display()
         );
     }
-    shutdown_signal().await;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// A TOML error as one line: the message and where it is.
+fn toml_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let place = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    anyhow!(
+        "parsing {}{}: {}",
+        path.display(),
+        place.unwrap_or_default(),
+        e.message().trim()
+    )
 }
 
 #[cfg(test)]

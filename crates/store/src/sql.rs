@@ -256,6 +256,22 @@ macro_rules! sql_store {
                     }
                     Err(e) => return Err(e.into()),
                 }
+                // A name that was deleted before is revoked on the feed; lift that
+                // for the new agent (its predecessor's tokens were revoked one by one).
+                let last = sqlx::query(
+                    "SELECT action FROM revocations WHERE kind = 'agent' AND subject = $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(&agent.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let revoked = match last {
+                    Some(row) => row.try_get::<String, _>("action")? == RevocationAction::Revoke.as_str(),
+                    None => false,
+                };
+                if revoked {
+                    let now = agent.created_at;
+                    publish_in(&mut tx, RevocationKind::Agent, &agent.id, RevocationAction::Restore, now, None).await?;
+                }
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
                 tx.commit().await?;
                 Ok(())
@@ -315,6 +331,21 @@ macro_rules! sql_store {
                 };
                 let id: String = row.try_get("spiffe_id")?;
                 let now = audit.time_ms / 1000;
+                // The name may be registered again later, with another key: the
+                // old agent's outstanding tokens must stay dead when it is.
+                let outstanding = sqlx::query(
+                    "SELECT jti, expires_at FROM issued_tokens \
+                     WHERE (client_id = $1 OR subject = $1 OR audience = $1) AND expires_at >= $2",
+                )
+                .bind(&id)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                for token in &outstanding {
+                    let jti: String = token.try_get("jti")?;
+                    let expires_at: i64 = token.try_get("expires_at")?;
+                    publish_in(&mut tx, RevocationKind::Token, &jti, RevocationAction::Revoke, now, Some(expires_at)).await?;
+                }
                 publish_in(&mut tx, RevocationKind::Agent, &id, RevocationAction::Revoke, now, None).await?;
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
                 tx.commit().await?;

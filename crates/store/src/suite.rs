@@ -231,6 +231,68 @@ pub(crate) async fn deleting_an_agent_revokes_it(s: &dyn Store) {
     assert_chain_intact(s).await;
 }
 
+pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored(
+    s: &dyn Store,
+) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let used = |jti: &str| UsedAssertion {
+        client_id: "c".into(),
+        jti: jti.into(),
+        expires_at: 160,
+    };
+    s.issue_token(
+        &used("a1"),
+        &issued("live"),
+        &event("token.issued", "c", "live"),
+    )
+    .await
+    .unwrap();
+    let expired = IssuedToken {
+        expires_at: 50,
+        ..issued("expired")
+    };
+    s.issue_token(
+        &used("a2"),
+        &expired,
+        &event("token.issued", "c", "expired"),
+    )
+    .await
+    .unwrap();
+    let mut delete = event("agent.deleted", "admin", "reader");
+    delete.time_ms = 100_000;
+    s.delete_agent("reader", &delete).await.unwrap();
+    assert!(s.token_revoked("live").await.unwrap());
+    assert!(
+        !s.token_revoked("expired").await.unwrap(),
+        "expired tokens need no entry"
+    );
+
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    let last = feed.last().unwrap();
+    assert_eq!(
+        (last.kind, last.action),
+        (RevocationKind::Agent, RevocationAction::Restore)
+    );
+    assert!(
+        s.token_revoked("live").await.unwrap(),
+        "the old agent's token stays revoked"
+    );
+
+    s.create_agent(&agent("writer"), &event("agent.created", "admin", "writer"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.revocations_since(last.seq, 100).await.unwrap().len(),
+        0,
+        "a new name needs no restore"
+    );
+}
+
 fn issued(jti: &str) -> IssuedToken {
     IssuedToken {
         jti: jti.into(),
@@ -420,6 +482,7 @@ run_suite!(
     disabling_and_enabling_an_agent_is_published_on_the_feed,
     updating_or_deleting_a_missing_agent_changes_nothing,
     deleting_an_agent_revokes_it,
+    deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
     a_replayed_assertion_issues_nothing,
     expired_assertions_are_purged,
     revoked_tokens_are_known_and_published,

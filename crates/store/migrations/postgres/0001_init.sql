@@ -41,6 +41,10 @@ CREATE TABLE issued_tokens (
     expires_at BIGINT NOT NULL
 );
 
+CREATE INDEX issued_tokens_client ON issued_tokens (client_id);
+CREATE INDEX issued_tokens_subject ON issued_tokens (subject);
+CREATE INDEX issued_tokens_audience ON issued_tokens (audience);
+
 CREATE TABLE revocations (
     seq        BIGSERIAL PRIMARY KEY,
     kind       TEXT NOT NULL,
