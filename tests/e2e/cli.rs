@@ -550,6 +550,7 @@ async fn token_inspect_accepts_a_genuine_token_and_rejects_an_altered_one() {
         alg: foreign.alg(),
         typ: Some(ACCESS_TOKEN_TYP.into()),
         kid: Some("not-ours".into()),
+        jwk: None,
     };
     let signed = sign_compact(&header, &claims(token), &foreign);
     cli(&s, &["token", "inspect", &signed]).fails_with("INVALID");

@@ -52,26 +52,18 @@ impl Scene {
         }
     }
 
+    /// GET customer 42 with `token`, signed by the reader's key as the SDK does.
     async fn get_with(&self, token: Option<&str>) -> (StatusCode, String, Value) {
-        let mut request = self
-            .server
-            .http
-            .get(format!("{}/api/customer/42", self.customer_url));
+        let url = format!("{}/api/customer/42", self.customer_url);
+        let mut request = self.server.http.get(url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (
-            status,
-            challenge,
-            response.json().await.unwrap_or(Value::Null),
-        )
+        let mut request = request.build().unwrap();
+        if token.is_some() {
+            self.reader.sign(&mut request).unwrap();
+        }
+        answer(self.server.http.execute(request).await.unwrap()).await
     }
 
     async fn token(&self, audience: &str, scope: &str) -> String {
@@ -272,16 +264,17 @@ async fn an_expired_token_is_refused() {
 #[tokio::test]
 async fn a_missing_permission_is_403_insufficient_scope_naming_the_scope() {
     let scene = Scene::start(30).await;
-    let token = scene.token("customer", "read:customer").await;
-    let response = scene
+    let token = scene
+        .reader
+        .fetch_token(&id("customer"), "read:customer", None)
+        .await
+        .unwrap();
+    let post = scene
         .server
         .http
         .post(format!("{}/api/customer", scene.customer_url))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Eve"}))
-        .send()
-        .await
-        .unwrap();
+        .json(&json!({"name": "Eve"}));
+    let response = scene.reader.send(post, &token).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let challenge = response.headers()["www-authenticate"]
         .to_str()
@@ -365,14 +358,22 @@ async fn disabling_an_agent_stops_its_tokens_and_enabling_restores_them() {
 
     // The name registered again, with a new key: the new agent works, the old token stays dead.
     let new_key = scene.server.register("reader", &["read:customer"]).await;
-    let fresh = scene
-        .server
-        .client("reader", &new_key)
+    let new_reader = scene.server.client("reader", &new_key);
+    let fresh = new_reader
         .fetch_token(&id("customer"), "read:customer", None)
         .await
         .unwrap();
     scene.verifier.refresh_revocations().await.unwrap();
-    assert_eq!(scene.get_with(Some(&fresh.token)).await.0, StatusCode::OK);
+    let get = scene
+        .server
+        .http
+        .get(format!("{}/api/customer/42", scene.customer_url));
+    assert_eq!(
+        new_reader.send(get, &fresh).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // Signed with the old key, the new agent's token is refused: it is bound to the new key.
+    assert_eq!(scene.get_with(Some(&fresh.token)).await.2["check"], "proof");
     let (status, _, body) = scene.get_with(Some(&token)).await;
     assert_eq!(
         (status, body["check"].as_str()),
@@ -503,4 +504,219 @@ async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
     assert_eq!(records[0]["actor"], id("reader"));
     assert_eq!(records[1]["kind"], "audit.dropped");
     assert!(records[1]["reason"].as_str().unwrap().contains('3'));
+}
+
+/// Status, WWW-Authenticate and JSON body of a response.
+async fn answer(response: reqwest::Response) -> (StatusCode, String, Value) {
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        challenge,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+impl Scene {
+    /// A signed request for customer 42 that tests can alter before sending.
+    async fn signed_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Request {
+        let token = self.token("customer", "read:customer").await;
+        let mut builder = self
+            .server
+            .http
+            .request(method, format!("{}{path}", self.customer_url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let mut request = builder.build().unwrap();
+        self.reader.sign(&mut request).unwrap();
+        request
+    }
+
+    async fn send(&self, request: reqwest::Request) -> (StatusCode, String, Value) {
+        answer(self.server.http.execute(request).await.unwrap()).await
+    }
+}
+
+#[tokio::test]
+async fn a_token_bound_to_a_key_is_refused_without_a_signature() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let unsigned = scene
+        .server
+        .http
+        .get(format!("{}/api/customer/42", scene.customer_url))
+        .bearer_auth(&token);
+    let body = assert_denied(
+        scene.send(unsigned.build().unwrap()).await,
+        StatusCode::UNAUTHORIZED,
+        "proof",
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("no agentauth HTTP message signature"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_stolen_token_signed_with_another_key_is_refused() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let thief = scene
+        .server
+        .client("orders", &SigningKey::generate_ed25519());
+    let mut request = scene
+        .server
+        .http
+        .get(format!("{}/api/customer/42", scene.customer_url))
+        .bearer_auth(&token)
+        .build()
+        .unwrap();
+    thief.sign(&mut request).unwrap();
+    let body = assert_denied(scene.send(request).await, StatusCode::UNAUTHORIZED, "proof");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by the key bound"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_body_method_or_uri_breaks_the_signature() {
+    let scene = Scene::start(30).await;
+    // Body swapped, digest left: the digest no longer matches.
+    let mut request = scene
+        .signed_request(Method::POST, "/api/customer", Some(json!({"name": "Ann"})))
+        .await;
+    *request.body_mut() = Some(reqwest::Body::from(r#"{"name":"Mallory"}"#));
+    let body = assert_denied(scene.send(request).await, StatusCode::UNAUTHORIZED, "proof");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Digest"),
+        "{body}"
+    );
+
+    // Body and digest both swapped: the signature no longer matches.
+    let mut request = scene
+        .signed_request(Method::POST, "/api/customer", Some(json!({"name": "Ann"})))
+        .await;
+    let evil = br#"{"name":"Mallory"}"#;
+    request.headers_mut().insert(
+        "content-digest",
+        agentauth_core::content_digest(evil).parse().unwrap(),
+    );
+    *request.body_mut() = Some(reqwest::Body::from(evil.to_vec()));
+    let body = assert_denied(scene.send(request).await, StatusCode::UNAUTHORIZED, "proof");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the request"),
+        "{body}"
+    );
+
+    // Signed for customer 42, sent for customer 43.
+    let mut request = scene
+        .signed_request(Method::GET, "/api/customer/42", None)
+        .await;
+    *request.url_mut() = format!("{}/api/customer/43", scene.customer_url)
+        .parse()
+        .unwrap();
+    assert_denied(scene.send(request).await, StatusCode::UNAUTHORIZED, "proof");
+}
+
+#[tokio::test]
+async fn a_replayed_request_is_refused() {
+    let scene = Scene::start(30).await;
+    let request = scene
+        .signed_request(Method::GET, "/api/customer/42", None)
+        .await;
+    let replay = request.try_clone().unwrap();
+    assert_eq!(scene.send(request).await.0, StatusCode::OK);
+    let body = assert_denied(scene.send(replay).await, StatusCode::UNAUTHORIZED, "replay");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_or_future_dated_signature_is_refused() {
+    use agentauth_core::{SignatureParams, SignedComponents, sign_request, unix_now};
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let url = format!("{}/api/customer/42", scene.customer_url);
+    let digest = agentauth_core::content_digest(b"");
+    let authorization = format!("Bearer {token}");
+    for (created, expires, mentions) in [(-200, -100, "expired"), (120, 180, "future")] {
+        let now = unix_now();
+        let params = SignatureParams {
+            created: now + created,
+            expires: now + expires,
+            nonce: agentauth_core::signature_nonce(),
+            keyid: scene.reader_key.public_jwk().thumbprint().0,
+            alg: scene.reader_key.alg(),
+        };
+        let parts = SignedComponents {
+            method: "GET",
+            target_uri: &url,
+            authorization: &authorization,
+            content_digest: &digest,
+        };
+        let signed = sign_request(&parts, &params, &scene.reader_key).unwrap();
+        let request = scene
+            .server
+            .http
+            .get(&url)
+            .header("authorization", &authorization)
+            .header("content-digest", &digest)
+            .header("signature-input", signed.signature_input)
+            .header("signature", signed.signature);
+        let body = assert_denied(
+            scene.send(request.build().unwrap()).await,
+            StatusCode::UNAUTHORIZED,
+            "proof",
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(mentions),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_any_check() {
+    let scene = Scene::start(30).await;
+    let big = "x".repeat(agentauth_sdk::MAX_BODY_BYTES + 1);
+    let request = scene
+        .server
+        .http
+        .post(format!("{}/api/customer", scene.customer_url))
+        .body(big);
+    let (status, _, body) = scene.send(request.build().unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["check"], "body_size");
 }

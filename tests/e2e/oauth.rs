@@ -374,6 +374,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             alg: key.alg(),
             typ: None,
             kid: None,
+            jwk: None,
         },
         &json!({"iss": id("reader"), "sub": id("reader"), "aud": s.url, "exp": unix_now() + 3600, "jti": "x"}),
         &key,

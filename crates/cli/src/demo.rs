@@ -232,16 +232,12 @@ pub(crate) async fn run(_: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let expired = reader
-        .http()
-        .get(format!("{customer_url}/api/customer/42"))
-        .bearer_auth(&short.token)
-        .send()
+        .send(
+            reader.http().get(format!("{customer_url}/api/customer/42")),
+            &short,
+        )
         .await;
-    step(
-        "expired token",
-        "401 time",
-        outcome(expired.map_err(SdkError::from)).await,
-    );
+    step("expired token", "401 time", outcome(expired).await);
 
     let held = reader
         .fetch_token(customer.as_str(), "read:customer", None)
@@ -251,12 +247,12 @@ pub(crate) async fn run(_: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut got = String::new();
     while started.elapsed() < Duration::from_secs(6) {
         let sent = reader
-            .http()
-            .get(format!("{customer_url}/api/customer/42"))
-            .bearer_auth(&held.token)
-            .send()
+            .send(
+                reader.http().get(format!("{customer_url}/api/customer/42")),
+                &held,
+            )
             .await;
-        got = outcome(sent.map_err(SdkError::from)).await;
+        got = outcome(sent).await;
         if got != "200" {
             break;
         }

@@ -145,6 +145,7 @@ impl ClientAssertionClaims {
             alg: key.alg(),
             typ: None,
             kid: Some(key.public_jwk().thumbprint().0),
+            jwk: None,
         };
         sign_compact(&header, &claims, key)
     }
@@ -187,6 +188,7 @@ mod tests {
                 alg: key.alg(),
                 typ: None,
                 kid: None,
+                jwk: None,
             },
             &claims,
             key,

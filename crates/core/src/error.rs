@@ -128,3 +128,41 @@ pub enum AssertionError {
     #[error("the client assertion needs a jti of 1 to 256 characters")]
     BadJti,
 }
+
+/// Why an HTTP message signature (RFC 9421) was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpSigError {
+    /// No `agentauth` signature in `Signature-Input`/`Signature`.
+    #[error("the request carries no agentauth HTTP message signature")]
+    Missing,
+    /// A header is not the structured field it must be.
+    #[error("the request signature is malformed: {0}")]
+    Malformed(&'static str),
+    /// The signature does not cover exactly @method, @target-uri, authorization and content-digest.
+    #[error("the signature must cover @method, @target-uri, authorization and content-digest")]
+    WrongComponents,
+    /// The `tag` parameter is not `agentauth`.
+    #[error("the signature's tag is not \"agentauth\"")]
+    WrongTag,
+    /// A required parameter is missing.
+    #[error("the signature parameter \"{0}\" is missing")]
+    MissingParameter(&'static str),
+    /// `alg` is unknown or does not match the key.
+    #[error("the signature algorithm does not match the token's key")]
+    AlgorithmMismatch,
+    /// `keyid` is not the token's `cnf.jkt`.
+    #[error("the request is not signed by the key bound to the token")]
+    KeyMismatch,
+    /// `created` lies in the future beyond the allowed skew.
+    #[error("the signature was created in the future")]
+    FromTheFuture,
+    /// `expires` has passed.
+    #[error("the signature has expired")]
+    Expired,
+    /// The signature does not verify over the request.
+    #[error(
+        "the signature does not match the request (method, URI, authorization or body changed)"
+    )]
+    BadSignature,
+}

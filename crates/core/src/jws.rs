@@ -48,6 +48,10 @@ pub struct Header {
     /// Key ID of the signing key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// The signer's public key itself, as a DPoP proof (RFC 9449 §4.2) carries it.
+    /// Never trusted as-is: parse it with [`PublicJwk::from_json`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +61,8 @@ struct RawHeader {
     typ: Option<String>,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    jwk: Option<serde_json::Value>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
 }
@@ -144,6 +150,7 @@ fn parse_header(b64: &str) -> Result<Header, JwsError> {
         alg,
         typ: raw.typ,
         kid: raw.kid,
+        jwk: raw.jwk,
     })
 }
 
@@ -187,6 +194,7 @@ mod tests {
             alg: key.alg(),
             typ: Some("at+jwt".into()),
             kid: Some("k1".into()),
+            jwk: None,
         }
     }
 

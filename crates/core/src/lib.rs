@@ -7,7 +7,9 @@
 mod assertion;
 mod audit;
 mod b64;
+mod dpop;
 mod error;
+mod httpsig;
 mod identity;
 mod jwk;
 mod jws;
@@ -26,7 +28,15 @@ pub use assertion::{
 pub use audit::{
     AuditEvent, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash, verify_chain,
 };
-pub use error::{AssertionError, Error, JwkError, JwsError, TokenError};
+pub use dpop::{
+    DEFAULT_DPOP_MAX_AGE_SECS, DPOP_TYP, DpopError, DpopExpectations, VerifiedProof,
+    access_token_hash, create_dpop_proof, normalize_htu, verify_dpop_proof,
+};
+pub use error::{AssertionError, Error, HttpSigError, JwkError, JwsError, TokenError};
+pub use httpsig::{
+    COVERED_COMPONENTS, ReceivedSignature, SIGNATURE_LABEL, SIGNATURE_TAG, SignatureHeaders,
+    SignatureParams, SignedComponents, content_digest, sign_request, signature_nonce,
+};
 pub use identity::{AgentName, SpiffeId, TrustDomain};
 pub use jwk::{Jkt, PublicJwk};
 pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};

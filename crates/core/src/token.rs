@@ -159,6 +159,7 @@ mod tests {
             alg: key.alg(),
             typ: Some(ACCESS_TOKEN_TYP.into()),
             kid: Some("k".into()),
+            jwk: None,
         };
         sign_compact(&header, c, key)
     }
@@ -214,6 +215,7 @@ mod tests {
             alg: key.alg(),
             typ: Some("JWT".into()),
             kid: Some("k".into()),
+            jwk: None,
         };
         let token = sign_compact(&header, &claims(1_000), &key);
         assert!(matches!(
@@ -231,6 +233,7 @@ mod tests {
             alg: key.alg(),
             typ: Some(ACCESS_TOKEN_TYP.into()),
             kid: Some("k".into()),
+            jwk: None,
         };
         let token = sign_compact(&header, &value, &key);
         assert!(matches!(

@@ -3,11 +3,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use agentauth_core::{ClientAssertionClaims, Scope, SigningKey, SpiffeId, random_b64, unix_now};
+use agentauth_core::{
+    ClientAssertionClaims, Scope, SignatureParams, SignedComponents, SigningKey, SpiffeId,
+    content_digest, random_b64, sign_request, signature_nonce, unix_now,
+};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::{Metadata, SdkError};
+
+/// How long a request signature stays valid (RFC 9421 `expires` - `created`).
+const SIGNATURE_LIFETIME_SECS: i64 = 60;
 
 /// An access token as the token endpoint returned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +213,62 @@ impl Client {
             }
         }
         let token = self.token(audience, scope).await?;
-        Ok(request.bearer_auth(&token.token).send().await?)
+        self.send(request, &token).await
+    }
+
+    /// Sends `request` with `token`, signed (RFC 9421) with this agent's key:
+    /// method, target URI, Authorization and the body's Content-Digest.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &AccessToken,
+    ) -> Result<reqwest::Response, SdkError> {
+        let mut request = request.bearer_auth(&token.token).build()?;
+        self.sign(&mut request)?;
+        Ok(self.inner.http.execute(request).await?)
+    }
+
+    /// Adds `Content-Digest`, `Signature-Input` and `Signature` to a request
+    /// that already carries its `Authorization` header.
+    pub fn sign(&self, request: &mut reqwest::Request) -> Result<(), SdkError> {
+        let body: &[u8] = match request.body() {
+            None => &[],
+            Some(body) => body.as_bytes().ok_or(SdkError::UnsignableBody)?,
+        };
+        let digest = content_digest(body);
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let now = unix_now();
+        let params = SignatureParams {
+            created: now,
+            expires: now + SIGNATURE_LIFETIME_SECS,
+            nonce: signature_nonce(),
+            keyid: self.inner.key.public_jwk().thumbprint().0,
+            alg: self.inner.key.alg(),
+        };
+        let target_uri = request.url().to_string();
+        let parts = SignedComponents {
+            method: request.method().as_str(),
+            target_uri: &target_uri,
+            authorization: &authorization,
+            content_digest: &digest,
+        };
+        let signed = sign_request(&parts, &params, &self.inner.key)?;
+        let headers = request.headers_mut();
+        for (name, value) in [
+            ("content-digest", digest),
+            ("signature-input", signed.signature_input),
+            ("signature", signed.signature),
+        ] {
+            let value =
+                http::HeaderValue::from_str(&value).map_err(|_| SdkError::UnsignableBody)?;
+            headers.insert(name, value);
+        }
+        Ok(())
     }
 
     /// The HTTP client, for building requests to pass to [`Client::call`].

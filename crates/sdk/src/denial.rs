@@ -19,10 +19,16 @@ pub enum Check {
     Audience,
     /// `exp` and `nbf` within leeway.
     Time,
+    /// The request is signed by the token's `cnf` key and unchanged.
+    Proof,
+    /// The request's nonce was not seen before.
+    Replay,
     /// Neither the token nor its agents are revoked or disabled.
     Revocation,
     /// The route's permission is in the token's scope.
     Permission,
+    /// The body fits the layer's bound.
+    BodySize,
 }
 
 impl Check {
@@ -34,8 +40,11 @@ impl Check {
             Self::Issuer => "issuer",
             Self::Audience => "audience",
             Self::Time => "time",
+            Self::Proof => "proof",
+            Self::Replay => "replay",
             Self::Revocation => "revocation",
             Self::Permission => "permission",
+            Self::BodySize => "body_size",
         }
     }
 }
@@ -65,6 +74,7 @@ impl Denial {
     pub fn status(&self) -> StatusCode {
         match self.check {
             Check::Permission => StatusCode::FORBIDDEN,
+            Check::BodySize => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -72,7 +82,7 @@ impl Denial {
     /// The RFC 6750 error code.
     pub fn error_code(&self) -> &'static str {
         match self.check {
-            Check::TokenPresent => "invalid_request",
+            Check::TokenPresent | Check::BodySize => "invalid_request",
             Check::Permission => "insufficient_scope",
             _ => "invalid_token",
         }

@@ -23,6 +23,12 @@ pub enum SdkError {
     /// The call to the other agent failed in transport.
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The request body is a stream and cannot be digested for its signature.
+    #[error("only requests with a buffered body can be signed")]
+    UnsignableBody,
+    /// A request could not be signed.
+    #[error("signing the request failed: {0}")]
+    Signature(#[from] agentauth_core::HttpSigError),
     /// Bad input to the SDK (identity, scope, key).
     #[error(transparent)]
     Core(#[from] agentauth_core::Error),

@@ -17,6 +17,9 @@ use tower::{Layer, Service};
 use crate::audit::Event;
 use crate::{Check, Denial, VerifiedAgent, Verifier};
 
+/// Largest request body the layer reads to check its digest.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// Verifies the caller's token and, if set, demands a permission.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -63,18 +66,41 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         let required = self.required.clone();
         Box::pin(async move {
-            let route = format!("{} {}", req.method(), req.uri().path());
-            let request_id = header(&req, "x-request-id");
-            let token = bearer(&req).map(str::to_owned);
-            match authorize(&verifier, token.as_deref(), required.as_deref()).await {
-                Ok(agent) => {
+            let (parts, body) = req.into_parts();
+            let route = format!("{} {}", parts.method, parts.uri.path());
+            let request_id = header(&parts.headers, "x-request-id");
+            let token = bearer(&parts.headers).map(str::to_owned);
+            // The body is part of what the signature covers, so it is read (bounded) first.
+            let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+                .await
+                .map_err(|_| {
+                    Denial::new(
+                        Check::BodySize,
+                        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                    )
+                });
+            let outcome = match &body {
+                Ok(bytes) => {
+                    authorize(
+                        &verifier,
+                        &parts,
+                        bytes,
+                        token.as_deref(),
+                        required.as_deref(),
+                    )
+                    .await
+                }
+                Err(denial) => Err(denial.clone()),
+            };
+            match (outcome, body) {
+                (Ok(agent), Ok(bytes)) => {
                     verifier.audit(event(
                         &verifier,
                         Some(&agent),
@@ -83,15 +109,16 @@ where
                         route,
                         request_id,
                     ));
+                    let mut req = Request::from_parts(parts, Body::from(bytes));
                     req.extensions_mut().insert(agent);
                     inner.call(req).await
                 }
-                Err(denial) => {
+                (Err(denial), _) | (Ok(_), Err(denial)) => {
                     tracing::info!(check = denial.check.as_str(), reason = %denial.description, %route, "request denied");
                     let mut e = event(&verifier, None, "request.denied", "deny", route, request_id);
                     e.reason = format!("{}: {}", denial.check.as_str(), denial.description);
                     e.scope = required.unwrap_or_default();
-                    e.subject = token.as_deref().map(peek_client).unwrap_or_default();
+                    e.subject = token.as_deref().ok().map(peek_client).unwrap_or_default();
                     verifier.audit(e);
                     Ok(denial.into_response())
                 }
@@ -100,14 +127,16 @@ where
     }
 }
 
-/// The checks in order: token present, then [`Verifier::verify`], then the permission.
+/// The checks in order: token present, then the verifier's checks, then the permission.
 async fn authorize(
     verifier: &Verifier,
+    parts: &Parts,
+    body: &[u8],
     token: Result<&str, &Denial>,
     required: Option<&str>,
 ) -> Result<VerifiedAgent, Denial> {
     let token = token.map_err(Clone::clone)?;
-    let agent = verifier.verify(token).await?;
+    let agent = verifier.verify_request(parts, body, token).await?;
     if let Some(permission) = required
         && !agent.scope.contains(permission)
     {
@@ -121,10 +150,9 @@ async fn authorize(
     Ok(agent)
 }
 
-fn bearer(req: &Request<Body>) -> Result<&str, Denial> {
+fn bearer(headers: &http::HeaderMap) -> Result<&str, Denial> {
     let missing = || Denial::new(Check::TokenPresent, "no Bearer access token was presented");
-    let value = req
-        .headers()
+    let value = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(missing)?;
     let value = value.to_str().map_err(|_| missing())?;
@@ -138,8 +166,8 @@ fn bearer(req: &Request<Body>) -> Result<&str, Denial> {
     }
 }
 
-fn header(req: &Request<Body>, name: &str) -> String {
-    req.headers()
+fn header(headers: &http::HeaderMap, name: &str) -> String {
+    headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(64).collect())

@@ -13,6 +13,7 @@ mod denial;
 mod discovery;
 mod error;
 mod layer;
+mod proof;
 mod revocation;
 mod verifier;
 
@@ -21,5 +22,5 @@ pub use client::{AccessToken, Client};
 pub use denial::{Check, Denial};
 pub use discovery::Metadata;
 pub use error::SdkError;
-pub use layer::{AuthLayer, AuthService};
+pub use layer::{AuthLayer, AuthService, MAX_BODY_BYTES};
 pub use verifier::{VerifiedAgent, Verifier, VerifierConfig};

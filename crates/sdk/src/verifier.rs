@@ -9,10 +9,12 @@ use agentauth_core::{
     AccessClaims, DEFAULT_LEEWAY_SECS, JwsAlg, PublicJwk, Scope, SpiffeId, TokenError,
     TokenExpectations, parse_access_token, unix_now, verify_access_token,
 };
+use http::request::Parts;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::audit::AuditSink;
+use crate::proof::{self, NonceCache};
 use crate::revocation::{Page, RevocationList};
 use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
 
@@ -30,6 +32,10 @@ pub struct VerifierConfig {
     pub leeway_secs: i64,
     /// How often the revocation list is polled (≤ 5 s keeps revocation prompt).
     pub revocation_poll: Duration,
+    /// The scheme and authority clients use to reach this agent (for example
+    /// `https://customer.example`), which request signatures cover; unset means
+    /// `http://` plus the request's Host header.
+    pub public_origin: Option<String>,
 }
 
 impl VerifierConfig {
@@ -40,6 +46,7 @@ impl VerifierConfig {
             audience,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             revocation_poll: Duration::from_secs(2),
+            public_origin: None,
         }
     }
 }
@@ -75,6 +82,7 @@ struct Inner {
     keys: RwLock<Keys>,
     revocations: RwLock<RevocationList>,
     audit: RwLock<Option<AuditSink>>,
+    nonces: NonceCache,
 }
 
 struct Keys {
@@ -104,6 +112,7 @@ impl Verifier {
             }),
             revocations: RwLock::new(RevocationList::default()),
             audit: RwLock::new(None),
+            nonces: NonceCache::default(),
         });
         poll_revocations(&inner).await?;
         spawn_poller(Arc::downgrade(&inner));
@@ -133,9 +142,23 @@ impl Verifier {
         &self.inner.config.audience
     }
 
-    /// Runs every check but the permission on `token`.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedAgent, Denial> {
+    /// Runs every check but the permission on one request, in DESIGN.md
+    /// order: token (signature, issuer, audience, time), proof of possession
+    /// and message integrity, replay, revocation.
+    pub(crate) async fn verify_request(
+        &self,
+        parts: &Parts,
+        body: &[u8],
+        token: &str,
+    ) -> Result<VerifiedAgent, Denial> {
         let claims = self.check_token(token).await?;
+        let now = unix_now();
+        // Tokens without cnf exist only for agents the registry lets use bearer tokens.
+        if let Some(cnf) = &claims.cnf {
+            let origin = self.inner.config.public_origin.as_deref();
+            let (nonce, until) = proof::check_signature(parts, body, cnf, origin, now)?;
+            self.inner.nonces.check_and_remember(nonce, until, now)?;
+        }
         self.check_revocation(&claims)?;
         Ok(VerifiedAgent {
             agent: claims.client_id.clone(),

@@ -125,6 +125,7 @@ async fn issue(
         alg: s.keys.current.alg(),
         typ: Some(ACCESS_TOKEN_TYP.into()),
         kid: Some(s.keys.current_kid.clone()),
+        jwk: None,
     };
     let access_token = sign_compact(&header, &claims, &s.keys.current);
     let record = IssuedToken {

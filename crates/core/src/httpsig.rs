@@ -1,0 +1,454 @@
+//! HTTP Message Signatures (RFC 9421) over the parts of a request agentauth
+//! binds — method, target URI, Authorization and the body's Content-Digest
+//! (RFC 9530) — signed with the key named in the token's `cnf`.
+//!
+//! Only the profile agentauth uses is implemented: one signature labelled
+//! `agentauth`, exactly the four covered components, `created`, `expires`,
+//! `nonce`, `keyid`, `alg` and `tag` parameters. Anything else is refused.
+
+use aws_lc_rs::digest;
+use sfv::{
+    BareItem, Dictionary, InnerList, Integer, KeyRef, ListEntry, ListSerializer, Parser, StringRef,
+};
+
+use crate::{HttpSigError, JwsAlg, PublicJwk, SigningKey, b64url_encode};
+
+/// The dictionary key of our signature in `Signature-Input` and `Signature`.
+pub const SIGNATURE_LABEL: &str = "agentauth";
+/// The `tag` parameter that marks the application profile.
+pub const SIGNATURE_TAG: &str = "agentauth";
+/// The covered components, in signing order.
+pub const COVERED_COMPONENTS: [&str; 4] =
+    ["@method", "@target-uri", "authorization", "content-digest"];
+/// Longest header value we parse.
+const MAX_FIELD_LEN: usize = 4096;
+
+/// The RFC 9530 `Content-Digest` value of `body`: `sha-256=:<base64>:`.
+pub fn content_digest(body: &[u8]) -> String {
+    use base64::Engine as _;
+    let hash = digest::digest(&digest::SHA256, body);
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
+    )
+}
+
+/// The values of the covered components of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedComponents<'a> {
+    /// `@method`, e.g. `GET`.
+    pub method: &'a str,
+    /// `@target-uri`, the absolute request URI.
+    pub target_uri: &'a str,
+    /// The `Authorization` field value.
+    pub authorization: &'a str,
+    /// The `Content-Digest` field value.
+    pub content_digest: &'a str,
+}
+
+/// The signature parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureParams {
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    /// Expiry time.
+    pub expires: i64,
+    /// Single-use value for replay detection.
+    pub nonce: String,
+    /// The signer's key: the JWK thumbprint in the token's `cnf.jkt`.
+    pub keyid: String,
+    /// The algorithm, matching the key.
+    pub alg: JwsAlg,
+}
+
+/// The two header values a signed request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureHeaders {
+    /// The `Signature-Input` value.
+    pub signature_input: String,
+    /// The `Signature` value.
+    pub signature: String,
+}
+
+/// RFC 9421 algorithm name of a JWS algorithm.
+fn httpsig_alg(alg: JwsAlg) -> &'static str {
+    match alg {
+        JwsAlg::EdDSA => "ed25519",
+        JwsAlg::ES256 => "ecdsa-p256-sha256",
+    }
+}
+
+fn alg_from_name(name: &str) -> Option<JwsAlg> {
+    match name {
+        "ed25519" => Some(JwsAlg::EdDSA),
+        "ecdsa-p256-sha256" => Some(JwsAlg::ES256),
+        _ => None,
+    }
+}
+
+/// The serialized inner list with parameters, exactly as `@signature-params` covers it.
+fn serialize_params(params: &SignatureParams) -> Result<String, HttpSigError> {
+    let bad = |_| HttpSigError::Malformed("a parameter cannot be serialized");
+    let key = |k: &'static str| KeyRef::from_str(k).map_err(bad);
+    let int = |v: i64| {
+        Integer::try_from(v).map_err(|_| HttpSigError::Malformed("a time is out of range"))
+    };
+    let mut list = ListSerializer::new();
+    {
+        let mut inner = list.inner_list();
+        for component in COVERED_COMPONENTS {
+            inner.bare_item(StringRef::from_str(component).map_err(bad)?);
+        }
+        inner
+            .finish()
+            .parameter(key("created")?, int(params.created)?)
+            .parameter(key("expires")?, int(params.expires)?)
+            .parameter(
+                key("nonce")?,
+                StringRef::from_str(&params.nonce).map_err(bad)?,
+            )
+            .parameter(
+                key("keyid")?,
+                StringRef::from_str(&params.keyid).map_err(bad)?,
+            )
+            .parameter(
+                key("alg")?,
+                StringRef::from_str(httpsig_alg(params.alg)).map_err(bad)?,
+            )
+            .parameter(
+                key("tag")?,
+                StringRef::from_str(SIGNATURE_TAG).map_err(bad)?,
+            );
+    }
+    list.finish()
+        .ok_or(HttpSigError::Malformed("empty signature parameters"))
+}
+
+/// The RFC 9421 §2.5 signature base.
+fn signature_base(parts: &SignedComponents<'_>, serialized_params: &str) -> String {
+    format!(
+        "\"@method\": {}\n\"@target-uri\": {}\n\"authorization\": {}\n\"content-digest\": {}\n\"@signature-params\": {}",
+        parts.method,
+        parts.target_uri,
+        parts.authorization.trim(),
+        parts.content_digest.trim(),
+        serialized_params
+    )
+}
+
+/// Signs a request's components with `key`.
+pub fn sign_request(
+    parts: &SignedComponents<'_>,
+    params: &SignatureParams,
+    key: &SigningKey,
+) -> Result<SignatureHeaders, HttpSigError> {
+    if params.alg != key.alg() {
+        return Err(HttpSigError::AlgorithmMismatch);
+    }
+    let serialized = serialize_params(params)?;
+    let signature = key.sign(signature_base(parts, &serialized).as_bytes());
+    use base64::Engine as _;
+    Ok(SignatureHeaders {
+        signature_input: format!("{SIGNATURE_LABEL}={serialized}"),
+        signature: format!(
+            "{SIGNATURE_LABEL}=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(signature)
+        ),
+    })
+}
+
+/// A signature read from the headers, not yet verified.
+#[derive(Debug, Clone)]
+pub struct ReceivedSignature {
+    /// Its parameters.
+    pub params: SignatureParams,
+    signature: Vec<u8>,
+    serialized_params: String,
+}
+
+fn string_param(list: &InnerList, name: &'static str) -> Result<String, HttpSigError> {
+    list.params
+        .get(name)
+        .and_then(BareItem::as_string)
+        .map(|s| s.as_str().to_owned())
+        .ok_or(HttpSigError::MissingParameter(name))
+}
+
+fn integer_param(list: &InnerList, name: &'static str) -> Result<i64, HttpSigError> {
+    list.params
+        .get(name)
+        .and_then(BareItem::as_integer)
+        .map(i64::from)
+        .ok_or(HttpSigError::MissingParameter(name))
+}
+
+impl ReceivedSignature {
+    /// Parses our labelled signature out of `Signature-Input` and `Signature`,
+    /// refusing any other component set, unknown parameters or a wrong tag.
+    pub fn parse(signature_input: &str, signature: &str) -> Result<Self, HttpSigError> {
+        if signature_input.len() > MAX_FIELD_LEN || signature.len() > MAX_FIELD_LEN {
+            return Err(HttpSigError::Malformed("a signature header is too long"));
+        }
+        let inputs: Dictionary = Parser::new(signature_input).parse().map_err(|_| {
+            HttpSigError::Malformed("Signature-Input is not a structured dictionary")
+        })?;
+        let signatures: Dictionary = Parser::new(signature)
+            .parse()
+            .map_err(|_| HttpSigError::Malformed("Signature is not a structured dictionary"))?;
+        let Some(ListEntry::InnerList(list)) = inputs.get(SIGNATURE_LABEL) else {
+            return Err(HttpSigError::Missing);
+        };
+        let Some(ListEntry::Item(sig_item)) = signatures.get(SIGNATURE_LABEL) else {
+            return Err(HttpSigError::Missing);
+        };
+        let signature = sig_item
+            .bare_item
+            .as_byte_sequence()
+            .ok_or(HttpSigError::Malformed(
+                "the signature is not a byte sequence",
+            ))?
+            .to_vec();
+        let components: Vec<&str> = list
+            .items
+            .iter()
+            .filter_map(|i| i.bare_item.as_string().map(|s| s.as_str()))
+            .collect();
+        if components != COVERED_COMPONENTS || list.items.iter().any(|i| !i.params.is_empty()) {
+            return Err(HttpSigError::WrongComponents);
+        }
+        let allowed = ["created", "expires", "nonce", "keyid", "alg", "tag"];
+        if list.params.keys().any(|k| !allowed.contains(&k.as_str())) {
+            return Err(HttpSigError::Malformed("unknown signature parameter"));
+        }
+        if string_param(list, "tag")? != SIGNATURE_TAG {
+            return Err(HttpSigError::WrongTag);
+        }
+        let alg_name = string_param(list, "alg")?;
+        let params = SignatureParams {
+            created: integer_param(list, "created")?,
+            expires: integer_param(list, "expires")?,
+            nonce: string_param(list, "nonce")?,
+            keyid: string_param(list, "keyid")?,
+            alg: alg_from_name(&alg_name).ok_or(HttpSigError::AlgorithmMismatch)?,
+        };
+        if params.nonce.is_empty() || params.nonce.len() > 128 {
+            return Err(HttpSigError::Malformed(
+                "the nonce must be 1 to 128 characters",
+            ));
+        }
+        let serialized_params = serialize_params(&params)?;
+        Ok(Self {
+            params,
+            signature,
+            serialized_params,
+        })
+    }
+
+    /// Checks time bounds (`now`, with `skew` seconds of tolerance), that the
+    /// key is the one bound in the token, and the signature itself.
+    pub fn verify(
+        &self,
+        parts: &SignedComponents<'_>,
+        key: &PublicJwk,
+        expected_keyid: &str,
+        now: i64,
+        skew: i64,
+    ) -> Result<(), HttpSigError> {
+        if self.params.created > now + skew {
+            return Err(HttpSigError::FromTheFuture);
+        }
+        if self.params.expires + skew < now || self.params.expires < self.params.created {
+            return Err(HttpSigError::Expired);
+        }
+        if self.params.keyid != expected_keyid {
+            return Err(HttpSigError::KeyMismatch);
+        }
+        if self.params.alg != key.alg() {
+            return Err(HttpSigError::AlgorithmMismatch);
+        }
+        let base = signature_base(parts, &self.serialized_params);
+        if key.verify(base.as_bytes(), &self.signature) {
+            Ok(())
+        } else {
+            Err(HttpSigError::BadSignature)
+        }
+    }
+}
+
+/// A fresh random nonce for a signature.
+pub fn signature_nonce() -> String {
+    b64url_encode(crate::random_bytes(16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URI: &str = "http://127.0.0.1:9001/api/customer/42";
+
+    fn parts<'a>(digest: &'a str) -> SignedComponents<'a> {
+        SignedComponents {
+            method: "POST",
+            target_uri: URI,
+            authorization: "Bearer abc.def.ghi",
+            content_digest: digest,
+        }
+    }
+
+    fn params(key: &SigningKey, created: i64) -> SignatureParams {
+        SignatureParams {
+            created,
+            expires: created + 60,
+            nonce: "n-1".into(),
+            keyid: key.public_jwk().thumbprint().0,
+            alg: key.alg(),
+        }
+    }
+
+    fn round_trip(
+        key: &SigningKey,
+        signed: &SignedComponents<'_>,
+        checked: &SignedComponents<'_>,
+    ) -> Result<(), HttpSigError> {
+        let headers = sign_request(signed, &params(key, 1_000), key)?;
+        let received = ReceivedSignature::parse(&headers.signature_input, &headers.signature)?;
+        received.verify(
+            checked,
+            &key.public_jwk(),
+            &key.public_jwk().thumbprint().0,
+            1_010,
+            30,
+        )
+    }
+
+    #[test]
+    fn content_digest_matches_rfc9530_example() {
+        // RFC 9530 §B.1: the digest of {"hello": "world"}\n.
+        assert_eq!(
+            content_digest(b"{\"hello\": \"world\"}\n"),
+            "sha-256=:RK/0qy18MlBSVnWgjwz6lZEWjP/lF5HF9bvEF8FabDg=:"
+        );
+    }
+
+    #[test]
+    fn a_signed_request_verifies_for_both_curves() {
+        let digest = content_digest(b"{}");
+        for key in [SigningKey::generate_ed25519(), SigningKey::generate_p256()] {
+            round_trip(&key, &parts(&digest), &parts(&digest)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_signature_input_is_the_canonical_inner_list() {
+        let key = SigningKey::generate_ed25519();
+        let headers = sign_request(&parts("d"), &params(&key, 1_000), &key).unwrap();
+        let expected = format!(
+            "agentauth=(\"@method\" \"@target-uri\" \"authorization\" \"content-digest\");created=1000;expires=1060;nonce=\"n-1\";keyid=\"{}\";alg=\"ed25519\";tag=\"agentauth\"",
+            key.public_jwk().thumbprint()
+        );
+        assert_eq!(headers.signature_input, expected);
+        assert!(headers.signature.starts_with("agentauth=:") && headers.signature.ends_with(':'));
+    }
+
+    #[test]
+    fn any_changed_component_breaks_the_signature() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let other_digest = content_digest(b"{\"x\":1}");
+        let signed = parts(&digest);
+        let changes = [
+            SignedComponents {
+                method: "GET",
+                ..signed
+            },
+            SignedComponents {
+                target_uri: "http://127.0.0.1:9001/api/customer/43",
+                ..signed
+            },
+            SignedComponents {
+                authorization: "Bearer other",
+                ..signed
+            },
+            SignedComponents {
+                content_digest: &other_digest,
+                ..signed
+            },
+        ];
+        for changed in changes {
+            assert_eq!(
+                round_trip(&key, &signed, &changed),
+                Err(HttpSigError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn time_key_and_algorithm_are_enforced() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"");
+        let p = parts(&digest);
+        let headers = sign_request(&p, &params(&key, 1_000), &key).unwrap();
+        let received =
+            ReceivedSignature::parse(&headers.signature_input, &headers.signature).unwrap();
+        let jkt = key.public_jwk().thumbprint().0;
+        let public = key.public_jwk();
+        assert_eq!(
+            received.verify(&p, &public, &jkt, 1_000 - 31, 30),
+            Err(HttpSigError::FromTheFuture)
+        );
+        assert_eq!(
+            received.verify(&p, &public, &jkt, 1_060 + 31, 30),
+            Err(HttpSigError::Expired)
+        );
+        assert!(received.verify(&p, &public, &jkt, 1_060 + 30, 30).is_ok());
+        assert_eq!(
+            received.verify(&p, &public, "other", 1_000, 30),
+            Err(HttpSigError::KeyMismatch)
+        );
+        let thief = SigningKey::generate_ed25519();
+        assert_eq!(
+            received.verify(&p, &thief.public_jwk(), &jkt, 1_000, 30),
+            Err(HttpSigError::BadSignature)
+        );
+        let p256 = SigningKey::generate_p256();
+        assert_eq!(
+            received.verify(&p, &p256.public_jwk(), &jkt, 1_000, 30),
+            Err(HttpSigError::AlgorithmMismatch)
+        );
+    }
+
+    #[test]
+    fn other_profiles_are_refused() {
+        let sig = "agentauth=:AAAA:";
+        let cases = [
+            (
+                "agentauth=(\"@method\" \"@target-uri\" \"authorization\");created=1;expires=2;nonce=\"n\";keyid=\"k\";alg=\"ed25519\";tag=\"agentauth\"",
+                HttpSigError::WrongComponents,
+            ),
+            (
+                "agentauth=(\"@method\" \"@target-uri\" \"authorization\" \"content-digest\");created=1;expires=2;nonce=\"n\";keyid=\"k\";alg=\"ed25519\";tag=\"other\"",
+                HttpSigError::WrongTag,
+            ),
+            (
+                "agentauth=(\"@method\" \"@target-uri\" \"authorization\" \"content-digest\");created=1;expires=2;nonce=\"n\";keyid=\"k\";alg=\"hmac-sha256\";tag=\"agentauth\"",
+                HttpSigError::AlgorithmMismatch,
+            ),
+            (
+                "agentauth=(\"@method\" \"@target-uri\" \"authorization\" \"content-digest\");created=1;nonce=\"n\";keyid=\"k\";alg=\"ed25519\";tag=\"agentauth\"",
+                HttpSigError::MissingParameter("expires"),
+            ),
+            ("other=(\"@method\");created=1", HttpSigError::Missing),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                ReceivedSignature::parse(input, sig).unwrap_err(),
+                expected,
+                "{input}"
+            );
+        }
+        assert!(matches!(
+            ReceivedSignature::parse("not a dictionary ((", sig),
+            Err(HttpSigError::Malformed(_))
+        ));
+    }
+}
