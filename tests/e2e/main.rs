@@ -6,6 +6,8 @@
 mod support;
 
 mod cli;
+mod delegation;
+mod feed;
 mod layer;
 mod lifecycle;
 mod oauth;

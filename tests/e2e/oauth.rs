@@ -35,7 +35,13 @@ async fn metadata_advertises_every_endpoint_and_method() {
         format!("{}/oauth/introspect", s.url)
     );
     assert_eq!(m["revocation_endpoint"], format!("{}/oauth/revoke", s.url));
-    assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        m["grant_types_supported"],
+        json!([
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
+    );
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
         json!(["private_key_jwt"])

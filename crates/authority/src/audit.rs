@@ -43,6 +43,9 @@ pub(crate) fn event(kind: &str, actor: &str, subject: &str, decision: Decision) 
         decision,
         reason: String::new(),
         request_id: String::new(),
+        txn: String::new(),
+        chain: String::new(),
+        purpose: String::new(),
     }
 }
 
@@ -102,6 +105,12 @@ pub(crate) struct ReportedEvent {
     reason: String,
     #[serde(default)]
     request_id: String,
+    #[serde(default)]
+    txn: String,
+    #[serde(default)]
+    chain: String,
+    #[serde(default)]
+    purpose: String,
     /// When the agent saw it, milliseconds since the epoch.
     #[serde(default)]
     time_ms: Option<i64>,
@@ -155,6 +164,9 @@ pub(crate) async fn ingest(
             decision: e.decision,
             reason: bounded(e.reason),
             request_id: bounded(e.request_id),
+            txn: bounded(e.txn),
+            chain: bounded(e.chain),
+            purpose: bounded(e.purpose),
         });
     }
     if batch.dropped > 0 {

@@ -24,6 +24,8 @@ pub struct Config {
     pub max_token_lifetime_secs: i64,
     /// Accept only the issuer as a client assertion's `aud` (draft-ietf-oauth-rfc7523bis).
     pub strict_client_assertion_audience: bool,
+    /// Most actors a delegation chain (`act`) may name.
+    pub max_delegation_depth: usize,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             token_lifetime_secs: 300,
             max_token_lifetime_secs: 3600,
             strict_client_assertion_audience: false,
+            max_delegation_depth: 4,
         }
     }
 }

@@ -7,6 +7,7 @@ mod audit;
 mod body;
 mod client_auth;
 mod config;
+mod delegation;
 mod error;
 mod files;
 mod keys;
@@ -14,6 +15,7 @@ mod oauth;
 mod registry;
 mod revocation;
 mod server;
+mod task;
 
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
@@ -21,5 +23,5 @@ pub use body::MAX_BODY_BYTES;
 pub use config::Config;
 pub use error::AuthorityError;
 pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
-pub use oauth::AUTHORITY_IMPLICIT_SCOPES;
+pub use oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
 pub use server::{Running, start};

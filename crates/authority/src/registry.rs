@@ -108,6 +108,7 @@ pub(crate) async fn create(
     audit.scope = agent.permissions.join(" ");
     audit.request_id = request_id(&headers);
     s.store.create_agent(&agent, &audit).await?;
+    s.revocations_changed(); // a name registered again lifts its old revocation
     Ok((StatusCode::CREATED, Json(view(&agent))).into_response())
 }
 
@@ -168,6 +169,7 @@ pub(crate) async fn update(
         .unwrap_or_default();
     audit.request_id = request_id(&headers);
     let agent = s.store.update_agent(name.as_str(), &update, &audit).await?;
+    s.revocations_changed();
     Ok(Json(view(&agent)))
 }
 
@@ -197,6 +199,7 @@ pub(crate) async fn delete(
     let mut audit = event("agent.deleted", "admin", &id, Decision::Allow);
     audit.request_id = request_id(&headers);
     s.store.delete_agent(name.as_str(), &audit).await?;
+    s.revocations_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

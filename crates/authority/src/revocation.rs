@@ -1,16 +1,81 @@
-//! `GET /v1/revocations?since=SEQ`: the revocation list verifiers poll. It
-//! holds only token IDs and agent SPIFFE IDs, so it is public like a CRL.
+//! The revocation feed. It holds only token IDs, task IDs and agent SPIFFE
+//! IDs, so both forms are public like a CRL:
+//!
+//! - `GET /v1/revocations?since=SEQ`: pages of entries, for verifiers that poll;
+//! - `GET /v1/revocations/stream`: the same entries as Server-Sent Events, one
+//!   event per entry (`id: <seq>`, `event: revocation`, `data: <json>`),
+//!   starting after `Last-Event-ID` (or `?since=`) and then pushing new
+//!   entries as they are committed.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use agentauth_core::unix_now;
+use agentauth_store::{RevocationRow, Store};
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::AuthorityError;
-use crate::server::AppState;
+use crate::server::{AppState, State as AuthorityState};
 
 /// Most entries one page returns.
 const PAGE: i64 = 1000;
+/// Most entries one stream reads from the store at a time (its memory bound).
+const STREAM_PAGE: i64 = 256;
+/// Most streams open at once; more are answered 503.
+const MAX_STREAMS: usize = 1000;
+/// Interval of the SSE keep-alive comments. Verifiers count a silent stream
+/// as broken after a few of these, so keep it well below their grace period.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often the watcher looks for entries written by another process
+/// (another replica on the same PostgreSQL).
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// A stream re-reads the store at least this often even if nobody woke it.
+const STREAM_RECHECK: Duration = Duration::from_secs(30);
+/// While a stream waits for a gap in the sequence to fill, it re-reads this often.
+const GAP_RECHECK: Duration = Duration::from_millis(100);
+/// A gap in the sequence whose next entry is this old is taken as final (a
+/// rolled-back insert) rather than a transaction that has yet to commit.
+const GAP_SETTLE_SECS: i64 = 3;
+
+/// What handlers use to wake the streams, and what bounds them.
+pub(crate) struct Notifier {
+    /// Bumped after every commit that published revocations.
+    changes: watch::Sender<u64>,
+    /// Set once, when the server shuts down: streams end so it can.
+    closing: watch::Sender<bool>,
+    /// One permit per open stream.
+    streams: Arc<Semaphore>,
+}
+
+impl Notifier {
+    pub(crate) fn new() -> Self {
+        Self {
+            changes: watch::Sender::new(0),
+            closing: watch::Sender::new(false),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+        }
+    }
+
+    /// Wakes every open stream to read the store.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Ends every open stream and the watcher (graceful shutdown waits for
+    /// open responses, and a stream would otherwise never end).
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+    }
+}
 
 /// Query of the feed.
 #[derive(Debug, Deserialize)]
@@ -26,11 +91,238 @@ pub(crate) async fn since(
 ) -> Result<Json<Value>, AuthorityError> {
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let since = q.since.unwrap_or(0).max(0);
-    let entries = s.store.revocations_since(since, PAGE + 1).await?;
+    let mut entries = s.store.revocations_since(since, PAGE + 1).await?;
     let more = entries.len() as i64 > PAGE;
-    let entries = &entries[..entries.len().min(PAGE as usize)];
+    entries.truncate(PAGE as usize);
+    let (entries, held_back) = settled(since, entries, unix_now());
     let last = entries.last().map_or(since, |e| e.seq);
     Ok(Json(
-        json!({"revocations": entries, "last_seq": last, "more": more}),
+        json!({"revocations": entries, "last_seq": last, "more": more && !held_back}),
     ))
+}
+
+/// The entries that may be handed out now: all of them, unless the sequence
+/// has a gap that a transaction still open may fill (PostgreSQL assigns the
+/// number at insert, so commits can land out of order); then those before
+/// the gap, and `true`. A reader that skipped such a gap would never see the
+/// entry, as it resumes after the highest sequence number it has seen.
+fn settled(mut prev: i64, rows: Vec<RevocationRow>, now: i64) -> (Vec<RevocationRow>, bool) {
+    let mut ready = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.seq != prev + 1 && row.created_at > now - GAP_SETTLE_SECS {
+            return (ready, true);
+        }
+        prev = row.seq;
+        ready.push(row);
+    }
+    (ready, false)
+}
+
+/// `GET /v1/revocations/stream`: Server-Sent Events from `Last-Event-ID`
+/// (or `?since=`) on; 503 when too many streams are open.
+pub(crate) async fn stream(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AuthorityError> {
+    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
+    let cursor = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| {
+                AuthorityError::InvalidRequest(
+                    "Last-Event-ID must be a revocation sequence number".into(),
+                )
+            })?,
+        None => q.since.unwrap_or(0).max(0),
+    };
+    let Ok(permit) = s.feed.streams.clone().try_acquire_owned() else {
+        return Ok(too_many_streams());
+    };
+    let feed = Feed {
+        store: s.store.clone(),
+        cursor,
+        pending: VecDeque::new(),
+        changes: s.feed.changes.subscribe(),
+        closing: s.feed.closing.subscribe(),
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok::<_, Infallible>(event), feed))
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Reverse proxies that buffer responses would hold events back.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn too_many_streams() -> Response {
+    let body = json!({
+        "error": "temporarily_unavailable",
+        "error_description": format!("{MAX_STREAMS} revocation streams are open already; poll /v1/revocations or retry later"),
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// One subscriber's position in the feed. Holds at most one page of entries.
+struct Feed {
+    store: Arc<dyn Store>,
+    cursor: i64,
+    pending: VecDeque<RevocationRow>,
+    changes: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    /// The next event, waiting for one as long as it takes; `None` ends the
+    /// stream (shutdown or a store failure: the client reconnects and resumes).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if *self.closing.borrow() {
+                return None;
+            }
+            if let Some(row) = self.pending.pop_front() {
+                self.cursor = row.seq;
+                return match Event::default()
+                    .id(row.seq.to_string())
+                    .event("revocation")
+                    .json_data(&row)
+                {
+                    Ok(event) => Some(event),
+                    Err(e) => {
+                        tracing::error!(error = %e, "encoding a revocation event failed");
+                        None
+                    }
+                };
+            }
+            // Marked seen before reading, so a commit after the read still wakes us.
+            self.changes.borrow_and_update();
+            let rows = match self.store.revocations_since(self.cursor, STREAM_PAGE).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading revocations for a stream failed; closing it");
+                    return None;
+                }
+            };
+            let (ready, held_back) = settled(self.cursor, rows, unix_now());
+            if !ready.is_empty() {
+                self.pending = ready.into();
+                continue;
+            }
+            let wait = if held_back {
+                GAP_RECHECK
+            } else {
+                STREAM_RECHECK
+            };
+            tokio::select! {
+                changed = self.changes.changed() => if changed.is_err() { return None },
+                closed = self.closing.changed() => if closed.is_err() { return None },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Wakes the streams when entries appear that this process did not write:
+/// another replica on the same PostgreSQL. It polls the store every second,
+/// and only while streams are open. PostgreSQL `LISTEN/NOTIFY` (DESIGN.md
+/// "Scale") would make that immediate and replace the poll; the in-process
+/// wake-up ([`AuthorityState::revocations_changed`]) already is.
+pub(crate) fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
+    let Some(mut closing) = state.upgrade().map(|s| s.feed.closing.subscribe()) else {
+        return tokio::spawn(async {});
+    };
+    tokio::spawn(async move {
+        let mut head: Option<i64> = None;
+        loop {
+            let Some(s) = state.upgrade() else { return };
+            // The head is read once at start, then only while someone listens.
+            if head.is_none() || s.feed.changes.receiver_count() > 0 {
+                match newest(&*s.store, head.unwrap_or(0)).await {
+                    Ok(newest) => {
+                        if head.is_some_and(|h| newest > h) {
+                            s.feed.changed();
+                        }
+                        head = Some(newest);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "watching the revocation feed failed"),
+                }
+            }
+            drop(s);
+            tokio::select! {
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+        }
+    })
+}
+
+/// The highest sequence number in the store, reading on from `from`.
+async fn newest(store: &dyn Store, mut from: i64) -> Result<i64, agentauth_store::StoreError> {
+    const SCAN: i64 = 10_000;
+    loop {
+        let rows = store.revocations_since(from, SCAN).await?;
+        if let Some(last) = rows.last() {
+            from = from.max(last.seq);
+        }
+        if (rows.len() as i64) < SCAN {
+            return Ok(from);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_store::{RevocationAction, RevocationKind};
+
+    use super::*;
+
+    fn row(seq: i64, created_at: i64) -> RevocationRow {
+        RevocationRow {
+            seq,
+            kind: RevocationKind::Token,
+            subject: format!("j{seq}"),
+            action: RevocationAction::Revoke,
+            created_at,
+            expires_at: None,
+        }
+    }
+
+    fn seqs(rows: &[RevocationRow]) -> Vec<i64> {
+        rows.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_contiguous_run_is_handed_out_whole() {
+        let (ready, held) = settled(3, vec![row(4, 100), row(5, 100)], 100);
+        assert_eq!((seqs(&ready), held), (vec![4, 5], false));
+    }
+
+    #[test]
+    fn a_fresh_gap_holds_back_what_follows_it() {
+        let (ready, held) = settled(3, vec![row(4, 100), row(6, 100), row(7, 100)], 101);
+        assert_eq!((seqs(&ready), held), (vec![4], true));
+        let (ready, held) = settled(3, vec![row(5, 100)], 100);
+        assert_eq!((seqs(&ready), held), (vec![], true));
+    }
+
+    #[test]
+    fn an_old_gap_is_final() {
+        let now = 100 + GAP_SETTLE_SECS;
+        let (ready, held) = settled(3, vec![row(4, 100), row(6, 100), row(7, now)], now);
+        assert_eq!((seqs(&ready), held), (vec![4, 6, 7], false));
+    }
 }

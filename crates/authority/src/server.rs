@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentauth_core::{SpiffeId, TrustDomain, random_b64, unix_now};
 use agentauth_store::Store;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::{HeaderValue, Request, StatusCode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -18,7 +18,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::keys::{KeyRing, MasterKey};
-use crate::{AdminCredential, AuthorityError, Config, audit, files, oauth, registry, revocation};
+use crate::{
+    AdminCredential, AuthorityError, Config, audit, delegation, files, oauth, registry, revocation,
+    task,
+};
 
 /// Longest any request may take, so slow clients cannot hold handlers forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +35,8 @@ pub(crate) struct State {
     pub(crate) issuer: String,
     pub(crate) trust_domain: TrustDomain,
     pub(crate) authority_id: SpiffeId,
+    /// Wakes revocation streams; see [`State::revocations_changed`].
+    pub(crate) feed: revocation::Notifier,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -40,6 +45,12 @@ impl State {
     /// The token endpoint URL.
     pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
+    }
+
+    /// Tells the revocation streams that new entries were committed. Every
+    /// handler that publishes revocations calls it after its store call.
+    pub(crate) fn revocations_changed(&self) {
+        self.feed.changed();
     }
 }
 
@@ -104,15 +115,20 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         issuer: issuer.clone(),
         trust_domain,
         authority_id,
+        feed: revocation::Notifier::new(),
     });
+    revocation::spawn_watcher(Arc::downgrade(&state));
+    let closer = state.clone();
 
     let purger = spawn_purger(state.store.clone());
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = stopped.await;
+                // Open revocation streams would keep the graceful shutdown waiting.
+                closer.feed.close();
             })
             .await
     });
@@ -144,7 +160,18 @@ fn router(state: AppState) -> Router {
                 .patch(registry::update)
                 .delete(registry::delete),
         )
-        .route("/v1/revocations", get(revocation::since))
+        .route("/v1/revocations", get(revocation::since).post(task::revoke))
+        .route(
+            "/v1/agents/{name}/delegations",
+            post(delegation::grant).get(delegation::list),
+        )
+        .route(
+            "/v1/agents/{name}/delegations/{to}",
+            delete(delegation::revoke),
+        )
+        .route("/v1/tasks/{txn}", get(task::show))
+        .route("/v1/tasks/{txn}/complete", post(task::complete))
+        .route("/v1/revocations/stream", get(revocation::stream))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/events", post(audit::ingest))
         .route("/healthz", get(|| async { "ok" }))

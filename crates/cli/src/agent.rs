@@ -73,6 +73,19 @@ pub(crate) enum AgentCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Let NAME delegate permissions it holds to another agent by token exchange.
+    Delegate {
+        /// The delegating agent.
+        name: String,
+        /// The agent it may delegate to.
+        #[arg(long)]
+        to: String,
+        /// A permission it may delegate (repeatable).
+        #[arg(long = "permission", short = 'p', required = true)]
+        permissions: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Delete an agent and revoke its tokens.
     Delete {
         /// Agent name.
@@ -123,6 +136,26 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
         }
         AgentCommand::Disable { name, conn } => set_status(&conn, &name, "disabled").await?,
         AgentCommand::Enable { name, conn } => set_status(&conn, &name, "active").await?,
+        AgentCommand::Delegate {
+            name,
+            to,
+            permissions,
+            conn,
+        } => {
+            let path = format!("/v1/agents/{}/delegations", checked(&name)?);
+            let body = json!({ "to": to, "permissions": permissions });
+            let grant = conn.admin(Method::POST, &path, Some(&body)).await?;
+            println!(
+                "{} may delegate {} to {}",
+                grant["from"].as_str().unwrap_or(""),
+                grant["permissions"].as_array().map_or(String::new(), |p| p
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")),
+                grant["to"].as_str().unwrap_or("")
+            );
+        }
         AgentCommand::Delete { name, conn } => {
             conn.admin(
                 Method::DELETE,

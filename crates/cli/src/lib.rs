@@ -5,6 +5,7 @@ mod admin_client;
 mod agent;
 mod audit;
 mod demo;
+mod revoke;
 mod serve;
 mod token;
 
@@ -30,6 +31,16 @@ enum Command {
     /// Get and inspect access tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Revoke an agent, a token (and every token exchanged from it) or a task.
+    Revoke {
+        /// What to revoke.
+        #[arg(value_enum)]
+        kind: revoke::RevokeKind,
+        /// Agent name, token ID (jti) or task ID (txn).
+        value: String,
+        #[command(flatten)]
+        conn: admin_client::Connection,
+    },
     /// Verify, read and export the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -56,6 +67,7 @@ pub fn main() -> ExitCode {
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Token(cmd) => token::run(cmd).await,
             Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

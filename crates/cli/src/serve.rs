@@ -36,6 +36,9 @@ pub(crate) struct ServeArgs {
     /// Accept only the issuer as a client assertion audience.
     #[arg(long, env = "AGENTAUTH_STRICT_CLIENT_ASSERTION_AUDIENCE")]
     strict_client_assertion_audience: Option<bool>,
+    /// Most actors a delegation chain may name [default: 4].
+    #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH")]
+    max_delegation_depth: Option<usize>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -87,6 +90,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.strict_client_assertion_audience {
             config.strict_client_assertion_audience = v;
+        }
+        if let Some(v) = self.max_delegation_depth {
+            config.max_delegation_depth = v;
         }
         Ok(config)
     }

@@ -57,6 +57,15 @@ pub struct AuditEvent {
     pub reason: String,
     /// Correlates with logs of the request that caused it.
     pub request_id: String,
+    /// The task (`txn`) the event belongs to, if any.
+    #[serde(default)]
+    pub txn: String,
+    /// The delegation chain, current actor first, space-separated SPIFFE IDs.
+    #[serde(default)]
+    pub chain: String,
+    /// The task's stated purpose.
+    #[serde(default)]
+    pub purpose: String,
 }
 
 /// An event as stored: its place in the chain and the hashes linking it.
@@ -159,6 +168,9 @@ mod tests {
             decision: Decision::Allow,
             reason: String::new(),
             request_id: String::new(),
+            txn: String::new(),
+            chain: String::new(),
+            purpose: String::new(),
         }
     }
 

@@ -39,6 +39,12 @@ pub struct AccessClaims {
     /// The task this token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<String>,
+    /// The stated intent of the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The original request that started the task, or its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rctx: Option<String>,
 }
 
 /// The confirmation claim binding a token to the presenter's key.
@@ -79,7 +85,36 @@ impl AccessClaims {
     pub fn lifetime(&self) -> i64 {
         self.exp - self.iat
     }
+
+    /// The actors of the delegation chain, current first: the `sub` of each
+    /// nested `act`. Empty for a token that was never exchanged.
+    pub fn actor_chain(&self) -> Vec<String> {
+        let mut chain = Vec::new();
+        let mut act = self.act.as_ref();
+        while let Some(a) = act {
+            match a.get("sub").and_then(Value::as_str) {
+                Some(sub) if chain.len() < MAX_CHAIN_WALK => chain.push(sub.to_owned()),
+                _ => break,
+            }
+            act = a.get("act");
+        }
+        chain
+    }
+
+    /// The `act` claim of a token exchanged from this one by `actor`
+    /// (RFC 8693 §4.1): the new actor outermost, this token's chain — or, for a
+    /// first hop, its presenter — nested inside.
+    pub fn delegated_act(&self, actor: &str) -> Value {
+        let previous = self
+            .act
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({ "sub": self.client_id }));
+        serde_json::json!({ "sub": actor, "act": previous })
+    }
 }
+
+/// Deepest `act` nesting any code walks, whatever a token claims.
+const MAX_CHAIN_WALK: usize = 32;
 
 /// First step of verification: structure, `typ: at+jwt` and the `alg` allow-list,
 /// all before any signature work. The caller then finds the key by `kid`.
@@ -151,6 +186,8 @@ mod tests {
             cnf: None,
             act: None,
             txn: None,
+            purpose: None,
+            rctx: None,
         }
     }
 
@@ -240,5 +277,45 @@ mod tests {
             check(&token, &key, 1_000),
             Err(TokenError::Jws(JwsError::BadClaims(_)))
         ));
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn token(client: &str, act: Option<Value>) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            sub: "planner".into(),
+            aud: "x".into(),
+            client_id: client.into(),
+            scope: Scope::default(),
+            exp: 0,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            cnf: None,
+            act,
+            txn: None,
+            purpose: None,
+            rctx: None,
+        }
+    }
+
+    #[test]
+    fn a_first_exchange_nests_the_presenter_under_the_new_actor() {
+        let first = token("planner", None);
+        assert_eq!(first.actor_chain(), Vec::<String>::new());
+        let act = first.delegated_act("executor");
+        assert_eq!(act, json!({"sub": "executor", "act": {"sub": "planner"}}));
+        let second = token("executor", Some(act));
+        assert_eq!(second.actor_chain(), ["executor", "planner"]);
+        let deeper = second.delegated_act("database");
+        assert_eq!(
+            token("database", Some(deeper)).actor_chain(),
+            ["database", "executor", "planner"]
+        );
     }
 }

@@ -28,11 +28,14 @@ pub(crate) struct Event {
     pub(crate) decision: &'static str,
     pub(crate) reason: String,
     pub(crate) request_id: String,
+    pub(crate) txn: String,
+    pub(crate) chain: String,
+    pub(crate) purpose: String,
     pub(crate) time_ms: i64,
 }
 
 enum Message {
-    Event(Event),
+    Event(Box<Event>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -54,7 +57,7 @@ impl AuditSink {
 
     /// Queues an event, or counts it as dropped if the buffer is full.
     pub(crate) fn offer(&self, event: Event) {
-        if self.tx.try_send(Message::Event(event)).is_err() {
+        if self.tx.try_send(Message::Event(Box::new(event))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -82,7 +85,7 @@ async fn ship(
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Event(e) => batch.push(e),
+                Message::Event(e) => batch.push(*e),
                 Message::Flush(done) => {
                     waiters.push(done);
                     break;

@@ -12,6 +12,11 @@ use tokio::sync::OnceCell;
 
 use crate::{Metadata, SdkError};
 
+/// RFC 8693 grant type.
+const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of access tokens.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
 /// How long a request signature stays valid (RFC 9421 `expires` - `created`).
 const SIGNATURE_LIFETIME_SECS: i64 = 60;
 
@@ -143,6 +148,39 @@ impl Client {
         scope: &str,
         expires_in: Option<i64>,
     ) -> Result<AccessToken, SdkError> {
+        let lifetime = expires_in.map(|s| s.to_string());
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("resource", audience),
+            ("scope", scope),
+        ];
+        if let Some(l) = &lifetime {
+            form.push(("expires_in", l));
+        }
+        self.token_request(form).await
+    }
+
+    /// Exchanges `subject_token`, a token addressed to this agent, for one
+    /// addressed to `audience` with `scope` (RFC 8693): same subject and task,
+    /// this agent as the new actor, bound to this agent's key.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        audience: &str,
+        scope: &str,
+    ) -> Result<AccessToken, SdkError> {
+        let form = vec![
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("resource", audience),
+            ("scope", scope),
+        ];
+        self.token_request(form).await
+    }
+
+    /// Posts a token request authenticated with a fresh client assertion.
+    async fn token_request(&self, mut form: Vec<(&str, &str)>) -> Result<AccessToken, SdkError> {
         let metadata = self.metadata().await?;
         let now = unix_now();
         let assertion = ClientAssertionClaims::sign(
@@ -152,20 +190,11 @@ impl Client {
             random_b64(16),
             now,
         );
-        let lifetime = expires_in.map(|s| s.to_string());
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                agentauth_core::CLIENT_ASSERTION_TYPE,
-            ),
-            ("client_assertion", assertion.as_str()),
-            ("resource", audience),
-            ("scope", scope),
-        ];
-        if let Some(l) = &lifetime {
-            form.push(("expires_in", l));
-        }
+        form.push((
+            "client_assertion_type",
+            agentauth_core::CLIENT_ASSERTION_TYPE,
+        ));
+        form.push(("client_assertion", assertion.as_str()));
         let response = self
             .inner
             .http

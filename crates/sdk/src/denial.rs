@@ -23,8 +23,11 @@ pub enum Check {
     Proof,
     /// The request's nonce was not seen before.
     Replay,
-    /// Neither the token nor its agents are revoked or disabled.
+    /// Neither the token, its task nor its agents are revoked or disabled.
     Revocation,
+    /// On routes that fail closed: the revocation list is current (the
+    /// feed was reachable within the grace period).
+    RevocationFeed,
     /// The route's permission is in the token's scope.
     Permission,
     /// The body fits the layer's bound.
@@ -43,6 +46,7 @@ impl Check {
             Self::Proof => "proof",
             Self::Replay => "replay",
             Self::Revocation => "revocation",
+            Self::RevocationFeed => "revocation_feed",
             Self::Permission => "permission",
             Self::BodySize => "body_size",
         }
@@ -70,20 +74,24 @@ impl Denial {
         }
     }
 
-    /// 403 for a missing permission, 401 for everything else.
+    /// 403 for a missing permission, 503 for a stale revocation list, 401
+    /// for everything else.
     pub fn status(&self) -> StatusCode {
         match self.check {
             Check::Permission => StatusCode::FORBIDDEN,
             Check::BodySize => StatusCode::PAYLOAD_TOO_LARGE,
+            Check::RevocationFeed => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
 
-    /// The RFC 6750 error code.
+    /// The RFC 6750 error code (OAuth's `temporarily_unavailable` for a
+    /// stale revocation list: the token is not at fault).
     pub fn error_code(&self) -> &'static str {
         match self.check {
             Check::TokenPresent | Check::BodySize => "invalid_request",
             Check::Permission => "insufficient_scope",
+            Check::RevocationFeed => "temporarily_unavailable",
             _ => "invalid_token",
         }
     }
@@ -120,7 +128,12 @@ impl IntoResponse for Denial {
             "check": self.check.as_str(),
         });
         let mut response = (self.status(), Json(body)).into_response();
-        if let Ok(v) = HeaderValue::from_str(&self.challenge()) {
+        if self.check == Check::RevocationFeed {
+            // Nothing is wrong with the credential: no challenge, try again soon.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        } else if let Ok(v) = HeaderValue::from_str(&self.challenge()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         response
@@ -144,6 +157,14 @@ mod tests {
         );
         assert!(challenge.contains("scope=\"read:customer\""), "{challenge}");
         assert!(challenge.contains("needs 'read:customer'"), "{challenge}");
+    }
+
+    #[test]
+    fn a_stale_revocation_list_is_503_without_a_challenge() {
+        let r = Denial::new(Check::RevocationFeed, "feed unreachable").into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
     }
 
     #[test]

@@ -25,11 +25,24 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AuthLayer {
     verifier: Verifier,
     required: Option<String>,
+    fail_closed: bool,
 }
 
 impl AuthLayer {
     pub(crate) fn new(verifier: Verifier, required: Option<String>) -> Self {
-        Self { verifier, required }
+        Self {
+            verifier,
+            required,
+            fail_closed: false,
+        }
+    }
+
+    /// Refuses requests (503, [`Check::RevocationFeed`]) while the revocation
+    /// feed has been unreachable for longer than its grace period, instead
+    /// of the default: keep verifying against the last known list.
+    pub fn fail_closed(mut self) -> Self {
+        self.fail_closed = true;
+        self
     }
 }
 
@@ -41,6 +54,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             required: self.required.clone(),
+            fail_closed: self.fail_closed,
         }
     }
 }
@@ -51,6 +65,7 @@ pub struct AuthService<S> {
     inner: S,
     verifier: Verifier,
     required: Option<String>,
+    fail_closed: bool,
 }
 
 impl<S> Service<Request<Body>> for AuthService<S>
@@ -72,6 +87,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         let required = self.required.clone();
+        let fail_closed = self.fail_closed;
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let route = format!("{} {}", parts.method, parts.uri.path());
@@ -94,6 +110,7 @@ where
                         bytes,
                         token.as_deref(),
                         required.as_deref(),
+                        fail_closed,
                     )
                     .await
                 }
@@ -134,9 +151,12 @@ async fn authorize(
     body: &[u8],
     token: Result<&str, &Denial>,
     required: Option<&str>,
+    fail_closed: bool,
 ) -> Result<VerifiedAgent, Denial> {
     let token = token.map_err(Clone::clone)?;
-    let agent = verifier.verify_request(parts, body, token).await?;
+    let agent = verifier
+        .verify_request(parts, body, token, fail_closed)
+        .await?;
     if let Some(permission) = required
         && !agent.scope.contains(permission)
     {
@@ -210,6 +230,13 @@ fn event(
         decision,
         reason: route,
         request_id,
+        txn: agent.and_then(|a| a.txn.clone()).unwrap_or_default(),
+        chain: agent
+            .map(|a| a.claims.actor_chain().join(" "))
+            .unwrap_or_default(),
+        purpose: agent
+            .and_then(|a| a.claims.purpose.clone())
+            .unwrap_or_default(),
         time_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),

@@ -4,14 +4,18 @@
 //!   with private_key_jwt, caches tokens per (audience, scope) and sends
 //!   requests with them.
 //! - [`Verifier`] checks incoming tokens offline against the authority's JWKS
-//!   and a polled revocation list; [`Verifier::require`] turns it into a tower
-//!   layer for axum routes that also demands a permission.
+//!   and a revocation list that follows the authority's revocation stream
+//!   (polling as the fallback); [`Verifier::require`] turns it into a tower
+//!   layer for axum routes that also demands a permission, and
+//!   [`Verifier::require_fresh`] one that fails closed while the feed is down.
 
 mod audit;
 mod client;
+mod delegation;
 mod denial;
 mod discovery;
 mod error;
+mod feed;
 mod layer;
 mod proof;
 mod revocation;
@@ -19,6 +23,7 @@ mod verifier;
 
 // The public interface is:
 pub use client::{AccessToken, Client};
+pub use delegation::OnBehalfOf;
 pub use denial::{Check, Denial};
 pub use discovery::Metadata;
 pub use error::SdkError;

@@ -1,10 +1,11 @@
-//! The verifier's copy of the authority's revocation list, kept current by polling.
+//! The verifier's copy of the authority's revocation list, kept current by
+//! the revocation stream (`feed.rs`) and, as the fallback, by polling.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
-/// One feed entry as `GET /v1/revocations` returns it.
+/// One feed entry as `GET /v1/revocations` returns it (and the stream sends it).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) seq: i64,
@@ -22,22 +23,34 @@ pub(crate) struct Page {
     pub(crate) more: bool,
 }
 
-/// Revoked token IDs (until they expire) and revoked agents.
+/// Revoked token IDs and task IDs (until they expire) and revoked agents.
 #[derive(Debug, Default)]
 pub(crate) struct RevocationList {
     pub(crate) last_seq: i64,
     tokens: HashMap<String, i64>,
+    tasks: HashMap<String, i64>,
     agents: HashSet<String>,
 }
 
 impl RevocationList {
-    /// Applies entries in feed order.
+    /// Applies entries in feed order, skipping those already applied (the
+    /// stream and the poller may both deliver an entry).
     pub(crate) fn apply(&mut self, entries: &[Entry]) {
         for e in entries {
+            if e.seq <= self.last_seq {
+                continue;
+            }
             match (e.kind.as_str(), e.action.as_str()) {
                 ("token", "revoke") => {
                     self.tokens
                         .insert(e.subject.clone(), e.expires_at.unwrap_or(i64::MAX));
+                }
+                ("task", "revoke") => {
+                    self.tasks
+                        .insert(e.subject.clone(), e.expires_at.unwrap_or(i64::MAX));
+                }
+                ("task", "restore") => {
+                    self.tasks.remove(&e.subject);
                 }
                 ("agent", "revoke") => {
                     self.agents.insert(e.subject.clone());
@@ -53,9 +66,15 @@ impl RevocationList {
         }
     }
 
-    /// Forgets token revocations whose tokens have expired anyway.
+    /// Forgets token and task revocations whose tokens have expired anyway.
     pub(crate) fn prune(&mut self, now: i64) {
         self.tokens.retain(|_, exp| *exp >= now);
+        self.tasks.retain(|_, exp| *exp >= now);
+    }
+
+    /// How many token revocations are held.
+    pub(crate) fn revoked_tokens(&self) -> usize {
+        self.tokens.len()
     }
 
     pub(crate) fn token_revoked(&self, jti: &str) -> bool {
@@ -64,6 +83,11 @@ impl RevocationList {
 
     pub(crate) fn agent_revoked(&self, id: &str) -> bool {
         self.agents.contains(id)
+    }
+
+    /// Whether the task (`txn`) has been revoked: every token of it is refused.
+    pub(crate) fn task_revoked(&self, txn: &str) -> bool {
+        self.tasks.contains_key(txn)
     }
 }
 
@@ -106,5 +130,42 @@ mod tests {
         list.prune(200);
         assert!(!list.token_revoked("j1"));
         assert!(list.token_revoked("j2"));
+    }
+
+    #[test]
+    fn tasks_are_revoked_until_their_tokens_expire() {
+        let mut list = RevocationList::default();
+        list.apply(&[
+            entry(1, "task", "txn-1", "revoke", Some(300)),
+            entry(2, "task", "txn-2", "revoke", None),
+        ]);
+        assert!(list.task_revoked("txn-1"));
+        assert!(list.task_revoked("txn-2"));
+        assert!(!list.task_revoked("txn-3"));
+        assert!(!list.token_revoked("txn-1"), "a task is not a token");
+        list.prune(400);
+        assert!(!list.task_revoked("txn-1"));
+        assert!(list.task_revoked("txn-2"), "no expiry: kept");
+        list.apply(&[entry(3, "task", "txn-2", "restore", None)]);
+        assert!(!list.task_revoked("txn-2"));
+    }
+
+    #[test]
+    fn entries_already_applied_are_skipped() {
+        let mut list = RevocationList::default();
+        list.apply(&[
+            entry(1, "agent", "a", "revoke", None),
+            entry(2, "agent", "a", "restore", None),
+        ]);
+        // The poller delivers entry 1 again after the stream applied 1 and 2.
+        list.apply(&[entry(1, "agent", "a", "revoke", None)]);
+        assert!(!list.agent_revoked("a"));
+        assert_eq!(list.last_seq, 2);
+        list.apply(&[
+            entry(2, "agent", "a", "restore", None),
+            entry(3, "token", "j", "revoke", None),
+        ]);
+        assert!(list.token_revoked("j"));
+        assert_eq!(list.last_seq, 3);
     }
 }

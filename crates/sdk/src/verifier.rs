@@ -1,5 +1,6 @@
 //! Offline verification of incoming access tokens: the checks of DESIGN.md in
-//! order, against a cached JWKS and a polled revocation list.
+//! order, against a cached JWKS and a revocation list that follows the
+//! authority's revocation stream, with polling as the fallback.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -12,14 +13,18 @@ use agentauth_core::{
 use http::request::Parts;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::audit::AuditSink;
+use crate::feed::{self, Health};
 use crate::proof::{self, NonceCache};
-use crate::revocation::{Page, RevocationList};
+use crate::revocation::{Entry, Page, RevocationList};
 use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
 
 /// Least time between two JWKS fetches triggered by unknown key IDs.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// While the revocation stream is open, the list is polled at most this often.
+const POLL_WHILE_STREAMING: Duration = Duration::from_secs(30);
 
 /// How a verifier is set up.
 #[derive(Debug, Clone)]
@@ -30,8 +35,17 @@ pub struct VerifierConfig {
     pub audience: SpiffeId,
     /// Clock skew tolerated on `exp`/`nbf`, at most 30 s.
     pub leeway_secs: i64,
-    /// How often the revocation list is polled (≤ 5 s keeps revocation prompt).
+    /// How often the revocation list is polled while the revocation stream
+    /// is down (≤ 5 s keeps revocation prompt then); while it is up, polling
+    /// slows to every 30 s or this, whichever is longer.
     pub revocation_poll: Duration,
+    /// How long the revocation feed may be unreachable (no stream open, no
+    /// successful poll) before routes that fail closed
+    /// ([`Verifier::require_fresh`]) refuse requests; routes that fail open
+    /// keep verifying against the last known list. An open stream counts as
+    /// contact; one that stays silent for 15 s (three missed keep-alives)
+    /// is dropped and counts from its last byte.
+    pub feed_grace: Duration,
     /// The scheme and authority clients use to reach this agent (for example
     /// `https://customer.example`), which request signatures cover; unset means
     /// `http://` plus the request's Host header.
@@ -39,13 +53,15 @@ pub struct VerifierConfig {
 }
 
 impl VerifierConfig {
-    /// Defaults: 30 s leeway, revocation polled every 2 s.
+    /// Defaults: 30 s leeway, revocation polled every 2 s (while the stream
+    /// is down), a 10 s grace for the revocation feed.
     pub fn new(authority_url: &str, audience: SpiffeId) -> Self {
         Self {
             authority_url: authority_url.trim_end_matches('/').to_owned(),
             audience,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             revocation_poll: Duration::from_secs(2),
+            feed_grace: Duration::from_secs(10),
             public_origin: None,
         }
     }
@@ -66,6 +82,18 @@ pub struct VerifiedAgent {
     pub txn: Option<String>,
     /// All claims.
     pub claims: AccessClaims,
+    /// The token as presented, kept only to exchange it for the next hop.
+    pub(crate) token: RawToken,
+}
+
+/// A presented token; its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RawToken(pub(crate) String);
+
+impl std::fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawToken(..)")
+    }
 }
 
 /// Verifies tokens for one agent. Cheap to clone; background tasks stop when
@@ -75,12 +103,18 @@ pub struct Verifier {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: VerifierConfig,
-    http: reqwest::Client,
-    metadata: Metadata,
+    pub(crate) http: reqwest::Client,
+    pub(crate) metadata: Metadata,
     keys: RwLock<Keys>,
-    revocations: RwLock<RevocationList>,
+    pub(crate) revocations: RwLock<RevocationList>,
+    /// How current `revocations` is.
+    pub(crate) health: Health,
+    /// The last applied feed sequence number, for whoever waits on it.
+    applied: watch::Sender<i64>,
+    /// Dropped with the last clone: background tasks holding a receiver stop.
+    _alive: watch::Sender<()>,
     audit: RwLock<Option<AuditSink>>,
     nonces: NonceCache,
 }
@@ -102,6 +136,7 @@ impl Verifier {
         let http = reqwest::Client::new();
         let metadata = Metadata::fetch(&http, &config.authority_url).await?;
         let by_kid = fetch_jwks(&http, &metadata.jwks_uri).await?;
+        let (alive, alive_rx) = watch::channel(());
         let inner = Arc::new(Inner {
             config,
             http,
@@ -111,11 +146,15 @@ impl Verifier {
                 fetched_at: Instant::now(),
             }),
             revocations: RwLock::new(RevocationList::default()),
+            health: Health::new(),
+            applied: watch::Sender::new(0),
+            _alive: alive,
             audit: RwLock::new(None),
             nonces: NonceCache::default(),
         });
         poll_revocations(&inner).await?;
         spawn_poller(Arc::downgrade(&inner));
+        feed::spawn(Arc::downgrade(&inner), alive_rx);
         Ok(Self { inner })
     }
 
@@ -132,6 +171,44 @@ impl Verifier {
         AuthLayer::new(self.clone(), Some(permission.to_owned()))
     }
 
+    /// Like [`Verifier::require`], but failing closed: while the revocation
+    /// feed has been unreachable for longer than
+    /// [`VerifierConfig::feed_grace`], the route answers 503
+    /// `temporarily_unavailable` ([`Check::RevocationFeed`]) instead of
+    /// trusting a revocation list that may be stale. For sensitive routes.
+    pub fn require_fresh(&self, permission: &str) -> AuthLayer {
+        self.require(permission).fail_closed()
+    }
+
+    /// Whether the revocation list is known to be current: the revocation
+    /// stream is open, or the authority answered within the feed's grace.
+    pub fn revocation_feed_fresh(&self) -> bool {
+        self.inner.health.fresh(self.inner.config.feed_grace)
+    }
+
+    /// The sequence number of the last revocation feed entry applied.
+    #[doc(hidden)]
+    pub fn last_applied_seq(&self) -> i64 {
+        *self.inner.applied.borrow()
+    }
+
+    /// Waits until the feed entry `seq` (or a later one) has been applied.
+    #[doc(hidden)]
+    pub async fn wait_applied(&self, seq: i64) {
+        let mut applied = self.inner.applied.subscribe();
+        let _ = applied.wait_for(|last| *last >= seq).await;
+    }
+
+    /// How many token revocations the verifier holds.
+    #[doc(hidden)]
+    pub fn revoked_token_count(&self) -> usize {
+        self.inner
+            .revocations
+            .read()
+            .expect("lock")
+            .revoked_tokens()
+    }
+
     /// A layer that verifies the token without demanding a permission.
     pub fn layer(&self) -> AuthLayer {
         AuthLayer::new(self.clone(), None)
@@ -144,12 +221,14 @@ impl Verifier {
 
     /// Runs every check but the permission on one request, in DESIGN.md
     /// order: token (signature, issuer, audience, time), proof of possession
-    /// and message integrity, replay, revocation.
+    /// and message integrity, replay, revocation (and, if `fail_closed`, the
+    /// freshness of the revocation list).
     pub(crate) async fn verify_request(
         &self,
         parts: &Parts,
         body: &[u8],
         token: &str,
+        fail_closed: bool,
     ) -> Result<VerifiedAgent, Denial> {
         let claims = self.check_token(token).await?;
         let now = unix_now();
@@ -159,7 +238,7 @@ impl Verifier {
             let (nonce, until) = proof::check_signature(parts, body, cnf, origin, now)?;
             self.inner.nonces.check_and_remember(nonce, until, now)?;
         }
-        self.check_revocation(&claims)?;
+        self.check_revocation(&claims, fail_closed)?;
         Ok(VerifiedAgent {
             agent: claims.client_id.clone(),
             subject: claims.sub.clone(),
@@ -167,6 +246,7 @@ impl Verifier {
             jti: claims.jti.clone(),
             txn: claims.txn.clone(),
             claims,
+            token: RawToken(token.to_owned()),
         })
     }
 
@@ -187,11 +267,20 @@ impl Verifier {
         verify_access_token(&compact, &key, &expect).map_err(denial_for)
     }
 
-    /// The token and both agents it names must not be revoked.
-    fn check_revocation(&self, claims: &AccessClaims) -> Result<(), Denial> {
+    /// The token, its task and both agents it names must not be revoked;
+    /// if `fail_closed`, the list must also be known current.
+    fn check_revocation(&self, claims: &AccessClaims, fail_closed: bool) -> Result<(), Denial> {
         let list = self.inner.revocations.read().expect("lock");
         if list.token_revoked(&claims.jti) {
             return Err(Denial::new(Check::Revocation, "the token has been revoked"));
+        }
+        if let Some(txn) = &claims.txn
+            && list.task_revoked(txn)
+        {
+            return Err(Denial::new(
+                Check::Revocation,
+                format!("the task {txn} has been revoked"),
+            ));
         }
         for id in [&claims.client_id, &claims.sub] {
             if list.agent_revoked(id) {
@@ -200,6 +289,16 @@ impl Verifier {
                     format!("the agent {id} is disabled or deleted"),
                 ));
             }
+        }
+        drop(list);
+        if fail_closed && !self.revocation_feed_fresh() {
+            return Err(Denial::new(
+                Check::RevocationFeed,
+                format!(
+                    "the revocation feed has been unreachable for more than {} s; this route does not serve on a list that may be stale",
+                    self.inner.config.feed_grace.as_secs_f32()
+                ),
+            ));
         }
         Ok(())
     }
@@ -293,6 +392,22 @@ async fn fetch_jwks(
     Ok(keys)
 }
 
+impl Inner {
+    /// Applies feed entries (from the stream or a poll) and tells waiters.
+    pub(crate) fn apply_revocations(&self, entries: &[Entry]) {
+        let last = {
+            let mut list = self.revocations.write().expect("lock");
+            list.apply(entries);
+            list.last_seq
+        };
+        self.applied.send_if_modified(|seen| {
+            let newer = last > *seen;
+            *seen = (*seen).max(last);
+            newer
+        });
+    }
+}
+
 async fn poll_revocations(inner: &Inner) -> Result<(), SdkError> {
     loop {
         let since = inner.revocations.read().expect("lock").last_seq;
@@ -307,8 +422,9 @@ async fn poll_revocations(inner: &Inner) -> Result<(), SdkError> {
             .json()
             .await
             .map_err(|e| SdkError::Authority(format!("revocation list: {e}")))?;
+        inner.health.touch();
+        inner.apply_revocations(&page.revocations);
         let mut list = inner.revocations.write().expect("lock");
-        list.apply(&page.revocations);
         list.last_seq = list.last_seq.max(page.last_seq);
         list.prune(unix_now() - DEFAULT_LEEWAY_SECS);
         if !page.more {
@@ -317,8 +433,11 @@ async fn poll_revocations(inner: &Inner) -> Result<(), SdkError> {
     }
 }
 
+/// Polls every `revocation_poll`, or at most every 30 s while the
+/// revocation stream is open (it delivers entries as they are committed).
 fn spawn_poller(inner: Weak<Inner>) {
     tokio::spawn(async move {
+        let mut polled = Instant::now();
         loop {
             let Some(interval) = inner.upgrade().map(|i| i.config.revocation_poll) else {
                 return;
@@ -327,6 +446,10 @@ fn spawn_poller(inner: Weak<Inner>) {
             let Some(strong) = inner.upgrade() else {
                 return;
             };
+            if strong.health.stream_up() && polled.elapsed() < POLL_WHILE_STREAMING {
+                continue;
+            }
+            polled = Instant::now();
             if let Err(e) = poll_revocations(&strong).await {
                 tracing::warn!(error = %e, "polling the revocation list failed; keeping the last copy");
             }

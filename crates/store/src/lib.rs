@@ -22,8 +22,8 @@ use async_trait::async_trait;
 // The public interface is:
 pub use error::StoreError;
 pub use model::{
-    AgentRow, AgentStatus, AgentUpdate, AuditFilter, IssuedToken, RevocationAction, RevocationKind,
-    RevocationRow, SigningKeyRow, UsedAssertion,
+    AgentRow, AgentStatus, AgentUpdate, AuditFilter, DelegationRow, IssuedToken, RevocationAction,
+    RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
 };
 pub use postgres::PgStore;
 pub use scratch::{DEFAULT_TEST_DATABASE_URL, ScratchDatabase};
@@ -73,8 +73,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Whether a token ID has been revoked.
     async fn token_revoked(&self, jti: &str) -> Result<bool>;
-    /// Revokes a token ID and publishes it on the feed.
+    /// Revokes a token ID and every token exchanged from it, and publishes them.
     async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
+    /// Revokes a task and publishes it on the feed.
+    async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
+    /// Whether a task has been revoked.
+    async fn task_revoked(&self, txn: &str) -> Result<bool>;
+    /// Whether a task is known (some token carries it).
+    async fn task_exists(&self, txn: &str) -> Result<bool>;
+
+    /// Creates or replaces the grant from `grant.from` to `grant.to`.
+    async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()>;
+    /// The grant from one agent to another, if any.
+    async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>>;
+    /// Every grant of one agent.
+    async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>>;
+    /// Removes a grant; [`StoreError::NotFound`] if there is none.
+    async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()>;
+
     /// Feed entries after `since`, oldest first, at most `limit`.
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>>;
     /// Forgets used assertions that expired before `now`.
@@ -82,6 +98,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events to the hash-chained audit log in one transaction.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Audit records of one task, by sequence number.
+    async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>>;
     /// Audit records matching `filter`, by sequence number.
     async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// The chain head: last sequence number and its hash.

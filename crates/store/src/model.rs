@@ -107,6 +107,23 @@ pub struct IssuedToken {
     pub issued_at: i64,
     /// Expiry.
     pub expires_at: i64,
+    /// The token it was exchanged from, for cascading revocation.
+    pub parent_jti: Option<String>,
+    /// The task it belongs to.
+    pub txn: Option<String>,
+}
+
+/// A delegation grant: `from` may pass `permissions` on to `to` by token exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DelegationRow {
+    /// The delegating agent's SPIFFE ID.
+    pub from: String,
+    /// The agent it may delegate to.
+    pub to: String,
+    /// What it may delegate.
+    pub permissions: Vec<String>,
+    /// Seconds since the epoch.
+    pub created_at: i64,
 }
 
 /// What a revocation feed entry is about.
@@ -115,8 +132,10 @@ pub struct IssuedToken {
 pub enum RevocationKind {
     /// An agent (by SPIFFE ID): its tokens as presenter or subject.
     Agent,
-    /// One token (by `jti`).
+    /// One token (by `jti`), and every token exchanged from it.
     Token,
+    /// A task (by `txn`): every token that carries it.
+    Task,
 }
 
 /// Whether an entry revokes or lifts a revocation (an agent re-enabled).
@@ -151,6 +170,7 @@ impl RevocationKind {
         match self {
             Self::Agent => "agent",
             Self::Token => "token",
+            Self::Task => "task",
         }
     }
 }

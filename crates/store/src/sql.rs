@@ -12,7 +12,7 @@ macro_rules! sql_store {
         use sqlx::Row as _;
 
         use crate::{
-            AgentRow, AgentStatus, AgentUpdate, AuditFilter, IssuedToken, Result, RevocationAction,
+            AgentRow, AgentStatus, AgentUpdate, AuditFilter, DelegationRow, IssuedToken, Result, RevocationAction,
             RevocationKind, RevocationRow, SigningKeyRow, StoreError, UsedAssertion,
         };
 
@@ -53,9 +53,23 @@ macro_rules! sql_store {
                         .ok_or_else(|| StoreError::Corrupt(format!("audit decision {decision}")))?,
                     reason: row.try_get("reason")?,
                     request_id: row.try_get("request_id")?,
+                    txn: row.try_get("txn")?,
+                    chain: row.try_get("chain")?,
+                    purpose: row.try_get("purpose")?,
                 },
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
+            })
+        }
+
+        fn delegation_from_row(row: &$row) -> Result<DelegationRow> {
+            let permissions: String = row.try_get("permissions")?;
+            Ok(DelegationRow {
+                from: row.try_get("from_agent")?,
+                to: row.try_get("to_agent")?,
+                permissions: serde_json::from_str(&permissions)
+                    .map_err(|e| StoreError::Corrupt(format!("delegation permissions: {e}")))?,
+                created_at: row.try_get("created_at")?,
             })
         }
 
@@ -67,6 +81,7 @@ macro_rules! sql_store {
                 kind: match kind.as_str() {
                     "agent" => RevocationKind::Agent,
                     "token" => RevocationKind::Token,
+                    "task" => RevocationKind::Task,
                     _ => return Err(StoreError::Corrupt(format!("revocation kind {kind}"))),
                 },
                 subject: row.try_get("subject")?,
@@ -96,7 +111,8 @@ macro_rules! sql_store {
                 let hash = chain_hash(&prev, seq, event);
                 sqlx::query(
                     "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
-                     reason, request_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     reason, request_id, prev_hash, hash, txn, chain, purpose) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 )
                 .bind(seq)
                 .bind(event.time_ms)
@@ -110,6 +126,9 @@ macro_rules! sql_store {
                 .bind(&event.request_id)
                 .bind(&prev)
                 .bind(&hash)
+                .bind(&event.txn)
+                .bind(&event.chain)
+                .bind(&event.purpose)
                 .execute(&mut **tx)
                 .await?;
                 prev = hash;
@@ -363,8 +382,8 @@ macro_rules! sql_store {
                 let mut tx = self.begin().await?;
                 consume_in(&mut tx, assertion).await?;
                 sqlx::query(
-                    "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at, \
+                     parent_jti, txn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(&token.jti)
                 .bind(&token.client_id)
@@ -373,8 +392,21 @@ macro_rules! sql_store {
                 .bind(&token.scope)
                 .bind(token.issued_at)
                 .bind(token.expires_at)
+                .bind(token.parent_jti.as_deref())
+                .bind(token.txn.as_deref())
                 .execute(&mut *tx)
                 .await?;
+                // A parent revoked while this exchange was under way must not
+                // leave an unrevoked child behind.
+                if let Some(parent) = &token.parent_jti {
+                    let revoked = sqlx::query("SELECT 1 AS one FROM revocations WHERE kind = 'token' AND subject = $1 LIMIT 1")
+                        .bind(parent)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if revoked.is_some() {
+                        return Err(StoreError::Conflict("a revocation of the subject token".into()));
+                    }
+                }
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
                 tx.commit().await?;
                 Ok(())
@@ -392,9 +424,108 @@ macro_rules! sql_store {
                 let mut tx = self.begin().await?;
                 let now = audit.time_ms / 1000;
                 publish_in(&mut tx, RevocationKind::Token, jti, RevocationAction::Revoke, now, Some(expires_at)).await?;
+                let descendants = sqlx::query(
+                    "WITH RECURSIVE descendant(jti) AS ( \
+                         SELECT jti FROM issued_tokens WHERE parent_jti = $1 \
+                         UNION SELECT t.jti FROM issued_tokens t JOIN descendant d ON t.parent_jti = d.jti) \
+                     SELECT t.jti, t.expires_at FROM issued_tokens t JOIN descendant d ON t.jti = d.jti \
+                     WHERE t.expires_at >= $2",
+                )
+                .bind(jti)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &descendants {
+                    let child: String = row.try_get("jti")?;
+                    let child_exp: i64 = row.try_get("expires_at")?;
+                    publish_in(&mut tx, RevocationKind::Token, &child, RevocationAction::Revoke, now, Some(child_exp)).await?;
+                }
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let now = audit.time_ms / 1000;
+                publish_in(&mut tx, RevocationKind::Task, txn, RevocationAction::Revoke, now, Some(expires_at)).await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn task_revoked(&self, txn: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM revocations WHERE kind = 'task' AND subject = $1 LIMIT 1")
+                    .bind(txn)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn task_exists(&self, txn: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM issued_tokens WHERE txn = $1 LIMIT 1")
+                    .bind(txn)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                sqlx::query(
+                    "INSERT INTO delegations (from_agent, to_agent, permissions, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (from_agent, to_agent) DO UPDATE SET permissions = excluded.permissions, \
+                     created_at = excluded.created_at",
+                )
+                .bind(&grant.from)
+                .bind(&grant.to)
+                .bind(serde_json::to_string(&grant.permissions).unwrap_or_default())
+                .bind(grant.created_at)
+                .execute(&mut *tx)
+                .await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>> {
+                let row = sqlx::query("SELECT * FROM delegations WHERE from_agent = $1 AND to_agent = $2")
+                    .bind(from)
+                    .bind(to)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(delegation_from_row).transpose()
+            }
+
+            async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>> {
+                let rows = sqlx::query("SELECT * FROM delegations WHERE from_agent = $1 ORDER BY to_agent")
+                    .bind(from)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(delegation_from_row).collect()
+            }
+
+            async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let done = sqlx::query("DELETE FROM delegations WHERE from_agent = $1 AND to_agent = $2")
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("a delegation from {from} to {to}")));
+                }
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>> {
+                let rows = sqlx::query("SELECT * FROM audit_log WHERE txn = $1 ORDER BY seq LIMIT 10000")
+                    .bind(txn)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(audit_from_row).collect()
             }
 
             async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>> {

@@ -59,6 +59,9 @@ fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
         decision: Decision::Allow,
         reason: String::new(),
         request_id: String::new(),
+        txn: String::new(),
+        chain: String::new(),
+        purpose: String::new(),
     }
 }
 
@@ -293,6 +296,138 @@ pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that
     );
 }
 
+pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s: &dyn Store) {
+    let used = |jti: &str| UsedAssertion {
+        client_id: "c".into(),
+        jti: jti.into(),
+        expires_at: 160,
+    };
+    let child = |jti: &str, parent: &str| IssuedToken {
+        parent_jti: Some(parent.into()),
+        txn: Some("t1".into()),
+        ..issued(jti)
+    };
+    s.issue_token(
+        &used("a1"),
+        &issued("root"),
+        &event("token.issued", "c", "root"),
+    )
+    .await
+    .unwrap();
+    s.issue_token(
+        &used("a2"),
+        &child("child", "root"),
+        &event("token.exchanged", "c", "child"),
+    )
+    .await
+    .unwrap();
+    s.issue_token(
+        &used("a3"),
+        &child("grandchild", "child"),
+        &event("token.exchanged", "c", "gc"),
+    )
+    .await
+    .unwrap();
+    s.issue_token(
+        &used("a4"),
+        &issued("unrelated"),
+        &event("token.issued", "c", "u"),
+    )
+    .await
+    .unwrap();
+    let mut revoke = event("token.revoked", "admin", "child");
+    revoke.time_ms = 100_000;
+    s.revoke_token("child", 400, &revoke).await.unwrap();
+    assert!(!s.token_revoked("root").await.unwrap());
+    assert!(s.token_revoked("child").await.unwrap());
+    assert!(s.token_revoked("grandchild").await.unwrap());
+    assert!(!s.token_revoked("unrelated").await.unwrap());
+    // An exchange from a revoked token cannot slip in afterwards.
+    let err = s
+        .issue_token(
+            &used("a5"),
+            &child("late", "child"),
+            &event("token.exchanged", "c", "late"),
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::Conflict(_))));
+    assert!(s.task_exists("t1").await.unwrap());
+    assert!(!s.task_exists("t2").await.unwrap());
+}
+
+pub(crate) async fn tasks_are_revoked_and_their_records_read_in_order(s: &dyn Store) {
+    let mut hop = event("token.exchanged", "executor", "j1");
+    hop.txn = "t1".into();
+    hop.chain = "executor planner".into();
+    hop.purpose = "monthly report".into();
+    let mut other = event("token.issued", "x", "j2");
+    other.txn = "t2".into();
+    s.append_audit(&[hop.clone(), other, hop.clone()])
+        .await
+        .unwrap();
+    let records = s.task_records("t1").await.unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(records[0].event, hop);
+    assert_chain_intact(s).await;
+    assert!(!s.task_revoked("t1").await.unwrap());
+    s.revoke_task("t1", 500, &event("task.revoked", "admin", "t1"))
+        .await
+        .unwrap();
+    assert!(s.task_revoked("t1").await.unwrap());
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert_eq!(
+        (feed[0].kind, feed[0].subject.as_str()),
+        (RevocationKind::Task, "t1")
+    );
+}
+
+pub(crate) async fn delegation_grants_are_stored_replaced_and_removed(s: &dyn Store) {
+    let grant = DelegationRow {
+        from: "spiffe://agentauth.local/agent/planner".into(),
+        to: "spiffe://agentauth.local/agent/executor".into(),
+        permissions: vec!["read:db".into()],
+        created_at: 1,
+    };
+    s.put_delegation(&grant, &event("delegation.granted", "admin", "planner"))
+        .await
+        .unwrap();
+    let wider = DelegationRow {
+        permissions: vec!["read:db".into(), "write:db".into()],
+        created_at: 2,
+        ..grant.clone()
+    };
+    s.put_delegation(&wider, &event("delegation.granted", "admin", "planner"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delegation(&grant.from, &grant.to).await.unwrap(),
+        Some(wider.clone())
+    );
+    assert_eq!(s.delegations(&grant.from).await.unwrap(), [wider]);
+    assert!(
+        s.delegation(&grant.to, &grant.from)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.delete_delegation(
+        &grant.from,
+        &grant.to,
+        &event("delegation.revoked", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let again = s
+        .delete_delegation(
+            &grant.from,
+            &grant.to,
+            &event("delegation.revoked", "admin", "planner"),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))));
+    assert_eq!(audit_count(s).await, 3);
+}
+
 fn issued(jti: &str) -> IssuedToken {
     IssuedToken {
         jti: jti.into(),
@@ -302,6 +437,8 @@ fn issued(jti: &str) -> IssuedToken {
         scope: "read:customer".into(),
         issued_at: 100,
         expires_at: 400,
+        parent_jti: None,
+        txn: None,
     }
 }
 
@@ -482,6 +619,9 @@ run_suite!(
     disabling_and_enabling_an_agent_is_published_on_the_feed,
     updating_or_deleting_a_missing_agent_changes_nothing,
     deleting_an_agent_revokes_it,
+    revoking_a_token_cascades_to_every_token_exchanged_from_it,
+    tasks_are_revoked_and_their_records_read_in_order,
+    delegation_grants_are_stored_replaced_and_removed,
     deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
     a_replayed_assertion_issues_nothing,
     expired_assertions_are_purged,

@@ -154,5 +154,6 @@ pub(crate) async fn revoke(
     s.store
         .revoke_token(&claims.jti, claims.exp + DEFAULT_LEEWAY_SECS, &audit)
         .await?;
+    s.revocations_changed();
     Ok(no_store(json!({})))
 }

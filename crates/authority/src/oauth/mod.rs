@@ -2,6 +2,7 @@
 //! (client_credentials with private_key_jwt), introspection (RFC 7662) and
 //! revocation (RFC 7009).
 
+mod exchange;
 mod introspect;
 mod token;
 
@@ -16,8 +17,12 @@ use crate::server::AppState;
 pub(crate) use introspect::{introspect, revoke};
 pub(crate) use token::token;
 
+/// The RFC 8693 token-exchange grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 /// Scopes every agent may request for the authority itself, beyond its permissions.
-pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 1] = [crate::audit::AUDIT_WRITE];
+pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 2] =
+    [crate::audit::AUDIT_WRITE, crate::task::TASKS_COMPLETE];
 
 /// `GET /.well-known/oauth-authorization-server`.
 pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
@@ -34,7 +39,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
         "jwks_uri": s.endpoint("/.well-known/jwks.json"),
         "introspection_endpoint": s.endpoint("/oauth/introspect"),
         "revocation_endpoint": s.endpoint("/oauth/revoke"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
@@ -44,6 +49,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
         "trust_domain": s.trust_domain.as_str(),
         "authority_id": s.authority_id.as_str(),
         "revocation_list_endpoint": s.endpoint("/v1/revocations"),
+        "revocation_stream_endpoint": s.endpoint("/v1/revocations/stream"),
         "audit_events_endpoint": s.endpoint("/v1/audit/events"),
     }))
 }

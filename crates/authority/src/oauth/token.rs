@@ -1,5 +1,6 @@
-//! `POST /oauth/token`: client_credentials with private_key_jwt, audience
-//! chosen by `resource` (RFC 8707) or `audience`, never a silently smaller scope.
+//! `POST /oauth/token`: client_credentials and token exchange (RFC 8693),
+//! clients authenticated with private_key_jwt, audience chosen by `resource`
+//! (RFC 8707) or `audience`, never a silently smaller scope.
 
 use agentauth_core::{
     ACCESS_TOKEN_TYP, AccessClaims, Cnf, Decision, Header, Scope, SpiffeId, random_b64,
@@ -16,7 +17,7 @@ use serde_json::json;
 use crate::audit::{event, request_id};
 use crate::body::FormBody;
 use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
-use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
+use crate::oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
 use crate::server::State as AuthorityState;
 use crate::{AuthorityError, registry, server::AppState};
 
@@ -27,19 +28,56 @@ pub(crate) struct TokenRequest {
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
     client_id: Option<String>,
-    scope: Option<String>,
+    pub(crate) scope: Option<String>,
     resource: Option<String>,
     audience: Option<String>,
     expires_in: Option<String>,
+    /// The task to join (client_credentials); minted when absent.
+    pub(crate) txn: Option<String>,
+    /// A short statement of intent for the task.
+    pub(crate) purpose: Option<String>,
+    /// The original request that started the task, or its digest.
+    pub(crate) request_context: Option<String>,
+    /// RFC 8693: the token the actor received.
+    pub(crate) subject_token: Option<String>,
+    /// RFC 8693: must be the access-token type.
+    pub(crate) subject_token_type: Option<String>,
+    /// RFC 8693: not supported (the actor authenticates as the client).
+    pub(crate) actor_token: Option<String>,
+    /// RFC 8693: if given, must be the access-token type.
+    pub(crate) requested_token_type: Option<String>,
+}
+
+/// The token type URI of access tokens (RFC 8693 §3).
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Longest `purpose`.
+const MAX_PURPOSE: usize = 256;
+/// Longest `request_context`.
+const MAX_REQUEST_CONTEXT: usize = 2048;
+
+/// What a grant decided the new token says; signing, storing and auditing are shared.
+pub(crate) struct Minted {
+    pub(crate) sub: String,
+    pub(crate) scope: Scope,
+    pub(crate) exp: i64,
+    pub(crate) act: Option<serde_json::Value>,
+    pub(crate) txn: Option<String>,
+    pub(crate) purpose: Option<String>,
+    pub(crate) rctx: Option<String>,
+    pub(crate) parent_jti: Option<String>,
+    /// Audit kind: `token.issued` or `token.exchanged`.
+    pub(crate) kind: &'static str,
+    pub(crate) reason: String,
 }
 
 /// What the audit says about an attempt, filled in as it becomes known.
 #[derive(Debug, Default)]
-struct Attempt {
+pub(crate) struct Attempt {
     client: String,
     authenticated: bool,
     audience: String,
-    scope: String,
+    pub(crate) scope: String,
+    pub(crate) txn: String,
 }
 
 /// `POST /oauth/token`.
@@ -65,6 +103,7 @@ pub(crate) async fn token(
             let mut audit = event("token.refused", &actor, &actor, Decision::Deny);
             audit.audience = attempt.audience;
             audit.scope = attempt.scope;
+            audit.txn = attempt.txn;
             audit.reason = format!("{}: {error}", error.status_and_code().1);
             audit.request_id = request_id(&headers);
             if let Err(e) = s.store.append_audit(&[audit]).await {
@@ -83,6 +122,7 @@ async fn issue(
 ) -> Result<Response, AuthorityError> {
     match req.grant_type.as_deref() {
         Some("client_credentials") => {}
+        Some(TOKEN_EXCHANGE_GRANT) => {}
         Some(other) => {
             let shown: String = other.chars().take(80).collect();
             return Err(AuthorityError::UnsupportedGrantType(format!(
@@ -103,23 +143,41 @@ async fn issue(
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
     attempt.authenticated = true;
     let audience = target(s, req, attempt).await?;
-    let scope = granted_scope(s, req, &client, &audience, attempt)?;
     let lifetime = lifetime(s, req.expires_in.as_deref())?;
-
     let now = unix_now();
+    let minted = if req.grant_type.as_deref() == Some(TOKEN_EXCHANGE_GRANT) {
+        super::exchange::delegate(s, req, &client, &audience, now + lifetime, attempt).await?
+    } else {
+        let scope = granted_scope(s, req, &client, &audience, attempt)?;
+        let (txn, purpose, rctx) = task_context(s, req, &audience, attempt).await?;
+        Minted {
+            sub: client.agent.id.clone(),
+            scope,
+            exp: now + lifetime,
+            act: None,
+            txn,
+            purpose,
+            rctx,
+            parent_jti: None,
+            kind: "token.issued",
+            reason: "client_credentials".into(),
+        }
+    };
     let claims = AccessClaims {
         iss: s.issuer.clone(),
-        sub: client.agent.id.clone(),
+        sub: minted.sub,
         aud: audience.to_string(),
         client_id: client.agent.id.clone(),
-        scope,
-        exp: now + lifetime,
+        scope: minted.scope,
+        exp: minted.exp,
         iat: now,
         nbf: now,
         jti: random_b64(16),
         cnf: Some(Cnf::for_key(&client.key)),
-        act: None,
-        txn: None,
+        act: minted.act,
+        txn: minted.txn,
+        purpose: minted.purpose,
+        rctx: minted.rctx,
     };
     let header = Header {
         alg: s.keys.current.alg(),
@@ -136,17 +194,17 @@ async fn issue(
         scope: claims.scope.to_string(),
         issued_at: now,
         expires_at: claims.exp,
+        parent_jti: minted.parent_jti,
+        txn: claims.txn.clone(),
     };
-    let mut audit = event(
-        "token.issued",
-        &claims.client_id,
-        &claims.jti,
-        Decision::Allow,
-    );
+    let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
     audit.audience = claims.aud.clone();
     audit.scope = record.scope.clone();
-    audit.reason = "client_credentials".into();
+    audit.reason = minted.reason;
     audit.request_id = request_id(headers);
+    audit.txn = claims.txn.clone().unwrap_or_default();
+    audit.chain = claims.actor_chain().join(" ");
+    audit.purpose = claims.purpose.clone().unwrap_or_default();
     if let Err(e) = s
         .store
         .issue_token(&client.assertion, &record, &audit)
@@ -161,9 +219,10 @@ async fn issue(
     let body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
-        "expires_in": lifetime,
+        "expires_in": claims.exp - now,
         "scope": record.scope,
-        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "txn": claims.txn,
     });
     let mut response = Json(body).into_response();
     response
@@ -255,6 +314,59 @@ fn granted_scope(
         )));
     }
     Ok(asked)
+}
+
+/// The task of a new client_credentials token: the given `txn` (refused if
+/// revoked) or a fresh one, with its purpose and request context, bounded.
+async fn task_context(
+    s: &AuthorityState,
+    req: &TokenRequest,
+    audience: &SpiffeId,
+    attempt: &mut Attempt,
+) -> Result<(Option<String>, Option<String>, Option<String>), AuthorityError> {
+    let purpose = bounded(req.purpose.as_deref(), "purpose", MAX_PURPOSE)?;
+    let rctx = bounded(
+        req.request_context.as_deref(),
+        "request_context",
+        MAX_REQUEST_CONTEXT,
+    )?;
+    if *audience == s.authority_id {
+        return Ok((None, purpose, rctx));
+    }
+    let txn = match req.txn.as_deref() {
+        Some(txn) => {
+            let valid = !txn.is_empty()
+                && txn.len() <= 128
+                && txn
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+            if !valid {
+                return Err(AuthorityError::InvalidRequest(
+                    "txn must be 1 to 128 characters from [A-Za-z0-9-._:]".into(),
+                ));
+            }
+            attempt.txn = txn.to_owned();
+            if s.store.task_revoked(txn).await? {
+                return Err(AuthorityError::InvalidRequest(format!(
+                    "the task {txn} has been revoked"
+                )));
+            }
+            txn.to_owned()
+        }
+        None => format!("txn-{}", random_b64(12)),
+    };
+    Ok((Some(txn), purpose, rctx))
+}
+
+/// An optional text parameter, refused when longer than `max` bytes.
+fn bounded(value: Option<&str>, name: &str, max: usize) -> Result<Option<String>, AuthorityError> {
+    match value {
+        Some(v) if v.len() > max => Err(AuthorityError::InvalidRequest(format!(
+            "{name} is longer than {max} bytes"
+        ))),
+        Some(v) if !v.is_empty() => Ok(Some(v.to_owned())),
+        _ => Ok(None),
+    }
 }
 
 /// The lifetime to grant: the default, or what was asked up to the maximum.

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the verifying-layer benchmarks (crates/sdk/benches/verify.rs) and prints
+# each figure with its ratio to the bare Ed25519 signature check.
+#
+#   bench/verify.sh                      # all of them
+#   bench/verify.sh layer_full_check     # extra arguments go to criterion
+#
+# The bench starts an in-process authority on 127.0.0.1 (SQLite in a temp dir)
+# to issue the token and serve the JWKS; nothing else is contacted.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+timeout 1800 cargo bench -p agentauth-sdk --bench verify -- "$@"
+
+python3 - "${CARGO_TARGET_DIR:-$ROOT/target}/criterion/verify" <<'PY'
+import json, pathlib, sys
+base = pathlib.Path(sys.argv[1])
+order = ["ed25519_signature", "core_parse_and_verify", "core_request_signature",
+         "cnf_key_from_json", "router_without_layer", "layer_full_check",
+         "layer_full_check_with_audit"]
+est = {}
+for name in order:
+    f = base / name / "new" / "estimates.json"
+    if f.exists():
+        e = json.loads(f.read_text())
+        est[name] = (e["mean"]["point_estimate"], e["median"]["point_estimate"])
+ref = est.get("ed25519_signature")
+print(f"\n{'benchmark':32} {'mean':>10} {'median':>10} {'÷ ed25519 (mean/median)':>26}")
+for name, (mean, median) in est.items():
+    ratio = f"{mean / ref[0]:.3f} / {median / ref[1]:.3f}" if ref else "-"
+    print(f"{name:32} {mean / 1000:8.2f}µs {median / 1000:8.2f}µs {ratio:>26}")
+if ref and "layer_full_check" in est:
+    m = est["layer_full_check"]
+    verdict = "met" if m[0] / ref[0] <= 1.25 else "MISSED"
+    print(f"\nlayer / ed25519 = {m[0] / ref[0]:.3f} (mean), target <= 1.25: {verdict}")
+PY

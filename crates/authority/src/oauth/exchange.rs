@@ -1,0 +1,207 @@
+//! Token exchange (RFC 8693) for delegation: an agent that received a token
+//! trades it for one addressed to the next hop, carrying the same subject and
+//! task, a narrower scope, no longer a lifetime, its own key in `cnf` and the
+//! actor chain in `act`.
+
+use agentauth_core::{
+    AccessClaims, Scope, SpiffeId, TokenExpectations, parse_access_token, unix_now,
+    verify_access_token,
+};
+use agentauth_store::AgentStatus;
+
+use super::token::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
+use crate::client_auth::AuthenticatedClient;
+use crate::server::State;
+use crate::{AuthorityError, registry};
+
+fn refused(why: impl Into<String>) -> AuthorityError {
+    AuthorityError::InvalidRequest(why.into())
+}
+
+/// Checks every delegation rule and says what the exchanged token carries.
+/// `exp_cap` is the latest expiry the configured lifetime allows.
+pub(crate) async fn delegate(
+    s: &State,
+    req: &TokenRequest,
+    actor: &AuthenticatedClient,
+    audience: &SpiffeId,
+    exp_cap: i64,
+    attempt: &mut Attempt,
+) -> Result<Minted, AuthorityError> {
+    check_request_shape(req)?;
+    let subject = verified_subject(s, req.subject_token.as_deref().unwrap_or(""))?;
+    attempt.txn = subject.txn.clone().unwrap_or_default();
+    if subject.aud != actor.agent.id {
+        return Err(refused(format!(
+            "the subject token is addressed to {}, not to {}: an agent can exchange only tokens addressed to it",
+            subject.aud, actor.agent.id
+        )));
+    }
+    check_not_revoked(s, &subject).await?;
+    if *audience == s.authority_id {
+        return Err(AuthorityError::InvalidTarget(
+            "tokens for the authority cannot be delegated".into(),
+        ));
+    }
+    let grant = s
+        .store
+        .delegation(&actor.agent.id, audience.as_str())
+        .await?
+        .ok_or_else(|| {
+            AuthorityError::InvalidTarget(format!(
+                "no delegation grant lets {} delegate to {audience}",
+                actor.agent.id
+            ))
+        })?;
+    let scope = narrowed_scope(
+        req,
+        &subject,
+        &actor.agent.permissions,
+        &grant.permissions,
+        attempt,
+    )?;
+    let act = subject.delegated_act(&actor.agent.id);
+    let depth = chain_depth(&act);
+    if depth > s.config.max_delegation_depth {
+        return Err(refused(format!(
+            "the delegation chain would be {depth} deep; the limit is {}",
+            s.config.max_delegation_depth
+        )));
+    }
+    Ok(Minted {
+        sub: subject.sub.clone(),
+        scope,
+        exp: exp_cap.min(subject.exp),
+        act: Some(act),
+        txn: subject.txn.clone(),
+        purpose: subject.purpose.clone(),
+        rctx: subject.rctx.clone(),
+        parent_jti: Some(subject.jti.clone()),
+        kind: "token.exchanged",
+        reason: format!("token exchange of {} by {}", subject.jti, actor.agent.id),
+    })
+}
+
+fn check_request_shape(req: &TokenRequest) -> Result<(), AuthorityError> {
+    if req.actor_token.is_some() {
+        return Err(refused(
+            "actor_token is not supported: the actor authenticates as the client",
+        ));
+    }
+    if req
+        .requested_token_type
+        .as_deref()
+        .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+    {
+        return Err(refused("only access tokens can be requested"));
+    }
+    if req.subject_token.is_none() {
+        return Err(refused("subject_token is missing"));
+    }
+    if req.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err(refused(format!(
+            "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+        )));
+    }
+    Ok(())
+}
+
+/// Signature, issuer and lifetime of the subject token (no leeway: an expired
+/// token is never exchanged).
+fn verified_subject(s: &State, token: &str) -> Result<AccessClaims, AuthorityError> {
+    let invalid = |why: String| refused(format!("the subject token is invalid: {why}"));
+    let compact = parse_access_token(token).map_err(|e| invalid(e.to_string()))?;
+    let kid = compact.header.kid.as_deref().unwrap_or("");
+    let key = s
+        .keys
+        .find(kid)
+        .ok_or_else(|| invalid("it is not signed by this authority".into()))?;
+    let expect = TokenExpectations {
+        issuer: &s.issuer,
+        audience: None,
+        now: unix_now(),
+        leeway: 0,
+    };
+    verify_access_token(&compact, key, &expect).map_err(|e| invalid(e.to_string()))
+}
+
+/// The subject token, its task, and every agent it names must still stand.
+async fn check_not_revoked(s: &State, subject: &AccessClaims) -> Result<(), AuthorityError> {
+    if s.store.token_revoked(&subject.jti).await? {
+        return Err(refused("the subject token has been revoked"));
+    }
+    if let Some(txn) = &subject.txn
+        && s.store.task_revoked(txn).await?
+    {
+        return Err(refused(format!("the task {txn} has been revoked")));
+    }
+    let mut agents = vec![subject.sub.clone(), subject.client_id.clone()];
+    agents.extend(subject.actor_chain());
+    for id in agents {
+        let agent = registry::agent_by_id(s, &id).await?;
+        if agent.is_none_or(|a| a.status != AgentStatus::Active) {
+            return Err(refused(format!(
+                "{id} in the subject token's chain is disabled or deleted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The requested scope, which must lie within the subject token's scope, the
+/// actor's permissions and the grant; the first violation is named.
+fn narrowed_scope(
+    req: &TokenRequest,
+    subject: &AccessClaims,
+    actor_permissions: &[String],
+    granted: &[String],
+    attempt: &mut Attempt,
+) -> Result<Scope, AuthorityError> {
+    let raw = req.scope.as_deref().unwrap_or("");
+    attempt.scope = raw.chars().take(512).collect();
+    let asked = Scope::parse(raw).map_err(|e| AuthorityError::InvalidScope(e.to_string()))?;
+    if asked.is_empty() {
+        return Err(AuthorityError::InvalidScope(
+            "scope is required: name the permissions to delegate".into(),
+        ));
+    }
+    let as_scope = |list: &[String]| Scope::from_strs(list.iter().map(String::as_str));
+    let actor = as_scope(actor_permissions).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let grant = as_scope(granted).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let limits = [
+        (&subject.scope, "the subject token's scope"),
+        (&actor, "the actor's permissions"),
+        (&grant, "the delegation grant"),
+    ];
+    for (limit, name) in limits {
+        if let Some(missing) = asked.missing_from(limit).into_iter().next() {
+            return Err(AuthorityError::InvalidScope(format!(
+                "\"{missing}\" is not in {name}"
+            )));
+        }
+    }
+    Ok(asked)
+}
+
+/// How many actors an `act` claim names.
+fn chain_depth(act: &serde_json::Value) -> usize {
+    let mut depth = 0;
+    let mut current = Some(act);
+    while let Some(a) = current {
+        depth += 1;
+        current = a.get("act");
+    }
+    depth
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_depth_counts_nested_actors() {
+        let act = serde_json::json!({"sub": "c", "act": {"sub": "b", "act": {"sub": "a"}}});
+        assert_eq!(chain_depth(&act), 3);
+        assert_eq!(chain_depth(&serde_json::json!({"sub": "a"})), 1);
+    }
+}

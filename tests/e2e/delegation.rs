@@ -1,0 +1,525 @@
+//! Delegation by token exchange (RFC 8693) against the real binary: grants,
+//! narrowing, the actor chain, tasks, cascading revocation and every refusal.
+
+use agentauth_core::{AccessClaims, SigningKey, b64url_decode};
+use agentauth_sdk::{AccessToken, Client, SdkError};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Server, id};
+
+fn claims(token: &str) -> AccessClaims {
+    serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+/// planner → executor → database, with grants along the chain.
+struct Chain {
+    server: Server,
+    planner_key: SigningKey,
+    executor_key: SigningKey,
+    executor: Client,
+}
+
+impl Chain {
+    async fn start(extra: &[&str]) -> Self {
+        let server = Server::start_with(extra, &[]).await;
+        let planner_key = server.register("planner", &["read:db", "write:db"]).await;
+        let executor_key = server.register("executor", &["read:db", "write:db"]).await;
+        server.register("database", &[]).await;
+        server.register("orders", &[]).await;
+        let grants = [
+            ("planner", "executor", json!(["read:db", "write:db"])),
+            ("executor", "database", json!(["read:db"])),
+        ];
+        for (from, to, permissions) in grants {
+            let path = format!("/v1/agents/{from}/delegations");
+            let body = json!({"to": to, "permissions": permissions});
+            let (status, answer) = server.admin_json(Method::POST, &path, Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+        }
+        let executor = server.client("executor", &executor_key);
+        Self {
+            server,
+            planner_key,
+            executor_key,
+            executor,
+        }
+    }
+
+    /// The planner's token for `audience`, in task `task-42` with a purpose.
+    async fn planner_token(&self, audience: &str, scope: &str, expires_in: &str) -> String {
+        let assertion = self.server.assertion("planner", &self.planner_key);
+        let (status, body) = self
+            .server
+            .form(
+                "/oauth/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        agentauth_core::CLIENT_ASSERTION_TYPE,
+                    ),
+                    ("client_assertion", &assertion),
+                    ("resource", &id(audience)),
+                    ("scope", scope),
+                    ("expires_in", expires_in),
+                    ("txn", "task-42"),
+                    ("purpose", "monthly revenue report"),
+                    (
+                        "request_context",
+                        "user asked: summarise last month's revenue",
+                    ),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["txn"], "task-42");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn refusal(result: Result<AccessToken, SdkError>) -> (String, String) {
+    match result {
+        Err(SdkError::TokenRefused {
+            error, description, ..
+        }) => (error, description),
+        Ok(_) => panic!("the exchange should have been refused"),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn assert_refused(result: Result<AccessToken, SdkError>, code: &str, mentions: &str) {
+    let (error, description) = refusal(result);
+    assert_eq!(error, code, "{description}");
+    assert!(
+        description.contains(mentions),
+        "\"{description}\" should mention \"{mentions}\""
+    );
+}
+
+#[tokio::test]
+async fn an_exchanged_token_keeps_subject_and_task_and_binds_the_actor() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain
+        .planner_token("executor", "read:db write:db", "300")
+        .await;
+    let parent = claims(&incoming);
+    let exchanged = chain
+        .executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+    let c = claims(&exchanged.token);
+    assert_eq!(c.sub, id("planner"), "the subject stays the initiator");
+    assert_eq!(c.client_id, id("executor"), "the presenter is the actor");
+    assert_eq!(c.aud, id("database"));
+    assert_eq!(c.scope.to_string(), "read:db");
+    assert_eq!(c.txn.as_deref(), Some("task-42"));
+    assert_eq!(c.purpose.as_deref(), Some("monthly revenue report"));
+    assert_eq!(
+        c.rctx.as_deref(),
+        Some("user asked: summarise last month's revenue")
+    );
+    assert_eq!(
+        c.act,
+        Some(json!({"sub": id("executor"), "act": {"sub": id("planner")}}))
+    );
+    assert_eq!(
+        c.cnf.unwrap().jkt,
+        chain.executor_key.public_jwk().thumbprint(),
+        "proof of possession survives the hop"
+    );
+    assert!(c.exp <= parent.exp);
+    assert_ne!(c.jti, parent.jti);
+
+    // The hop is in the audit with its chain, task and purpose, and the task lists both hops in order.
+    let (status, task) = chain
+        .server
+        .admin_json(Method::GET, "/v1/tasks/task-42", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let hops = task["hops"].as_array().unwrap();
+    let kinds: Vec<&str> = hops.iter().map(|h| h["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["token.issued", "token.exchanged"]);
+    assert_eq!(hops[1]["actor"], id("executor"));
+    assert_eq!(hops[1]["audience"], id("database"));
+    assert_eq!(
+        hops[1]["chain"],
+        format!("{} {}", id("executor"), id("planner"))
+    );
+    assert_eq!(hops[1]["purpose"], "monthly revenue report");
+    assert_eq!(hops[1]["txn"], "task-42");
+}
+
+#[tokio::test]
+async fn a_delegated_token_never_outlives_its_parent() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "20").await;
+    let exchanged = chain
+        .executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+    assert!(claims(&exchanged.token).exp <= claims(&incoming).exp);
+}
+
+#[tokio::test]
+async fn escalation_and_foreign_tokens_are_refused_with_the_rule_named() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    // The planner's token does not carry write:db, so the executor cannot mint it.
+    let beyond_subject = chain
+        .executor
+        .exchange(&incoming, &id("database"), "write:db")
+        .await;
+    assert_refused(
+        beyond_subject,
+        "invalid_scope",
+        "not in the subject token's scope",
+    );
+    // Even with write:db in hand, the executor's grant to the database is read-only.
+    let wide = chain
+        .planner_token("executor", "read:db write:db", "300")
+        .await;
+    let beyond_grant = chain
+        .executor
+        .exchange(&wide, &id("database"), "write:db")
+        .await;
+    assert_refused(beyond_grant, "invalid_scope", "not in the delegation grant");
+    // No grant from the executor to the orders agent.
+    let no_grant = chain
+        .executor
+        .exchange(&incoming, &id("orders"), "read:db")
+        .await;
+    assert_refused(no_grant, "invalid_target", "no delegation grant");
+    // A token addressed to the database cannot be exchanged by the executor.
+    let for_database = chain.planner_token("database", "read:db", "300").await;
+    let foreign = chain
+        .executor
+        .exchange(&for_database, &id("database"), "read:db")
+        .await;
+    assert_refused(foreign, "invalid_request", "addressed to");
+    // Garbage and wrong token types.
+    assert_refused(
+        chain
+            .executor
+            .exchange("a.b.c", &id("database"), "read:db")
+            .await,
+        "invalid_request",
+        "subject token is invalid",
+    );
+    let (status, body) = chain
+        .server
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", agentauth_authority_exchange()),
+                (
+                    "client_assertion_type",
+                    agentauth_core::CLIENT_ASSERTION_TYPE,
+                ),
+                (
+                    "client_assertion",
+                    &chain.server.assertion("executor", &chain.executor_key),
+                ),
+                ("subject_token", &incoming),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:id_token",
+                ),
+                ("resource", &id("database")),
+                ("scope", "read:db"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    // Each refusal is audited with the task it belonged to.
+    let store = chain.server.store().await;
+    let filter = agentauth_store::AuditFilter {
+        kind: Some("token.refused".into()),
+        ..Default::default()
+    };
+    let refused = store.audit_records(&filter).await.unwrap();
+    assert!(refused.iter().filter(|r| r.event.txn == "task-42").count() >= 3);
+}
+
+fn agentauth_authority_exchange() -> &'static str {
+    "urn:ietf:params:oauth:grant-type:token-exchange"
+}
+
+#[tokio::test]
+async fn the_chain_depth_is_limited() {
+    let chain = Chain::start(&["--max-delegation-depth", "2"]).await;
+    let database_key = SigningKey::generate_ed25519();
+    // Re-register nothing: give the database a grant onward to orders, and a key to act with.
+    let (status, _) = chain
+        .server
+        .admin_json(Method::DELETE, "/v1/agents/database", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let body = json!({"name": "database", "permissions": ["read:db"], "public_jwk": database_key.public_jwk().to_json()});
+    assert_eq!(
+        chain
+            .server
+            .admin_json(Method::POST, "/v1/agents", Some(body))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let grant = json!({"to": "orders", "permissions": ["read:db"]});
+    assert_eq!(
+        chain
+            .server
+            .admin_json(Method::POST, "/v1/agents/database/delegations", Some(grant))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    let second = chain
+        .executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+    let database = chain.server.client("database", &database_key);
+    let third = database
+        .exchange(&second.token, &id("orders"), "read:db")
+        .await;
+    assert_refused(third, "invalid_request", "limit is 2");
+}
+
+#[tokio::test]
+async fn revoking_a_token_revokes_everything_exchanged_from_it() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    let child = chain
+        .executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+    let root_jti = claims(&incoming).jti;
+    let (status, _) = chain
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"kind": "token", "value": root_jti})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for token in [&incoming, &child.token] {
+        let response = chain
+            .server
+            .http
+            .post(format!("{}/oauth/introspect", chain.server.url))
+            .bearer_auth(&chain.server.admin)
+            .form(&[("token", token.as_str())]);
+        assert_eq!(
+            response
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap(),
+            json!({"active": false})
+        );
+    }
+    assert_refused(
+        chain
+            .executor
+            .exchange(&incoming, &id("database"), "read:db")
+            .await,
+        "invalid_request",
+        "revoked",
+    );
+}
+
+#[tokio::test]
+async fn completing_a_task_stops_its_tokens_and_further_hops() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    chain
+        .executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+
+    // Only the agent that started the task (or the admin) may complete it.
+    let executor_token = chain
+        .executor
+        .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
+        .await
+        .unwrap();
+    let response = chain
+        .server
+        .http
+        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url))
+        .bearer_auth(&executor_token.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let planner = chain.server.client("planner", &chain.planner_key);
+    let planner_token = planner
+        .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
+        .await
+        .unwrap();
+    let response = chain
+        .server
+        .http
+        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url))
+        .bearer_auth(&planner_token.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    assert_refused(
+        chain
+            .executor
+            .exchange(&incoming, &id("database"), "read:db")
+            .await,
+        "invalid_request",
+        "task task-42 has been revoked",
+    );
+    let (_, task) = chain
+        .server
+        .admin_json(Method::GET, "/v1/tasks/task-42", None)
+        .await;
+    assert_eq!(task["revoked"], true);
+    let kinds: Vec<&str> = task["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "token.issued",
+            "token.exchanged",
+            "task.completed",
+            "token.refused"
+        ]
+    );
+    let feed: Value = chain
+        .server
+        .http
+        .get(format!("{}/v1/revocations?since=0", chain.server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = feed["revocations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["subject"].as_str()),
+        (Some("task"), Some("task-42"))
+    );
+    // A new token may not join a revoked task.
+    let assertion = chain.server.assertion("planner", &chain.planner_key);
+    let (status, body) = chain
+        .server
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    agentauth_core::CLIENT_ASSERTION_TYPE,
+                ),
+                ("client_assertion", &assertion),
+                ("resource", &id("executor")),
+                ("scope", "read:db"),
+                ("txn", "task-42"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _) = chain
+        .server
+        .admin_json(Method::GET, "/v1/tasks/no-such-task", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delegation_grants_are_managed_and_checked() {
+    let chain = Chain::start(&[]).await;
+    let (status, body) = chain
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/agents/database/delegations",
+            Some(json!({"to": "orders", "permissions": ["read:db"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("does not hold")
+    );
+    let (status, _) = chain
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/agents/planner/delegations",
+            Some(json!({"to": "ghost", "permissions": ["read:db"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = chain
+        .server
+        .admin_json(Method::GET, "/v1/agents/executor/delegations", None)
+        .await;
+    assert_eq!(list["delegations"][0]["to"], id("database"));
+    assert_eq!(list["delegations"][0]["permissions"], json!(["read:db"]));
+
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    let (status, _) = chain
+        .server
+        .admin_json(
+            Method::DELETE,
+            "/v1/agents/executor/delegations/database",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_refused(
+        chain
+            .executor
+            .exchange(&incoming, &id("database"), "read:db")
+            .await,
+        "invalid_target",
+        "no delegation grant",
+    );
+    let (status, _) = chain
+        .server
+        .admin_json(
+            Method::DELETE,
+            "/v1/agents/executor/delegations/database",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
