@@ -1,124 +1,25 @@
-//! `agentauth demo`: the seed's two-agent scenario, in-process on loopback
-//! ports over real HTTP, with a table of expected and actual outcomes.
+//! The seed scenario: a reader agent that may only read customers calls a customer agent.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agentauth_authority::Config;
 use agentauth_core::{AgentName, Scope, SigningKey, SpiffeId, TrustDomain};
-use agentauth_sdk::{Client, SdkError, Verifier, VerifierConfig};
-use anyhow::Context as _;
-use clap::Args;
-use serde_json::{Value, json};
+use agentauth_sdk::{Client, Verifier, VerifierConfig};
+use serde_json::json;
+
+use super::{Step, outcome, report, token_outcome};
 
 // The demo runs the very code of the examples, so they cannot drift apart.
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../../examples/customer_agent.rs"]
+#[path = "../../../../examples/customer_agent.rs"]
 mod customer_agent;
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../../examples/reader_agent.rs"]
+#[path = "../../../../examples/reader_agent.rs"]
 mod reader_agent;
 
-/// Options of `agentauth demo` (none yet: everything is temporary and local).
-#[derive(Debug, Args)]
-pub(crate) struct DemoArgs {}
-
-/// One row of the result table.
-struct Step {
-    name: &'static str,
-    expected: String,
-    got: String,
-}
-
-/// The admin side of the demo, over the authority's HTTP API.
-struct Admin {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Admin {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(
-            status.is_success(),
-            "admin call {path} failed: {status} {value}"
-        );
-        Ok(value)
-    }
-
-    async fn register(
-        &self,
-        name: &str,
-        permissions: &[&str],
-        key: &SigningKey,
-    ) -> anyhow::Result<()> {
-        let body = json!({"name": name, "permissions": permissions, "public_jwk": key.public_jwk().to_json()});
-        self.send(reqwest::Method::POST, "/v1/agents", body)
-            .await
-            .map(|_| ())
-    }
-
-    async fn patch(&self, name: &str, body: Value) -> anyhow::Result<()> {
-        self.send(reqwest::Method::PATCH, &format!("/v1/agents/{name}"), body)
-            .await
-            .map(|_| ())
-    }
-}
-
-/// "200", or the status with the failed check the layer named.
-async fn outcome(result: Result<reqwest::Response, SdkError>) -> String {
-    match result {
-        Ok(r) if r.status().is_success() => r.status().as_u16().to_string(),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            format!("{status} {}", body["check"].as_str().unwrap_or("?"))
-        }
-        Err(SdkError::PermissionNotHeld(p)) => format!("refused locally ({p})"),
-        Err(SdkError::TokenRefused { error, .. }) => format!("refused: {error}"),
-        Err(e) => format!("error: {e}"),
-    }
-}
-
-pub(crate) async fn run(_: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::tempdir()?;
-    let data_dir = dir.path().join("data");
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    };
-    let authority = agentauth_authority::start(config, None)
-        .await
-        .context("starting the authority")?;
-    let url = authority.issuer.clone();
-    let admin = Admin {
-        http: reqwest::Client::new(),
-        url: url.clone(),
-        token: authority
-            .admin_token
-            .clone()
-            .context("a fresh authority prints its admin credential")?,
-    };
-    println!(
-        "authority on {url} (temporary data dir {})",
-        data_dir.display()
-    );
+pub(super) async fn run() -> anyhow::Result<ExitCode> {
+    let (authority, admin, data_dir, _dir) = super::authority().await?;
+    let url = admin.url.clone();
 
     let domain = TrustDomain::new("agentauth.local")?;
     let id = |name: &str| -> anyhow::Result<SpiffeId> {
@@ -274,56 +175,10 @@ pub(crate) async fn run(_: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     verifier.flush_audit().await;
-    let store = agentauth_store::open(&data_dir.join("agentauth.db").display().to_string()).await?;
-    let verdict = match crate::audit::verify_store(&*store).await? {
-        Ok(n) => format!("intact ({n} records)"),
-        Err(bad) => bad,
-    };
-    let intact = verdict.starts_with("intact");
-    step(
-        "audit verify",
-        "intact",
-        if intact { "intact".into() } else { verdict },
-    );
+    let verdict = super::audit_verdict(&data_dir).await?;
+    step("audit verify", "intact", verdict);
 
     server.abort();
     authority.shutdown().await;
     Ok(report(&steps))
-}
-
-/// "issued", or the OAuth error the token endpoint answered.
-fn token_outcome(result: Result<agentauth_sdk::AccessToken, SdkError>) -> String {
-    match result {
-        Ok(_) => "issued".into(),
-        Err(SdkError::TokenRefused { error, .. }) => format!("refused: {error}"),
-        Err(e) => format!("error: {e}"),
-    }
-}
-
-fn report(steps: &[Step]) -> ExitCode {
-    println!("{:<46} {:<34} {:<34} ", "step", "expected", "got");
-    println!("{}", "-".repeat(118));
-    let mut failed = 0;
-    for s in steps {
-        let ok = s.expected == s.got;
-        failed += usize::from(!ok);
-        println!(
-            "{:<46} {:<34} {:<34} {}",
-            s.name,
-            s.expected,
-            s.got,
-            if ok { "ok" } else { "FAIL" }
-        );
-    }
-    println!();
-    if failed == 0 {
-        println!("all {} steps behaved as expected", steps.len());
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "{failed} of {} steps did not behave as expected",
-            steps.len()
-        );
-        ExitCode::FAILURE
-    }
 }

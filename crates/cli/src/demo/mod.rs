@@ -1,0 +1,193 @@
+//! `agentauth demo`: the seed's two-agent scenario, in-process on loopback
+//! ports over real HTTP, with a table of expected and actual outcomes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentauth_authority::{Config, Running};
+use agentauth_core::SigningKey;
+use agentauth_sdk::SdkError;
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Value, json};
+
+mod chain;
+mod seed;
+
+/// Options of `agentauth demo`: everything runs in-process on loopback ports,
+/// in a temporary data dir.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Which scenario to run.
+    #[arg(value_enum, default_value_t = Scenario::Seed)]
+    scenario: Scenario,
+}
+
+/// The demonstrated scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// A reader agent that may only read customers calls a customer agent.
+    Seed,
+    /// planner → executor → database: delegation, proof of possession, revocation.
+    Chain,
+}
+
+/// Runs the chosen scenario and prints its table.
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    match args.scenario {
+        Scenario::Seed => seed::run().await,
+        Scenario::Chain => chain::run().await,
+    }
+}
+
+/// One row of the result table.
+pub(super) struct Step {
+    name: &'static str,
+    expected: String,
+    got: String,
+}
+
+/// The admin side of the demo, over the authority's HTTP API.
+pub(super) struct Admin {
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) token: String,
+}
+
+impl Admin {
+    pub(super) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status.is_success(),
+            "admin call {path} failed: {status} {value}"
+        );
+        Ok(value)
+    }
+
+    pub(super) async fn register(
+        &self,
+        name: &str,
+        permissions: &[&str],
+        key: &SigningKey,
+    ) -> anyhow::Result<()> {
+        let body = json!({"name": name, "permissions": permissions, "public_jwk": key.public_jwk().to_json()});
+        self.send(reqwest::Method::POST, "/v1/agents", body)
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn patch(&self, name: &str, body: Value) -> anyhow::Result<()> {
+        self.send(reqwest::Method::PATCH, &format!("/v1/agents/{name}"), body)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// "200", or the status with the failed check the layer named.
+pub(super) async fn outcome(result: Result<reqwest::Response, SdkError>) -> String {
+    match result {
+        Ok(r) if r.status().is_success() => r.status().as_u16().to_string(),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            format!("{status} {}", body["check"].as_str().unwrap_or("?"))
+        }
+        Err(SdkError::PermissionNotHeld(p)) => format!("refused locally ({p})"),
+        Err(SdkError::TokenRefused { error, .. }) => format!("refused: {error}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// A fresh authority in a temporary data dir on a free loopback port, and its admin.
+pub(super) async fn authority() -> anyhow::Result<(Running, Admin, PathBuf, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    let authority = agentauth_authority::start(config, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the authority: {}", e.detail()))?;
+    let admin = Admin {
+        http: reqwest::Client::new(),
+        url: authority.issuer.clone(),
+        token: authority
+            .admin_token
+            .clone()
+            .context("a fresh authority prints its admin credential")?,
+    };
+    println!(
+        "authority on {} (temporary data dir {})",
+        admin.url,
+        data_dir.display()
+    );
+    Ok((authority, admin, data_dir, dir))
+}
+
+/// Verifies the audit chain of the demo's store.
+pub(super) async fn audit_verdict(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let store = agentauth_store::open(&data_dir.join("agentauth.db").display().to_string()).await?;
+    Ok(match crate::audit::verify_store(&*store).await? {
+        Ok(_) => "intact".into(),
+        Err(bad) => bad,
+    })
+}
+
+/// "issued", or the OAuth error the token endpoint answered.
+pub(super) fn token_outcome(result: Result<agentauth_sdk::AccessToken, SdkError>) -> String {
+    match result {
+        Ok(_) => "issued".into(),
+        Err(SdkError::TokenRefused { error, .. }) => format!("refused: {error}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+pub(super) fn report(steps: &[Step]) -> ExitCode {
+    let width = steps
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:<width$} {:<34} {:<34} ", "step", "expected", "got");
+    println!("{}", "-".repeat(width + 72));
+    let mut failed = 0;
+    for s in steps {
+        let ok = s.expected == s.got;
+        failed += usize::from(!ok);
+        println!(
+            "{:<width$} {:<34} {:<34} {}",
+            s.name,
+            s.expected,
+            s.got,
+            if ok { "ok" } else { "FAIL" }
+        );
+    }
+    println!();
+    if failed == 0 {
+        println!("all {} steps behaved as expected", steps.len());
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{failed} of {} steps did not behave as expected",
+            steps.len()
+        );
+        ExitCode::FAILURE
+    }
+}
