@@ -28,6 +28,9 @@ pub(crate) struct NewAgent {
     owner: String,
     permissions: Vec<String>,
     public_jwk: Value,
+    /// Opt out of key-bound tokens (shown in the registry and audit).
+    #[serde(default)]
+    bearer_allowed: bool,
 }
 
 /// Body of `PATCH /v1/agents/{name}`.
@@ -37,6 +40,7 @@ pub(crate) struct AgentPatch {
     permissions: Option<Vec<String>>,
     description: Option<String>,
     status: Option<AgentStatus>,
+    bearer_allowed: Option<bool>,
 }
 
 /// The JSON view of a registry entry.
@@ -54,6 +58,9 @@ pub(crate) fn view(agent: &AgentRow) -> Value {
         "public_jwk": agent.public_jwk,
         "jkt": jkt,
         "status": agent.status,
+        "bearer_allowed": agent.bearer_allowed,
+        "expires_at": agent.expires_at,
+        "parent": agent.parent,
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
     })
@@ -101,6 +108,9 @@ pub(crate) async fn create(
         permissions,
         public_jwk: key.to_json(),
         status: AgentStatus::Active,
+        bearer_allowed: new.bearer_allowed,
+        expires_at: None,
+        parent: None,
         created_at: now,
         updated_at: now,
     };
@@ -144,7 +154,11 @@ pub(crate) async fn update(
 ) -> Result<Json<Value>, AuthorityError> {
     s.admin.require(&headers)?;
     let JsonBody(patch) = body?;
-    if patch.permissions.is_none() && patch.description.is_none() && patch.status.is_none() {
+    if patch.permissions.is_none()
+        && patch.description.is_none()
+        && patch.status.is_none()
+        && patch.bearer_allowed.is_none()
+    {
         return Err(AuthorityError::InvalidRequest(
             "nothing to change: give permissions, description or status".into(),
         ));
@@ -157,6 +171,7 @@ pub(crate) async fn update(
         permissions: patch.permissions.as_deref().map(permissions).transpose()?,
         description: patch.description,
         status: patch.status,
+        bearer_allowed: patch.bearer_allowed,
         now: unix_now(),
     };
     let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
@@ -183,6 +198,9 @@ fn describe(update: &AgentUpdate) -> String {
     }
     if let Some(status) = update.status {
         changed.push(format!("status={}", status.as_str()));
+    }
+    if let Some(bearer) = update.bearer_allowed {
+        changed.push(format!("bearer_allowed={bearer}"));
     }
     format!("changed {}", changed.join(", "))
 }

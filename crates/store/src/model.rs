@@ -45,6 +45,12 @@ pub struct AgentRow {
     pub public_jwk: serde_json::Value,
     /// Active or disabled.
     pub status: AgentStatus,
+    /// May get tokens without a key binding (`cnf`): an explicit opt-out.
+    pub bearer_allowed: bool,
+    /// For ephemeral agents: when the identity stops working.
+    pub expires_at: Option<i64>,
+    /// For ephemeral agents: the SPIFFE ID of the agent that spawned it.
+    pub parent: Option<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
     /// Seconds since the epoch.
@@ -60,6 +66,8 @@ pub struct AgentUpdate {
     pub description: Option<String>,
     /// New status.
     pub status: Option<AgentStatus>,
+    /// New bearer opt-out.
+    pub bearer_allowed: Option<bool>,
     /// Time of the change.
     pub now: i64,
 }

@@ -33,6 +33,9 @@ macro_rules! sql_store {
                     .map_err(|e| StoreError::Corrupt(format!("agent key: {e}")))?,
                 status: AgentStatus::parse(&status)
                     .ok_or_else(|| StoreError::Corrupt(format!("agent status {status}")))?,
+                bearer_allowed: row.try_get::<i64, _>("bearer_allowed")? != 0,
+                expires_at: row.try_get("expires_at")?,
+                parent: row.try_get("parent")?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -255,7 +258,8 @@ macro_rules! sql_store {
                 let permissions = serde_json::to_string(&agent.permissions).unwrap_or_default();
                 let result = sqlx::query(
                     "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     created_at, updated_at, bearer_allowed, expires_at, parent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&agent.name)
                 .bind(&agent.id)
@@ -266,6 +270,9 @@ macro_rules! sql_store {
                 .bind(agent.status.as_str())
                 .bind(agent.created_at)
                 .bind(agent.updated_at)
+                .bind(i64::from(agent.bearer_allowed))
+                .bind(agent.expires_at)
+                .bind(agent.parent.as_deref())
                 .execute(&mut *tx)
                 .await;
                 match result {
@@ -316,14 +323,19 @@ macro_rules! sql_store {
                 if let Some(s) = update.status {
                     agent.status = s;
                 }
+                if let Some(b) = update.bearer_allowed {
+                    agent.bearer_allowed = b;
+                }
                 agent.updated_at = update.now;
                 sqlx::query(
-                    "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4 WHERE name = $5",
+                    "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
+                     bearer_allowed = $5 WHERE name = $6",
                 )
                 .bind(serde_json::to_string(&agent.permissions).unwrap_or_default())
                 .bind(&agent.description)
                 .bind(agent.status.as_str())
                 .bind(agent.updated_at)
+                .bind(i64::from(agent.bearer_allowed))
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;

@@ -74,6 +74,9 @@ fn agent(name: &str) -> AgentRow {
         permissions: vec!["read:customer".into()],
         public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
         status: AgentStatus::Active,
+        bearer_allowed: false,
+        expires_at: None,
+        parent: None,
         created_at: 100,
         updated_at: 100,
     }
