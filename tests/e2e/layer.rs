@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, id};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/customer_agent.rs"]
-mod customer_agent;
+use crate::customer_agent;
 
 /// An authority, the customer agent behind the layer, and the reader's client.
 struct Scene {

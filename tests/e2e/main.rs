@@ -5,8 +5,14 @@
 
 mod support;
 
+/// The example customer agent, shared by the tests that put a layer in front of it.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/customer_agent.rs"]
+mod customer_agent;
+
 mod cli;
 mod delegation;
+mod dpop;
 mod feed;
 mod layer;
 mod lifecycle;

@@ -24,6 +24,9 @@ pub enum AuthorityError {
     /// The grant type is not supported.
     #[error("{0}")]
     UnsupportedGrantType(String),
+    /// The DPoP proof is missing parts, stale, replayed or does not verify (RFC 9449).
+    #[error("{0}")]
+    InvalidDpopProof(String),
     /// The client may not do this to that token (RFC 7009 §2.1).
     #[error("{0}")]
     UnauthorizedClient(String),
@@ -70,6 +73,7 @@ impl AuthorityError {
             Self::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
             Self::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
             Self::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            Self::InvalidDpopProof(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
             Self::UnauthorizedClient(_) => (StatusCode::BAD_REQUEST, "unauthorized_client"),
             Self::MissingCredential(_) => (StatusCode::UNAUTHORIZED, "invalid_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),

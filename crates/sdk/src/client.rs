@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use agentauth_core::{
     ClientAssertionClaims, Scope, SignatureParams, SignedComponents, SigningKey, SpiffeId,
-    content_digest, random_b64, sign_request, signature_nonce, unix_now,
+    content_digest, create_dpop_proof, random_b64, sign_request, signature_nonce, unix_now,
 };
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -72,6 +72,7 @@ struct Inner {
     metadata: OnceCell<Metadata>,
     cache: Mutex<HashMap<(String, String), AccessToken>>,
     permissions: Mutex<Option<Scope>>,
+    dpop: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -86,6 +87,7 @@ impl Client {
                 metadata: OnceCell::new(),
                 cache: Mutex::new(HashMap::new()),
                 permissions: Mutex::new(None),
+                dpop: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -195,11 +197,13 @@ impl Client {
             agentauth_core::CLIENT_ASSERTION_TYPE,
         ));
         form.push(("client_assertion", assertion.as_str()));
-        let response = self
-            .inner
-            .http
-            .post(&metadata.token_endpoint)
-            .form(&form)
+        let mut request = self.inner.http.post(&metadata.token_endpoint).form(&form);
+        if self.uses_dpop() {
+            let proof =
+                create_dpop_proof(&self.inner.key, "POST", &metadata.token_endpoint, None, now);
+            request = request.header("dpop", proof);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| SdkError::Authority(e.to_string()))?;
@@ -252,9 +256,38 @@ impl Client {
         request: reqwest::RequestBuilder,
         token: &AccessToken,
     ) -> Result<reqwest::Response, SdkError> {
-        let mut request = request.bearer_auth(&token.token).build()?;
-        self.sign(&mut request)?;
+        if !self.uses_dpop() {
+            let mut request = request.bearer_auth(&token.token).build()?;
+            self.sign(&mut request)?;
+            return Ok(self.inner.http.execute(request).await?);
+        }
+        let mut request = request
+            .header(http::header::AUTHORIZATION, format!("DPoP {}", token.token))
+            .build()?;
+        let proof = create_dpop_proof(
+            &self.inner.key,
+            request.method().as_str(),
+            request.url().as_str(),
+            Some(&token.token),
+            unix_now(),
+        );
+        let proof = http::HeaderValue::from_str(&proof).map_err(|_| SdkError::UnsignableBody)?;
+        request.headers_mut().insert("dpop", proof);
         Ok(self.inner.http.execute(request).await?)
+    }
+
+    /// Uses DPoP (RFC 9449) instead of HTTP message signatures: token requests
+    /// carry a DPoP proof (so tokens are bound to this agent's key as DPoP
+    /// tokens) and calls send `Authorization: DPoP` with a fresh proof.
+    pub fn with_dpop(self) -> Self {
+        self.inner
+            .dpop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    fn uses_dpop(&self) -> bool {
+        self.inner.dpop.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds `Content-Digest`, `Signature-Input` and `Signature` to a request

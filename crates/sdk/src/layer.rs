@@ -171,14 +171,20 @@ async fn authorize(
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<&str, Denial> {
-    let missing = || Denial::new(Check::TokenPresent, "no Bearer access token was presented");
+    let missing = || {
+        Denial::new(
+            Check::TokenPresent,
+            "no Bearer or DPoP access token was presented",
+        )
+    };
     let value = headers
         .get(http::header::AUTHORIZATION)
         .ok_or_else(missing)?;
     let value = value.to_str().map_err(|_| missing())?;
     match value.split_once(' ') {
         Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            if (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop"))
+                && !token.trim().is_empty() =>
         {
             Ok(token.trim())
         }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use agentauth_core::{
-    Cnf, HttpSigError, PublicJwk, ReceivedSignature, SignedComponents, content_digest,
+    Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DpopExpectations, HttpSigError, PublicJwk, ReceivedSignature,
+    SignedComponents, content_digest, verify_dpop_proof,
 };
 use http::HeaderMap;
 use http::request::Parts;
@@ -85,6 +86,56 @@ pub(crate) fn check_signature(
     Ok((
         format!("{}:{}", cnf.jkt, received.params.nonce),
         received.params.expires + SIGNATURE_SKEW_SECS,
+    ))
+}
+
+/// Verifies a DPoP proof (RFC 9449 §4.3) for a DPoP-bound token; returns the
+/// replay key (`jti` per key) and how long to remember it.
+pub(crate) fn check_dpop(
+    parts: &Parts,
+    token: &str,
+    cnf: &Cnf,
+    origin: Option<&str>,
+    now: i64,
+) -> Result<(String, i64), Denial> {
+    let mut proofs = parts.headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (Some(p), None) => p
+            .to_str()
+            .map_err(|_| Denial::new(Check::Proof, "the DPoP header is not text"))?,
+        (None, _) => {
+            return Err(Denial::new(
+                Check::Proof,
+                "a DPoP-bound token needs a DPoP proof header",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(Denial::new(
+                Check::Proof,
+                "exactly one DPoP header is allowed",
+            ));
+        }
+    };
+    let uri = target_uri(parts, origin)?;
+    let expect = DpopExpectations {
+        htm: parts.method.as_str(),
+        htu: &uri,
+        access_token: Some(token),
+        now,
+        max_age_secs: DEFAULT_DPOP_MAX_AGE_SECS,
+        leeway_secs: SIGNATURE_SKEW_SECS,
+    };
+    let verified =
+        verify_dpop_proof(proof, &expect).map_err(|e| Denial::new(Check::Proof, e.to_string()))?;
+    if verified.jkt != cnf.jkt {
+        return Err(Denial::new(
+            Check::Proof,
+            "the DPoP proof is not made with the key bound to the token",
+        ));
+    }
+    Ok((
+        format!("dpop:{}:{}", verified.jkt, verified.jti),
+        verified.iat + DEFAULT_DPOP_MAX_AGE_SECS + SIGNATURE_SKEW_SECS,
     ))
 }
 

@@ -232,11 +232,31 @@ impl Verifier {
     ) -> Result<VerifiedAgent, Denial> {
         let claims = self.check_token(token).await?;
         let now = unix_now();
-        // Tokens without cnf exist only for agents the registry lets use bearer tokens.
-        if let Some(cnf) = &claims.cnf {
-            let origin = self.inner.config.public_origin.as_deref();
-            let (nonce, until) = proof::check_signature(parts, body, cnf, origin, now)?;
-            self.inner.nonces.check_and_remember(nonce, until, now)?;
+        let dpop_scheme = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.len() > 5 && v[..5].eq_ignore_ascii_case("dpop "));
+        let origin = self.inner.config.public_origin.as_deref();
+        match (&claims.cnf, dpop_scheme) {
+            // Key-bound, sent as Bearer: an HTTP message signature by that key.
+            (Some(cnf), false) => {
+                let (nonce, until) = proof::check_signature(parts, body, cnf, origin, now)?;
+                self.inner.nonces.check_and_remember(nonce, until, now)?;
+            }
+            // Key-bound, sent as DPoP: a DPoP proof by that key.
+            (Some(cnf), true) => {
+                let (jti, until) = proof::check_dpop(parts, token, cnf, origin, now)?;
+                self.inner.nonces.check_and_remember(jti, until, now)?;
+            }
+            // Tokens without cnf exist only for agents the registry lets use bearer tokens.
+            (None, false) => {}
+            (None, true) => {
+                return Err(Denial::new(
+                    Check::Proof,
+                    "the token is not DPoP-bound; send it as Bearer",
+                ));
+            }
         }
         self.check_revocation(&claims, fail_closed)?;
         Ok(VerifiedAgent {

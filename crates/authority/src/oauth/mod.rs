@@ -42,6 +42,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
         "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
         "response_types_supported": ["token"],

@@ -3,8 +3,9 @@
 //! (RFC 8707) or `audience`, never a silently smaller scope.
 
 use agentauth_core::{
-    ACCESS_TOKEN_TYP, AccessClaims, Cnf, Decision, Header, Scope, SpiffeId, random_b64,
-    sign_compact, unix_now,
+    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
+    DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
+    verify_dpop_proof,
 };
 use agentauth_store::{AgentStatus, IssuedToken};
 use axum::Json;
@@ -142,6 +143,7 @@ async fn issue(
     };
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
     attempt.authenticated = true;
+    let binding = key_binding(s, headers, &client).await?;
     let audience = target(s, req, attempt).await?;
     let lifetime = lifetime(s, req.expires_in.as_deref())?;
     let now = unix_now();
@@ -173,7 +175,7 @@ async fn issue(
         iat: now,
         nbf: now,
         jti: random_b64(16),
-        cnf: Some(Cnf::for_key(&client.key)),
+        cnf: binding.cnf(),
         act: minted.act,
         txn: minted.txn,
         purpose: minted.purpose,
@@ -200,7 +202,7 @@ async fn issue(
     let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
     audit.audience = claims.aud.clone();
     audit.scope = record.scope.clone();
-    audit.reason = minted.reason;
+    audit.reason = format!("{}; {}", minted.reason, binding.describe());
     audit.request_id = request_id(headers);
     audit.txn = claims.txn.clone().unwrap_or_default();
     audit.chain = claims.actor_chain().join(" ");
@@ -218,7 +220,7 @@ async fn issue(
 
     let body = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": binding.token_type(),
         "expires_in": claims.exp - now,
         "scope": record.scope,
         "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -314,6 +316,93 @@ fn granted_scope(
         )));
     }
     Ok(asked)
+}
+
+/// What the new token is bound to.
+enum Binding {
+    /// The agent's registered key: requests must carry its HTTP message signature.
+    RegisteredKey(PublicJwk),
+    /// The key of the request's DPoP proof (RFC 9449).
+    Dpop(PublicJwk),
+    /// Nothing: a bearer token, only for agents the registry allows it.
+    Bearer,
+}
+
+impl Binding {
+    fn cnf(&self) -> Option<Cnf> {
+        match self {
+            Self::RegisteredKey(key) | Self::Dpop(key) => Some(Cnf::for_key(key)),
+            Self::Bearer => None,
+        }
+    }
+
+    fn token_type(&self) -> &'static str {
+        match self {
+            Self::Dpop(_) => "DPoP",
+            _ => "Bearer",
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::RegisteredKey(_) => "bound to the agent's key",
+            Self::Dpop(_) => "bound to the DPoP proof key",
+            Self::Bearer => "bearer token without key binding (allowed by the registry)",
+        }
+    }
+}
+
+/// A `DPoP` header binds the token to the proof's key (its `jti` is single
+/// use); otherwise the agent's registered key, unless the registry lets this
+/// agent have bearer tokens.
+async fn key_binding(
+    s: &AuthorityState,
+    headers: &HeaderMap,
+    client: &AuthenticatedClient,
+) -> Result<Binding, AuthorityError> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => {
+            return Ok(if client.agent.bearer_allowed {
+                Binding::Bearer
+            } else {
+                Binding::RegisteredKey(client.key.clone())
+            });
+        }
+        (Some(proof), None) => proof
+            .to_str()
+            .map_err(|_| AuthorityError::InvalidDpopProof("the DPoP header is not text".into()))?,
+        (Some(_), Some(_)) => {
+            return Err(AuthorityError::InvalidDpopProof(
+                "exactly one DPoP header is allowed".into(),
+            ));
+        }
+    };
+    let now = unix_now();
+    let endpoint = s.endpoint("/oauth/token");
+    let expect = DpopExpectations {
+        htm: "POST",
+        htu: &endpoint,
+        access_token: None,
+        now,
+        max_age_secs: DEFAULT_DPOP_MAX_AGE_SECS,
+        leeway_secs: DEFAULT_LEEWAY_SECS,
+    };
+    let verified = verify_dpop_proof(proof, &expect)
+        .map_err(|e| AuthorityError::InvalidDpopProof(e.to_string()))?;
+    let used = agentauth_store::UsedAssertion {
+        client_id: format!("dpop:{}", verified.jkt),
+        jti: verified.jti,
+        expires_at: verified.iat + DEFAULT_DPOP_MAX_AGE_SECS + DEFAULT_LEEWAY_SECS,
+    };
+    match s.store.consume_assertion(&used).await {
+        Err(agentauth_store::StoreError::ReplayedAssertion) => Err(
+            AuthorityError::InvalidDpopProof("the DPoP proof was already used".into()),
+        ),
+        other => other
+            .map(|()| Binding::Dpop(verified.key))
+            .map_err(Into::into),
+    }
 }
 
 /// The task of a new client_credentials token: the given `txn` (refused if
