@@ -13,6 +13,7 @@ mod customer_agent;
 mod cli;
 mod delegation;
 mod dpop;
+mod ephemeral;
 mod feed;
 mod layer;
 mod lifecycle;

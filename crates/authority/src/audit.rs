@@ -4,10 +4,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentauth_core::{
-    AuditEvent, AuditRecord, Decision, parse_access_token, unix_now, verify_access_token,
+    AccessClaims, AuditEvent, AuditRecord, Decision, parse_access_token, unix_now,
+    verify_access_token,
 };
 use agentauth_core::{DEFAULT_LEEWAY_SECS, TokenExpectations};
-use agentauth_store::{AgentStatus, AuditFilter};
+use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::{Query, State};
 use http::HeaderMap;
@@ -185,6 +186,19 @@ pub(crate) async fn authenticate_agent(
     headers: &HeaderMap,
     needs: &str,
 ) -> Result<String, AuthorityError> {
+    let (claims, _) = authenticated_agent(s, headers, needs).await?;
+    Ok(claims.client_id)
+}
+
+/// Verifies an access token addressed to the authority (signature, issuer,
+/// audience, lifetime, revocation), that its agent is usable (active, not
+/// expired) and that its scope holds `needs`; returns the claims and the
+/// agent's registry entry.
+pub(crate) async fn authenticated_agent(
+    s: &AppState,
+    headers: &HeaderMap,
+    needs: &str,
+) -> Result<(AccessClaims, AgentRow), AuthorityError> {
     let unauthorized = |why: String| AuthorityError::Unauthorized(why);
     let token = bearer(headers).ok_or_else(|| {
         AuthorityError::MissingCredential("an access token for the authority is required".into())
@@ -195,10 +209,11 @@ pub(crate) async fn authenticate_agent(
         .keys
         .find(&kid)
         .ok_or_else(|| unauthorized("the token's signing key is unknown".into()))?;
+    let now = unix_now();
     let expect = TokenExpectations {
         issuer: &s.issuer,
         audience: Some(s.authority_id.as_str()),
-        now: unix_now(),
+        now,
         leeway: DEFAULT_LEEWAY_SECS,
     };
     let claims =
@@ -206,19 +221,16 @@ pub(crate) async fn authenticate_agent(
     if s.store.token_revoked(&claims.jti).await? {
         return Err(unauthorized("the token has been revoked".into()));
     }
-    let agent = registry::agent_by_id(s, &claims.client_id).await?;
-    if agent
-        .as_ref()
-        .is_none_or(|a| a.status != AgentStatus::Active)
-    {
-        return Err(unauthorized(
-            "the token's agent is disabled or deleted".into(),
-        ));
+    let agent = registry::agent_by_id(s, &claims.client_id)
+        .await?
+        .ok_or_else(|| unauthorized("the token's agent is deleted".into()))?;
+    if let Some(why) = registry::unusable(&agent, now) {
+        return Err(unauthorized(format!("the token's agent {why}")));
     }
     if !claims.scope.contains(needs) {
         return Err(AuthorityError::Forbidden(format!(
             "the token lacks the \"{needs}\" permission"
         )));
     }
-    Ok(claims.client_id)
+    Ok((claims, agent))
 }

@@ -3,10 +3,10 @@
 use agentauth_core::{
     CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk, SpiffeId, unix_now,
 };
-use agentauth_store::{AgentRow, AgentStatus, UsedAssertion};
+use agentauth_store::{AgentRow, UsedAssertion};
 
-use crate::AuthorityError;
 use crate::server::State;
+use crate::{AuthorityError, registry};
 
 /// The client-authentication parameters of an OAuth form.
 #[derive(Debug, Default)]
@@ -66,8 +66,9 @@ pub(crate) async fn authenticate(
         _ => None,
     };
     let agent = agent.ok_or_else(|| fail("the client is not a registered agent"))?;
-    if agent.status != AgentStatus::Active {
-        return Err(fail("the agent is disabled"));
+    let now = unix_now();
+    if let Some(why) = registry::unusable(&agent, now) {
+        return Err(fail(&format!("the agent {why}")));
     }
     let key = PublicJwk::from_json(&agent.public_jwk)
         .map_err(|e| AuthorityError::Internal(e.to_string()))?;
@@ -76,7 +77,6 @@ pub(crate) async fn authenticate(
         audiences.push(s.endpoint("/oauth/token"));
         audiences.push(endpoint.to_owned());
     }
-    let now = unix_now();
     let claims = assertion
         .verify(
             &key,

@@ -1,6 +1,21 @@
-//! The agent registry API (`/v1/agents`), admin credential required.
+//! The agent registry API (`/v1/agents`), admin credential required, except
+//! that an agent holding [`AGENTS_SPAWN`] may register ephemeral children.
+//!
+//! Ephemeral agents ("spawned"): an agent whose registry permissions include
+//! `agents:spawn` calls `POST /v1/agents` with its own access token for the
+//! authority (scope `agents:spawn`). The child gets only permissions the
+//! parent holds, at most the parent's bearer opt-out, the parent's owner and
+//! an expiry of at most [`MAX_SPAWN_SECS`], never after the parent's own.
+//! Grandchildren are allowed: a child holding `agents:spawn` (only if its
+//! parent does) spawns under the same rules, so every generation is a subset
+//! of the one before and expires no later. Once expired an agent is unusable
+//! everywhere (see [`is_usable`]) and its tokens expired with it; disabling or
+//! deleting an agent disables and revokes all its descendants (the store does
+//! that in the same transaction), and re-enabling it re-enables none of them.
 
-use agentauth_core::{AgentName, Decision, PublicJwk, Scope, SpiffeId, unix_now};
+use agentauth_core::{
+    AccessClaims, AgentName, Decision, PublicJwk, Scope, SpiffeId, parse_access_token, unix_now,
+};
 use agentauth_store::{AgentRow, AgentStatus, AgentUpdate};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,12 +25,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AuthorityError;
-use crate::audit::{event, request_id};
+use crate::admin::bearer;
+use crate::audit::{authenticated_agent, event, request_id};
 use crate::body::JsonBody;
 use crate::server::{AppState, State as AuthorityState};
 
 /// Longest description or owner string.
 const MAX_TEXT: usize = 1024;
+/// The permission that lets an agent register ephemeral children.
+pub(crate) const AGENTS_SPAWN: &str = "agents:spawn";
+/// Longest lifetime of a spawned agent, in seconds.
+pub(crate) const MAX_SPAWN_SECS: i64 = 3600;
+/// Longest lifetime the admin may give an agent with `expires_in` (100 years).
+const MAX_ADMIN_EXPIRES_IN: i64 = 100 * 366 * 24 * 3600;
 
 /// Body of `POST /v1/agents`.
 #[derive(Debug, Deserialize)]
@@ -31,6 +53,9 @@ pub(crate) struct NewAgent {
     /// Opt out of key-bound tokens (shown in the registry and audit).
     #[serde(default)]
     bearer_allowed: bool,
+    /// Seconds until the agent stops working: optional for the admin,
+    /// required (1 to [`MAX_SPAWN_SECS`]) for a spawning agent.
+    expires_in: Option<i64>,
 }
 
 /// Body of `PATCH /v1/agents/{name}`.
@@ -85,13 +110,94 @@ fn agent_name(name: &str) -> Result<AgentName, AuthorityError> {
     AgentName::new(name).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))
 }
 
-/// `POST /v1/agents`: registers an agent with its public key.
+/// Whoever calls `POST /v1/agents`.
+enum Registrar {
+    /// The admin credential.
+    Admin,
+    /// An agent's token for the authority with `agents:spawn`: the parent.
+    Parent(Box<AgentRow>),
+}
+
+/// The admin credential, or else an agent's access token for the authority
+/// carrying `agents:spawn`. A bearer that is no JWT is taken for a wrong
+/// admin credential.
+async fn registrar(s: &AppState, headers: &HeaderMap) -> Result<Registrar, AuthorityError> {
+    let Some(token) = bearer(headers) else {
+        return Err(AuthorityError::MissingCredential(format!(
+            "this API needs the admin credential, or an agent's access token for the authority with \"{AGENTS_SPAWN}\", as a Bearer token"
+        )));
+    };
+    if s.admin.matches(token) || parse_access_token(token).is_err() {
+        s.admin.require(headers)?;
+        return Ok(Registrar::Admin);
+    }
+    let (claims, agent): (AccessClaims, AgentRow) =
+        authenticated_agent(s, headers, AGENTS_SPAWN).await?;
+    if claims.sub != claims.client_id || claims.act.is_some() {
+        return Err(AuthorityError::Forbidden(
+            "a delegated token cannot spawn agents: use the agent's own token".into(),
+        ));
+    }
+    if !agent.permissions.iter().any(|p| p == AGENTS_SPAWN) {
+        return Err(AuthorityError::Forbidden(format!(
+            "the agent no longer holds \"{AGENTS_SPAWN}\""
+        )));
+    }
+    Ok(Registrar::Parent(Box::new(agent)))
+}
+
+/// Checks the spawn rules; returns the child's expiry.
+fn spawn_rules(
+    parent: &AgentRow,
+    new: &NewAgent,
+    permissions: &[String],
+    now: i64,
+) -> Result<i64, AuthorityError> {
+    let invalid = |why: String| Err(AuthorityError::InvalidRequest(why));
+    let Some(secs) = new.expires_in else {
+        return invalid(format!(
+            "\"expires_in\" is required for a spawned agent: 1 to {MAX_SPAWN_SECS} seconds"
+        ));
+    };
+    if !(1..=MAX_SPAWN_SECS).contains(&secs) {
+        return invalid(format!(
+            "\"expires_in\" of a spawned agent must be 1 to {MAX_SPAWN_SECS} seconds, not {secs}"
+        ));
+    }
+    let missing: Vec<String> = permissions
+        .iter()
+        .filter(|p| !parent.permissions.contains(p))
+        .map(|p| format!("\"{p}\""))
+        .collect();
+    if !missing.is_empty() {
+        return invalid(format!(
+            "a spawned agent may only get permissions of its parent, which does not hold {}",
+            missing.join(", ")
+        ));
+    }
+    if new.bearer_allowed && !parent.bearer_allowed {
+        return invalid(
+            "\"bearer_allowed\" is refused: the parent itself may not get bearer tokens".into(),
+        );
+    }
+    if !new.owner.is_empty() && new.owner != parent.owner {
+        return invalid(format!(
+            "a spawned agent belongs to its parent's owner \"{}\"",
+            parent.owner
+        ));
+    }
+    // A child never outlives its parent.
+    Ok((now + secs).min(parent.expires_at.unwrap_or(i64::MAX)))
+}
+
+/// `POST /v1/agents`: registers an agent with its public key (admin), or
+/// spawns an ephemeral child of the calling agent (see the module docs).
 pub(crate) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<JsonBody<NewAgent>, AuthorityError>,
 ) -> Result<Response, AuthorityError> {
-    s.admin.require(&headers)?;
+    let registrar = registrar(&s, &headers).await?;
     let JsonBody(new) = body?;
     let name = agent_name(&new.name)?;
     bounded_text("description", &new.description)?;
@@ -100,21 +206,55 @@ pub(crate) async fn create(
     let key = PublicJwk::from_json(&new.public_jwk)
         .map_err(|e| AuthorityError::InvalidRequest(format!("public_jwk: {e}")))?;
     let now = unix_now();
+    let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
+    let (owner, expires_at, parent, mut audit) = match &registrar {
+        Registrar::Admin => {
+            let expires_at = match new.expires_in {
+                Some(secs) if (1..=MAX_ADMIN_EXPIRES_IN).contains(&secs) => Some(now + secs),
+                Some(_) => {
+                    return Err(AuthorityError::InvalidRequest(
+                        "\"expires_in\" must be a positive number of seconds (at most 100 years)"
+                            .into(),
+                    ));
+                }
+                None => None,
+            };
+            let mut audit = event("agent.created", "admin", &id, Decision::Allow);
+            if let Some(at) = expires_at {
+                audit.reason = format!("expires at {at}");
+            }
+            (new.owner, expires_at, None, audit)
+        }
+        Registrar::Parent(parent) => {
+            let expires_at = spawn_rules(parent, &new, &permissions, now)?;
+            let mut audit = event("agent.spawned", &parent.id, &id, Decision::Allow);
+            audit.reason = format!(
+                "ephemeral agent spawned by {}, expires at {expires_at} (in {} s)",
+                parent.id,
+                expires_at - now
+            );
+            (
+                parent.owner.clone(),
+                Some(expires_at),
+                Some(parent.id.clone()),
+                audit,
+            )
+        }
+    };
     let agent = AgentRow {
-        id: SpiffeId::agent(&s.trust_domain, &name).to_string(),
+        id,
         name: name.to_string(),
         description: new.description,
-        owner: new.owner,
+        owner,
         permissions,
         public_jwk: key.to_json(),
         status: AgentStatus::Active,
         bearer_allowed: new.bearer_allowed,
-        expires_at: None,
-        parent: None,
+        expires_at,
+        parent,
         created_at: now,
         updated_at: now,
     };
-    let mut audit = event("agent.created", "admin", &agent.id, Decision::Allow);
     audit.scope = agent.permissions.join(" ");
     audit.request_id = request_id(&headers);
     s.store.create_agent(&agent, &audit).await?;
@@ -221,6 +361,24 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Why `agent` may not act at `now` (authenticate, get or present tokens,
+/// appear in a token's chain): "is disabled", or "has expired" for an
+/// ephemeral agent at or past its `expires_at`; `None` if it may.
+pub(crate) fn unusable(agent: &AgentRow, now: i64) -> Option<&'static str> {
+    if agent.status != AgentStatus::Active {
+        Some("is disabled")
+    } else if agent.expires_at.is_some_and(|at| now >= at) {
+        Some("has expired")
+    } else {
+        None
+    }
+}
+
+/// Whether `agent` is active and, if ephemeral, not yet expired at `now`.
+pub(crate) fn is_usable(agent: &AgentRow, now: i64) -> bool {
+    unusable(agent, now).is_none()
+}
+
 /// The registry entry of the agent whose SPIFFE ID is `id`, if it is ours.
 pub(crate) async fn agent_by_id(
     s: &AuthorityState,
@@ -240,5 +398,77 @@ pub(crate) fn agent_id_or_raw(s: &AuthorityState, given: &str) -> String {
     match AgentName::new(given) {
         Ok(name) => SpiffeId::agent(&s.trust_domain, &name).to_string(),
         Err(_) => given.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent(permissions: &[&str], expires_at: Option<i64>) -> AgentRow {
+        AgentRow {
+            name: "planner".into(),
+            id: "spiffe://agentauth.local/agent/planner".into(),
+            description: String::new(),
+            owner: "team-a".into(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            public_jwk: json!({}),
+            status: AgentStatus::Active,
+            bearer_allowed: false,
+            expires_at,
+            parent: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn new_agent(expires_in: Option<i64>) -> NewAgent {
+        NewAgent {
+            name: "worker".into(),
+            description: String::new(),
+            owner: String::new(),
+            permissions: vec![],
+            public_jwk: json!({}),
+            bearer_allowed: false,
+            expires_in,
+        }
+    }
+
+    #[test]
+    fn an_agent_is_unusable_when_disabled_or_at_its_expiry() {
+        let mut agent = parent(&[], Some(100));
+        assert_eq!(unusable(&agent, 99), None);
+        assert_eq!(unusable(&agent, 100), Some("has expired"));
+        agent.status = AgentStatus::Disabled;
+        assert_eq!(unusable(&agent, 50), Some("is disabled"));
+        assert!(is_usable(&parent(&[], None), i64::MAX));
+    }
+
+    #[test]
+    fn a_child_expires_within_the_hour_and_never_after_its_parent() {
+        let p = parent(&["read:db"], None);
+        let perms = vec!["read:db".to_owned()];
+        assert_eq!(
+            spawn_rules(&p, &new_agent(Some(60)), &perms, 1000).unwrap(),
+            1060
+        );
+        assert_eq!(
+            spawn_rules(&p, &new_agent(Some(3600)), &perms, 0).unwrap(),
+            3600
+        );
+        let ephemeral = parent(&["read:db"], Some(1030));
+        assert_eq!(
+            spawn_rules(&ephemeral, &new_agent(Some(60)), &perms, 1000).unwrap(),
+            1030
+        );
+        for bad in [None, Some(0), Some(-1), Some(3601)] {
+            assert!(
+                spawn_rules(&p, &new_agent(bad), &perms, 0).is_err(),
+                "{bad:?}"
+            );
+        }
+        let wider = vec!["read:db".to_owned(), "agents:spawn".to_owned()];
+        let err = spawn_rules(&p, &new_agent(Some(60)), &wider, 0).unwrap_err();
+        assert!(err.to_string().contains("\"agents:spawn\""), "{err}");
     }
 }

@@ -50,16 +50,26 @@ pub trait Store: Send + Sync + 'static {
     async fn agent(&self, name: &str) -> Result<Option<AgentRow>>;
     /// All agents, by name.
     async fn agents(&self) -> Result<Vec<AgentRow>>;
-    /// Registers an agent; [`StoreError::Conflict`] if the name is taken.
+    /// Registers an agent; [`StoreError::Conflict`] if the name is taken. An
+    /// agent with a `parent` (spawned) is refused with [`StoreError::NotFound`]
+    /// unless the parent exists, is active and has not expired at `created_at`,
+    /// checked in the same transaction.
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()>;
     /// Changes an agent; a status change is published on the revocation feed.
+    ///
+    /// Disabling an agent also disables every active agent descended from it
+    /// (through `parent`, recursively) and publishes an agent revocation and
+    /// an `agent.revoked` audit record for each. Re-enabling it re-enables
+    /// none of them. New permissions are also taken away from descendants
+    /// that hold permissions outside them (an `agent.updated` record each).
     async fn update_agent(
         &self,
         name: &str,
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow>;
-    /// Removes an agent and publishes its revocation.
+    /// Removes an agent and publishes its revocation; its descendants are
+    /// disabled and revoked as when it is disabled.
     async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.

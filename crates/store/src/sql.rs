@@ -179,6 +179,91 @@ macro_rules! sql_store {
             }
         }
 
+        /// The SPIFFE IDs and permissions of every agent descended from
+        /// `ancestor` through `agents.parent` (children, their children, …),
+        /// rows locked on PostgreSQL. `UNION` ends the walk even if a name
+        /// reused after a deletion made the parent links loop.
+        async fn descendants_in(tx: &mut Tx, ancestor: &str) -> Result<Vec<AgentRow>> {
+            let rows = sqlx::query(concat!(
+                "SELECT * FROM agents WHERE spiffe_id IN ( \
+                     WITH RECURSIVE descendant(id) AS ( \
+                         SELECT spiffe_id FROM agents WHERE parent = $1 \
+                         UNION SELECT a.spiffe_id FROM agents a JOIN descendant d ON a.parent = d.id) \
+                     SELECT id FROM descendant) \
+                 AND spiffe_id <> $1 ORDER BY spiffe_id",
+                $for_update
+            ))
+            .bind(ancestor)
+            .fetch_all(&mut **tx)
+            .await?;
+            rows.iter().map(agent_from_row).collect()
+        }
+
+        /// Disables every active descendant of `ancestor`, publishes an agent
+        /// revocation for each and returns the audit events that report it,
+        /// derived from `cause` (the ancestor's own change).
+        async fn disable_descendants_in(
+            tx: &mut Tx,
+            ancestor: &str,
+            now: i64,
+            cause: &AuditEvent,
+            what_happened: &str,
+        ) -> Result<Vec<AuditEvent>> {
+            let mut events = Vec::new();
+            for child in descendants_in(tx, ancestor).await? {
+                if child.status != AgentStatus::Active {
+                    continue;
+                }
+                sqlx::query("UPDATE agents SET status = $1, updated_at = $2 WHERE spiffe_id = $3")
+                    .bind(AgentStatus::Disabled.as_str())
+                    .bind(now)
+                    .bind(&child.id)
+                    .execute(&mut **tx)
+                    .await?;
+                publish_in(tx, RevocationKind::Agent, &child.id, RevocationAction::Revoke, now, None).await?;
+                let mut event = cause.clone();
+                event.kind = "agent.revoked".into();
+                event.subject.clone_from(&child.id);
+                event.scope = String::new();
+                event.reason = format!("its ancestor {ancestor} was {what_happened}");
+                events.push(event);
+            }
+            Ok(events)
+        }
+
+        /// Removes from every descendant of `ancestor` the permissions that
+        /// `ancestor` no longer holds, so spawned agents stay within their
+        /// parent's permissions; returns the audit events that report it.
+        async fn narrow_descendants_in(
+            tx: &mut Tx,
+            ancestor: &str,
+            permissions: &[String],
+            now: i64,
+            cause: &AuditEvent,
+        ) -> Result<Vec<AuditEvent>> {
+            let mut events = Vec::new();
+            for child in descendants_in(tx, ancestor).await? {
+                let kept: Vec<String> =
+                    child.permissions.iter().filter(|p| permissions.contains(p)).cloned().collect();
+                if kept.len() == child.permissions.len() {
+                    continue;
+                }
+                sqlx::query("UPDATE agents SET permissions = $1, updated_at = $2 WHERE spiffe_id = $3")
+                    .bind(serde_json::to_string(&kept).unwrap_or_default())
+                    .bind(now)
+                    .bind(&child.id)
+                    .execute(&mut **tx)
+                    .await?;
+                let mut event = cause.clone();
+                event.kind = "agent.updated".into();
+                event.subject.clone_from(&child.id);
+                event.scope = kept.join(" ");
+                event.reason = format!("changed permissions: narrowed with its ancestor {ancestor}");
+                events.push(event);
+            }
+            Ok(events)
+        }
+
         #[async_trait::async_trait]
         impl crate::Store for $store {
             async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -255,6 +340,25 @@ macro_rules! sql_store {
 
             async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
                 let mut tx = self.begin().await?;
+                // A parent disabled, deleted or expired while this agent was being
+                // spawned must not leave a usable child behind: its row is locked
+                // (PostgreSQL) or the write lock held (SQLite) until the commit.
+                if let Some(parent) = &agent.parent {
+                    let row = sqlx::query(concat!("SELECT * FROM agents WHERE spiffe_id = $1", $for_update))
+                        .bind(parent)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let usable = match row {
+                        Some(r) => {
+                            let p = agent_from_row(&r)?;
+                            p.status == AgentStatus::Active && p.expires_at.is_none_or(|e| agent.created_at < e)
+                        }
+                        None => false,
+                    };
+                    if !usable {
+                        return Err(StoreError::NotFound(format!("an active parent agent {parent}")));
+                    }
+                }
                 let permissions = serde_json::to_string(&agent.permissions).unwrap_or_default();
                 let result = sqlx::query(
                     "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
@@ -346,7 +450,16 @@ macro_rules! sql_store {
                     };
                     publish_in(&mut tx, RevocationKind::Agent, &agent.id, action, update.now, None).await?;
                 }
-                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                let mut events = vec![audit.clone()];
+                if let Some(p) = &update.permissions {
+                    events.extend(narrow_descendants_in(&mut tx, &agent.id, p, update.now, audit).await?);
+                }
+                // Re-enabling never re-enables descendants: they were disabled
+                // with their ancestor and stay so until enabled one by one.
+                if update.status == Some(AgentStatus::Disabled) {
+                    events.extend(disable_descendants_in(&mut tx, &agent.id, update.now, audit, "disabled").await?);
+                }
+                append_in(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(agent)
             }
@@ -378,7 +491,9 @@ macro_rules! sql_store {
                     publish_in(&mut tx, RevocationKind::Token, &jti, RevocationAction::Revoke, now, Some(expires_at)).await?;
                 }
                 publish_in(&mut tx, RevocationKind::Agent, &id, RevocationAction::Revoke, now, None).await?;
-                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                let mut events = vec![audit.clone()];
+                events.extend(disable_descendants_in(&mut tx, &id, now, audit, "deleted").await?);
+                append_in(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -431,6 +431,323 @@ pub(crate) async fn delegation_grants_are_stored_replaced_and_removed(s: &dyn St
     assert_eq!(audit_count(s).await, 3);
 }
 
+/// An agent spawned by `parent` (a registry name), expiring at `expires_at`.
+fn child(name: &str, parent: &str, permissions: &[&str], expires_at: i64) -> AgentRow {
+    AgentRow {
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        expires_at: Some(expires_at),
+        parent: Some(format!("spiffe://agentauth.local/agent/{parent}")),
+        ..agent(name)
+    }
+}
+
+/// Creates `row` with an `agent.spawned` record.
+async fn spawn(s: &dyn Store, row: &AgentRow) {
+    s.create_agent(row, &event("agent.spawned", "parent", &row.id))
+        .await
+        .unwrap();
+}
+
+/// The agent revocations on the feed, as (subject name, action).
+async fn agent_feed(s: &dyn Store) -> Vec<(String, RevocationAction)> {
+    s.revocations_since(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == RevocationKind::Agent)
+        .map(|r| {
+            let name = r.subject.rsplit('/').next().unwrap().to_owned();
+            (name, r.action)
+        })
+        .collect()
+}
+
+async fn status(s: &dyn Store, name: &str) -> AgentStatus {
+    s.agent(name).await.unwrap().unwrap().status
+}
+
+pub(crate) async fn a_spawned_agent_keeps_its_parent_and_expiry(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let worker = child("worker", "planner", &["read:customer"], 160);
+    spawn(s, &worker).await;
+    let stored = s.agent("worker").await.unwrap().unwrap();
+    assert_eq!(stored, worker);
+    assert_eq!(stored.expires_at, Some(160));
+    assert_eq!(
+        stored.parent.as_deref(),
+        Some("spiffe://agentauth.local/agent/planner")
+    );
+}
+
+pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 150,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let before = audit_count(s).await;
+    for row in [
+        child("orphan", "nobody", &[], 500),
+        child("late", "planner", &[], 500),
+    ] {
+        let err = s
+            .create_agent(&row, &event("agent.spawned", "p", &row.id))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
+    // A parent that expired before the child's creation time.
+    let mut ephemeral = child("ephemeral", "root", &[], 120);
+    ephemeral.parent = None;
+    s.create_agent(&ephemeral, &event("agent.created", "admin", "ephemeral"))
+        .await
+        .unwrap();
+    let grandchild = AgentRow {
+        created_at: 120,
+        updated_at: 120,
+        ..child("grandchild", "ephemeral", &[], 500)
+    };
+    let err = s
+        .create_agent(&grandchild, &event("agent.spawned", "p", "g"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(s.agent("late").await.unwrap().is_none());
+    assert!(s.agent("grandchild").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, before + 1);
+}
+
+pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    s.create_agent(&agent("bystander"), &event("agent.created", "admin", "b"))
+        .await
+        .unwrap();
+    spawn(s, &child("worker", "planner", &["read:customer"], 500)).await;
+    spawn(s, &child("helper", "worker", &["read:customer"], 500)).await;
+    spawn(s, &child("other", "bystander", &[], 500)).await;
+    let before = audit_count(s).await;
+
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.revoked", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    for name in ["planner", "worker", "helper"] {
+        assert_eq!(status(s, name).await, AgentStatus::Disabled, "{name}");
+    }
+    assert_eq!(s.agent("worker").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(status(s, "bystander").await, AgentStatus::Active);
+    assert_eq!(status(s, "other").await, AgentStatus::Active);
+    assert_eq!(
+        agent_feed(s).await,
+        [
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("helper".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+    let records = s
+        .audit_records(&AuditFilter {
+            since: before,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let reported: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event.kind.as_str(),
+                r.event.subject.rsplit('/').next().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("agent.revoked", "planner"),
+            ("agent.revoked", "helper"),
+            ("agent.revoked", "worker"),
+        ]
+    );
+    assert!(records[1].event.reason.contains("was disabled"));
+    assert_chain_intact(s).await;
+
+    // Re-enabling the parent leaves its descendants disabled.
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 300,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &enable,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(s, "planner").await, AgentStatus::Active);
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
+
+    // Disabling again publishes nothing for descendants already disabled.
+    s.update_agent(
+        "worker",
+        &enable,
+        &event("agent.updated", "admin", "worker"),
+    )
+    .await
+    .unwrap();
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.revoked", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let feed = agent_feed(s).await;
+    assert_eq!(
+        feed[3..],
+        [
+            ("planner".to_owned(), RevocationAction::Restore),
+            ("worker".to_owned(), RevocationAction::Restore),
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+}
+
+pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    spawn(s, &child("worker", "planner", &["read:customer"], 500)).await;
+    spawn(s, &child("helper", "worker", &[], 500)).await;
+    let mut delete = event("agent.deleted", "admin", "planner");
+    delete.time_ms = 200_000;
+    s.delete_agent("planner", &delete).await.unwrap();
+    assert!(s.agent("planner").await.unwrap().is_none());
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
+    assert_eq!(s.agent("helper").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(
+        agent_feed(s).await,
+        [
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("helper".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+    let cascaded = s
+        .audit_records(&AuditFilter {
+            kind: Some("agent.revoked".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cascaded.len(), 2);
+    assert!(cascaded[0].event.reason.contains("was deleted"));
+    assert_chain_intact(s).await;
+
+    // A new agent of the parent's name is restored, its old descendants are not.
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(
+        agent_feed(s).await.last().unwrap(),
+        &("planner".to_owned(), RevocationAction::Restore)
+    );
+}
+
+pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
+    let mut planner = agent("planner");
+    planner.permissions = vec!["agents:spawn".into(), "read:db".into(), "write:db".into()];
+    s.create_agent(&planner, &event("agent.created", "admin", "planner"))
+        .await
+        .unwrap();
+    spawn(
+        s,
+        &child(
+            "worker",
+            "planner",
+            &["agents:spawn", "read:db", "write:db"],
+            500,
+        ),
+    )
+    .await;
+    spawn(s, &child("helper", "worker", &["write:db"], 500)).await;
+    spawn(s, &child("reader", "worker", &["read:db"], 500)).await;
+    let before = audit_count(s).await;
+    let narrow = AgentUpdate {
+        permissions: Some(vec!["agents:spawn".into(), "read:db".into()]),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &narrow,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let perms = |row: Option<AgentRow>| row.unwrap().permissions;
+    assert_eq!(
+        perms(s.agent("worker").await.unwrap()),
+        ["agents:spawn", "read:db"]
+    );
+    assert!(perms(s.agent("helper").await.unwrap()).is_empty());
+    assert_eq!(perms(s.agent("reader").await.unwrap()), ["read:db"]);
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().updated_at,
+        100,
+        "untouched"
+    );
+    assert_eq!(
+        audit_count(s).await,
+        before + 3,
+        "the change and two narrowed descendants"
+    );
+    assert!(agent_feed(s).await.is_empty(), "narrowing revokes nothing");
+    assert_chain_intact(s).await;
+}
+
 fn issued(jti: &str) -> IssuedToken {
     IssuedToken {
         jti: jti.into(),
@@ -632,4 +949,9 @@ run_suite!(
     audit_records_chain_and_filter,
     settings_keep_the_first_value,
     signing_keys_round_trip,
+    a_spawned_agent_keeps_its_parent_and_expiry,
+    an_agent_cannot_be_spawned_by_an_unusable_parent,
+    disabling_an_agent_disables_and_revokes_its_descendants,
+    deleting_an_agent_disables_and_revokes_its_descendants,
+    narrowing_an_agent_narrows_its_descendants,
 );

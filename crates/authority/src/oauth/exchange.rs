@@ -7,7 +7,6 @@ use agentauth_core::{
     AccessClaims, Scope, SpiffeId, TokenExpectations, parse_access_token, unix_now,
     verify_access_token,
 };
-use agentauth_store::AgentStatus;
 
 use super::token::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
 use crate::client_auth::AuthenticatedClient;
@@ -137,11 +136,12 @@ async fn check_not_revoked(s: &State, subject: &AccessClaims) -> Result<(), Auth
     }
     let mut agents = vec![subject.sub.clone(), subject.client_id.clone()];
     agents.extend(subject.actor_chain());
+    let now = unix_now();
     for id in agents {
         let agent = registry::agent_by_id(s, &id).await?;
-        if agent.is_none_or(|a| a.status != AgentStatus::Active) {
+        if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
             return Err(refused(format!(
-                "{id} in the subject token's chain is disabled or deleted"
+                "{id} in the subject token's chain is disabled, expired or deleted"
             )));
         }
     }

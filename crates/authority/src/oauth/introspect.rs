@@ -5,7 +5,6 @@ use agentauth_core::{
     AccessClaims, DEFAULT_LEEWAY_SECS, Decision, TokenExpectations, parse_access_token, unix_now,
     verify_access_token,
 };
-use agentauth_store::AgentStatus;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -71,14 +70,16 @@ fn verified(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
     verify_access_token(&compact, key, &expect).ok()
 }
 
-/// Whether the token is unrevoked and both its presenter and subject are active.
+/// Whether the token is unrevoked and both its presenter and subject are
+/// usable (active, and not expired if ephemeral).
 async fn still_valid(s: &AuthorityState, claims: &AccessClaims) -> Result<bool, AuthorityError> {
     if s.store.token_revoked(&claims.jti).await? {
         return Ok(false);
     }
+    let now = unix_now();
     for id in [&claims.client_id, &claims.sub] {
         let agent = registry::agent_by_id(s, id).await?;
-        if agent.is_none_or(|a| a.status != AgentStatus::Active) {
+        if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
             return Ok(false);
         }
     }

@@ -7,7 +7,7 @@ use agentauth_core::{
     DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
     verify_dpop_proof,
 };
-use agentauth_store::{AgentStatus, IssuedToken};
+use agentauth_store::IssuedToken;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -171,7 +171,8 @@ async fn issue(
         aud: audience.to_string(),
         client_id: client.agent.id.clone(),
         scope: minted.scope,
-        exp: minted.exp,
+        // A token never outlives its (ephemeral) agent.
+        exp: minted.exp.min(client.agent.expires_at.unwrap_or(i64::MAX)),
         iat: now,
         nbf: now,
         jti: random_b64(16),
@@ -269,9 +270,9 @@ async fn target(
     let agent = registry::agent_by_id(s, id.as_str())
         .await?
         .ok_or_else(unknown)?;
-    if agent.status != AgentStatus::Active {
+    if let Some(why) = registry::unusable(&agent, unix_now()) {
         return Err(AuthorityError::InvalidTarget(format!(
-            "the target agent \"{}\" is disabled",
+            "the target agent \"{}\" {why}",
             agent.name
         )));
     }
