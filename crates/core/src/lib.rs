@@ -15,6 +15,7 @@ mod jwk;
 mod jws;
 mod key;
 mod random;
+mod request_proof;
 mod scope;
 mod time;
 mod token;
@@ -42,6 +43,9 @@ pub use jwk::{Jkt, PublicJwk};
 pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
+pub use request_proof::{
+    NonceCache, PROOF_SKEW_SECS, ProofError, target_uri, verify_request_proof,
+};
 pub use scope::{Permission, Scope};
 pub use time::unix_now;
 pub use token::{

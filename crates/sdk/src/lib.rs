@@ -17,7 +17,6 @@ mod discovery;
 mod error;
 mod feed;
 mod layer;
-mod proof;
 mod revocation;
 mod verifier;
 

@@ -7,8 +7,9 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use agentauth_core::{
-    AccessClaims, DEFAULT_LEEWAY_SECS, JwsAlg, PublicJwk, Scope, SpiffeId, TokenError,
-    TokenExpectations, parse_access_token, unix_now, verify_access_token,
+    AccessClaims, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, ProofError, PublicJwk, Scope, SpiffeId,
+    TokenError, TokenExpectations, parse_access_token, unix_now, verify_access_token,
+    verify_request_proof,
 };
 use http::request::Parts;
 use serde::Deserialize;
@@ -17,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::audit::AuditSink;
 use crate::feed::{self, Health};
-use crate::proof::{self, NonceCache};
 use crate::revocation::{Entry, Page, RevocationList};
 use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
 
@@ -232,32 +232,23 @@ impl Verifier {
     ) -> Result<VerifiedAgent, Denial> {
         let claims = self.check_token(token).await?;
         let now = unix_now();
-        let dpop_scheme = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.len() > 5 && v[..5].eq_ignore_ascii_case("dpop "));
+        // Key-bound tokens need an HTTP message signature (Bearer) or a DPoP
+        // proof (DPoP) by that key; tokens without cnf exist only for agents
+        // the registry lets use bearer tokens.
         let origin = self.inner.config.public_origin.as_deref();
-        match (&claims.cnf, dpop_scheme) {
-            // Key-bound, sent as Bearer: an HTTP message signature by that key.
-            (Some(cnf), false) => {
-                let (nonce, until) = proof::check_signature(parts, body, cnf, origin, now)?;
-                self.inner.nonces.check_and_remember(nonce, until, now)?;
-            }
-            // Key-bound, sent as DPoP: a DPoP proof by that key.
-            (Some(cnf), true) => {
-                let (jti, until) = proof::check_dpop(parts, token, cnf, origin, now)?;
-                self.inner.nonces.check_and_remember(jti, until, now)?;
-            }
-            // Tokens without cnf exist only for agents the registry lets use bearer tokens.
-            (None, false) => {}
-            (None, true) => {
-                return Err(Denial::new(
-                    Check::Proof,
-                    "the token is not DPoP-bound; send it as Bearer",
-                ));
-            }
-        }
+        verify_request_proof(
+            parts,
+            body,
+            token,
+            claims.cnf.as_ref(),
+            origin,
+            &self.inner.nonces,
+            now,
+        )
+        .map_err(|e| match e {
+            ProofError::Proof(why) => Denial::new(Check::Proof, why),
+            ProofError::Replay(why) => Denial::new(Check::Replay, why),
+        })?;
         self.check_revocation(&claims, fail_closed)?;
         Ok(VerifiedAgent {
             agent: claims.client_id.clone(),
