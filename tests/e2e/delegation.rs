@@ -356,12 +356,13 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
         .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
         .await
         .unwrap();
-    let response = chain
+    let complete = chain
         .server
         .http
-        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url))
-        .bearer_auth(&executor_token.token)
-        .send()
+        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url));
+    let response = chain
+        .executor
+        .send(complete, &executor_token)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -370,14 +371,23 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
         .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
         .await
         .unwrap();
-    let response = chain
+    let complete = chain
         .server
         .http
-        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url))
+        .post(format!("{}/v1/tasks/task-42/complete", chain.server.url));
+    let unsigned = complete
+        .try_clone()
+        .unwrap()
         .bearer_auth(&planner_token.token)
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        unsigned.status(),
+        StatusCode::UNAUTHORIZED,
+        "the authority demands proof of possession too"
+    );
+    let response = planner.send(complete, &planner_token).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
     assert_refused(

@@ -36,11 +36,11 @@ async fn spawn(
     bearer: Option<&str>,
     body: &Value,
 ) -> (StatusCode, Option<String>, Value) {
-    let mut request = s.http.post(format!("{}/v1/agents", s.url)).json(body);
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
+    let request = s.http.post(format!("{}/v1/agents", s.url)).json(body);
+    let response = match bearer {
+        Some(token) => crate::support::send_with_token(request, token).await,
+        None => request.send().await.unwrap(),
+    };
     let status = response.status();
     let challenge = response
         .headers()

@@ -467,16 +467,25 @@ async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
         .reader
         .fetch_token("spiffe://agentauth.local/authority", "audit:write", None)
         .await
-        .unwrap()
-        .token;
+        .unwrap();
     let forged_kind = json!({"events": [{"kind": "token.issued", "decision": "allow"}]});
-    let response = scene
+    let unsigned = scene
         .server
         .http
         .post(&endpoint)
-        .bearer_auth(&token)
+        .bearer_auth(&token.token)
         .json(&forged_kind)
         .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unsigned.status(),
+        StatusCode::UNAUTHORIZED,
+        "a key-bound token needs its signature here too"
+    );
+    let response = scene
+        .reader
+        .send(scene.server.http.post(&endpoint).json(&forged_kind), &token)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -484,12 +493,8 @@ async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
     let before = scene.server.snapshot().await.audit_head;
     let report = json!({"events": [{"kind": "request.allowed", "decision": "allow", "subject": "x"}], "dropped": 3});
     let response = scene
-        .server
-        .http
-        .post(&endpoint)
-        .bearer_auth(&token)
-        .json(&report)
-        .send()
+        .reader
+        .send(scene.server.http.post(&endpoint).json(&report), &token)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);

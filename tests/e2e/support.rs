@@ -239,7 +239,11 @@ impl Server {
         scope: &str,
     ) -> (StatusCode, Value) {
         let assertion = self.assertion(name, key);
-        self.token_with(&assertion, audience, scope).await
+        let (status, body) = self.token_with(&assertion, audience, scope).await;
+        if let Some(token) = body["access_token"].as_str() {
+            remember_token_key(token, key);
+        }
+        (status, body)
     }
 
     /// A client_credentials request with the given assertion.
@@ -335,4 +339,34 @@ fn read_banner(child: &mut Child, data_dir: &Path) -> (String, String) {
         }
     }
     (url.unwrap(), admin.unwrap())
+}
+
+/// Keys of the tokens tests obtained, so requests to the authority's own API
+/// can be signed (RFC 9421) by the key each token is bound to.
+static TOKEN_KEYS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, SigningKey>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Remembers which key `token` is bound to.
+pub fn remember_token_key(token: &str, key: &SigningKey) {
+    TOKEN_KEYS
+        .lock()
+        .unwrap()
+        .insert(token.to_owned(), key.clone());
+}
+
+/// Sends `request` with `Authorization: Bearer token`, signed by the key the
+/// token is bound to when the test knows it (unsigned otherwise).
+pub async fn send_with_token(request: reqwest::RequestBuilder, token: &str) -> reqwest::Response {
+    let mut request = request.bearer_auth(token).build().unwrap();
+    let key = TOKEN_KEYS.lock().unwrap().get(token).cloned();
+    if let Some(key) = key {
+        let signer = Client::new(
+            "http://127.0.0.1:1",
+            agentauth_core::SpiffeId::parse(&id("signer")).unwrap(),
+            key,
+        );
+        signer.sign(&mut request).unwrap();
+    }
+    reqwest::Client::new().execute(request).await.unwrap()
 }

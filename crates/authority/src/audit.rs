@@ -7,7 +7,7 @@ use agentauth_core::{
     AccessClaims, AuditEvent, AuditRecord, Decision, parse_access_token, unix_now,
     verify_access_token,
 };
-use agentauth_core::{DEFAULT_LEEWAY_SECS, TokenExpectations};
+use agentauth_core::{DEFAULT_LEEWAY_SECS, ProofError, TokenExpectations, verify_request_proof};
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -15,8 +15,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::admin::bearer;
-use crate::body::JsonBody;
+use crate::body::RawRequest;
 use crate::server::AppState;
 use crate::{AuthorityError, registry};
 
@@ -132,11 +131,10 @@ pub(crate) struct Batch {
 /// record is the token's agent, whatever the body says.
 pub(crate) async fn ingest(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<JsonBody<Batch>, AuthorityError>,
+    req: RawRequest,
 ) -> Result<Json<Value>, AuthorityError> {
-    let agent = authenticate_agent(&s, &headers, AUDIT_WRITE).await?;
-    let JsonBody(batch) = body?;
+    let agent = authenticate_agent(&s, &req, AUDIT_WRITE).await?;
+    let batch: Batch = req.json()?;
     if batch.events.len() > MAX_BATCH {
         return Err(AuthorityError::InvalidRequest(format!(
             "a batch holds at most {MAX_BATCH} events"
@@ -183,10 +181,10 @@ pub(crate) async fn ingest(
 /// Verifies an access token addressed to the authority and returns its agent.
 pub(crate) async fn authenticate_agent(
     s: &AppState,
-    headers: &HeaderMap,
+    req: &RawRequest,
     needs: &str,
 ) -> Result<String, AuthorityError> {
-    let (claims, _) = authenticated_agent(s, headers, needs).await?;
+    let (claims, _) = authenticated_agent(s, req, needs).await?;
     Ok(claims.client_id)
 }
 
@@ -196,11 +194,11 @@ pub(crate) async fn authenticate_agent(
 /// agent's registry entry.
 pub(crate) async fn authenticated_agent(
     s: &AppState,
-    headers: &HeaderMap,
+    req: &RawRequest,
     needs: &str,
 ) -> Result<(AccessClaims, AgentRow), AuthorityError> {
     let unauthorized = |why: String| AuthorityError::Unauthorized(why);
-    let token = bearer(headers).ok_or_else(|| {
+    let token = presented_token(&req.parts.headers).ok_or_else(|| {
         AuthorityError::MissingCredential("an access token for the authority is required".into())
     })?;
     let compact = parse_access_token(token).map_err(|e| unauthorized(e.to_string()))?;
@@ -218,6 +216,20 @@ pub(crate) async fn authenticated_agent(
     };
     let claims =
         verify_access_token(&compact, key, &expect).map_err(|e| unauthorized(e.to_string()))?;
+    // The same proof of possession every agent demands: a token bound to a
+    // key is worthless here too without that key.
+    verify_request_proof(
+        &req.parts,
+        &req.body,
+        token,
+        claims.cnf.as_ref(),
+        Some(&s.issuer),
+        &s.nonces,
+        now,
+    )
+    .map_err(|e| match e {
+        ProofError::Proof(why) | ProofError::Replay(why) => unauthorized(why),
+    })?;
     if s.store.token_revoked(&claims.jti).await? {
         return Err(unauthorized("the token has been revoked".into()));
     }
@@ -233,4 +245,12 @@ pub(crate) async fn authenticated_agent(
         )));
     }
     Ok((claims, agent))
+}
+
+/// The token of an `Authorization: Bearer` or `Authorization: DPoP` header.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop");
+    known.then(|| token.trim()).filter(|t| !t.is_empty())
 }

@@ -67,3 +67,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
             .map_err(|e| AuthorityError::InvalidRequest(format!("the form body is invalid: {e}")))
     }
 }
+
+/// A whole request with its body read (bounded), for endpoints that must
+/// check a proof of possession over the body before parsing it.
+#[derive(Debug)]
+pub(crate) struct RawRequest {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: bytes::Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawRequest {
+    type Rejection = AuthorityError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| AuthorityError::PayloadTooLarge(MAX_BODY_BYTES))?;
+        Ok(Self { parts, body })
+    }
+}
+
+impl RawRequest {
+    /// The body as JSON of type `T` (`application/json` required).
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, AuthorityError> {
+        let content_type = self
+            .parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(AuthorityError::UnsupportedMediaType(
+                "the body must be application/json".into(),
+            ));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| AuthorityError::InvalidRequest(format!("the JSON body is invalid: {e}")))
+    }
+}

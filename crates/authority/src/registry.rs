@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::AuthorityError;
 use crate::admin::bearer;
 use crate::audit::{authenticated_agent, event, request_id};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, RawRequest};
 use crate::server::{AppState, State as AuthorityState};
 
 /// Longest description or owner string.
@@ -66,6 +66,16 @@ pub(crate) struct AgentPatch {
     description: Option<String>,
     status: Option<AgentStatus>,
     bearer_allowed: Option<bool>,
+}
+
+/// The token of an `Authorization: DPoP` header.
+fn dpop_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("dpop")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The JSON view of a registry entry.
@@ -121,8 +131,9 @@ enum Registrar {
 /// The admin credential, or else an agent's access token for the authority
 /// carrying `agents:spawn`. A bearer that is no JWT is taken for a wrong
 /// admin credential.
-async fn registrar(s: &AppState, headers: &HeaderMap) -> Result<Registrar, AuthorityError> {
-    let Some(token) = bearer(headers) else {
+async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, AuthorityError> {
+    let headers = &req.parts.headers;
+    let Some(token) = bearer(headers).or_else(|| dpop_token(headers)) else {
         return Err(AuthorityError::MissingCredential(format!(
             "this API needs the admin credential, or an agent's access token for the authority with \"{AGENTS_SPAWN}\", as a Bearer token"
         )));
@@ -132,7 +143,7 @@ async fn registrar(s: &AppState, headers: &HeaderMap) -> Result<Registrar, Autho
         return Ok(Registrar::Admin);
     }
     let (claims, agent): (AccessClaims, AgentRow) =
-        authenticated_agent(s, headers, AGENTS_SPAWN).await?;
+        authenticated_agent(s, req, AGENTS_SPAWN).await?;
     if claims.sub != claims.client_id || claims.act.is_some() {
         return Err(AuthorityError::Forbidden(
             "a delegated token cannot spawn agents: use the agent's own token".into(),
@@ -194,11 +205,11 @@ fn spawn_rules(
 /// spawns an ephemeral child of the calling agent (see the module docs).
 pub(crate) async fn create(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<JsonBody<NewAgent>, AuthorityError>,
+    req: RawRequest,
 ) -> Result<Response, AuthorityError> {
-    let registrar = registrar(&s, &headers).await?;
-    let JsonBody(new) = body?;
+    let registrar = registrar(&s, &req).await?;
+    let new: NewAgent = req.json()?;
+    let headers = &req.parts.headers;
     let name = agent_name(&new.name)?;
     bounded_text("description", &new.description)?;
     bounded_text("owner", &new.owner)?;
@@ -256,7 +267,7 @@ pub(crate) async fn create(
         updated_at: now,
     };
     audit.scope = agent.permissions.join(" ");
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id(headers);
     s.store.create_agent(&agent, &audit).await?;
     s.revocations_changed(); // a name registered again lifts its old revocation
     Ok((StatusCode::CREATED, Json(view(&agent))).into_response())

@@ -37,6 +37,8 @@ pub(crate) struct State {
     pub(crate) authority_id: SpiffeId,
     /// Wakes revocation streams; see [`State::revocations_changed`].
     pub(crate) feed: revocation::Notifier,
+    /// Request-signature nonces and DPoP `jti`s seen by this replica's API.
+    pub(crate) nonces: agentauth_core::NonceCache,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -116,6 +118,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         trust_domain,
         authority_id,
         feed: revocation::Notifier::new(),
+        nonces: agentauth_core::NonceCache::default(),
     });
     revocation::spawn_watcher(Arc::downgrade(&state));
     let closer = state.clone();

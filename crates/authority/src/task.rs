@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::admin::bearer;
 use crate::audit::{authenticate_agent, event, request_id};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, RawRequest};
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
 
@@ -42,13 +42,14 @@ pub(crate) async fn show(
 /// for the authority carrying `tasks:complete`), may complete it.
 pub(crate) async fn complete(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(txn): Path<String>,
+    req: RawRequest,
 ) -> Result<Json<Value>, AuthorityError> {
-    let actor = match bearer(&headers) {
+    let headers = &req.parts.headers;
+    let actor = match bearer(headers) {
         Some(token) if s.admin.matches(token) => "admin".to_owned(),
         _ => {
-            let agent = authenticate_agent(&s, &headers, TASKS_COMPLETE).await?;
+            let agent = authenticate_agent(&s, &req, TASKS_COMPLETE).await?;
             let started = s
                 .store
                 .task_records(&txn)
@@ -64,7 +65,7 @@ pub(crate) async fn complete(
             agent
         }
     };
-    revoke_task(&s, &txn, &actor, "task.completed", &request_id(&headers)).await?;
+    revoke_task(&s, &txn, &actor, "task.completed", &request_id(headers)).await?;
     Ok(Json(json!({"txn": txn, "revoked": true})))
 }
 

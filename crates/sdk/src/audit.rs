@@ -119,13 +119,11 @@ async fn send(
     let body = json!({"events": batch, "dropped": lost});
     let result = async {
         let token = client.token(&metadata.authority_id, "audit:write").await?;
-        let response = client
+        let request = client
             .http()
             .post(&metadata.audit_events_endpoint)
-            .bearer_auth(&token.token)
-            .json(&body)
-            .send()
-            .await?;
+            .json(&body);
+        let response = client.send(request, &token).await?;
         response
             .error_for_status()
             .map(|_| ())
