@@ -15,6 +15,9 @@
 //!   `cnf.jwk` plus its `thumbprint`, which the layer redoes on every request;
 //! - `verify/router_without_layer`: the same axum router and handler without
 //!   the layer, to show what axum itself costs;
+//! - `verify/layer_bearer_check`: a plain Bearer `GET` with a token without
+//!   `cnf` (an agent with the registry's bearer opt-out) through the layer:
+//!   every check but proof of possession, one Ed25519 verification;
 //! - `verify/layer_full_check`: a signed `GET` with `Authorization: Bearer …`
 //!   through `Router` + `Verifier::require("read:customer")` + a trivial
 //!   handler, via `tower::ServiceExt::oneshot`, audit shipping off;
@@ -68,6 +71,7 @@ struct Fixture {
     customer_key: SigningKey,
     reader: Client,
     token: String,
+    bearer_token: String,
     authority_key: PublicJwk,
 }
 
@@ -92,6 +96,18 @@ async fn register(
     name: &str,
     permissions: &[&str],
 ) -> SigningKey {
+    register_with(http, url, admin, name, permissions, false).await
+}
+
+/// Registers `name`, optionally with the registry's bearer opt-out.
+async fn register_with(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    name: &str,
+    permissions: &[&str],
+    bearer_allowed: bool,
+) -> SigningKey {
     let key = SigningKey::generate_ed25519();
     let response = http
         .post(format!("{url}/v1/agents"))
@@ -100,6 +116,7 @@ async fn register(
             "name": name,
             "permissions": permissions,
             "public_jwk": key.public_jwk().to_json(),
+            "bearer_allowed": bearer_allowed,
         }))
         .send()
         .await
@@ -144,7 +161,7 @@ fn fixture() -> Fixture {
         data_dir: data_dir.path().to_owned(),
         ..Default::default()
     };
-    let (running, url, customer_key, reader, token, authority_key) = background.block_on(async {
+    let (running, url, customer_key, reader, token, bearer_token, authority_key) = background.block_on(async {
         let running = agentauth_authority::start(config, None)
             .await
             .expect("the authority starts");
@@ -161,7 +178,14 @@ fn fixture() -> Fixture {
             .expect("a token for the reader")
             .token;
         let authority_key = signing_key(&http, &url, &token).await;
-        (running, url, customer_key, reader, token, authority_key)
+        // A token without cnf (registry opt-out): the check without proof of possession.
+        let bearer_key = register_with(&http, &url, &admin, "bearer-reader", &[PERMISSION], true).await;
+        let bearer_token = Client::new(&url, agent_id("bearer-reader"), bearer_key)
+            .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
+            .await
+            .expect("a bearer token")
+            .token;
+        (running, url, customer_key, reader, token, bearer_token, authority_key)
     });
     Fixture {
         issuer: running.issuer.clone(),
@@ -172,6 +196,7 @@ fn fixture() -> Fixture {
         customer_key,
         reader,
         token,
+        bearer_token,
         authority_key,
     }
 }
@@ -190,6 +215,16 @@ impl Fixture {
                 verifier
             }
         })
+    }
+
+    /// A plain Bearer request with a token that has no `cnf`.
+    fn bearer_request(&self) -> Request<Body> {
+        Request::builder()
+            .uri(PATH)
+            .header(http::header::HOST, HOST)
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.bearer_token))
+            .body(Body::empty())
+            .expect("a valid request")
     }
 
     /// A request as the reader's SDK client sends it: Bearer token, Content-Digest
@@ -315,11 +350,13 @@ fn benches(c: &mut Criterion) {
     const REQUESTS_PER_VERIFIER: usize = 150_000;
     const VERIFIERS: usize = 8;
     let layered = [
-        ("router_without_layer", None),
-        ("layer_full_check", Some(false)),
-        ("layer_full_check_with_audit", Some(true)),
+        ("router_without_layer", None, true),
+        ("layer_bearer_check", Some(false), false),
+        ("layer_full_check", Some(false), true),
+        ("layer_full_check_with_audit", Some(true), true),
     ];
-    for (name, audit) in layered {
+    for (name, audit, signed) in layered {
+        let make = |f: &Fixture| if signed { f.signed_request() } else { f.bearer_request() };
         let apps: Vec<Router> = match audit {
             None => vec![router(None)],
             Some(audit) => (0..VERIFIERS)
@@ -327,7 +364,7 @@ fn benches(c: &mut Criterion) {
                 .collect(),
         };
         let status = rt
-            .block_on(apps[0].clone().oneshot(f.signed_request()))
+            .block_on(apps[0].clone().oneshot(make(&f)))
             .expect("infallible")
             .status();
         assert_eq!(status, StatusCode::OK, "{name}");
@@ -342,7 +379,7 @@ fn benches(c: &mut Criterion) {
                             .expect("enough verifiers for this run")
                     };
                     sent += 1;
-                    (app.clone(), f.signed_request())
+                    (app.clone(), make(&f))
                 },
                 |(app, request)| async move {
                     let status = app.oneshot(request).await.expect("infallible").status();
