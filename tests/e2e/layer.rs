@@ -723,3 +723,77 @@ async fn an_oversized_body_is_refused_before_any_check() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["check"], "body_size");
 }
+
+#[tokio::test]
+async fn revoking_a_key_stops_its_tokens_and_its_agent_authentication() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    assert_eq!(scene.get_with(Some(&token)).await.0, StatusCode::OK);
+    let jkt = scene.reader_key.public_jwk().thumbprint().0;
+    let (status, body) = scene
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"kind": "key", "value": "not-a-thumbprint"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _) = scene
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"kind": "key", "value": jkt})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = scene
+        .refused_within(&token, Duration::from_secs(5))
+        .await
+        .expect("refused within 5 s");
+    assert_eq!(body["check"], "revocation");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("key"),
+        "{body}"
+    );
+    let (status, body) = scene
+        .server
+        .token(
+            "reader",
+            &scene.reader_key,
+            &id("customer"),
+            "read:customer",
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
+    let introspected = scene
+        .server
+        .http
+        .post(format!("{}/oauth/introspect", scene.server.url))
+        .bearer_auth(&scene.server.admin)
+        .form(&[("token", token.as_str())]);
+    assert_eq!(
+        introspected
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({"active": false})
+    );
+}

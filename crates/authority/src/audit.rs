@@ -233,6 +233,13 @@ pub(crate) async fn authenticated_agent(
     if s.store.token_revoked(&claims.jti).await? {
         return Err(unauthorized("the token has been revoked".into()));
     }
+    if let Some(cnf) = &claims.cnf
+        && s.store.key_revoked(&cnf.jkt.0).await?
+    {
+        return Err(unauthorized(
+            "the key the token is bound to has been revoked".into(),
+        ));
+    }
     let agent = registry::agent_by_id(s, &claims.client_id)
         .await?
         .ok_or_else(|| unauthorized("the token's agent is deleted".into()))?;

@@ -72,6 +72,9 @@ pub(crate) async fn authenticate(
     }
     let key = PublicJwk::from_json(&agent.public_jwk)
         .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    if s.store.key_revoked(&key.thumbprint().0).await? {
+        return Err(fail("the agent's registered key has been revoked"));
+    }
     let mut audiences = vec![s.issuer.clone()];
     if !s.config.strict_client_assertion_audience {
         audiences.push(s.endpoint("/oauth/token"));

@@ -107,10 +107,11 @@ enum RevocationTarget {
     Agent,
     Token,
     Task,
+    Key,
 }
 
 /// `POST /v1/revocations`: revoke an agent (disables it), a token (and every
-/// token exchanged from it) or a task (admin).
+/// token exchanged from it), a task, or a key by thumbprint (admin).
 pub(crate) async fn revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -150,6 +151,22 @@ pub(crate) async fn revoke(
         RevocationTarget::Task => {
             revoke_task(&s, &r.value, "admin", "task.revoked", &request).await?
         }
+        RevocationTarget::Key => {
+            let is_jkt = r.value.len() == 43
+                && r.value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !is_jkt {
+                return Err(AuthorityError::InvalidRequest(
+                    "a key is named by its RFC 7638 SHA-256 thumbprint (43 base64url characters)"
+                        .into(),
+                ));
+            }
+            let mut audit = event("key.revoked", "admin", &r.value, Decision::Allow);
+            audit.request_id = request;
+            s.store.revoke_key(&r.value, &audit).await?;
+            s.revocations_changed();
+        }
     }
     Ok(Json(json!({"revoked": r.kind_name(), "value": r.value})))
 }
@@ -160,6 +177,7 @@ impl Revocation {
             RevocationTarget::Agent => "agent",
             RevocationTarget::Token => "token",
             RevocationTarget::Task => "task",
+            RevocationTarget::Key => "key",
         }
     }
 }

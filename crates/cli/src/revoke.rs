@@ -17,6 +17,8 @@ pub(crate) enum RevokeKind {
     Token,
     /// A task by `txn`: every token that carries it.
     Task,
+    /// A key by its RFC 7638 thumbprint (`jkt`): every token bound to it.
+    Key,
 }
 
 pub(crate) async fn run(
@@ -28,6 +30,7 @@ pub(crate) async fn run(
         RevokeKind::Agent => "agent",
         RevokeKind::Token => "token",
         RevokeKind::Task => "task",
+        RevokeKind::Key => "key",
     };
     conn.admin(
         Method::POST,

@@ -161,32 +161,42 @@ fn fixture() -> Fixture {
         data_dir: data_dir.path().to_owned(),
         ..Default::default()
     };
-    let (running, url, customer_key, reader, token, bearer_token, authority_key) = background.block_on(async {
-        let running = agentauth_authority::start(config, None)
-            .await
-            .expect("the authority starts");
-        let url = format!("http://{}", running.addr);
-        let admin = running.admin_token.clone().expect("a first start");
-        let http = reqwest::Client::new();
-        let reader_key = register(&http, &url, &admin, "reader", &[PERMISSION]).await;
-        let customer_key = register(&http, &url, &admin, "customer", &[]).await;
-        // The longest lifetime the authority grants, so the token outlives the run.
-        let reader = Client::new(&url, agent_id("reader"), reader_key);
-        let token = reader
-            .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
-            .await
-            .expect("a token for the reader")
-            .token;
-        let authority_key = signing_key(&http, &url, &token).await;
-        // A token without cnf (registry opt-out): the check without proof of possession.
-        let bearer_key = register_with(&http, &url, &admin, "bearer-reader", &[PERMISSION], true).await;
-        let bearer_token = Client::new(&url, agent_id("bearer-reader"), bearer_key)
-            .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
-            .await
-            .expect("a bearer token")
-            .token;
-        (running, url, customer_key, reader, token, bearer_token, authority_key)
-    });
+    let (running, url, customer_key, reader, token, bearer_token, authority_key) = background
+        .block_on(async {
+            let running = agentauth_authority::start(config, None)
+                .await
+                .expect("the authority starts");
+            let url = format!("http://{}", running.addr);
+            let admin = running.admin_token.clone().expect("a first start");
+            let http = reqwest::Client::new();
+            let reader_key = register(&http, &url, &admin, "reader", &[PERMISSION]).await;
+            let customer_key = register(&http, &url, &admin, "customer", &[]).await;
+            // The longest lifetime the authority grants, so the token outlives the run.
+            let reader = Client::new(&url, agent_id("reader"), reader_key);
+            let token = reader
+                .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
+                .await
+                .expect("a token for the reader")
+                .token;
+            let authority_key = signing_key(&http, &url, &token).await;
+            // A token without cnf (registry opt-out): the check without proof of possession.
+            let bearer_key =
+                register_with(&http, &url, &admin, "bearer-reader", &[PERMISSION], true).await;
+            let bearer_token = Client::new(&url, agent_id("bearer-reader"), bearer_key)
+                .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
+                .await
+                .expect("a bearer token")
+                .token;
+            (
+                running,
+                url,
+                customer_key,
+                reader,
+                token,
+                bearer_token,
+                authority_key,
+            )
+        });
     Fixture {
         issuer: running.issuer.clone(),
         running: Some(running),
@@ -222,7 +232,10 @@ impl Fixture {
         Request::builder()
             .uri(PATH)
             .header(http::header::HOST, HOST)
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.bearer_token))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.bearer_token),
+            )
             .body(Body::empty())
             .expect("a valid request")
     }
@@ -356,7 +369,13 @@ fn benches(c: &mut Criterion) {
         ("layer_full_check_with_audit", Some(true), true),
     ];
     for (name, audit, signed) in layered {
-        let make = |f: &Fixture| if signed { f.signed_request() } else { f.bearer_request() };
+        let make = |f: &Fixture| {
+            if signed {
+                f.signed_request()
+            } else {
+                f.bearer_request()
+            }
+        };
         let apps: Vec<Router> = match audit {
             None => vec![router(None)],
             Some(audit) => (0..VERIFIERS)

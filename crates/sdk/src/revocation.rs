@@ -30,6 +30,7 @@ pub(crate) struct RevocationList {
     tokens: HashMap<String, i64>,
     tasks: HashMap<String, i64>,
     agents: HashSet<String>,
+    keys: HashSet<String>,
 }
 
 impl RevocationList {
@@ -58,6 +59,9 @@ impl RevocationList {
                 ("agent", "restore") => {
                     self.agents.remove(&e.subject);
                 }
+                ("key", "revoke") => {
+                    self.keys.insert(e.subject.clone());
+                }
                 _ => {
                     tracing::warn!(kind = %e.kind, action = %e.action, "unknown revocation entry ignored")
                 }
@@ -85,6 +89,11 @@ impl RevocationList {
         self.agents.contains(id)
     }
 
+    /// Whether the key with this thumbprint has been revoked.
+    pub(crate) fn key_revoked(&self, jkt: &str) -> bool {
+        self.keys.contains(jkt)
+    }
+
     /// Whether the task (`txn`) has been revoked: every token of it is refused.
     pub(crate) fn task_revoked(&self, txn: &str) -> bool {
         self.tasks.contains_key(txn)
@@ -103,6 +112,14 @@ mod tests {
             action: action.into(),
             expires_at,
         }
+    }
+
+    #[test]
+    fn revoked_keys_are_remembered() {
+        let mut list = RevocationList::default();
+        list.apply(&[entry(1, "key", "jkt-a", "revoke", None)]);
+        assert!(list.key_revoked("jkt-a"));
+        assert!(!list.key_revoked("jkt-b"));
     }
 
     #[test]

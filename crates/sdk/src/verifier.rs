@@ -285,6 +285,14 @@ impl Verifier {
         if list.token_revoked(&claims.jti) {
             return Err(Denial::new(Check::Revocation, "the token has been revoked"));
         }
+        if let Some(cnf) = &claims.cnf
+            && list.key_revoked(&cnf.jkt.0)
+        {
+            return Err(Denial::new(
+                Check::Revocation,
+                "the key the token is bound to has been revoked",
+            ));
+        }
         if let Some(txn) = &claims.txn
             && list.task_revoked(txn)
         {

@@ -89,6 +89,10 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
     /// Whether a task has been revoked.
     async fn task_revoked(&self, txn: &str) -> Result<bool>;
+    /// Revokes a key (by thumbprint) for good and publishes it on the feed.
+    async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()>;
+    /// Whether a key (by thumbprint) has been revoked.
+    async fn key_revoked(&self, jkt: &str) -> Result<bool>;
     /// Whether a task is known (some token carries it).
     async fn task_exists(&self, txn: &str) -> Result<bool>;
 

@@ -144,6 +144,9 @@ pub enum RevocationKind {
     Token,
     /// A task (by `txn`): every token that carries it.
     Task,
+    /// A key (by RFC 7638 thumbprint `jkt`): every token bound to it, and the
+    /// agent's authentication with it.
+    Key,
 }
 
 /// Whether an entry revokes or lifts a revocation (an agent re-enabled).
@@ -179,6 +182,7 @@ impl RevocationKind {
             Self::Agent => "agent",
             Self::Token => "token",
             Self::Task => "task",
+            Self::Key => "key",
         }
     }
 }

@@ -85,6 +85,7 @@ macro_rules! sql_store {
                     "agent" => RevocationKind::Agent,
                     "token" => RevocationKind::Token,
                     "task" => RevocationKind::Task,
+                    "key" => RevocationKind::Key,
                     _ => return Err(StoreError::Corrupt(format!("revocation kind {kind}"))),
                 },
                 subject: row.try_get("subject")?,
@@ -584,6 +585,23 @@ macro_rules! sql_store {
             async fn task_revoked(&self, txn: &str) -> Result<bool> {
                 let row = sqlx::query("SELECT 1 AS one FROM revocations WHERE kind = 'task' AND subject = $1 LIMIT 1")
                     .bind(txn)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let now = audit.time_ms / 1000;
+                publish_in(&mut tx, RevocationKind::Key, jkt, RevocationAction::Revoke, now, None).await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn key_revoked(&self, jkt: &str) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM revocations WHERE kind = 'key' AND subject = $1 LIMIT 1")
+                    .bind(jkt)
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.is_some())

@@ -384,6 +384,20 @@ pub(crate) async fn tasks_are_revoked_and_their_records_read_in_order(s: &dyn St
     );
 }
 
+pub(crate) async fn revoked_keys_are_known_and_published(s: &dyn Store) {
+    assert!(!s.key_revoked("jkt-1").await.unwrap());
+    s.revoke_key("jkt-1", &event("key.revoked", "admin", "jkt-1"))
+        .await
+        .unwrap();
+    assert!(s.key_revoked("jkt-1").await.unwrap());
+    assert!(!s.key_revoked("jkt-2").await.unwrap());
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert_eq!(
+        (feed[0].kind, feed[0].subject.as_str()),
+        (RevocationKind::Key, "jkt-1")
+    );
+}
+
 pub(crate) async fn delegation_grants_are_stored_replaced_and_removed(s: &dyn Store) {
     let grant = DelegationRow {
         from: "spiffe://agentauth.local/agent/planner".into(),
@@ -942,6 +956,7 @@ run_suite!(
     revoking_a_token_cascades_to_every_token_exchanged_from_it,
     tasks_are_revoked_and_their_records_read_in_order,
     delegation_grants_are_stored_replaced_and_removed,
+    revoked_keys_are_known_and_published,
     deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
     a_replayed_assertion_issues_nothing,
     expired_assertions_are_purged,

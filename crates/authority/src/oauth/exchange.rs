@@ -129,6 +129,13 @@ async fn check_not_revoked(s: &State, subject: &AccessClaims) -> Result<(), Auth
     if s.store.token_revoked(&subject.jti).await? {
         return Err(refused("the subject token has been revoked"));
     }
+    if let Some(cnf) = &subject.cnf
+        && s.store.key_revoked(&cnf.jkt.0).await?
+    {
+        return Err(refused(
+            "the key the subject token is bound to has been revoked",
+        ));
+    }
     if let Some(txn) = &subject.txn
         && s.store.task_revoked(txn).await?
     {

@@ -76,6 +76,11 @@ async fn still_valid(s: &AuthorityState, claims: &AccessClaims) -> Result<bool, 
     if s.store.token_revoked(&claims.jti).await? {
         return Ok(false);
     }
+    if let Some(cnf) = &claims.cnf
+        && s.store.key_revoked(&cnf.jkt.0).await?
+    {
+        return Ok(false);
+    }
     let now = unix_now();
     for id in [&claims.client_id, &claims.sub] {
         let agent = registry::agent_by_id(s, id).await?;
