@@ -44,7 +44,7 @@ pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
 pub use request_proof::{
-    NonceCache, PROOF_SKEW_SECS, ProofError, target_uri, verify_request_proof,
+    MAX_NONCES_PER_KEY, NonceCache, PROOF_SKEW_SECS, ProofError, target_uri, verify_request_proof,
 };
 pub use scope::{Permission, Scope};
 pub use time::unix_now;

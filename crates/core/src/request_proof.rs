@@ -3,7 +3,7 @@
 //! signature by that key (scheme `Bearer`) or an RFC 9449 DPoP proof (scheme
 //! `DPoP`); and the nonce cache that refuses a proof seen before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use http::HeaderMap;
@@ -17,7 +17,7 @@ use crate::{
 /// Clock skew tolerated on signature and proof times.
 pub const PROOF_SKEW_SECS: i64 = 30;
 /// Most nonces remembered at once; beyond that, requests are refused (fail closed).
-const MAX_NONCES: usize = 200_000;
+const MAX_NONCES: usize = 1_000_000;
 
 /// Why a request's proof of possession failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +152,53 @@ fn check_dpop(
 }
 
 /// Nonces seen within their proof's lifetime, bounded in count and time.
+///
+/// Entries expire in roughly the order they arrive, so expired ones are
+/// dropped from the front of a queue on every insert (no full scans). Each
+/// key (the part of the nonce before its last `:`, the signer's thumbprint)
+/// may hold at most [`MAX_NONCES_PER_KEY`] entries, so one agent flooding a
+/// verifier locks out only itself; beyond the global bound every request is
+/// refused (fail closed).
 #[derive(Debug, Default)]
 pub struct NonceCache {
-    seen: Mutex<HashMap<String, i64>>,
+    inner: Mutex<Nonces>,
+}
+
+#[derive(Debug, Default)]
+struct Nonces {
+    seen: HashMap<String, i64>,
+    order: VecDeque<(i64, String)>,
+    per_key: HashMap<String, usize>,
+}
+
+/// Most nonces one key may have in flight.
+pub const MAX_NONCES_PER_KEY: usize = 250_000;
+
+fn key_of(nonce: &str) -> &str {
+    nonce.rsplit_once(':').map_or(nonce, |(key, _)| key)
+}
+
+impl Nonces {
+    fn forget_expired(&mut self, now: i64) {
+        while let Some((until, _)) = self.order.front() {
+            if *until >= now {
+                break;
+            }
+            let Some((until, nonce)) = self.order.pop_front() else {
+                break;
+            };
+            if self.seen.get(&nonce) == Some(&until) {
+                self.seen.remove(&nonce);
+                let key = key_of(&nonce).to_owned();
+                if let Some(count) = self.per_key.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.per_key.remove(&key);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl NonceCache {
@@ -165,24 +209,30 @@ impl NonceCache {
         until: i64,
         now: i64,
     ) -> Result<(), ProofError> {
-        let mut seen = self
-            .seen
+        let mut n = self
+            .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.get(&nonce).is_some_and(|exp| *exp >= now) {
+        n.forget_expired(now);
+        if n.seen.get(&nonce).is_some_and(|exp| *exp >= now) {
             return Err(ProofError::Replay(
                 "the request's proof was already used (replay)".into(),
             ));
         }
-        if seen.len() >= MAX_NONCES {
-            seen.retain(|_, exp| *exp >= now);
-            if seen.len() >= MAX_NONCES {
-                return Err(ProofError::Replay(
-                    "too many requests in flight to check for replay".into(),
-                ));
-            }
+        let key = key_of(&nonce).to_owned();
+        if n.per_key.get(&key).copied().unwrap_or(0) >= MAX_NONCES_PER_KEY {
+            return Err(ProofError::Replay(
+                "this key has too many requests in flight to check for replay".into(),
+            ));
         }
-        seen.insert(nonce, until);
+        if n.seen.len() >= MAX_NONCES {
+            return Err(ProofError::Replay(
+                "too many requests in flight to check for replay".into(),
+            ));
+        }
+        *n.per_key.entry(key).or_insert(0) += 1;
+        n.order.push_back((until, nonce.clone()));
+        n.seen.insert(nonce, until);
         Ok(())
     }
 }
@@ -203,6 +253,30 @@ mod tests {
         assert!(
             cache.check_and_remember("k:n".into(), 200, 101).is_ok(),
             "after expiry the entry is gone"
+        );
+    }
+
+    #[test]
+    fn one_flooding_key_locks_out_only_itself() {
+        let cache = NonceCache::default();
+        for i in 0..MAX_NONCES_PER_KEY {
+            cache
+                .check_and_remember(format!("flood:{i}"), 1_000, 1)
+                .unwrap();
+        }
+        assert!(matches!(
+            cache.check_and_remember("flood:x".into(), 1_000, 1),
+            Err(ProofError::Replay(_))
+        ));
+        assert!(
+            cache.check_and_remember("other:1".into(), 1_000, 1).is_ok(),
+            "other keys still pass"
+        );
+        // Once the flood's entries expire, the key is admitted again without a full scan.
+        assert!(
+            cache
+                .check_and_remember("flood:y".into(), 2_000, 1_001)
+                .is_ok()
         );
     }
 }
