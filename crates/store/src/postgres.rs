@@ -19,8 +19,9 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    async fn begin(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.pool.begin().await?)
+    /// Starts a transaction; PostgreSQL locks rows itself, so there is no guard.
+    async fn begin(&self) -> crate::Result<(sqlx::Transaction<'static, sqlx::Postgres>, ())> {
+        Ok((self.pool.begin().await?, ()))
     }
 }
 

@@ -279,7 +279,7 @@ macro_rules! sql_store {
             }
 
             async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                     .bind(key)
                     .bind(value)
@@ -340,7 +340,7 @@ macro_rules! sql_store {
             }
 
             async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 // A parent disabled, deleted or expired while this agent was being
                 // spawned must not leave a usable child behind: its row is locked
                 // (PostgreSQL) or the write lock held (SQLite) until the commit.
@@ -409,7 +409,7 @@ macro_rules! sql_store {
             }
 
             async fn update_agent(&self, name: &str, update: &AgentUpdate, audit: &AuditEvent) -> Result<AgentRow> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let row = sqlx::query(concat!("SELECT * FROM agents WHERE name = $1", $for_update))
                     .bind(name)
                     .fetch_optional(&mut *tx)
@@ -466,7 +466,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let row = sqlx::query("DELETE FROM agents WHERE name = $1 RETURNING spiffe_id")
                     .bind(name)
                     .fetch_optional(&mut *tx)
@@ -500,14 +500,14 @@ macro_rules! sql_store {
             }
 
             async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 consume_in(&mut tx, assertion).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn issue_token(&self, assertion: &UsedAssertion, token: &IssuedToken, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 consume_in(&mut tx, assertion).await?;
                 sqlx::query(
                     "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at, \
@@ -549,7 +549,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let now = audit.time_ms / 1000;
                 publish_in(&mut tx, RevocationKind::Token, jti, RevocationAction::Revoke, now, Some(expires_at)).await?;
                 let descendants = sqlx::query(
@@ -574,7 +574,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let now = audit.time_ms / 1000;
                 publish_in(&mut tx, RevocationKind::Task, txn, RevocationAction::Revoke, now, Some(expires_at)).await?;
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
@@ -591,7 +591,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let now = audit.time_ms / 1000;
                 publish_in(&mut tx, RevocationKind::Key, jkt, RevocationAction::Revoke, now, None).await?;
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
@@ -616,7 +616,7 @@ macro_rules! sql_store {
             }
 
             async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 sqlx::query(
                     "INSERT INTO delegations (from_agent, to_agent, permissions, created_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (from_agent, to_agent) DO UPDATE SET permissions = excluded.permissions, \
@@ -651,7 +651,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 let done = sqlx::query("DELETE FROM delegations WHERE from_agent = $1 AND to_agent = $2")
                     .bind(from)
                     .bind(to)
@@ -691,7 +691,7 @@ macro_rules! sql_store {
             }
 
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
-                let mut tx = self.begin().await?;
+                let (mut tx, _writer) = self.begin().await?;
                 append_in(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
