@@ -69,6 +69,15 @@ impl AdminCredential {
     }
 }
 
+/// The token of an `Authorization: Bearer` or `Authorization: DPoP` header:
+/// agents present key-bound tokens either way.
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop");
+    known.then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 /// The token of an `Authorization: Bearer` header, if there is one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;

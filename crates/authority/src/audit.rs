@@ -15,6 +15,7 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::admin::presented_token;
 use crate::body::RawRequest;
 use crate::server::AppState;
 use crate::{AuthorityError, registry};
@@ -252,12 +253,4 @@ pub(crate) async fn authenticated_agent(
         )));
     }
     Ok((claims, agent))
-}
-
-/// The token of an `Authorization: Bearer` or `Authorization: DPoP` header.
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop");
-    known.then(|| token.trim()).filter(|t| !t.is_empty())
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AuthorityError;
-use crate::admin::bearer;
+use crate::admin::presented_token;
 use crate::audit::{authenticated_agent, event, request_id};
 use crate::body::{JsonBody, RawRequest};
 use crate::server::{AppState, State as AuthorityState};
@@ -66,16 +66,6 @@ pub(crate) struct AgentPatch {
     description: Option<String>,
     status: Option<AgentStatus>,
     bearer_allowed: Option<bool>,
-}
-
-/// The token of an `Authorization: DPoP` header.
-fn dpop_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("dpop")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// The JSON view of a registry entry.
@@ -133,7 +123,7 @@ enum Registrar {
 /// admin credential.
 async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, AuthorityError> {
     let headers = &req.parts.headers;
-    let Some(token) = bearer(headers).or_else(|| dpop_token(headers)) else {
+    let Some(token) = presented_token(headers) else {
         return Err(AuthorityError::MissingCredential(format!(
             "this API needs the admin credential, or an agent's access token for the authority with \"{AGENTS_SPAWN}\", as a Bearer token"
         )));
