@@ -533,3 +533,37 @@ async fn delegation_grants_are_managed_and_checked() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_actor_may_exchange_with_a_dpop_proof_and_gets_a_dpop_bound_token() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    let executor = chain
+        .server
+        .client("executor", &chain.executor_key)
+        .with_dpop();
+    let exchanged = executor
+        .exchange(&incoming, &id("database"), "read:db")
+        .await
+        .unwrap();
+    let c = claims(&exchanged.token);
+    assert_eq!(
+        c.cnf.unwrap().jkt,
+        chain.executor_key.public_jwk().thumbprint()
+    );
+    assert_eq!(
+        c.act,
+        Some(json!({"sub": id("executor"), "act": {"sub": id("planner")}}))
+    );
+    let store = chain.server.store().await;
+    let filter = agentauth_store::AuditFilter {
+        kind: Some("token.exchanged".into()),
+        ..Default::default()
+    };
+    let records = store.audit_records(&filter).await.unwrap();
+    assert!(
+        records[0].event.reason.contains("DPoP"),
+        "{:?}",
+        records[0].event.reason
+    );
+}
