@@ -313,20 +313,8 @@ async fn revoking_a_token_revokes_everything_exchanged_from_it() {
         .await;
     assert_eq!(status, StatusCode::OK);
     for token in [&incoming, &child.token] {
-        let response = chain
-            .server
-            .http
-            .post(format!("{}/oauth/introspect", chain.server.url))
-            .bearer_auth(&chain.server.admin)
-            .form(&[("token", token.as_str())]);
         assert_eq!(
-            response
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap(),
+            chain.server.introspect(token).await,
             json!({"active": false})
         );
     }

@@ -66,16 +66,7 @@ fn child(name: &str, permissions: &[&str], expires_in: Option<i64>) -> (Value, S
 
 /// Whether the authority still considers `token` active (admin introspection).
 async fn active(s: &Server, token: &str) -> bool {
-    let response = s
-        .http
-        .post(format!("{}/oauth/introspect", s.url))
-        .bearer_auth(&s.admin)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json::<Value>().await.unwrap()["active"] == json!(true)
+    s.introspect(token).await["active"] == json!(true)
 }
 
 /// The agent revocations on the feed, as (subject, action).

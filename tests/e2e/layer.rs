@@ -377,14 +377,10 @@ async fn disabling_an_agent_stops_its_tokens_and_enabling_restores_them() {
         (status, body["check"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("revocation"))
     );
-    let introspected = scene
-        .server
-        .http
-        .post(format!("{}/oauth/introspect", scene.server.url))
-        .bearer_auth(&scene.server.admin)
-        .form(&[("token", token.as_str())]);
-    let answer: Value = introspected.send().await.unwrap().json().await.unwrap();
-    assert_eq!(answer, json!({"active": false}));
+    assert_eq!(
+        scene.server.introspect(&token).await,
+        json!({"active": false})
+    );
 }
 
 #[tokio::test]
@@ -780,20 +776,8 @@ async fn revoking_a_key_stops_its_tokens_and_its_agent_authentication() {
             .contains("revoked"),
         "{body}"
     );
-    let introspected = scene
-        .server
-        .http
-        .post(format!("{}/oauth/introspect", scene.server.url))
-        .bearer_auth(&scene.server.admin)
-        .form(&[("token", token.as_str())]);
     assert_eq!(
-        introspected
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
+        scene.server.introspect(&token).await,
         json!({"active": false})
     );
 }

@@ -269,6 +269,20 @@ impl Server {
         .await
     }
 
+    /// What admin introspection (RFC 7662) says about `token`.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/oauth/introspect", self.url))
+            .bearer_auth(&self.admin)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
     /// Everything a refused write must leave unchanged.
     pub async fn snapshot(&self) -> Snapshot {
         let store = self.store().await;
