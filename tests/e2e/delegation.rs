@@ -48,18 +48,14 @@ impl Chain {
 
     /// The planner's token for `audience`, in task `task-42` with a purpose.
     async fn planner_token(&self, audience: &str, scope: &str, expires_in: &str) -> String {
-        let assertion = self.server.assertion("planner", &self.planner_key);
         let (status, body) = self
             .server
-            .form(
+            .form_as(
+                "planner",
+                &self.planner_key,
                 "/oauth/token",
                 &[
                     ("grant_type", "client_credentials"),
-                    (
-                        "client_assertion_type",
-                        agentauth_core::CLIENT_ASSERTION_TYPE,
-                    ),
-                    ("client_assertion", &assertion),
                     ("resource", &id(audience)),
                     ("scope", scope),
                     ("expires_in", expires_in),
@@ -427,18 +423,14 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
         (Some("task"), Some("task-42"))
     );
     // A new token may not join a revoked task.
-    let assertion = chain.server.assertion("planner", &chain.planner_key);
     let (status, body) = chain
         .server
-        .form(
+        .form_as(
+            "planner",
+            &chain.planner_key,
             "/oauth/token",
             &[
                 ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    agentauth_core::CLIENT_ASSERTION_TYPE,
-                ),
-                ("client_assertion", &assertion),
                 ("resource", &id("executor")),
                 ("scope", "read:db"),
                 ("txn", "task-42"),

@@ -295,19 +295,13 @@ async fn a_revoked_token_stops_working_within_the_poll_interval() {
     let scene = Scene::start(30).await;
     let token = scene.token("customer", "read:customer").await;
     assert_eq!(scene.get_with(Some(&token)).await.0, StatusCode::OK);
-    let assertion = scene.server.assertion("reader", &scene.reader_key);
     let (status, _) = scene
         .server
-        .form(
+        .form_as(
+            "reader",
+            &scene.reader_key,
             "/oauth/revoke",
-            &[
-                ("token", token.as_str()),
-                (
-                    "client_assertion_type",
-                    agentauth_core::CLIENT_ASSERTION_TYPE,
-                ),
-                ("client_assertion", assertion.as_str()),
-            ],
+            &[("token", token.as_str())],
         )
         .await;
     assert_eq!(status, StatusCode::OK);

@@ -147,16 +147,12 @@ async fn audience_may_be_given_as_audience_and_lifetime_is_capped() {
 }
 
 async fn with_lifetime(s: &Server, key: &SigningKey, lifetime: &str) -> (StatusCode, Value) {
-    let assertion = s.assertion("reader", key);
-    s.form(
+    s.form_as(
+        "reader",
+        key,
         "/oauth/token",
         &[
             ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                agentauth_core::CLIENT_ASSERTION_TYPE,
-            ),
-            ("client_assertion", &assertion),
             ("audience", &id("customer")),
             ("scope", "read:customer"),
             ("expires_in", lifetime),
@@ -623,17 +619,11 @@ async fn introspection_answers_the_admin_and_the_audience_only() {
         let token = token.clone();
         let s = &s;
         async move {
-            let assertion = s.assertion(name, &key);
-            s.form(
+            s.form_as(
+                name,
+                &key,
                 "/oauth/introspect",
-                &[
-                    ("token", token.as_str()),
-                    (
-                        "client_assertion_type",
-                        agentauth_core::CLIENT_ASSERTION_TYPE,
-                    ),
-                    ("client_assertion", assertion.as_str()),
-                ],
+                &[("token", token.as_str())],
             )
             .await
         }
@@ -684,22 +674,10 @@ async fn a_revoked_token_is_inactive_and_only_its_client_may_revoke_it() {
         .await;
     let token = body["access_token"].as_str().unwrap().to_owned();
     let revoke_as = |name: &'static str, key: &SigningKey| {
-        let assertion = s.assertion(name, key);
-        let token = token.clone();
-        let s = &s;
+        let (token, key, s) = (token.clone(), key.clone(), &s);
         async move {
-            s.form(
-                "/oauth/revoke",
-                &[
-                    ("token", token.as_str()),
-                    (
-                        "client_assertion_type",
-                        agentauth_core::CLIENT_ASSERTION_TYPE,
-                    ),
-                    ("client_assertion", assertion.as_str()),
-                ],
-            )
-            .await
+            s.form_as(name, &key, "/oauth/revoke", &[("token", token.as_str())])
+                .await
         }
     };
     let before = s.snapshot().await;

@@ -225,6 +225,25 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Posts `params` to `path` authenticated as agent `name` (private_key_jwt
+    /// with a fresh assertion).
+    pub async fn form_as(
+        &self,
+        name: &str,
+        key: &SigningKey,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let assertion = self.assertion(name, key);
+        let mut form = params.to_vec();
+        form.push((
+            "client_assertion_type",
+            agentauth_core::CLIENT_ASSERTION_TYPE,
+        ));
+        form.push(("client_assertion", &assertion));
+        self.form(path, &form).await
+    }
+
     /// A fresh client assertion for `name` addressed to the issuer.
     pub fn assertion(&self, name: &str, key: &SigningKey) -> String {
         ClientAssertionClaims::sign(key, &id(name), &self.url, random_b64(16), unix_now())
