@@ -1,0 +1,542 @@
+//! One decision: may this agent use this permission on this target, in this
+//! context, now; and must a person approve first.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::PolicyError;
+use crate::schema::action_group;
+use crate::set::PolicySet;
+
+/// What the registry knows of an agent, as the `Agent` entity's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentFacts {
+    /// The agent's name: its entity ID (`Agent::"billing"`).
+    pub name: String,
+    /// Its trust domain.
+    pub trust_domain: String,
+    /// Who is accountable for it.
+    pub owner: String,
+    /// Free-form labels from the registry.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Whether it was spawned for one task.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// The agent that spawned it, if ephemeral.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// What a permission is asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The agent that receives the request.
+    Agent(&'a AgentFacts),
+    /// A typed resource a route declares, served by `served_by`.
+    Resource {
+        /// The resource's ID, e.g. `invoice/42`.
+        id: &'a str,
+        /// Its kind, e.g. `invoice`.
+        kind: &'a str,
+        /// The agent serving it: the resource is `in` that agent.
+        served_by: &'a AgentFacts,
+    },
+}
+
+/// The UTC hour and ISO weekday (1 = Monday … 7 = Sunday) of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clock {
+    /// 0–23.
+    pub hour: i64,
+    /// 1–7, Monday first.
+    pub weekday: i64,
+}
+
+impl Clock {
+    /// The clock at a Unix time.
+    pub fn at_unix(secs: i64) -> Self {
+        let days = secs.div_euclid(86_400);
+        // 1970-01-01 was a Thursday (ISO 4).
+        let weekday = (days + 3).rem_euclid(7) + 1;
+        Self {
+            hour: secs.rem_euclid(86_400) / 3_600,
+            weekday,
+        }
+    }
+}
+
+/// The `context` record of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// The task's statement of intent.
+    #[serde(default)]
+    pub purpose: String,
+    /// The route's sensitivity; `unspecified` where no route is known.
+    #[serde(default = "unspecified")]
+    pub sensitivity: String,
+    /// How many actors delegated to reach this request.
+    #[serde(default)]
+    pub delegation_depth: i64,
+    /// The names of every agent in the token: subject and actors.
+    #[serde(default)]
+    pub chain: Vec<String>,
+    /// The task.
+    #[serde(default)]
+    pub txn: String,
+    /// The deployment environment, e.g. `production`.
+    #[serde(default)]
+    pub environment: String,
+    /// When the decision is made.
+    pub time: Clock,
+    /// The peer address of the request.
+    #[serde(default = "unknown_ip")]
+    pub client_ip: IpAddr,
+}
+
+fn unspecified() -> String {
+    "unspecified".into()
+}
+
+fn unknown_ip() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+
+/// One question for a policy set.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The agent presenting the token.
+    pub principal: &'a AgentFacts,
+    /// The permission asked for.
+    pub action: &'a str,
+    /// The agent or resource it is asked for.
+    pub target: Target<'a>,
+    /// The request context.
+    pub context: &'a RequestContext,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum Outcome {
+    /// A permit applies and no forbid does.
+    Permit,
+    /// Permitted once a person approves: a determining permit says
+    /// `@approval("required")`.
+    NeedsApproval {
+        /// The group named by `@approvers`, if any.
+        approvers: Option<String>,
+    },
+    /// A forbid applies, or no permit does.
+    Deny,
+}
+
+/// An outcome with the policies that determined it and any evaluation errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What was decided.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The IDs of the policies that determined it; empty for a default deny.
+    pub policies: Vec<String>,
+    /// Policies that failed to evaluate, with why.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    /// A sentence naming why a deny happened, for error descriptions.
+    pub fn denial_reason(&self) -> String {
+        if self.policies.is_empty() {
+            "no policy permits it".into()
+        } else {
+            format!("forbidden by policy {}", self.policies.join(", "))
+        }
+    }
+}
+
+impl PolicySet {
+    /// Decides one query. A forbid policy that fails to evaluate denies
+    /// (Cedar would skip it, which would fail open).
+    pub fn decide(&self, q: &Query<'_>) -> Result<Decision, PolicyError> {
+        let principal = agent_uid(&q.principal.name)?;
+        let action = action_uid(q.action)?;
+        let mut entities: HashMap<EntityUid, Entity> = HashMap::new();
+        let p = agent_entity(q.principal)?;
+        entities.insert(p.uid(), p);
+        let resource = match q.target {
+            Target::Agent(agent) => {
+                let e = agent_entity(agent)?;
+                let uid = e.uid();
+                entities.entry(uid.clone()).or_insert(e);
+                uid
+            }
+            Target::Resource {
+                id,
+                kind,
+                served_by,
+            } => {
+                let server = agent_entity(served_by)?;
+                let uid = uid("Resource", id)?;
+                let attrs = HashMap::from([(
+                    "kind".to_owned(),
+                    RestrictedExpression::new_string(kind.to_owned()),
+                )]);
+                let e = Entity::new(uid.clone(), attrs, HashSet::from([server.uid()]))
+                    .map_err(request_error)?;
+                entities.entry(server.uid()).or_insert(server);
+                entities.insert(uid.clone(), e);
+                uid
+            }
+        };
+        let mut action_parents = HashSet::new();
+        if let Some(group) = action_group(q.action) {
+            let g = action_uid(group)?;
+            entities.insert(g.clone(), Entity::with_uid(g.clone()));
+            action_parents.insert(g);
+        }
+        entities.insert(
+            action.clone(),
+            Entity::new_no_attrs(action.clone(), action_parents),
+        );
+        let entities =
+            Entities::from_entities(entities.into_values(), None).map_err(request_error)?;
+        let context = context(q.context)?;
+        let request =
+            Request::new(principal, action, resource, context, None).map_err(request_error)?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.cedar, &entities);
+        Ok(self.interpret(&response))
+    }
+
+    fn interpret(&self, response: &cedar_policy::Response) -> Decision {
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        let failed_forbids: Vec<String> = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    e.policy_id().to_string()
+                }
+            })
+            .filter(|id| self.summary(id).is_some_and(|s| s.effect == "forbid"))
+            .collect();
+        if !failed_forbids.is_empty() {
+            return Decision {
+                outcome: Outcome::Deny,
+                policies: failed_forbids,
+                errors,
+            };
+        }
+        let mut policies: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        policies.sort();
+        let outcome = match response.decision() {
+            cedar_policy::Decision::Deny => Outcome::Deny,
+            cedar_policy::Decision::Allow => {
+                let approving = policies
+                    .iter()
+                    .filter_map(|id| self.summary(id))
+                    .find(|s| s.approval);
+                match approving {
+                    Some(s) => Outcome::NeedsApproval {
+                        approvers: s.approvers.clone(),
+                    },
+                    None => Outcome::Permit,
+                }
+            }
+        };
+        Decision {
+            outcome,
+            policies,
+            errors,
+        }
+    }
+}
+
+fn request_error(e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Request(e.to_string())
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let kind = EntityTypeName::from_str(kind).map_err(request_error)?;
+    Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+}
+
+fn agent_uid(name: &str) -> Result<EntityUid, PolicyError> {
+    uid("Agent", name)
+}
+
+fn action_uid(permission: &str) -> Result<EntityUid, PolicyError> {
+    uid("Action", permission)
+}
+
+fn agent_entity(a: &AgentFacts) -> Result<Entity, PolicyError> {
+    let mut attrs = HashMap::from([
+        (
+            "name".to_owned(),
+            RestrictedExpression::new_string(a.name.clone()),
+        ),
+        (
+            "trust_domain".to_owned(),
+            RestrictedExpression::new_string(a.trust_domain.clone()),
+        ),
+        (
+            "owner".to_owned(),
+            RestrictedExpression::new_string(a.owner.clone()),
+        ),
+        (
+            "tags".to_owned(),
+            RestrictedExpression::new_set(
+                a.tags
+                    .iter()
+                    .map(|t| RestrictedExpression::new_string(t.clone())),
+            ),
+        ),
+        (
+            "ephemeral".to_owned(),
+            RestrictedExpression::new_bool(a.ephemeral),
+        ),
+    ]);
+    let mut parents = HashSet::new();
+    if let Some(parent) = &a.parent {
+        let p = agent_uid(parent)?;
+        attrs.insert(
+            "parent".to_owned(),
+            RestrictedExpression::new_entity_uid(p.clone()),
+        );
+        parents.insert(p);
+    }
+    Entity::new(agent_uid(&a.name)?, attrs, parents).map_err(request_error)
+}
+
+fn context(c: &RequestContext) -> Result<Context, PolicyError> {
+    let chain = c
+        .chain
+        .iter()
+        .map(|name| agent_uid(name).map(RestrictedExpression::new_entity_uid))
+        .collect::<Result<Vec<_>, _>>()?;
+    let time = RestrictedExpression::new_record([
+        (
+            "hour".to_owned(),
+            RestrictedExpression::new_long(c.time.hour),
+        ),
+        (
+            "weekday".to_owned(),
+            RestrictedExpression::new_long(c.time.weekday),
+        ),
+    ])
+    .map_err(request_error)?;
+    Context::from_pairs([
+        (
+            "purpose".to_owned(),
+            RestrictedExpression::new_string(c.purpose.clone()),
+        ),
+        (
+            "sensitivity".to_owned(),
+            RestrictedExpression::new_string(c.sensitivity.clone()),
+        ),
+        (
+            "delegation_depth".to_owned(),
+            RestrictedExpression::new_long(c.delegation_depth),
+        ),
+        ("chain".to_owned(), RestrictedExpression::new_set(chain)),
+        (
+            "txn".to_owned(),
+            RestrictedExpression::new_string(c.txn.clone()),
+        ),
+        (
+            "environment".to_owned(),
+            RestrictedExpression::new_string(c.environment.clone()),
+        ),
+        ("time".to_owned(), time),
+        (
+            "client_ip".to_owned(),
+            RestrictedExpression::new_ip(c.client_ip.to_string()),
+        ),
+    ])
+    .map_err(request_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::set::PolicyFile;
+
+    fn set(text: &str) -> PolicySet {
+        PolicySet::load(&[PolicyFile {
+            name: "t.cedar".into(),
+            text: text.into(),
+        }])
+        .expect("valid")
+    }
+
+    fn agent(name: &str) -> AgentFacts {
+        AgentFacts {
+            name: name.into(),
+            ..AgentFacts::default()
+        }
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            purpose: String::new(),
+            sensitivity: unspecified(),
+            delegation_depth: 0,
+            chain: vec!["caller".into()],
+            txn: String::new(),
+            environment: "dev".into(),
+            time: Clock::at_unix(0),
+            client_ip: unknown_ip(),
+        }
+    }
+
+    fn decide(
+        set: &PolicySet,
+        action: &str,
+        target: Target<'_>,
+        context: &RequestContext,
+    ) -> Decision {
+        set.decide(&Query {
+            principal: &agent("caller"),
+            action,
+            target,
+            context,
+        })
+        .expect("decision")
+    }
+
+    #[test]
+    fn forbid_overrides_permit() {
+        let s = set(
+            "@id(\"p\") permit (principal, action, resource);\n@id(\"f\") forbid (principal, action == Action::\"x:y\", resource);",
+        );
+        let target = agent("t");
+        assert_eq!(
+            decide(&s, "x:z", Target::Agent(&target), &ctx()).outcome,
+            Outcome::Permit
+        );
+        let d = decide(&s, "x:y", Target::Agent(&target), &ctx());
+        assert_eq!(
+            (d.outcome.clone(), d.policies.clone()),
+            (Outcome::Deny, vec!["f".to_owned()])
+        );
+        assert_eq!(d.denial_reason(), "forbidden by policy f");
+    }
+
+    #[test]
+    fn a_forbid_that_fails_to_evaluate_denies() {
+        let s = set(
+            "permit (principal, action, resource);\n@id(\"overflow\") forbid (principal, action, resource) when { context.delegation_depth * 9223372036854775807 > 0 };",
+        );
+        let target = agent("t");
+        let mut c = ctx();
+        c.delegation_depth = 2;
+        let d = decide(&s, "read", Target::Agent(&target), &c);
+        assert_eq!(d.outcome, Outcome::Deny);
+        assert_eq!(d.policies, ["overflow"]);
+        assert_eq!(d.errors.len(), 1);
+    }
+
+    #[test]
+    fn a_typed_resource_is_in_the_agent_serving_it() {
+        let s = set(
+            "permit (principal, action, resource in Agent::\"billing\") when { resource is Resource && resource.kind == \"invoice\" };",
+        );
+        let billing = agent("billing");
+        let other = agent("other");
+        let invoice = |served_by| Target::Resource {
+            id: "invoice/42",
+            kind: "invoice",
+            served_by,
+        };
+        assert_eq!(
+            decide(&s, "read", invoice(&billing), &ctx()).outcome,
+            Outcome::Permit
+        );
+        assert_eq!(
+            decide(&s, "read", invoice(&other), &ctx()).outcome,
+            Outcome::Deny
+        );
+        assert_eq!(
+            decide(&s, "read", Target::Agent(&billing), &ctx()).outcome,
+            Outcome::Deny
+        );
+    }
+
+    #[test]
+    fn the_chain_the_parent_and_the_client_ip_are_visible() {
+        let s = set(concat!(
+            "@id(\"chain\") permit (principal, action == Action::\"a\", resource) when { context.chain.contains(Agent::\"root\") };\n",
+            "@id(\"parent\") permit (principal in Agent::\"planner\", action == Action::\"b\", resource);\n",
+            "@id(\"ip\") permit (principal, action == Action::\"c\", resource) when { context.client_ip.isInRange(ip(\"10.0.0.0/8\")) };\n",
+        ));
+        let target = agent("t");
+        let mut c = ctx();
+        assert_eq!(
+            decide(&s, "a", Target::Agent(&target), &c).outcome,
+            Outcome::Deny
+        );
+        c.chain.push("root".into());
+        assert_eq!(
+            decide(&s, "a", Target::Agent(&target), &c).outcome,
+            Outcome::Permit
+        );
+
+        let mut child = agent("caller");
+        child.parent = Some("planner".into());
+        let d = s
+            .decide(&Query {
+                principal: &child,
+                action: "b",
+                target: Target::Agent(&target),
+                context: &c,
+            })
+            .expect("decision");
+        assert_eq!(d.outcome, Outcome::Permit);
+        assert_eq!(
+            decide(&s, "b", Target::Agent(&target), &c).outcome,
+            Outcome::Deny
+        );
+
+        assert_eq!(
+            decide(&s, "c", Target::Agent(&target), &c).outcome,
+            Outcome::Deny
+        );
+        c.client_ip = "10.1.2.3".parse().unwrap();
+        assert_eq!(
+            decide(&s, "c", Target::Agent(&target), &c).outcome,
+            Outcome::Permit
+        );
+    }
+
+    #[test]
+    fn the_clock_counts_iso_weekdays_from_the_epoch() {
+        assert_eq!(
+            Clock::at_unix(0),
+            Clock {
+                hour: 0,
+                weekday: 4
+            }
+        );
+        assert_eq!(
+            Clock::at_unix(4 * 86_400 + 3_600 * 23),
+            Clock {
+                hour: 23,
+                weekday: 1
+            }
+        );
+        assert_eq!(
+            Clock::at_unix(-1),
+            Clock {
+                hour: 23,
+                weekday: 3
+            }
+        );
+    }
+}

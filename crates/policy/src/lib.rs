@@ -1,0 +1,19 @@
+//! agentauth's policy-as-code: Cedar policy sets validated against the schema
+//! in `policies/schema.cedarschema`, and decisions for one permission at a
+//! time, with the policies that determined them and whether a person must
+//! approve first.
+//!
+//! Registry permissions stay the upper bound of what an agent may ever hold;
+//! a policy set decides, per request and context, what it may do now. Deny
+//! overrides permit, and no matching permit means deny.
+
+mod decision;
+mod error;
+mod schema;
+mod set;
+
+// The public interface is:
+pub use decision::{AgentFacts, Clock, Decision, Outcome, Query, RequestContext, Target};
+pub use error::{PolicyError, Problem};
+pub use schema::{SCHEMA, action_group};
+pub use set::{MAX_FILE_BYTES, MAX_FILES, PolicyFile, PolicySet, PolicySummary};
