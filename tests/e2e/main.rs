@@ -10,6 +10,7 @@ mod support;
 #[path = "../../examples/customer_agent.rs"]
 mod customer_agent;
 
+mod approval;
 mod cli;
 mod delegation;
 mod dpop;
@@ -18,4 +19,5 @@ mod feed;
 mod layer;
 mod lifecycle;
 mod oauth;
+mod policy;
 mod registry;

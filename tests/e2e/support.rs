@@ -212,6 +212,36 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Loads a policy set (file name, text) through the admin API.
+    pub async fn load_policies(
+        &self,
+        files: &[(&str, &str)],
+        activate: bool,
+    ) -> (StatusCode, Value) {
+        let files: Vec<Value> = files
+            .iter()
+            .map(|(name, text)| json!({"name": name, "text": text}))
+            .collect();
+        self.admin_json(
+            Method::POST,
+            "/v1/policies",
+            Some(json!({"files": files, "activate": activate})),
+        )
+        .await
+    }
+
+    /// Loads and activates `policies/examples/`; returns the version.
+    pub async fn activate_examples(&self) -> i64 {
+        let owned = example_policies();
+        let files: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let (status, body) = self.load_policies(&files, true).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["version"].as_i64().unwrap()
+    }
+
     /// Posts a form and returns status and JSON.
     pub async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> (StatusCode, Value) {
         let response = self
@@ -327,6 +357,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The files of `policies/examples/`, sorted by name.
+pub fn example_policies() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// What the store holds, for before/after comparisons.

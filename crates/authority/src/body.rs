@@ -10,7 +10,11 @@ use crate::AuthorityError;
 /// Largest body any authority endpoint reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-async fn read_bounded(req: Request, expected_type: &str) -> Result<bytes::Bytes, AuthorityError> {
+async fn read_bounded(
+    req: Request,
+    expected_type: &str,
+    limit: usize,
+) -> Result<bytes::Bytes, AuthorityError> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -22,21 +26,23 @@ async fn read_bounded(req: Request, expected_type: &str) -> Result<bytes::Bytes,
             "the body must be {expected_type}"
         )));
     }
-    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+    axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| AuthorityError::PayloadTooLarge(MAX_BODY_BYTES))
+        .map_err(|_| AuthorityError::PayloadTooLarge(limit))
 }
 
-/// A JSON body (`application/json`) parsed into `T`; unknown fields are
-/// refused when `T` says `deny_unknown_fields`.
+/// A JSON body (`application/json`) of at most `LIMIT` bytes parsed into
+/// `T`; unknown fields are refused when `T` says `deny_unknown_fields`.
 #[derive(Debug)]
-pub(crate) struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
+    for JsonBody<T, LIMIT>
+{
     type Rejection = AuthorityError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
-        let bytes = read_bounded(req, "application/json").await?;
+        let bytes = read_bounded(req, "application/json", LIMIT).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| AuthorityError::InvalidRequest(format!("the JSON body is invalid: {e}")))
@@ -52,7 +58,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
     type Rejection = AuthorityError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
-        let bytes = read_bounded(req, "application/x-www-form-urlencoded").await?;
+        let bytes = read_bounded(req, "application/x-www-form-urlencoded", MAX_BODY_BYTES).await?;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
             .map_err(|_| AuthorityError::InvalidRequest("the form body is malformed".into()))?;
         for (i, (name, _)) in pairs.iter().enumerate() {

@@ -26,6 +26,12 @@ pub struct Config {
     pub strict_client_assertion_audience: bool,
     /// Most actors a delegation chain (`act`) may name.
     pub max_delegation_depth: usize,
+    /// The deployment environment policies see as `context.environment`.
+    pub environment: String,
+    /// Seconds a request waiting for a person's approval stays valid.
+    pub approval_ttl_secs: i64,
+    /// Seconds an agent must wait between polls of a pending approval.
+    pub approval_interval_secs: i64,
 }
 
 impl Default for Config {
@@ -40,6 +46,9 @@ impl Default for Config {
             max_token_lifetime_secs: 3600,
             strict_client_assertion_audience: false,
             max_delegation_depth: 4,
+            environment: "development".into(),
+            approval_ttl_secs: 600,
+            approval_interval_secs: 5,
         }
     }
 }

@@ -51,9 +51,60 @@ pub enum AuthorityError {
     /// The body has the wrong content type.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A policy set does not parse or validate; each problem has a position.
+    #[error("{}", describe_problems(.0))]
+    InvalidPolicy(Vec<agentauth_policy::Problem>),
+    /// The active policy set cannot decide, so nothing is issued (fail closed).
+    #[error("{0}")]
+    PolicyUnavailable(String),
+    /// A person has not yet decided on the request (RFC 8628 §3.5 shape).
+    #[error("a person must approve this request; poll again with approval_id")]
+    AuthorizationPending {
+        /// The approval to poll with.
+        approval_id: String,
+        /// Seconds to wait between polls.
+        interval: i64,
+        /// Seconds until the approval expires.
+        expires_in: i64,
+    },
+    /// The agent polled sooner than `interval` after its last poll.
+    #[error("polling too fast: wait at least {interval} seconds between polls")]
+    SlowDown {
+        /// Seconds to wait between polls.
+        interval: i64,
+    },
+    /// A person denied the request.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The approval expired before anyone decided, or before the token was collected.
+    #[error("{0}")]
+    ExpiredToken(String),
+    /// The approval does not belong to this request, or was already used.
+    #[error("{0}")]
+    InvalidGrant(String),
     /// Something broke on our side; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+}
+
+fn describe_problems(problems: &[agentauth_policy::Problem]) -> String {
+    match problems {
+        [] => "the policy set is invalid".into(),
+        [one] => format!("the policy set is invalid: {one}"),
+        [first, rest @ ..] => format!(
+            "the policy set is invalid: {first} (and {} more problems)",
+            rest.len()
+        ),
+    }
+}
+
+impl From<agentauth_policy::PolicyError> for AuthorityError {
+    fn from(e: agentauth_policy::PolicyError) -> Self {
+        match e {
+            agentauth_policy::PolicyError::Invalid(problems) => Self::InvalidPolicy(problems),
+            other => Self::InvalidRequest(other.to_string()),
+        }
+    }
 }
 
 impl AuthorityError {
@@ -84,7 +135,42 @@ impl AuthorityError {
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
             }
+            Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
+            Self::PolicyUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+            Self::AuthorizationPending { .. } => (StatusCode::BAD_REQUEST, "authorization_pending"),
+            Self::SlowDown { .. } => (StatusCode::BAD_REQUEST, "slow_down"),
+            Self::AccessDenied(_) => (StatusCode::BAD_REQUEST, "access_denied"),
+            Self::ExpiredToken(_) => (StatusCode::BAD_REQUEST, "expired_token"),
+            Self::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        }
+    }
+
+    /// Whether this only says "not yet" to a polling agent (nothing to audit).
+    pub fn is_pending(&self) -> bool {
+        matches!(
+            self,
+            Self::AuthorizationPending { .. } | Self::SlowDown { .. }
+        )
+    }
+
+    /// Members the error body carries beyond `error` and `error_description`.
+    fn extra(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::InvalidPolicy(problems) => Some(json!({ "problems": problems })),
+            Self::AuthorizationPending {
+                approval_id,
+                interval,
+                expires_in,
+            } => Some(json!({
+                "approval_id": approval_id,
+                "interval": interval,
+                "expires_in": expires_in,
+            })),
+            Self::SlowDown { interval } => Some(json!({ "interval": interval })),
+            _ => None,
         }
     }
 }
@@ -98,6 +184,7 @@ impl From<agentauth_store::StoreError> for AuthorityError {
             StoreError::ReplayedAssertion => {
                 Self::InvalidClient("the client assertion was already used".into())
             }
+            StoreError::Stale(why) => Self::Conflict(why),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -109,11 +196,13 @@ impl IntoResponse for AuthorityError {
         if let Self::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let mut response = (
-            status,
-            Json(json!({"error": code, "error_description": self.to_string()})),
-        )
-            .into_response();
+        let mut body = json!({"error": code, "error_description": self.to_string()});
+        if let (Some(extra), Some(map)) = (self.extra(), body.as_object_mut())
+            && let Some(more) = extra.as_object()
+        {
+            map.extend(more.clone());
+        }
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {

@@ -3,6 +3,7 @@
 //! hash-chained audit log, served over HTTP with axum.
 
 mod admin;
+mod approval;
 mod audit;
 mod body;
 mod client_auth;
@@ -12,6 +13,7 @@ mod error;
 mod files;
 mod keys;
 mod oauth;
+mod policy;
 mod registry;
 mod revocation;
 mod server;

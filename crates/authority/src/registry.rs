@@ -56,6 +56,9 @@ pub(crate) struct NewAgent {
     /// Seconds until the agent stops working: optional for the admin,
     /// required (1 to [`MAX_SPAWN_SECS`]) for a spawning agent.
     expires_in: Option<i64>,
+    /// Labels policies can test; a spawned agent always has its parent's.
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// Body of `PATCH /v1/agents/{name}`.
@@ -66,6 +69,7 @@ pub(crate) struct AgentPatch {
     description: Option<String>,
     status: Option<AgentStatus>,
     bearer_allowed: Option<bool>,
+    tags: Option<Vec<String>>,
 }
 
 /// The JSON view of a registry entry.
@@ -86,6 +90,7 @@ pub(crate) fn view(agent: &AgentRow) -> Value {
         "bearer_allowed": agent.bearer_allowed,
         "expires_at": agent.expires_at,
         "parent": agent.parent,
+        "tags": agent.tags,
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
     })
@@ -104,6 +109,37 @@ fn permissions(list: &[String]) -> Result<Vec<String>, AuthorityError> {
     let scope = Scope::from_strs(list.iter().map(String::as_str))
         .map_err(|e| AuthorityError::InvalidRequest(format!("permissions: {e}")))?;
     Ok(scope.to_vec())
+}
+
+/// Most tags one agent may have.
+const MAX_TAGS: usize = 32;
+
+/// Tags: at most [`MAX_TAGS`], each 1–64 characters from `[A-Za-z0-9-_.:/]`,
+/// sorted and without duplicates.
+fn tags(list: &[String]) -> Result<Vec<String>, AuthorityError> {
+    if list.len() > MAX_TAGS {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "an agent may have at most {MAX_TAGS} tags"
+        )));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for tag in list {
+        let ok = !tag.is_empty()
+            && tag.len() <= 64
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+        if !ok {
+            let shown: String = tag.chars().take(40).collect();
+            return Err(AuthorityError::InvalidRequest(format!(
+                "tag \"{shown}\" must be 1 to 64 characters from [A-Za-z0-9-_.:/]"
+            )));
+        }
+        out.push(tag.clone());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 fn agent_name(name: &str) -> Result<AgentName, AuthorityError> {
@@ -204,6 +240,7 @@ pub(crate) async fn create(
     bounded_text("description", &new.description)?;
     bounded_text("owner", &new.owner)?;
     let permissions = permissions(&new.permissions)?;
+    let mut tags = tags(&new.tags)?;
     let key = PublicJwk::from_json(&new.public_jwk)
         .map_err(|e| AuthorityError::InvalidRequest(format!("public_jwk: {e}")))?;
     let now = unix_now();
@@ -228,6 +265,12 @@ pub(crate) async fn create(
         }
         Registrar::Parent(parent) => {
             let expires_at = spawn_rules(parent, &new, &permissions, now)?;
+            if !tags.is_empty() && tags != parent.tags {
+                return Err(AuthorityError::InvalidRequest(
+                    "a spawned agent has its parent's tags: leave \"tags\" out".into(),
+                ));
+            }
+            tags.clone_from(&parent.tags);
             let mut audit = event("agent.spawned", &parent.id, &id, Decision::Allow);
             audit.reason = format!(
                 "ephemeral agent spawned by {}, expires at {expires_at} (in {} s)",
@@ -253,6 +296,7 @@ pub(crate) async fn create(
         bearer_allowed: new.bearer_allowed,
         expires_at,
         parent,
+        tags,
         created_at: now,
         updated_at: now,
     };
@@ -299,9 +343,11 @@ pub(crate) async fn update(
         && patch.description.is_none()
         && patch.status.is_none()
         && patch.bearer_allowed.is_none()
+        && patch.tags.is_none()
     {
         return Err(AuthorityError::InvalidRequest(
-            "nothing to change: give permissions, description or status".into(),
+            "nothing to change: give permissions, description, status, bearer_allowed or tags"
+                .into(),
         ));
     }
     let name = agent_name(&name)?;
@@ -313,6 +359,7 @@ pub(crate) async fn update(
         description: patch.description,
         status: patch.status,
         bearer_allowed: patch.bearer_allowed,
+        tags: patch.tags.as_deref().map(tags).transpose()?,
         now: unix_now(),
     };
     let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
@@ -342,6 +389,9 @@ fn describe(update: &AgentUpdate) -> String {
     }
     if let Some(bearer) = update.bearer_allowed {
         changed.push(format!("bearer_allowed={bearer}"));
+    }
+    if let Some(tags) = &update.tags {
+        changed.push(format!("tags={}", tags.join(",")));
     }
     format!("changed {}", changed.join(", "))
 }
@@ -418,6 +468,7 @@ mod tests {
             bearer_allowed: false,
             expires_at,
             parent: None,
+            tags: vec![],
             created_at: 0,
             updated_at: 0,
         }
@@ -432,6 +483,7 @@ mod tests {
             public_jwk: json!({}),
             bearer_allowed: false,
             expires_in,
+            tags: vec![],
         }
     }
 

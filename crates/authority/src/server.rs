@@ -19,8 +19,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::keys::{KeyRing, MasterKey};
 use crate::{
-    AdminCredential, AuthorityError, Config, audit, delegation, files, oauth, registry, revocation,
-    task,
+    AdminCredential, AuthorityError, Config, approval, audit, delegation, files, oauth, policy,
+    registry, revocation, task,
 };
 
 /// Longest any request may take, so slow clients cannot hold handlers forever.
@@ -39,6 +39,8 @@ pub(crate) struct State {
     pub(crate) feed: revocation::Notifier,
     /// Request-signature nonces and DPoP `jti`s seen by this replica's API.
     pub(crate) nonces: agentauth_core::NonceCache,
+    /// The policy set this replica decides with.
+    pub(crate) policy: policy::PolicyState,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -67,6 +69,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
     purger: JoinHandle<()>,
+    refresher: JoinHandle<()>,
 }
 
 impl Running {
@@ -75,6 +78,7 @@ impl Running {
         let _ = self.stop.send(());
         let _ = self.task.await;
         self.purger.abort();
+        self.refresher.abort();
     }
 }
 
@@ -83,6 +87,11 @@ impl Running {
 pub async fn start(config: Config, master_key: Option<String>) -> Result<Running, AuthorityError> {
     let trust_domain = TrustDomain::new(&config.trust_domain)
         .map_err(|e| AuthorityError::InvalidRequest(format!("configuration: {e}")))?;
+    if config.approval_ttl_secs < 1 || config.approval_interval_secs < 1 {
+        return Err(AuthorityError::InvalidRequest(
+            "configuration: approval_ttl_secs and approval_interval_secs must be at least 1".into(),
+        ));
+    }
     if config.token_lifetime_secs < 1 || config.max_token_lifetime_secs < config.token_lifetime_secs
     {
         return Err(AuthorityError::InvalidRequest(
@@ -119,21 +128,27 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         authority_id,
         feed: revocation::Notifier::new(),
         nonces: agentauth_core::NonceCache::default(),
+        policy: policy::PolicyState::new(),
     });
+    policy::refresh(&state).await?;
     revocation::spawn_watcher(Arc::downgrade(&state));
+    let refresher = policy::spawn_refresher(Arc::downgrade(&state));
     let closer = state.clone();
 
     let purger = spawn_purger(state.store.clone());
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-                // Open revocation streams would keep the graceful shutdown waiting.
-                closer.feed.close();
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+            // Open revocation streams would keep the graceful shutdown waiting.
+            closer.feed.close();
+        })
+        .await
     });
     tracing::info!(%addr, %issuer, "agentauth authority listening");
     Ok(Running {
@@ -143,6 +158,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         stop,
         task,
         purger,
+        refresher,
     })
 }
 
@@ -177,6 +193,16 @@ fn router(state: AppState) -> Router {
         .route("/v1/revocations/stream", get(revocation::stream))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/events", post(audit::ingest))
+        .route("/v1/policies", post(policy::load).get(policy::list))
+        .route("/v1/policies/test", post(policy::dry_run))
+        .route("/v1/policies/{version}", get(policy::show))
+        .route("/v1/policies/{version}/activate", post(policy::activate))
+        .route("/v1/policy", get(policy::distribution))
+        .route("/v1/policy/agents/{name}", get(policy::agent_facts))
+        .route("/v1/approvals", get(approval::list))
+        .route("/v1/approvals/{id}", get(approval::show))
+        .route("/v1/approvals/{id}/approve", post(approval::approve))
+        .route("/v1/approvals/{id}/deny", post(approval::deny))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use agentauth_authority::ADMIN_TOKEN_FILE;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 /// Where the authority is and how to prove admin rights.
@@ -39,6 +39,18 @@ impl Connection {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        self.admin_answer(method, path, body).await?.into_json()
+    }
+
+    /// Calls the admin API and returns its answer whatever the status, for
+    /// callers that read an error's body; fails only when the authority
+    /// cannot be reached or there is no admin credential.
+    pub(crate) async fn admin_answer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.authority.trim_end_matches('/'));
         let mut request = reqwest::Client::new()
             .request(method, &url)
@@ -52,20 +64,41 @@ impl Connection {
             .with_context(|| format!("cannot reach the authority at {}", self.authority))?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let detail: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, text })
+    }
+}
+
+/// One answer of the admin API, successful or not.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The HTTP status.
+    pub(crate) status: StatusCode,
+    /// The body as sent.
+    text: String,
+}
+
+impl Answer {
+    /// The body of a refusal as JSON (`Null` when it is not JSON); `None` on success.
+    pub(crate) fn refusal(&self) -> Option<Value> {
+        (!self.status.is_success()).then(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    }
+
+    /// The JSON answer, or the authority's error as one line.
+    pub(crate) fn into_json(self) -> anyhow::Result<Value> {
+        if let Some(detail) = self.refusal() {
             let code = detail["error"].as_str().unwrap_or("error");
             let description = detail["error_description"]
                 .as_str()
-                .unwrap_or(text.as_str());
+                .unwrap_or(self.text.as_str());
             bail!(
                 "the authority refused ({} {code}): {description}",
-                status.as_u16()
+                self.status.as_u16()
             );
         }
-        if text.is_empty() {
+        if self.text.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| anyhow!("the authority sent invalid JSON: {e}"))
+        serde_json::from_str(&self.text)
+            .map_err(|e| anyhow!("the authority sent invalid JSON: {e}"))
     }
 }

@@ -1,10 +1,13 @@
 //! The `agentauth` command line. One binary runs the authority (`serve`),
-//! administers it (`agent`, `token`, `audit`) and demonstrates it (`demo`).
+//! administers it (`agent`, `token`, `revoke`, `audit`, `policy`,
+//! `approvals`) and demonstrates it (`demo`).
 
 mod admin_client;
 mod agent;
+mod approvals;
 mod audit;
 mod demo;
+mod policy;
 mod revoke;
 mod serve;
 mod token;
@@ -44,6 +47,12 @@ enum Command {
     /// Verify, read and export the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Load, list, show, diff, activate and dry-run versioned Cedar policy sets.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// List, approve and deny token requests that wait for a person's approval.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Run the two-agent scenario end to end over real HTTP and report each step.
     Demo(demo::DemoArgs),
 }
@@ -67,6 +76,8 @@ pub fn main() -> ExitCode {
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Token(cmd) => token::run(cmd).await,
             Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Policy(cmd) => policy::run(cmd).await,
+            Command::Approvals(cmd) => approvals::run(cmd).await,
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Demo(args) => demo::run(args).await,
         }

@@ -39,6 +39,15 @@ pub(crate) struct ServeArgs {
     /// Most actors a delegation chain may name [default: 4].
     #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH")]
     max_delegation_depth: Option<usize>,
+    /// Deployment environment that policies see as context.environment [default: development].
+    #[arg(long, env = "AGENTAUTH_ENVIRONMENT")]
+    environment: Option<String>,
+    /// Seconds a request waiting for approval stays valid [default: 600].
+    #[arg(long, env = "AGENTAUTH_APPROVAL_TTL_SECS")]
+    approval_ttl_secs: Option<i64>,
+    /// Seconds an agent must wait between polls of a pending approval [default: 5].
+    #[arg(long, env = "AGENTAUTH_APPROVAL_INTERVAL_SECS")]
+    approval_interval_secs: Option<i64>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -93,6 +102,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_delegation_depth {
             config.max_delegation_depth = v;
+        }
+        if let Some(v) = &self.environment {
+            config.environment.clone_from(v);
+        }
+        if let Some(v) = self.approval_ttl_secs {
+            config.approval_ttl_secs = v;
+        }
+        if let Some(v) = self.approval_interval_secs {
+            config.approval_interval_secs = v;
         }
         Ok(config)
     }

@@ -16,4 +16,4 @@ mod set;
 pub use decision::{AgentFacts, Clock, Decision, Outcome, Query, RequestContext, Target};
 pub use error::{PolicyError, Problem};
 pub use schema::{SCHEMA, action_group};
-pub use set::{MAX_FILE_BYTES, MAX_FILES, PolicyFile, PolicySet, PolicySummary};
+pub use set::{MAX_FILE_BYTES, MAX_FILES, MAX_SET_BYTES, PolicyFile, PolicySet, PolicySummary};

@@ -13,9 +13,11 @@ use crate::error::{PolicyError, Problem};
 use crate::schema::with_actions;
 
 /// Most files one policy set may have.
-pub const MAX_FILES: usize = 256;
+pub const MAX_FILES: usize = 128;
 /// Largest single policy file.
 pub const MAX_FILE_BYTES: usize = 256 * 1024;
+/// Largest policy set, all files together.
+pub const MAX_SET_BYTES: usize = 1024 * 1024;
 
 /// One `.cedar` file of a policy set, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +152,12 @@ fn check_files(files: &[PolicyFile]) -> Result<(), PolicyError> {
         problems.push(Problem::whole(
             "(set)",
             format!("a policy set may have at most {MAX_FILES} files"),
+        ));
+    }
+    if files.iter().map(|f| f.text.len()).sum::<usize>() > MAX_SET_BYTES {
+        problems.push(Problem::whole(
+            "(set)",
+            format!("a policy set may have at most {MAX_SET_BYTES} bytes of policy text"),
         ));
     }
     let mut seen = HashSet::new();

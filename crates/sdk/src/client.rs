@@ -55,7 +55,33 @@ struct OAuthError {
     error: String,
     #[serde(default)]
     error_description: String,
+    #[serde(default)]
+    approval_id: Option<String>,
+    #[serde(default)]
+    interval: Option<i64>,
+    #[serde(default)]
+    expires_in: Option<i64>,
 }
+
+/// A token request that waits for a person's approval (`authorization_pending`).
+/// Pass it to [`Client::wait_for_approval`], which repeats the same request
+/// with the `approval_id` until a person decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    /// What the authority calls the approval; people decide on it by this ID.
+    pub approval_id: String,
+    /// Seconds to wait between polls.
+    pub interval: i64,
+    /// When the approval expires, seconds since the epoch (by our clock).
+    pub expires_at: i64,
+    /// The original token request, repeated on each poll.
+    form: Vec<(String, String)>,
+    /// Where the token goes in the cache once issued.
+    cache_key: Option<(String, String)>,
+}
+
+/// Longest pause between polls, whatever `slow_down` asks.
+const MAX_POLL_INTERVAL_SECS: i64 = 60;
 
 /// An agent's client: its identity and private key, the authority it trusts,
 /// and a token cache keyed by (audience, scope).
@@ -128,7 +154,13 @@ impl Client {
         {
             return Ok(hit.clone());
         }
-        let fresh = self.fetch_token(audience, &scope, None).await?;
+        let fresh = match self.fetch_token(audience, &scope, None).await {
+            Err(SdkError::ApprovalPending(mut pending)) => {
+                pending.cache_key = Some(key);
+                return Err(SdkError::ApprovalPending(pending));
+            }
+            other => other?,
+        };
         self.inner
             .cache
             .lock()
@@ -181,8 +213,70 @@ impl Client {
         self.token_request(form).await
     }
 
+    /// Waits for a person to decide on `pending`: repeats the token request
+    /// with its `approval_id` every `interval` seconds (longer after a
+    /// `slow_down`) until the token is issued, the request is denied
+    /// ([`SdkError::ApprovalDenied`]), the approval expires
+    /// ([`SdkError::ApprovalExpired`]) or `give_up_after` passes
+    /// ([`SdkError::ApprovalTimedOut`]). A token fetched through
+    /// [`Client::token`] or [`Client::call`] is cached as usual.
+    pub async fn wait_for_approval(
+        &self,
+        pending: &PendingApproval,
+        give_up_after: std::time::Duration,
+    ) -> Result<AccessToken, SdkError> {
+        let deadline = tokio::time::Instant::now() + give_up_after;
+        let mut interval = pending.interval.clamp(1, MAX_POLL_INTERVAL_SECS);
+        let mut form: Vec<(&str, &str)> = pending
+            .form
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        form.push(("approval_id", pending.approval_id.as_str()));
+        loop {
+            let pause = std::time::Duration::from_secs(interval as u64);
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(SdkError::ApprovalTimedOut(pending.approval_id.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            match self.token_request(form.clone()).await {
+                Ok(token) => {
+                    if let Some(key) = &pending.cache_key {
+                        self.inner
+                            .cache
+                            .lock()
+                            .expect("lock")
+                            .insert(key.clone(), token.clone());
+                    }
+                    return Ok(token);
+                }
+                Err(SdkError::ApprovalPending(_)) => {}
+                Err(SdkError::TokenRefused {
+                    error, description, ..
+                }) => match error.as_str() {
+                    "slow_down" => interval = (interval + 5).min(MAX_POLL_INTERVAL_SECS),
+                    "access_denied" => return Err(SdkError::ApprovalDenied(description)),
+                    "expired_token" => return Err(SdkError::ApprovalExpired(description)),
+                    _ => {
+                        return Err(SdkError::TokenRefused {
+                            status: 400,
+                            error,
+                            description,
+                        });
+                    }
+                },
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
     /// Posts a token request authenticated with a fresh client assertion.
     async fn token_request(&self, mut form: Vec<(&str, &str)>) -> Result<AccessToken, SdkError> {
+        let original: Vec<(String, String)> = form
+            .iter()
+            .filter(|(k, _)| *k != "approval_id")
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let metadata = self.metadata().await?;
         let now = unix_now();
         let assertion = ClientAssertionClaims::sign(
@@ -215,6 +309,17 @@ impl Client {
         if !status.is_success() {
             let err: OAuthError = serde_json::from_slice(&body)
                 .map_err(|_| SdkError::Authority(format!("token endpoint answered {status}")))?;
+            if let ("authorization_pending", Some(approval_id)) =
+                (err.error.as_str(), err.approval_id.clone())
+            {
+                return Err(SdkError::ApprovalPending(PendingApproval {
+                    approval_id,
+                    interval: err.interval.unwrap_or(5),
+                    expires_at: now + err.expires_in.unwrap_or(0),
+                    form: original,
+                    cache_key: None,
+                }));
+            }
             return Err(SdkError::TokenRefused {
                 status: status.as_u16(),
                 error: err.error,

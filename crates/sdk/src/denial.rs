@@ -30,6 +30,9 @@ pub enum Check {
     RevocationFeed,
     /// The route's permission is in the token's scope.
     Permission,
+    /// The authority's active policy set permits the permission in this
+    /// request's context.
+    Policy,
     /// The body fits the layer's bound.
     BodySize,
 }
@@ -48,6 +51,7 @@ impl Check {
             Self::Revocation => "revocation",
             Self::RevocationFeed => "revocation_feed",
             Self::Permission => "permission",
+            Self::Policy => "policy",
             Self::BodySize => "body_size",
         }
     }
@@ -74,11 +78,11 @@ impl Denial {
         }
     }
 
-    /// 403 for a missing permission, 503 for a stale revocation list, 401
+    /// 403 for a missing permission or a policy denial, 503 for a stale revocation list, 401
     /// for everything else.
     pub fn status(&self) -> StatusCode {
         match self.check {
-            Check::Permission => StatusCode::FORBIDDEN,
+            Check::Permission | Check::Policy => StatusCode::FORBIDDEN,
             Check::BodySize => StatusCode::PAYLOAD_TOO_LARGE,
             Check::RevocationFeed => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
@@ -90,7 +94,7 @@ impl Denial {
     pub fn error_code(&self) -> &'static str {
         match self.check {
             Check::TokenPresent | Check::BodySize => "invalid_request",
-            Check::Permission => "insufficient_scope",
+            Check::Permission | Check::Policy => "insufficient_scope",
             Check::RevocationFeed => "temporarily_unavailable",
             _ => "invalid_token",
         }

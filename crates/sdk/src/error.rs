@@ -17,6 +17,19 @@ pub enum SdkError {
         /// The authority's explanation.
         description: String,
     },
+    /// A person must approve the request first: wait with
+    /// [`crate::Client::wait_for_approval`].
+    #[error("the token request waits for a person's approval ({})", .0.approval_id)]
+    ApprovalPending(crate::PendingApproval),
+    /// A person denied the request.
+    #[error("a person denied the token request: {0}")]
+    ApprovalDenied(String),
+    /// Nobody decided before the approval expired.
+    #[error("the approval expired before anyone decided: {0}")]
+    ApprovalExpired(String),
+    /// Waiting for an approval took longer than the caller allowed.
+    #[error("gave up waiting for approval {0}")]
+    ApprovalTimedOut(String),
     /// The client itself refused: the agent does not hold the permission.
     #[error("this agent does not hold \"{0}\"; refusing before sending")]
     PermissionNotHeld(String),

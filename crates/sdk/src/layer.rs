@@ -15,6 +15,7 @@ use http::request::Parts;
 use tower::{Layer, Service};
 
 use crate::audit::Event;
+use crate::policy::RouteContext;
 use crate::{Check, Denial, VerifiedAgent, Verifier};
 
 /// Largest request body the layer reads to check its digest.
@@ -26,6 +27,7 @@ pub struct AuthLayer {
     verifier: Verifier,
     required: Option<String>,
     fail_closed: bool,
+    route: RouteContext,
 }
 
 impl AuthLayer {
@@ -34,7 +36,23 @@ impl AuthLayer {
             verifier,
             required,
             fail_closed: false,
+            route: RouteContext::default(),
         }
+    }
+
+    /// Tells policies how sensitive this route is (`context.sensitivity`,
+    /// e.g. `high`); `unspecified` otherwise.
+    pub fn sensitivity(mut self, sensitivity: &str) -> Self {
+        self.route.sensitivity = Some(sensitivity.to_owned());
+        self
+    }
+
+    /// Declares the typed resource this route serves: policies see
+    /// `Resource::"<request path>"` of this `kind`, in this agent, instead of
+    /// the agent itself.
+    pub fn resource(mut self, kind: &str) -> Self {
+        self.route.resource_kind = Some(kind.to_owned());
+        self
     }
 
     /// Refuses requests (503, [`Check::RevocationFeed`]) while the revocation
@@ -55,6 +73,7 @@ impl<S> Layer<S> for AuthLayer {
             verifier: self.verifier.clone(),
             required: self.required.clone(),
             fail_closed: self.fail_closed,
+            route: self.route.clone(),
         }
     }
 }
@@ -66,6 +85,7 @@ pub struct AuthService<S> {
     verifier: Verifier,
     required: Option<String>,
     fail_closed: bool,
+    route: RouteContext,
 }
 
 impl<S> Service<Request<Body>> for AuthService<S>
@@ -88,6 +108,7 @@ where
         let verifier = self.verifier.clone();
         let required = self.required.clone();
         let fail_closed = self.fail_closed;
+        let route_context = self.route.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let route = format!("{} {}", parts.method, parts.uri.path());
@@ -111,6 +132,7 @@ where
                         token.as_deref(),
                         required.as_deref(),
                         fail_closed,
+                        &route_context,
                     )
                     .await
                 }
@@ -144,7 +166,8 @@ where
     }
 }
 
-/// The checks in order: token present, then the verifier's checks, then the permission.
+/// The checks in order: token present, then the verifier's checks, then the
+/// permission, then the local policy decision with the request's context.
 async fn authorize(
     verifier: &Verifier,
     parts: &Parts,
@@ -152,6 +175,7 @@ async fn authorize(
     token: Result<&str, &Denial>,
     required: Option<&str>,
     fail_closed: bool,
+    route: &RouteContext,
 ) -> Result<VerifiedAgent, Denial> {
     let token = token.map_err(Clone::clone)?;
     let agent = verifier
@@ -166,6 +190,11 @@ async fn authorize(
         );
         d.required = Some(permission.to_owned());
         return Err(d);
+    }
+    if let Some(permission) = required {
+        verifier
+            .check_policy(&agent, permission, route, parts)
+            .await?;
     }
     Ok(agent)
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`Client`] holds the agent's private key, authenticates to the authority
 //!   with private_key_jwt, caches tokens per (audience, scope) and sends
-//!   requests with them.
+//!   requests with them. A request that needs a person's approval comes back
+//!   as [`SdkError::ApprovalPending`]; [`Client::wait_for_approval`] polls
+//!   until it is decided.
 //! - [`Verifier`] checks incoming tokens offline against the authority's JWKS
 //!   and a revocation list that follows the authority's revocation stream
 //!   (polling as the fallback); [`Verifier::require`] turns it into a tower
@@ -17,11 +19,12 @@ mod discovery;
 mod error;
 mod feed;
 mod layer;
+mod policy;
 mod revocation;
 mod verifier;
 
 // The public interface is:
-pub use client::{AccessToken, Client};
+pub use client::{AccessToken, Client, PendingApproval};
 pub use delegation::OnBehalfOf;
 pub use denial::{Check, Denial};
 pub use discovery::Metadata;

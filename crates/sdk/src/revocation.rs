@@ -62,6 +62,8 @@ impl RevocationList {
                 ("key", "revoke") => {
                     self.keys.insert(e.subject.clone());
                 }
+                // A policy set version was activated: the verifier refetches it.
+                ("policy", _) => {}
                 _ => {
                     tracing::warn!(kind = %e.kind, action = %e.action, "unknown revocation entry ignored")
                 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditSink;
 use crate::feed::{self, Health};
+use crate::policy::{PolicyView, RouteContext};
 use crate::revocation::{Entry, Page, RevocationList};
 use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
 
@@ -50,6 +51,8 @@ pub struct VerifierConfig {
     /// `https://customer.example`), which request signatures cover; unset means
     /// `http://` plus the request's Host header.
     pub public_origin: Option<String>,
+    /// The deployment environment policies see as `context.environment`.
+    pub environment: String,
 }
 
 impl VerifierConfig {
@@ -63,6 +66,7 @@ impl VerifierConfig {
             revocation_poll: Duration::from_secs(2),
             feed_grace: Duration::from_secs(10),
             public_origin: None,
+            environment: "development".into(),
         }
     }
 }
@@ -117,6 +121,8 @@ pub(crate) struct Inner {
     _alive: watch::Sender<()>,
     audit: RwLock<Option<AuditSink>>,
     nonces: NonceCache,
+    /// The authority's active policy set and the agent facts it needs.
+    pub(crate) policy: Arc<PolicyView>,
 }
 
 struct Keys {
@@ -151,8 +157,13 @@ impl Verifier {
             _alive: alive,
             audit: RwLock::new(None),
             nonces: NonceCache::default(),
+            policy: Arc::new(PolicyView::new()),
         });
         poll_revocations(&inner).await?;
+        inner
+            .policy
+            .refresh(&inner.http, &inner.config.authority_url)
+            .await?;
         spawn_poller(Arc::downgrade(&inner));
         feed::spawn(Arc::downgrade(&inner), alive_rx);
         Ok(Self { inner })
@@ -178,6 +189,37 @@ impl Verifier {
     /// trusting a revocation list that may be stale. For sensitive routes.
     pub fn require_fresh(&self, permission: &str) -> AuthLayer {
         self.require(permission).fail_closed()
+    }
+
+    /// The version of the authority's policy set this verifier decides with;
+    /// `None` while no set is active.
+    pub fn policy_version(&self) -> Option<i64> {
+        self.inner.policy.version()
+    }
+
+    /// The local policy decision for `permission` with the request's context
+    /// (the last check of the layer).
+    pub(crate) async fn check_policy(
+        &self,
+        agent: &VerifiedAgent,
+        permission: &str,
+        route: &RouteContext,
+        parts: &Parts,
+    ) -> Result<(), Denial> {
+        let inner = &self.inner;
+        inner
+            .policy
+            .check(
+                &inner.http,
+                &inner.config.authority_url,
+                &inner.config.audience,
+                &inner.config.environment,
+                &agent.claims,
+                permission,
+                route,
+                parts,
+            )
+            .await
     }
 
     /// Whether the revocation list is known to be current: the revocation
@@ -414,11 +456,17 @@ async fn fetch_jwks(
 impl Inner {
     /// Applies feed entries (from the stream or a poll) and tells waiters.
     pub(crate) fn apply_revocations(&self, entries: &[Entry]) {
-        let last = {
+        let (last, announced) = {
             let mut list = self.revocations.write().expect("lock");
+            let before = list.last_seq;
             list.apply(entries);
-            list.last_seq
+            let announced = entries.iter().any(|e| e.kind == "policy" && e.seq > before);
+            (list.last_seq, announced)
         };
+        if announced {
+            self.policy
+                .refresh_soon(self.http.clone(), self.config.authority_url.clone());
+        }
         self.applied.send_if_modified(|seen| {
             let newer = last > *seen;
             *seen = (*seen).max(last);

@@ -10,6 +10,10 @@ pub enum StoreError {
     /// The named record does not exist.
     #[error("{0} was not found")]
     NotFound(String),
+    /// The record is no longer in a state that allows the change (decided,
+    /// used or expired).
+    #[error("{0}")]
+    Stale(String),
     /// A client assertion `jti` was presented a second time.
     #[error("the client assertion was already used")]
     ReplayedAssertion,

@@ -22,8 +22,9 @@ use async_trait::async_trait;
 // The public interface is:
 pub use error::StoreError;
 pub use model::{
-    AgentRow, AgentStatus, AgentUpdate, AuditFilter, DelegationRow, IssuedToken, RevocationAction,
-    RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
+    AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRow, ApprovalStatus, AuditFilter,
+    DelegationRow, IssuedToken, PolicySetRow, RevocationAction, RevocationKind, RevocationRow,
+    SigningKeyRow, UsedAssertion,
 };
 pub use postgres::PgStore;
 pub use scratch::{DEFAULT_TEST_DATABASE_URL, ScratchDatabase};
@@ -74,11 +75,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()>;
-    /// Records an issued token together with the single use of its client assertion.
+    /// Records an issued token together with the single use of its client
+    /// assertion and, if given, of the approval it was issued under: an
+    /// approval that is not `approved` and unexpired at `token.issued_at`
+    /// fails the whole call with [`StoreError::Stale`].
     async fn issue_token(
         &self,
         assertion: &UsedAssertion,
         token: &IssuedToken,
+        approval: Option<&str>,
         audit: &AuditEvent,
     ) -> Result<()>;
     /// Whether a token ID has been revoked.
@@ -104,6 +109,58 @@ pub trait Store: Send + Sync + 'static {
     async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>>;
     /// Removes a grant; [`StoreError::NotFound`] if there is none.
     async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()>;
+
+    /// Stores a new policy set version (not yet active); returns its version.
+    async fn add_policy_set(
+        &self,
+        files: &str,
+        digest: &str,
+        policy_count: i64,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<i64>;
+    /// Every policy set version, newest first, with files.
+    async fn policy_sets(&self) -> Result<Vec<PolicySetRow>>;
+    /// One policy set version.
+    async fn policy_set(&self, version: i64) -> Result<Option<PolicySetRow>>;
+    /// The active version, if one was ever activated.
+    async fn active_policy_set(&self) -> Result<Option<PolicySetRow>>;
+    /// Makes `version` the active one and publishes a `policy` feed entry;
+    /// [`StoreError::NotFound`] if there is no such version.
+    async fn activate_policy_set(&self, version: i64, now: i64, audit: &AuditEvent) -> Result<()>;
+
+    /// Records a new pending approval.
+    async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()>;
+    /// One approval.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>>;
+    /// The newest pending, unexpired approval for exactly this request (any
+    /// task when `txn` is `None`), if any.
+    async fn pending_approval(
+        &self,
+        agent: &str,
+        audience: &str,
+        scope: &str,
+        purpose: &str,
+        txn: Option<&str>,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>>;
+    /// Approvals with `status` (all if `None`), newest first, at most `limit`.
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRow>>;
+    /// Records a poll at `now` if the last one was at least `interval` seconds
+    /// before; returns whether it was (a `false` answers `slow_down`).
+    async fn poll_approval(&self, id: &str, now: i64, interval: i64) -> Result<bool>;
+    /// Approves or denies a pending, unexpired approval; [`StoreError::NotFound`]
+    /// if there is none, [`StoreError::Stale`] if it is decided or expired.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        decision: &ApprovalDecision,
+        audit: &AuditEvent,
+    ) -> Result<ApprovalRow>;
 
     /// Feed entries after `since`, oldest first, at most `limit`.
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>>;

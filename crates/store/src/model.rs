@@ -51,6 +51,8 @@ pub struct AgentRow {
     pub expires_at: Option<i64>,
     /// For ephemeral agents: the SPIFFE ID of the agent that spawned it.
     pub parent: Option<String>,
+    /// Free-form labels that policies can test (`principal.tags.contains(…)`).
+    pub tags: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
     /// Seconds since the epoch.
@@ -68,6 +70,8 @@ pub struct AgentUpdate {
     pub status: Option<AgentStatus>,
     /// New bearer opt-out.
     pub bearer_allowed: Option<bool>,
+    /// New tags.
+    pub tags: Option<Vec<String>>,
     /// Time of the change.
     pub now: i64,
 }
@@ -147,6 +151,9 @@ pub enum RevocationKind {
     /// A key (by RFC 7638 thumbprint `jkt`): every token bound to it, and the
     /// agent's authentication with it.
     Key,
+    /// Not a revocation: a policy set version was activated (subject = the
+    /// version), so verifiers fetch the new set.
+    Policy,
 }
 
 /// Whether an entry revokes or lifts a revocation (an agent re-enabled).
@@ -183,6 +190,7 @@ impl RevocationKind {
             Self::Token => "token",
             Self::Task => "task",
             Self::Key => "key",
+            Self::Policy => "policy",
         }
     }
 }
@@ -218,4 +226,109 @@ impl Default for AuditFilter {
             limit: 1000,
         }
     }
+}
+
+/// One stored version of a policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySetRow {
+    /// Version number, from 1, assigned by the store.
+    pub version: i64,
+    /// The files as JSON: `[{"name": …, "text": …}, …]`.
+    pub files: String,
+    /// SHA-256 (hex) of `files`, to tell identical loads apart.
+    pub digest: String,
+    /// How many policies the set has.
+    pub policy_count: i64,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// Whether this is the active version.
+    pub active: bool,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved; the agent may collect its token once.
+    Approved,
+    /// Denied by a person.
+    Denied,
+    /// Approved and the token was issued.
+    Used,
+}
+
+impl ApprovalStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Used => "used",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "denied" => Some(Self::Denied),
+            "used" => Some(Self::Used),
+            _ => None,
+        }
+    }
+}
+
+/// A token request waiting for (or given) a person's approval, bound to
+/// exactly that request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalRow {
+    /// Random ID the agent polls with.
+    pub id: String,
+    /// The requesting agent's SPIFFE ID.
+    pub agent: String,
+    /// The target's SPIFFE ID.
+    pub audience: String,
+    /// The scope that needs approval, space-separated.
+    pub scope: String,
+    /// The task.
+    pub txn: String,
+    /// The stated purpose.
+    pub purpose: String,
+    /// `client_credentials` or the token-exchange grant URI.
+    pub grant_type: String,
+    /// The policies that asked for approval, space-separated.
+    pub policies: String,
+    /// Who should approve (`@approvers`), if said.
+    pub approvers: Option<String>,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    /// After this the approval is void.
+    pub expires_at: i64,
+    /// The last time the agent polled.
+    pub last_poll_at: i64,
+    /// Who approved or denied.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// A person's decision on an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// Approved or denied.
+    pub status: ApprovalStatus,
+    /// Who decided.
+    pub by: String,
+    /// Why (required for a denial).
+    pub reason: Option<String>,
+    /// When.
+    pub now: i64,
 }

@@ -12,8 +12,9 @@ macro_rules! sql_store {
         use sqlx::Row as _;
 
         use crate::{
-            AgentRow, AgentStatus, AgentUpdate, AuditFilter, DelegationRow, IssuedToken, Result, RevocationAction,
-            RevocationKind, RevocationRow, SigningKeyRow, StoreError, UsedAssertion,
+            AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRow, ApprovalStatus, AuditFilter,
+            DelegationRow, IssuedToken, PolicySetRow, Result, RevocationAction, RevocationKind, RevocationRow,
+            SigningKeyRow, StoreError, UsedAssertion,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -22,6 +23,7 @@ macro_rules! sql_store {
             let permissions: String = row.try_get("permissions")?;
             let jwk: String = row.try_get("public_jwk")?;
             let status: String = row.try_get("status")?;
+            let tags: String = row.try_get("tags")?;
             Ok(AgentRow {
                 name: row.try_get("name")?,
                 id: row.try_get("spiffe_id")?,
@@ -36,6 +38,7 @@ macro_rules! sql_store {
                 bearer_allowed: row.try_get::<i64, _>("bearer_allowed")? != 0,
                 expires_at: row.try_get("expires_at")?,
                 parent: row.try_get("parent")?,
+                tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("agent tags: {e}")))?,
                 created_at: row.try_get("created_at")?,
                 updated_at: row.try_get("updated_at")?,
             })
@@ -86,6 +89,7 @@ macro_rules! sql_store {
                     "token" => RevocationKind::Token,
                     "task" => RevocationKind::Task,
                     "key" => RevocationKind::Key,
+                    "policy" => RevocationKind::Policy,
                     _ => return Err(StoreError::Corrupt(format!("revocation kind {kind}"))),
                 },
                 subject: row.try_get("subject")?,
@@ -96,6 +100,43 @@ macro_rules! sql_store {
                 },
                 created_at: row.try_get("created_at")?,
                 expires_at: row.try_get("expires_at")?,
+            })
+        }
+
+        /// Reads a policy set from a row that carries `active_version` (the
+        /// active version when it is this one, else NULL).
+        fn policy_set_from_row(row: &$row) -> Result<PolicySetRow> {
+            let active: Option<i64> = row.try_get("active_version")?;
+            Ok(PolicySetRow {
+                version: row.try_get("version")?,
+                files: row.try_get("files")?,
+                digest: row.try_get("digest")?,
+                policy_count: row.try_get("policy_count")?,
+                created_at: row.try_get("created_at")?,
+                active: active.is_some(),
+            })
+        }
+
+        fn approval_from_row(row: &$row) -> Result<ApprovalRow> {
+            let status: String = row.try_get("status")?;
+            Ok(ApprovalRow {
+                id: row.try_get("id")?,
+                agent: row.try_get("agent")?,
+                audience: row.try_get("audience")?,
+                scope: row.try_get("scope")?,
+                txn: row.try_get("txn")?,
+                purpose: row.try_get("purpose")?,
+                grant_type: row.try_get("grant_type")?,
+                policies: row.try_get("policies")?,
+                approvers: row.try_get("approvers")?,
+                status: ApprovalStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("approval status {status}")))?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                last_poll_at: row.try_get("last_poll_at")?,
+                decided_by: row.try_get("decided_by")?,
+                decided_at: row.try_get("decided_at")?,
+                reason: row.try_get("reason")?,
             })
         }
 
@@ -363,8 +404,8 @@ macro_rules! sql_store {
                 let permissions = serde_json::to_string(&agent.permissions).unwrap_or_default();
                 let result = sqlx::query(
                     "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
-                     created_at, updated_at, bearer_allowed, expires_at, parent) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     created_at, updated_at, bearer_allowed, expires_at, parent, tags) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&agent.name)
                 .bind(&agent.id)
@@ -378,6 +419,7 @@ macro_rules! sql_store {
                 .bind(i64::from(agent.bearer_allowed))
                 .bind(agent.expires_at)
                 .bind(agent.parent.as_deref())
+                .bind(serde_json::to_string(&agent.tags).unwrap_or_default())
                 .execute(&mut *tx)
                 .await;
                 match result {
@@ -431,16 +473,20 @@ macro_rules! sql_store {
                 if let Some(b) = update.bearer_allowed {
                     agent.bearer_allowed = b;
                 }
+                if let Some(t) = &update.tags {
+                    agent.tags.clone_from(t);
+                }
                 agent.updated_at = update.now;
                 sqlx::query(
                     "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
-                     bearer_allowed = $5 WHERE name = $6",
+                     bearer_allowed = $5, tags = $6 WHERE name = $7",
                 )
                 .bind(serde_json::to_string(&agent.permissions).unwrap_or_default())
                 .bind(&agent.description)
                 .bind(agent.status.as_str())
                 .bind(agent.updated_at)
                 .bind(i64::from(agent.bearer_allowed))
+                .bind(serde_json::to_string(&agent.tags).unwrap_or_default())
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
@@ -506,9 +552,31 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn issue_token(&self, assertion: &UsedAssertion, token: &IssuedToken, audit: &AuditEvent) -> Result<()> {
+            async fn issue_token(
+                &self,
+                assertion: &UsedAssertion,
+                token: &IssuedToken,
+                approval: Option<&str>,
+                audit: &AuditEvent,
+            ) -> Result<()> {
                 let (mut tx, _writer) = self.begin().await?;
                 consume_in(&mut tx, assertion).await?;
+                // The approval is used up by this token and no other: a second
+                // request racing this one waits for the row and then finds it used.
+                if let Some(id) = approval {
+                    let done = sqlx::query(
+                        "UPDATE approvals SET status = $3 WHERE id = $1 AND status = $4 AND expires_at > $2",
+                    )
+                    .bind(id)
+                    .bind(token.issued_at)
+                    .bind(ApprovalStatus::Used.as_str())
+                    .bind(ApprovalStatus::Approved.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::Stale("the approval is not approved, already used or expired".into()));
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at, \
                      parent_jti, txn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -663,6 +731,230 @@ macro_rules! sql_store {
                 append_in(&mut tx, std::slice::from_ref(audit)).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn add_policy_set(
+                &self,
+                files: &str,
+                digest: &str,
+                policy_count: i64,
+                now: i64,
+                audit: &AuditEvent,
+            ) -> Result<i64> {
+                let (mut tx, _writer) = self.begin().await?;
+                let row = sqlx::query(
+                    "INSERT INTO policy_sets (files, digest, policy_count, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING version",
+                )
+                .bind(files)
+                .bind(digest)
+                .bind(policy_count)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                let version: i64 = row.try_get("version")?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(version)
+            }
+
+            async fn policy_sets(&self) -> Result<Vec<PolicySetRow>> {
+                let rows = sqlx::query(
+                    "SELECT p.version, p.files, p.digest, p.policy_count, p.created_at, a.version AS active_version \
+                     FROM policy_sets p LEFT JOIN policy_active a ON a.version = p.version ORDER BY p.version DESC",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(policy_set_from_row).collect()
+            }
+
+            async fn policy_set(&self, version: i64) -> Result<Option<PolicySetRow>> {
+                let row = sqlx::query(
+                    "SELECT p.version, p.files, p.digest, p.policy_count, p.created_at, a.version AS active_version \
+                     FROM policy_sets p LEFT JOIN policy_active a ON a.version = p.version WHERE p.version = $1",
+                )
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(policy_set_from_row).transpose()
+            }
+
+            async fn active_policy_set(&self) -> Result<Option<PolicySetRow>> {
+                let row = sqlx::query(
+                    "SELECT p.version, p.files, p.digest, p.policy_count, p.created_at, a.version AS active_version \
+                     FROM policy_active a JOIN policy_sets p ON p.version = a.version WHERE a.id = 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(policy_set_from_row).transpose()
+            }
+
+            async fn activate_policy_set(&self, version: i64, now: i64, audit: &AuditEvent) -> Result<()> {
+                let (mut tx, _writer) = self.begin().await?;
+                let exists = sqlx::query("SELECT 1 AS one FROM policy_sets WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("policy set version {version}")));
+                }
+                sqlx::query(
+                    "INSERT INTO policy_active (id, version, activated_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
+                )
+                .bind(version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                publish_in(&mut tx, RevocationKind::Policy, &version.to_string(), RevocationAction::Revoke, now, None)
+                    .await?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()> {
+                let (mut tx, _writer) = self.begin().await?;
+                let result = sqlx::query(
+                    "INSERT INTO approvals (id, agent, audience, scope, txn, purpose, grant_type, policies, approvers, \
+                     status, created_at, expires_at, last_poll_at, decided_by, decided_at, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(&approval.id)
+                .bind(&approval.agent)
+                .bind(&approval.audience)
+                .bind(&approval.scope)
+                .bind(&approval.txn)
+                .bind(&approval.purpose)
+                .bind(&approval.grant_type)
+                .bind(&approval.policies)
+                .bind(approval.approvers.as_deref())
+                .bind(approval.status.as_str())
+                .bind(approval.created_at)
+                .bind(approval.expires_at)
+                .bind(approval.last_poll_at)
+                .bind(approval.decided_by.as_deref())
+                .bind(approval.decided_at)
+                .bind(approval.reason.as_deref())
+                .execute(&mut *tx)
+                .await;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if StoreError::is_unique_violation(&e) => {
+                        return Err(StoreError::Conflict(format!("approval {}", approval.id)));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>> {
+                let row = sqlx::query("SELECT * FROM approvals WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(approval_from_row).transpose()
+            }
+
+            async fn pending_approval(
+                &self,
+                agent: &str,
+                audience: &str,
+                scope: &str,
+                purpose: &str,
+                txn: Option<&str>,
+                now: i64,
+            ) -> Result<Option<ApprovalRow>> {
+                let row = sqlx::query(
+                    "SELECT * FROM approvals WHERE agent = $1 AND audience = $2 AND scope = $3 AND purpose = $4 \
+                     AND ($5 IS NULL OR txn = $5) AND status = $6 AND expires_at > $7 \
+                     ORDER BY created_at DESC, id LIMIT 1",
+                )
+                .bind(agent)
+                .bind(audience)
+                .bind(scope)
+                .bind(purpose)
+                .bind(txn)
+                .bind(ApprovalStatus::Pending.as_str())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(approval_from_row).transpose()
+            }
+
+            async fn approvals(&self, status: Option<ApprovalStatus>, limit: i64) -> Result<Vec<ApprovalRow>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2",
+                )
+                .bind(status.map(ApprovalStatus::as_str))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(approval_from_row).collect()
+            }
+
+            async fn poll_approval(&self, id: &str, now: i64, interval: i64) -> Result<bool> {
+                let (mut tx, _writer) = self.begin().await?;
+                // One statement tests and records the poll, so of two racing
+                // polls only one passes.
+                let done = sqlx::query("UPDATE approvals SET last_poll_at = $2 WHERE id = $1 AND last_poll_at <= $2 - $3")
+                    .bind(id)
+                    .bind(now)
+                    .bind(interval)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    let exists = sqlx::query("SELECT 1 AS one FROM approvals WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if exists.is_none() {
+                        return Err(StoreError::NotFound(format!("approval {id}")));
+                    }
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn decide_approval(
+                &self,
+                id: &str,
+                decision: &ApprovalDecision,
+                audit: &AuditEvent,
+            ) -> Result<ApprovalRow> {
+                let (mut tx, _writer) = self.begin().await?;
+                let row = sqlx::query(
+                    "UPDATE approvals SET status = $2, decided_by = $3, decided_at = $4, reason = $5 \
+                     WHERE id = $1 AND status = $6 AND expires_at > $4 RETURNING *",
+                )
+                .bind(id)
+                .bind(decision.status.as_str())
+                .bind(&decision.by)
+                .bind(decision.now)
+                .bind(decision.reason.as_deref())
+                .bind(ApprovalStatus::Pending.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    let current = sqlx::query("SELECT * FROM approvals WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(match current.as_ref().map(approval_from_row).transpose()? {
+                        None => StoreError::NotFound(format!("approval {id}")),
+                        Some(a) if a.status != ApprovalStatus::Pending => {
+                            StoreError::Stale(format!("the approval is no longer pending (it was {})", a.status.as_str()))
+                        }
+                        Some(_) => StoreError::Stale("the approval has expired".into()),
+                    });
+                };
+                let approval = approval_from_row(&row)?;
+                append_in(&mut tx, std::slice::from_ref(audit)).await?;
+                tx.commit().await?;
+                Ok(approval)
             }
 
             async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>> {

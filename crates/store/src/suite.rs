@@ -77,6 +77,7 @@ fn agent(name: &str) -> AgentRow {
         bearer_allowed: false,
         expires_at: None,
         parent: None,
+        tags: vec![],
         created_at: 100,
         updated_at: 100,
     }
@@ -251,6 +252,7 @@ pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that
     s.issue_token(
         &used("a1"),
         &issued("live"),
+        None,
         &event("token.issued", "c", "live"),
     )
     .await
@@ -262,6 +264,7 @@ pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that
     s.issue_token(
         &used("a2"),
         &expired,
+        None,
         &event("token.issued", "c", "expired"),
     )
     .await
@@ -313,6 +316,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
     s.issue_token(
         &used("a1"),
         &issued("root"),
+        None,
         &event("token.issued", "c", "root"),
     )
     .await
@@ -320,6 +324,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
     s.issue_token(
         &used("a2"),
         &child("child", "root"),
+        None,
         &event("token.exchanged", "c", "child"),
     )
     .await
@@ -327,6 +332,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
     s.issue_token(
         &used("a3"),
         &child("grandchild", "child"),
+        None,
         &event("token.exchanged", "c", "gc"),
     )
     .await
@@ -334,6 +340,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
     s.issue_token(
         &used("a4"),
         &issued("unrelated"),
+        None,
         &event("token.issued", "c", "u"),
     )
     .await
@@ -350,6 +357,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
         .issue_token(
             &used("a5"),
             &child("late", "child"),
+            None,
             &event("token.exchanged", "c", "late"),
         )
         .await;
@@ -782,11 +790,21 @@ pub(crate) async fn a_replayed_assertion_issues_nothing(s: &dyn Store) {
         jti: "a1".into(),
         expires_at: 160,
     };
-    s.issue_token(&used, &issued("t1"), &event("token.issued", "c", "t1"))
-        .await
-        .unwrap();
+    s.issue_token(
+        &used,
+        &issued("t1"),
+        None,
+        &event("token.issued", "c", "t1"),
+    )
+    .await
+    .unwrap();
     let err = s
-        .issue_token(&used, &issued("t2"), &event("token.issued", "c", "t2"))
+        .issue_token(
+            &used,
+            &issued("t2"),
+            None,
+            &event("token.issued", "c", "t2"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ReplayedAssertion), "{err}");
@@ -910,6 +928,623 @@ pub(crate) async fn signing_keys_round_trip(s: &dyn Store) {
     assert_eq!(s.signing_keys().await.unwrap(), [key]);
 }
 
+pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
+    let tagged = AgentRow {
+        tags: vec!["finance".into(), "pii".into()],
+        ..agent("reader")
+    };
+    s.create_agent(&tagged, &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), tagged);
+    assert_eq!(s.agents().await.unwrap()[0].tags, ["finance", "pii"]);
+    let retag = AgentUpdate {
+        tags: Some(vec!["ops".into()]),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    let updated = s
+        .update_agent("reader", &retag, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    assert_eq!(updated.tags, ["ops"]);
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), updated);
+    let describe = AgentUpdate {
+        description: Some("still tagged".into()),
+        now: 201,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "reader",
+        &describe,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap().tags, ["ops"]);
+    let untag = AgentUpdate {
+        tags: Some(vec![]),
+        now: 202,
+        ..AgentUpdate::default()
+    };
+    s.update_agent("reader", &untag, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    assert!(s.agent("reader").await.unwrap().unwrap().tags.is_empty());
+}
+
+const POLICY_FILES: &str =
+    r#"[{"name":"base.cedar","text":"permit(principal, action, resource);"}]"#;
+
+/// The policy entries on the feed, as (subject, action, created_at).
+async fn policy_feed(s: &dyn Store) -> Vec<(String, RevocationAction, i64)> {
+    s.revocations_since(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == RevocationKind::Policy)
+        .map(|r| (r.subject, r.action, r.created_at))
+        .collect()
+}
+
+pub(crate) async fn policy_sets_are_added_listed_and_activated(s: &dyn Store) {
+    assert!(s.policy_sets().await.unwrap().is_empty());
+    assert!(s.active_policy_set().await.unwrap().is_none());
+    let v1 = s
+        .add_policy_set(
+            POLICY_FILES,
+            "d1",
+            1,
+            100,
+            &event("policy.loaded", "admin", "1"),
+        )
+        .await
+        .unwrap();
+    let v2 = s
+        .add_policy_set("[]", "d2", 0, 110, &event("policy.loaded", "admin", "2"))
+        .await
+        .unwrap();
+    assert_eq!((v1, v2), (1, 2));
+    let first = PolicySetRow {
+        version: 1,
+        files: POLICY_FILES.into(),
+        digest: "d1".into(),
+        policy_count: 1,
+        created_at: 100,
+        active: false,
+    };
+    let second = PolicySetRow {
+        version: 2,
+        files: "[]".into(),
+        digest: "d2".into(),
+        policy_count: 0,
+        created_at: 110,
+        active: false,
+    };
+    assert_eq!(
+        s.policy_sets().await.unwrap(),
+        [second.clone(), first.clone()]
+    );
+    assert_eq!(s.policy_set(1).await.unwrap(), Some(first.clone()));
+    assert!(s.policy_set(3).await.unwrap().is_none());
+    assert!(s.active_policy_set().await.unwrap().is_none());
+    assert!(policy_feed(s).await.is_empty(), "adding publishes nothing");
+
+    s.activate_policy_set(1, 150, &event("policy.activated", "admin", "1"))
+        .await
+        .unwrap();
+    let first_active = PolicySetRow {
+        active: true,
+        ..first.clone()
+    };
+    assert_eq!(
+        s.active_policy_set().await.unwrap(),
+        Some(first_active.clone())
+    );
+    assert_eq!(s.policy_set(1).await.unwrap(), Some(first_active.clone()));
+    assert_eq!(
+        s.policy_sets().await.unwrap(),
+        [second.clone(), first_active]
+    );
+
+    s.activate_policy_set(2, 160, &event("policy.activated", "admin", "2"))
+        .await
+        .unwrap();
+    let second_active = PolicySetRow {
+        active: true,
+        ..second
+    };
+    assert_eq!(
+        s.active_policy_set().await.unwrap(),
+        Some(second_active.clone())
+    );
+    assert_eq!(s.policy_sets().await.unwrap(), [second_active, first]);
+
+    // Going back to an older version is an activation like any other.
+    s.activate_policy_set(1, 170, &event("policy.activated", "admin", "1"))
+        .await
+        .unwrap();
+    assert_eq!(s.active_policy_set().await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        policy_feed(s).await,
+        [
+            ("1".to_owned(), RevocationAction::Revoke, 150),
+            ("2".to_owned(), RevocationAction::Revoke, 160),
+            ("1".to_owned(), RevocationAction::Revoke, 170),
+        ]
+    );
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert!(feed.iter().all(|r| r.expires_at.is_none()));
+    assert_eq!(audit_count(s).await, 5);
+    assert_chain_intact(s).await;
+}
+
+pub(crate) async fn activating_a_missing_policy_set_writes_nothing(s: &dyn Store) {
+    let err = s
+        .activate_policy_set(1, 100, &event("policy.activated", "admin", "1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(s.active_policy_set().await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, 0);
+
+    let v1 = s
+        .add_policy_set(
+            POLICY_FILES,
+            "d1",
+            1,
+            100,
+            &event("policy.loaded", "admin", "1"),
+        )
+        .await
+        .unwrap();
+    s.activate_policy_set(v1, 110, &event("policy.activated", "admin", "1"))
+        .await
+        .unwrap();
+    let head = s.audit_head().await.unwrap();
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    let err = s
+        .activate_policy_set(v1 + 1, 120, &event("policy.activated", "admin", "2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(err.to_string(), "policy set version 2 was not found");
+    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert_eq!(s.revocations_since(0, 100).await.unwrap(), feed);
+    assert_eq!(s.active_policy_set().await.unwrap().unwrap().version, v1);
+}
+
+const READER: &str = "spiffe://agentauth.local/agent/reader";
+const CUSTOMER: &str = "spiffe://agentauth.local/agent/customer";
+
+/// A pending approval of `write:customer` for the reader, created at
+/// `created_at` and void 300 seconds later.
+fn approval(id: &str, created_at: i64) -> ApprovalRow {
+    ApprovalRow {
+        id: id.into(),
+        agent: READER.into(),
+        audience: CUSTOMER.into(),
+        scope: "write:customer".into(),
+        txn: "t1".into(),
+        purpose: "refund order 7".into(),
+        grant_type: "client_credentials".into(),
+        policies: "refunds-need-approval".into(),
+        approvers: Some("finance".into()),
+        status: ApprovalStatus::Pending,
+        created_at,
+        expires_at: created_at + 300,
+        last_poll_at: created_at,
+        decided_by: None,
+        decided_at: None,
+        reason: None,
+    }
+}
+
+async fn create_approval(s: &dyn Store, row: &ApprovalRow) {
+    s.create_approval(row, &event("approval.requested", &row.agent, &row.id))
+        .await
+        .unwrap();
+}
+
+fn decision(status: ApprovalStatus, by: &str, now: i64) -> ApprovalDecision {
+    ApprovalDecision {
+        status,
+        by: by.into(),
+        reason: None,
+        now,
+    }
+}
+
+async fn decide(s: &dyn Store, id: &str, decision: &ApprovalDecision) -> Result<ApprovalRow> {
+    s.decide_approval(id, decision, &event("approval.decided", &decision.by, id))
+        .await
+}
+
+/// The pending approval for the reader's `write:customer` request, as its ID.
+async fn pending(
+    s: &dyn Store,
+    audience: &str,
+    scope: &str,
+    purpose: &str,
+    txn: Option<&str>,
+    now: i64,
+) -> Option<String> {
+    s.pending_approval(READER, audience, scope, purpose, txn, now)
+        .await
+        .unwrap()
+        .map(|a| a.id)
+}
+
+pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn Store) {
+    let a1 = approval("ap-1", 100);
+    create_approval(s, &a1).await;
+    assert_eq!(s.approval("ap-1").await.unwrap(), Some(a1.clone()));
+    assert!(s.approval("ap-0").await.unwrap().is_none());
+    let err = s
+        .create_approval(&a1, &event("approval.requested", READER, "ap-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(audit_count(s).await, 1);
+
+    let (scope, purpose) = ("write:customer", "refund order 7");
+    let found = |audience, scope, purpose, txn, now| pending(s, audience, scope, purpose, txn, now);
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, Some("t1"), 200)
+            .await
+            .as_deref(),
+        Some("ap-1")
+    );
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, None, 200).await.as_deref(),
+        Some("ap-1")
+    );
+    assert_eq!(found(CUSTOMER, scope, purpose, Some("t2"), 200).await, None);
+    assert_eq!(
+        found(CUSTOMER, "read:customer", purpose, None, 200).await,
+        None
+    );
+    assert_eq!(found(READER, scope, purpose, None, 200).await, None);
+    assert_eq!(
+        found(CUSTOMER, scope, "another purpose", None, 200).await,
+        None
+    );
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, None, 399).await.as_deref(),
+        Some("ap-1")
+    );
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, None, 400).await,
+        None,
+        "expired"
+    );
+    let other_agent = ApprovalRow {
+        agent: CUSTOMER.into(),
+        ..approval("ap-x", 100)
+    };
+    create_approval(s, &other_agent).await;
+    assert_eq!(
+        s.pending_approval(READER, CUSTOMER, scope, purpose, None, 200)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "ap-1",
+        "another agent's approval is not the reader's"
+    );
+
+    // The newest one wins; a decided one is no longer pending.
+    create_approval(s, &approval("ap-2", 150)).await;
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, Some("t1"), 200)
+            .await
+            .as_deref(),
+        Some("ap-2")
+    );
+    decide(s, "ap-2", &decision(ApprovalStatus::Approved, "alice", 160))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(CUSTOMER, scope, purpose, Some("t1"), 200)
+            .await
+            .as_deref(),
+        Some("ap-1")
+    );
+
+    let ids = |rows: Vec<ApprovalRow>| rows.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.approvals(None, 10).await.unwrap()),
+        ["ap-2", "ap-1", "ap-x"]
+    );
+    assert_eq!(ids(s.approvals(None, 2).await.unwrap()), ["ap-2", "ap-1"]);
+    assert_eq!(
+        ids(s
+            .approvals(Some(ApprovalStatus::Pending), 10)
+            .await
+            .unwrap()),
+        ["ap-1", "ap-x"]
+    );
+    assert_eq!(
+        ids(s
+            .approvals(Some(ApprovalStatus::Approved), 10)
+            .await
+            .unwrap()),
+        ["ap-2"]
+    );
+    assert!(
+        s.approvals(Some(ApprovalStatus::Used), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_chain_intact(s).await;
+}
+
+pub(crate) async fn polls_are_spaced_by_the_interval(s: &dyn Store) {
+    create_approval(s, &approval("ap-1", 100)).await;
+    let last_poll = async || s.approval("ap-1").await.unwrap().unwrap().last_poll_at;
+    assert!(
+        !s.poll_approval("ap-1", 104, 5).await.unwrap(),
+        "too soon after creation"
+    );
+    assert_eq!(last_poll().await, 100, "a refused poll is not recorded");
+    assert!(s.poll_approval("ap-1", 105, 5).await.unwrap());
+    assert_eq!(last_poll().await, 105);
+    assert!(
+        !s.poll_approval("ap-1", 105, 5).await.unwrap(),
+        "immediately again"
+    );
+    assert!(!s.poll_approval("ap-1", 109, 5).await.unwrap());
+    assert_eq!(last_poll().await, 105);
+    assert!(s.poll_approval("ap-1", 110, 5).await.unwrap());
+    assert_eq!(last_poll().await, 110);
+
+    // Of two polls at the same moment only one passes.
+    let (a, b) = tokio::join!(
+        s.poll_approval("ap-1", 120, 5),
+        s.poll_approval("ap-1", 120, 5)
+    );
+    assert!(
+        a.unwrap() ^ b.unwrap(),
+        "exactly one of two racing polls passes"
+    );
+
+    let err = s.poll_approval("ap-0", 200, 5).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(audit_count(s).await, 1, "polls are not audited");
+}
+
+/// A token of the reader for the customer, issued at `issued_at` in task `txn`.
+fn approved_token(jti: &str, issued_at: i64, txn: &str) -> IssuedToken {
+    IssuedToken {
+        scope: "write:customer".into(),
+        issued_at,
+        expires_at: issued_at + 300,
+        txn: Some(txn.into()),
+        ..issued(jti)
+    }
+}
+
+fn assertion(jti: &str) -> UsedAssertion {
+    UsedAssertion {
+        client_id: READER.into(),
+        jti: jti.into(),
+        expires_at: 1000,
+    }
+}
+
+pub(crate) async fn an_approved_approval_issues_exactly_one_token(s: &dyn Store) {
+    create_approval(s, &approval("ap-1", 100)).await;
+    let approved = decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 150))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            approved.status,
+            approved.decided_by.as_deref(),
+            approved.decided_at,
+            approved.reason.as_deref()
+        ),
+        (ApprovalStatus::Approved, Some("alice"), Some(150), None)
+    );
+    assert_eq!(s.approval("ap-1").await.unwrap(), Some(approved.clone()));
+
+    s.issue_token(
+        &assertion("x1"),
+        &approved_token("j1", 160, "t1"),
+        Some("ap-1"),
+        &event("token.issued", READER, "j1"),
+    )
+    .await
+    .unwrap();
+    let used = s.approval("ap-1").await.unwrap().unwrap();
+    assert_eq!(
+        used,
+        ApprovalRow {
+            status: ApprovalStatus::Used,
+            ..approved
+        }
+    );
+    assert!(s.task_exists("t1").await.unwrap());
+    let before = audit_count(s).await;
+
+    let err = s
+        .issue_token(
+            &assertion("x2"),
+            &approved_token("j2", 170, "t2"),
+            Some("ap-1"),
+            &event("token.issued", READER, "j2"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err}");
+    assert!(!s.task_exists("t2").await.unwrap(), "no second token");
+    s.consume_assertion(&assertion("x2"))
+        .await
+        .expect("the refused request's assertion was not used up");
+    assert_eq!(audit_count(s).await, before);
+    assert_eq!(
+        s.approval("ap-1").await.unwrap().unwrap().status,
+        ApprovalStatus::Used
+    );
+
+    // Neither an unknown, a pending nor an expired approval issues a token.
+    create_approval(s, &approval("ap-2", 100)).await;
+    create_approval(s, &approval("ap-3", 100)).await;
+    decide(s, "ap-3", &decision(ApprovalStatus::Approved, "alice", 150))
+        .await
+        .unwrap();
+    let before = audit_count(s).await;
+    for (i, (id, issued_at)) in [("ap-0", 200), ("ap-2", 200), ("ap-3", 400)]
+        .into_iter()
+        .enumerate()
+    {
+        let err = s
+            .issue_token(
+                &assertion(&format!("y{i}")),
+                &approved_token(&format!("k{i}"), issued_at, "t3"),
+                Some(id),
+                &event("token.issued", READER, "k"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Stale(_)), "{id}: {err}");
+    }
+    assert!(!s.task_exists("t3").await.unwrap());
+    assert_eq!(audit_count(s).await, before);
+    assert_eq!(
+        s.approval("ap-2").await.unwrap().unwrap().status,
+        ApprovalStatus::Pending
+    );
+    assert_eq!(
+        s.approval("ap-3").await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    assert!(s.approval("ap-0").await.unwrap().is_none());
+    // Just before its expiry the approved one still works.
+    s.issue_token(
+        &assertion("z1"),
+        &approved_token("k9", 399, "t4"),
+        Some("ap-3"),
+        &event("token.issued", READER, "k9"),
+    )
+    .await
+    .unwrap();
+    assert_chain_intact(s).await;
+}
+
+pub(crate) async fn deciding_a_decided_or_expired_approval_is_stale(s: &dyn Store) {
+    create_approval(s, &approval("ap-1", 100)).await;
+    let approved = decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 150))
+        .await
+        .unwrap();
+    create_approval(s, &approval("ap-2", 100)).await;
+    let before = audit_count(s).await;
+
+    let err = decide(s, "ap-1", &decision(ApprovalStatus::Denied, "bob", 160))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err}");
+    assert!(err.to_string().contains("no longer pending"), "{err}");
+    assert_eq!(
+        s.approval("ap-1").await.unwrap(),
+        Some(approved),
+        "unchanged"
+    );
+
+    let err = decide(s, "ap-2", &decision(ApprovalStatus::Approved, "alice", 400))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    let expired = s.approval("ap-2").await.unwrap().unwrap();
+    assert_eq!(
+        (expired.status, expired.decided_by),
+        (ApprovalStatus::Pending, None)
+    );
+
+    s.issue_token(
+        &assertion("x1"),
+        &approved_token("j1", 160, "t1"),
+        Some("ap-1"),
+        &event("token.issued", READER, "j1"),
+    )
+    .await
+    .unwrap();
+    let before_used = audit_count(s).await;
+    let err = decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 170))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err}");
+    assert_eq!(
+        s.approval("ap-1").await.unwrap().unwrap().status,
+        ApprovalStatus::Used
+    );
+
+    let err = decide(s, "ap-0", &decision(ApprovalStatus::Approved, "alice", 150))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert_eq!(err.to_string(), "approval ap-0 was not found");
+    assert_eq!(audit_count(s).await, before_used);
+    assert_eq!(before_used, before + 1, "only the token was recorded");
+}
+
+pub(crate) async fn a_denial_keeps_who_and_why(s: &dyn Store) {
+    create_approval(s, &approval("ap-1", 100)).await;
+    let deny = ApprovalDecision {
+        reason: Some("refunds wait for month end".into()),
+        ..decision(ApprovalStatus::Denied, "bob", 170)
+    };
+    let denied = s
+        .decide_approval("ap-1", &deny, &event("approval.denied", "bob", "ap-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        denied,
+        ApprovalRow {
+            status: ApprovalStatus::Denied,
+            decided_by: Some("bob".into()),
+            decided_at: Some(170),
+            reason: Some("refunds wait for month end".into()),
+            ..approval("ap-1", 100)
+        }
+    );
+    assert_eq!(s.approval("ap-1").await.unwrap(), Some(denied));
+    assert!(
+        s.pending_approval(
+            READER,
+            CUSTOMER,
+            "write:customer",
+            "refund order 7",
+            None,
+            200
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+    let err = s
+        .issue_token(
+            &assertion("x1"),
+            &approved_token("j1", 180, "t1"),
+            Some("ap-1"),
+            &event("token.issued", READER, "j1"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err}");
+    let records = s
+        .audit_records(&AuditFilter {
+            kind: Some("approval.denied".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(audit_count(s).await, 2);
+}
+
 macro_rules! run_suite {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite {
@@ -969,4 +1604,12 @@ run_suite!(
     disabling_an_agent_disables_and_revokes_its_descendants,
     deleting_an_agent_disables_and_revokes_its_descendants,
     narrowing_an_agent_narrows_its_descendants,
+    agent_tags_round_trip,
+    policy_sets_are_added_listed_and_activated,
+    activating_a_missing_policy_set_writes_nothing,
+    approvals_are_created_and_found_for_the_same_request,
+    polls_are_spaced_by_the_interval,
+    an_approved_approval_issues_exactly_one_token,
+    deciding_a_decided_or_expired_approval_is_stale,
+    a_denial_keeps_who_and_why,
 );

@@ -67,7 +67,10 @@ pub(crate) async fn delegate(
             s.config.max_delegation_depth
         )));
     }
+    let mut chain = vec![subject.sub.clone()];
+    chain.extend(actors(&act));
     Ok(Minted {
+        chain,
         sub: subject.sub.clone(),
         scope,
         exp: exp_cap.min(subject.exp),
@@ -188,6 +191,19 @@ fn narrowed_scope(
         }
     }
     Ok(asked)
+}
+
+/// The actors an `act` claim names, innermost (first) last.
+fn actors(act: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = Some(act);
+    while let Some(a) = current {
+        if let Some(sub) = a.get("sub").and_then(serde_json::Value::as_str) {
+            out.push(sub.to_owned());
+        }
+        current = a.get("act");
+    }
+    out
 }
 
 /// How many actors an `act` claim names.

@@ -7,7 +7,9 @@ use agentauth_core::{
     DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
     verify_dpop_proof,
 };
-use agentauth_store::IssuedToken;
+use std::net::IpAddr;
+
+use agentauth_store::{AgentRow, IssuedToken};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -19,8 +21,9 @@ use crate::audit::{event, request_id};
 use crate::body::FormBody;
 use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
 use crate::oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
+use crate::policy::{self, PeerIp, Verdict};
 use crate::server::State as AuthorityState;
-use crate::{AuthorityError, registry, server::AppState};
+use crate::{AuthorityError, approval, registry, server::AppState};
 
 /// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
 #[derive(Debug, Deserialize)]
@@ -47,6 +50,9 @@ pub(crate) struct TokenRequest {
     pub(crate) actor_token: Option<String>,
     /// RFC 8693: if given, must be the access-token type.
     pub(crate) requested_token_type: Option<String>,
+    /// The approval of an earlier identical request that answered
+    /// `authorization_pending`.
+    approval_id: Option<String>,
 }
 
 /// The token type URI of access tokens (RFC 8693 §3).
@@ -66,6 +72,8 @@ pub(crate) struct Minted {
     pub(crate) purpose: Option<String>,
     pub(crate) rctx: Option<String>,
     pub(crate) parent_jti: Option<String>,
+    /// SPIFFE IDs of the subject and every actor of the new token.
+    pub(crate) chain: Vec<String>,
     /// Audit kind: `token.issued` or `token.exchanged`.
     pub(crate) kind: &'static str,
     pub(crate) reason: String,
@@ -84,16 +92,19 @@ pub(crate) struct Attempt {
 /// `POST /oauth/token`.
 pub(crate) async fn token(
     State(s): State<AppState>,
+    PeerIp(peer): PeerIp,
     headers: HeaderMap,
     form: Result<FormBody<TokenRequest>, AuthorityError>,
 ) -> Response {
     let mut attempt = Attempt::default();
     let outcome = match form {
-        Ok(FormBody(req)) => issue(&s, &req, &headers, &mut attempt).await,
+        Ok(FormBody(req)) => issue(&s, &req, &headers, peer, &mut attempt).await,
         Err(malformed) => Err(malformed),
     };
     match outcome {
         Ok(response) => response,
+        // Polls of a pending approval are not refusals; the approval itself is audited.
+        Err(error) if error.is_pending() => error.into_response(),
         Err(error) => {
             // Until the assertion verified, the client ID is only a claim: say so.
             let actor = match (attempt.client.is_empty(), attempt.authenticated) {
@@ -119,6 +130,7 @@ async fn issue(
     s: &AuthorityState,
     req: &TokenRequest,
     headers: &HeaderMap,
+    peer: IpAddr,
     attempt: &mut Attempt,
 ) -> Result<Response, AuthorityError> {
     match req.grant_type.as_deref() {
@@ -143,15 +155,25 @@ async fn issue(
     };
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
     attempt.authenticated = true;
+    let presented = match req.approval_id.as_deref() {
+        Some(id) => Some(approval::presented(s, id, &client.agent.id).await?),
+        None => None,
+    };
     let binding = key_binding(s, headers, &client).await?;
-    let audience = target(s, req, attempt).await?;
+    let (audience, target_agent) = target(s, req, attempt).await?;
     let lifetime = lifetime(s, req.expires_in.as_deref())?;
     let now = unix_now();
-    let minted = if req.grant_type.as_deref() == Some(TOKEN_EXCHANGE_GRANT) {
+    let exchange = req.grant_type.as_deref() == Some(TOKEN_EXCHANGE_GRANT);
+    let mut minted = if exchange {
         super::exchange::delegate(s, req, &client, &audience, now + lifetime, attempt).await?
     } else {
         let scope = granted_scope(s, req, &client, &audience, attempt)?;
-        let (txn, purpose, rctx) = task_context(s, req, &audience, attempt).await?;
+        // Polling an approval without naming the task continues the approved one.
+        let txn = req
+            .txn
+            .as_deref()
+            .or(presented.as_ref().map(|a| a.txn.as_str()));
+        let (txn, purpose, rctx) = task_context(s, req, txn, &audience, attempt).await?;
         Minted {
             sub: client.agent.id.clone(),
             scope,
@@ -161,10 +183,66 @@ async fn issue(
             purpose,
             rctx,
             parent_jti: None,
+            chain: vec![client.agent.id.clone()],
             kind: "token.issued",
             reason: "client_credentials".into(),
         }
     };
+    let depth = minted.chain.len().saturating_sub(1) as i64;
+    let verdict = policy::judge(
+        s,
+        &policy::Ask {
+            principal: &client.agent,
+            target: target_agent.as_ref(),
+            scope: &minted.scope,
+            purpose: minted.purpose.as_deref().unwrap_or(""),
+            txn: minted.txn.as_deref().unwrap_or(""),
+            chain: &minted.chain,
+            delegation_depth: depth,
+            client_ip: peer,
+        },
+    )?;
+    let mut approval_id = None;
+    if let Verdict::Issue {
+        scope,
+        version,
+        dropped,
+        approval: needs,
+    } = verdict
+    {
+        minted.scope = scope;
+        minted.reason = format!("{}; policy version {version}", minted.reason);
+        if !dropped.is_empty() {
+            minted.reason = format!("{}; narrowed: {}", minted.reason, dropped.join("; "));
+        }
+        if let Some(needs) = needs {
+            let scope = minted.scope.to_string();
+            let request = approval::Binding {
+                agent: &client.agent.id,
+                audience: audience.as_str(),
+                scope: &scope,
+                txn: minted.txn.as_deref().unwrap_or(""),
+                purpose: minted.purpose.as_deref().unwrap_or(""),
+                grant_type: req.grant_type.as_deref().unwrap_or(""),
+            };
+            let explicit_txn = exchange || req.txn.is_some();
+            let id = approval::settle(
+                s,
+                presented.as_ref(),
+                &request,
+                explicit_txn,
+                &needs,
+                headers,
+            )
+            .await?;
+            let by = presented
+                .as_ref()
+                .and_then(|a| a.decided_by.clone())
+                .unwrap_or_default();
+            minted.reason = format!("{}; approved by {by} ({id})", minted.reason);
+            approval_id = Some(id);
+        }
+    }
     let claims = AccessClaims {
         iss: s.issuer.clone(),
         sub: minted.sub,
@@ -210,11 +288,16 @@ async fn issue(
     audit.purpose = claims.purpose.clone().unwrap_or_default();
     if let Err(e) = s
         .store
-        .issue_token(&client.assertion, &record, &audit)
+        .issue_token(&client.assertion, &record, approval_id.as_deref(), &audit)
         .await
     {
         // A replayed assertion proves nothing about who presents it now.
         attempt.authenticated = !matches!(e, agentauth_store::StoreError::ReplayedAssertion);
+        if let agentauth_store::StoreError::Stale(_) = e {
+            return Err(AuthorityError::InvalidGrant(
+                "the approval was already used: ask again for a new one".into(),
+            ));
+        }
         return Err(e.into());
     }
     tracing::info!(client = %claims.client_id, audience = %claims.aud, scope = %record.scope, jti = %claims.jti, "token issued");
@@ -237,12 +320,13 @@ async fn issue(
     Ok(response)
 }
 
-/// The one target agent (or the authority itself), from `resource` or `audience`.
+/// The one target agent (or the authority itself, with no registry entry),
+/// from `resource` or `audience`.
 async fn target(
     s: &AuthorityState,
     req: &TokenRequest,
     attempt: &mut Attempt,
-) -> Result<SpiffeId, AuthorityError> {
+) -> Result<(SpiffeId, Option<AgentRow>), AuthorityError> {
     let given = match (req.resource.as_deref(), req.audience.as_deref()) {
         (Some(r), Some(a)) if r != a => {
             return Err(AuthorityError::InvalidTarget(
@@ -265,7 +349,7 @@ async fn target(
     };
     let id = SpiffeId::parse(given).map_err(|_| unknown())?;
     if id == s.authority_id {
-        return Ok(id);
+        return Ok((id, None));
     }
     let agent = registry::agent_by_id(s, id.as_str())
         .await?
@@ -276,7 +360,7 @@ async fn target(
             agent.name
         )));
     }
-    Ok(id)
+    Ok((id, Some(agent)))
 }
 
 /// The requested scope, refused whole if any permission is not held.
@@ -411,6 +495,7 @@ async fn key_binding(
 async fn task_context(
     s: &AuthorityState,
     req: &TokenRequest,
+    txn: Option<&str>,
     audience: &SpiffeId,
     attempt: &mut Attempt,
 ) -> Result<(Option<String>, Option<String>, Option<String>), AuthorityError> {
@@ -423,7 +508,7 @@ async fn task_context(
     if *audience == s.authority_id {
         return Ok((None, purpose, rctx));
     }
-    let txn = match req.txn.as_deref() {
+    let txn = match txn {
         Some(txn) => {
             let valid = !txn.is_empty()
                 && txn.len() <= 128

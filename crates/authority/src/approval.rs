@@ -1,0 +1,360 @@
+//! Human approval of high-risk token requests.
+//!
+//! When a permit policy that decides a request says `@approval("required")`,
+//! the token endpoint answers `authorization_pending` with an `approval_id`
+//! (the polling shape of RFC 8628 §3.5 and CIBA). The agent repeats the same
+//! token request with `approval_id` at most every `interval` seconds
+//! (`slow_down` otherwise) until a person approves (the token is issued),
+//! denies (`access_denied`) or the approval expires (`expired_token`).
+//!
+//! An approval is bound to exactly one request: agent, audience, scope, task,
+//! purpose and grant type. Presenting it with anything else is `invalid_grant`,
+//! and the token issued under it consumes it in the same transaction.
+
+use agentauth_core::{Decision, random_b64, unix_now};
+use agentauth_store::{ApprovalDecision, ApprovalRow, ApprovalStatus};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AuthorityError;
+use crate::audit::{event, request_id};
+use crate::body::JsonBody;
+use crate::policy::NeedsApproval;
+use crate::server::{AppState, State as AuthorityState};
+
+/// Longest approver name or reason.
+const MAX_TEXT: usize = 512;
+
+/// The request an approval is for.
+#[derive(Debug)]
+pub(crate) struct Binding<'a> {
+    pub(crate) agent: &'a str,
+    pub(crate) audience: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) txn: &'a str,
+    pub(crate) purpose: &'a str,
+    pub(crate) grant_type: &'a str,
+}
+
+/// The approval an agent presents with `approval_id`; one of another agent,
+/// or none at all, is the same unknown approval.
+pub(crate) async fn presented(
+    s: &AuthorityState,
+    id: &str,
+    agent: &str,
+) -> Result<ApprovalRow, AuthorityError> {
+    let unknown = || AuthorityError::InvalidGrant("the approval_id is not known".into());
+    if id.is_empty() || id.len() > 64 {
+        return Err(unknown());
+    }
+    match s.store.approval(id).await? {
+        Some(a) if a.agent == agent => Ok(a),
+        _ => Err(unknown()),
+    }
+}
+
+/// Decides what a request that needs approval gets now: the ID of an approved
+/// approval to consume, or an error that tells the agent to wait, slow down,
+/// give up or stop.
+pub(crate) async fn settle(
+    s: &AuthorityState,
+    presented: Option<&ApprovalRow>,
+    binding: &Binding<'_>,
+    explicit_txn: bool,
+    needs: &NeedsApproval,
+    headers: &HeaderMap,
+) -> Result<String, AuthorityError> {
+    let now = unix_now();
+    let Some(a) = presented else {
+        let txn = explicit_txn.then_some(binding.txn);
+        if let Some(a) = s
+            .store
+            .pending_approval(
+                binding.agent,
+                binding.audience,
+                binding.scope,
+                binding.purpose,
+                txn,
+                now,
+            )
+            .await?
+        {
+            return pending(s, &a, now).await;
+        }
+        return create(s, binding, needs, headers, now).await;
+    };
+    check_binding(a, binding)?;
+    match a.status {
+        ApprovalStatus::Denied => Err(AuthorityError::AccessDenied(format!(
+            "{} denied the request: {}",
+            a.decided_by.as_deref().unwrap_or("a person"),
+            a.reason.as_deref().unwrap_or("no reason given")
+        ))),
+        ApprovalStatus::Used => Err(AuthorityError::InvalidGrant(
+            "the approval was already used: ask again for a new one".into(),
+        )),
+        _ if a.expires_at <= now => Err(AuthorityError::ExpiredToken(format!(
+            "the approval expired {} seconds ago; ask again for a new one",
+            now - a.expires_at
+        ))),
+        ApprovalStatus::Pending => pending(s, a, now).await,
+        ApprovalStatus::Approved => Ok(a.id.clone()),
+    }
+}
+
+/// Every field of the request must be the one approved.
+fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), AuthorityError> {
+    let fields = [
+        ("audience", a.audience.as_str(), b.audience),
+        ("scope", a.scope.as_str(), b.scope),
+        ("task (txn)", a.txn.as_str(), b.txn),
+        ("purpose", a.purpose.as_str(), b.purpose),
+        ("grant type", a.grant_type.as_str(), b.grant_type),
+    ];
+    for (name, approved, asked) in fields {
+        if approved != asked {
+            return Err(AuthorityError::InvalidGrant(format!(
+                "the approval was given for a different request: the {name} differs"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A poll of a pending approval: too soon is `slow_down`, else still pending.
+async fn pending(s: &AuthorityState, a: &ApprovalRow, now: i64) -> Result<String, AuthorityError> {
+    let interval = s.config.approval_interval_secs;
+    if !s.store.poll_approval(&a.id, now, interval).await? {
+        return Err(AuthorityError::SlowDown { interval });
+    }
+    Err(AuthorityError::AuthorizationPending {
+        approval_id: a.id.clone(),
+        interval,
+        expires_in: a.expires_at - now,
+    })
+}
+
+async fn create(
+    s: &AuthorityState,
+    b: &Binding<'_>,
+    needs: &NeedsApproval,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<String, AuthorityError> {
+    let approval = ApprovalRow {
+        id: format!("apr-{}", random_b64(18)),
+        agent: b.agent.to_owned(),
+        audience: b.audience.to_owned(),
+        scope: b.scope.to_owned(),
+        txn: b.txn.to_owned(),
+        purpose: b.purpose.to_owned(),
+        grant_type: b.grant_type.to_owned(),
+        policies: needs.policies.join(" "),
+        approvers: needs.approvers.clone(),
+        status: ApprovalStatus::Pending,
+        created_at: now,
+        expires_at: now + s.config.approval_ttl_secs,
+        last_poll_at: now,
+        decided_by: None,
+        decided_at: None,
+        reason: None,
+    };
+    let mut audit = event("approval.requested", b.agent, &approval.id, Decision::Deny);
+    audit.audience = b.audience.to_owned();
+    audit.scope = b.scope.to_owned();
+    audit.txn = b.txn.to_owned();
+    audit.purpose = b.purpose.to_owned();
+    audit.reason = format!(
+        "waiting for approval{} required by policy {}",
+        needs
+            .approvers
+            .as_deref()
+            .map(|g| format!(" by {g}"))
+            .unwrap_or_default(),
+        approval.policies
+    );
+    audit.request_id = request_id(headers);
+    s.store.create_approval(&approval, &audit).await?;
+    tracing::info!(approval = %approval.id, agent = %b.agent, scope = %b.scope, "token request waits for approval");
+    Err(AuthorityError::AuthorizationPending {
+        approval_id: approval.id,
+        interval: s.config.approval_interval_secs,
+        expires_in: s.config.approval_ttl_secs,
+    })
+}
+
+// ---- The admin API ----
+
+/// The JSON view of an approval; past its expiry a pending or unused one
+/// shows as `expired`.
+fn view(a: &ApprovalRow, now: i64) -> Value {
+    let status = match a.status {
+        ApprovalStatus::Pending | ApprovalStatus::Approved if a.expires_at <= now => "expired",
+        other => other.as_str(),
+    };
+    json!({
+        "id": a.id,
+        "status": status,
+        "agent": a.agent,
+        "audience": a.audience,
+        "scope": a.scope,
+        "txn": a.txn,
+        "purpose": a.purpose,
+        "grant_type": a.grant_type,
+        "policies": a.policies.split(' ').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
+        "approvers": a.approvers,
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "decided_by": a.decided_by,
+        "decided_at": a.decided_at,
+        "reason": a.reason,
+    })
+}
+
+/// Query of `GET /v1/approvals`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/approvals[?status=pending|approved|denied|used]`, newest first.
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(e.body_text()))?;
+    let status = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some(raw) => Some(ApprovalStatus::parse(raw).ok_or_else(|| {
+            AuthorityError::InvalidRequest(
+                "status must be pending, approved, denied, used or all".into(),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let now = unix_now();
+    let rows = s.store.approvals(status, limit).await?;
+    Ok(Json(json!({
+        "approvals": rows.iter().map(|a| view(a, now)).collect::<Vec<_>>()
+    })))
+}
+
+/// `GET /v1/approvals/{id}`.
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let a = s
+        .store
+        .approval(&id)
+        .await?
+        .ok_or_else(|| AuthorityError::NotFound(format!("approval {id} was not found")))?;
+    Ok(Json(view(&a, unix_now())))
+}
+
+/// Body of the approve and deny calls.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Verdict {
+    /// The person deciding (the admin credential is shared; the audit names them).
+    by: String,
+    /// Why; required to deny.
+    reason: Option<String>,
+}
+
+/// `POST /v1/approvals/{id}/approve`.
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<JsonBody<Verdict>, AuthorityError>,
+) -> Result<Json<Value>, AuthorityError> {
+    decide(&s, &headers, &id, body, ApprovalStatus::Approved).await
+}
+
+/// `POST /v1/approvals/{id}/deny`: a reason is required.
+pub(crate) async fn deny(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<JsonBody<Verdict>, AuthorityError>,
+) -> Result<Json<Value>, AuthorityError> {
+    decide(&s, &headers, &id, body, ApprovalStatus::Denied).await
+}
+
+async fn decide(
+    s: &AuthorityState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Result<JsonBody<Verdict>, AuthorityError>,
+    status: ApprovalStatus,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(headers)?;
+    let JsonBody(verdict) = body?;
+    let by = verdict.by.trim();
+    if by.is_empty() || by.len() > MAX_TEXT {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "\"by\" must name the person deciding (1 to {MAX_TEXT} bytes)"
+        )));
+    }
+    let reason = verdict
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.len() > MAX_TEXT) {
+        return Err(AuthorityError::InvalidRequest(format!(
+            "\"reason\" is longer than {MAX_TEXT} bytes"
+        )));
+    }
+    if status == ApprovalStatus::Denied && reason.is_none() {
+        return Err(AuthorityError::InvalidRequest(
+            "a denial needs a \"reason\"".into(),
+        ));
+    }
+    let existing = s
+        .store
+        .approval(id)
+        .await?
+        .ok_or_else(|| AuthorityError::NotFound(format!("approval {id} was not found")))?;
+    let now = unix_now();
+    let (kind, decision) = match status {
+        ApprovalStatus::Approved => ("approval.approved", Decision::Allow),
+        _ => ("approval.denied", Decision::Deny),
+    };
+    let mut audit = event(kind, &format!("admin:{by}"), id, decision);
+    audit.audience.clone_from(&existing.audience);
+    audit.scope.clone_from(&existing.scope);
+    audit.txn.clone_from(&existing.txn);
+    audit.purpose.clone_from(&existing.purpose);
+    audit.chain.clone_from(&existing.agent);
+    audit.reason = match reason {
+        Some(r) => format!("{by}: {r}"),
+        None => format!("{by}: approved"),
+    };
+    audit.request_id = request_id(headers);
+    let decided = s
+        .store
+        .decide_approval(
+            id,
+            &ApprovalDecision {
+                status,
+                by: by.to_owned(),
+                reason: reason.map(str::to_owned),
+                now,
+            },
+            &audit,
+        )
+        .await?;
+    tracing::info!(approval = %id, by, status = status.as_str(), "approval decided");
+    Ok(Json(view(&decided, now)))
+}

@@ -1,0 +1,647 @@
+//! Policy as code at the authority: versioned Cedar policy sets (`/v1/policies`,
+//! admin), the active set for verifiers (`GET /v1/policy`, public like the
+//! JWKS, with an ETag), dry runs, and the decision every token issue and
+//! exchange goes through.
+//!
+//! No active set means registry permissions alone decide (policy is off).
+//! Once a set is active, each requested permission must be permitted for the
+//! context of the request: the scope is narrowed to what is permitted, and a
+//! permit marked `@approval("required")` sends the request to a person.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use agentauth_core::{AgentName, Decision as AuditDecision, Scope, SpiffeId, unix_now};
+use agentauth_policy::{
+    AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
+};
+use agentauth_store::{AgentRow, PolicySetRow};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AuthorityError;
+use crate::audit::{event, request_id};
+use crate::body::JsonBody;
+use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
+use crate::server::{AppState, State as AuthorityState};
+
+/// Largest body of a policy load or dry run.
+pub(crate) const MAX_POLICY_BODY: usize = 2 * 1024 * 1024;
+/// How often a replica checks the store for a version another one activated.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The policy set this replica decides with.
+#[derive(Debug)]
+pub(crate) enum Active {
+    /// No set was ever activated: registry permissions alone decide.
+    Off,
+    /// This version decides.
+    On(Arc<Loaded>),
+    /// The stored active version does not load: every decision fails closed.
+    Broken {
+        /// The version that failed.
+        version: i64,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A compiled, active version.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) version: i64,
+    pub(crate) set: PolicySet,
+}
+
+/// This replica's view of the active policy set.
+#[derive(Debug)]
+pub(crate) struct PolicyState {
+    active: RwLock<Arc<Active>>,
+}
+
+impl PolicyState {
+    pub(crate) fn new() -> Self {
+        Self {
+            active: RwLock::new(Arc::new(Active::Off)),
+        }
+    }
+
+    /// The set decisions use now.
+    pub(crate) fn current(&self) -> Arc<Active> {
+        self.active
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |a| a.clone())
+    }
+
+    fn set(&self, active: Active) {
+        let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(active);
+    }
+}
+
+/// Compiles a stored version.
+fn compile(row: &PolicySetRow) -> Active {
+    let files: Vec<PolicyFile> = match serde_json::from_str(&row.files) {
+        Ok(files) => files,
+        Err(e) => {
+            return Active::Broken {
+                version: row.version,
+                why: format!("stored files are unreadable: {e}"),
+            };
+        }
+    };
+    match PolicySet::load(&files) {
+        Ok(set) => Active::On(Arc::new(Loaded {
+            version: row.version,
+            set,
+        })),
+        Err(e) => Active::Broken {
+            version: row.version,
+            why: e.to_string(),
+        },
+    }
+}
+
+/// Loads the active version from the store into `s.policy`, unless it is
+/// the one already loaded.
+pub(crate) async fn refresh(s: &AuthorityState) -> Result<(), AuthorityError> {
+    let row = s.store.active_policy_set().await?;
+    let current = s.policy.current();
+    let loaded_version = match &*current {
+        Active::Off => None,
+        Active::On(l) => Some(l.version),
+        Active::Broken { version, .. } => Some(*version),
+    };
+    match row {
+        None if loaded_version.is_some() => s.policy.set(Active::Off),
+        Some(row) if Some(row.version) != loaded_version => {
+            let active = compile(&row);
+            if let Active::Broken { version, why } = &active {
+                tracing::error!(version, %why, "the active policy set does not load: refusing tokens");
+            } else {
+                tracing::info!(version = row.version, "policy set loaded");
+            }
+            s.policy.set(active);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Keeps `refresh`ing, so a version activated on another replica takes effect here.
+pub(crate) fn spawn_refresher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_INTERVAL).await;
+            let Some(s) = state.upgrade() else { return };
+            if let Err(e) = refresh(&s).await {
+                tracing::warn!(error = %e.detail(), "checking the active policy set failed");
+            }
+        }
+    })
+}
+
+/// The peer address of a request (`0.0.0.0` when the server was not started
+/// with connection info, as in-process tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerIp(pub(crate) IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// What the registry says about an agent, as the policy sees it.
+pub(crate) fn facts(s: &AuthorityState, agent: &AgentRow) -> AgentFacts {
+    AgentFacts {
+        name: agent.name.clone(),
+        trust_domain: s.trust_domain.to_string(),
+        owner: agent.owner.clone(),
+        tags: agent.tags.clone(),
+        ephemeral: agent.expires_at.is_some() && agent.parent.is_some(),
+        parent: agent.parent.as_deref().map(|p| entity_name(s, p)),
+    }
+}
+
+/// The authority itself as a target.
+fn authority_facts(s: &AuthorityState) -> AgentFacts {
+    AgentFacts {
+        name: "authority".into(),
+        trust_domain: s.trust_domain.to_string(),
+        owner: String::new(),
+        tags: vec![],
+        ephemeral: false,
+        parent: None,
+    }
+}
+
+/// The entity name of a SPIFFE ID: the agent name for agents of this trust
+/// domain, the whole ID otherwise.
+pub(crate) fn entity_name(s: &AuthorityState, id: &str) -> String {
+    match SpiffeId::parse(id) {
+        Ok(spiffe) if spiffe.is_in(&s.trust_domain) => spiffe
+            .agent_name()
+            .map_or_else(|| id.to_owned(), |n| n.to_string()),
+        _ => id.to_owned(),
+    }
+}
+
+/// One token request as the policy sees it.
+pub(crate) struct Ask<'a> {
+    /// The agent that will present the token (for an exchange, the actor).
+    pub(crate) principal: &'a AgentRow,
+    /// The target agent; `None` for the authority itself.
+    pub(crate) target: Option<&'a AgentRow>,
+    /// The scope the registry and delegation rules allow.
+    pub(crate) scope: &'a Scope,
+    pub(crate) purpose: &'a str,
+    pub(crate) txn: &'a str,
+    /// SPIFFE IDs of the subject and every actor.
+    pub(crate) chain: &'a [String],
+    pub(crate) delegation_depth: i64,
+    pub(crate) client_ip: IpAddr,
+}
+
+/// What policy decided for a token request.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Policy is off: the scope stands as asked.
+    Off,
+    /// Issue with this (possibly narrowed) scope; `approval` lists the
+    /// policies that require a person's approval first, if any.
+    Issue {
+        scope: Scope,
+        version: i64,
+        /// What was dropped and why, for the audit.
+        dropped: Vec<String>,
+        approval: Option<NeedsApproval>,
+    },
+}
+
+/// Why a request waits for a person.
+#[derive(Debug, Clone)]
+pub(crate) struct NeedsApproval {
+    pub(crate) policies: Vec<String>,
+    pub(crate) approvers: Option<String>,
+}
+
+/// Decides every permission of `ask.scope`; refuses the request with
+/// `invalid_scope` naming the policies when none is permitted.
+pub(crate) fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, AuthorityError> {
+    let current = s.policy.current();
+    let loaded = match &*current {
+        Active::Off => return Ok(Verdict::Off),
+        Active::Broken { version, .. } => {
+            return Err(AuthorityError::PolicyUnavailable(format!(
+                "policy set version {version} does not load; no token can be issued until a valid version is activated"
+            )));
+        }
+        Active::On(loaded) => loaded.clone(),
+    };
+    let principal = facts(s, ask.principal);
+    let target = ask
+        .target
+        .map_or_else(|| authority_facts(s), |t| facts(s, t));
+    let context = RequestContext {
+        purpose: ask.purpose.to_owned(),
+        sensitivity: "unspecified".into(),
+        delegation_depth: ask.delegation_depth,
+        chain: ask.chain.iter().map(|id| entity_name(s, id)).collect(),
+        txn: ask.txn.to_owned(),
+        environment: s.config.environment.clone(),
+        time: Clock::at_unix(unix_now()),
+        client_ip: ask.client_ip,
+    };
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    let mut approval: Option<NeedsApproval> = None;
+    for permission in ask.scope.iter() {
+        let p = permission.as_str();
+        // Housekeeping every agent needs (shipping audit, completing tasks)
+        // is not subject to policy: refusing it would only hide what happened.
+        if ask.target.is_none() && AUTHORITY_IMPLICIT_SCOPES.contains(&p) {
+            kept.push(p);
+            continue;
+        }
+        let decision = loaded
+            .set
+            .decide(&Query {
+                principal: &principal,
+                action: p,
+                target: Target::Agent(&target),
+                context: &context,
+            })
+            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        match decision.outcome {
+            Outcome::Permit => kept.push(p),
+            Outcome::NeedsApproval { approvers } => {
+                kept.push(p);
+                let entry = approval.get_or_insert_with(|| NeedsApproval {
+                    policies: vec![],
+                    approvers: None,
+                });
+                entry.policies.extend(decision.policies);
+                if entry.approvers.is_none() {
+                    entry.approvers = approvers;
+                }
+            }
+            Outcome::Deny => dropped.push(format!("\"{p}\": {}", decision.denial_reason())),
+        }
+    }
+    if kept.is_empty() {
+        return Err(AuthorityError::InvalidScope(format!(
+            "policy (version {}) permits none of the requested permissions: {}",
+            loaded.version,
+            dropped.join("; ")
+        )));
+    }
+    if let Some(a) = &mut approval {
+        a.policies.sort();
+        a.policies.dedup();
+    }
+    let scope = Scope::from_strs(kept).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    Ok(Verdict::Issue {
+        scope,
+        version: loaded.version,
+        dropped,
+        approval,
+    })
+}
+
+// ---- The admin API ----
+
+/// Body of `POST /v1/policies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewPolicySet {
+    files: Vec<PolicyFile>,
+    /// Activate the new version at once.
+    #[serde(default)]
+    activate: bool,
+}
+
+fn listing(row: &PolicySetRow) -> Value {
+    json!({
+        "version": row.version,
+        "digest": row.digest,
+        "policy_count": row.policy_count,
+        "created_at": row.created_at,
+        "active": row.active,
+    })
+}
+
+fn digest(files: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, files.as_bytes()).as_ref())
+}
+
+/// `POST /v1/policies`: validates a set against the schema and stores it as
+/// a new version; an invalid set is refused with every problem's file, line
+/// and column, and nothing is stored.
+pub(crate) async fn load(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<NewPolicySet, MAX_POLICY_BODY>, AuthorityError>,
+) -> Result<Response, AuthorityError> {
+    s.admin.require(&headers)?;
+    let JsonBody(new) = body?;
+    let set = PolicySet::load(&new.files).map_err(AuthorityError::from)?;
+    let files =
+        serde_json::to_string(&new.files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let digest = digest(&files);
+    let now = unix_now();
+    let mut audit = event("policy.loaded", "admin", "", AuditDecision::Allow);
+    audit.reason = format!(
+        "{} policies in {} files, sha256 {digest}",
+        set.summaries().len(),
+        new.files.len()
+    );
+    audit.request_id = request_id(&headers);
+    let count = set.summaries().len() as i64;
+    let version = s
+        .store
+        .add_policy_set(&files, &digest, count, now, &audit)
+        .await?;
+    if new.activate {
+        activate_version(&s, version, &headers).await?;
+    }
+    let body = json!({
+        "version": version,
+        "digest": digest,
+        "policy_count": count,
+        "active": new.activate,
+        "policies": set.summaries(),
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /v1/policies`: every version, newest first.
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let rows = s.store.policy_sets().await?;
+    Ok(Json(
+        json!({ "versions": rows.iter().map(listing).collect::<Vec<_>>() }),
+    ))
+}
+
+fn parse_version(raw: &str) -> Result<i64, AuthorityError> {
+    raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        AuthorityError::InvalidRequest(format!(
+            "\"{}\" is not a policy set version (a positive number)",
+            raw.chars().take(20).collect::<String>()
+        ))
+    })
+}
+
+async fn version_row(s: &AuthorityState, version: i64) -> Result<PolicySetRow, AuthorityError> {
+    s.store.policy_set(version).await?.ok_or_else(|| {
+        AuthorityError::NotFound(format!("policy set version {version} was not found"))
+    })
+}
+
+/// The full view of a version: files and the policies they hold.
+fn full_view(row: &PolicySetRow) -> Result<Value, AuthorityError> {
+    let files: Vec<PolicyFile> = serde_json::from_str(&row.files)
+        .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
+    let policies = PolicySet::load(&files)
+        .map(|set| set.summaries().to_vec())
+        .unwrap_or_default();
+    let mut view = listing(row);
+    view["files"] = json!(files);
+    view["policies"] = json!(policies);
+    Ok(view)
+}
+
+/// `GET /v1/policies/{version}`.
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let row = version_row(&s, parse_version(&version)?).await?;
+    Ok(Json(full_view(&row)?))
+}
+
+/// `POST /v1/policies/{version}/activate`: makes a stored version the one
+/// that decides (also to roll back), and announces it on the feed.
+pub(crate) async fn activate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let version = parse_version(&version)?;
+    activate_version(&s, version, &headers).await?;
+    let row = version_row(&s, version).await?;
+    Ok(Json(listing(&row)))
+}
+
+async fn activate_version(
+    s: &AuthorityState,
+    version: i64,
+    headers: &HeaderMap,
+) -> Result<(), AuthorityError> {
+    let row = version_row(s, version).await?;
+    // A stored version always validated once; refuse one that no longer loads
+    // rather than switch every decision to fail closed.
+    if let Active::Broken { why, .. } = compile(&row) {
+        return Err(AuthorityError::Conflict(format!(
+            "policy set version {version} no longer loads: {why}"
+        )));
+    }
+    let mut audit = event(
+        "policy.activated",
+        "admin",
+        &version.to_string(),
+        AuditDecision::Allow,
+    );
+    audit.reason = format!("sha256 {}", row.digest);
+    audit.request_id = request_id(headers);
+    s.store
+        .activate_policy_set(version, unix_now(), &audit)
+        .await?;
+    refresh(s).await?;
+    s.revocations_changed();
+    Ok(())
+}
+
+/// `GET /v1/policy`: the active set for verifiers, with an ETag; 404 when
+/// policy is off.
+pub(crate) async fn distribution(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AuthorityError> {
+    let Some(row) = s.store.active_policy_set().await? else {
+        return Err(AuthorityError::NotFound(
+            "no policy set is active: registry permissions alone decide".into(),
+        ));
+    };
+    let etag = format!(
+        "\"v{}-{}\"",
+        row.version,
+        &row.digest[..row.digest.len().min(16)]
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let files: Value = serde_json::from_str(&row.files)
+            .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
+        Json(json!({ "version": row.version, "digest": row.digest, "files": files }))
+            .into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /v1/policy/agents/{name}`: what policies see of one agent (name,
+/// trust domain, owner, tags, ephemeral, parent), for verifiers that decide
+/// per request. Public like the policy set itself; nothing else of the
+/// registry entry is shown.
+pub(crate) async fn agent_facts(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, AuthorityError> {
+    let agent = registered(&s, &name).await?;
+    let mut response = Json(facts(&s, &agent)).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    Ok(response)
+}
+
+/// Body of `POST /v1/policies/test`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DryRun {
+    /// Decide with these files instead of a stored version.
+    files: Option<Vec<PolicyFile>>,
+    /// Decide with this stored version; the active one when neither is given.
+    version: Option<i64>,
+    /// Agent name.
+    principal: String,
+    /// Permission.
+    action: String,
+    /// Target agent name.
+    resource: String,
+    /// Context fields; the rest take their defaults (now, this environment).
+    #[serde(default)]
+    context: Value,
+}
+
+/// `POST /v1/policies/test`: a dry run of one decision, with the policies
+/// that determined it and any evaluation errors; nothing is stored.
+pub(crate) async fn dry_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<DryRun, MAX_POLICY_BODY>, AuthorityError>,
+) -> Result<Json<Value>, AuthorityError> {
+    s.admin.require(&headers)?;
+    let JsonBody(run) = body?;
+    let (set, version) = match (&run.files, run.version) {
+        (Some(files), _) => (PolicySet::load(files)?, None),
+        (None, version) => {
+            let row = match version {
+                Some(v) => version_row(&s, v).await?,
+                None => s.store.active_policy_set().await?.ok_or_else(|| {
+                    AuthorityError::NotFound(
+                        "no policy set is active: name a version or give files".into(),
+                    )
+                })?,
+            };
+            let files: Vec<PolicyFile> = serde_json::from_str(&row.files)
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            (PolicySet::load(&files)?, Some(row.version))
+        }
+    };
+    let principal = registered(&s, &run.principal).await?;
+    let resource = registered(&s, &run.resource).await?;
+    let context = dry_run_context(&s, &principal, run.context)?;
+    let decision: Decision = set
+        .decide(&Query {
+            principal: &facts(&s, &principal),
+            action: &run.action,
+            target: Target::Agent(&facts(&s, &resource)),
+            context: &context,
+        })
+        .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+    Ok(Json(json!({
+        "version": version,
+        "decision": decision,
+        "context": context,
+    })))
+}
+
+async fn registered(s: &AuthorityState, name: &str) -> Result<AgentRow, AuthorityError> {
+    let name = AgentName::new(name).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
+    s.store
+        .agent(name.as_str())
+        .await?
+        .ok_or_else(|| AuthorityError::NotFound(format!("agent \"{name}\" was not found")))
+}
+
+/// The dry run's context: given fields over defaults for this authority now.
+fn dry_run_context(
+    s: &AuthorityState,
+    principal: &AgentRow,
+    given: Value,
+) -> Result<RequestContext, AuthorityError> {
+    let mut context = json!({
+        "purpose": "",
+        "sensitivity": "unspecified",
+        "delegation_depth": 0,
+        "chain": [principal.name],
+        "txn": "",
+        "environment": s.config.environment,
+        "time": Clock::at_unix(unix_now()),
+        "client_ip": "127.0.0.1",
+    });
+    match given {
+        Value::Null => {}
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                if context.get(&k).is_none() {
+                    return Err(AuthorityError::InvalidRequest(format!(
+                        "\"{k}\" is not a context field"
+                    )));
+                }
+                context[k] = v;
+            }
+        }
+        _ => {
+            return Err(AuthorityError::InvalidRequest(
+                "context must be a JSON object".into(),
+            ));
+        }
+    }
+    serde_json::from_value(context)
+        .map_err(|e| AuthorityError::InvalidRequest(format!("context: {e}")))
+}

@@ -1,0 +1,262 @@
+//! `agentauth approvals …`: list the token requests that wait for a person,
+//! and approve or deny them.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::bail;
+use clap::{Subcommand, ValueEnum};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::admin_client::Connection;
+
+/// Which approvals to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusFilter {
+    /// Waiting for a person (including ones that expired unanswered).
+    Pending,
+    /// Approved, not used yet.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Approved and consumed by the token issued under it.
+    Used,
+    /// Every approval.
+    All,
+}
+
+impl StatusFilter {
+    /// The value of the `status` query parameter.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Used => "used",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Approval commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// List approvals, newest first.
+    List {
+        /// Which approvals.
+        #[arg(long, value_enum, default_value_t = StatusFilter::Pending)]
+        status: StatusFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print the authority's JSON as is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Approve a pending request: the agent's next poll gets its token.
+    Approve {
+        /// Approval ID (apr-…).
+        id: String,
+        /// Who approves, for the audit [default: $USER, else admin].
+        #[arg(long)]
+        by: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Deny a pending request: the agent's next poll gets access_denied.
+    Deny {
+        /// Approval ID (apr-…).
+        id: String,
+        /// Why (required; the agent is told).
+        #[arg(long)]
+        reason: String,
+        /// Who denies, for the audit [default: $USER, else admin].
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Runs an approvals command.
+pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApprovalsCommand::List {
+            status,
+            limit,
+            json,
+            conn,
+        } => {
+            let path = format!("/v1/approvals?status={}&limit={limit}", status.as_str());
+            let list = conn.admin(Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let approvals = list["approvals"].as_array().map_or(&[][..], Vec::as_slice);
+            if approvals.is_empty() {
+                println!("no approvals");
+            }
+            for approval in approvals {
+                println!("{}", approval_line(approval));
+            }
+        }
+        ApprovalsCommand::Approve {
+            id,
+            by,
+            reason,
+            conn,
+        } => {
+            let mut body = json!({ "by": decider(by) });
+            if let Some(reason) = reason {
+                body["reason"] = json!(reason);
+            }
+            decide(&conn, &id, "approve", &body).await?;
+            println!("approved {id}");
+        }
+        ApprovalsCommand::Deny {
+            id,
+            reason,
+            by,
+            conn,
+        } => {
+            if reason.trim().is_empty() {
+                bail!("a denial needs a --reason");
+            }
+            let body = json!({ "by": decider(by), "reason": reason });
+            decide(&conn, &id, "deny", &body).await?;
+            println!("denied {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends an approve or deny call for `id`.
+async fn decide(conn: &Connection, id: &str, verb: &str, body: &Value) -> anyhow::Result<()> {
+    let id = checked_id(id)?;
+    conn.admin(
+        Method::POST,
+        &format!("/v1/approvals/{id}/{verb}"),
+        Some(body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// An approval ID, checked so it is safe in a URL path.
+fn checked_id(id: &str) -> anyhow::Result<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        bail!(
+            "\"{}\" is not an approval ID",
+            id.chars().take(64).collect::<String>()
+        );
+    }
+    Ok(id)
+}
+
+/// Who decides: `--by`, else `$USER`, else `admin`.
+fn decider(by: Option<String>) -> String {
+    let named = |name: String| Some(name.trim().to_owned()).filter(|n| !n.is_empty());
+    by.and_then(named)
+        .or_else(|| std::env::var("USER").ok().and_then(named))
+        .unwrap_or_else(|| "admin".to_owned())
+}
+
+/// A value for a one-line listing: `-` when empty, quoted when it has spaces,
+/// quotes or control characters.
+fn field(value: &str) -> String {
+    if value.is_empty() {
+        "-".to_owned()
+    } else if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        Value::from(value).to_string()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// One line of `approvals list`.
+fn approval_line(a: &Value) -> String {
+    let text = |key: &str| field(a[key].as_str().unwrap_or(""));
+    let policies: Vec<&str> = a["policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let expires = a["expires_at"].as_i64().map_or_else(
+        || "-".to_owned(),
+        |secs| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+                .to_string()
+        },
+    );
+    format!(
+        "{} {} agent={} scope={} audience={} txn={} purpose={} policies={} approvers={} expires={}",
+        text("id"),
+        text("status"),
+        text("agent"),
+        text("scope"),
+        text("audience"),
+        text("txn"),
+        text("purpose"),
+        field(&policies.join(",")),
+        text("approvers"),
+        expires
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_is_one_line() {
+        let line = approval_line(&json!({
+            "id": "apr-abc", "status": "pending", "agent": "billing",
+            "audience": "spiffe://example.org/agent/payments",
+            "scope": "payments:refund payments:read", "txn": "t-1",
+            "purpose": "refund order\n42", "grant_type": "client_credentials",
+            "policies": ["big-refund", "prod"], "approvers": null,
+            "created_at": 0, "expires_at": 60,
+            "decided_by": null, "decided_at": null, "reason": null
+        }));
+        assert_eq!(
+            line,
+            "apr-abc pending agent=billing scope=\"payments:refund payments:read\" \
+             audience=spiffe://example.org/agent/payments txn=t-1 \
+             purpose=\"refund order\\n42\" policies=big-refund,prod approvers=- \
+             expires=1970-01-01T00:01:00Z"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn ids_that_are_not_path_safe_are_refused() {
+        assert_eq!(checked_id("apr-Ab_9").unwrap(), "apr-Ab_9");
+        assert!(checked_id("").is_err());
+        assert!(checked_id("../agents").is_err());
+        assert!(checked_id("a?b").is_err());
+        assert!(checked_id(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn the_decider_defaults_when_not_given() {
+        assert_eq!(decider(Some(" alice ".into())), "alice");
+        assert!(!decider(None).is_empty());
+        assert!(!decider(Some("  ".into())).is_empty());
+    }
+}

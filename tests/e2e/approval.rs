@@ -1,0 +1,425 @@
+//! Human approval against the real binary: a request a policy marks
+//! `@approval("required")` waits (`authorization_pending`) until a person
+//! approves or denies it, or it expires; the approval is bound to exactly
+//! that request and used once; polling too fast is `slow_down`.
+
+use std::time::Duration;
+
+use agentauth_core::SigningKey;
+use agentauth_sdk::SdkError;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Server, id};
+
+/// An authority with the example policies active, a payments agent and two
+/// targets; polls may come every second.
+async fn start(extra: &[&str]) -> (Server, SigningKey) {
+    let mut args = vec!["--approval-interval-secs", "1"];
+    args.extend_from_slice(extra);
+    let s = Server::start_with(&args, &[]).await;
+    let key = s
+        .register(
+            "payer",
+            &["payments:create", "payments:refund", "read:ledger"],
+        )
+        .await;
+    s.register("bank", &[]).await;
+    s.register("ledger", &[]).await;
+    s.activate_examples().await;
+    (s, key)
+}
+
+/// A token request for payments, with `approval_id` when polling.
+async fn request(
+    s: &Server,
+    key: &SigningKey,
+    audience: &str,
+    scope: &str,
+    approval_id: Option<&str>,
+) -> (StatusCode, Value) {
+    let audience = id(audience);
+    let mut params = vec![
+        ("grant_type", "client_credentials"),
+        ("resource", audience.as_str()),
+        ("scope", scope),
+        ("purpose", "pay invoice 7"),
+    ];
+    if let Some(a) = approval_id {
+        params.push(("approval_id", a));
+    }
+    s.form_as("payer", key, "/oauth/token", &params).await
+}
+
+/// The first request: pending, with an approval to poll.
+async fn pending(s: &Server, key: &SigningKey) -> String {
+    let (status, body) = request(s, key, "bank", "payments:create", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+    assert_eq!(body["interval"], 1);
+    assert_eq!(body["expires_in"], 600);
+    body["approval_id"].as_str().unwrap().to_owned()
+}
+
+async fn decide(s: &Server, approval: &str, verdict: &str, body: Value) -> (StatusCode, Value) {
+    s.admin_json(
+        Method::POST,
+        &format!("/v1/approvals/{approval}/{verdict}"),
+        Some(body),
+    )
+    .await
+}
+
+async fn audit(s: &Server) -> Vec<Value> {
+    let (_, body) = s
+        .admin_json(Method::GET, "/v1/audit?limit=1000", None)
+        .await;
+    body["records"].as_array().unwrap().clone()
+}
+
+async fn poll_after_interval(
+    s: &Server,
+    key: &SigningKey,
+    audience: &str,
+    scope: &str,
+    approval: &str,
+) -> (StatusCode, Value) {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    request(s, key, audience, scope, Some(approval)).await
+}
+
+#[tokio::test]
+async fn an_approved_request_gets_its_token_once_and_the_decision_is_audited() {
+    let (s, key) = start(&[]).await;
+    let approval = pending(&s, &key).await;
+
+    let (status, listed) = s
+        .admin_json(Method::GET, "/v1/approvals?status=pending", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let entry = &listed["approvals"][0];
+    assert_eq!(entry["id"], approval.as_str());
+    assert_eq!(entry["agent"], id("payer"));
+    assert_eq!(entry["audience"], id("bank"));
+    assert_eq!(entry["scope"], "payments:create");
+    assert_eq!(entry["purpose"], "pay invoice 7");
+    assert_eq!(entry["policies"], json!(["payments-need-approval"]));
+    assert_eq!(entry["approvers"], "finance");
+    let txn = entry["txn"].as_str().unwrap().to_owned();
+
+    // The same request again finds the same approval rather than a new one.
+    let (_, again) = poll_after_interval(&s, &key, "bank", "payments:create", &approval).await;
+    assert_eq!(again["error"], "authorization_pending");
+    assert_eq!(again["approval_id"], approval.as_str());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, fresh) = request(&s, &key, "bank", "payments:create", None).await;
+    assert_eq!(fresh["approval_id"], approval.as_str());
+
+    let (status, decided) = decide(&s, &approval, "approve", json!({"by": "alice"})).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["decided_by"], "alice");
+
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "payments:create");
+    assert_eq!(
+        body["txn"],
+        txn.as_str(),
+        "the token joins the approved task"
+    );
+
+    // Used once.
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+    let (_, shown) = s
+        .admin_json(Method::GET, &format!("/v1/approvals/{approval}"), None)
+        .await;
+    assert_eq!(shown["status"], "used");
+
+    let records = audit(&s).await;
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    let requested = kinds.iter().filter(|k| **k == "approval.requested").count();
+    assert_eq!(
+        requested, 1,
+        "polls are not audited as new requests: {kinds:?}"
+    );
+    let approved = records
+        .iter()
+        .find(|r| r["kind"] == "approval.approved")
+        .unwrap();
+    assert_eq!(approved["actor"], "admin:alice");
+    assert_eq!(approved["subject"], approval.as_str());
+    let issued = records
+        .iter()
+        .find(|r| r["kind"] == "token.issued" && r["audience"] == id("bank").as_str())
+        .unwrap();
+    assert!(
+        issued["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approved by alice"),
+        "{issued}"
+    );
+}
+
+#[tokio::test]
+async fn polling_faster_than_the_interval_is_slow_down() {
+    let (s, key) = start(&[]).await;
+    let approval = pending(&s, &key).await;
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "slow_down", "{body}");
+    assert_eq!(body["interval"], 1);
+    let (_, body) = poll_after_interval(&s, &key, "bank", "payments:create", &approval).await;
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+}
+
+#[tokio::test]
+async fn a_denied_request_is_access_denied_with_the_reason() {
+    let (s, key) = start(&[]).await;
+    let approval = pending(&s, &key).await;
+    let before = s.snapshot().await;
+    let (status, body) = decide(&s, &approval, "deny", json!({"by": "bob"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, body) = decide(&s, &approval, "deny", json!({"reason": "no"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let unauthenticated = s
+        .http
+        .post(format!("{}/v1/approvals/{approval}/approve", s.url))
+        .json(&json!({"by": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.snapshot().await,
+        before,
+        "refused decisions write nothing"
+    );
+
+    let (status, _) = decide(
+        &s,
+        &approval,
+        "deny",
+        json!({"by": "bob", "reason": "invoice 7 was paid already"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = poll_after_interval(&s, &key, "bank", "payments:create", &approval).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("access_denied"))
+    );
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("bob") && description.contains("paid already"),
+        "{description}"
+    );
+
+    // Decided once.
+    let (status, _) = decide(&s, &approval, "approve", json!({"by": "carol"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let denied = audit(&s)
+        .await
+        .into_iter()
+        .find(|r| r["kind"] == "approval.denied")
+        .unwrap();
+    assert_eq!(denied["actor"], "admin:bob");
+    assert!(denied["reason"].as_str().unwrap().contains("paid already"));
+}
+
+#[tokio::test]
+async fn an_undecided_approval_expires() {
+    let (s, key) = start(&["--approval-ttl-secs", "2"]).await;
+    let (_, body) = request(&s, &key, "bank", "payments:create", None).await;
+    let approval = body["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["expires_in"], 2);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("expired_token"))
+    );
+    let (status, _) = decide(&s, &approval, "approve", json!({"by": "alice"})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an expired approval cannot be approved"
+    );
+    let (_, shown) = s
+        .admin_json(Method::GET, &format!("/v1/approvals/{approval}"), None)
+        .await;
+    assert_eq!(shown["status"], "expired");
+}
+
+#[tokio::test]
+async fn an_approval_is_refused_for_any_other_request() {
+    let (s, key) = start(&[]).await;
+    let other = s.register("other", &["payments:create"]).await;
+    let approval = pending(&s, &key).await;
+    decide(&s, &approval, "approve", json!({"by": "alice"})).await;
+
+    let cases = [
+        ("bank", "payments:refund", "scope"),
+        ("bank", "payments:create payments:refund", "scope"),
+        ("ledger", "payments:create", "audience"),
+    ];
+    for (audience, scope, differs) in cases {
+        let (status, body) = request(&s, &key, audience, scope, Some(&approval)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_grant", "{audience} {scope}: {body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("the {differs} differs")),
+            "{description}"
+        );
+    }
+    // Another purpose is another request.
+    let (_, body) = s
+        .form_as(
+            "payer",
+            &key,
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &id("bank")),
+                ("scope", "payments:create"),
+                ("purpose", "pay invoice 8"),
+                ("approval_id", &approval),
+            ],
+        )
+        .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("purpose differs"),
+        "{body}"
+    );
+    // Another agent cannot use it at all.
+    let (_, body) = s
+        .form_as(
+            "other",
+            &other,
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &id("bank")),
+                ("scope", "payments:create"),
+                ("purpose", "pay invoice 7"),
+                ("approval_id", &approval),
+            ],
+        )
+        .await;
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not known")
+    );
+
+    // None of that used it up.
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_read_needs_no_approval_and_mixing_it_with_a_payment_waits_for_both() {
+    let (s, key) = start(&[]).await;
+    let (status, body) = request(&s, &key, "ledger", "read:ledger", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = request(&s, &key, "bank", "read:ledger payments:create", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "authorization_pending");
+    let approval = body["approval_id"].as_str().unwrap();
+    let (_, shown) = s
+        .admin_json(Method::GET, &format!("/v1/approvals/{approval}"), None)
+        .await;
+    assert_eq!(shown["scope"], "payments:create read:ledger");
+}
+
+#[tokio::test]
+async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
+    let (s, key) = start(&[]).await;
+    let client = s.client("payer", &key);
+    let pending = match client.token(&id("bank"), "payments:create").await {
+        Err(SdkError::ApprovalPending(p)) => p,
+        other => panic!("expected a pending approval, got {other:?}"),
+    };
+    assert!(pending.approval_id.starts_with("apr-"));
+    assert_eq!(pending.interval, 1);
+
+    let url = s.url.clone();
+    let admin = s.admin.clone();
+    let id_to_approve = pending.approval_id.clone();
+    let approver = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        reqwest::Client::new()
+            .post(format!("{url}/v1/approvals/{id_to_approve}/approve"))
+            .bearer_auth(admin)
+            .json(&json!({"by": "alice", "reason": "expected payment"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let token = client
+        .wait_for_approval(&pending, Duration::from_secs(30))
+        .await
+        .expect("approved");
+    assert_eq!(approver.await.unwrap(), StatusCode::OK);
+    assert_eq!(token.scope, "payments:create");
+    // Cached: the next call needs no second approval.
+    let again = client.token(&id("bank"), "payments:create").await.unwrap();
+    assert_eq!(again.token, token.token);
+
+    // A denial ends the wait with a typed error.
+    client.clear_cache();
+    let pending = match client.token(&id("bank"), "payments:create").await {
+        Err(SdkError::ApprovalPending(p)) => p,
+        other => panic!("expected a pending approval, got {other:?}"),
+    };
+    decide(
+        &s,
+        &pending.approval_id,
+        "deny",
+        json!({"by": "bob", "reason": "twice is enough"}),
+    )
+    .await;
+    match client
+        .wait_for_approval(&pending, Duration::from_secs(30))
+        .await
+    {
+        Err(SdkError::ApprovalDenied(why)) => assert!(why.contains("twice is enough"), "{why}"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    // Giving up early is the caller's choice.
+    let pending = match client.token(&id("bank"), "payments:refund").await {
+        Err(SdkError::ApprovalPending(p)) => p,
+        other => panic!("expected a pending approval, got {other:?}"),
+    };
+    match client
+        .wait_for_approval(&pending, Duration::from_millis(500))
+        .await
+    {
+        Err(SdkError::ApprovalTimedOut(id)) => assert_eq!(id, pending.approval_id),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
