@@ -1,6 +1,8 @@
 //! The customer agent of the seed scenario: it serves customer records to
-//! agents whose token grants `read:customer`, and creates customers for
-//! `write:customer`. Every request is verified by the agentauth layer.
+//! agents whose token grants `read:customer`, creates customers for
+//! `write:customer` and refunds them for `payments:refund` (a route that
+//! tells policies it is highly sensitive and fails closed while the
+//! revocation feed is down). Every request is verified by the agentauth layer.
 //!
 //! ```sh
 //! agentauth agent register customer --key-out customer.key.json
@@ -26,6 +28,18 @@ pub fn router(verifier: &Verifier) -> Router {
             "/api/customer",
             post(create_customer).layer(verifier.require("write:customer")),
         )
+        .route(
+            "/api/customer/{id}/refund",
+            post(refund_customer).layer(
+                verifier
+                    .require_fresh("payments:refund")
+                    .sensitivity("high"),
+            ),
+        )
+}
+
+async fn refund_customer(caller: VerifiedAgent, Path(id): Path<u64>) -> Json<Value> {
+    Json(json!({"refunded": id, "by": caller.agent, "task": caller.txn}))
 }
 
 async fn read_customer(caller: VerifiedAgent, Path(id): Path<u64>) -> Json<Value> {

@@ -754,11 +754,22 @@ async fn demo_runs_every_step_as_expected() {
     let out = run(command().arg("demo"));
     out.succeeds();
     assert!(
-        out.stdout.contains("all 10 steps behaved as expected"),
+        out.stdout.contains("all 13 steps behaved as expected"),
         "{}",
         out.stdout
     );
     assert!(!out.stdout.contains("FAIL"));
+    for step in [
+        "waits for approval",
+        "agentauth approvals approve",
+        "refund after the approval",
+    ] {
+        assert!(
+            out.stdout.contains(step),
+            "{step} missing from {}",
+            out.stdout
+        );
+    }
 }
 
 #[tokio::test]
@@ -825,4 +836,260 @@ async fn an_unreachable_authority_is_reported_on_one_line() {
         !dir.path().join("new.json").exists(),
         "no key is left behind"
     );
+}
+
+/// A directory holding the given policy files.
+fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+#[tokio::test]
+async fn policy_load_refuses_an_invalid_set_with_positions_and_keeps_the_active_version() {
+    let s = Server::start().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples");
+    let out = cli(&s, &["policy", "load", path_str(&examples), "--activate"]);
+    out.succeeds();
+    assert!(
+        out.stdout
+            .contains("loaded policy set version 1 (8 policies"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("activated policy set version 1"),
+        "{}",
+        out.stdout
+    );
+    let before = s.snapshot().await;
+
+    let bad = policy_dir(&[
+        (
+            "good.cedar",
+            "permit (principal, action in Action::\"read\", resource);\n",
+        ),
+        (
+            "bad.cedar",
+            "// two problems\npermit (principal, action, resource)\nwhen { principal.shoe_size > 3 };\n",
+        ),
+        ("notes.txt", "not a policy"),
+    ]);
+    let out = cli(&s, &["policy", "load", path_str(bad.path()), "--activate"]);
+    assert!(!out.success);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines[0].starts_with("bad.cedar:3:"), "{}", out.stderr);
+    assert!(lines[0].contains("shoe_size"), "{}", out.stderr);
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("error: "), "{}", out.stderr);
+    assert!(last.contains("active version is unchanged"), "{last}");
+    assert_eq!(s.snapshot().await, before, "nothing was written");
+
+    let out = cli(&s, &["policy", "list"]);
+    let listed = out.succeeds().stdout.lines().count();
+    assert_eq!(listed, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("active"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn policy_versions_are_shown_diffed_activated_and_tested_from_the_cli() {
+    let s = Server::start().await;
+    s.register("reader", &["read:customer", "payments:create"])
+        .await;
+    s.register("customer", &[]).await;
+    let v1 = policy_dir(&[(
+        "reads.cedar",
+        "@id(\"reads\")\npermit (principal, action in Action::\"read\", resource);\n",
+    )]);
+    let v2 = policy_dir(&[
+        (
+            "reads.cedar",
+            "@id(\"reads\")\npermit (principal, action in Action::\"read\", resource)\nwhen { context.environment == \"production\" };\n",
+        ),
+        (
+            "pay.cedar",
+            "@id(\"pay\") @approval(\"required\") @approvers(\"finance\")\npermit (principal, action in Action::\"payments\", resource);\n",
+        ),
+    ]);
+    cli(&s, &["policy", "load", path_str(v1.path()), "--activate"]).succeeds();
+    cli(&s, &["policy", "load", path_str(v2.path())]).succeeds();
+
+    let out = cli(&s, &["policy", "show", "2"]);
+    out.succeeds();
+    assert!(out.stdout.contains("// file: pay.cedar"), "{}", out.stdout);
+    assert!(out.stdout.contains("pay"), "{}", out.stdout);
+
+    let out = cli(&s, &["policy", "diff", "1", "2"]);
+    out.succeeds();
+    assert!(
+        out.stdout
+            .contains("+when { context.environment == \"production\" };"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("pay.cedar"), "{}", out.stdout);
+    let out = cli(&s, &["policy", "diff", "2", "2"]);
+    assert_eq!(out.succeeds().stdout.trim(), "no differences");
+
+    let test = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "test",
+            "--principal",
+            "reader",
+            "--action",
+            "payments:create",
+            "--resource",
+            "customer",
+        ];
+        args.extend_from_slice(extra);
+        cli(&s, &args)
+    };
+    let out = test(&[]);
+    assert!(
+        out.succeeds().stdout.contains("decision: deny"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("no policy permits it"),
+        "{}",
+        out.stdout
+    );
+    let out = test(&["--version", "2"]);
+    assert!(
+        out.succeeds().stdout.contains("decision: needs approval"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("finance"), "{}", out.stdout);
+    assert!(out.stdout.contains("determined by: pay"), "{}", out.stdout);
+    let out = test(&[
+        "--dir",
+        path_str(v2.path()),
+        "--context",
+        "{\"environment\": \"production\"}",
+    ]);
+    assert!(
+        out.succeeds().stdout.contains("needs approval"),
+        "{}",
+        out.stdout
+    );
+    let out = test(&["--context", "[1]"]);
+    out.fails_with("JSON object");
+
+    let out = cli(&s, &["policy", "activate", "2"]);
+    assert_eq!(
+        out.succeeds().stdout.trim(),
+        "activated policy set version 2"
+    );
+    let out = cli(&s, &["policy", "activate", "7"]);
+    out.fails_with("not found");
+    let out = cli(
+        &s,
+        &[
+            "policy",
+            "test",
+            "--principal",
+            "reader",
+            "--action",
+            "read:customer",
+            "--resource",
+            "customer",
+        ],
+    );
+    assert!(
+        out.succeeds().stdout.contains("decision: deny"),
+        "development is not production: {}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn approvals_are_listed_approved_and_denied_from_the_cli() {
+    let s = Server::start_with(&["--approval-interval-secs", "1"], &[]).await;
+    let key = s
+        .register("payer", &["payments:create", "payments:refund"])
+        .await;
+    s.register("bank", &[]).await;
+    s.activate_examples().await;
+    let ask = |scope: &'static str| {
+        let key = key.clone();
+        let s = &s;
+        async move {
+            let (status, body) = s.token("payer", &key, &id("bank"), scope).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            body["approval_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let create = ask("payments:create").await;
+    let refund = ask("payments:refund").await;
+
+    let out = cli(&s, &["approvals", "list"]);
+    let listed = out.succeeds().stdout.clone();
+    assert!(
+        listed.contains(&create) && listed.contains(&refund),
+        "{listed}"
+    );
+    assert!(listed.contains("approvers=finance"), "{listed}");
+
+    let out = cli(
+        &s,
+        &[
+            "approvals",
+            "approve",
+            &create,
+            "--by",
+            "alice",
+            "--reason",
+            "invoice checked",
+        ],
+    );
+    assert_eq!(out.succeeds().stdout.trim(), format!("approved {create}"));
+    let out = cli(&s, &["approvals", "deny", &refund, "--by", "bob"]);
+    assert!(!out.success, "a denial needs a reason");
+    let out = cli(
+        &s,
+        &[
+            "approvals",
+            "deny",
+            &refund,
+            "--by",
+            "bob",
+            "--reason",
+            "not ours",
+        ],
+    );
+    assert_eq!(out.succeeds().stdout.trim(), format!("denied {refund}"));
+    let out = cli(&s, &["approvals", "approve", &refund, "--by", "carol"]);
+    out.fails_with("no longer pending");
+
+    let out = cli(&s, &["approvals", "list"]);
+    assert_eq!(out.succeeds().stdout.trim(), "no approvals");
+    let out = cli(&s, &["approvals", "list", "--status", "all"]);
+    assert!(
+        out.succeeds()
+            .stdout
+            .contains("decided_by=alice reason=\"invoice checked\""),
+        "{}",
+        out.stdout
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = s
+        .form_as(
+            "payer",
+            &key,
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &id("bank")),
+                ("scope", "payments:create"),
+                ("approval_id", &create),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

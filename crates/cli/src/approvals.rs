@@ -204,7 +204,7 @@ fn approval_line(a: &Value) -> String {
                 .to_string()
         },
     );
-    format!(
+    let mut line = format!(
         "{} {} agent={} scope={} audience={} txn={} purpose={} policies={} approvers={} expires={}",
         text("id"),
         text("status"),
@@ -216,7 +216,15 @@ fn approval_line(a: &Value) -> String {
         field(&policies.join(",")),
         text("approvers"),
         expires
-    )
+    );
+    if !a["decided_by"].is_null() {
+        line.push_str(&format!(
+            " decided_by={} reason={}",
+            text("decided_by"),
+            text("reason")
+        ));
+    }
+    line
 }
 
 #[cfg(test)]

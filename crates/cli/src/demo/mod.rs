@@ -41,6 +41,48 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `policies/examples/`, built in so the demo runs from any directory.
+pub(super) const EXAMPLE_POLICIES: [(&str, &str); 4] = [
+    (
+        "approvals.cedar",
+        include_str!("../../../../policies/examples/approvals.cedar"),
+    ),
+    (
+        "delegation.cedar",
+        include_str!("../../../../policies/examples/delegation.cedar"),
+    ),
+    (
+        "reads.cedar",
+        include_str!("../../../../policies/examples/reads.cedar"),
+    ),
+    (
+        "writes.cedar",
+        include_str!("../../../../policies/examples/writes.cedar"),
+    ),
+];
+
+/// Runs this very binary as `agentauth ARGS` against the demo's authority,
+/// as an operator would; "exit 0", or what it printed on failure.
+pub(super) fn run_cli(url: &str, admin_token: &str, args: &[&str]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("locating the agentauth binary")?;
+    let output = std::process::Command::new(exe)
+        .args(args)
+        .env("AGENTAUTH_URL", url)
+        .env("AGENTAUTH_ADMIN_TOKEN", admin_token)
+        .output()
+        .context("running the agentauth command")?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    Ok(if output.status.success() {
+        "exit 0".into()
+    } else {
+        format!(
+            "exit {}: {}",
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
+}
+
 /// One row of the result table.
 pub(super) struct Step {
     name: &'static str,

@@ -35,6 +35,10 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         .register("reader", &["read:customer"], &reader_key)
         .await?;
     admin.register("orders", &[], &orders_key).await?;
+    let billing_key = SigningKey::generate_ed25519();
+    admin
+        .register("billing", &["payments:refund"], &billing_key)
+        .await?;
 
     // The customer agent: the example's router behind a verifier with 1 s leeway
     // (so the expiry step needs no long wait) that polls revocations twice a second.
@@ -139,6 +143,73 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         )
         .await;
     step("expired token", "401 time", outcome(expired).await);
+
+    // Policy as code: the example policies make refunds wait for a person.
+    let files: Vec<_> = super::EXAMPLE_POLICIES
+        .iter()
+        .map(|(name, text)| json!({"name": name, "text": text}))
+        .collect();
+    admin
+        .send(
+            reqwest::Method::POST,
+            "/v1/policies",
+            json!({"files": files, "activate": true}),
+        )
+        .await?;
+    let billing = Client::new(&url, id("billing")?, billing_key);
+    let refund = || {
+        billing
+            .http()
+            .post(format!("{customer_url}/api/customer/42/refund"))
+            .json(&json!({"amount": "12.50"}))
+    };
+    let pending = billing
+        .call(refund(), customer.as_str(), "payments:refund")
+        .await;
+    let (got, pending) = match pending {
+        Err(agentauth_sdk::SdkError::ApprovalPending(p)) => ("waits for approval".into(), Some(p)),
+        other => (outcome(other).await, None),
+    };
+    step(
+        "refund (policy: payments need approval)",
+        "waits for approval",
+        got,
+    );
+    if let Some(pending) = pending {
+        println!(
+            "$ agentauth approvals approve {} --by demo-operator --reason \"refund checked\"",
+            pending.approval_id
+        );
+        let approved = super::run_cli(
+            &url,
+            &admin.token,
+            &[
+                "approvals",
+                "approve",
+                &pending.approval_id,
+                "--by",
+                "demo-operator",
+                "--reason",
+                "refund checked",
+            ],
+        )?;
+        step("agentauth approvals approve", "exit 0", approved);
+        let got = match billing
+            .wait_for_approval(&pending, Duration::from_secs(30))
+            .await
+        {
+            Ok(_) => {
+                outcome(
+                    billing
+                        .call(refund(), customer.as_str(), "payments:refund")
+                        .await,
+                )
+                .await
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        step("refund after the approval", "200", got);
+    }
 
     let held = reader
         .fetch_token(customer.as_str(), "read:customer", None)
