@@ -423,3 +423,48 @@ async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
         other => panic!("expected a timeout, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_agent_may_have_only_sixteen_requests_waiting() {
+    let (s, key) = start(&[]).await;
+    let ask = |purpose: String| {
+        let key = key.clone();
+        let s = &s;
+        async move {
+            s.form_as(
+                "payer",
+                &key,
+                "/oauth/token",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", &id("bank")),
+                    ("scope", "payments:create"),
+                    ("purpose", &purpose),
+                ],
+            )
+            .await
+        }
+    };
+    for n in 0..16 {
+        let (_, body) = ask(format!("invoice {n}")).await;
+        assert_eq!(body["error"], "authorization_pending", "{n}: {body}");
+    }
+    let before = s.snapshot().await;
+    let (status, body) = ask("invoice 16".into()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("16 requests waiting")
+    );
+    let (_, listed) = s
+        .admin_json(Method::GET, "/v1/approvals?status=pending", None)
+        .await;
+    assert_eq!(listed["approvals"].as_array().unwrap().len(), 16);
+    // The refusal itself is audited, nothing else is written.
+    assert_eq!(s.snapshot().await.audit_head, before.audit_head + 1);
+}

@@ -27,6 +27,8 @@ use crate::server::{AppState, State as AuthorityState};
 
 /// Longest approver name or reason.
 const MAX_TEXT: usize = 512;
+/// Most requests one agent may have waiting for a person at once.
+pub(crate) const MAX_PENDING_PER_AGENT: i64 = 16;
 
 /// The request an approval is for.
 #[derive(Debug)]
@@ -83,6 +85,11 @@ pub(crate) async fn settle(
             .await?
         {
             return pending(s, &a, now).await;
+        }
+        if s.store.pending_approval_count(binding.agent, now).await? >= MAX_PENDING_PER_AGENT {
+            return Err(AuthorityError::InvalidRequest(format!(
+                "the agent already has {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
+            )));
         }
         return create(s, binding, needs, headers, now).await;
     };

@@ -144,6 +144,8 @@ pub trait Store: Send + Sync + 'static {
         txn: Option<&str>,
         now: i64,
     ) -> Result<Option<ApprovalRow>>;
+    /// How many pending, unexpired approvals `agent` has, to bound them.
+    async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64>;
     /// Approvals with `status` (all if `None`), newest first, at most `limit`.
     async fn approvals(
         &self,

@@ -884,6 +884,18 @@ macro_rules! sql_store {
                 row.as_ref().map(approval_from_row).transpose()
             }
 
+            async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM approvals WHERE agent = $1 AND status = $2 AND expires_at > $3",
+                )
+                .bind(agent)
+                .bind(ApprovalStatus::Pending.as_str())
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get("n")?)
+            }
+
             async fn approvals(&self, status: Option<ApprovalStatus>, limit: i64) -> Result<Vec<ApprovalRow>> {
                 let rows = sqlx::query(
                     "SELECT * FROM approvals WHERE ($1 IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2",

@@ -1175,6 +1175,22 @@ async fn pending(
         .map(|a| a.id)
 }
 
+pub(crate) async fn pending_approvals_are_counted_per_agent(s: &dyn Store) {
+    assert_eq!(s.pending_approval_count(READER, 100).await.unwrap(), 0);
+    create_approval(s, &approval("ap-1", 100)).await;
+    create_approval(s, &approval("ap-2", 150)).await;
+    let mut other = approval("ap-3", 100);
+    other.agent = CUSTOMER.into();
+    create_approval(s, &other).await;
+    assert_eq!(s.pending_approval_count(READER, 200).await.unwrap(), 2);
+    decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 210))
+        .await
+        .unwrap();
+    assert_eq!(s.pending_approval_count(READER, 220).await.unwrap(), 1);
+    // ap-2 expires at 450.
+    assert_eq!(s.pending_approval_count(READER, 450).await.unwrap(), 0);
+}
+
 pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn Store) {
     let a1 = approval("ap-1", 100);
     create_approval(s, &a1).await;
@@ -1612,4 +1628,5 @@ run_suite!(
     an_approved_approval_issues_exactly_one_token,
     deciding_a_decided_or_expired_approval_is_stale,
     a_denial_keeps_who_and_why,
+    pending_approvals_are_counted_per_agent,
 );
