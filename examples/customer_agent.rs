@@ -79,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         .with_audit(Client::new(&authority, me.clone(), key));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("customer agent {me} listening on http://{listen}");
-    axum::serve(listener, router(&verifier)).await?;
+    // Connection info gives policies the caller's address (`context.client_ip`).
+    let app = router(&verifier).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).await?;
     Ok(())
 }

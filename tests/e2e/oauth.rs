@@ -51,6 +51,8 @@ async fn metadata_advertises_every_endpoint_and_method() {
         json!(["EdDSA", "ES256"])
     );
     assert!(m["response_types_supported"].is_array());
+    assert_eq!(m["policy_endpoint"], format!("{}/v1/policy", s.url));
+    assert_eq!(m["approval_polling_interval"], 5);
     assert!(
         m["scopes_supported"]
             .as_array()

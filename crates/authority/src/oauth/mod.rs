@@ -52,6 +52,8 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<Value> {
         "revocation_list_endpoint": s.endpoint("/v1/revocations"),
         "revocation_stream_endpoint": s.endpoint("/v1/revocations/stream"),
         "audit_events_endpoint": s.endpoint("/v1/audit/events"),
+        "policy_endpoint": s.endpoint("/v1/policy"),
+        "approval_polling_interval": s.config.approval_interval_secs,
     }))
 }
 
