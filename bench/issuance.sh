@@ -5,6 +5,19 @@
 #
 #   bench/issuance.sh                 # defaults below
 #   DURATION=15 CONNECTIONS=32 bench/issuance.sh
+#   POLICY=both bench/issuance.sh     # policy off, then on, against fresh servers
+#   POLICY=both ROUNDS=3 bench/issuance.sh   # off on, on off, off on; ratios per round and means
+#
+# POLICY=off (the default) measures with no policy set (registry permissions
+# alone decide); POLICY=on first loads and activates the example policies of
+# policies/examples/ (POST /v1/policies with the admin credential from
+# <data-dir>/admin-token), so every token request is also decided by Cedar
+# (the requested read:customer is permitted by `reads-are-low-risk`, no
+# approval); POLICY=both runs off then on, each against its own fresh server
+# and data dir with its own jwks.json reference, and prints the on/off ratios.
+# Each run also reports the server's CPU time per issued token (user + system
+# from /proc over the issuance run), less sensitive to a busy machine than
+# throughput.
 #
 # Needs wrk (apt-get install -y wrk). Everything targets 127.0.0.1 only, every
 # run is bounded (wrk -d, --timeout; `timeout` around each step) and the
@@ -18,10 +31,25 @@ THREADS=${THREADS:-2}           # wrk threads
 # Fresh assertions minted for the issuance run; more than the run can use
 # (a thread that runs out stops rather than replay one).
 BODIES=${BODIES:-60000}
+POLICY=${POLICY:-off}           # off | on | both
+ROUNDS=${ROUNDS:-1}             # runs per mode; with both, rounds alternate the order
+[[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1 to 99" >&2; exit 1; }
+RUNS=()
+for r in $(seq "$ROUNDS"); do
+  case $POLICY in
+    off | on) RUNS+=("$POLICY-$r") ;;
+    # off then on, then on then off, …: a drift over the session hits both alike.
+    both) if ((r % 2)); then RUNS+=("off-$r" "on-$r"); else RUNS+=("on-$r" "off-$r"); fi ;;
+    *) echo "POLICY must be off, on or both, not \"$POLICY\"" >&2; exit 1 ;;
+  esac
+done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+if [[ $POLICY != off ]]; then
+  command -v python3 >/dev/null || { echo "python3 is missing (it builds the policy load request)" >&2; exit 1; }
+fi
 
 echo "== building (release)"
 timeout 1800 cargo build --release --quiet
@@ -32,81 +60,174 @@ MINT=$TARGET/release/examples/mint_assertions
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/agentauth-bench.XXXXXX")
 SERVER_PID=
-cleanup() {
+stop_server() {
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$SERVER_PID" 2>/dev/null || true
   fi
+  SERVER_PID=
+}
+cleanup() {
+  stop_server
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-echo "== starting agentauth serve (SQLite in $WORK/data)"
-# Port 0: the kernel picks a free port; the banner names it (and the issuer).
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/stdout" 2>"$WORK/server.log" &
-SERVER_PID=$!
-URL=
-for _ in $(seq 300); do
-  URL=$(sed -n 's/^agentauth listening on \(http:[^ ]*\).*/\1/p' "$WORK/stdout" | head -n1)
-  [[ -n $URL ]] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n $URL ]] || { echo "the server did not start within 30 s" >&2; cat "$WORK/server.log" >&2; exit 1; }
-case $URL in http://127.0.0.1:*) ;; *) echo "unexpected address $URL" >&2; exit 1 ;; esac
-echo "   $URL"
-
-register() { # NAME [--permission P]...
-  local name=$1; shift
-  AGENTAUTH_URL=$URL timeout 30 "$BIN" agent register "$name" "$@" \
-    --key-out "$WORK/$name.key.json" --data-dir "$WORK/data" >/dev/null
-}
-register reader --permission read:customer
-register customer
-
 WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency)
 STEP_TIMEOUT=$((DURATION + 60))
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
+# utime + stime of the server in clock ticks (Linux /proc; empty elsewhere).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat" 2>/dev/null || true; }
 
-reference() { # LABEL
-  echo "== reference: GET /.well-known/jwks.json ($1), ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
-  timeout "$STEP_TIMEOUT" "${WRK[@]}" -s bench/reference.lua "$URL/.well-known/jwks.json" | tee "$WORK/ref-$1.txt"
+# The example policies as the body of POST /v1/policies, activated at once.
+policy_body() {
+  python3 - "$ROOT/policies/examples" <<'PY'
+import json, pathlib, sys
+files = sorted(pathlib.Path(sys.argv[1]).glob("*.cedar"))
+print(json.dumps({"files": [{"name": f.name, "text": f.read_text()} for f in files],
+                  "activate": True}))
+PY
 }
 
-reference before
+# One measurement against a fresh server: RUN is MODE-ROUND, MODE off or on;
+# everything it writes goes to $WORK/RUN.
+run_mode() {
+  local MODE=${1%-*}
+  local DIR=$WORK/$1
+  mkdir -p "$DIR"
 
-echo "== minting $((BODIES + 1)) client assertions (valid 60 s from now)"
-timeout 120 "$MINT" "$URL" reader "$WORK/reader.key.json" "$((BODIES + 1))" >"$WORK/all-bodies.txt"
-tail -n +2 "$WORK/all-bodies.txt" >"$WORK/bodies.txt"
-# One request first, with its own assertion: fail fast with the server's words.
-PROBE=$(timeout 10 curl -sS -o "$WORK/probe-answer.json" -w '%{http_code}' \
-  -H 'Content-Type: application/x-www-form-urlencoded' \
-  --data-binary "$(head -n1 "$WORK/all-bodies.txt")" "$URL/oauth/token")
-if [[ $PROBE != 200 ]]; then
-  echo "probe token request answered $PROBE: $(cat "$WORK/probe-answer.json")" >&2
-  exit 1
+  echo "== [policy $MODE] starting agentauth serve (SQLite in $DIR/data)"
+  # Port 0: the kernel picks a free port; the banner names it (and the issuer).
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DIR/data" >"$DIR/stdout" 2>"$DIR/server.log" &
+  SERVER_PID=$!
+  URL=
+  for _ in $(seq 300); do
+    URL=$(sed -n 's/^agentauth listening on \(http:[^ ]*\).*/\1/p' "$DIR/stdout" | head -n1)
+    [[ -n $URL ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$DIR/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [[ -n $URL ]] || { echo "the server did not start within 30 s" >&2; cat "$DIR/server.log" >&2; exit 1; }
+  case $URL in http://127.0.0.1:*) ;; *) echo "unexpected address $URL" >&2; exit 1 ;; esac
+  echo "   $URL"
+
+  register() { # NAME [--permission P]...
+    local name=$1; shift
+    AGENTAUTH_URL=$URL timeout 30 "$BIN" agent register "$name" "$@" \
+      --key-out "$DIR/$name.key.json" --data-dir "$DIR/data" >/dev/null
+  }
+  register reader --permission read:customer
+  register customer
+
+  if [[ $MODE == on ]]; then
+    echo "== loading and activating the example policies (policies/examples/*.cedar)"
+    policy_body >"$DIR/policies.json"
+    LOADED=$(timeout 30 curl -sS -o "$DIR/policy-answer.json" -w '%{http_code}' \
+      -H "Authorization: Bearer $(cat "$DIR/data/admin-token")" -H 'Content-Type: application/json' \
+      --data-binary @"$DIR/policies.json" "$URL/v1/policies")
+    if [[ $LOADED != 201 ]] || ! grep -q '"active":true' "$DIR/policy-answer.json"; then
+      echo "loading the policies answered $LOADED: $(cat "$DIR/policy-answer.json")" >&2
+      exit 1
+    fi
+    python3 -c "import json, sys; a = json.load(open(sys.argv[1])); print(f'   version {a[\"version\"]}: {a[\"policy_count\"]} policies, active')" "$DIR/policy-answer.json"
+  fi
+  # GET /v1/policy serves the active set: 200 with policy on, 404 with it off.
+  ACTIVE=$(timeout 10 curl -sS -o /dev/null -w '%{http_code}' "$URL/v1/policy")
+  case $MODE:$ACTIVE in
+    on:200 | off:404) ;;
+    *) echo "policy $MODE, but GET /v1/policy answered $ACTIVE" >&2; exit 1 ;;
+  esac
+
+  reference() { # LABEL
+    echo "== [policy $MODE] reference: GET /.well-known/jwks.json ($1), ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
+    timeout "$STEP_TIMEOUT" "${WRK[@]}" -s bench/reference.lua "$URL/.well-known/jwks.json" | tee "$DIR/ref-$1.txt"
+  }
+
+  reference before
+
+  echo "== minting $((BODIES + 1)) client assertions (valid 60 s from now)"
+  timeout 120 "$MINT" "$URL" reader "$DIR/reader.key.json" "$((BODIES + 1))" >"$DIR/all-bodies.txt"
+  tail -n +2 "$DIR/all-bodies.txt" >"$DIR/bodies.txt"
+  # One request first, with its own assertion: fail fast with the server's words.
+  PROBE=$(timeout 10 curl -sS -o "$DIR/probe-answer.json" -w '%{http_code}' \
+    -H 'Content-Type: application/x-www-form-urlencoded' \
+    --data-binary "$(head -n1 "$DIR/all-bodies.txt")" "$URL/oauth/token")
+  if [[ $PROBE != 200 ]]; then
+    echo "probe token request answered $PROBE: $(cat "$DIR/probe-answer.json")" >&2
+    exit 1
+  fi
+
+  echo "== [policy $MODE] issuance: POST /oauth/token, ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
+  local cpu_before
+  cpu_before=$(cpu_ticks)
+  timeout "$STEP_TIMEOUT" "${WRK[@]}" -s bench/issuance.lua "$URL/oauth/token" -- "$DIR/bodies.txt" "$THREADS" \
+    | tee "$DIR/issuance.txt"
+  # The server's CPU time (user + system) over the issuance run, per issued token.
+  awk -v b="$cpu_before" -v a="$(cpu_ticks)" -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+    -v ok="$(field "$DIR/issuance.txt" ok)" \
+    'BEGIN { if (b == "" || a == "" || ok == 0) print "n/a"; else printf "%.3f\n", (a - b) / hz * 1000 / ok }' \
+    >"$DIR/cpu-ms-per-token"
+
+  reference after
+
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server died during the run" >&2; exit 1; }
+  grep -c -E ' (ERROR|WARN) ' "$DIR/server.log" >"$DIR/warn-errors" || true
+  sqlite3 "$DIR/data/agentauth.db" 'SELECT count(*) FROM issued_tokens' >"$DIR/issued" 2>/dev/null || echo 'n/a (no sqlite3)' >"$DIR/issued"
+  # Issuances whose audit record names the policy version that decided them.
+  sqlite3 "$DIR/data/agentauth.db" "SELECT count(*) FROM audit_log WHERE kind = 'token.issued' AND reason LIKE '%policy version%'" >"$DIR/decided" 2>/dev/null || echo 'n/a' >"$DIR/decided"
+  stop_server
+}
+
+for run in "${RUNS[@]}"; do
+  run_mode "$run"
+done
+
+summary() { # RUN
+  local DIR=$WORK/$1
+  local ISS REF_BEFORE REF_AFTER
+  ISS=$(field "$DIR/issuance.txt" ok_per_s)
+  REF_BEFORE=$(field "$DIR/ref-before.txt" req_per_s)
+  REF_AFTER=$(field "$DIR/ref-after.txt" req_per_s)
+  echo
+  echo "== summary, policy ${1%-*}, round ${1##*-} (concurrency $CONNECTIONS over $THREADS wrk threads, ${DURATION}s per run)"
+  echo "issued tokens/s:            $ISS  (p50 $(field "$DIR/issuance.txt" p50_ms) ms, p99 $(field "$DIR/issuance.txt" p99_ms) ms)"
+  echo "server CPU per token:       $(cat "$DIR/cpu-ms-per-token") ms (user + system, over the issuance run)"
+  echo "non-200 token answers:      $(field "$DIR/issuance.txt" non200)  (socket errors $(field "$DIR/issuance.txt" socket_errors), threads out of bodies $(field "$DIR/issuance.txt" threads_out_of_bodies))"
+  echo "jwks.json req/s before:     $REF_BEFORE  (p99 $(field "$DIR/ref-before.txt" p99_ms) ms)"
+  echo "jwks.json req/s after:      $REF_AFTER  (p99 $(field "$DIR/ref-after.txt" p99_ms) ms)"
+  awk -v i="$ISS" -v b="$REF_BEFORE" -v a="$REF_AFTER" \
+    'BEGIN { printf "issuance / jwks ratio:      %.3f\n", i / ((b + a) / 2) }'
+  echo "server log lines at WARN/ERROR: $(cat "$DIR/warn-errors")"
+  echo "issued_tokens rows: $(cat "$DIR/issued")"
+  echo "token.issued audit records naming a policy version: $(cat "$DIR/decided")"
+  # One row for the comparison: mode round tokens/s p50 p99 jwks-mean cpu-ms.
+  echo "${1%-*} ${1##*-} $ISS $(field "$DIR/issuance.txt" p50_ms) $(field "$DIR/issuance.txt" p99_ms)" \
+    "$(awk -v b="$REF_BEFORE" -v a="$REF_AFTER" 'BEGIN { print (a + b) / 2 }') $(cat "$DIR/cpu-ms-per-token")" \
+    >>"$WORK/rows"
+}
+for run in "${RUNS[@]}"; do summary "$run"; done
+
+if [[ $POLICY == both ]]; then
+  # Per round and over all rounds (means): on ÷ off, raw and with each run's
+  # throughput divided by its own server's jwks.json reference.
+  awk '
+    { m = $1; r = $2; tok[m, r] = $3; p50[m, r] = $4; p99[m, r] = $5; ref[m, r] = $6; cpu[m, r] = $7
+      if (r > rounds) rounds = r
+      T[m] += $3; P50[m] += $4; P99[m] += $5; N[m] += $3 / $6; C[m] += $7 }
+    END {
+      print ""
+      print "== policy on / policy off"
+      printf "%-8s %10s %10s %10s %10s %10s %14s\n", "round", "tokens/s", "÷ jwks", "p50", "p99", "CPU/token", "CPU on - off"
+      for (r = 1; r <= rounds; r++)
+        printf "%-8s %10.3f %10.3f %10.3f %10.3f %10.3f %11.3f ms\n", r, tok["on", r] / tok["off", r],
+          (tok["on", r] / ref["on", r]) / (tok["off", r] / ref["off", r]), p50["on", r] / p50["off", r],
+          p99["on", r] / p99["off", r], cpu["on", r] / cpu["off", r], cpu["on", r] - cpu["off", r]
+      if (rounds > 1) {
+        printf "%-8s %10.3f %10.3f %10.3f %10.3f %10.3f %11.3f ms\n", "means", T["on"] / T["off"], N["on"] / N["off"],
+          P50["on"] / P50["off"], P99["on"] / P99["off"], C["on"] / C["off"], (C["on"] - C["off"]) / rounds
+        printf "mean tokens/s off %.1f, on %.1f; mean p50 off %.2f ms, on %.2f ms; mean p99 off %.2f ms, on %.2f ms\n",
+          T["off"] / rounds, T["on"] / rounds, P50["off"] / rounds, P50["on"] / rounds, P99["off"] / rounds, P99["on"] / rounds
+      }
+    }' "$WORK/rows"
 fi
-
-echo "== issuance: POST /oauth/token, ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
-timeout "$STEP_TIMEOUT" "${WRK[@]}" -s bench/issuance.lua "$URL/oauth/token" -- "$WORK/bodies.txt" "$THREADS" \
-  | tee "$WORK/issuance.txt"
-
-reference after
-
-kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server died during the run" >&2; exit 1; }
-ERRORS=$(grep -c -E ' (ERROR|WARN) ' "$WORK/server.log" || true)
-
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
-ISS=$(field "$WORK/issuance.txt" ok_per_s)
-REF_BEFORE=$(field "$WORK/ref-before.txt" req_per_s)
-REF_AFTER=$(field "$WORK/ref-after.txt" req_per_s)
-echo
-echo "== summary (concurrency $CONNECTIONS over $THREADS wrk threads, ${DURATION}s per run)"
-echo "issued tokens/s:            $ISS  (p50 $(field "$WORK/issuance.txt" p50_ms) ms, p99 $(field "$WORK/issuance.txt" p99_ms) ms)"
-echo "non-200 token answers:      $(field "$WORK/issuance.txt" non200)  (socket errors $(field "$WORK/issuance.txt" socket_errors), threads out of bodies $(field "$WORK/issuance.txt" threads_out_of_bodies))"
-echo "jwks.json req/s before:     $REF_BEFORE  (p99 $(field "$WORK/ref-before.txt" p99_ms) ms)"
-echo "jwks.json req/s after:      $REF_AFTER  (p99 $(field "$WORK/ref-after.txt" p99_ms) ms)"
-awk -v i="$ISS" -v b="$REF_BEFORE" -v a="$REF_AFTER" \
-  'BEGIN { printf "issuance / jwks ratio:      %.3f\n", i / ((b + a) / 2) }'
-echo "server log lines at WARN/ERROR: $ERRORS"
-echo "issued_tokens rows: $(sqlite3 "$WORK/data/agentauth.db" 'SELECT count(*) FROM issued_tokens' 2>/dev/null || echo 'n/a (no sqlite3)')"
