@@ -442,6 +442,18 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.activate_examples().await;
+    let facts: Value = s
+        .http
+        .get(format!("{}/v1/policy/agents/worker", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(facts["ephemeral"], true);
+    assert_eq!(facts["parent"], "planner");
+    assert_eq!(facts["ancestors"], json!(["planner"]));
 
     // The ephemeral worker may read first-hand ...
     let (status, body) = s.token("worker", &child, &id("database"), "read:db").await;
@@ -468,8 +480,8 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
 async fn the_active_set_is_served_to_verifiers_with_an_etag() {
     let s = Server::start().await;
     let url = format!("{}/v1/policy", s.url);
-    let response = s.http.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let off: Value = s.http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(off, json!({"version": null, "active": false}));
 
     s.load_policies(&[("reads.cedar", PERMIT_READS)], true)
         .await;
@@ -604,7 +616,8 @@ async fn the_layer_decides_with_the_route_context_and_follows_new_versions() {
         when { context.sensitivity == \"high\" && !principal.tags.contains(\"finance\") };\n\
         @id(\"invoices-from-loopback-in-production\") forbid (principal, action, resource is Resource)\n\
         when { resource.kind == \"invoice\" && resource in Agent::\"customer\" && \n\
-               !(context.client_ip.isLoopback() && context.environment == \"production\") };\n";
+               !(context.client_ip.isLoopback() && context.environment == \"production\") };\n\
+        @id(\"invoice-7-closed\") forbid (principal, action, resource == Resource::\"/invoices/7\");\n";
     s.load_policies(&[("v1.cedar", v1)], true).await;
     let (url, verifier) = guarded_customer(&s).await;
     assert_eq!(verifier.policy_version(), Some(1));
@@ -626,6 +639,18 @@ async fn the_layer_decides_with_the_route_context_and_follows_new_versions() {
     };
     assert_eq!(call("/profile").await.0, StatusCode::OK);
     assert_eq!(call("/invoices/42").await.0, StatusCode::OK);
+    // The typed resource is the decoded path, however the path is spelled.
+    for path in ["/invoices/7", "/invoices/%37"] {
+        let (status, body) = call(path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("invoice-7-closed"),
+            "{body}"
+        );
+    }
     let (status, body) = call("/secret").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["check"], "policy", "{body}");

@@ -12,7 +12,7 @@
 //! and the token issued under it consumes it in the same transaction.
 
 use agentauth_core::{Decision, random_b64, unix_now};
-use agentauth_store::{ApprovalDecision, ApprovalRow, ApprovalStatus};
+use agentauth_store::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use http::HeaderMap;
@@ -34,6 +34,8 @@ pub(crate) const MAX_PENDING_PER_AGENT: i64 = 16;
 #[derive(Debug)]
 pub(crate) struct Binding<'a> {
     pub(crate) agent: &'a str,
+    /// On whose behalf: for an exchange, whose authority is passed on.
+    pub(crate) subject: &'a str,
     pub(crate) audience: &'a str,
     pub(crate) scope: &'a str,
     pub(crate) txn: &'a str,
@@ -71,19 +73,16 @@ pub(crate) async fn settle(
 ) -> Result<String, AuthorityError> {
     let now = unix_now();
     let Some(a) = presented else {
-        let txn = explicit_txn.then_some(binding.txn);
-        if let Some(a) = s
-            .store
-            .pending_approval(
-                binding.agent,
-                binding.audience,
-                binding.scope,
-                binding.purpose,
-                txn,
-                now,
-            )
-            .await?
-        {
+        let request = ApprovalRequest {
+            agent: binding.agent,
+            subject: binding.subject,
+            audience: binding.audience,
+            scope: binding.scope,
+            purpose: binding.purpose,
+            grant_type: binding.grant_type,
+            txn: explicit_txn.then_some(binding.txn),
+        };
+        if let Some(a) = s.store.pending_approval(&request, now).await? {
             return pending(s, &a, now).await;
         }
         if s.store.pending_approval_count(binding.agent, now).await? >= MAX_PENDING_PER_AGENT {
@@ -115,6 +114,7 @@ pub(crate) async fn settle(
 /// Every field of the request must be the one approved.
 fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), AuthorityError> {
     let fields = [
+        ("subject", a.subject.as_str(), b.subject),
         ("audience", a.audience.as_str(), b.audience),
         ("scope", a.scope.as_str(), b.scope),
         ("task (txn)", a.txn.as_str(), b.txn),
@@ -154,6 +154,7 @@ async fn create(
     let approval = ApprovalRow {
         id: format!("apr-{}", random_b64(18)),
         agent: b.agent.to_owned(),
+        subject: b.subject.to_owned(),
         audience: b.audience.to_owned(),
         scope: b.scope.to_owned(),
         txn: b.txn.to_owned(),
@@ -206,6 +207,7 @@ fn view(a: &ApprovalRow, now: i64) -> Value {
         "id": a.id,
         "status": status,
         "agent": a.agent,
+        "subject": a.subject,
         "audience": a.audience,
         "scope": a.scope,
         "txn": a.txn,

@@ -24,11 +24,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AuthorityError;
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
 use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
 use crate::server::{AppState, State as AuthorityState};
+use crate::{AuthorityError, registry};
 
 /// Largest body of a policy load or dry run.
 pub(crate) const MAX_POLICY_BODY: usize = 2 * 1024 * 1024;
@@ -167,27 +167,46 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
     }
 }
 
-/// What the registry says about an agent, as the policy sees it.
-pub(crate) fn facts(s: &AuthorityState, agent: &AgentRow) -> AgentFacts {
-    AgentFacts {
+/// Most generations of spawned agents walked to find an agent's ancestors.
+const MAX_ANCESTRY: usize = 16;
+
+/// What the registry says about an agent, as the policy sees it, with every
+/// ancestor (spawned agents descend from the agent that spawned them).
+pub(crate) async fn facts(
+    s: &AuthorityState,
+    agent: &AgentRow,
+) -> Result<AgentFacts, AuthorityError> {
+    let mut ancestors = Vec::new();
+    let mut next = agent.parent.clone();
+    while let Some(id) = next.take() {
+        if ancestors.len() >= MAX_ANCESTRY {
+            break;
+        }
+        ancestors.push(entity_name(s, &id));
+        next = registry::agent_by_id(s, &id).await?.and_then(|a| a.parent);
+    }
+    Ok(AgentFacts {
         name: agent.name.clone(),
         trust_domain: s.trust_domain.to_string(),
         owner: agent.owner.clone(),
         tags: agent.tags.clone(),
         ephemeral: agent.expires_at.is_some() && agent.parent.is_some(),
         parent: agent.parent.as_deref().map(|p| entity_name(s, p)),
-    }
+        ancestors,
+    })
 }
 
-/// The authority itself as a target.
+/// The authority itself as a target: its whole SPIFFE ID, which no agent
+/// name can equal.
 fn authority_facts(s: &AuthorityState) -> AgentFacts {
     AgentFacts {
-        name: "authority".into(),
+        name: s.authority_id.to_string(),
         trust_domain: s.trust_domain.to_string(),
         owner: String::new(),
         tags: vec![],
         ephemeral: false,
         parent: None,
+        ancestors: vec![],
     }
 }
 
@@ -243,7 +262,7 @@ pub(crate) struct NeedsApproval {
 
 /// Decides every permission of `ask.scope`; refuses the request with
 /// `invalid_scope` naming the policies when none is permitted.
-pub(crate) fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, AuthorityError> {
+pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, AuthorityError> {
     let current = s.policy.current();
     let loaded = match &*current {
         Active::Off => return Ok(Verdict::Off),
@@ -254,10 +273,11 @@ pub(crate) fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, Author
         }
         Active::On(loaded) => loaded.clone(),
     };
-    let principal = facts(s, ask.principal);
-    let target = ask
-        .target
-        .map_or_else(|| authority_facts(s), |t| facts(s, t));
+    let principal = facts(s, ask.principal).await?;
+    let target = match ask.target {
+        Some(t) => facts(s, t).await?,
+        None => authority_facts(s),
+    };
     let context = RequestContext {
         purpose: ask.purpose.to_owned(),
         sensitivity: "unspecified".into(),
@@ -296,7 +316,13 @@ pub(crate) fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, Author
                     policies: vec![],
                     approvers: None,
                 });
-                entry.policies.extend(decision.policies);
+                // Only the policies that ask for approval, not every permit.
+                entry.policies.extend(
+                    decision
+                        .policies
+                        .into_iter()
+                        .filter(|id| loaded.set.summary(id).is_some_and(|p| p.approval)),
+                );
                 if entry.approvers.is_none() {
                     entry.approvers = approvers;
                 }
@@ -484,16 +510,19 @@ async fn activate_version(
     Ok(())
 }
 
-/// `GET /v1/policy`: the active set for verifiers, with an ETag; 404 when
-/// policy is off.
+/// `GET /v1/policy`: the active set for verifiers, with an ETag;
+/// `{"version": null, "active": false}` when policy is off.
 pub(crate) async fn distribution(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, AuthorityError> {
     let Some(row) = s.store.active_policy_set().await? else {
-        return Err(AuthorityError::NotFound(
-            "no policy set is active: registry permissions alone decide".into(),
-        ));
+        // An explicit answer, so a verifier never takes a stray 404 for "off".
+        let mut response = Json(json!({ "version": null, "active": false })).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(response);
     };
     let etag = format!(
         "\"v{}-{}\"",
@@ -509,8 +538,10 @@ pub(crate) async fn distribution(
     } else {
         let files: Value = serde_json::from_str(&row.files)
             .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
-        Json(json!({ "version": row.version, "digest": row.digest, "files": files }))
-            .into_response()
+        Json(
+            json!({ "version": row.version, "active": true, "digest": row.digest, "files": files }),
+        )
+        .into_response()
     };
     if let Ok(v) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, v);
@@ -530,7 +561,7 @@ pub(crate) async fn agent_facts(
     Path(name): Path<String>,
 ) -> Result<Response, AuthorityError> {
     let agent = registered(&s, &name).await?;
-    let mut response = Json(facts(&s, &agent)).into_response();
+    let mut response = Json(facts(&s, &agent).await?).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),
@@ -587,9 +618,9 @@ pub(crate) async fn dry_run(
     let context = dry_run_context(&s, &principal, run.context)?;
     let decision: Decision = set
         .decide(&Query {
-            principal: &facts(&s, &principal),
+            principal: &facts(&s, &principal).await?,
             action: &run.action,
-            target: Target::Agent(&facts(&s, &resource)),
+            target: Target::Agent(&facts(&s, &resource).await?),
             context: &context,
         })
         .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;

@@ -32,6 +32,10 @@ pub struct AgentFacts {
     /// The agent that spawned it, if ephemeral.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Every agent it descends from, nearest first (the parent, its parent,
+    /// …), so `principal in Agent::"root"` holds for grandchildren too.
+    #[serde(default)]
+    pub ancestors: Vec<String>,
 }
 
 /// What a permission is asked for.
@@ -218,14 +222,18 @@ impl PolicySet {
     fn interpret(&self, response: &cedar_policy::Response) -> Decision {
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-        let failed_forbids: Vec<String> = diagnostics
+        let failed: Vec<String> = diagnostics
             .errors()
             .map(|e| match e {
                 cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
                     e.policy_id().to_string()
                 }
             })
+            .collect();
+        let failed_forbids: Vec<String> = failed
+            .iter()
             .filter(|id| self.summary(id).is_some_and(|s| s.effect == "forbid"))
+            .cloned()
             .collect();
         if !failed_forbids.is_empty() {
             return Decision {
@@ -239,16 +247,27 @@ impl PolicySet {
         let outcome = match response.decision() {
             cedar_policy::Decision::Deny => Outcome::Deny,
             cedar_policy::Decision::Allow => {
+                // An approval permit that failed to evaluate might have
+                // applied: a broader permit must not skip the person.
                 let approving = policies
                     .iter()
+                    .chain(&failed)
                     .filter_map(|id| self.summary(id))
                     .find(|s| s.approval);
-                match approving {
+                let outcome = match approving {
                     Some(s) => Outcome::NeedsApproval {
                         approvers: s.approvers.clone(),
                     },
                     None => Outcome::Permit,
-                }
+                };
+                // Name the failed approval permits too: they are why a person must decide.
+                policies.extend(
+                    failed
+                        .iter()
+                        .filter(|id| self.summary(id).is_some_and(|s| s.approval))
+                        .cloned(),
+                );
+                outcome
             }
         };
         Decision {
@@ -263,9 +282,23 @@ fn request_error(e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Request(e.to_string())
 }
 
+/// The entity type names, parsed once.
+fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
+    static NAMES: std::sync::LazyLock<[(&str, Option<EntityTypeName>); 3]> =
+        std::sync::LazyLock::new(|| {
+            ["Agent", "Action", "Resource"].map(|n| (n, EntityTypeName::from_str(n).ok()))
+        });
+    match NAMES.iter().find(|(n, _)| *n == kind) {
+        Some((_, Some(name))) => Ok(name.clone()),
+        _ => EntityTypeName::from_str(kind).map_err(request_error),
+    }
+}
+
 fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let kind = EntityTypeName::from_str(kind).map_err(request_error)?;
-    Ok(EntityUid::from_type_name_and_id(kind, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        type_name(kind)?,
+        EntityId::new(id),
+    ))
 }
 
 fn agent_uid(name: &str) -> Result<EntityUid, PolicyError> {
@@ -304,6 +337,9 @@ fn agent_entity(a: &AgentFacts) -> Result<Entity, PolicyError> {
         ),
     ]);
     let mut parents = HashSet::new();
+    for ancestor in &a.ancestors {
+        parents.insert(agent_uid(ancestor)?);
+    }
     if let Some(parent) = &a.parent {
         let p = agent_uid(parent)?;
         attrs.insert(
@@ -357,7 +393,9 @@ fn context(c: &RequestContext) -> Result<Context, PolicyError> {
         ("time".to_owned(), time),
         (
             "client_ip".to_owned(),
-            RestrictedExpression::new_ip(c.client_ip.to_string()),
+            // An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d,
+            // which Cedar refuses: decide with the IPv4 address.
+            RestrictedExpression::new_ip(c.client_ip.to_canonical().to_string()),
         ),
     ])
     .map_err(request_error)
@@ -511,6 +549,61 @@ mod tests {
         c.client_ip = "10.1.2.3".parse().unwrap();
         assert_eq!(
             decide(&s, "c", Target::Agent(&target), &c).outcome,
+            Outcome::Permit
+        );
+    }
+
+    #[test]
+    fn a_grandchild_is_in_every_ancestor() {
+        let s = set(
+            "@id(\"root\") forbid (principal in Agent::\"root\", action, resource);\npermit (principal, action, resource);",
+        );
+        let target = agent("t");
+        let mut grandchild = agent("caller");
+        grandchild.parent = Some("child".into());
+        grandchild.ancestors = vec!["child".into(), "root".into()];
+        let d = s
+            .decide(&Query {
+                principal: &grandchild,
+                action: "read",
+                target: Target::Agent(&target),
+                context: &ctx(),
+            })
+            .expect("decision");
+        assert_eq!(
+            (d.outcome, d.policies),
+            (Outcome::Deny, vec!["root".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_approval_permit_that_fails_still_asks_for_approval() {
+        let s = set(
+            "permit (principal, action, resource);\n@id(\"pay\") @approval(\"required\") @approvers(\"finance\") permit (principal, action, resource) when { context.delegation_depth * 9223372036854775807 > 0 };",
+        );
+        let target = agent("t");
+        let mut c = ctx();
+        c.delegation_depth = 2;
+        let d = decide(&s, "payments:create", Target::Agent(&target), &c);
+        assert_eq!(
+            d.outcome,
+            Outcome::NeedsApproval {
+                approvers: Some("finance".into())
+            }
+        );
+        assert!(d.policies.contains(&"pay".to_owned()), "{:?}", d.policies);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_decided_as_ipv4() {
+        let s = set(
+            "@id(\"lan\") permit (principal, action, resource) when { context.client_ip.isInRange(ip(\"10.0.0.0/8\")) };",
+        );
+        let target = agent("t");
+        let mut c = ctx();
+        c.client_ip = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            decide(&s, "read", Target::Agent(&target), &c).outcome,
             Outcome::Permit
         );
     }

@@ -34,7 +34,8 @@ pub(crate) struct RouteContext {
     /// `context.sensitivity`; `unspecified` if not said.
     pub(crate) sensitivity: Option<String>,
     /// The kind of the typed resource the route serves: the resource is then
-    /// `Resource::"<request path>"` of this kind, in this agent.
+    /// `Resource::"<decoded request path>"` (e.g. `"/invoices/42"`) of this
+    /// kind, in this agent.
     pub(crate) resource_kind: Option<String>,
 }
 
@@ -66,7 +67,10 @@ pub(crate) struct PolicyView {
 
 #[derive(Deserialize)]
 struct Distributed {
-    version: i64,
+    /// `false` (with no version) when the authority has no active set.
+    active: bool,
+    version: Option<i64>,
+    #[serde(default)]
     files: Vec<PolicyFile>,
 }
 
@@ -115,10 +119,6 @@ impl PolicyView {
         if status == http::StatusCode::NOT_MODIFIED {
             return Ok(());
         }
-        if status == http::StatusCode::NOT_FOUND {
-            *self.active.write().expect("lock") = Arc::new(Active::Off);
-            return Ok(());
-        }
         if !status.is_success() {
             return Err(SdkError::Authority(format!(
                 "the policy set endpoint answered {status}"
@@ -133,16 +133,28 @@ impl PolicyView {
             .json()
             .await
             .map_err(|e| SdkError::Authority(format!("policy set: {e}")))?;
+        let version = match (body.active, body.version) {
+            (false, _) => {
+                *self.active.write().expect("lock") = Arc::new(Active::Off);
+                return Ok(());
+            }
+            (true, Some(v)) => v,
+            (true, None) => {
+                return Err(SdkError::Authority(
+                    "the policy set endpoint named no version".into(),
+                ));
+            }
+        };
         let active = match PolicySet::load(&body.files) {
             Ok(set) => Active::On {
-                version: body.version,
+                version,
                 etag,
                 set: Arc::new(set),
             },
             Err(e) => {
-                tracing::error!(version = body.version, error = %e, "the authority's policy set does not load here: denying every request");
+                tracing::error!(version, error = %e, "the authority's policy set does not load here: denying every request");
                 Active::Broken {
-                    version: body.version,
+                    version,
                     why: e.to_string(),
                 }
             }
@@ -272,10 +284,14 @@ impl PolicyView {
             time: Clock::at_unix(unix_now()),
             client_ip: peer_ip(parts),
         };
-        let path = parts.uri.path();
+        // The decoded path, as the router matched it: `/invoices/%34%32` is
+        // the resource `/invoices/42`.
+        let path = percent_encoding::percent_decode_str(parts.uri.path())
+            .decode_utf8()
+            .map_err(|_| Denial::new(Check::Policy, "the request path is not UTF-8"))?;
         let target = match route.resource_kind.as_deref() {
             Some(kind) => Target::Resource {
-                id: path,
+                id: &path,
                 kind,
                 served_by: &own,
             },

@@ -520,6 +520,15 @@ fn spawn_poller(inner: Weak<Inner>) {
             if let Err(e) = poll_revocations(&strong).await {
                 tracing::warn!(error = %e, "polling the revocation list failed; keeping the last copy");
             }
+            // A missed feed announcement (or a failed fetch after one) is
+            // caught here; the ETag makes an unchanged set one 304.
+            if let Err(e) = strong
+                .policy
+                .refresh(&strong.http, &strong.config.authority_url)
+                .await
+            {
+                tracing::warn!(error = %e, "checking the policy set failed; keeping the last copy");
+            }
         }
     });
 }

@@ -22,9 +22,9 @@ use async_trait::async_trait;
 // The public interface is:
 pub use error::StoreError;
 pub use model::{
-    AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRow, ApprovalStatus, AuditFilter,
-    DelegationRow, IssuedToken, PolicySetRow, RevocationAction, RevocationKind, RevocationRow,
-    SigningKeyRow, UsedAssertion,
+    AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow,
+    ApprovalStatus, AuditFilter, DelegationRow, IssuedToken, PolicySetRow, RevocationAction,
+    RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
 };
 pub use postgres::PgStore;
 pub use scratch::{DEFAULT_TEST_DATABASE_URL, ScratchDatabase};
@@ -133,15 +133,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()>;
     /// One approval.
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>>;
-    /// The newest pending, unexpired approval for exactly this request (any
-    /// task when `txn` is `None`), if any.
+    /// The newest pending, unexpired approval for exactly this request.
     async fn pending_approval(
         &self,
-        agent: &str,
-        audience: &str,
-        scope: &str,
-        purpose: &str,
-        txn: Option<&str>,
+        request: &ApprovalRequest<'_>,
         now: i64,
     ) -> Result<Option<ApprovalRow>>;
     /// How many pending, unexpired approvals `agent` has, to bound them.

@@ -290,6 +290,9 @@ pub struct ApprovalRow {
     pub id: String,
     /// The requesting agent's SPIFFE ID.
     pub agent: String,
+    /// On whose behalf (`sub` of the token to be issued): the agent itself,
+    /// or for an exchange the subject whose authority is passed on.
+    pub subject: String,
     /// The target's SPIFFE ID.
     pub audience: String,
     /// The scope that needs approval, space-separated.
@@ -331,4 +334,23 @@ pub struct ApprovalDecision {
     pub reason: Option<String>,
     /// When.
     pub now: i64,
+}
+
+/// Which request a pending approval is looked up for: every field must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalRequest<'a> {
+    /// The requesting agent.
+    pub agent: &'a str,
+    /// On whose behalf.
+    pub subject: &'a str,
+    /// The target.
+    pub audience: &'a str,
+    /// The scope, space-separated.
+    pub scope: &'a str,
+    /// The stated purpose.
+    pub purpose: &'a str,
+    /// The grant type.
+    pub grant_type: &'a str,
+    /// The task; any task when `None` (the client named none).
+    pub txn: Option<&'a str>,
 }

@@ -12,7 +12,7 @@ macro_rules! sql_store {
         use sqlx::Row as _;
 
         use crate::{
-            AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRow, ApprovalStatus, AuditFilter,
+            AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus, AuditFilter,
             DelegationRow, IssuedToken, PolicySetRow, Result, RevocationAction, RevocationKind, RevocationRow,
             SigningKeyRow, StoreError, UsedAssertion,
         };
@@ -122,6 +122,7 @@ macro_rules! sql_store {
             Ok(ApprovalRow {
                 id: row.try_get("id")?,
                 agent: row.try_get("agent")?,
+                subject: row.try_get("subject")?,
                 audience: row.try_get("audience")?,
                 scope: row.try_get("scope")?,
                 txn: row.try_get("txn")?,
@@ -817,8 +818,8 @@ macro_rules! sql_store {
                 let (mut tx, _writer) = self.begin().await?;
                 let result = sqlx::query(
                     "INSERT INTO approvals (id, agent, audience, scope, txn, purpose, grant_type, policies, approvers, \
-                     status, created_at, expires_at, last_poll_at, decided_by, decided_at, reason) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                     status, created_at, expires_at, last_poll_at, decided_by, decided_at, reason, subject) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 )
                 .bind(&approval.id)
                 .bind(&approval.agent)
@@ -836,6 +837,7 @@ macro_rules! sql_store {
                 .bind(approval.decided_by.as_deref())
                 .bind(approval.decided_at)
                 .bind(approval.reason.as_deref())
+                .bind(&approval.subject)
                 .execute(&mut *tx)
                 .await;
                 match result {
@@ -858,25 +860,19 @@ macro_rules! sql_store {
                 row.as_ref().map(approval_from_row).transpose()
             }
 
-            async fn pending_approval(
-                &self,
-                agent: &str,
-                audience: &str,
-                scope: &str,
-                purpose: &str,
-                txn: Option<&str>,
-                now: i64,
-            ) -> Result<Option<ApprovalRow>> {
+            async fn pending_approval(&self, request: &ApprovalRequest<'_>, now: i64) -> Result<Option<ApprovalRow>> {
                 let row = sqlx::query(
-                    "SELECT * FROM approvals WHERE agent = $1 AND audience = $2 AND scope = $3 AND purpose = $4 \
-                     AND ($5 IS NULL OR txn = $5) AND status = $6 AND expires_at > $7 \
+                    "SELECT * FROM approvals WHERE agent = $1 AND subject = $2 AND audience = $3 AND scope = $4 \
+                     AND purpose = $5 AND grant_type = $6 AND ($7 IS NULL OR txn = $7) AND status = $8 AND expires_at > $9 \
                      ORDER BY created_at DESC, id LIMIT 1",
                 )
-                .bind(agent)
-                .bind(audience)
-                .bind(scope)
-                .bind(purpose)
-                .bind(txn)
+                .bind(request.agent)
+                .bind(request.subject)
+                .bind(request.audience)
+                .bind(request.scope)
+                .bind(request.purpose)
+                .bind(request.grant_type)
+                .bind(request.txn)
                 .bind(ApprovalStatus::Pending.as_str())
                 .bind(now)
                 .fetch_optional(&self.pool)

@@ -1123,6 +1123,7 @@ fn approval(id: &str, created_at: i64) -> ApprovalRow {
     ApprovalRow {
         id: id.into(),
         agent: READER.into(),
+        subject: READER.into(),
         audience: CUSTOMER.into(),
         scope: "write:customer".into(),
         txn: "t1".into(),
@@ -1161,6 +1162,24 @@ async fn decide(s: &dyn Store, id: &str, decision: &ApprovalDecision) -> Result<
 }
 
 /// The pending approval for the reader's `write:customer` request, as its ID.
+/// The reader's own client_credentials request.
+fn request<'a>(
+    audience: &'a str,
+    scope: &'a str,
+    purpose: &'a str,
+    txn: Option<&'a str>,
+) -> ApprovalRequest<'a> {
+    ApprovalRequest {
+        agent: READER,
+        subject: READER,
+        audience,
+        scope,
+        purpose,
+        grant_type: "client_credentials",
+        txn,
+    }
+}
+
 async fn pending(
     s: &dyn Store,
     audience: &str,
@@ -1169,7 +1188,7 @@ async fn pending(
     txn: Option<&str>,
     now: i64,
 ) -> Option<String> {
-    s.pending_approval(READER, audience, scope, purpose, txn, now)
+    s.pending_approval(&request(audience, scope, purpose, txn), now)
         .await
         .unwrap()
         .map(|a| a.id)
@@ -1240,7 +1259,7 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
     };
     create_approval(s, &other_agent).await;
     assert_eq!(
-        s.pending_approval(READER, CUSTOMER, scope, purpose, None, 200)
+        s.pending_approval(&request(CUSTOMER, scope, purpose, None), 200)
             .await
             .unwrap()
             .unwrap()
@@ -1248,6 +1267,16 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
         "ap-1",
         "another agent's approval is not the reader's"
     );
+    let exchange = ApprovalRequest {
+        grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+        ..request(CUSTOMER, scope, purpose, None)
+    };
+    assert!(s.pending_approval(&exchange, 200).await.unwrap().is_none());
+    let on_behalf = ApprovalRequest {
+        subject: CUSTOMER,
+        ..request(CUSTOMER, scope, purpose, None)
+    };
+    assert!(s.pending_approval(&on_behalf, 200).await.unwrap().is_none());
 
     // The newest one wins; a decided one is no longer pending.
     create_approval(s, &approval("ap-2", 150)).await;
@@ -1529,11 +1558,7 @@ pub(crate) async fn a_denial_keeps_who_and_why(s: &dyn Store) {
     assert_eq!(s.approval("ap-1").await.unwrap(), Some(denied));
     assert!(
         s.pending_approval(
-            READER,
-            CUSTOMER,
-            "write:customer",
-            "refund order 7",
-            None,
+            &request(CUSTOMER, "write:customer", "refund order 7", None),
             200
         )
         .await

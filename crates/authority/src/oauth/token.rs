@@ -201,7 +201,8 @@ async fn issue(
             delegation_depth: depth,
             client_ip: peer,
         },
-    )?;
+    )
+    .await?;
     let mut approval_id = None;
     if let Verdict::Issue {
         scope,
@@ -219,6 +220,7 @@ async fn issue(
             let scope = minted.scope.to_string();
             let request = approval::Binding {
                 agent: &client.agent.id,
+                subject: &minted.sub,
                 audience: audience.as_str(),
                 scope: &scope,
                 txn: minted.txn.as_deref().unwrap_or(""),

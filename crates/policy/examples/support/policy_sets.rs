@@ -137,6 +137,7 @@ impl World {
             tags: vec!["payments".into(), "tier-1".into(), "eu".into()],
             ephemeral: false,
             parent: Some("team-2".into()),
+            ancestors: vec!["team-2".into()],
         };
         let target = AgentFacts {
             name: "svc-2".into(),
@@ -145,6 +146,7 @@ impl World {
             tags: vec!["database".into()],
             ephemeral: false,
             parent: None,
+            ancestors: vec![],
         };
         let working_hours = RequestContext {
             purpose: "reconcile invoices for October".into(),

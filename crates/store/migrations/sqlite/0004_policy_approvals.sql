@@ -17,6 +17,7 @@ CREATE TABLE policy_active (
 CREATE TABLE approvals (
     id           TEXT PRIMARY KEY,
     agent        TEXT NOT NULL,
+    subject      TEXT NOT NULL,
     audience     TEXT NOT NULL,
     scope        TEXT NOT NULL,
     txn          TEXT NOT NULL,
