@@ -168,68 +168,43 @@ impl PolicySet {
     /// Decides one query. A forbid policy that fails to evaluate denies
     /// (Cedar would skip it, which would fail open).
     pub fn decide(&self, q: &Query<'_>) -> Result<Decision, PolicyError> {
-        let principal = agent_uid(&q.principal.name)?;
-        let action = action_uid(q.action)?;
-        let mut entities: HashMap<EntityUid, Entity> = HashMap::new();
-        let p = agent_entity(q.principal)?;
-        entities.insert(p.uid(), p);
-        let resource = match q.target {
-            Target::Agent(agent) => {
-                let e = agent_entity(agent)?;
-                let uid = e.uid();
-                entities.entry(uid.clone()).or_insert(e);
-                uid
+        let (request, entities) = prepare(q)?;
+        // Only the policies whose action scope can match this action (or its
+        // group) are evaluated: any other policy is false without its
+        // conditions ever being evaluated, so the outcome is the same.
+        let mut satisfied: Vec<String> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        for bucket in self.buckets_for(q.action) {
+            let response = self.authorizer.is_authorized(&request, bucket, &entities);
+            let diagnostics = response.diagnostics();
+            satisfied.extend(diagnostics.reason().map(ToString::to_string));
+            for e in diagnostics.errors() {
+                errors.push(e.to_string());
+                match e {
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                        failed.push(e.policy_id().to_string());
+                    }
+                }
             }
-            Target::Resource {
-                id,
-                kind,
-                served_by,
-            } => {
-                let server = agent_entity(served_by)?;
-                let uid = uid("Resource", id)?;
-                let attrs = HashMap::from([(
-                    "kind".to_owned(),
-                    RestrictedExpression::new_string(kind.to_owned()),
-                )]);
-                let e = Entity::new(uid.clone(), attrs, HashSet::from([server.uid()]))
-                    .map_err(request_error)?;
-                entities.entry(server.uid()).or_insert(server);
-                entities.insert(uid.clone(), e);
-                uid
-            }
-        };
-        let mut action_parents = HashSet::new();
-        if let Some(group) = action_group(q.action) {
-            let g = action_uid(group)?;
-            entities.insert(g.clone(), Entity::with_uid(g.clone()));
-            action_parents.insert(g);
         }
-        entities.insert(
-            action.clone(),
-            Entity::new_no_attrs(action.clone(), action_parents),
-        );
-        let entities =
-            Entities::from_entities(entities.into_values(), None).map_err(request_error)?;
-        let context = context(q.context)?;
-        let request =
-            Request::new(principal, action, resource, context, None).map_err(request_error)?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.cedar, &entities);
-        Ok(self.interpret(&response))
+        satisfied.sort();
+        satisfied.dedup();
+        failed.sort();
+        failed.dedup();
+        errors.sort();
+        errors.dedup();
+        Ok(self.interpret(satisfied, failed, errors))
     }
 
-    fn interpret(&self, response: &cedar_policy::Response) -> Decision {
-        let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
-        let failed: Vec<String> = diagnostics
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
-                    e.policy_id().to_string()
-                }
-            })
-            .collect();
+    /// Combines what the buckets said: a satisfied (or failed) forbid
+    /// denies, else a satisfied permit allows, else no permit denies.
+    fn interpret(
+        &self,
+        satisfied: Vec<String>,
+        failed: Vec<String>,
+        errors: Vec<String>,
+    ) -> Decision {
         let failed_forbids: Vec<String> = failed
             .iter()
             .filter(|id| self.summary(id).is_some_and(|s| s.effect == "forbid"))
@@ -242,11 +217,21 @@ impl PolicySet {
                 errors,
             };
         }
-        let mut policies: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
-        policies.sort();
-        let outcome = match response.decision() {
-            cedar_policy::Decision::Deny => Outcome::Deny,
-            cedar_policy::Decision::Allow => {
+        let is_forbid = |id: &String| self.summary(id).is_some_and(|s| s.effect == "forbid");
+        let forbids: Vec<String> = satisfied
+            .iter()
+            .filter(|id| is_forbid(id))
+            .cloned()
+            .collect();
+        let allowed = forbids.is_empty() && !satisfied.is_empty();
+        let mut policies = if forbids.is_empty() {
+            satisfied
+        } else {
+            forbids
+        };
+        let outcome = match allowed {
+            false => Outcome::Deny,
+            true => {
                 // An approval permit that failed to evaluate might have
                 // applied: a broader permit must not skip the person.
                 let approving = policies
@@ -276,6 +261,55 @@ impl PolicySet {
             errors,
         }
     }
+}
+
+/// The Cedar request and entities of one query.
+fn prepare(q: &Query<'_>) -> Result<(Request, Entities), PolicyError> {
+    let principal = agent_uid(&q.principal.name)?;
+    let action = action_uid(q.action)?;
+    let mut entities: HashMap<EntityUid, Entity> = HashMap::new();
+    let p = agent_entity(q.principal)?;
+    entities.insert(p.uid(), p);
+    let resource = match q.target {
+        Target::Agent(agent) => {
+            let e = agent_entity(agent)?;
+            let uid = e.uid();
+            entities.entry(uid.clone()).or_insert(e);
+            uid
+        }
+        Target::Resource {
+            id,
+            kind,
+            served_by,
+        } => {
+            let server = agent_entity(served_by)?;
+            let uid = uid("Resource", id)?;
+            let attrs = HashMap::from([(
+                "kind".to_owned(),
+                RestrictedExpression::new_string(kind.to_owned()),
+            )]);
+            let e = Entity::new(uid.clone(), attrs, HashSet::from([server.uid()]))
+                .map_err(request_error)?;
+            entities.entry(server.uid()).or_insert(server);
+            entities.insert(uid.clone(), e);
+            uid
+        }
+    };
+    let mut action_parents = HashSet::new();
+    if let Some(group) = action_group(q.action) {
+        let g = action_uid(group)?;
+        entities.insert(g.clone(), Entity::with_uid(g.clone()));
+        action_parents.insert(g);
+    }
+    entities.insert(
+        action.clone(),
+        Entity::new_no_attrs(action.clone(), action_parents),
+    );
+    let entities = Entities::from_entities(entities.into_values(), None).map_err(request_error)?;
+    let context = context(q.context)?;
+    let request =
+        Request::new(principal, action, resource, context, None).map_err(request_error)?;
+    Ok((request, entities))
 }
 
 fn request_error(e: impl std::fmt::Display) -> PolicyError {
@@ -405,6 +439,7 @@ fn context(c: &RequestContext) -> Result<Context, PolicyError> {
 mod tests {
     use super::*;
     use crate::set::PolicyFile;
+    use cedar_policy::Authorizer;
 
     fn set(text: &str) -> PolicySet {
         PolicySet::load(&[PolicyFile {
@@ -551,6 +586,75 @@ mod tests {
             decide(&s, "c", Target::Agent(&target), &c).outcome,
             Outcome::Permit
         );
+    }
+
+    #[test]
+    fn deciding_per_action_bucket_matches_deciding_with_the_whole_set() {
+        let s = set(concat!(
+            "@id(\"any\") permit (principal, action, resource) when { context.delegation_depth == 0 };\n",
+            "@id(\"reads\") permit (principal, action in Action::\"read\", resource);\n",
+            "@id(\"one\") permit (principal, action == Action::\"write:orders\", resource);\n",
+            "@id(\"list\") permit (principal, action in [Action::\"payments\", Action::\"deploy:svc\"], resource) when { context.environment == \"prod\" };\n",
+            "@id(\"group-eq\") forbid (principal, action == Action::\"write\", resource);\n",
+            "@id(\"deep\") forbid (principal, action, resource) when { context.delegation_depth > 2 } unless { action in Action::\"read\" };\n",
+            "@id(\"no-orders-in-dev\") forbid (principal, action in [Action::\"write:orders\", Action::\"read:orders\"], resource) when { context.environment == \"dev\" };\n",
+        ));
+        let mut whole = cedar_policy::PolicySet::new();
+        for bucket in std::iter::once(&s.any_action).chain(s.by_action.values()) {
+            for p in bucket.policies() {
+                if whole.policy(p.id()).is_none() {
+                    whole.add(p.clone()).unwrap();
+                }
+            }
+        }
+        assert_eq!(whole.policies().count(), 7);
+        let target = agent("t");
+        let actions = [
+            "read",
+            "read:orders",
+            "write",
+            "write:orders",
+            "write:x",
+            "payments:create",
+            "payments",
+            "deploy:svc",
+            "deploy:other",
+            "other",
+        ];
+        let mut compared = 0;
+        for action in actions {
+            for depth in 0..4 {
+                for env in ["dev", "prod"] {
+                    let mut c = ctx();
+                    c.delegation_depth = depth;
+                    c.environment = env.into();
+                    let q = Query {
+                        principal: &agent("caller"),
+                        action,
+                        target: Target::Agent(&target),
+                        context: &c,
+                    };
+                    let ours = s.decide(&q).unwrap();
+                    let (request, entities) = prepare(&q).unwrap();
+                    let reference = Authorizer::new().is_authorized(&request, &whole, &entities);
+                    let mut reasons: Vec<String> = reference
+                        .diagnostics()
+                        .reason()
+                        .map(ToString::to_string)
+                        .collect();
+                    reasons.sort();
+                    let allowed = reference.decision() == cedar_policy::Decision::Allow;
+                    assert_eq!(
+                        ours.outcome != Outcome::Deny,
+                        allowed,
+                        "{action} {depth} {env}"
+                    );
+                    assert_eq!(ours.policies, reasons, "{action} {depth} {env}");
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 80);
     }
 
     #[test]
