@@ -82,6 +82,26 @@ impl PolicyState {
         let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
         *guard = Arc::new(active);
     }
+
+    /// Sets `active` unless something replaced `seen` meanwhile.
+    fn replace_if(&self, seen: &Arc<Active>, active: Active) {
+        let mut guard = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&guard, seen) {
+            *guard = Arc::new(active);
+        }
+    }
+}
+
+/// Compiles a stored version on a blocking thread: strict validation of a
+/// large set takes long enough to stall the async workers.
+async fn compile_blocking(row: PolicySetRow) -> Active {
+    let version = row.version;
+    tokio::task::spawn_blocking(move || compile(&row))
+        .await
+        .unwrap_or_else(|e| Active::Broken {
+            version,
+            why: format!("compiling failed: {e}"),
+        })
 }
 
 /// Compiles a stored version.
@@ -107,26 +127,32 @@ fn compile(row: &PolicySetRow) -> Active {
     }
 }
 
-/// Loads the active version from the store into `s.policy`, unless it is
-/// the one already loaded.
-pub(crate) async fn refresh(s: &AuthorityState) -> Result<(), AuthorityError> {
-    let row = s.store.active_policy_set().await?;
-    let current = s.policy.current();
-    let loaded_version = match &*current {
+fn active_version(active: &Active) -> Option<i64> {
+    match active {
         Active::Off => None,
         Active::On(l) => Some(l.version),
         Active::Broken { version, .. } => Some(*version),
-    };
+    }
+}
+
+/// Loads the active version from the store into `s.policy`, unless it is
+/// the one already loaded.
+pub(crate) async fn refresh(s: &AuthorityState) -> Result<(), AuthorityError> {
+    // Read what is loaded before the store: an activation on this replica in
+    // between replaces it, and then what was read here is older and dropped.
+    let current = s.policy.current();
+    let row = s.store.active_policy_set().await?;
+    let loaded_version = active_version(&current);
     match row {
-        None if loaded_version.is_some() => s.policy.set(Active::Off),
+        None if loaded_version.is_some() => s.policy.replace_if(&current, Active::Off),
         Some(row) if Some(row.version) != loaded_version => {
-            let active = compile(&row);
+            let active = compile_blocking(row).await;
             if let Active::Broken { version, why } = &active {
                 tracing::error!(version, %why, "the active policy set does not load: refusing tokens");
             } else {
-                tracing::info!(version = row.version, "policy set loaded");
+                tracing::info!(version = ?active_version(&active), "policy set loaded");
             }
-            s.policy.set(active);
+            s.policy.replace_if(&current, active);
         }
         _ => {}
     }
@@ -386,7 +412,13 @@ pub(crate) async fn load(
 ) -> Result<Response, AuthorityError> {
     s.admin.require(&headers)?;
     let JsonBody(new) = body?;
-    let set = PolicySet::load(&new.files).map_err(AuthorityError::from)?;
+    let (new, set) = tokio::task::spawn_blocking(move || {
+        let set = PolicySet::load(&new.files);
+        (new, set)
+    })
+    .await
+    .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let set = set.map_err(AuthorityError::from)?;
     let files =
         serde_json::to_string(&new.files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let digest = digest(&files);
@@ -487,9 +519,11 @@ async fn activate_version(
     headers: &HeaderMap,
 ) -> Result<(), AuthorityError> {
     let row = version_row(s, version).await?;
+    let digest = row.digest.clone();
     // A stored version always validated once; refuse one that no longer loads
     // rather than switch every decision to fail closed.
-    if let Active::Broken { why, .. } = compile(&row) {
+    let active = compile_blocking(row).await;
+    if let Active::Broken { why, .. } = &active {
         return Err(AuthorityError::Conflict(format!(
             "policy set version {version} no longer loads: {why}"
         )));
@@ -500,12 +534,14 @@ async fn activate_version(
         &version.to_string(),
         AuditDecision::Allow,
     );
-    audit.reason = format!("sha256 {}", row.digest);
+    audit.reason = format!("sha256 {digest}");
     audit.request_id = request_id(headers);
     s.store
         .activate_policy_set(version, unix_now(), &audit)
         .await?;
-    refresh(s).await?;
+    // The set just compiled decides from now on; the refresher finds the
+    // same version in the store and leaves it.
+    s.policy.set(active);
     s.revocations_changed();
     Ok(())
 }
