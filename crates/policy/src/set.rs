@@ -282,9 +282,20 @@ fn parse_file(file: &PolicyFile) -> Result<Parsed<'_>, Vec<Problem>> {
             .find(text.as_str())
             .map_or(cursor, |i| cursor + i);
         cursor = offset + text.len().min(file.text.len() - offset);
-        let (line, _) = crate::error::line_and_column(&file.text, offset);
+        let (line, column) = crate::error::line_and_column(&file.text, offset);
         match summarise(file, policy, line) {
-            Ok(summary) => policies.push((policy.clone(), summary)),
+            Ok(mut summary) => {
+                // Two policies on one line: the second default id gets its column.
+                let default = format!("{}:{line}", file.name);
+                if summary.id == default
+                    && policies
+                        .iter()
+                        .any(|(_, s): &(_, PolicySummary)| s.id == default)
+                {
+                    summary.id = format!("{default}:{column}");
+                }
+                policies.push((policy.clone(), summary));
+            }
             Err(p) => problems.push(Problem::at(&file.name, &file.text, offset, p)),
         }
     }
@@ -468,6 +479,17 @@ mod tests {
             ),
         ]);
         assert_eq!((p[0].file.as_str(), p[0].line), ("b.cedar", 2), "{p:?}");
+    }
+
+    #[test]
+    fn two_policies_on_one_line_get_distinct_default_ids() {
+        let set = PolicySet::load(&[file(
+            "a.cedar",
+            "permit (principal, action, resource); forbid (principal, action, resource) when { context.txn == \"x\" };",
+        )])
+        .expect("valid");
+        let ids: Vec<_> = set.summaries().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a.cedar:1", "a.cedar:1:39"]);
     }
 
     #[test]
