@@ -70,13 +70,6 @@ async fn decide(s: &Server, approval: &str, verdict: &str, body: Value) -> (Stat
     .await
 }
 
-async fn audit(s: &Server) -> Vec<Value> {
-    let (_, body) = s
-        .admin_json(Method::GET, "/v1/audit?limit=1000", None)
-        .await;
-    body["records"].as_array().unwrap().clone()
-}
-
 async fn poll_after_interval(
     s: &Server,
     key: &SigningKey,
@@ -146,7 +139,7 @@ async fn an_approved_request_gets_its_token_once_and_the_decision_is_audited() {
         .await;
     assert_eq!(shown["status"], "used");
 
-    let records = audit(&s).await;
+    let records = s.audit_records("?limit=1000").await;
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
@@ -235,7 +228,8 @@ async fn a_denied_request_is_access_denied_with_the_reason() {
     // Decided once.
     let (status, _) = decide(&s, &approval, "approve", json!({"by": "carol"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let denied = audit(&s)
+    let denied = s
+        .audit_records("?limit=1000")
         .await
         .into_iter()
         .find(|r| r["kind"] == "approval.denied")

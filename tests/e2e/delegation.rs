@@ -1,16 +1,12 @@
 //! Delegation by token exchange (RFC 8693) against the real binary: grants,
 //! narrowing, the actor chain, tasks, cascading revocation and every refusal.
 
-use agentauth_core::{AccessClaims, SigningKey, b64url_decode};
+use agentauth_core::SigningKey;
 use agentauth_sdk::{AccessToken, Client, SdkError};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
-
-fn claims(token: &str) -> AccessClaims {
-    serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
+use crate::support::{Server, claims, id};
 
 /// planner → executor → database, with grants along the chain.
 struct Chain {

@@ -3,19 +3,15 @@
 //! and lifetime; they stop working when they expire or their parent is
 //! disabled or deleted, and every refusal leaves the store as it was.
 
-use agentauth_core::{AccessClaims, SigningKey, b64url_decode, unix_now};
+use agentauth_core::{SigningKey, unix_now};
 use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
+use crate::support::{Server, claims, id};
 
 /// The audience of tokens for the authority's own API.
 const AUTHORITY: &str = "spiffe://agentauth.local/authority";
-
-fn claims(token: &str) -> AccessClaims {
-    serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
 
 /// A client_credentials token that must be issued.
 async fn access_token(

@@ -3,16 +3,12 @@
 //! active set served to verifiers, dry runs, and the decision every token
 //! issue and exchange goes through.
 
-use agentauth_core::{AccessClaims, SigningKey, b64url_decode};
+use agentauth_core::SigningKey;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
-
-fn claims(token: &str) -> AccessClaims {
-    serde_json::from_slice(&b64url_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
+use crate::support::{Server, claims, id};
 
 async fn versions(s: &Server) -> Vec<Value> {
     let (status, body) = s.admin_json(Method::GET, "/v1/policies", None).await;
@@ -24,13 +20,6 @@ fn active_version(list: &[Value]) -> Option<i64> {
     list.iter()
         .find(|v| v["active"] == json!(true))
         .and_then(|v| v["version"].as_i64())
-}
-
-async fn audit_kinds(s: &Server) -> Vec<Value> {
-    let (_, body) = s
-        .admin_json(Method::GET, "/v1/audit?limit=1000", None)
-        .await;
-    body["records"].as_array().unwrap().clone()
 }
 
 const PERMIT_READS: &str =
@@ -173,24 +162,15 @@ async fn versions_are_listed_shown_activated_and_rolled_back() {
     assert_eq!(active_version(&versions(&s).await), Some(1));
 
     // Every activation is announced on the feed and audited.
-    let feed: Value = s
-        .http
-        .get(format!("{}/v1/revocations?since=0", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let announced: Vec<&str> = feed["revocations"]
-        .as_array()
-        .unwrap()
+    let feed = s.feed().await;
+    let announced: Vec<&str> = feed
         .iter()
         .filter(|r| r["kind"] == "policy")
         .map(|r| r["subject"].as_str().unwrap())
         .collect();
     assert_eq!(announced, ["1", "2", "1"]);
-    let activations = audit_kinds(&s)
+    let activations = s
+        .audit_records("?limit=1000")
         .await
         .into_iter()
         .filter(|r| r["kind"] == "policy.activated")
@@ -269,7 +249,8 @@ async fn issuance_narrows_the_scope_to_what_policy_permits_and_names_the_forbidd
         "{body}"
     );
 
-    let issued = audit_kinds(&s)
+    let issued = s
+        .audit_records("?limit=1000")
         .await
         .into_iter()
         .find(|r| r["kind"] == "token.issued")

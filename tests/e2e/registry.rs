@@ -42,15 +42,6 @@ async fn send(
     )
 }
 
-/// Records of the audit log as the admin API returns them.
-async fn audit(s: &Server, query: &str) -> Vec<Value> {
-    let (status, body) = s
-        .admin_json(Method::GET, &format!("/v1/audit{query}"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["records"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn an_agent_is_created_read_changed_and_deleted_and_every_change_is_audited() {
     let s = Server::start().await;
@@ -149,7 +140,7 @@ async fn an_agent_is_created_read_changed_and_deleted_and_every_change_is_audite
     let (_, list) = s.admin_json(Method::GET, "/v1/agents", None).await;
     assert_eq!(list["agents"].as_array().unwrap().len(), 1);
 
-    let records = audit(&s, "?agent=reader").await;
+    let records = s.audit_records("?agent=reader").await;
     let seen: Vec<(&str, &str, &str, &str)> = records
         .iter()
         .map(|r| {
@@ -181,7 +172,7 @@ async fn an_agent_is_created_read_changed_and_deleted_and_every_change_is_audite
             .all(|r| !r["request_id"].as_str().unwrap().is_empty()),
         "each record carries its request ID"
     );
-    let all = audit(&s, "").await;
+    let all = s.audit_records("").await;
     assert_eq!(
         all.len(),
         5,
@@ -947,19 +938,25 @@ async fn the_audit_api_filters_by_agent_kind_and_position_for_the_admin_only() {
         [1, 2, 3, 4, 5, 6, 7]
     );
 
-    let by_reader = audit(&s, "?agent=reader").await;
+    let by_reader = s.audit_records("?agent=reader").await;
     assert_eq!(seqs(&by_reader), [1, 4, 5, 6]);
     assert_eq!(
-        audit(&s, &format!("?agent={}", id("reader"))).await,
+        s.audit_records(&format!("?agent={}", id("reader"))).await,
         by_reader
     );
-    assert_eq!(seqs(&audit(&s, "?agent=customer").await), [2, 4, 5, 6, 7]);
-    assert_eq!(seqs(&audit(&s, "?kind=token.issued").await), [4, 5, 7]);
     assert_eq!(
-        seqs(&audit(&s, "?agent=reader&kind=token.refused").await),
+        seqs(&s.audit_records("?agent=customer").await),
+        [2, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        seqs(&s.audit_records("?kind=token.issued").await),
+        [4, 5, 7]
+    );
+    assert_eq!(
+        seqs(&s.audit_records("?agent=reader&kind=token.refused").await),
         [6]
     );
-    let refused = &audit(&s, "?kind=token.refused").await[0];
+    let refused = &s.audit_records("?kind=token.refused").await[0];
     assert_eq!(refused["actor"], id("reader"));
     assert_eq!(refused["decision"], "deny");
     assert!(
@@ -968,18 +965,21 @@ async fn the_audit_api_filters_by_agent_kind_and_position_for_the_admin_only() {
             .unwrap()
             .starts_with("invalid_scope")
     );
-    assert_eq!(seqs(&audit(&s, "?since=5").await), [6, 7]);
-    assert_eq!(seqs(&audit(&s, "?since=2&limit=2").await), [3, 4]);
-    assert_eq!(seqs(&audit(&s, "?agent=reader&since=4&limit=1").await), [5]);
+    assert_eq!(seqs(&s.audit_records("?since=5").await), [6, 7]);
+    assert_eq!(seqs(&s.audit_records("?since=2&limit=2").await), [3, 4]);
     assert_eq!(
-        seqs(&audit(&s, "?limit=0").await),
+        seqs(&s.audit_records("?agent=reader&since=4&limit=1").await),
+        [5]
+    );
+    assert_eq!(
+        seqs(&s.audit_records("?limit=0").await),
         [1],
         "the limit is at least 1"
     );
-    assert_eq!(seqs(&audit(&s, "?since=-3&limit=2").await), [1, 2]);
-    assert!(audit(&s, "?since=7").await.is_empty());
-    assert!(audit(&s, "?kind=agent.deleted").await.is_empty());
-    assert!(audit(&s, "?agent=nobody").await.is_empty());
+    assert_eq!(seqs(&s.audit_records("?since=-3&limit=2").await), [1, 2]);
+    assert!(s.audit_records("?since=7").await.is_empty());
+    assert!(s.audit_records("?kind=agent.deleted").await.is_empty());
+    assert!(s.audit_records("?agent=nobody").await.is_empty());
 
     for query in ["?unknown=1", "?since=abc", "?limit=many"] {
         let (status, body) = s

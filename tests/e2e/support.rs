@@ -332,6 +332,30 @@ impl Server {
         response.json().await.unwrap()
     }
 
+    /// Records of the audit log as the admin API returns them for `query`
+    /// (e.g. `?limit=1000`).
+    pub async fn audit_records(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self
+            .admin_json(Method::GET, &format!("/v1/audit{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["records"].as_array().unwrap().clone()
+    }
+
+    /// Every entry of the revocation feed, as `GET /v1/revocations?since=0` lists them.
+    pub async fn feed(&self) -> Vec<Value> {
+        let feed: Value = self
+            .http
+            .get(format!("{}/v1/revocations?since=0", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        feed["revocations"].as_array().unwrap().clone()
+    }
+
     /// Everything a refused write must leave unchanged.
     pub async fn snapshot(&self) -> Snapshot {
         let store = self.store().await;
@@ -357,6 +381,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The claims of an access token, read without verifying it.
+pub fn claims(token: &str) -> agentauth_core::AccessClaims {
+    serde_json::from_slice(
+        &agentauth_core::b64url_decode(token.split('.').nth(1).unwrap()).unwrap(),
+    )
+    .unwrap()
 }
 
 /// The files of `policies/examples/`, sorted by name.

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use agentauth_core::{AgentName, Decision as AuditDecision, Scope, SpiffeId, unix_now};
+use agentauth_core::{Decision as AuditDecision, Scope, unix_now};
 use agentauth_policy::{
     AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
 };
@@ -236,15 +236,9 @@ fn authority_facts(s: &AuthorityState) -> AgentFacts {
     }
 }
 
-/// The entity name of a SPIFFE ID: the agent name for agents of this trust
-/// domain, the whole ID otherwise.
+/// The entity name of a SPIFFE ID within this authority's trust domain.
 pub(crate) fn entity_name(s: &AuthorityState, id: &str) -> String {
-    match SpiffeId::parse(id) {
-        Ok(spiffe) if spiffe.is_in(&s.trust_domain) => spiffe
-            .agent_name()
-            .map_or_else(|| id.to_owned(), |n| n.to_string()),
-        _ => id.to_owned(),
-    }
+    agentauth_policy::entity_name(id, s.trust_domain.as_str())
 }
 
 /// One token request as the policy sees it.
@@ -596,7 +590,7 @@ pub(crate) async fn agent_facts(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, AuthorityError> {
-    let agent = registered(&s, &name).await?;
+    let agent = registry::named(&s, &name).await?;
     let mut response = Json(facts(&s, &agent).await?).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -649,8 +643,8 @@ pub(crate) async fn dry_run(
             (PolicySet::load(&files)?, Some(row.version))
         }
     };
-    let principal = registered(&s, &run.principal).await?;
-    let resource = registered(&s, &run.resource).await?;
+    let principal = registry::named(&s, &run.principal).await?;
+    let resource = registry::named(&s, &run.resource).await?;
     let context = dry_run_context(&s, &principal, run.context)?;
     let decision: Decision = set
         .decide(&Query {
@@ -665,14 +659,6 @@ pub(crate) async fn dry_run(
         "decision": decision,
         "context": context,
     })))
-}
-
-async fn registered(s: &AuthorityState, name: &str) -> Result<AgentRow, AuthorityError> {
-    let name = AgentName::new(name).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
-    s.store
-        .agent(name.as_str())
-        .await?
-        .ok_or_else(|| AuthorityError::NotFound(format!("agent \"{name}\" was not found")))
 }
 
 /// The dry run's context: given fields over defaults for this authority now.

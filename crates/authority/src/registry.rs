@@ -324,10 +324,17 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AuthorityError> {
     s.admin.require(&headers)?;
-    let agent = s.store.agent(agent_name(&name)?.as_str()).await?;
-    let agent =
-        agent.ok_or_else(|| AuthorityError::NotFound(format!("agent \"{name}\" was not found")))?;
-    Ok(Json(view(&agent)))
+    Ok(Json(view(&named(&s, &name).await?)))
+}
+
+/// The registry entry named `name`; a malformed name is `invalid_request`,
+/// an unknown one `not_found`.
+pub(crate) async fn named(s: &AuthorityState, name: &str) -> Result<AgentRow, AuthorityError> {
+    let name = agent_name(name)?;
+    s.store
+        .agent(name.as_str())
+        .await?
+        .ok_or_else(|| AuthorityError::NotFound(format!("agent \"{name}\" was not found")))
 }
 
 /// `PATCH /v1/agents/{name}`: permissions, description, status.

@@ -49,7 +49,7 @@ pub use request_proof::{
 pub use scope::{Permission, Scope};
 pub use time::unix_now;
 pub use token::{
-    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations,
+    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations, actor_chain_of,
     parse_access_token, verify_access_token,
 };
 

@@ -89,16 +89,7 @@ impl AccessClaims {
     /// The actors of the delegation chain, current first: the `sub` of each
     /// nested `act`. Empty for a token that was never exchanged.
     pub fn actor_chain(&self) -> Vec<String> {
-        let mut chain = Vec::new();
-        let mut act = self.act.as_ref();
-        while let Some(a) = act {
-            match a.get("sub").and_then(Value::as_str) {
-                Some(sub) if chain.len() < MAX_CHAIN_WALK => chain.push(sub.to_owned()),
-                _ => break,
-            }
-            act = a.get("act");
-        }
-        chain
+        actor_chain_of(self.act.as_ref())
     }
 
     /// The `act` claim of a token exchanged from this one by `actor`
@@ -115,6 +106,20 @@ impl AccessClaims {
 
 /// Deepest `act` nesting any code walks, whatever a token claims.
 const MAX_CHAIN_WALK: usize = 32;
+
+/// The actors an RFC 8693 `act` claim names, current actor first.
+pub fn actor_chain_of(act: Option<&Value>) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut act = act;
+    while let Some(a) = act {
+        match a.get("sub").and_then(Value::as_str) {
+            Some(sub) if chain.len() < MAX_CHAIN_WALK => chain.push(sub.to_owned()),
+            _ => break,
+        }
+        act = a.get("act");
+    }
+    chain
+}
 
 /// First step of verification: structure, `typ: at+jwt` and the `alg` allow-list,
 /// all before any signature work. The caller then finds the key by `kid`.

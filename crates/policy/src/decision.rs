@@ -312,6 +312,17 @@ fn prepare(q: &Query<'_>) -> Result<(Request, Entities), PolicyError> {
     Ok((request, entities))
 }
 
+/// The entity name of an agent's SPIFFE ID: its agent name within
+/// `trust_domain`, the whole ID otherwise (agents of other trust domains).
+pub fn entity_name(id: &str, trust_domain: &str) -> String {
+    match agentauth_core::SpiffeId::parse(id) {
+        Ok(spiffe) if spiffe.trust_domain() == trust_domain => spiffe
+            .agent_name()
+            .map_or_else(|| id.to_owned(), |n| n.to_string()),
+        _ => id.to_owned(),
+    }
+}
+
 fn request_error(e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Request(e.to_string())
 }
@@ -710,6 +721,14 @@ mod tests {
             decide(&s, "read", Target::Agent(&target), &c).outcome,
             Outcome::Permit
         );
+    }
+
+    #[test]
+    fn local_agents_are_named_by_name_and_others_by_id() {
+        let local = "spiffe://example.org/agent/billing";
+        assert_eq!(entity_name(local, "example.org"), "billing");
+        assert_eq!(entity_name(local, "other.org"), local);
+        assert_eq!(entity_name("not an id", "example.org"), "not an id");
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod schema;
 mod set;
 
 // The public interface is:
-pub use decision::{AgentFacts, Clock, Decision, Outcome, Query, RequestContext, Target};
+pub use decision::{
+    AgentFacts, Clock, Decision, Outcome, Query, RequestContext, Target, entity_name,
+};
 pub use error::{PolicyError, Problem};
 pub use schema::{SCHEMA, action_group};
 pub use set::{MAX_FILE_BYTES, MAX_FILES, MAX_SET_BYTES, PolicyFile, PolicySet, PolicySummary};

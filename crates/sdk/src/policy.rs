@@ -319,15 +319,9 @@ impl PolicyView {
     }
 }
 
-/// The entity name of a SPIFFE ID: the agent name within this verifier's
-/// trust domain, the whole ID otherwise.
+/// The entity name of a SPIFFE ID, within this verifier's trust domain.
 fn entity_name(me: &SpiffeId, id: &str) -> String {
-    match SpiffeId::parse(id) {
-        Ok(spiffe) if spiffe.trust_domain() == me.trust_domain() => spiffe
-            .agent_name()
-            .map_or_else(|| id.to_owned(), |n| n.to_string()),
-        _ => id.to_owned(),
-    }
+    agentauth_policy::entity_name(id, me.trust_domain())
 }
 
 /// The peer address, when the server was started with connection info.

@@ -4,7 +4,7 @@
 //! actor chain in `act`.
 
 use agentauth_core::{
-    AccessClaims, Scope, SpiffeId, TokenExpectations, parse_access_token, unix_now,
+    AccessClaims, Scope, SpiffeId, TokenExpectations, actor_chain_of, parse_access_token, unix_now,
     verify_access_token,
 };
 
@@ -68,7 +68,7 @@ pub(crate) async fn delegate(
         )));
     }
     let mut chain = vec![subject.sub.clone()];
-    chain.extend(actors(&act));
+    chain.extend(actor_chain_of(Some(&act)));
     Ok(Minted {
         chain,
         sub: subject.sub.clone(),
@@ -191,19 +191,6 @@ fn narrowed_scope(
         }
     }
     Ok(asked)
-}
-
-/// The actors an `act` claim names, innermost (first) last.
-fn actors(act: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = Some(act);
-    while let Some(a) = current {
-        if let Some(sub) = a.get("sub").and_then(serde_json::Value::as_str) {
-            out.push(sub.to_owned());
-        }
-        current = a.get("act");
-    }
-    out
 }
 
 /// How many actors an `act` claim names.
