@@ -1,21 +1,17 @@
 //! One decision: may this agent use this permission on this target, in this
 //! context, now; and must a person approve first.
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::str::FromStr;
 
-use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-};
 use serde::{Deserialize, Serialize};
 
+use crate::entities::request;
 use crate::error::PolicyError;
-use crate::schema::action_group;
+use crate::scope::Evaluated;
 use crate::set::PolicySet;
 
 /// What the registry knows of an agent, as the `Agent` entity's attributes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct AgentFacts {
     /// The agent's name: its entity ID (`Agent::"billing"`).
     pub name: String,
@@ -55,7 +51,7 @@ pub enum Target<'a> {
 }
 
 /// The UTC hour and ISO weekday (1 = Monday … 7 = Sunday) of a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Clock {
     /// 0–23.
     pub hour: i64,
@@ -77,7 +73,7 @@ impl Clock {
 }
 
 /// The `context` record of a decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestContext {
     /// The task's statement of intent.
     #[serde(default)]
@@ -168,25 +164,26 @@ impl PolicySet {
     /// Decides one query. A forbid policy that fails to evaluate denies
     /// (Cedar would skip it, which would fail open).
     pub fn decide(&self, q: &Query<'_>) -> Result<Decision, PolicyError> {
-        let (request, entities) = prepare(q)?;
-        // Only the policies whose action scope can match this action (or its
-        // group) are evaluated: any other policy is false without its
-        // conditions ever being evaluated, so the outcome is the same.
-        let mut satisfied: Vec<String> = Vec::new();
-        let mut failed: Vec<String> = Vec::new();
-        let mut errors: Vec<String> = Vec::new();
-        for bucket in self.buckets_for(q.action) {
-            let response = self.authorizer.is_authorized(&request, bucket, &entities);
-            let diagnostics = response.diagnostics();
-            satisfied.extend(diagnostics.reason().map(ToString::to_string));
-            for e in diagnostics.errors() {
-                errors.push(e.to_string());
-                match e {
-                    cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
-                        failed.push(e.policy_id().to_string());
-                    }
-                }
-            }
+        let request = request(q)?;
+        let prepared = self
+            .scopes
+            .prepare(&self.policies, &self.authorizer, q, &request)?;
+        let Evaluated {
+            mut satisfied,
+            mut failed,
+            mut errors,
+        } = prepared.fixed.clone();
+        let policies = self
+            .scopes
+            .per_request(&self.policies, &prepared, &q.context.chain)?;
+        if !policies.is_empty() {
+            let response = self
+                .authorizer
+                .is_authorized(&request, &policies, &prepared.entities);
+            let now = Evaluated::of(&response);
+            satisfied.extend(now.satisfied);
+            failed.extend(now.failed);
+            errors.extend(now.errors);
         }
         satisfied.sort();
         satisfied.dedup();
@@ -197,7 +194,7 @@ impl PolicySet {
         Ok(self.interpret(satisfied, failed, errors))
     }
 
-    /// Combines what the buckets said: a satisfied (or failed) forbid
+    /// Combines what the evaluated sets said: a satisfied (or failed) forbid
     /// denies, else a satisfied permit allows, else no permit denies.
     fn interpret(
         &self,
@@ -263,55 +260,6 @@ impl PolicySet {
     }
 }
 
-/// The Cedar request and entities of one query.
-fn prepare(q: &Query<'_>) -> Result<(Request, Entities), PolicyError> {
-    let principal = agent_uid(&q.principal.name)?;
-    let action = action_uid(q.action)?;
-    let mut entities: HashMap<EntityUid, Entity> = HashMap::new();
-    let p = agent_entity(q.principal)?;
-    entities.insert(p.uid(), p);
-    let resource = match q.target {
-        Target::Agent(agent) => {
-            let e = agent_entity(agent)?;
-            let uid = e.uid();
-            entities.entry(uid.clone()).or_insert(e);
-            uid
-        }
-        Target::Resource {
-            id,
-            kind,
-            served_by,
-        } => {
-            let server = agent_entity(served_by)?;
-            let uid = uid("Resource", id)?;
-            let attrs = HashMap::from([(
-                "kind".to_owned(),
-                RestrictedExpression::new_string(kind.to_owned()),
-            )]);
-            let e = Entity::new(uid.clone(), attrs, HashSet::from([server.uid()]))
-                .map_err(request_error)?;
-            entities.entry(server.uid()).or_insert(server);
-            entities.insert(uid.clone(), e);
-            uid
-        }
-    };
-    let mut action_parents = HashSet::new();
-    if let Some(group) = action_group(q.action) {
-        let g = action_uid(group)?;
-        entities.insert(g.clone(), Entity::with_uid(g.clone()));
-        action_parents.insert(g);
-    }
-    entities.insert(
-        action.clone(),
-        Entity::new_no_attrs(action.clone(), action_parents),
-    );
-    let entities = Entities::from_entities(entities.into_values(), None).map_err(request_error)?;
-    let context = context(q.context)?;
-    let request =
-        Request::new(principal, action, resource, context, None).map_err(request_error)?;
-    Ok((request, entities))
-}
-
 /// The entity name of an agent's SPIFFE ID: its agent name within
 /// `trust_domain`, the whole ID otherwise (agents of other trust domains).
 pub fn entity_name(id: &str, trust_domain: &str) -> String {
@@ -321,129 +269,6 @@ pub fn entity_name(id: &str, trust_domain: &str) -> String {
             .map_or_else(|| id.to_owned(), |n| n.to_string()),
         _ => id.to_owned(),
     }
-}
-
-fn request_error(e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Request(e.to_string())
-}
-
-/// The entity type names, parsed once.
-fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
-    static NAMES: std::sync::LazyLock<[(&str, Option<EntityTypeName>); 3]> =
-        std::sync::LazyLock::new(|| {
-            ["Agent", "Action", "Resource"].map(|n| (n, EntityTypeName::from_str(n).ok()))
-        });
-    match NAMES.iter().find(|(n, _)| *n == kind) {
-        Some((_, Some(name))) => Ok(name.clone()),
-        _ => EntityTypeName::from_str(kind).map_err(request_error),
-    }
-}
-
-fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    Ok(EntityUid::from_type_name_and_id(
-        type_name(kind)?,
-        EntityId::new(id),
-    ))
-}
-
-fn agent_uid(name: &str) -> Result<EntityUid, PolicyError> {
-    uid("Agent", name)
-}
-
-fn action_uid(permission: &str) -> Result<EntityUid, PolicyError> {
-    uid("Action", permission)
-}
-
-fn agent_entity(a: &AgentFacts) -> Result<Entity, PolicyError> {
-    let mut attrs = HashMap::from([
-        (
-            "name".to_owned(),
-            RestrictedExpression::new_string(a.name.clone()),
-        ),
-        (
-            "trust_domain".to_owned(),
-            RestrictedExpression::new_string(a.trust_domain.clone()),
-        ),
-        (
-            "owner".to_owned(),
-            RestrictedExpression::new_string(a.owner.clone()),
-        ),
-        (
-            "tags".to_owned(),
-            RestrictedExpression::new_set(
-                a.tags
-                    .iter()
-                    .map(|t| RestrictedExpression::new_string(t.clone())),
-            ),
-        ),
-        (
-            "ephemeral".to_owned(),
-            RestrictedExpression::new_bool(a.ephemeral),
-        ),
-    ]);
-    let mut parents = HashSet::new();
-    for ancestor in &a.ancestors {
-        parents.insert(agent_uid(ancestor)?);
-    }
-    if let Some(parent) = &a.parent {
-        let p = agent_uid(parent)?;
-        attrs.insert(
-            "parent".to_owned(),
-            RestrictedExpression::new_entity_uid(p.clone()),
-        );
-        parents.insert(p);
-    }
-    Entity::new(agent_uid(&a.name)?, attrs, parents).map_err(request_error)
-}
-
-fn context(c: &RequestContext) -> Result<Context, PolicyError> {
-    let chain = c
-        .chain
-        .iter()
-        .map(|name| agent_uid(name).map(RestrictedExpression::new_entity_uid))
-        .collect::<Result<Vec<_>, _>>()?;
-    let time = RestrictedExpression::new_record([
-        (
-            "hour".to_owned(),
-            RestrictedExpression::new_long(c.time.hour),
-        ),
-        (
-            "weekday".to_owned(),
-            RestrictedExpression::new_long(c.time.weekday),
-        ),
-    ])
-    .map_err(request_error)?;
-    Context::from_pairs([
-        (
-            "purpose".to_owned(),
-            RestrictedExpression::new_string(c.purpose.clone()),
-        ),
-        (
-            "sensitivity".to_owned(),
-            RestrictedExpression::new_string(c.sensitivity.clone()),
-        ),
-        (
-            "delegation_depth".to_owned(),
-            RestrictedExpression::new_long(c.delegation_depth),
-        ),
-        ("chain".to_owned(), RestrictedExpression::new_set(chain)),
-        (
-            "txn".to_owned(),
-            RestrictedExpression::new_string(c.txn.clone()),
-        ),
-        (
-            "environment".to_owned(),
-            RestrictedExpression::new_string(c.environment.clone()),
-        ),
-        ("time".to_owned(), time),
-        (
-            "client_ip".to_owned(),
-            // An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d,
-            // which Cedar refuses: decide with the IPv4 address.
-            RestrictedExpression::new_ip(c.client_ip.to_canonical().to_string()),
-        ),
-    ])
-    .map_err(request_error)
 }
 
 #[cfg(test)]
@@ -600,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn deciding_per_action_bucket_matches_deciding_with_the_whole_set() {
+    fn deciding_the_candidates_of_a_shape_matches_deciding_with_the_whole_set() {
         let s = set(concat!(
             "@id(\"any\") permit (principal, action, resource) when { context.delegation_depth == 0 };\n",
             "@id(\"reads\") permit (principal, action in Action::\"read\", resource);\n",
@@ -609,17 +434,36 @@ mod tests {
             "@id(\"group-eq\") forbid (principal, action == Action::\"write\", resource);\n",
             "@id(\"deep\") forbid (principal, action, resource) when { context.delegation_depth > 2 } unless { action in Action::\"read\" };\n",
             "@id(\"no-orders-in-dev\") forbid (principal, action in [Action::\"write:orders\", Action::\"read:orders\"], resource) when { context.environment == \"dev\" };\n",
+            "@id(\"caller-only\") permit (principal == Agent::\"caller\", action in Action::\"deploy\", resource);\n",
+            "@id(\"team\") permit (principal in Agent::\"team\", action, resource in Agent::\"billing\") when { context.environment == \"prod\" };\n",
+            "@id(\"invoices\") permit (principal is Agent in Agent::\"team\", action, resource is Resource in Agent::\"billing\");\n",
+            "@id(\"tagged\") forbid (principal, action in Action::\"write\", resource) when { principal.tags.contains(\"frozen\") };\n",
+            "@id(\"chain\") forbid (principal, action, resource) when { context.chain.contains(Agent::\"rogue\") };\n",
         ));
-        let mut whole = cedar_policy::PolicySet::new();
-        for bucket in std::iter::once(&s.any_action).chain(s.by_action.values()) {
-            for p in bucket.policies() {
-                if whole.policy(p.id()).is_none() {
-                    whole.add(p.clone()).unwrap();
-                }
-            }
-        }
-        assert_eq!(whole.policies().count(), 7);
-        let target = agent("t");
+        // Every policy, evaluated by Cedar in one go.
+        let whole = &s.policies;
+        assert_eq!(whole.policies().count(), 12);
+        let member = AgentFacts {
+            name: "member".into(),
+            ancestors: vec!["team".into()],
+            parent: Some("team".into()),
+            ..AgentFacts::default()
+        };
+        let frozen = AgentFacts {
+            tags: vec!["frozen".into()],
+            ..agent("caller")
+        };
+        let principals = [agent("caller"), member, frozen, agent("outsider")];
+        let (t, billing) = (agent("t"), agent("billing"));
+        let targets = [
+            Target::Agent(&t),
+            Target::Agent(&billing),
+            Target::Resource {
+                id: "invoice/1",
+                kind: "invoice",
+                served_by: &billing,
+            },
+        ];
         let actions = [
             "read",
             "read:orders",
@@ -633,39 +477,45 @@ mod tests {
             "other",
         ];
         let mut compared = 0;
-        for action in actions {
-            for depth in 0..4 {
-                for env in ["dev", "prod"] {
-                    let mut c = ctx();
-                    c.delegation_depth = depth;
-                    c.environment = env.into();
-                    let q = Query {
-                        principal: &agent("caller"),
-                        action,
-                        target: Target::Agent(&target),
-                        context: &c,
-                    };
-                    let ours = s.decide(&q).unwrap();
-                    let (request, entities) = prepare(&q).unwrap();
-                    let reference = Authorizer::new().is_authorized(&request, &whole, &entities);
-                    let mut reasons: Vec<String> = reference
-                        .diagnostics()
-                        .reason()
-                        .map(ToString::to_string)
-                        .collect();
-                    reasons.sort();
-                    let allowed = reference.decision() == cedar_policy::Decision::Allow;
-                    assert_eq!(
-                        ours.outcome != Outcome::Deny,
-                        allowed,
-                        "{action} {depth} {env}"
-                    );
-                    assert_eq!(ours.policies, reasons, "{action} {depth} {env}");
-                    compared += 1;
+        for principal in &principals {
+            for target in targets {
+                for action in actions {
+                    for depth in [0, 3] {
+                        for env in ["dev", "prod"] {
+                            for chain in [vec![], vec!["rogue".to_owned()]] {
+                                let mut c = ctx();
+                                c.delegation_depth = depth;
+                                c.environment = env.into();
+                                c.chain = chain;
+                                let q = Query {
+                                    principal,
+                                    action,
+                                    target,
+                                    context: &c,
+                                };
+                                let ours = s.decide(&q).unwrap();
+                                let request = crate::entities::request(&q).unwrap();
+                                let entities = crate::entities::entities(&q).unwrap();
+                                let reference =
+                                    Authorizer::new().is_authorized(&request, whole, &entities);
+                                let mut reasons: Vec<String> = reference
+                                    .diagnostics()
+                                    .reason()
+                                    .map(ToString::to_string)
+                                    .collect();
+                                reasons.sort();
+                                let allowed = reference.decision() == cedar_policy::Decision::Allow;
+                                let case = format!("{} {action} {target:?} {c:?}", principal.name);
+                                assert_eq!(ours.outcome != Outcome::Deny, allowed, "{case}");
+                                assert_eq!(ours.policies, reasons, "{case}");
+                                compared += 1;
+                            }
+                        }
+                    }
                 }
             }
         }
-        assert_eq!(compared, 80);
+        assert_eq!(compared, 4 * 3 * 10 * 8);
     }
 
     #[test]

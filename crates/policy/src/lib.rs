@@ -8,8 +8,10 @@
 //! overrides permit, and no matching permit means deny.
 
 mod decision;
+mod entities;
 mod error;
 mod schema;
+mod scope;
 mod set;
 
 // The public interface is:

@@ -5,14 +5,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 
-use cedar_policy::{
-    ActionConstraint, Authorizer, Effect, EntityUid, PolicyId, Schema, ValidationMode, Validator,
-};
+use cedar_policy::{Authorizer, Effect, PolicyId, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PolicyError, Problem};
 use crate::schema::with_actions;
+use crate::scope::Scopes;
 
 /// Most files one policy set may have.
 pub const MAX_FILES: usize = 128;
@@ -50,10 +49,10 @@ pub struct PolicySummary {
 /// A validated policy set, ready to decide.
 #[derive(Debug)]
 pub struct PolicySet {
-    /// Policies whose action scope is unconstrained.
-    pub(crate) any_action: cedar_policy::PolicySet,
-    /// Policies by each action their scope names (`==` or `in`).
-    pub(crate) by_action: HashMap<String, cedar_policy::PolicySet>,
+    /// Every policy, under its agentauth ID.
+    pub(crate) policies: cedar_policy::PolicySet,
+    /// Which policies' scopes match each query shape seen.
+    pub(crate) scopes: Scopes,
     pub(crate) summaries: Vec<PolicySummary>,
     pub(crate) by_id: HashMap<String, usize>,
     pub(crate) authorizer: Authorizer,
@@ -125,25 +124,13 @@ impl PolicySet {
         if !problems.is_empty() {
             return Err(PolicyError::Invalid(problems));
         }
-        let (any_action, by_action) = bucket_by_action(&cedar)?;
         Ok(Self {
-            any_action,
-            by_action,
+            scopes: Scopes::new(&cedar)?,
+            policies: cedar,
             summaries,
             by_id,
             authorizer: Authorizer::new(),
         })
-    }
-
-    /// The sub-sets that may hold policies for `action`: those with any
-    /// action, and those naming the action or its group.
-    pub(crate) fn buckets_for<'a>(
-        &'a self,
-        action: &str,
-    ) -> impl Iterator<Item = &'a cedar_policy::PolicySet> {
-        let named = self.by_action.get(action);
-        let group = crate::schema::action_group(action).and_then(|g| self.by_action.get(g));
-        std::iter::once(&self.any_action).chain(named).chain(group)
     }
 
     /// Every policy of the set, in file order.
@@ -155,47 +142,6 @@ impl PolicySet {
     pub fn summary(&self, id: &str) -> Option<&PolicySummary> {
         self.by_id.get(id).map(|i| &self.summaries[*i])
     }
-}
-
-/// Splits a validated set by the actions its policies' scopes name.
-fn bucket_by_action(
-    set: &cedar_policy::PolicySet,
-) -> Result<
-    (
-        cedar_policy::PolicySet,
-        HashMap<String, cedar_policy::PolicySet>,
-    ),
-    PolicyError,
-> {
-    let mut any = cedar_policy::PolicySet::new();
-    let mut by_action: HashMap<String, cedar_policy::PolicySet> = HashMap::new();
-    let internal = |e: cedar_policy::PolicySetError| {
-        PolicyError::Invalid(vec![Problem::whole("(set)", e.to_string())])
-    };
-    for policy in set.policies() {
-        let named: Vec<EntityUid> = match policy.action_constraint() {
-            ActionConstraint::Any => {
-                any.add(policy.clone()).map_err(internal)?;
-                continue;
-            }
-            ActionConstraint::Eq(uid) => vec![uid],
-            ActionConstraint::In(uids) => uids,
-        };
-        let mut keys: Vec<String> = named
-            .iter()
-            .map(|u| u.id().unescaped().to_owned())
-            .collect();
-        keys.sort();
-        keys.dedup();
-        for key in keys {
-            by_action
-                .entry(key)
-                .or_default()
-                .add(policy.clone())
-                .map_err(internal)?;
-        }
-    }
-    Ok((any, by_action))
 }
 
 /// Names, sizes and count are bounded before anything is parsed.

@@ -14,14 +14,20 @@
 //!   of `team-k` on `svc-k`, Monday to Friday;
 //! - otherwise: a permit of `read:res-k` for `agent-k` in production from 09:00.
 //!
-//! No policy is indexed away: Cedar evaluates every policy of the set for
-//! every request (scope first, then the conditions, short-circuiting).
+//! A decision evaluates, per request, only the policies whose scope matches
+//! the query and whose conditions read the context, less the chain forbids
+//! whose agent is not in the chain; the rest are decided once per query
+//! shape (see `src/scope.rs`). Here the quarantine forbids are decided per
+//! shape, the chain forbids (one hop, agents not in the chain) are skipped,
+//! and the example policies that read the context are evaluated each time.
 //! Every query below is decided as `agent-3` (a member of `team-2`, whose
 //! permit is among the generated ones at every size ≥ 10) on `svc-2`, one hop
 //! of delegation deep, so both generated forbid kinds evaluate their
 //! conditions.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::str::FromStr;
 
 use agentauth_policy::{
     AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
@@ -50,7 +56,7 @@ const EXAMPLES: [(&str, &str); 4] = [
 /// How many policies the example files hold.
 pub(crate) const EXAMPLE_POLICIES: usize = 8;
 
-/// The reference set: one policy, `reads-are-low-risk` alone.
+/// The reference policy set: `reads-are-low-risk` alone.
 pub(crate) const REFERENCE_SET: &str =
     "@id(\"reads-are-low-risk\")\npermit (principal, action in Action::\"read\", resource);\n";
 
@@ -107,15 +113,6 @@ pub(crate) fn set(n: usize) -> PolicySet {
     let set = PolicySet::load(&files(n)).expect("the generated set validates");
     assert_eq!(set.summaries().len(), n);
     set
-}
-
-/// The one-policy reference set.
-pub(crate) fn reference_set() -> PolicySet {
-    PolicySet::load(&[PolicyFile {
-        name: "reference.cedar".into(),
-        text: REFERENCE_SET.into(),
-    }])
-    .expect("the reference set validates")
 }
 
 /// The principal, the target and the contexts every query uses.
@@ -200,11 +197,6 @@ impl World {
             ),
         ]
     }
-
-    /// The reference query: the permit query, decided by the one-policy set.
-    pub(crate) fn reference_query(&self) -> Query<'_> {
-        self.queries()[0].1
-    }
 }
 
 /// Decides `q` and checks the outcome, so that no error path is timed.
@@ -213,4 +205,63 @@ pub(crate) fn check(set: &PolicySet, q: &Query<'_>, expected: &Outcome) -> Decis
     assert_eq!(&d.outcome, expected, "{d:?}");
     assert!(d.errors.is_empty(), "{d:?}");
     d
+}
+
+/// The reference the decision figures are divided by: Cedar's own
+/// `is_authorized` of the permit query against `reads-are-low-risk` alone,
+/// with the request and entities built beforehand — one policy's worth of
+/// Cedar work, with none of agentauth's.
+pub(crate) struct CedarReference {
+    request: cedar_policy::Request,
+    entities: cedar_policy::Entities,
+    policies: cedar_policy::PolicySet,
+    authorizer: cedar_policy::Authorizer,
+}
+
+impl CedarReference {
+    pub(crate) fn new() -> Self {
+        let uid = |kind: &str, id: &str| {
+            cedar_policy::EntityUid::from_type_name_and_id(
+                cedar_policy::EntityTypeName::from_str(kind).expect("a type name"),
+                cedar_policy::EntityId::new(id),
+            )
+        };
+        let (principal, target) = (uid("Agent", "agent-3"), uid("Agent", "svc-2"));
+        let (action, group) = (uid("Action", "read:res-2"), uid("Action", "read"));
+        let entities = cedar_policy::Entities::from_entities(
+            [
+                cedar_policy::Entity::with_uid(principal.clone()),
+                cedar_policy::Entity::with_uid(target.clone()),
+                cedar_policy::Entity::with_uid(group.clone()),
+                cedar_policy::Entity::new_no_attrs(action.clone(), HashSet::from([group])),
+            ],
+            None,
+        )
+        .expect("entities");
+        let request = cedar_policy::Request::new(
+            principal,
+            action,
+            target,
+            cedar_policy::Context::empty(),
+            None,
+        )
+        .expect("a request");
+        let policies = cedar_policy::PolicySet::from_str(REFERENCE_SET).expect("parses");
+        let reference = Self {
+            request,
+            entities,
+            policies,
+            authorizer: cedar_policy::Authorizer::new(),
+        };
+        assert!(reference.allows(), "the reference permits");
+        reference
+    }
+
+    /// One evaluation; true when allowed.
+    pub(crate) fn allows(&self) -> bool {
+        self.authorizer
+            .is_authorized(&self.request, &self.policies, &self.entities)
+            .decision()
+            == cedar_policy::Decision::Allow
+    }
 }
