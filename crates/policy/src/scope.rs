@@ -62,8 +62,6 @@ pub(crate) struct Prepared {
     /// The candidates whose conditions read the context, but for the
     /// chain-guarded ones.
     pub(crate) policies: Arc<cedar_policy::PolicySet>,
-    /// The IDs of `policies`.
-    ids: Vec<PolicyId>,
     /// Chain-guarded candidates, with the agent each needs in the chain.
     guarded: Vec<(PolicyId, String)>,
     /// What the context-free candidates decided for this shape.
@@ -153,18 +151,20 @@ impl Scopes {
         }
         let entities = entities(q)?;
         let response = authorizer.is_authorized(request, &self.scopes, &entities);
-        let mut ids: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
-        ids.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
-        let (fixed_ids, ids): (Vec<PolicyId>, Vec<PolicyId>) = ids
-            .into_iter()
-            .partition(|id| self.context_free.contains(id));
-        let (guarded, ids): (Vec<PolicyId>, Vec<PolicyId>) = ids
-            .into_iter()
-            .partition(|id| self.chain_guards.contains_key(id));
-        let guarded = guarded
-            .into_iter()
-            .filter_map(|id| self.chain_guards.get(&id).cloned().map(|agent| (id, agent)))
-            .collect();
+        let mut matched: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
+        matched.sort_unstable();
+        // Each candidate is decided per shape, per request, or per request
+        // whose chain holds its guard's agent.
+        let (mut fixed_ids, mut ids, mut guarded) = (Vec::new(), Vec::new(), Vec::new());
+        for id in matched {
+            if self.context_free.contains(&id) {
+                fixed_ids.push(id);
+            } else if let Some(agent) = self.chain_guards.get(&id) {
+                guarded.push((id, agent.clone()));
+            } else {
+                ids.push(id);
+            }
+        }
         let fixed = match fixed_ids.is_empty() {
             true => Evaluated::default(),
             false => {
@@ -177,11 +177,10 @@ impl Scopes {
             cache.shapes.clear();
             cache.sets.clear();
         }
-        let candidates = interned(&mut cache, policies, ids.clone())?;
+        let candidates = interned(&mut cache, policies, ids)?;
         let prepared = Arc::new(Prepared {
             entities,
             policies: candidates,
-            ids,
             guarded,
             fixed,
         });
@@ -208,8 +207,8 @@ impl Scopes {
         if ids.is_empty() {
             return Ok(Arc::clone(&prepared.policies));
         }
-        ids.extend(prepared.ids.iter().cloned());
-        ids.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(b.as_ref()));
+        ids.extend(prepared.policies.policies().map(|p| p.id().clone()));
+        ids.sort_unstable();
         interned(&mut self.lock(), policies, ids)
     }
 
