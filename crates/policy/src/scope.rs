@@ -363,6 +363,8 @@ fn chain_guard(json: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::{Clock, Outcome, RequestContext};
+    use crate::set::{PolicyFile, PolicySet};
 
     fn json(text: &str) -> serde_json::Value {
         Policy::parse(None, text)
@@ -417,5 +419,79 @@ mod tests {
             "permit (principal, action, resource) when { principal.tags.contains(\"context\") && resource.name == \"Var\" };"
         ));
         assert!(!reads("permit (principal, action, resource);"));
+    }
+
+    #[test]
+    fn a_flood_of_shapes_stays_bounded_and_decides_as_before() {
+        let set = PolicySet::load(&[PolicyFile {
+            name: "t.cedar".into(),
+            text: concat!(
+                "@id(\"reads\") permit (principal, action in Action::\"read\", resource);\n",
+                "@id(\"frozen\") forbid (principal, action, resource) when { principal.tags.contains(\"frozen\") };\n",
+                "@id(\"rogue\") forbid (principal, action, resource) when { context.chain.contains(Agent::\"rogue\") };\n",
+            )
+            .into(),
+        }])
+        .expect("valid");
+        let target = AgentFacts {
+            name: "t".into(),
+            ..AgentFacts::default()
+        };
+        let context = RequestContext {
+            purpose: String::new(),
+            sensitivity: "unspecified".into(),
+            delegation_depth: 0,
+            chain: vec!["rogue".into()],
+            txn: String::new(),
+            environment: "dev".into(),
+            time: Clock::at_unix(0),
+            client_ip: [127, 0, 0, 1].into(),
+        };
+        let decide = |principal: &AgentFacts, chain_holds_rogue: bool| {
+            let mut c = context.clone();
+            if !chain_holds_rogue {
+                c.chain.clear();
+            }
+            set.decide(&Query {
+                principal,
+                action: "read:x",
+                target: Target::Agent(&target),
+                context: &c,
+            })
+            .expect("decides")
+        };
+        let caller = AgentFacts {
+            name: "caller".into(),
+            ..AgentFacts::default()
+        };
+        assert_eq!(decide(&caller, false).outcome, Outcome::Permit);
+        for i in 0..MAX_SHAPES + 10 {
+            let flood = AgentFacts {
+                owner: format!("owner-{i}"),
+                tags: if i % 2 == 0 {
+                    vec!["frozen".into()]
+                } else {
+                    vec![]
+                },
+                ..caller.clone()
+            };
+            let d = decide(&flood, false);
+            let expected = if i % 2 == 0 {
+                Outcome::Deny
+            } else {
+                Outcome::Permit
+            };
+            assert_eq!(d.outcome, expected, "{i}");
+            let cache = set.scopes.lock();
+            assert!(cache.shapes.len() <= MAX_SHAPES);
+            assert!(cache.sets.len() <= MAX_SHAPES);
+        }
+        // The first shape, long since dropped, is worked out again alike.
+        assert_eq!(decide(&caller, false).outcome, Outcome::Permit);
+        let d = decide(&caller, true);
+        assert_eq!(
+            (d.outcome, d.policies),
+            (Outcome::Deny, vec!["rogue".into()])
+        );
     }
 }
