@@ -21,3 +21,4 @@ mod lifecycle;
 mod oauth;
 mod policy;
 mod registry;
+mod standing;

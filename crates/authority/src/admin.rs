@@ -5,9 +5,13 @@ use std::path::Path;
 use agentauth_core::random_b64;
 use agentauth_store::Store;
 use aws_lc_rs::{constant_time, digest};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use http::HeaderMap;
 
 use crate::AuthorityError;
+use crate::server::AppState;
 
 /// Settings key of the credential's SHA-256.
 const ADMIN_HASH_SETTING: &str = "admin_token_sha256";
@@ -67,6 +71,17 @@ impl AdminCredential {
             )),
         }
     }
+}
+
+/// The admin sub-router's layer: only a request with the admin credential
+/// reaches the handler; anything else is answered 401.
+pub(crate) async fn admin_only(
+    State(s): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AuthorityError> {
+    s.admin.require(request.headers())?;
+    Ok(next.run(request).await)
 }
 
 /// The token of an `Authorization: Bearer` or `Authorization: DPoP` header:

@@ -4,10 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentauth_core::{
-    AccessClaims, AuditEvent, AuditRecord, Decision, parse_access_token, unix_now,
-    verify_access_token,
+    AccessClaims, AuditEvent, AuditRecord, Decision, ProofError, Rejection, RequestProof,
 };
-use agentauth_core::{DEFAULT_LEEWAY_SECS, ProofError, TokenExpectations, verify_request_proof};
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -18,6 +16,7 @@ use serde_json::{Value, json};
 use crate::admin::presented_token;
 use crate::body::RawRequest;
 use crate::server::AppState;
+use crate::standing::{self, Door};
 use crate::{AuthorityError, registry};
 
 /// Most events one batch may carry.
@@ -72,10 +71,8 @@ pub(crate) struct ListQuery {
 /// `GET /v1/audit`: records in chain order, filtered (admin only).
 pub(crate) async fn list(
     State(s): State<AppState>,
-    headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AuthorityError> {
-    s.admin.require(&headers)?;
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let filter = AuditFilter {
         agent: q.agent.map(|a| registry::agent_id_or_raw(&s, &a)),
@@ -198,55 +195,29 @@ pub(crate) async fn authenticated_agent(
     req: &RawRequest,
     needs: &str,
 ) -> Result<(AccessClaims, AgentRow), AuthorityError> {
-    let unauthorized = |why: String| AuthorityError::Unauthorized(why);
     let token = presented_token(&req.parts.headers).ok_or_else(|| {
         AuthorityError::MissingCredential("an access token for the authority is required".into())
     })?;
-    let compact = parse_access_token(token).map_err(|e| unauthorized(e.to_string()))?;
-    let kid = compact.header.kid.clone().unwrap_or_default();
-    let key = s
-        .keys
-        .find(&kid)
-        .ok_or_else(|| unauthorized("the token's signing key is unknown".into()))?;
-    let now = unix_now();
-    let expect = TokenExpectations {
-        issuer: &s.issuer,
-        audience: Some(s.authority_id.as_str()),
-        now,
-        leeway: DEFAULT_LEEWAY_SECS,
-    };
-    let claims =
-        verify_access_token(&compact, key, &expect).map_err(|e| unauthorized(e.to_string()))?;
     // The same proof of possession every agent demands: a token bound to a
     // key is worthless here too without that key.
-    verify_request_proof(
-        &req.parts,
-        &req.body,
-        token,
-        claims.cnf.as_ref(),
-        Some(&s.issuer),
-        &s.nonces,
-        now,
-    )
-    .map_err(|e| match e {
-        ProofError::Proof(why) | ProofError::Replay(why) => unauthorized(why),
-    })?;
-    if s.store.token_revoked(&claims.jti).await? {
-        return Err(unauthorized("the token has been revoked".into()));
-    }
-    if let Some(cnf) = &claims.cnf
-        && s.store.key_revoked(&cnf.jkt.0).await?
-    {
-        return Err(unauthorized(
-            "the key the token is bound to has been revoked".into(),
-        ));
-    }
+    let proof = RequestProof {
+        parts: &req.parts,
+        body: &req.body,
+        origin: Some(&s.issuer),
+        nonces: &s.nonces,
+    };
+    let claims = standing::check(s, token, Door::Api(proof))
+        .await
+        .map_err(|e| match e {
+            Rejection::View(e) => e,
+            Rejection::Proof(ProofError::Proof(why) | ProofError::Replay(why)) => {
+                AuthorityError::Unauthorized(why)
+            }
+            other => AuthorityError::Unauthorized(other.to_string()),
+        })?;
     let agent = registry::agent_by_id(s, &claims.client_id)
         .await?
-        .ok_or_else(|| unauthorized("the token's agent is deleted".into()))?;
-    if let Some(why) = registry::unusable(&agent, now) {
-        return Err(unauthorized(format!("the token's agent {why}")));
-    }
+        .ok_or_else(|| AuthorityError::Unauthorized("the token's agent is deleted".into()))?;
     if !claims.scope.contains(needs) {
         return Err(AuthorityError::Forbidden(format!(
             "the token lacks the \"{needs}\" permission"

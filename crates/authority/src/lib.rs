@@ -17,6 +17,7 @@ mod policy;
 mod registry;
 mod revocation;
 mod server;
+mod standing;
 mod task;
 
 // The public interface is:

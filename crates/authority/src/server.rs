@@ -7,8 +7,10 @@ use std::time::Duration;
 use agentauth_core::{SpiffeId, TrustDomain, random_b64, unix_now};
 use agentauth_store::Store;
 use axum::Router;
-use axum::routing::{delete, get, post};
-use http::{HeaderValue, Request, StatusCode};
+use axum::handler::Handler;
+use axum::middleware;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use http::{HeaderValue, Method, Request, StatusCode};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::request_id::{
@@ -58,6 +60,36 @@ impl State {
     }
 }
 
+/// Prepares the data dir, store, keys and admin credential and the state
+/// every handler shares; the admin credential is returned on first start.
+async fn open_state(
+    config: Config,
+    trust_domain: TrustDomain,
+    master_key: Option<String>,
+    issuer: &str,
+) -> Result<(AppState, Option<String>), AuthorityError> {
+    files::ensure_private_dir(&config.data_dir)?;
+    let store = agentauth_store::open(&config.database_url()).await?;
+    let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
+    let keys = KeyRing::load_or_create(&*store, &master).await?;
+    let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
+    let issuer = issuer.trim_end_matches('/').to_owned();
+    let authority_id = SpiffeId::authority(&trust_domain);
+    let state = Arc::new(State {
+        store,
+        keys,
+        admin,
+        config,
+        issuer,
+        trust_domain,
+        authority_id,
+        feed: revocation::Notifier::new(),
+        nonces: agentauth_core::NonceCache::default(),
+        policy: policy::PolicyState::new(),
+    });
+    Ok((state, admin_token))
+}
+
 /// A running authority.
 pub struct Running {
     /// The bound address.
@@ -98,12 +130,6 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
             "configuration: token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs".into(),
         ));
     }
-    files::ensure_private_dir(&config.data_dir)?;
-    let store = agentauth_store::open(&config.database_url()).await?;
-    let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
-    let keys = KeyRing::load_or_create(&*store, &master).await?;
-    let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {
@@ -116,20 +142,8 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         .issuer
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let issuer = issuer.trim_end_matches('/').to_owned();
-    let authority_id = SpiffeId::authority(&trust_domain);
-    let state = Arc::new(State {
-        store,
-        keys,
-        admin,
-        config,
-        issuer: issuer.clone(),
-        trust_domain,
-        authority_id,
-        feed: revocation::Notifier::new(),
-        nonces: agentauth_core::NonceCache::default(),
-        policy: policy::PolicyState::new(),
-    });
+    let (state, admin_token) = open_state(config, trust_domain, master_key, &issuer).await?;
+    let issuer = state.issuer.clone();
     policy::refresh(&state).await?;
     revocation::spawn_watcher(Arc::downgrade(&state));
     let refresher = policy::spawn_refresher(Arc::downgrade(&state));
@@ -162,48 +176,145 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     })
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
+/// Who may call a route; the router is built from this, so a route's access
+/// is stated once, next to its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone: discovery, keys, the revocation feed, the policy for verifiers.
+    Public,
+    /// Callers that authenticate in the handler: an agent (client assertion
+    /// or access token for the authority), and for some routes the admin.
+    Caller,
+    /// Only the admin credential; checked by a layer on the admin sub-router.
+    Admin,
+}
+
+/// One route: method, path, who may call it, and its handler.
+pub(crate) struct Route {
+    pub(crate) access: Access,
+    pub(crate) method: Method,
+    pub(crate) path: &'static str,
+    endpoint: MethodRouter<AppState>,
+}
+
+fn route<H, T>(access: Access, method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
+    Route {
+        access,
+        method,
+        path,
+        endpoint: on(filter, handler),
+    }
+}
+
+/// Every route of the authority.
+pub(crate) fn routes() -> Vec<Route> {
+    use Access::{Admin, Caller, Public};
+    let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
+    vec![
+        route(
+            Public,
+            get.clone(),
             "/.well-known/oauth-authorization-server",
-            get(oauth::metadata),
-        )
-        .route("/.well-known/jwks.json", get(oauth::jwks))
-        .route("/oauth/token", post(oauth::token))
-        .route("/oauth/introspect", post(oauth::introspect))
-        .route("/oauth/revoke", post(oauth::revoke))
-        .route("/v1/agents", post(registry::create).get(registry::list))
-        .route(
-            "/v1/agents/{name}",
-            get(registry::show)
-                .patch(registry::update)
-                .delete(registry::delete),
-        )
-        .route("/v1/revocations", get(revocation::since).post(task::revoke))
-        .route(
+            oauth::metadata,
+        ),
+        route(Public, get.clone(), "/.well-known/jwks.json", oauth::jwks),
+        route(Public, get.clone(), "/v1/revocations", revocation::since),
+        route(
+            Public,
+            get.clone(),
+            "/v1/revocations/stream",
+            revocation::stream,
+        ),
+        route(Public, get.clone(), "/v1/policy", policy::distribution),
+        route(
+            Public,
+            get.clone(),
+            "/v1/policy/agents/{name}",
+            policy::agent_facts,
+        ),
+        route(Public, get.clone(), "/healthz", || async { "ok" }),
+        // The client authenticates with private_key_jwt (or, for
+        // introspection and revocation, the admin credential).
+        route(Caller, post.clone(), "/oauth/token", oauth::token),
+        route(Caller, post.clone(), "/oauth/introspect", oauth::introspect),
+        route(Caller, post.clone(), "/oauth/revoke", oauth::revoke),
+        // The admin, or an agent with a token for the authority.
+        route(Caller, post.clone(), "/v1/agents", registry::create),
+        route(
+            Caller,
+            post.clone(),
+            "/v1/tasks/{txn}/complete",
+            task::complete,
+        ),
+        route(Caller, post.clone(), "/v1/audit/events", audit::ingest),
+        route(Admin, get.clone(), "/v1/agents", registry::list),
+        route(Admin, get.clone(), "/v1/agents/{name}", registry::show),
+        route(Admin, patch, "/v1/agents/{name}", registry::update),
+        route(Admin, delete.clone(), "/v1/agents/{name}", registry::delete),
+        route(
+            Admin,
+            post.clone(),
             "/v1/agents/{name}/delegations",
-            post(delegation::grant).get(delegation::list),
-        )
-        .route(
+            delegation::grant,
+        ),
+        route(
+            Admin,
+            get.clone(),
+            "/v1/agents/{name}/delegations",
+            delegation::list,
+        ),
+        route(
+            Admin,
+            delete,
             "/v1/agents/{name}/delegations/{to}",
-            delete(delegation::revoke),
-        )
-        .route("/v1/tasks/{txn}", get(task::show))
-        .route("/v1/tasks/{txn}/complete", post(task::complete))
-        .route("/v1/revocations/stream", get(revocation::stream))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/events", post(audit::ingest))
-        .route("/v1/policies", post(policy::load).get(policy::list))
-        .route("/v1/policies/test", post(policy::dry_run))
-        .route("/v1/policies/{version}", get(policy::show))
-        .route("/v1/policies/{version}/activate", post(policy::activate))
-        .route("/v1/policy", get(policy::distribution))
-        .route("/v1/policy/agents/{name}", get(policy::agent_facts))
-        .route("/v1/approvals", get(approval::list))
-        .route("/v1/approvals/{id}", get(approval::show))
-        .route("/v1/approvals/{id}/approve", post(approval::approve))
-        .route("/v1/approvals/{id}/deny", post(approval::deny))
-        .route("/healthz", get(|| async { "ok" }))
+            delegation::revoke,
+        ),
+        route(Admin, post.clone(), "/v1/revocations", task::revoke),
+        route(Admin, get.clone(), "/v1/tasks/{txn}", task::show),
+        route(Admin, get.clone(), "/v1/audit", audit::list),
+        route(Admin, post.clone(), "/v1/policies", policy::load),
+        route(Admin, get.clone(), "/v1/policies", policy::list),
+        route(Admin, post.clone(), "/v1/policies/test", policy::dry_run),
+        route(Admin, get.clone(), "/v1/policies/{version}", policy::show),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/policies/{version}/activate",
+            policy::activate,
+        ),
+        route(Admin, get.clone(), "/v1/approvals", approval::list),
+        route(Admin, get, "/v1/approvals/{id}", approval::show),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/approvals/{id}/approve",
+            approval::approve,
+        ),
+        route(Admin, post, "/v1/approvals/{id}/deny", approval::deny),
+    ]
+}
+
+/// The open routes, and the admin routes behind the admin-credential layer.
+fn router(state: AppState) -> Router {
+    let mut open = Router::new();
+    let mut admin = Router::new();
+    for r in routes() {
+        tracing::debug!(method = %r.method, path = r.path, access = ?r.access, "route");
+        match r.access {
+            Access::Public | Access::Caller => open = open.route(r.path, r.endpoint),
+            Access::Admin => admin = admin.route(r.path, r.endpoint),
+        }
+    }
+    let admin = admin.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::admin::admin_only,
+    ));
+    open.merge(admin)
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -237,4 +348,155 @@ fn spawn_purger(store: Arc<dyn Store>) -> JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use agentauth_core::{ClientAssertionClaims, SigningKey, random_b64, unix_now};
+    use axum::body::{Body, to_bytes};
+    use http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use serde_json::{Value, json};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const ISSUER: &str = "http://authority.test";
+
+    /// A path of the route with every parameter filled in.
+    fn concrete(path: &str) -> String {
+        path.split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    async fn call(app: &Router, method: Method, path: &str, auth: Option<&str>) -> StatusCode {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        app.clone().oneshot(request).await.unwrap().status()
+    }
+
+    async fn send_json(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// A real access token for the authority, issued to a registered agent.
+    async fn agent_token(app: &Router, admin: &str) -> String {
+        let key = SigningKey::generate_ed25519();
+        let register = Request::post("/v1/agents")
+            .header(AUTHORIZATION, format!("Bearer {admin}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"name": "walker", "permissions": [], "public_jwk": key.public_jwk().to_json()})
+                    .to_string(),
+            ))
+            .unwrap();
+        let (status, body) = send_json(app, register).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let client_id = "spiffe://agentauth.local/agent/walker";
+        let assertion =
+            ClientAssertionClaims::sign(&key, client_id, ISSUER, random_b64(16), unix_now());
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "client_credentials"),
+            ("resource", "spiffe://agentauth.local/authority"),
+            ("scope", "audit:write"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                agentauth_core::CLIENT_ASSERTION_TYPE,
+            ),
+            ("client_assertion", &assertion),
+        ])
+        .unwrap();
+        let request = Request::post("/oauth/token")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap();
+        let (status, body) = send_json(app, request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn every_admin_route_refuses_anyone_without_the_admin_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let trust_domain = TrustDomain::new("agentauth.local").unwrap();
+        let (state, admin) = open_state(config, trust_domain, None, ISSUER)
+            .await
+            .unwrap();
+        policy::refresh(&state).await.unwrap();
+        let admin = admin.expect("a first start creates the admin credential");
+        let app = router(state);
+        let token = agent_token(&app, &admin).await;
+
+        let routes = routes();
+        let admin_routes: Vec<&Route> = routes
+            .iter()
+            .filter(|r| r.access == Access::Admin)
+            .collect();
+        for (method, path) in [
+            (Method::GET, "/v1/agents"),
+            (Method::POST, "/v1/revocations"),
+            (Method::GET, "/v1/audit"),
+            (Method::POST, "/v1/approvals/{id}/approve"),
+        ] {
+            assert!(
+                admin_routes
+                    .iter()
+                    .any(|r| r.method == method && r.path == path),
+                "{method} {path} is an admin route"
+            );
+        }
+        for r in admin_routes {
+            let path = concrete(r.path);
+            let m = &r.method;
+            for auth in [
+                None,
+                Some(format!("Bearer {token}")),
+                Some(format!("DPoP {token}")),
+            ] {
+                let status = call(&app, m.clone(), &path, auth.as_deref()).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{m} {path} with {auth:?}");
+            }
+            let status = call(&app, m.clone(), &path, Some(&format!("Bearer {admin}"))).await;
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{m} {path} as admin");
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{m} {path} is routed"
+            );
+        }
+        // Routes whose handlers authenticate the caller refuse an anonymous one too.
+        for r in routes.iter().filter(|r| r.access == Access::Caller) {
+            let status = call(&app, r.method.clone(), &concrete(r.path), None).await;
+            assert!(
+                status.is_client_error(),
+                "{} {}: {status}",
+                r.method,
+                r.path
+            );
+        }
+    }
+
+    #[test]
+    fn each_method_and_path_is_routed_once() {
+        let routes = routes();
+        let unique: HashSet<(String, &str)> = routes
+            .iter()
+            .map(|r| (r.method.to_string(), r.path))
+            .collect();
+        assert_eq!(unique.len(), routes.len());
+    }
 }

@@ -22,10 +22,8 @@ pub(crate) const TASKS_COMPLETE: &str = "tasks:complete";
 /// `GET /v1/tasks/{txn}`: the task's audit records (every hop) in order (admin).
 pub(crate) async fn show(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(txn): Path<String>,
 ) -> Result<Json<Value>, AuthorityError> {
-    s.admin.require(&headers)?;
     let hops = s.store.task_records(&txn).await?;
     if hops.is_empty() && !s.store.task_exists(&txn).await? {
         return Err(AuthorityError::NotFound(format!(
@@ -117,7 +115,6 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Result<JsonBody<Revocation>, AuthorityError>,
 ) -> Result<Json<Value>, AuthorityError> {
-    s.admin.require(&headers)?;
     let JsonBody(r) = body?;
     let request = request_id(&headers);
     match r.kind {

@@ -19,6 +19,7 @@ mod request_proof;
 mod scope;
 mod time;
 mod token;
+mod validation;
 
 // The public interface is:
 pub use assertion::Audience;
@@ -51,6 +52,11 @@ pub use time::unix_now;
 pub use token::{
     ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations, actor_chain_of,
     parse_access_token, verify_access_token,
+};
+
+pub use validation::{
+    AuthorityView, Rejection, RequestProof, RevocationSubjects, Revoked, TokenRules,
+    check_presented_token,
 };
 
 /// Base64url without padding, as JOSE uses everywhere.

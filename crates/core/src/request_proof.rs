@@ -20,11 +20,13 @@ pub const PROOF_SKEW_SECS: i64 = 30;
 const MAX_NONCES: usize = 1_000_000;
 
 /// Why a request's proof of possession failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
     /// Missing, malformed, wrong key, changed request, bad time.
+    #[error("{0}")]
     Proof(String),
     /// The signature's nonce or the proof's `jti` was seen before.
+    #[error("{0}")]
     Replay(String),
 }
 

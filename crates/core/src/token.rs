@@ -92,6 +92,17 @@ impl AccessClaims {
         actor_chain_of(self.act.as_ref())
     }
 
+    /// The same actors without copying, current first, at most 32.
+    pub fn actors(&self) -> impl Iterator<Item = &str> {
+        let mut act = self.act.as_ref();
+        std::iter::from_fn(move || {
+            let sub = act?.get("sub")?.as_str()?;
+            act = act?.get("act");
+            Some(sub)
+        })
+        .take(MAX_CHAIN_WALK)
+    }
+
     /// The `act` claim of a token exchanged from this one by `actor`
     /// (RFC 8693 §4.1): the new actor outermost, this token's chain — or, for a
     /// first hop, its presenter — nested inside.
@@ -317,6 +328,7 @@ mod chain_tests {
         assert_eq!(act, json!({"sub": "executor", "act": {"sub": "planner"}}));
         let second = token("executor", Some(act));
         assert_eq!(second.actor_chain(), ["executor", "planner"]);
+        assert!(second.actors().eq(["executor", "planner"]));
         let deeper = second.delegated_act("database");
         assert_eq!(
             token("database", Some(deeper)).actor_chain(),

@@ -1,5 +1,8 @@
 //! Why the verifying layer refused a request, and the RFC 6750 answer it gives.
 
+use std::convert::Infallible;
+
+use agentauth_core::{JwsError, ProofError, Rejection, TokenError};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -121,6 +124,30 @@ impl Denial {
             value.push_str(&format!(", scope=\"{scope}\""));
         }
         value
+    }
+}
+
+/// Where the one token check of core refused a token, in the layer's terms.
+impl From<Rejection<Infallible>> for Denial {
+    fn from(rejection: Rejection<Infallible>) -> Self {
+        let check = match &rejection {
+            Rejection::Token(TokenError::IssuerMismatch(_)) => Check::Issuer,
+            Rejection::Token(TokenError::AudienceMismatch(_)) => Check::Audience,
+            Rejection::Token(TokenError::Expired | TokenError::NotYetValid) => Check::Time,
+            Rejection::Token(TokenError::Jws(JwsError::UnknownKey(_))) => {
+                return Self::new(Check::Signature, "the token is signed by an unknown key");
+            }
+            Rejection::Token(_) => Check::Signature,
+            Rejection::Proof(ProofError::Replay(_)) => Check::Replay,
+            Rejection::Proof(_) => Check::Proof,
+            Rejection::Revoked(_) => Check::Revocation,
+            Rejection::View(never) => match *never {},
+        };
+        let description = match rejection {
+            Rejection::Proof(ProofError::Proof(why) | ProofError::Replay(why)) => why,
+            other => other.to_string(),
+        };
+        Self::new(check, description)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use agentauth_core::{RevocationSubjects, Revoked};
 use serde::Deserialize;
 
 /// One feed entry as `GET /v1/revocations` returns it (and the stream sends it).
@@ -81,6 +82,23 @@ impl RevocationList {
     /// How many token revocations are held.
     pub(crate) fn revoked_tokens(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The first revoked subject of a token, in the core check's order.
+    pub(crate) fn revoked(&self, s: &RevocationSubjects<'_>) -> Option<Revoked> {
+        if self.token_revoked(s.jti) {
+            return Some(Revoked::Token);
+        }
+        if s.jkt.is_some_and(|jkt| self.key_revoked(jkt)) {
+            return Some(Revoked::Key);
+        }
+        if let Some(txn) = s.txn.filter(|txn| self.task_revoked(txn)) {
+            return Some(Revoked::Task(txn.to_owned()));
+        }
+        s.agents
+            .iter()
+            .find(|id| self.agent_revoked(id))
+            .map(|id| Revoked::Agent((*id).to_owned()))
     }
 
     pub(crate) fn token_revoked(&self, jti: &str) -> bool {

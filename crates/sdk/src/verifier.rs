@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+
 use agentauth_core::{
-    AccessClaims, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, ProofError, PublicJwk, Scope, SpiffeId,
-    TokenError, TokenExpectations, parse_access_token, unix_now, verify_access_token,
-    verify_request_proof,
+    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, PublicJwk, RequestProof,
+    RevocationSubjects, Revoked, Scope, SpiffeId, TokenRules, check_presented_token, unix_now,
 };
 use http::request::Parts;
 use serde::Deserialize;
@@ -262,9 +263,9 @@ impl Verifier {
     }
 
     /// Runs every check but the permission on one request, in DESIGN.md
-    /// order: token (signature, issuer, audience, time), proof of possession
-    /// and message integrity, replay, revocation (and, if `fail_closed`, the
-    /// freshness of the revocation list).
+    /// order, through the one token check of core: token (signature, issuer,
+    /// audience, time), proof of possession and message integrity, replay,
+    /// revocation (and, if `fail_closed`, the freshness of the revocation list).
     pub(crate) async fn verify_request(
         &self,
         parts: &Parts,
@@ -272,26 +273,34 @@ impl Verifier {
         token: &str,
         fail_closed: bool,
     ) -> Result<VerifiedAgent, Denial> {
-        let claims = self.check_token(token).await?;
-        let now = unix_now();
-        // Key-bound tokens need an HTTP message signature (Bearer) or a DPoP
-        // proof (DPoP) by that key; tokens without cnf exist only for agents
-        // the registry lets use bearer tokens.
-        let origin = self.inner.config.public_origin.as_deref();
-        verify_request_proof(
-            parts,
-            body,
-            token,
-            claims.cnf.as_ref(),
-            origin,
-            &self.inner.nonces,
-            now,
-        )
-        .map_err(|e| match e {
-            ProofError::Proof(why) => Denial::new(Check::Proof, why),
-            ProofError::Replay(why) => Denial::new(Check::Replay, why),
-        })?;
-        self.check_revocation(&claims, fail_closed)?;
+        let inner = &*self.inner;
+        let rules = TokenRules {
+            issuer: &inner.metadata.issuer,
+            audience: Some(inner.config.audience.as_str()),
+            now: unix_now(),
+            leeway: inner.config.leeway_secs.clamp(0, DEFAULT_LEEWAY_SECS),
+            // Key-bound tokens need an HTTP message signature (Bearer) or a
+            // DPoP proof (DPoP) by that key; tokens without cnf exist only for
+            // agents the registry lets use bearer tokens.
+            proof: Some(RequestProof {
+                parts,
+                body,
+                origin: inner.config.public_origin.as_deref(),
+                nonces: &inner.nonces,
+            }),
+        };
+        let claims = check_presented_token(token, &rules, inner)
+            .await
+            .map_err(Denial::from)?;
+        if fail_closed && !self.revocation_feed_fresh() {
+            return Err(Denial::new(
+                Check::RevocationFeed,
+                format!(
+                    "the revocation feed has been unreachable for more than {} s; this route does not serve on a list that may be stale",
+                    inner.config.feed_grace.as_secs_f32()
+                ),
+            ));
+        }
         Ok(VerifiedAgent {
             agent: claims.client_id.clone(),
             subject: claims.sub.clone(),
@@ -301,91 +310,6 @@ impl Verifier {
             claims,
             token: RawToken(token.to_owned()),
         })
-    }
-
-    /// Signature with `typ`/`alg` allow-list, then issuer, audience, time.
-    async fn check_token(&self, token: &str) -> Result<AccessClaims, Denial> {
-        let compact = parse_access_token(token).map_err(denial_for)?;
-        let kid = compact.header.kid.as_deref().unwrap_or("");
-        let key = match self.key(kid) {
-            Some(key) => key,
-            None => self.refetch_key(kid).await?,
-        };
-        let expect = TokenExpectations {
-            issuer: &self.inner.metadata.issuer,
-            audience: Some(self.inner.config.audience.as_str()),
-            now: unix_now(),
-            leeway: self.inner.config.leeway_secs.clamp(0, DEFAULT_LEEWAY_SECS),
-        };
-        verify_access_token(&compact, &key, &expect).map_err(denial_for)
-    }
-
-    /// The token, its task and both agents it names must not be revoked;
-    /// if `fail_closed`, the list must also be known current.
-    fn check_revocation(&self, claims: &AccessClaims, fail_closed: bool) -> Result<(), Denial> {
-        let list = self.inner.revocations.read().expect("lock");
-        if list.token_revoked(&claims.jti) {
-            return Err(Denial::new(Check::Revocation, "the token has been revoked"));
-        }
-        if let Some(cnf) = &claims.cnf
-            && list.key_revoked(&cnf.jkt.0)
-        {
-            return Err(Denial::new(
-                Check::Revocation,
-                "the key the token is bound to has been revoked",
-            ));
-        }
-        if let Some(txn) = &claims.txn
-            && list.task_revoked(txn)
-        {
-            return Err(Denial::new(
-                Check::Revocation,
-                format!("the task {txn} has been revoked"),
-            ));
-        }
-        for id in [&claims.client_id, &claims.sub] {
-            if list.agent_revoked(id) {
-                return Err(Denial::new(
-                    Check::Revocation,
-                    format!("the agent {id} is disabled or deleted"),
-                ));
-            }
-        }
-        drop(list);
-        if fail_closed && !self.revocation_feed_fresh() {
-            return Err(Denial::new(
-                Check::RevocationFeed,
-                format!(
-                    "the revocation feed has been unreachable for more than {} s; this route does not serve on a list that may be stale",
-                    self.inner.config.feed_grace.as_secs_f32()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn key(&self, kid: &str) -> Option<PublicJwk> {
-        self.inner
-            .keys
-            .read()
-            .expect("lock")
-            .by_kid
-            .get(kid)
-            .cloned()
-    }
-
-    /// On an unknown `kid`, refetches the JWKS at most once per 5 s.
-    async fn refetch_key(&self, kid: &str) -> Result<PublicJwk, Denial> {
-        let unknown = || Denial::new(Check::Signature, "the token is signed by an unknown key");
-        if self.inner.keys.read().expect("lock").fetched_at.elapsed() < JWKS_REFETCH_INTERVAL {
-            return Err(unknown());
-        }
-        self.inner.keys.write().expect("lock").fetched_at = Instant::now();
-        match fetch_jwks(&self.inner.http, &self.inner.metadata.jwks_uri).await {
-            Ok(by_kid) => self.inner.keys.write().expect("lock").by_kid = by_kid,
-            Err(e) => tracing::warn!(error = %e, "refetching the JWKS failed"),
-        }
-        self.key(kid).ok_or_else(unknown)
     }
 
     /// Records a decision for the audit log without blocking.
@@ -407,16 +331,6 @@ impl Verifier {
     pub async fn refresh_revocations(&self) -> Result<(), SdkError> {
         poll_revocations(&self.inner).await
     }
-}
-
-fn denial_for(e: TokenError) -> Denial {
-    let check = match &e {
-        TokenError::IssuerMismatch(_) => Check::Issuer,
-        TokenError::AudienceMismatch(_) => Check::Audience,
-        TokenError::Expired | TokenError::NotYetValid => Check::Time,
-        _ => Check::Signature,
-    };
-    Denial::new(check, e.to_string())
 }
 
 async fn fetch_jwks(
@@ -453,7 +367,41 @@ async fn fetch_jwks(
     Ok(keys)
 }
 
+/// The verifier answers the core token check from its JWKS cache and its
+/// copy of the revocation feed; it never fails, it answers from what it has.
+impl AuthorityView for Inner {
+    type Error = Infallible;
+
+    async fn signing_key(&self, kid: &str) -> Result<Option<PublicJwk>, Infallible> {
+        match self.key(kid) {
+            Some(key) => Ok(Some(key)),
+            None => Ok(self.refetch_key(kid).await),
+        }
+    }
+
+    async fn revoked(&self, s: &RevocationSubjects<'_>) -> Result<Option<Revoked>, Infallible> {
+        Ok(self.revocations.read().expect("lock").revoked(s))
+    }
+}
+
 impl Inner {
+    fn key(&self, kid: &str) -> Option<PublicJwk> {
+        self.keys.read().expect("lock").by_kid.get(kid).cloned()
+    }
+
+    /// On an unknown `kid`, refetches the JWKS at most once per 5 s.
+    async fn refetch_key(&self, kid: &str) -> Option<PublicJwk> {
+        if self.keys.read().expect("lock").fetched_at.elapsed() < JWKS_REFETCH_INTERVAL {
+            return None;
+        }
+        self.keys.write().expect("lock").fetched_at = Instant::now();
+        match fetch_jwks(&self.http, &self.metadata.jwks_uri).await {
+            Ok(by_kid) => self.keys.write().expect("lock").by_kid = by_kid,
+            Err(e) => tracing::warn!(error = %e, "refetching the JWKS failed"),
+        }
+        self.key(kid)
+    }
+
     /// Applies feed entries (from the stream or a poll) and tells waiters.
     pub(crate) fn apply_revocations(&self, entries: &[Entry]) {
         let (last, announced) = {

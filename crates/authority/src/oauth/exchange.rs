@@ -4,14 +4,14 @@
 //! actor chain in `act`.
 
 use agentauth_core::{
-    AccessClaims, Scope, SpiffeId, TokenExpectations, actor_chain_of, parse_access_token, unix_now,
-    verify_access_token,
+    AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
 };
 
 use super::token::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
+use crate::AuthorityError;
 use crate::client_auth::AuthenticatedClient;
 use crate::server::State;
-use crate::{AuthorityError, registry};
+use crate::standing::{self, Door};
 
 fn refused(why: impl Into<String>) -> AuthorityError {
     AuthorityError::InvalidRequest(why.into())
@@ -28,15 +28,14 @@ pub(crate) async fn delegate(
     attempt: &mut Attempt,
 ) -> Result<Minted, AuthorityError> {
     check_request_shape(req)?;
-    let subject = verified_subject(s, req.subject_token.as_deref().unwrap_or(""))?;
+    let token = req.subject_token.as_deref().unwrap_or("");
+    let door = Door::Exchange {
+        actor: &actor.agent.id,
+    };
+    let subject = standing::check(s, token, door)
+        .await
+        .map_err(|e| subject_refused(e, &actor.agent.id, attempt))?;
     attempt.txn = subject.txn.clone().unwrap_or_default();
-    if subject.aud != actor.agent.id {
-        return Err(refused(format!(
-            "the subject token is addressed to {}, not to {}: an agent can exchange only tokens addressed to it",
-            subject.aud, actor.agent.id
-        )));
-    }
-    check_not_revoked(s, &subject).await?;
     if *audience == s.authority_id {
         return Err(AuthorityError::InvalidTarget(
             "tokens for the authority cannot be delegated".into(),
@@ -108,54 +107,32 @@ fn check_request_shape(req: &TokenRequest) -> Result<(), AuthorityError> {
     Ok(())
 }
 
-/// Signature, issuer and lifetime of the subject token (no leeway: an expired
-/// token is never exchanged).
-fn verified_subject(s: &State, token: &str) -> Result<AccessClaims, AuthorityError> {
-    let invalid = |why: String| refused(format!("the subject token is invalid: {why}"));
-    let compact = parse_access_token(token).map_err(|e| invalid(e.to_string()))?;
-    let kid = compact.header.kid.as_deref().unwrap_or("");
-    let key = s
-        .keys
-        .find(kid)
-        .ok_or_else(|| invalid("it is not signed by this authority".into()))?;
-    let expect = TokenExpectations {
-        issuer: &s.issuer,
-        audience: None,
-        now: unix_now(),
-        leeway: 0,
-    };
-    verify_access_token(&compact, key, &expect).map_err(|e| invalid(e.to_string()))
-}
-
-/// The subject token, its task, and every agent it names must still stand.
-async fn check_not_revoked(s: &State, subject: &AccessClaims) -> Result<(), AuthorityError> {
-    if s.store.token_revoked(&subject.jti).await? {
-        return Err(refused("the subject token has been revoked"));
-    }
-    if let Some(cnf) = &subject.cnf
-        && s.store.key_revoked(&cnf.jkt.0).await?
-    {
-        return Err(refused(
-            "the key the subject token is bound to has been revoked",
-        ));
-    }
-    if let Some(txn) = &subject.txn
-        && s.store.task_revoked(txn).await?
-    {
-        return Err(refused(format!("the task {txn} has been revoked")));
-    }
-    let mut agents = vec![subject.sub.clone(), subject.client_id.clone()];
-    agents.extend(subject.actor_chain());
-    let now = unix_now();
-    for id in agents {
-        let agent = registry::agent_by_id(s, &id).await?;
-        if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
-            return Err(refused(format!(
-                "{id} in the subject token's chain is disabled, expired or deleted"
-            )));
+/// Why the subject token does not stand, in the words of an exchange.
+fn subject_refused(
+    rejection: Rejection<AuthorityError>,
+    actor: &str,
+    attempt: &mut Attempt,
+) -> AuthorityError {
+    match rejection {
+        Rejection::View(e) => e,
+        Rejection::Token(TokenError::AudienceMismatch(aud)) => refused(format!(
+            "the subject token is addressed to {aud}, not to {actor}: an agent can exchange only tokens addressed to it"
+        )),
+        Rejection::Token(e) => refused(format!("the subject token is invalid: {e}")),
+        Rejection::Proof(e) => refused(format!("the subject token is invalid: {e}")),
+        Rejection::Revoked(Revoked::Token) => refused("the subject token has been revoked"),
+        Rejection::Revoked(Revoked::Key) => {
+            refused("the key the subject token is bound to has been revoked")
         }
+        Rejection::Revoked(Revoked::Task(txn)) => {
+            let why = refused(format!("the task {txn} has been revoked"));
+            attempt.txn = txn;
+            why
+        }
+        Rejection::Revoked(Revoked::Agent(id)) => refused(format!(
+            "{id} in the subject token's chain is disabled, expired or deleted"
+        )),
     }
-    Ok(())
 }
 
 /// The requested scope, which must lie within the subject token's scope, the

@@ -2,8 +2,8 @@
 //! Callers are the admin (Bearer) or an agent (private_key_jwt).
 
 use agentauth_core::{
-    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, TokenExpectations, parse_access_token, unix_now,
-    verify_access_token,
+    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, TokenExpectations, parse_access_token,
+    unix_now, verify_access_token,
 };
 use axum::Json;
 use axum::extract::State;
@@ -12,12 +12,13 @@ use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::AuthorityError;
 use crate::admin::bearer;
 use crate::audit::{event, request_id};
 use crate::body::FormBody;
 use crate::client_auth::{ClientCredentials, authenticate};
 use crate::server::{AppState, State as AuthorityState};
-use crate::{AuthorityError, registry};
+use crate::standing::{self, Door};
 
 /// The form of introspection and revocation requests.
 #[derive(Debug, Deserialize)]
@@ -57,8 +58,9 @@ async fn caller(
     Ok(Caller::Agent(client.agent.id))
 }
 
-/// Signature, issuer and lifetime of a token this authority issued.
-fn verified(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
+/// Signature, issuer and lifetime of a token this authority issued, whatever
+/// its standing: enough to revoke it (revoking twice is harmless).
+fn issued_here(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
     let compact = parse_access_token(token).ok()?;
     let key = s.keys.find(compact.header.kid.as_deref()?)?;
     let expect = TokenExpectations {
@@ -68,27 +70,6 @@ fn verified(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
         leeway: 0,
     };
     verify_access_token(&compact, key, &expect).ok()
-}
-
-/// Whether the token is unrevoked and both its presenter and subject are
-/// usable (active, and not expired if ephemeral).
-async fn still_valid(s: &AuthorityState, claims: &AccessClaims) -> Result<bool, AuthorityError> {
-    if s.store.token_revoked(&claims.jti).await? {
-        return Ok(false);
-    }
-    if let Some(cnf) = &claims.cnf
-        && s.store.key_revoked(&cnf.jkt.0).await?
-    {
-        return Ok(false);
-    }
-    let now = unix_now();
-    for id in [&claims.client_id, &claims.sub] {
-        let agent = registry::agent_by_id(s, id).await?;
-        if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 fn no_store(body: Value) -> Response {
@@ -110,18 +91,16 @@ pub(crate) async fn introspect(
         .token
         .as_deref()
         .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
-    let inactive = || no_store(json!({"active": false}));
-    let Some(claims) = verified(&s, token) else {
-        return Ok(inactive());
+    // An agent may introspect only tokens addressed to it.
+    let audience = match &caller {
+        Caller::Admin => None,
+        Caller::Agent(id) => Some(id.as_str()),
     };
-    if let Caller::Agent(id) = &caller
-        && *id != claims.aud
-    {
-        return Ok(inactive());
-    }
-    if !still_valid(&s, &claims).await? {
-        return Ok(inactive());
-    }
+    let claims = match standing::check(&s, token, Door::Introspection { audience }).await {
+        Ok(claims) => claims,
+        Err(Rejection::View(e)) => return Err(e),
+        Err(_) => return Ok(no_store(json!({"active": false}))),
+    };
     let mut body =
         serde_json::to_value(&claims).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     body["active"] = json!(true);
@@ -141,7 +120,7 @@ pub(crate) async fn revoke(
         .token
         .as_deref()
         .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
-    let Some(claims) = verified(&s, token) else {
+    let Some(claims) = issued_here(&s, token) else {
         return Ok(no_store(json!({})));
     };
     let actor = match &caller {

@@ -1,0 +1,86 @@
+//! The authority's answers to core's one token check: its own signing keys,
+//! and revocation read from the store, so exchange, introspection and the
+//! authority's API judge a presented token exactly as every verifier does.
+
+use agentauth_core::{
+    AccessClaims, AuthorityView, PublicJwk, Rejection, RequestProof, RevocationSubjects, Revoked,
+    TokenRules, check_presented_token, unix_now,
+};
+
+use crate::server::State;
+use crate::{AuthorityError, registry};
+
+impl AuthorityView for State {
+    type Error = AuthorityError;
+
+    async fn signing_key(&self, kid: &str) -> Result<Option<PublicJwk>, AuthorityError> {
+        Ok(self.keys.find(kid).cloned())
+    }
+
+    async fn revoked(&self, s: &RevocationSubjects<'_>) -> Result<Option<Revoked>, AuthorityError> {
+        if self.store.token_revoked(s.jti).await? {
+            return Ok(Some(Revoked::Token));
+        }
+        if let Some(jkt) = s.jkt
+            && self.store.key_revoked(jkt).await?
+        {
+            return Ok(Some(Revoked::Key));
+        }
+        if let Some(txn) = s.txn
+            && self.store.task_revoked(txn).await?
+        {
+            return Ok(Some(Revoked::Task(txn.to_owned())));
+        }
+        let now = unix_now();
+        for id in &s.agents {
+            let agent = registry::agent_by_id(self, id).await?;
+            if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
+                return Ok(Some(Revoked::Agent((*id).to_owned())));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Where a presented token is checked, which sets the audience and leeway.
+pub(crate) enum Door<'a> {
+    /// A token for the authority's own API, presented on `proof`'s request
+    /// with its proof of possession.
+    Api(RequestProof<'a>),
+    /// A subject token offered for exchange by `actor`, its audience. No
+    /// leeway: an expired token is never exchanged.
+    Exchange {
+        /// The authenticated actor's SPIFFE ID.
+        actor: &'a str,
+    },
+    /// A token introspected by its audience (`Some`) or the admin (`None`).
+    Introspection {
+        /// The calling agent, which must be the token's audience.
+        audience: Option<&'a str>,
+    },
+}
+
+/// Runs core's token check for one of the authority's doors.
+pub(crate) async fn check(
+    s: &State,
+    token: &str,
+    door: Door<'_>,
+) -> Result<AccessClaims, Rejection<AuthorityError>> {
+    let (audience, leeway, proof) = match door {
+        Door::Api(proof) => (
+            Some(s.authority_id.as_str()),
+            agentauth_core::DEFAULT_LEEWAY_SECS,
+            Some(proof),
+        ),
+        Door::Exchange { actor } => (Some(actor), 0, None),
+        Door::Introspection { audience } => (audience, 0, None),
+    };
+    let rules = TokenRules {
+        issuer: &s.issuer,
+        audience,
+        now: unix_now(),
+        leeway,
+        proof,
+    };
+    check_presented_token(token, &rules, s).await
+}

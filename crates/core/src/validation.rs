@@ -1,0 +1,428 @@
+//! The one answer to "is this presented access token still good?", shared by
+//! every front door: the SDK's verifying layer, token exchange, introspection
+//! and the authority's own API.
+//!
+//! The checks run in DESIGN.md order: structure with the `typ`/`alg`
+//! allow-list, signature, issuer, audience, time, proof of possession and
+//! replay (where the caller needs them), then revocation of the token, of the
+//! key it is bound to, of its task and of every agent it names. What differs
+//! between callers is only where the facts come from: the SDK answers from its
+//! copy of the revocation feed, the authority from its store. Both implement
+//! [`AuthorityView`].
+
+use std::future::Future;
+
+use http::request::Parts;
+use thiserror::Error as ThisError;
+
+use crate::{
+    AccessClaims, NonceCache, ProofError, PublicJwk, TokenError, TokenExpectations,
+    parse_access_token, verify_access_token, verify_request_proof,
+};
+
+/// What a verifier knows of the authority: its signing keys and what has been
+/// revoked. The SDK fills it from the JWKS and the revocation feed, the
+/// authority from its key ring and store.
+pub trait AuthorityView: Sync {
+    /// Why the view could not answer (a store or network failure). A check
+    /// that cannot ask fails closed with [`Rejection::View`].
+    type Error: Send;
+
+    /// The authority's public key with this `kid`, or `None` if it has none.
+    fn signing_key(
+        &self,
+        kid: &str,
+    ) -> impl Future<Output = Result<Option<PublicJwk>, Self::Error>> + Send;
+
+    /// The first revoked thing among `subjects`, checked in the order
+    /// token, key, task, agents; `None` if nothing is revoked. An agent counts
+    /// as revoked when it is disabled, deleted or (if ephemeral) expired.
+    fn revoked(
+        &self,
+        subjects: &RevocationSubjects<'_>,
+    ) -> impl Future<Output = Result<Option<Revoked>, Self::Error>> + Send;
+}
+
+/// Everything whose revocation takes a token down with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSubjects<'a> {
+    /// The token itself. Revoking a token also revokes, at the authority,
+    /// every token exchanged from it, so a descendant is found by its own ID.
+    pub jti: &'a str,
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`).
+    pub jkt: Option<&'a str>,
+    /// The task the token belongs to (`txn`).
+    pub txn: Option<&'a str>,
+    /// Every agent the token names, each once: the subject, the presenter and
+    /// every actor of the delegation chain.
+    pub agents: Vec<&'a str>,
+}
+
+impl<'a> RevocationSubjects<'a> {
+    /// The subjects of `claims`.
+    pub fn of(claims: &'a AccessClaims) -> Self {
+        let mut agents: Vec<&str> = vec![&claims.sub, &claims.client_id];
+        for actor in claims.actors() {
+            if !agents.contains(&actor) {
+                agents.push(actor);
+            }
+        }
+        if agents[0] == agents[1] {
+            agents.remove(1);
+        }
+        Self {
+            jti: &claims.jti,
+            jkt: claims.cnf.as_ref().map(|c| c.jkt.0.as_str()),
+            txn: claims.txn.as_deref(),
+            agents,
+        }
+    }
+}
+
+/// What was found revoked.
+#[derive(Debug, Clone, PartialEq, Eq, ThisError)]
+pub enum Revoked {
+    /// The token, or one it was exchanged from.
+    #[error("the token has been revoked")]
+    Token,
+    /// The key the token is bound to.
+    #[error("the key the token is bound to has been revoked")]
+    Key,
+    /// The token's task (completed or revoked).
+    #[error("the task {0} has been revoked")]
+    Task(String),
+    /// An agent the token names: subject, presenter or an actor.
+    #[error("the agent {0} is disabled, expired or deleted")]
+    Agent(String),
+}
+
+/// Proof of possession for a token presented on an HTTP request: an RFC 9421
+/// signature or a DPoP proof by the `cnf` key, with its nonce or `jti` used once.
+#[derive(Clone, Copy)]
+pub struct RequestProof<'a> {
+    /// The request's method, URI and headers.
+    pub parts: &'a Parts,
+    /// The request body, for `Content-Digest`.
+    pub body: &'a [u8],
+    /// The scheme and authority clients use to reach the receiver, if not
+    /// `http://` plus the Host header.
+    pub origin: Option<&'a str>,
+    /// Where nonces and DPoP `jti`s are remembered.
+    pub nonces: &'a NonceCache,
+}
+
+/// What one front door demands of a presented token.
+#[derive(Clone, Copy)]
+pub struct TokenRules<'a> {
+    /// The exact issuer URL.
+    pub issuer: &'a str,
+    /// The only audience accepted; `None` accepts any (the admin's introspection).
+    pub audience: Option<&'a str>,
+    /// Current time, seconds since the epoch.
+    pub now: i64,
+    /// Tolerated clock skew on `exp`, `nbf` and `iat`.
+    pub leeway: i64,
+    /// The request the token came on, when the caller must prove possession
+    /// of its key; `None` where the token is an argument (exchange, introspection).
+    pub proof: Option<RequestProof<'a>>,
+}
+
+/// Why a presented token was refused; each variant names the failed rule.
+#[derive(Debug, ThisError)]
+pub enum Rejection<E> {
+    /// Structure, `typ`/`alg`, key, signature, issuer, audience or time.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The request is not signed by the token's key, or was replayed.
+    #[error(transparent)]
+    Proof(ProofError),
+    /// The token, its key, its task or an agent it names is revoked.
+    #[error(transparent)]
+    Revoked(Revoked),
+    /// The view could not answer; the token is refused (fail closed).
+    #[error("the revocation state could not be read")]
+    View(E),
+}
+
+/// Runs every check on `token` in order and returns its claims if it stands.
+pub async fn check_presented_token<V: AuthorityView>(
+    token: &str,
+    rules: &TokenRules<'_>,
+    view: &V,
+) -> Result<AccessClaims, Rejection<V::Error>> {
+    let compact = parse_access_token(token)?;
+    let kid = compact.header.kid.as_deref().unwrap_or("");
+    let key = view
+        .signing_key(kid)
+        .await
+        .map_err(Rejection::View)?
+        .ok_or_else(|| TokenError::Jws(crate::JwsError::UnknownKey(bounded(kid))))?;
+    let expect = TokenExpectations {
+        issuer: rules.issuer,
+        audience: rules.audience,
+        now: rules.now,
+        leeway: rules.leeway,
+    };
+    let claims = verify_access_token(&compact, &key, &expect)?;
+    if let Some(proof) = &rules.proof {
+        verify_request_proof(
+            proof.parts,
+            proof.body,
+            token,
+            claims.cnf.as_ref(),
+            proof.origin,
+            proof.nonces,
+            rules.now,
+        )
+        .map_err(Rejection::Proof)?;
+    }
+    let subjects = RevocationSubjects::of(&claims);
+    if let Some(revoked) = view.revoked(&subjects).await.map_err(Rejection::View)? {
+        return Err(Rejection::Revoked(revoked));
+    }
+    Ok(claims)
+}
+
+fn bounded(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use futures::executor::block_on;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{ACCESS_TOKEN_TYP, Cnf, Header, JwsError, Scope, SigningKey, sign_compact};
+
+    const ISS: &str = "http://authority";
+    const AUD: &str = "spiffe://td/agent/db";
+
+    /// An in-memory view: one signing key and sets of revoked things.
+    struct Facts {
+        key: PublicJwk,
+        revoked: HashSet<String>,
+        fail: bool,
+    }
+
+    impl AuthorityView for Facts {
+        type Error = &'static str;
+
+        async fn signing_key(&self, kid: &str) -> Result<Option<PublicJwk>, &'static str> {
+            Ok((kid == "k").then(|| self.key.clone()))
+        }
+
+        async fn revoked(
+            &self,
+            s: &RevocationSubjects<'_>,
+        ) -> Result<Option<Revoked>, &'static str> {
+            if self.fail {
+                return Err("store down");
+            }
+            let has = |kind: &str, v: &str| self.revoked.contains(&format!("{kind}:{v}"));
+            if has("token", s.jti) {
+                return Ok(Some(Revoked::Token));
+            }
+            if s.jkt.is_some_and(|k| has("key", k)) {
+                return Ok(Some(Revoked::Key));
+            }
+            if let Some(txn) = s.txn.filter(|t| has("task", t)) {
+                return Ok(Some(Revoked::Task(txn.into())));
+            }
+            Ok(s.agents
+                .iter()
+                .find(|a| has("agent", a))
+                .map(|a| Revoked::Agent((*a).into())))
+        }
+    }
+
+    fn chained_claims(presenter: &SigningKey) -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            sub: "spiffe://td/agent/planner".into(),
+            aud: AUD.into(),
+            client_id: "spiffe://td/agent/executor".into(),
+            scope: Scope::parse("read:db").unwrap(),
+            exp: 1_300,
+            iat: 1_000,
+            nbf: 1_000,
+            jti: "j1".into(),
+            cnf: Some(Cnf::for_key(&presenter.public_jwk())),
+            act: Some(json!({
+                "sub": "spiffe://td/agent/executor",
+                "act": {"sub": "spiffe://td/agent/router", "act": {"sub": "spiffe://td/agent/planner"}}
+            })),
+            txn: Some("t1".into()),
+            purpose: None,
+            rctx: None,
+        }
+    }
+
+    fn sign(key: &SigningKey, claims: &AccessClaims) -> String {
+        let header = Header {
+            alg: key.alg(),
+            typ: Some(ACCESS_TOKEN_TYP.into()),
+            kid: Some("k".into()),
+            jwk: None,
+        };
+        sign_compact(&header, claims, key)
+    }
+
+    fn rules() -> TokenRules<'static> {
+        TokenRules {
+            issuer: ISS,
+            audience: Some(AUD),
+            now: 1_000,
+            leeway: 0,
+            proof: None,
+        }
+    }
+
+    #[test]
+    fn subjects_name_every_agent_once_and_the_key_and_task() {
+        let presenter = SigningKey::generate_ed25519();
+        let claims = chained_claims(&presenter);
+        let s = RevocationSubjects::of(&claims);
+        assert_eq!(
+            s.agents,
+            [
+                "spiffe://td/agent/planner",
+                "spiffe://td/agent/executor",
+                "spiffe://td/agent/router"
+            ]
+        );
+        assert_eq!(s.txn, Some("t1"));
+        assert_eq!(s.jkt, Some(presenter.public_jwk().thumbprint().0.as_str()));
+    }
+
+    #[test]
+    fn each_revoked_subject_refuses_the_token_and_names_itself() {
+        let authority = SigningKey::generate_ed25519();
+        let presenter = SigningKey::generate_ed25519();
+        let claims = chained_claims(&presenter);
+        let token = sign(&authority, &claims);
+        let jkt = presenter.public_jwk().thumbprint().0;
+        let cases = [
+            (None, Ok(())),
+            (Some("token:j1".to_owned()), Err(Revoked::Token)),
+            (Some(format!("key:{jkt}")), Err(Revoked::Key)),
+            (Some("task:t1".into()), Err(Revoked::Task("t1".into()))),
+            (
+                Some("agent:spiffe://td/agent/router".into()),
+                Err(Revoked::Agent("spiffe://td/agent/router".into())),
+            ),
+            (
+                Some("agent:spiffe://td/agent/planner".into()),
+                Err(Revoked::Agent("spiffe://td/agent/planner".into())),
+            ),
+        ];
+        for (revoked, want) in cases {
+            let view = Facts {
+                key: authority.public_jwk(),
+                revoked: revoked.iter().cloned().collect(),
+                fail: false,
+            };
+            let got = block_on(check_presented_token(&token, &rules(), &view));
+            match (got, want) {
+                (Ok(c), Ok(())) => assert_eq!(c, claims),
+                (Err(Rejection::Revoked(r)), Err(w)) => assert_eq!(r, w, "{revoked:?}"),
+                (got, want) => panic!("{revoked:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_view_that_cannot_answer_refuses_the_token() {
+        let authority = SigningKey::generate_ed25519();
+        let token = sign(&authority, &chained_claims(&SigningKey::generate_ed25519()));
+        let view = Facts {
+            key: authority.public_jwk(),
+            revoked: HashSet::new(),
+            fail: true,
+        };
+        assert!(matches!(
+            block_on(check_presented_token(&token, &rules(), &view)),
+            Err(Rejection::View("store down"))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_foreign_signatures_fail_before_revocation_is_asked() {
+        let authority = SigningKey::generate_ed25519();
+        let claims = chained_claims(&SigningKey::generate_ed25519());
+        // `fail` would turn any revocation lookup into a View error.
+        let view = Facts {
+            key: authority.public_jwk(),
+            revoked: HashSet::new(),
+            fail: true,
+        };
+        let forged = sign(&SigningKey::generate_ed25519(), &claims);
+        assert!(matches!(
+            block_on(check_presented_token(&forged, &rules(), &view)),
+            Err(Rejection::Token(TokenError::Jws(JwsError::BadSignature)))
+        ));
+        let mut header = Header {
+            alg: authority.alg(),
+            typ: Some(ACCESS_TOKEN_TYP.into()),
+            kid: Some("other".into()),
+            jwk: None,
+        };
+        let unknown = sign_compact(&header, &claims, &authority);
+        assert!(matches!(
+            block_on(check_presented_token(&unknown, &rules(), &view)),
+            Err(Rejection::Token(TokenError::Jws(JwsError::UnknownKey(k)))) if k == "other"
+        ));
+        header.kid = Some("k".into());
+        let mut wrong_aud = rules();
+        wrong_aud.audience = Some("spiffe://td/agent/else");
+        assert!(matches!(
+            block_on(check_presented_token(
+                &sign(&authority, &claims),
+                &wrong_aud,
+                &view
+            )),
+            Err(Rejection::Token(TokenError::AudienceMismatch(_)))
+        ));
+        let mut late = rules();
+        late.now = 1_300;
+        assert!(matches!(
+            block_on(check_presented_token(
+                &sign(&authority, &claims),
+                &late,
+                &view
+            )),
+            Err(Rejection::Token(TokenError::Expired))
+        ));
+    }
+
+    #[test]
+    fn a_key_bound_token_without_its_proof_is_refused_where_proof_is_needed() {
+        let authority = SigningKey::generate_ed25519();
+        let token = sign(&authority, &chained_claims(&SigningKey::generate_ed25519()));
+        let view = Facts {
+            key: authority.public_jwk(),
+            revoked: HashSet::new(),
+            fail: false,
+        };
+        let (parts, ()) = http::Request::post("http://db/x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let nonces = NonceCache::default();
+        let mut with_proof = rules();
+        with_proof.proof = Some(RequestProof {
+            parts: &parts,
+            body: b"",
+            origin: None,
+            nonces: &nonces,
+        });
+        assert!(matches!(
+            block_on(check_presented_token(&token, &with_proof, &view)),
+            Err(Rejection::Proof(ProofError::Proof(_)))
+        ));
+        assert!(block_on(check_presented_token(&token, &rules(), &view)).is_ok());
+    }
+}
