@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// The shared statements, run on the store of backend `B`.
-pub(crate) struct Sql<'s, B>(pub(crate) &'s B);
+pub(crate) struct Sql<'s, B>(&'s B);
 
 /// A list of names as the stores keep it: a JSON array.
 fn json_list(list: &[String]) -> String {
