@@ -1,3 +1,6 @@
+//! The shared backend: a PostgreSQL database that several replicas write to
+//! at once, with rows locked where a transaction reads what it changes.
+
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 

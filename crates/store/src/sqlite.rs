@@ -1,3 +1,6 @@
+//! The embedded backend: one SQLite file, and the in-process writer queue in
+//! front of its one write lock.
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
