@@ -7,6 +7,7 @@
 mod error;
 mod model;
 mod postgres;
+#[cfg(any(test, feature = "test-support"))]
 mod scratch;
 mod sql;
 mod sqlite;
@@ -27,6 +28,7 @@ pub use model::{
     RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
 };
 pub use postgres::PgStore;
+#[cfg(any(test, feature = "test-support"))]
 pub use scratch::{DEFAULT_TEST_DATABASE_URL, ScratchDatabase};
 pub use sqlite::SqliteStore;
 

@@ -1,6 +1,10 @@
-use sqlx::postgres::{PgPool, PgPoolOptions};
+//! The shared backend: a PostgreSQL database that several replicas write to
+//! at once, with rows locked where a transaction reads what it changes.
 
-use crate::sql::sql_store;
+use sqlx::Postgres;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
+
+use crate::sql::{Backend, RowsAffected, Tx};
 
 /// The shared store: a PostgreSQL database that several authority replicas use.
 #[derive(Debug, Clone)]
@@ -18,16 +22,26 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+}
 
-    /// Starts a transaction; PostgreSQL locks rows itself, so there is no guard.
-    async fn begin(&self) -> crate::Result<(sqlx::Transaction<'static, sqlx::Postgres>, ())> {
-        Ok((self.pool.begin().await?, ()))
+impl Backend for PgStore {
+    type Db = Postgres;
+    /// PostgreSQL queues writers itself, on the rows they lock.
+    type WriterTurn = ();
+    /// Replicas write concurrently: rows read to be changed are locked.
+    const LOCKS_ROWS: bool = true;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin(&self) -> crate::Result<Tx<Self>> {
+        Ok(Tx::new(self.pool.begin().await?, ()))
     }
 }
 
-sql_store!(
-    PgStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    for_update = " FOR UPDATE"
-);
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
+}

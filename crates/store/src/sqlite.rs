@@ -1,12 +1,19 @@
+//! The embedded backend: one SQLite file, and the in-process writer queue in
+//! front of its one write lock.
+
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::sql_store;
+use crate::sql::{Backend, RowsAffected, Tx};
 
 /// The embedded store: one SQLite file, WAL mode, no set-up.
 #[derive(Debug, Clone)]
@@ -14,7 +21,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer; queueing writers here, instead of in SQLite's
     /// busy handler (which sleeps in steps of up to 100 ms), keeps tail latency low.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writer: Arc<Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -33,27 +40,36 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
-            writer: std::sync::Arc::default(),
+            writer: Arc::default(),
         })
-    }
-
-    /// Starts a write transaction holding SQLite's write lock from the start;
-    /// the returned guard keeps other writers of this process waiting until
-    /// the transaction is over.
-    async fn begin(
-        &self,
-    ) -> crate::Result<(
-        sqlx::Transaction<'static, sqlx::Sqlite>,
-        tokio::sync::OwnedMutexGuard<()>,
-    )> {
-        let guard = self.writer.clone().lock_owned().await;
-        Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, guard))
     }
 }
 
-sql_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    for_update = ""
-);
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+    /// This process's turn to write: other writers wait for it here.
+    type WriterTurn = OwnedMutexGuard<()>;
+    /// `BEGIN IMMEDIATE` takes the database's one write lock up front.
+    const LOCKS_ROWS: bool = false;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for this process's turn to write, then starts a transaction
+    /// holding SQLite's write lock from the start (`BEGIN IMMEDIATE`), so two
+    /// writers never deadlock upgrading a read lock.
+    async fn begin(&self) -> crate::Result<Tx<Self>> {
+        let turn = self.writer.clone().lock_owned().await;
+        Ok(Tx::new(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            turn,
+        ))
+    }
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
+}

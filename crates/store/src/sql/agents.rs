@@ -1,0 +1,379 @@
+//! Agents: registration, changes and removal, and what a change of an agent
+//! does to the agents it spawned (its descendants).
+
+use agentauth_core::AuditEvent;
+use sqlx::{ColumnIndex, Executor, Row as _};
+
+use super::backend::ForUpdate;
+use super::{Backend, Column, Conn, Param, Row, Sql, Tx, json_list};
+use crate::{
+    AgentRow, AgentStatus, AgentUpdate, Result, RevocationAction, RevocationKind, StoreError,
+};
+
+/// An agent by SPIFFE ID, read to spawn a child of it.
+static PARENT: ForUpdate = ForUpdate::new("SELECT * FROM agents WHERE spiffe_id = $1");
+
+/// An agent by name, read to change it.
+static BY_NAME: ForUpdate = ForUpdate::new("SELECT * FROM agents WHERE name = $1");
+
+/// Every agent descended from `$1` through `agents.parent` (children, their
+/// children, …). `UNION` ends the walk even if a name reused after a deletion
+/// made the parent links loop.
+static DESCENDANTS: ForUpdate = ForUpdate::new(
+    "SELECT * FROM agents WHERE spiffe_id IN ( \
+         WITH RECURSIVE descendant(id) AS ( \
+             SELECT spiffe_id FROM agents WHERE parent = $1 \
+             UNION SELECT a.spiffe_id FROM agents a JOIN descendant d ON a.parent = d.id) \
+         SELECT id FROM descendant) \
+     AND spiffe_id <> $1 ORDER BY spiffe_id",
+);
+
+impl<B> Sql<'_, B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    pub(super) async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+        let row = sqlx::query("SELECT * FROM agents WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.0.pool())
+            .await?;
+        row.as_ref().map(Self::agent_from_row).transpose()
+    }
+
+    pub(super) async fn agents(&self) -> Result<Vec<AgentRow>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+            .fetch_all(self.0.pool())
+            .await?;
+        rows.iter().map(Self::agent_from_row).collect()
+    }
+
+    pub(super) async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        // A parent disabled, deleted or expired while this agent was being
+        // spawned must not leave a usable child behind: its row is locked
+        // (PostgreSQL) or the write lock held (SQLite) until the commit.
+        if let Some(parent) = &agent.parent {
+            let row = sqlx::query(PARENT.sql::<B>())
+                .bind(parent)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let usable = match row {
+                Some(r) => {
+                    let p = Self::agent_from_row(&r)?;
+                    p.status == AgentStatus::Active
+                        && p.expires_at.is_none_or(|e| agent.created_at < e)
+                }
+                None => false,
+            };
+            if !usable {
+                return Err(StoreError::NotFound(format!(
+                    "an active parent agent {parent}"
+                )));
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
+             created_at, updated_at, bearer_allowed, expires_at, parent, tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&agent.name)
+        .bind(&agent.id)
+        .bind(&agent.description)
+        .bind(&agent.owner)
+        .bind(json_list(&agent.permissions))
+        .bind(agent.public_jwk.to_string())
+        .bind(agent.status.as_str())
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .bind(i64::from(agent.bearer_allowed))
+        .bind(agent.expires_at)
+        .bind(agent.parent.as_deref())
+        .bind(json_list(&agent.tags))
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if StoreError::is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("agent \"{}\"", agent.name)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // A name that was deleted before is revoked on the feed; lift that
+        // for the new agent (its predecessor's tokens were revoked one by one).
+        let last = sqlx::query(
+            "SELECT action FROM revocations WHERE kind = 'agent' AND subject = $1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&agent.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let revoked = match last {
+            Some(row) => row.try_get::<String, _>("action")? == RevocationAction::Revoke.as_str(),
+            None => false,
+        };
+        if revoked {
+            let now = agent.created_at;
+            Self::publish(
+                &mut tx,
+                RevocationKind::Agent,
+                &agent.id,
+                RevocationAction::Restore,
+                now,
+                None,
+            )
+            .await?;
+        }
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn update_agent(
+        &self,
+        name: &str,
+        update: &AgentUpdate,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query(BY_NAME.sql::<B>())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut agent = match row {
+            Some(r) => Self::agent_from_row(&r)?,
+            None => return Err(StoreError::NotFound(format!("agent \"{name}\""))),
+        };
+        let old_status = agent.status;
+        apply(&mut agent, update);
+        sqlx::query(
+            "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
+             bearer_allowed = $5, tags = $6 WHERE name = $7",
+        )
+        .bind(json_list(&agent.permissions))
+        .bind(&agent.description)
+        .bind(agent.status.as_str())
+        .bind(agent.updated_at)
+        .bind(i64::from(agent.bearer_allowed))
+        .bind(json_list(&agent.tags))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if agent.status != old_status {
+            let action = match agent.status {
+                AgentStatus::Disabled => RevocationAction::Revoke,
+                AgentStatus::Active => RevocationAction::Restore,
+            };
+            Self::publish(
+                &mut tx,
+                RevocationKind::Agent,
+                &agent.id,
+                action,
+                update.now,
+                None,
+            )
+            .await?;
+        }
+        let mut events = vec![audit.clone()];
+        if let Some(p) = &update.permissions {
+            events
+                .extend(Self::narrow_descendants(&mut tx, &agent.id, p, update.now, audit).await?);
+        }
+        // Re-enabling never re-enables descendants: they were disabled
+        // with their ancestor and stay so until enabled one by one.
+        if update.status == Some(AgentStatus::Disabled) {
+            events.extend(
+                Self::disable_descendants(&mut tx, &agent.id, update.now, audit, "disabled")
+                    .await?,
+            );
+        }
+        Self::append(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    pub(super) async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query("DELETE FROM agents WHERE name = $1 RETURNING spiffe_id")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("agent \"{name}\"")));
+        };
+        let id: String = row.try_get("spiffe_id")?;
+        let now = audit.time_ms / 1000;
+        // The name may be registered again later, with another key: the
+        // old agent's outstanding tokens must stay dead when it is.
+        let outstanding = sqlx::query(
+            "SELECT jti, expires_at FROM issued_tokens \
+             WHERE (client_id = $1 OR subject = $1 OR audience = $1) AND expires_at >= $2",
+        )
+        .bind(&id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for token in &outstanding {
+            let jti: String = token.try_get("jti")?;
+            let expires_at: i64 = token.try_get("expires_at")?;
+            Self::publish(
+                &mut tx,
+                RevocationKind::Token,
+                &jti,
+                RevocationAction::Revoke,
+                now,
+                Some(expires_at),
+            )
+            .await?;
+        }
+        Self::publish(
+            &mut tx,
+            RevocationKind::Agent,
+            &id,
+            RevocationAction::Revoke,
+            now,
+            None,
+        )
+        .await?;
+        let mut events = vec![audit.clone()];
+        events.extend(Self::disable_descendants(&mut tx, &id, now, audit, "deleted").await?);
+        Self::append(&mut tx, &events).await?;
+        tx.commit().await
+    }
+
+    /// Every agent descended from `ancestor`, rows locked on PostgreSQL.
+    async fn descendants(tx: &mut Tx<B>, ancestor: &str) -> Result<Vec<AgentRow>> {
+        let rows = sqlx::query(DESCENDANTS.sql::<B>())
+            .bind(ancestor)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(Self::agent_from_row).collect()
+    }
+
+    /// Disables every active descendant of `ancestor`, publishes an agent
+    /// revocation for each and returns the audit events that report it,
+    /// derived from `cause` (the ancestor's own change).
+    async fn disable_descendants(
+        tx: &mut Tx<B>,
+        ancestor: &str,
+        now: i64,
+        cause: &AuditEvent,
+        what_happened: &str,
+    ) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        for child in Self::descendants(tx, ancestor).await? {
+            if child.status != AgentStatus::Active {
+                continue;
+            }
+            sqlx::query("UPDATE agents SET status = $1, updated_at = $2 WHERE spiffe_id = $3")
+                .bind(AgentStatus::Disabled.as_str())
+                .bind(now)
+                .bind(&child.id)
+                .execute(&mut **tx)
+                .await?;
+            Self::publish(
+                tx,
+                RevocationKind::Agent,
+                &child.id,
+                RevocationAction::Revoke,
+                now,
+                None,
+            )
+            .await?;
+            let mut event = cause.clone();
+            event.kind = "agent.revoked".into();
+            event.subject.clone_from(&child.id);
+            event.scope = String::new();
+            event.reason = format!("its ancestor {ancestor} was {what_happened}");
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Removes from every descendant of `ancestor` the permissions that
+    /// `ancestor` no longer holds, so spawned agents stay within their
+    /// parent's permissions; returns the audit events that report it.
+    async fn narrow_descendants(
+        tx: &mut Tx<B>,
+        ancestor: &str,
+        permissions: &[String],
+        now: i64,
+        cause: &AuditEvent,
+    ) -> Result<Vec<AuditEvent>> {
+        let mut events = Vec::new();
+        for child in Self::descendants(tx, ancestor).await? {
+            let kept: Vec<String> = child
+                .permissions
+                .iter()
+                .filter(|p| permissions.contains(p))
+                .cloned()
+                .collect();
+            if kept.len() == child.permissions.len() {
+                continue;
+            }
+            sqlx::query("UPDATE agents SET permissions = $1, updated_at = $2 WHERE spiffe_id = $3")
+                .bind(json_list(&kept))
+                .bind(now)
+                .bind(&child.id)
+                .execute(&mut **tx)
+                .await?;
+            let mut event = cause.clone();
+            event.kind = "agent.updated".into();
+            event.subject.clone_from(&child.id);
+            event.scope = kept.join(" ");
+            event.reason = format!("changed permissions: narrowed with its ancestor {ancestor}");
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    fn agent_from_row(row: &Row<B>) -> Result<AgentRow> {
+        let permissions: String = row.try_get("permissions")?;
+        let jwk: String = row.try_get("public_jwk")?;
+        let status: String = row.try_get("status")?;
+        let tags: String = row.try_get("tags")?;
+        Ok(AgentRow {
+            name: row.try_get("name")?,
+            id: row.try_get("spiffe_id")?,
+            description: row.try_get("description")?,
+            owner: row.try_get("owner")?,
+            permissions: serde_json::from_str(&permissions)
+                .map_err(|e| StoreError::Corrupt(format!("agent permissions: {e}")))?,
+            public_jwk: serde_json::from_str(&jwk)
+                .map_err(|e| StoreError::Corrupt(format!("agent key: {e}")))?,
+            status: AgentStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("agent status {status}")))?,
+            bearer_allowed: row.try_get::<i64, _>("bearer_allowed")? != 0,
+            expires_at: row.try_get("expires_at")?,
+            parent: row.try_get("parent")?,
+            tags: serde_json::from_str(&tags)
+                .map_err(|e| StoreError::Corrupt(format!("agent tags: {e}")))?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Applies the fields an update sets, and its time.
+fn apply(agent: &mut AgentRow, update: &AgentUpdate) {
+    if let Some(p) = &update.permissions {
+        agent.permissions.clone_from(p);
+    }
+    if let Some(d) = &update.description {
+        agent.description.clone_from(d);
+    }
+    if let Some(s) = update.status {
+        agent.status = s;
+    }
+    if let Some(b) = update.bearer_allowed {
+        agent.bearer_allowed = b;
+    }
+    if let Some(t) = &update.tags {
+        agent.tags.clone_from(t);
+    }
+    agent.updated_at = update.now;
+}

@@ -1,0 +1,119 @@
+//! The hash-chained audit log: appending inside a write's transaction, and
+//! reading records back.
+
+use agentauth_core::{AuditEvent, AuditRecord, Decision, chain_hash};
+use sqlx::{ColumnIndex, Executor, Row as _};
+
+use super::backend::ForUpdate;
+use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
+use crate::{AuditFilter, Result, StoreError};
+
+/// The chain head, read to extend the chain.
+static HEAD: ForUpdate = ForUpdate::new("SELECT seq, hash FROM audit_head WHERE id = 1");
+
+impl<B> Sql<'_, B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    pub(super) async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        Self::append(&mut tx, events).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE seq > $1 \
+             AND ($2 IS NULL OR actor = $2 OR subject = $2 OR audience = $2) \
+             AND ($3 IS NULL OR kind = $3) ORDER BY seq LIMIT $4",
+        )
+        .bind(filter.since)
+        .bind(filter.agent.as_deref())
+        .bind(filter.kind.as_deref())
+        .bind(filter.limit)
+        .fetch_all(self.0.pool())
+        .await?;
+        rows.iter().map(Self::audit_from_row).collect()
+    }
+
+    pub(super) async fn audit_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.0.pool())
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    /// Appends `events` to the chain inside `tx`. The head row is read
+    /// under the transaction's write lock, so concurrent appends serialise.
+    pub(super) async fn append(tx: &mut Tx<B>, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let head = sqlx::query(HEAD.sql::<B>()).fetch_one(&mut **tx).await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut prev: String = head.try_get("hash")?;
+        for event in events {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, event);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
+                 reason, request_id, prev_hash, hash, txn, chain, purpose) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(seq)
+            .bind(event.time_ms)
+            .bind(&event.kind)
+            .bind(&event.actor)
+            .bind(&event.subject)
+            .bind(&event.audience)
+            .bind(&event.scope)
+            .bind(event.decision.as_str())
+            .bind(&event.reason)
+            .bind(&event.request_id)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(&event.txn)
+            .bind(&event.chain)
+            .bind(&event.purpose)
+            .execute(&mut **tx)
+            .await?;
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) fn audit_from_row(row: &Row<B>) -> Result<AuditRecord> {
+        let decision: String = row.try_get("decision")?;
+        Ok(AuditRecord {
+            seq: row.try_get("seq")?,
+            event: AuditEvent {
+                time_ms: row.try_get("time_ms")?,
+                kind: row.try_get("kind")?,
+                actor: row.try_get("actor")?,
+                subject: row.try_get("subject")?,
+                audience: row.try_get("audience")?,
+                scope: row.try_get("scope")?,
+                decision: Decision::parse(&decision)
+                    .ok_or_else(|| StoreError::Corrupt(format!("audit decision {decision}")))?,
+                reason: row.try_get("reason")?,
+                request_id: row.try_get("request_id")?,
+                txn: row.try_get("txn")?,
+                chain: row.try_get("chain")?,
+                purpose: row.try_get("purpose")?,
+            },
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}

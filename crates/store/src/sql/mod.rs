@@ -1,0 +1,249 @@
+//! The one SQL implementation of [`Store`], generic over the [`Backend`]
+//! (SQLite or PostgreSQL), with its statements split by domain.
+//!
+//! Every statement is shared: both databases understand `$N` placeholders,
+//! `RETURNING` and `ON CONFLICT`. What differs sits in [`Backend`]: how a
+//! write transaction starts (`BEGIN IMMEDIATE` behind an in-process writer
+//! queue on SQLite) and row locking (`FOR UPDATE` on PostgreSQL).
+//!
+//! Each domain module adds its statements to [`Sql`] in one `impl` block.
+//! The block repeats the sqlx bounds below: Rust does not carry a trait's
+//! `where` clauses over to its users, so they cannot live in [`Backend`].
+
+mod agents;
+mod approvals;
+mod audit;
+mod backend;
+mod delegations;
+mod policies;
+mod revocations;
+mod settings;
+mod tasks;
+mod tokens;
+
+use agentauth_core::{AuditEvent, AuditRecord};
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Executor};
+
+pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
+
+use crate::{
+    AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
+    AuditFilter, DelegationRow, IssuedToken, PolicySetRow, Result, RevocationRow, SigningKeyRow,
+    Store, UsedAssertion,
+};
+
+/// The shared statements, run on the store of backend `B`.
+pub(crate) struct Sql<'s, B>(&'s B);
+
+/// A list of names as the stores keep it: a JSON array.
+fn json_list(list: &[String]) -> String {
+    serde_json::to_string(list).expect("a list of strings always serialises")
+}
+
+#[async_trait]
+impl<B> Store for B
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        Sql(self).setting(key).await
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        Sql(self).init_setting(key, value).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+        Sql(self).signing_keys().await
+    }
+
+    async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
+        Sql(self).add_signing_key(key).await
+    }
+
+    async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+        Sql(self).agent(name).await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRow>> {
+        Sql(self).agents().await
+    }
+
+    async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
+        Sql(self).create_agent(agent, audit).await
+    }
+
+    async fn update_agent(
+        &self,
+        name: &str,
+        update: &AgentUpdate,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow> {
+        Sql(self).update_agent(name, update, audit).await
+    }
+
+    async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
+        Sql(self).delete_agent(name, audit).await
+    }
+
+    async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
+        Sql(self).consume_assertion(assertion).await
+    }
+
+    async fn issue_token(
+        &self,
+        assertion: &UsedAssertion,
+        token: &IssuedToken,
+        approval: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Sql(self)
+            .issue_token(assertion, token, approval, audit)
+            .await
+    }
+
+    async fn token_revoked(&self, jti: &str) -> Result<bool> {
+        Sql(self).token_revoked(jti).await
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
+        Sql(self).revoke_token(jti, expires_at, audit).await
+    }
+
+    async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
+        Sql(self).revoke_task(txn, expires_at, audit).await
+    }
+
+    async fn task_revoked(&self, txn: &str) -> Result<bool> {
+        Sql(self).task_revoked(txn).await
+    }
+
+    async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()> {
+        Sql(self).revoke_key(jkt, audit).await
+    }
+
+    async fn key_revoked(&self, jkt: &str) -> Result<bool> {
+        Sql(self).key_revoked(jkt).await
+    }
+
+    async fn task_exists(&self, txn: &str) -> Result<bool> {
+        Sql(self).task_exists(txn).await
+    }
+
+    async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
+        Sql(self).put_delegation(grant, audit).await
+    }
+
+    async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>> {
+        Sql(self).delegation(from, to).await
+    }
+
+    async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>> {
+        Sql(self).delegations(from).await
+    }
+
+    async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()> {
+        Sql(self).delete_delegation(from, to, audit).await
+    }
+
+    async fn add_policy_set(
+        &self,
+        files: &str,
+        digest: &str,
+        policy_count: i64,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<i64> {
+        Sql(self)
+            .add_policy_set(files, digest, policy_count, now, audit)
+            .await
+    }
+
+    async fn policy_sets(&self) -> Result<Vec<PolicySetRow>> {
+        Sql(self).policy_sets().await
+    }
+
+    async fn policy_set(&self, version: i64) -> Result<Option<PolicySetRow>> {
+        Sql(self).policy_set(version).await
+    }
+
+    async fn active_policy_set(&self) -> Result<Option<PolicySetRow>> {
+        Sql(self).active_policy_set().await
+    }
+
+    async fn activate_policy_set(&self, version: i64, now: i64, audit: &AuditEvent) -> Result<()> {
+        Sql(self).activate_policy_set(version, now, audit).await
+    }
+
+    async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()> {
+        Sql(self).create_approval(approval, audit).await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>> {
+        Sql(self).approval(id).await
+    }
+
+    async fn pending_approval(
+        &self,
+        request: &ApprovalRequest<'_>,
+        now: i64,
+    ) -> Result<Option<ApprovalRow>> {
+        Sql(self).pending_approval(request, now).await
+    }
+
+    async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64> {
+        Sql(self).pending_approval_count(agent, now).await
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: i64,
+    ) -> Result<Vec<ApprovalRow>> {
+        Sql(self).approvals(status, limit).await
+    }
+
+    async fn poll_approval(&self, id: &str, now: i64, interval: i64) -> Result<bool> {
+        Sql(self).poll_approval(id, now, interval).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        decision: &ApprovalDecision,
+        audit: &AuditEvent,
+    ) -> Result<ApprovalRow> {
+        Sql(self).decide_approval(id, decision, audit).await
+    }
+
+    async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>> {
+        Sql(self).revocations_since(since, limit).await
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64> {
+        Sql(self).purge_expired(now).await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        Sql(self).append_audit(events).await
+    }
+
+    async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>> {
+        Sql(self).task_records(txn).await
+    }
+
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        Sql(self).audit_records(filter).await
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String)> {
+        Sql(self).audit_head().await
+    }
+}

@@ -1,0 +1,105 @@
+//! The revocation feed: what verifiers follow to stop accepting agents,
+//! tokens, tasks and keys (and to fetch a newly activated policy set).
+
+use agentauth_core::AuditEvent;
+use sqlx::{ColumnIndex, Executor, Row as _};
+
+use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
+use crate::{Result, RevocationAction, RevocationKind, RevocationRow, StoreError};
+
+impl<B> Sql<'_, B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    pub(super) async fn revocations_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<RevocationRow>> {
+        let rows = sqlx::query("SELECT * FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(since)
+            .bind(limit)
+            .fetch_all(self.0.pool())
+            .await?;
+        rows.iter().map(Self::revocation_from_row).collect()
+    }
+
+    pub(super) async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        let now = audit.time_ms / 1000;
+        Self::publish(
+            &mut tx,
+            RevocationKind::Key,
+            jkt,
+            RevocationAction::Revoke,
+            now,
+            None,
+        )
+        .await?;
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn key_revoked(&self, jkt: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM revocations WHERE kind = 'key' AND subject = $1 LIMIT 1",
+        )
+        .bind(jkt)
+        .fetch_optional(self.0.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Adds an entry to the feed inside `tx`.
+    pub(super) async fn publish(
+        tx: &mut Tx<B>,
+        kind: RevocationKind,
+        subject: &str,
+        action: RevocationAction,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO revocations (kind, subject, action, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(kind.as_str())
+        .bind(subject)
+        .bind(action.as_str())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    fn revocation_from_row(row: &Row<B>) -> Result<RevocationRow> {
+        let kind: String = row.try_get("kind")?;
+        let action: String = row.try_get("action")?;
+        Ok(RevocationRow {
+            seq: row.try_get("seq")?,
+            kind: match kind.as_str() {
+                "agent" => RevocationKind::Agent,
+                "token" => RevocationKind::Token,
+                "task" => RevocationKind::Task,
+                "key" => RevocationKind::Key,
+                "policy" => RevocationKind::Policy,
+                _ => return Err(StoreError::Corrupt(format!("revocation kind {kind}"))),
+            },
+            subject: row.try_get("subject")?,
+            action: match action.as_str() {
+                "revoke" => RevocationAction::Revoke,
+                "restore" => RevocationAction::Restore,
+                _ => return Err(StoreError::Corrupt(format!("revocation action {action}"))),
+            },
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! Bootstrap settings (the admin credential hash, …) and the authority's
+//! signing keys.
+
+use sqlx::{ColumnIndex, Executor, Row as _};
+
+use super::{Column, Conn, Param, Row, Sql};
+use crate::sql::Backend;
+use crate::{Result, SigningKeyRow};
+
+impl<B> Sql<'_, B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    pub(super) async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.0.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("value")?),
+            None => None,
+        })
+    }
+
+    pub(super) async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.0.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.try_get("value")?)
+    }
+
+    pub(super) async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, public_jwk, sealed_private, created_at FROM signing_keys \
+             ORDER BY created_at, kid",
+        )
+        .fetch_all(self.0.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRow {
+                    kid: r.try_get("kid")?,
+                    alg: r.try_get("alg")?,
+                    public_jwk: r.try_get("public_jwk")?,
+                    sealed_private: r.try_get("sealed_private")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.sealed_private)
+        .bind(key.created_at)
+        .execute(self.0.pool())
+        .await?;
+        Ok(())
+    }
+}

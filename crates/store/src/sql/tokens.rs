@@ -1,0 +1,169 @@
+//! Issued tokens and the single use of the client assertions they were
+//! issued for; revoking a token revokes every token exchanged from it.
+
+use agentauth_core::AuditEvent;
+use sqlx::{ColumnIndex, Executor, Row as _};
+
+use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, Tx};
+use crate::{
+    ApprovalStatus, IssuedToken, Result, RevocationAction, RevocationKind, StoreError,
+    UsedAssertion,
+};
+
+impl<B> Sql<'_, B>
+where
+    B: Backend,
+    for<'c> &'c mut Conn<B>: Executor<'c, Database = B::Db>,
+    for<'q> &'q str: Param<'q, B::Db> + ColumnIndex<Row<B>>,
+    for<'q> Option<&'q str>: Param<'q, B::Db>,
+    String: Column<B::Db>,
+    i64: Column<B::Db>,
+    Option<i64>: Column<B::Db>,
+{
+    pub(super) async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        Self::consume(&mut tx, assertion).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn issue_token(
+        &self,
+        assertion: &UsedAssertion,
+        token: &IssuedToken,
+        approval: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        Self::consume(&mut tx, assertion).await?;
+        // The approval is used up by this token and no other: a second
+        // request racing this one waits for the row and then finds it used.
+        if let Some(id) = approval {
+            let done = sqlx::query(
+                "UPDATE approvals SET status = $3 WHERE id = $1 AND status = $4 AND expires_at > $2",
+            )
+            .bind(id)
+            .bind(token.issued_at)
+            .bind(ApprovalStatus::Used.as_str())
+            .bind(ApprovalStatus::Approved.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Stale(
+                    "the approval is not approved, already used or expired".into(),
+                ));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at, \
+             parent_jti, txn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&token.jti)
+        .bind(&token.client_id)
+        .bind(&token.subject)
+        .bind(&token.audience)
+        .bind(&token.scope)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.parent_jti.as_deref())
+        .bind(token.txn.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        // A parent revoked while this exchange was under way must not
+        // leave an unrevoked child behind.
+        if let Some(parent) = &token.parent_jti {
+            let revoked = sqlx::query(
+                "SELECT 1 AS one FROM revocations WHERE kind = 'token' AND subject = $1 LIMIT 1",
+            )
+            .bind(parent)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if revoked.is_some() {
+                return Err(StoreError::Conflict(
+                    "a revocation of the subject token".into(),
+                ));
+            }
+        }
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn token_revoked(&self, jti: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM revocations WHERE kind = 'token' AND subject = $1 LIMIT 1",
+        )
+        .bind(jti)
+        .fetch_optional(self.0.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        let now = audit.time_ms / 1000;
+        Self::publish(
+            &mut tx,
+            RevocationKind::Token,
+            jti,
+            RevocationAction::Revoke,
+            now,
+            Some(expires_at),
+        )
+        .await?;
+        let descendants = sqlx::query(
+            "WITH RECURSIVE descendant(jti) AS ( \
+                 SELECT jti FROM issued_tokens WHERE parent_jti = $1 \
+                 UNION SELECT t.jti FROM issued_tokens t JOIN descendant d ON t.parent_jti = d.jti) \
+             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN descendant d ON t.jti = d.jti \
+             WHERE t.expires_at >= $2",
+        )
+        .bind(jti)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &descendants {
+            let child: String = row.try_get("jti")?;
+            let child_exp: i64 = row.try_get("expires_at")?;
+            Self::publish(
+                &mut tx,
+                RevocationKind::Token,
+                &child,
+                RevocationAction::Revoke,
+                now,
+                Some(child_exp),
+            )
+            .await?;
+        }
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.0.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Marks a client assertion used inside `tx`.
+    async fn consume(tx: &mut Tx<B>, assertion: &UsedAssertion) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&assertion.client_id)
+        .bind(&assertion.jti)
+        .bind(assertion.expires_at)
+        .execute(&mut **tx)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if StoreError::is_unique_violation(&e) => Err(StoreError::ReplayedAssertion),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! Suite cases for agents: registration, changes, removal, tags, and spawned descendants.
+
+use super::*;
+
+pub(crate) async fn agents_are_created_listed_and_fetched(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    s.create_agent(
+        &agent("customer"),
+        &event("agent.created", "admin", "customer"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), agent("reader"));
+    let names: Vec<_> = s
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["customer", "reader"]);
+    assert!(s.agent("nobody").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, 2);
+}
+
+pub(crate) async fn a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let mut other = agent("reader");
+    other.description = "impostor".into();
+    let err = s
+        .create_agent(&other, &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().description,
+        "test agent"
+    );
+    assert_eq!(audit_count(s).await, 1);
+}
+
+pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    let updated = s
+        .update_agent(
+            "reader",
+            &disable,
+            &event("agent.updated", "admin", "reader"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, AgentStatus::Disabled);
+    assert_eq!(updated.updated_at, 200);
+    let perms = AgentUpdate {
+        permissions: Some(vec!["read:orders".into()]),
+        now: 201,
+        ..AgentUpdate::default()
+    };
+    s.update_agent("reader", &perms, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 202,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "reader",
+        &enable,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
+
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    let actions: Vec<_> = feed
+        .iter()
+        .map(|r| (r.kind, r.subject.as_str(), r.action))
+        .collect();
+    let id = "spiffe://agentauth.local/agent/reader";
+    assert_eq!(
+        actions,
+        [
+            (RevocationKind::Agent, id, RevocationAction::Revoke),
+            (RevocationKind::Agent, id, RevocationAction::Restore)
+        ]
+    );
+    assert!(feed[0].seq < feed[1].seq);
+    assert_eq!(
+        s.revocations_since(feed[0].seq, 100).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().permissions,
+        ["read:orders"]
+    );
+}
+
+pub(crate) async fn updating_or_deleting_a_missing_agent_changes_nothing(s: &dyn Store) {
+    let update = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 1,
+        ..AgentUpdate::default()
+    };
+    let err = s
+        .update_agent("ghost", &update, &event("agent.updated", "admin", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+    let err = s
+        .delete_agent("ghost", &event("agent.deleted", "admin", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+    assert_eq!(audit_count(s).await, 0);
+    assert!(s.revocations_since(0, 10).await.unwrap().is_empty());
+}
+
+pub(crate) async fn deleting_an_agent_revokes_it(s: &dyn Store) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    s.delete_agent("reader", &event("agent.deleted", "admin", "reader"))
+        .await
+        .unwrap();
+    assert!(s.agent("reader").await.unwrap().is_none());
+    let feed = s.revocations_since(0, 10).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(feed[0].action, RevocationAction::Revoke);
+    assert_chain_intact(s).await;
+}
+
+pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored(
+    s: &dyn Store,
+) {
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let used = |jti: &str| UsedAssertion {
+        client_id: "c".into(),
+        jti: jti.into(),
+        expires_at: 160,
+    };
+    s.issue_token(
+        &used("a1"),
+        &issued("live"),
+        None,
+        &event("token.issued", "c", "live"),
+    )
+    .await
+    .unwrap();
+    let expired = IssuedToken {
+        expires_at: 50,
+        ..issued("expired")
+    };
+    s.issue_token(
+        &used("a2"),
+        &expired,
+        None,
+        &event("token.issued", "c", "expired"),
+    )
+    .await
+    .unwrap();
+    let mut delete = event("agent.deleted", "admin", "reader");
+    delete.time_ms = 100_000;
+    s.delete_agent("reader", &delete).await.unwrap();
+    assert!(s.token_revoked("live").await.unwrap());
+    assert!(
+        !s.token_revoked("expired").await.unwrap(),
+        "expired tokens need no entry"
+    );
+
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let feed = s.revocations_since(0, 100).await.unwrap();
+    let last = feed.last().unwrap();
+    assert_eq!(
+        (last.kind, last.action),
+        (RevocationKind::Agent, RevocationAction::Restore)
+    );
+    assert!(
+        s.token_revoked("live").await.unwrap(),
+        "the old agent's token stays revoked"
+    );
+
+    s.create_agent(&agent("writer"), &event("agent.created", "admin", "writer"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.revocations_since(last.seq, 100).await.unwrap().len(),
+        0,
+        "a new name needs no restore"
+    );
+}
+
+/// An agent spawned by `parent` (a registry name), expiring at `expires_at`.
+fn child(name: &str, parent: &str, permissions: &[&str], expires_at: i64) -> AgentRow {
+    AgentRow {
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        expires_at: Some(expires_at),
+        parent: Some(format!("spiffe://agentauth.local/agent/{parent}")),
+        ..agent(name)
+    }
+}
+
+/// Creates `row` with an `agent.spawned` record.
+async fn spawn(s: &dyn Store, row: &AgentRow) {
+    s.create_agent(row, &event("agent.spawned", "parent", &row.id))
+        .await
+        .unwrap();
+}
+
+/// The agent revocations on the feed, as (subject name, action).
+async fn agent_feed(s: &dyn Store) -> Vec<(String, RevocationAction)> {
+    s.revocations_since(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == RevocationKind::Agent)
+        .map(|r| {
+            let name = r.subject.rsplit('/').next().unwrap().to_owned();
+            (name, r.action)
+        })
+        .collect()
+}
+
+async fn status(s: &dyn Store, name: &str) -> AgentStatus {
+    s.agent(name).await.unwrap().unwrap().status
+}
+
+pub(crate) async fn a_spawned_agent_keeps_its_parent_and_expiry(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let worker = child("worker", "planner", &["read:customer"], 160);
+    spawn(s, &worker).await;
+    let stored = s.agent("worker").await.unwrap().unwrap();
+    assert_eq!(stored, worker);
+    assert_eq!(stored.expires_at, Some(160));
+    assert_eq!(
+        stored.parent.as_deref(),
+        Some("spiffe://agentauth.local/agent/planner")
+    );
+}
+
+pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 150,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let before = audit_count(s).await;
+    for row in [
+        child("orphan", "nobody", &[], 500),
+        child("late", "planner", &[], 500),
+    ] {
+        let err = s
+            .create_agent(&row, &event("agent.spawned", "p", &row.id))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
+    // A parent that expired before the child's creation time.
+    let mut ephemeral = child("ephemeral", "root", &[], 120);
+    ephemeral.parent = None;
+    s.create_agent(&ephemeral, &event("agent.created", "admin", "ephemeral"))
+        .await
+        .unwrap();
+    let grandchild = AgentRow {
+        created_at: 120,
+        updated_at: 120,
+        ..child("grandchild", "ephemeral", &[], 500)
+    };
+    let err = s
+        .create_agent(&grandchild, &event("agent.spawned", "p", "g"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(s.agent("late").await.unwrap().is_none());
+    assert!(s.agent("grandchild").await.unwrap().is_none());
+    assert_eq!(audit_count(s).await, before + 1);
+}
+
+pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    s.create_agent(&agent("bystander"), &event("agent.created", "admin", "b"))
+        .await
+        .unwrap();
+    spawn(s, &child("worker", "planner", &["read:customer"], 500)).await;
+    spawn(s, &child("helper", "worker", &["read:customer"], 500)).await;
+    spawn(s, &child("other", "bystander", &[], 500)).await;
+    let before = audit_count(s).await;
+
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.revoked", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    for name in ["planner", "worker", "helper"] {
+        assert_eq!(status(s, name).await, AgentStatus::Disabled, "{name}");
+    }
+    assert_eq!(s.agent("worker").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(status(s, "bystander").await, AgentStatus::Active);
+    assert_eq!(status(s, "other").await, AgentStatus::Active);
+    assert_eq!(
+        agent_feed(s).await,
+        [
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("helper".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+    let records = s
+        .audit_records(&AuditFilter {
+            since: before,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let reported: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event.kind.as_str(),
+                r.event.subject.rsplit('/').next().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("agent.revoked", "planner"),
+            ("agent.revoked", "helper"),
+            ("agent.revoked", "worker"),
+        ]
+    );
+    assert!(records[1].event.reason.contains("was disabled"));
+    assert_chain_intact(s).await;
+
+    // Re-enabling the parent leaves its descendants disabled.
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 300,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &enable,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(s, "planner").await, AgentStatus::Active);
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
+
+    // Disabling again publishes nothing for descendants already disabled.
+    s.update_agent(
+        "worker",
+        &enable,
+        &event("agent.updated", "admin", "worker"),
+    )
+    .await
+    .unwrap();
+    s.update_agent(
+        "planner",
+        &disable,
+        &event("agent.revoked", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let feed = agent_feed(s).await;
+    assert_eq!(
+        feed[3..],
+        [
+            ("planner".to_owned(), RevocationAction::Restore),
+            ("worker".to_owned(), RevocationAction::Restore),
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+}
+
+pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    spawn(s, &child("worker", "planner", &["read:customer"], 500)).await;
+    spawn(s, &child("helper", "worker", &[], 500)).await;
+    let mut delete = event("agent.deleted", "admin", "planner");
+    delete.time_ms = 200_000;
+    s.delete_agent("planner", &delete).await.unwrap();
+    assert!(s.agent("planner").await.unwrap().is_none());
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
+    assert_eq!(s.agent("helper").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(
+        agent_feed(s).await,
+        [
+            ("planner".to_owned(), RevocationAction::Revoke),
+            ("helper".to_owned(), RevocationAction::Revoke),
+            ("worker".to_owned(), RevocationAction::Revoke),
+        ]
+    );
+    let cascaded = s
+        .audit_records(&AuditFilter {
+            kind: Some("agent.revoked".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cascaded.len(), 2);
+    assert!(cascaded[0].event.reason.contains("was deleted"));
+    assert_chain_intact(s).await;
+
+    // A new agent of the parent's name is restored, its old descendants are not.
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
+    assert_eq!(
+        agent_feed(s).await.last().unwrap(),
+        &("planner".to_owned(), RevocationAction::Restore)
+    );
+}
+
+pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
+    let mut planner = agent("planner");
+    planner.permissions = vec!["agents:spawn".into(), "read:db".into(), "write:db".into()];
+    s.create_agent(&planner, &event("agent.created", "admin", "planner"))
+        .await
+        .unwrap();
+    spawn(
+        s,
+        &child(
+            "worker",
+            "planner",
+            &["agents:spawn", "read:db", "write:db"],
+            500,
+        ),
+    )
+    .await;
+    spawn(s, &child("helper", "worker", &["write:db"], 500)).await;
+    spawn(s, &child("reader", "worker", &["read:db"], 500)).await;
+    let before = audit_count(s).await;
+    let narrow = AgentUpdate {
+        permissions: Some(vec!["agents:spawn".into(), "read:db".into()]),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "planner",
+        &narrow,
+        &event("agent.updated", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let perms = |row: Option<AgentRow>| row.unwrap().permissions;
+    assert_eq!(
+        perms(s.agent("worker").await.unwrap()),
+        ["agents:spawn", "read:db"]
+    );
+    assert!(perms(s.agent("helper").await.unwrap()).is_empty());
+    assert_eq!(perms(s.agent("reader").await.unwrap()), ["read:db"]);
+    assert_eq!(
+        s.agent("reader").await.unwrap().unwrap().updated_at,
+        100,
+        "untouched"
+    );
+    assert_eq!(
+        audit_count(s).await,
+        before + 3,
+        "the change and two narrowed descendants"
+    );
+    assert!(agent_feed(s).await.is_empty(), "narrowing revokes nothing");
+    assert_chain_intact(s).await;
+}
+
+pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
+    let tagged = AgentRow {
+        tags: vec!["finance".into(), "pii".into()],
+        ..agent("reader")
+    };
+    s.create_agent(&tagged, &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), tagged);
+    assert_eq!(s.agents().await.unwrap()[0].tags, ["finance", "pii"]);
+    let retag = AgentUpdate {
+        tags: Some(vec!["ops".into()]),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    let updated = s
+        .update_agent("reader", &retag, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    assert_eq!(updated.tags, ["ops"]);
+    assert_eq!(s.agent("reader").await.unwrap().unwrap(), updated);
+    let describe = AgentUpdate {
+        description: Some("still tagged".into()),
+        now: 201,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        "reader",
+        &describe,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.agent("reader").await.unwrap().unwrap().tags, ["ops"]);
+    let untag = AgentUpdate {
+        tags: Some(vec![]),
+        now: 202,
+        ..AgentUpdate::default()
+    };
+    s.update_agent("reader", &untag, &event("agent.updated", "admin", "reader"))
+        .await
+        .unwrap();
+    assert!(s.agent("reader").await.unwrap().unwrap().tags.is_empty());
+}

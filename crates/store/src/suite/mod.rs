@@ -1,0 +1,215 @@
+//! The store test suite, run unchanged against SQLite and PostgreSQL: the
+//! cases sit in one module per domain, the fixtures and the runner here.
+
+use std::sync::Arc;
+
+use agentauth_core::{AuditEvent, Decision, verify_chain};
+use serde_json::json;
+
+use crate::*;
+
+mod agents;
+mod approvals;
+mod audit;
+mod delegations;
+mod policies;
+mod revocations;
+mod settings;
+mod tasks;
+mod tokens;
+
+use agents::*;
+use approvals::*;
+use audit::*;
+use delegations::*;
+use policies::*;
+use revocations::*;
+use settings::*;
+use tasks::*;
+use tokens::*;
+
+/// A store under test plus whatever must outlive it.
+pub(crate) struct Fixture {
+    pub(crate) store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    scratch: Option<ScratchDatabase>,
+}
+
+impl Fixture {
+    pub(crate) async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path().join("test.db").to_str().unwrap())
+            .await
+            .unwrap();
+        Self {
+            store,
+            _dir: Some(dir),
+            scratch: None,
+        }
+    }
+
+    /// A store on a scratch PostgreSQL database, or `None` when the test
+    /// named `test` is skipped because no PostgreSQL is reachable.
+    pub(crate) async fn postgres(test: &str) -> Option<Self> {
+        let scratch = ScratchDatabase::for_test(test).await?;
+        let store = open(&scratch.url).await.unwrap();
+        Some(Self {
+            store,
+            _dir: None,
+            scratch: Some(scratch),
+        })
+    }
+
+    pub(crate) async fn finish(self) {
+        drop(self.store);
+        if let Some(s) = self.scratch {
+            s.drop_database().await.unwrap();
+        }
+    }
+}
+
+fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
+    AuditEvent {
+        time_ms: 1_700_000_000_000,
+        kind: kind.into(),
+        actor: actor.into(),
+        subject: subject.into(),
+        audience: String::new(),
+        scope: String::new(),
+        decision: Decision::Allow,
+        reason: String::new(),
+        request_id: String::new(),
+        txn: String::new(),
+        chain: String::new(),
+        purpose: String::new(),
+    }
+}
+
+fn agent(name: &str) -> AgentRow {
+    AgentRow {
+        name: name.into(),
+        id: format!("spiffe://agentauth.local/agent/{name}"),
+        description: "test agent".into(),
+        owner: "team-a".into(),
+        permissions: vec!["read:customer".into()],
+        public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+        status: AgentStatus::Active,
+        bearer_allowed: false,
+        expires_at: None,
+        parent: None,
+        tags: vec![],
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+async fn audit_count(store: &dyn Store) -> i64 {
+    store.audit_head().await.unwrap().0
+}
+
+async fn assert_chain_intact(store: &dyn Store) {
+    let records = store
+        .audit_records(&AuditFilter {
+            limit: 100_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let (seq, hash) = store.audit_head().await.unwrap();
+    verify_chain(&records, seq, &hash).unwrap();
+}
+
+fn issued(jti: &str) -> IssuedToken {
+    IssuedToken {
+        jti: jti.into(),
+        client_id: "spiffe://agentauth.local/agent/reader".into(),
+        subject: "spiffe://agentauth.local/agent/reader".into(),
+        audience: "spiffe://agentauth.local/agent/customer".into(),
+        scope: "read:customer".into(),
+        issued_at: 100,
+        expires_at: 400,
+        parent_jti: None,
+        txn: None,
+    }
+}
+
+/// A test's name as the test harness prints it: its path without the crate.
+fn test_name(path: &'static str) -> &'static str {
+    path.split_once("::").map_or(path, |(_, name)| name)
+}
+
+macro_rules! run_suite {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let f = super::Fixture::sqlite().await;
+                    super::$case(&*f.store).await;
+                    f.finish().await;
+                }
+            )*
+            #[tokio::test]
+            async fn concurrent_audit_appends_keep_one_chain() {
+                let f = super::Fixture::sqlite().await;
+                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
+                f.finish().await;
+            }
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let name = super::test_name(concat!(module_path!(), "::", stringify!($case)));
+                    let Some(f) = super::Fixture::postgres(name).await else {
+                        return;
+                    };
+                    super::$case(&*f.store).await;
+                    f.finish().await;
+                }
+            )*
+            #[tokio::test]
+            async fn concurrent_audit_appends_keep_one_chain() {
+                let name = super::test_name(concat!(module_path!(), "::concurrent_audit_appends_keep_one_chain"));
+                let Some(f) = super::Fixture::postgres(name).await else {
+                    return;
+                };
+                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
+                f.finish().await;
+            }
+        }
+    };
+}
+
+run_suite!(
+    agents_are_created_listed_and_fetched,
+    a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind,
+    disabling_and_enabling_an_agent_is_published_on_the_feed,
+    updating_or_deleting_a_missing_agent_changes_nothing,
+    deleting_an_agent_revokes_it,
+    revoking_a_token_cascades_to_every_token_exchanged_from_it,
+    tasks_are_revoked_and_their_records_read_in_order,
+    delegation_grants_are_stored_replaced_and_removed,
+    revoked_keys_are_known_and_published,
+    deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
+    a_replayed_assertion_issues_nothing,
+    expired_assertions_are_purged,
+    revoked_tokens_are_known_and_published,
+    audit_records_chain_and_filter,
+    settings_keep_the_first_value,
+    signing_keys_round_trip,
+    a_spawned_agent_keeps_its_parent_and_expiry,
+    an_agent_cannot_be_spawned_by_an_unusable_parent,
+    disabling_an_agent_disables_and_revokes_its_descendants,
+    deleting_an_agent_disables_and_revokes_its_descendants,
+    narrowing_an_agent_narrows_its_descendants,
+    agent_tags_round_trip,
+    policy_sets_are_added_listed_and_activated,
+    activating_a_missing_policy_set_writes_nothing,
+    approvals_are_created_and_found_for_the_same_request,
+    polls_are_spaced_by_the_interval,
+    an_approved_approval_issues_exactly_one_token,
+    deciding_a_decided_or_expired_approval_is_stale,
+    a_denial_keeps_who_and_why,
+    pending_approvals_are_counted_per_agent,
+);
