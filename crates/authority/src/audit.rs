@@ -3,9 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agentauth_core::{
-    AccessClaims, AuditEvent, AuditRecord, Decision, ProofError, Rejection, RequestProof,
-};
+use agentauth_core::{AccessClaims, AuditEvent, AuditRecord, Decision, Rejection, RequestProof};
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -210,9 +208,6 @@ pub(crate) async fn authenticated_agent(
         .await
         .map_err(|e| match e {
             Rejection::View(e) => e,
-            Rejection::Proof(ProofError::Proof(why) | ProofError::Replay(why)) => {
-                AuthorityError::Unauthorized(why)
-            }
             other => AuthorityError::Unauthorized(other.to_string()),
         })?;
     let agent = registry::agent_by_id(s, &claims.client_id)

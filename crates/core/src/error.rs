@@ -6,10 +6,10 @@ use thiserror::Error as ThisError;
 pub enum Error {
     /// A trust domain, agent name or SPIFFE ID is malformed.
     #[error("invalid identity: {0}")]
-    Identity(String),
+    Identity(#[from] IdentityError),
     /// A permission or scope string is malformed.
     #[error("invalid scope: {0}")]
-    Scope(String),
+    Scope(#[from] ScopeError),
     /// A JWK is unacceptable.
     #[error(transparent)]
     Jwk(#[from] JwkError),
@@ -22,9 +22,74 @@ pub enum Error {
     /// A client assertion was refused.
     #[error(transparent)]
     Assertion(#[from] AssertionError),
-    /// A key could not be generated or loaded.
+    /// A private key could not be loaded.
     #[error("key error: {0}")]
-    Key(String),
+    Key(#[from] KeyError),
+}
+
+/// Why a trust domain, agent name or SPIFFE ID was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// Not 1 to 255 characters of `[a-z0-9-._]`.
+    #[error("\"{0}\" is not a valid trust domain")]
+    TrustDomain(String),
+    /// Not `[a-z0-9][a-z0-9-]{{0,62}}`.
+    #[error("\"{0}\" is not a valid agent name (expected [a-z0-9][a-z0-9-]{{0,62}})")]
+    AgentName(String),
+    /// Not a SPIFFE ID per the SPIFFE-ID spec.
+    #[error("\"{uri}\" is not a SPIFFE ID: {fault}")]
+    SpiffeId {
+        /// The refused text, truncated.
+        uri: String,
+        /// The rule it breaks.
+        fault: SpiffeIdFault,
+    },
+}
+
+/// The SPIFFE-ID rule a text breaks.
+#[derive(Debug, ThisError, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpiffeIdFault {
+    /// Longer than 2048 bytes.
+    #[error("too long")]
+    TooLong,
+    /// The scheme is not `spiffe://`.
+    #[error("scheme must be spiffe")]
+    Scheme,
+    /// The trust domain is not valid.
+    #[error("invalid trust domain")]
+    TrustDomain,
+    /// A path segment is empty, `.`, `..` or has other characters than `[A-Za-z0-9-._]`.
+    #[error("invalid path segment")]
+    PathSegment,
+}
+
+/// Why a permission or scope was refused.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// A permission is empty, too long or has other characters than `[A-Za-z0-9:_.*/-]`.
+    #[error("\"{0}\" is not a valid permission")]
+    Permission(String),
+    /// More permissions than one scope may hold.
+    #[error("more than {0} permissions")]
+    TooMany(usize),
+}
+
+/// Why a private JWK could not be loaded.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A member is missing or not base64url.
+    #[error("not a usable private key: {0}")]
+    MissingMember(&'static str),
+    /// The private part does not belong to the public part.
+    #[error("not a usable private key: the private and public parts do not match")]
+    Mismatch,
+    /// Neither Ed25519 (OKP) nor P-256 (EC).
+    #[error("not a usable private key: only Ed25519 and P-256 keys are supported")]
+    UnsupportedType,
 }
 
 /// Why a JWK was refused.

@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Error;
+use crate::{Error, IdentityError, SpiffeIdFault};
 
 /// Longest SPIFFE ID we accept, as the SPIFFE spec bounds URIs.
 const MAX_SPIFFE_ID_LEN: usize = 2048;
@@ -24,9 +24,7 @@ impl TrustDomain {
         if ok {
             Ok(Self(name.to_owned()))
         } else {
-            Err(Error::Identity(format!(
-                "\"{name}\" is not a valid trust domain"
-            )))
+            Err(IdentityError::TrustDomain(truncate(name).to_owned()).into())
         }
     }
 
@@ -59,10 +57,7 @@ impl AgentName {
         if first_ok && rest_ok && bytes.len() <= 63 {
             Ok(Self(name.to_owned()))
         } else {
-            Err(Error::Identity(format!(
-                "\"{}\" is not a valid agent name (expected [a-z0-9][a-z0-9-]{{0,62}})",
-                truncate(name)
-            )))
+            Err(IdentityError::AgentName(truncate(name).to_owned()).into())
         }
     }
 
@@ -97,19 +92,24 @@ impl SpiffeId {
     /// Parses and validates a SPIFFE ID per the SPIFFE-ID spec (no query,
     /// fragment, port, user info, empty or dot segments).
     pub fn parse(uri: &str) -> Result<Self, Error> {
-        let bad =
-            |why: &str| Error::Identity(format!("\"{}\" is not a SPIFFE ID: {why}", truncate(uri)));
+        let bad = |fault| -> Error {
+            IdentityError::SpiffeId {
+                uri: truncate(uri).to_owned(),
+                fault,
+            }
+            .into()
+        };
         if uri.len() > MAX_SPIFFE_ID_LEN {
-            return Err(bad("too long"));
+            return Err(bad(SpiffeIdFault::TooLong));
         }
         let rest = uri
             .strip_prefix("spiffe://")
-            .ok_or_else(|| bad("scheme must be spiffe"))?;
+            .ok_or_else(|| bad(SpiffeIdFault::Scheme))?;
         let (domain, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        TrustDomain::new(domain).map_err(|_| bad("invalid trust domain"))?;
+        TrustDomain::new(domain).map_err(|_| bad(SpiffeIdFault::TrustDomain))?;
         for segment in path.split('/').skip(1) {
             let valid = !segment.is_empty()
                 && segment != "."
@@ -118,7 +118,7 @@ impl SpiffeId {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
             if !valid {
-                return Err(bad("invalid path segment"));
+                return Err(bad(SpiffeIdFault::PathSegment));
             }
         }
         Ok(Self {

@@ -8,7 +8,7 @@ use aws_lc_rs::signature::{
 };
 use serde_json::{Value, json};
 
-use crate::{Error, JwsAlg, PublicJwk, b64url_decode, b64url_encode};
+use crate::{Error, JwsAlg, KeyError, PublicJwk, b64url_decode, b64url_encode};
 
 /// A private signing key: an agent's own key or the authority's token key.
 /// It never leaves the process except as an explicitly exported private JWK,
@@ -59,13 +59,12 @@ impl SigningKey {
 
     /// Loads a private JWK (`d` present) as written by [`SigningKey::to_private_jwk`].
     pub fn from_private_jwk(value: &Value) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Key(format!("not a usable private key: {why}"));
-        let member = |name: &str| {
+        let member = |name: &'static str| {
             value
                 .get(name)
                 .and_then(Value::as_str)
                 .and_then(b64url_decode)
-                .ok_or_else(|| bad(name))
+                .ok_or(KeyError::MissingMember(name))
         };
         match (
             value.get("kty").and_then(Value::as_str),
@@ -73,7 +72,7 @@ impl SigningKey {
         ) {
             (Some("OKP"), Some("Ed25519")) => {
                 let pair = Ed25519KeyPair::from_seed_and_public_key(&member("d")?, &member("x")?)
-                    .map_err(|_| bad("seed and public key do not match"))?;
+                    .map_err(|_| KeyError::Mismatch)?;
                 Ok(Self::from_ed25519(pair))
             }
             (Some("EC"), Some("P-256")) => {
@@ -85,10 +84,10 @@ impl SigningKey {
                     &member("d")?,
                     &point,
                 )
-                .map_err(|_| bad("private and public key do not match"))?;
+                .map_err(|_| KeyError::Mismatch)?;
                 Ok(Self::from_p256(pair))
             }
-            _ => Err(bad("only Ed25519 and P-256 keys are supported")),
+            _ => Err(KeyError::UnsupportedType.into()),
         }
     }
 

@@ -34,7 +34,10 @@ pub use dpop::{
     DEFAULT_DPOP_MAX_AGE_SECS, DPOP_TYP, DpopError, DpopExpectations, VerifiedProof,
     access_token_hash, create_dpop_proof, normalize_htu, verify_dpop_proof,
 };
-pub use error::{AssertionError, Error, HttpSigError, JwkError, JwsError, TokenError};
+pub use error::{
+    AssertionError, Error, HttpSigError, IdentityError, JwkError, JwsError, KeyError, ScopeError,
+    SpiffeIdFault, TokenError,
+};
 pub use httpsig::{
     COVERED_COMPONENTS, ReceivedSignature, SIGNATURE_LABEL, SIGNATURE_TAG, SignatureHeaders,
     SignatureParams, SignedComponents, content_digest, sign_request, signature_nonce,

@@ -10,8 +10,8 @@ use http::HeaderMap;
 use http::request::Parts;
 
 use crate::{
-    Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DpopExpectations, PublicJwk, ReceivedSignature,
-    SignedComponents, content_digest, verify_dpop_proof,
+    Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DpopError, DpopExpectations, HttpSigError, PublicJwk,
+    ReceivedSignature, SignedComponents, content_digest, verify_dpop_proof,
 };
 
 /// Clock skew tolerated on signature and proof times.
@@ -19,19 +19,63 @@ pub const PROOF_SKEW_SECS: i64 = 30;
 /// Most nonces remembered at once; beyond that, requests are refused (fail closed).
 const MAX_NONCES: usize = 1_000_000;
 
-/// Why a request's proof of possession failed.
+/// Why a request's proof of possession failed; each variant names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProofError {
-    /// Missing, malformed, wrong key, changed request, bad time.
-    #[error("{0}")]
-    Proof(String),
+    /// The RFC 9421 signature is missing, malformed or does not verify.
+    #[error(transparent)]
+    Signature(#[from] HttpSigError),
+    /// A signed request carries no `Content-Digest`.
+    #[error("the signed request has no Content-Digest")]
+    MissingContentDigest,
+    /// The body is not the one the `Content-Digest` names.
+    #[error("the body does not match its Content-Digest")]
+    ContentDigestMismatch,
+    /// The token's `cnf.jwk` is not a usable key or not the one `cnf.jkt` names.
+    #[error("the token's cnf key is unusable")]
+    UnusableCnfKey,
+    /// Without a configured origin, the signed URI is rebuilt from `Host`.
+    #[error("the request has no Host header to rebuild its signed URI")]
+    MissingHost,
+    /// A token without `cnf` was sent with the `DPoP` scheme.
+    #[error("the token is not DPoP-bound; send it as Bearer")]
+    NotDpopBound,
+    /// A DPoP-bound token came without a `DPoP` header.
+    #[error("a DPoP-bound token needs a DPoP proof header")]
+    MissingDpopProof,
+    /// More than one `DPoP` header.
+    #[error("exactly one DPoP header is allowed")]
+    SeveralDpopProofs,
+    /// The `DPoP` header is not visible ASCII.
+    #[error("the DPoP header is not text")]
+    DpopNotText,
+    /// The DPoP proof failed one of the RFC 9449 checks.
+    #[error(transparent)]
+    Dpop(#[from] DpopError),
+    /// The DPoP proof is signed by another key than the token's.
+    #[error("the DPoP proof is not made with the key bound to the token")]
+    DpopKeyMismatch,
     /// The signature's nonce or the proof's `jti` was seen before.
-    #[error("{0}")]
-    Replay(String),
+    #[error("the request's proof was already used (replay)")]
+    Replayed,
+    /// The signer has too many proofs in flight to check them for replay.
+    #[error("this key has too many requests in flight to check for replay")]
+    TooManyForKey,
+    /// The replay cache is full (fail closed).
+    #[error("too many requests in flight to check for replay")]
+    ReplayCacheFull,
 }
 
-fn proof(msg: impl Into<String>) -> ProofError {
-    ProofError::Proof(msg.into())
+impl ProofError {
+    /// Whether the proof itself was good but could not be used again (or
+    /// checked for reuse): the replay check, not the possession check, failed.
+    pub fn is_replay(&self) -> bool {
+        matches!(
+            self,
+            Self::Replayed | Self::TooManyForKey | Self::ReplayCacheFull
+        )
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -44,8 +88,7 @@ pub fn target_uri(parts: &Parts, origin: Option<&str>) -> Result<String, ProofEr
     match origin {
         Some(origin) => Ok(format!("{}{path}", origin.trim_end_matches('/'))),
         None => {
-            let host = header(&parts.headers, "host")
-                .ok_or_else(|| proof("the request has no Host header to rebuild its signed URI"))?;
+            let host = header(&parts.headers, "host").ok_or(ProofError::MissingHost)?;
             Ok(format!("http://{host}{path}"))
         }
     }
@@ -69,7 +112,7 @@ pub fn verify_request_proof(
         (Some(cnf), false) => check_signature(parts, body, cnf, origin, now)?,
         (Some(cnf), true) => check_dpop(parts, token, cnf, origin, now)?,
         (None, false) => return Ok(()),
-        (None, true) => return Err(proof("the token is not DPoP-bound; send it as Bearer")),
+        (None, true) => return Err(ProofError::NotDpopBound),
     };
     nonces.check_and_remember(nonce, until, now)
 }
@@ -87,19 +130,19 @@ fn check_signature(
         header(&parts.headers, "signature-input"),
         header(&parts.headers, "signature"),
     ) else {
-        return Err(proof(crate::HttpSigError::Missing.to_string()));
+        return Err(HttpSigError::Missing.into());
     };
-    let received = ReceivedSignature::parse(input, signature).map_err(|e| proof(e.to_string()))?;
-    let claimed_digest = header(&parts.headers, "content-digest")
-        .ok_or_else(|| proof("the signed request has no Content-Digest"))?;
+    let received = ReceivedSignature::parse(input, signature)?;
+    let claimed_digest =
+        header(&parts.headers, "content-digest").ok_or(ProofError::MissingContentDigest)?;
     let digest = content_digest(body);
     if claimed_digest.trim() != digest {
-        return Err(proof("the body does not match its Content-Digest"));
+        return Err(ProofError::ContentDigestMismatch);
     }
     let key = PublicJwk::from_json(&cnf.jwk)
         .ok()
         .filter(|k| k.thumbprint() == cnf.jkt)
-        .ok_or_else(|| proof("the token's cnf key is unusable"))?;
+        .ok_or(ProofError::UnusableCnfKey)?;
     let uri = target_uri(parts, origin)?;
     let components = SignedComponents {
         method: parts.method.as_str(),
@@ -107,9 +150,7 @@ fn check_signature(
         authorization: header(&parts.headers, "authorization").unwrap_or(""),
         content_digest: &digest,
     };
-    received
-        .verify(&components, &key, &cnf.jkt.0, now, PROOF_SKEW_SECS)
-        .map_err(|e| proof(e.to_string()))?;
+    received.verify(&components, &key, &cnf.jkt.0, now, PROOF_SKEW_SECS)?;
     Ok((
         format!("{}:{}", cnf.jkt, received.params.nonce),
         received.params.expires + PROOF_SKEW_SECS,
@@ -126,11 +167,9 @@ fn check_dpop(
 ) -> Result<(String, i64), ProofError> {
     let mut proofs = parts.headers.get_all("dpop").iter();
     let value = match (proofs.next(), proofs.next()) {
-        (Some(p), None) => p
-            .to_str()
-            .map_err(|_| proof("the DPoP header is not text"))?,
-        (None, _) => return Err(proof("a DPoP-bound token needs a DPoP proof header")),
-        (Some(_), Some(_)) => return Err(proof("exactly one DPoP header is allowed")),
+        (Some(p), None) => p.to_str().map_err(|_| ProofError::DpopNotText)?,
+        (None, _) => return Err(ProofError::MissingDpopProof),
+        (Some(_), Some(_)) => return Err(ProofError::SeveralDpopProofs),
     };
     let uri = target_uri(parts, origin)?;
     let expect = DpopExpectations {
@@ -141,11 +180,9 @@ fn check_dpop(
         max_age_secs: DEFAULT_DPOP_MAX_AGE_SECS,
         leeway_secs: PROOF_SKEW_SECS,
     };
-    let verified = verify_dpop_proof(value, &expect).map_err(|e| proof(e.to_string()))?;
+    let verified = verify_dpop_proof(value, &expect)?;
     if verified.jkt != cnf.jkt {
-        return Err(proof(
-            "the DPoP proof is not made with the key bound to the token",
-        ));
+        return Err(ProofError::DpopKeyMismatch);
     }
     Ok((
         format!("dpop:{}:{}", verified.jkt, verified.jti),
@@ -217,20 +254,14 @@ impl NonceCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         n.forget_expired(now);
         if n.seen.get(&nonce).is_some_and(|exp| *exp >= now) {
-            return Err(ProofError::Replay(
-                "the request's proof was already used (replay)".into(),
-            ));
+            return Err(ProofError::Replayed);
         }
         let key = key_of(&nonce).to_owned();
         if n.per_key.get(&key).copied().unwrap_or(0) >= MAX_NONCES_PER_KEY {
-            return Err(ProofError::Replay(
-                "this key has too many requests in flight to check for replay".into(),
-            ));
+            return Err(ProofError::TooManyForKey);
         }
         if n.seen.len() >= MAX_NONCES {
-            return Err(ProofError::Replay(
-                "too many requests in flight to check for replay".into(),
-            ));
+            return Err(ProofError::ReplayCacheFull);
         }
         *n.per_key.entry(key).or_insert(0) += 1;
         n.order.push_back((until, nonce.clone()));
@@ -249,7 +280,7 @@ mod tests {
         assert!(cache.check_and_remember("k:n".into(), 100, 50).is_ok());
         assert!(matches!(
             cache.check_and_remember("k:n".into(), 100, 60),
-            Err(ProofError::Replay(_))
+            Err(ProofError::Replayed)
         ));
         assert!(cache.check_and_remember("k:other".into(), 100, 60).is_ok());
         assert!(
@@ -268,7 +299,7 @@ mod tests {
         }
         assert!(matches!(
             cache.check_and_remember("flood:x".into(), 1_000, 1),
-            Err(ProofError::Replay(_))
+            Err(ProofError::TooManyForKey)
         ));
         assert!(
             cache.check_and_remember("other:1".into(), 1_000, 1).is_ok(),

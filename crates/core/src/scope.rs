@@ -3,7 +3,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Error;
+use crate::{Error, ScopeError};
 
 /// Most permissions one scope or one registry entry may hold.
 const MAX_PERMISSIONS: usize = 64;
@@ -26,9 +26,7 @@ impl Permission {
             Ok(Self(p.to_owned()))
         } else {
             let shown: String = p.chars().take(40).collect();
-            Err(Error::Scope(format!(
-                "\"{shown}\" is not a valid permission"
-            )))
+            Err(ScopeError::Permission(shown).into())
         }
     }
 
@@ -60,9 +58,7 @@ impl Scope {
         for item in items {
             set.insert(Permission::new(item)?);
             if set.len() > MAX_PERMISSIONS {
-                return Err(Error::Scope(format!(
-                    "more than {MAX_PERMISSIONS} permissions"
-                )));
+                return Err(ScopeError::TooMany(MAX_PERMISSIONS).into());
             }
         }
         Ok(Self(set))

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use agentauth_core::{JwsError, ProofError, Rejection, TokenError};
+use agentauth_core::{JwsError, Rejection, TokenError};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -138,16 +138,12 @@ impl From<Rejection<Infallible>> for Denial {
                 return Self::new(Check::Signature, "the token is signed by an unknown key");
             }
             Rejection::Token(_) => Check::Signature,
-            Rejection::Proof(ProofError::Replay(_)) => Check::Replay,
+            Rejection::Proof(e) if e.is_replay() => Check::Replay,
             Rejection::Proof(_) => Check::Proof,
             Rejection::Revoked(_) => Check::Revocation,
             Rejection::View(never) => match *never {},
         };
-        let description = match rejection {
-            Rejection::Proof(ProofError::Proof(why) | ProofError::Replay(why)) => why,
-            other => other.to_string(),
-        };
-        Self::new(check, description)
+        Self::new(check, rejection.to_string())
     }
 }
 
