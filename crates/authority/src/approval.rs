@@ -69,7 +69,7 @@ pub(crate) async fn settle(
     binding: &Binding<'_>,
     explicit_txn: bool,
     needs: &NeedsApproval,
-    headers: &HeaderMap,
+    request_id: &str,
 ) -> Result<String, AuthorityError> {
     let now = unix_now();
     let Some(a) = presented else {
@@ -90,7 +90,7 @@ pub(crate) async fn settle(
                 "the agent already has {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
             )));
         }
-        return create(s, binding, needs, headers, now).await;
+        return create(s, binding, needs, request_id, now).await;
     };
     check_binding(a, binding)?;
     match a.status {
@@ -148,7 +148,7 @@ async fn create(
     s: &AuthorityState,
     b: &Binding<'_>,
     needs: &NeedsApproval,
-    headers: &HeaderMap,
+    request_id: &str,
     now: i64,
 ) -> Result<String, AuthorityError> {
     let approval = ApprovalRow {
@@ -184,7 +184,7 @@ async fn create(
             .unwrap_or_default(),
         approval.policies
     );
-    audit.request_id = request_id(headers);
+    audit.request_id = request_id.to_owned();
     s.store.create_approval(&approval, &audit).await?;
     tracing::info!(approval = %approval.id, agent = %b.agent, scope = %b.scope, "token request waits for approval");
     Err(AuthorityError::AuthorizationPending {

@@ -11,6 +11,7 @@ mod config;
 mod delegation;
 mod error;
 mod files;
+mod issuance;
 mod keys;
 mod oauth;
 mod policy;

@@ -2,7 +2,6 @@
 //! (client_credentials with private_key_jwt), introspection (RFC 7662) and
 //! revocation (RFC 7009).
 
-mod exchange;
 mod introspect;
 mod token;
 

@@ -1,93 +1,22 @@
-//! `POST /oauth/token`: client_credentials and token exchange (RFC 8693),
-//! clients authenticated with private_key_jwt, audience chosen by `resource`
-//! (RFC 8707) or `audience`, never a silently smaller scope.
+//! `POST /oauth/token`: the HTTP face of [`crate::issuance`]. It reads the
+//! form and what the request adds (request ID, peer address, `DPoP` header),
+//! asks for a token and renders the RFC 6749 §5.1 answer.
 
-use agentauth_core::{
-    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
-    DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
-    verify_dpop_proof,
-};
-use std::net::IpAddr;
-
-use agentauth_store::{AgentRow, IssuedToken};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
-use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::{event, request_id};
+use crate::AuthorityError;
+use crate::audit::request_id;
 use crate::body::FormBody;
-use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
-use crate::oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
-use crate::policy::{self, PeerIp, Verdict};
-use crate::server::State as AuthorityState;
-use crate::{AuthorityError, approval, registry, server::AppState};
-
-/// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
-#[derive(Debug, Deserialize)]
-pub(crate) struct TokenRequest {
-    grant_type: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    client_id: Option<String>,
-    pub(crate) scope: Option<String>,
-    resource: Option<String>,
-    audience: Option<String>,
-    expires_in: Option<String>,
-    /// The task to join (client_credentials); minted when absent.
-    pub(crate) txn: Option<String>,
-    /// A short statement of intent for the task.
-    pub(crate) purpose: Option<String>,
-    /// The original request that started the task, or its digest.
-    pub(crate) request_context: Option<String>,
-    /// RFC 8693: the token the actor received.
-    pub(crate) subject_token: Option<String>,
-    /// RFC 8693: must be the access-token type.
-    pub(crate) subject_token_type: Option<String>,
-    /// RFC 8693: not supported (the actor authenticates as the client).
-    pub(crate) actor_token: Option<String>,
-    /// RFC 8693: if given, must be the access-token type.
-    pub(crate) requested_token_type: Option<String>,
-    /// The approval of an earlier identical request that answered
-    /// `authorization_pending`.
-    approval_id: Option<String>,
-}
-
-/// The token type URI of access tokens (RFC 8693 §3).
-pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// Longest `purpose`.
-const MAX_PURPOSE: usize = 256;
-/// Longest `request_context`.
-const MAX_REQUEST_CONTEXT: usize = 2048;
-
-/// What a grant decided the new token says; signing, storing and auditing are shared.
-pub(crate) struct Minted {
-    pub(crate) sub: String,
-    pub(crate) scope: Scope,
-    pub(crate) exp: i64,
-    pub(crate) act: Option<serde_json::Value>,
-    pub(crate) txn: Option<String>,
-    pub(crate) purpose: Option<String>,
-    pub(crate) rctx: Option<String>,
-    pub(crate) parent_jti: Option<String>,
-    /// SPIFFE IDs of the subject and every actor of the new token.
-    pub(crate) chain: Vec<String>,
-    /// Audit kind: `token.issued` or `token.exchanged`.
-    pub(crate) kind: &'static str,
-    pub(crate) reason: String,
-}
-
-/// What the audit says about an attempt, filled in as it becomes known.
-#[derive(Debug, Default)]
-pub(crate) struct Attempt {
-    client: String,
-    authenticated: bool,
-    audience: String,
-    pub(crate) scope: String,
-    pub(crate) txn: String,
-}
+use crate::issuance::{
+    ACCESS_TOKEN_TYPE, Attempt, DpopHeader, Issued, TokenCall, TokenRequest, audit_refusal,
+    request_token,
+};
+use crate::policy::PeerIp;
+use crate::server::AppState;
 
 /// `POST /oauth/token`.
 pub(crate) async fn token(
@@ -96,221 +25,46 @@ pub(crate) async fn token(
     headers: HeaderMap,
     form: Result<FormBody<TokenRequest>, AuthorityError>,
 ) -> Response {
-    let mut attempt = Attempt::default();
+    let call = TokenCall {
+        request_id: request_id(&headers),
+        peer,
+        dpop: dpop_header(&headers),
+    };
     let outcome = match form {
-        Ok(FormBody(req)) => issue(&s, &req, &headers, peer, &mut attempt).await,
-        Err(malformed) => Err(malformed),
+        Ok(FormBody(req)) => request_token(&s, &req, &call).await,
+        Err(malformed) => {
+            audit_refusal(&s, &Attempt::default(), &malformed, &call.request_id).await;
+            Err(malformed)
+        }
     };
     match outcome {
-        Ok(response) => response,
-        // Polls of a pending approval are not refusals; the approval itself is audited.
-        Err(error) if error.is_pending() => error.into_response(),
-        Err(error) => {
-            // Until the assertion verified, the client ID is only a claim: say so.
-            let actor = match (attempt.client.is_empty(), attempt.authenticated) {
-                (true, _) => "anonymous".to_owned(),
-                (false, true) => attempt.client.clone(),
-                (false, false) => format!("unverified:{}", attempt.client),
-            };
-            let mut audit = event("token.refused", &actor, &actor, Decision::Deny);
-            audit.audience = attempt.audience;
-            audit.scope = attempt.scope;
-            audit.txn = attempt.txn;
-            audit.reason = format!("{}: {error}", error.status_and_code().1);
-            audit.request_id = request_id(&headers);
-            if let Err(e) = s.store.append_audit(&[audit]).await {
-                tracing::error!(error = %e, "could not audit a refused token request");
-            }
-            error.into_response()
-        }
+        Ok(issued) => render(issued),
+        Err(error) => error.into_response(),
     }
 }
 
-async fn issue(
-    s: &AuthorityState,
-    req: &TokenRequest,
-    headers: &HeaderMap,
-    peer: IpAddr,
-    attempt: &mut Attempt,
-) -> Result<Response, AuthorityError> {
-    match req.grant_type.as_deref() {
-        Some("client_credentials") => {}
-        Some(TOKEN_EXCHANGE_GRANT) => {}
-        Some(other) => {
-            let shown: String = other.chars().take(80).collect();
-            return Err(AuthorityError::UnsupportedGrantType(format!(
-                "grant type \"{shown}\" is not supported"
-            )));
-        }
-        None => {
-            return Err(AuthorityError::InvalidRequest(
-                "grant_type is missing".into(),
-            ));
-        }
-    }
-    let creds = ClientCredentials {
-        assertion_type: req.client_assertion_type.as_deref(),
-        assertion: req.client_assertion.as_deref(),
-        client_id: req.client_id.as_deref(),
-    };
-    let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
-    attempt.authenticated = true;
-    let presented = match req.approval_id.as_deref() {
-        Some(id) => Some(approval::presented(s, id, &client.agent.id).await?),
-        None => None,
-    };
-    let binding = key_binding(s, headers, &client).await?;
-    let (audience, target_agent) = target(s, req, attempt).await?;
-    let lifetime = lifetime(s, req.expires_in.as_deref())?;
-    let now = unix_now();
-    let exchange = req.grant_type.as_deref() == Some(TOKEN_EXCHANGE_GRANT);
-    let mut minted = if exchange {
-        super::exchange::delegate(s, req, &client, &audience, now + lifetime, attempt).await?
-    } else {
-        let scope = granted_scope(s, req, &client, &audience, attempt)?;
-        // Polling an approval without naming the task continues the approved one.
-        let txn = req
-            .txn
-            .as_deref()
-            .or(presented.as_ref().map(|a| a.txn.as_str()));
-        let (txn, purpose, rctx) = task_context(s, req, txn, &audience, attempt).await?;
-        Minted {
-            sub: client.agent.id.clone(),
-            scope,
-            exp: now + lifetime,
-            act: None,
-            txn,
-            purpose,
-            rctx,
-            parent_jti: None,
-            chain: vec![client.agent.id.clone()],
-            kind: "token.issued",
-            reason: "client_credentials".into(),
-        }
-    };
-    let depth = minted.chain.len().saturating_sub(1) as i64;
-    let verdict = policy::judge(
-        s,
-        &policy::Ask {
-            principal: &client.agent,
-            target: target_agent.as_ref(),
-            scope: &minted.scope,
-            purpose: minted.purpose.as_deref().unwrap_or(""),
-            txn: minted.txn.as_deref().unwrap_or(""),
-            chain: &minted.chain,
-            delegation_depth: depth,
-            client_ip: peer,
+/// The request's one `DPoP` header, if any.
+fn dpop_header(headers: &HeaderMap) -> DpopHeader {
+    let mut proofs = headers.get_all("dpop").iter();
+    match (proofs.next(), proofs.next()) {
+        (None, _) => DpopHeader::Absent,
+        (Some(proof), None) => match proof.to_str() {
+            Ok(proof) => DpopHeader::Proof(proof.to_owned()),
+            Err(_) => DpopHeader::Unusable("the DPoP header is not text"),
         },
-    )
-    .await?;
-    let mut approval_id = None;
-    if let Verdict::Issue {
-        scope,
-        version,
-        dropped,
-        approval: needs,
-    } = verdict
-    {
-        minted.scope = scope;
-        minted.reason = format!("{}; policy version {version}", minted.reason);
-        if !dropped.is_empty() {
-            minted.reason = format!("{}; narrowed: {}", minted.reason, dropped.join("; "));
-        }
-        if let Some(needs) = needs {
-            let scope = minted.scope.to_string();
-            let request = approval::Binding {
-                agent: &client.agent.id,
-                subject: &minted.sub,
-                audience: audience.as_str(),
-                scope: &scope,
-                txn: minted.txn.as_deref().unwrap_or(""),
-                purpose: minted.purpose.as_deref().unwrap_or(""),
-                grant_type: req.grant_type.as_deref().unwrap_or(""),
-            };
-            let explicit_txn = exchange || req.txn.is_some();
-            let id = approval::settle(
-                s,
-                presented.as_ref(),
-                &request,
-                explicit_txn,
-                &needs,
-                headers,
-            )
-            .await?;
-            let by = presented
-                .as_ref()
-                .and_then(|a| a.decided_by.clone())
-                .unwrap_or_default();
-            minted.reason = format!("{}; approved by {by} ({id})", minted.reason);
-            approval_id = Some(id);
-        }
+        (Some(_), Some(_)) => DpopHeader::Unusable("exactly one DPoP header is allowed"),
     }
-    let claims = AccessClaims {
-        iss: s.issuer.clone(),
-        sub: minted.sub,
-        aud: audience.to_string(),
-        client_id: client.agent.id.clone(),
-        scope: minted.scope,
-        // A token never outlives its (ephemeral) agent.
-        exp: minted.exp.min(client.agent.expires_at.unwrap_or(i64::MAX)),
-        iat: now,
-        nbf: now,
-        jti: random_b64(16),
-        cnf: binding.cnf(),
-        act: minted.act,
-        txn: minted.txn,
-        purpose: minted.purpose,
-        rctx: minted.rctx,
-    };
-    let header = Header {
-        alg: s.keys.current.alg(),
-        typ: Some(ACCESS_TOKEN_TYP.into()),
-        kid: Some(s.keys.current_kid.clone()),
-        jwk: None,
-    };
-    let access_token = sign_compact(&header, &claims, &s.keys.current);
-    let record = IssuedToken {
-        jti: claims.jti.clone(),
-        client_id: claims.client_id.clone(),
-        subject: claims.sub.clone(),
-        audience: claims.aud.clone(),
-        scope: claims.scope.to_string(),
-        issued_at: now,
-        expires_at: claims.exp,
-        parent_jti: minted.parent_jti,
-        txn: claims.txn.clone(),
-    };
-    let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
-    audit.audience = claims.aud.clone();
-    audit.scope = record.scope.clone();
-    audit.reason = format!("{}; {}", minted.reason, binding.describe());
-    audit.request_id = request_id(headers);
-    audit.txn = claims.txn.clone().unwrap_or_default();
-    audit.chain = claims.actor_chain().join(" ");
-    audit.purpose = claims.purpose.clone().unwrap_or_default();
-    if let Err(e) = s
-        .store
-        .issue_token(&client.assertion, &record, approval_id.as_deref(), &audit)
-        .await
-    {
-        // A replayed assertion proves nothing about who presents it now.
-        attempt.authenticated = !matches!(e, agentauth_store::StoreError::ReplayedAssertion);
-        if let agentauth_store::StoreError::Stale(_) = e {
-            return Err(AuthorityError::InvalidGrant(
-                "the approval was already used: ask again for a new one".into(),
-            ));
-        }
-        return Err(e.into());
-    }
-    tracing::info!(client = %claims.client_id, audience = %claims.aud, scope = %record.scope, jti = %claims.jti, "token issued");
+}
 
+/// The token response, never cached.
+fn render(issued: Issued) -> Response {
     let body = json!({
-        "access_token": access_token,
-        "token_type": binding.token_type(),
-        "expires_in": claims.exp - now,
-        "scope": record.scope,
+        "access_token": issued.access_token,
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
         "issued_token_type": ACCESS_TOKEN_TYPE,
-        "txn": claims.txn,
+        "txn": issued.txn,
     });
     let mut response = Json(body).into_response();
     response
@@ -319,240 +73,5 @@ async fn issue(
     response
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
-}
-
-/// The one target agent (or the authority itself, with no registry entry),
-/// from `resource` or `audience`.
-async fn target(
-    s: &AuthorityState,
-    req: &TokenRequest,
-    attempt: &mut Attempt,
-) -> Result<(SpiffeId, Option<AgentRow>), AuthorityError> {
-    let given = match (req.resource.as_deref(), req.audience.as_deref()) {
-        (Some(r), Some(a)) if r != a => {
-            return Err(AuthorityError::InvalidTarget(
-                "resource and audience name different targets".into(),
-            ));
-        }
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => {
-            return Err(AuthorityError::InvalidTarget(
-                "name the target agent with resource or audience".into(),
-            ));
-        }
-    };
-    attempt.audience = given.chars().take(256).collect();
-    let unknown = || {
-        AuthorityError::InvalidTarget(format!(
-            "\"{}\" is not a registered agent",
-            attempt.audience
-        ))
-    };
-    let id = SpiffeId::parse(given).map_err(|_| unknown())?;
-    if id == s.authority_id {
-        return Ok((id, None));
-    }
-    let agent = registry::agent_by_id(s, id.as_str())
-        .await?
-        .ok_or_else(unknown)?;
-    if let Some(why) = registry::unusable(&agent, unix_now()) {
-        return Err(AuthorityError::InvalidTarget(format!(
-            "the target agent \"{}\" {why}",
-            agent.name
-        )));
-    }
-    Ok((id, Some(agent)))
-}
-
-/// The requested scope, refused whole if any permission is not held.
-fn granted_scope(
-    s: &AuthorityState,
-    req: &TokenRequest,
-    client: &AuthenticatedClient,
-    audience: &SpiffeId,
-    attempt: &mut Attempt,
-) -> Result<Scope, AuthorityError> {
-    let raw = req.scope.as_deref().unwrap_or("");
-    attempt.scope = raw.chars().take(512).collect();
-    let asked = Scope::parse(raw).map_err(|e| AuthorityError::InvalidScope(e.to_string()))?;
-    if asked.is_empty() {
-        return Err(AuthorityError::InvalidScope(
-            "scope is required: name the permissions the token should carry".into(),
-        ));
-    }
-    let mut held: Vec<&str> = client
-        .agent
-        .permissions
-        .iter()
-        .map(String::as_str)
-        .collect();
-    if *audience == s.authority_id {
-        held.extend(AUTHORITY_IMPLICIT_SCOPES);
-    }
-    let held = Scope::from_strs(held).map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    let missing = asked.missing_from(&held);
-    if !missing.is_empty() {
-        return Err(AuthorityError::InvalidScope(format!(
-            "the agent does not hold {}",
-            missing
-                .iter()
-                .map(|p| format!("\"{p}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    Ok(asked)
-}
-
-/// What the new token is bound to.
-enum Binding {
-    /// The agent's registered key: requests must carry its HTTP message signature.
-    RegisteredKey(PublicJwk),
-    /// The key of the request's DPoP proof (RFC 9449).
-    Dpop(PublicJwk),
-    /// Nothing: a bearer token, only for agents the registry allows it.
-    Bearer,
-}
-
-impl Binding {
-    fn cnf(&self) -> Option<Cnf> {
-        match self {
-            Self::RegisteredKey(key) | Self::Dpop(key) => Some(Cnf::for_key(key)),
-            Self::Bearer => None,
-        }
-    }
-
-    fn token_type(&self) -> &'static str {
-        match self {
-            Self::Dpop(_) => "DPoP",
-            _ => "Bearer",
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Self::RegisteredKey(_) => "bound to the agent's key",
-            Self::Dpop(_) => "bound to the DPoP proof key",
-            Self::Bearer => "bearer token without key binding (allowed by the registry)",
-        }
-    }
-}
-
-/// A `DPoP` header binds the token to the proof's key (its `jti` is single
-/// use); otherwise the agent's registered key, unless the registry lets this
-/// agent have bearer tokens.
-async fn key_binding(
-    s: &AuthorityState,
-    headers: &HeaderMap,
-    client: &AuthenticatedClient,
-) -> Result<Binding, AuthorityError> {
-    let mut proofs = headers.get_all("dpop").iter();
-    let proof = match (proofs.next(), proofs.next()) {
-        (None, _) => {
-            return Ok(if client.agent.bearer_allowed {
-                Binding::Bearer
-            } else {
-                Binding::RegisteredKey(client.key.clone())
-            });
-        }
-        (Some(proof), None) => proof
-            .to_str()
-            .map_err(|_| AuthorityError::InvalidDpopProof("the DPoP header is not text".into()))?,
-        (Some(_), Some(_)) => {
-            return Err(AuthorityError::InvalidDpopProof(
-                "exactly one DPoP header is allowed".into(),
-            ));
-        }
-    };
-    let now = unix_now();
-    let endpoint = s.endpoint("/oauth/token");
-    let expect = DpopExpectations {
-        htm: "POST",
-        htu: &endpoint,
-        access_token: None,
-        now,
-        max_age_secs: DEFAULT_DPOP_MAX_AGE_SECS,
-        leeway_secs: DEFAULT_LEEWAY_SECS,
-    };
-    let verified = verify_dpop_proof(proof, &expect)
-        .map_err(|e| AuthorityError::InvalidDpopProof(e.to_string()))?;
-    let used = agentauth_store::UsedAssertion {
-        client_id: format!("dpop:{}", verified.jkt),
-        jti: verified.jti,
-        expires_at: verified.iat + DEFAULT_DPOP_MAX_AGE_SECS + DEFAULT_LEEWAY_SECS,
-    };
-    match s.store.consume_assertion(&used).await {
-        Err(agentauth_store::StoreError::ReplayedAssertion) => Err(
-            AuthorityError::InvalidDpopProof("the DPoP proof was already used".into()),
-        ),
-        other => other
-            .map(|()| Binding::Dpop(verified.key))
-            .map_err(Into::into),
-    }
-}
-
-/// The task of a new client_credentials token: the given `txn` (refused if
-/// revoked) or a fresh one, with its purpose and request context, bounded.
-async fn task_context(
-    s: &AuthorityState,
-    req: &TokenRequest,
-    txn: Option<&str>,
-    audience: &SpiffeId,
-    attempt: &mut Attempt,
-) -> Result<(Option<String>, Option<String>, Option<String>), AuthorityError> {
-    let purpose = bounded(req.purpose.as_deref(), "purpose", MAX_PURPOSE)?;
-    let rctx = bounded(
-        req.request_context.as_deref(),
-        "request_context",
-        MAX_REQUEST_CONTEXT,
-    )?;
-    if *audience == s.authority_id {
-        return Ok((None, purpose, rctx));
-    }
-    let txn = match txn {
-        Some(txn) => {
-            let valid = !txn.is_empty()
-                && txn.len() <= 128
-                && txn
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-            if !valid {
-                return Err(AuthorityError::InvalidRequest(
-                    "txn must be 1 to 128 characters from [A-Za-z0-9-._:]".into(),
-                ));
-            }
-            attempt.txn = txn.to_owned();
-            if s.store.task_revoked(txn).await? {
-                return Err(AuthorityError::InvalidRequest(format!(
-                    "the task {txn} has been revoked"
-                )));
-            }
-            txn.to_owned()
-        }
-        None => format!("txn-{}", random_b64(12)),
-    };
-    Ok((Some(txn), purpose, rctx))
-}
-
-/// An optional text parameter, refused when longer than `max` bytes.
-fn bounded(value: Option<&str>, name: &str, max: usize) -> Result<Option<String>, AuthorityError> {
-    match value {
-        Some(v) if v.len() > max => Err(AuthorityError::InvalidRequest(format!(
-            "{name} is longer than {max} bytes"
-        ))),
-        Some(v) if !v.is_empty() => Ok(Some(v.to_owned())),
-        _ => Ok(None),
-    }
-}
-
-/// The lifetime to grant: the default, or what was asked up to the maximum.
-fn lifetime(s: &AuthorityState, asked: Option<&str>) -> Result<i64, AuthorityError> {
-    let Some(asked) = asked else {
-        return Ok(s.config.token_lifetime_secs);
-    };
-    let secs: i64 = asked.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-        AuthorityError::InvalidRequest("expires_in must be a positive number of seconds".into())
-    })?;
-    Ok(secs.min(s.config.max_token_lifetime_secs))
+    response
 }

@@ -7,7 +7,7 @@ use agentauth_core::{
     AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
 };
 
-use super::token::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
+use super::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
 use crate::AuthorityError;
 use crate::client_auth::AuthenticatedClient;
 use crate::server::State;
