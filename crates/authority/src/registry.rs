@@ -14,7 +14,8 @@
 //! that in the same transaction), and re-enabling it re-enables none of them.
 
 use agentauth_core::{
-    AccessClaims, AgentName, Decision, PublicJwk, Scope, SpiffeId, parse_access_token, unix_now,
+    AccessClaims, AgentName, AuditEvent, Decision, PublicJwk, Scope, SpiffeId, parse_access_token,
+    unix_now,
 };
 use agentauth_store::{AgentRow, AgentStatus, AgentUpdate};
 use axum::Json;
@@ -235,76 +236,135 @@ pub(crate) async fn create(
 ) -> Result<Response, AuthorityError> {
     let registrar = registrar(&s, &req).await?;
     let new: NewAgent = req.json()?;
-    let headers = &req.parts.headers;
+    let request_id = request_id(&req.parts.headers);
+    let agent = match &registrar {
+        Registrar::Admin => register(&s, new, &request_id).await?,
+        Registrar::Parent(parent) => spawn(&s, parent, new, &request_id).await?,
+    };
+    Ok((StatusCode::CREATED, Json(view(&agent))).into_response())
+}
+
+/// A registration request with every field checked.
+struct Checked {
+    name: AgentName,
+    id: String,
+    permissions: Vec<String>,
+    tags: Vec<String>,
+    key: PublicJwk,
+}
+
+fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, AuthorityError> {
     let name = agent_name(&new.name)?;
     bounded_text("description", &new.description)?;
     bounded_text("owner", &new.owner)?;
-    let permissions = permissions(&new.permissions)?;
-    let mut tags = tags(&new.tags)?;
     let key = PublicJwk::from_json(&new.public_jwk)
         .map_err(|e| AuthorityError::InvalidRequest(format!("public_jwk: {e}")))?;
+    Ok(Checked {
+        id: SpiffeId::agent(&s.trust_domain, &name).to_string(),
+        name,
+        permissions: permissions(&new.permissions)?,
+        tags: tags(&new.tags)?,
+        key,
+    })
+}
+
+/// Registers an agent on the admin's word, optionally with an expiry.
+pub(crate) async fn register(
+    s: &AuthorityState,
+    new: NewAgent,
+    request_id: &str,
+) -> Result<AgentRow, AuthorityError> {
+    let checked = check(s, &new)?;
     let now = unix_now();
-    let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
-    let (owner, expires_at, parent, mut audit) = match &registrar {
-        Registrar::Admin => {
-            let expires_at = match new.expires_in {
-                Some(secs) if (1..=MAX_ADMIN_EXPIRES_IN).contains(&secs) => Some(now + secs),
-                Some(_) => {
-                    return Err(AuthorityError::InvalidRequest(
-                        "\"expires_in\" must be a positive number of seconds (at most 100 years)"
-                            .into(),
-                    ));
-                }
-                None => None,
-            };
-            let mut audit = event("agent.created", "admin", &id, Decision::Allow);
-            if let Some(at) = expires_at {
-                audit.reason = format!("expires at {at}");
-            }
-            (new.owner, expires_at, None, audit)
+    let expires_at = match new.expires_in {
+        Some(secs) if (1..=MAX_ADMIN_EXPIRES_IN).contains(&secs) => Some(now + secs),
+        Some(_) => {
+            return Err(AuthorityError::InvalidRequest(
+                "\"expires_in\" must be a positive number of seconds (at most 100 years)".into(),
+            ));
         }
-        Registrar::Parent(parent) => {
-            let expires_at = spawn_rules(parent, &new, &permissions, now)?;
-            if !tags.is_empty() && tags != parent.tags {
-                return Err(AuthorityError::InvalidRequest(
-                    "a spawned agent has its parent's tags: leave \"tags\" out".into(),
-                ));
-            }
-            tags.clone_from(&parent.tags);
-            let mut audit = event("agent.spawned", &parent.id, &id, Decision::Allow);
-            audit.reason = format!(
-                "ephemeral agent spawned by {}, expires at {expires_at} (in {} s)",
-                parent.id,
-                expires_at - now
-            );
-            (
-                parent.owner.clone(),
-                Some(expires_at),
-                Some(parent.id.clone()),
-                audit,
-            )
-        }
+        None => None,
     };
-    let agent = AgentRow {
-        id,
-        name: name.to_string(),
+    let mut audit = event("agent.created", "admin", &checked.id, Decision::Allow);
+    if let Some(at) = expires_at {
+        audit.reason = format!("expires at {at}");
+    }
+    let owner = new.owner.clone();
+    let agent = new_row(checked, new, owner, expires_at, None, now);
+    store_new(s, agent, audit, request_id).await
+}
+
+/// Registers an ephemeral child of `parent` under the spawn rules: its
+/// permissions, owner and tags are the parent's at most, and it dies with it.
+pub(crate) async fn spawn(
+    s: &AuthorityState,
+    parent: &AgentRow,
+    new: NewAgent,
+    request_id: &str,
+) -> Result<AgentRow, AuthorityError> {
+    let mut checked = check(s, &new)?;
+    let now = unix_now();
+    let expires_at = spawn_rules(parent, &new, &checked.permissions, now)?;
+    if !checked.tags.is_empty() && checked.tags != parent.tags {
+        return Err(AuthorityError::InvalidRequest(
+            "a spawned agent has its parent's tags: leave \"tags\" out".into(),
+        ));
+    }
+    checked.tags.clone_from(&parent.tags);
+    let mut audit = event("agent.spawned", &parent.id, &checked.id, Decision::Allow);
+    audit.reason = format!(
+        "ephemeral agent spawned by {}, expires at {expires_at} (in {} s)",
+        parent.id,
+        expires_at - now
+    );
+    let agent = new_row(
+        checked,
+        new,
+        parent.owner.clone(),
+        Some(expires_at),
+        Some(parent.id.clone()),
+        now,
+    );
+    store_new(s, agent, audit, request_id).await
+}
+
+fn new_row(
+    checked: Checked,
+    new: NewAgent,
+    owner: String,
+    expires_at: Option<i64>,
+    parent: Option<String>,
+    now: i64,
+) -> AgentRow {
+    AgentRow {
+        id: checked.id,
+        name: checked.name.to_string(),
         description: new.description,
         owner,
-        permissions,
-        public_jwk: key.to_json(),
+        permissions: checked.permissions,
+        public_jwk: checked.key.to_json(),
         status: AgentStatus::Active,
         bearer_allowed: new.bearer_allowed,
         expires_at,
         parent,
-        tags,
+        tags: checked.tags,
         created_at: now,
         updated_at: now,
-    };
+    }
+}
+
+/// Stores a new agent with its audit record.
+async fn store_new(
+    s: &AuthorityState,
+    agent: AgentRow,
+    mut audit: AuditEvent,
+    request_id: &str,
+) -> Result<AgentRow, AuthorityError> {
     audit.scope = agent.permissions.join(" ");
-    audit.request_id = request_id(headers);
+    audit.request_id = request_id.to_owned();
     s.store.create_agent(&agent, &audit).await?;
     s.revocations_changed(); // a name registered again lifts its old revocation
-    Ok((StatusCode::CREATED, Json(view(&agent))).into_response())
+    Ok(agent)
 }
 
 /// `GET /v1/agents`.
