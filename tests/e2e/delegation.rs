@@ -232,7 +232,7 @@ async fn escalation_and_foreign_tokens_are_refused_with_the_rule_named() {
     // Each refusal is audited with the task it belonged to.
     let store = chain.server.store().await;
     let filter = agentauth_store::AuditFilter {
-        kind: Some("token.refused".into()),
+        kind: Some(agentauth_core::AuditKind::TokenRefused),
         ..Default::default()
     };
     let refused = store.audit_records(&filter).await.unwrap();
@@ -533,7 +533,7 @@ async fn an_actor_may_exchange_with_a_dpop_proof_and_gets_a_dpop_bound_token() {
     );
     let store = chain.server.store().await;
     let filter = agentauth_store::AuditFilter {
-        kind: Some("token.exchanged".into()),
+        kind: Some(agentauth_core::AuditKind::TokenExchanged),
         ..Default::default()
     };
     let records = store.audit_records(&filter).await.unwrap();

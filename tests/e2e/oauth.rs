@@ -200,7 +200,7 @@ async fn a_replayed_client_assertion_is_invalid_client() {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(last.event.kind, "token.refused");
+    assert_eq!(last.event.kind, agentauth_core::AuditKind::TokenRefused);
     assert_eq!(
         last.event.actor,
         format!("unverified:{}", id("reader")),
@@ -455,7 +455,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
     // Every refusal is audited; nothing else was written.
     let store = s.store().await;
     let filter = agentauth_store::AuditFilter {
-        kind: Some("token.refused".into()),
+        kind: Some(agentauth_core::AuditKind::TokenRefused),
         ..Default::default()
     };
     assert_eq!(store.audit_records(&filter).await.unwrap().len(), 14);

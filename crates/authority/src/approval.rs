@@ -11,6 +11,7 @@
 //! purpose and grant type. Presenting it with anything else is `invalid_grant`,
 //! and the token issued under it consumes it in the same transaction.
 
+use agentauth_core::AuditKind;
 use agentauth_core::{Decision, random_b64, unix_now};
 use agentauth_store::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus};
 use axum::Json;
@@ -170,7 +171,12 @@ async fn create(
         decided_at: None,
         reason: None,
     };
-    let mut audit = event("approval.requested", b.agent, &approval.id, Decision::Deny);
+    let mut audit = event(
+        AuditKind::ApprovalRequested,
+        b.agent,
+        &approval.id,
+        Decision::Deny,
+    );
     audit.audience = b.audience.to_owned();
     audit.scope = b.scope.to_owned();
     audit.txn = b.txn.to_owned();
@@ -332,8 +338,8 @@ async fn decide(
         .ok_or_else(|| AuthorityError::NotFound(format!("approval {id} was not found")))?;
     let now = unix_now();
     let (kind, decision) = match status {
-        ApprovalStatus::Approved => ("approval.approved", Decision::Allow),
-        _ => ("approval.denied", Decision::Deny),
+        ApprovalStatus::Approved => (AuditKind::ApprovalApproved, Decision::Allow),
+        _ => (AuditKind::ApprovalDenied, Decision::Deny),
     };
     let mut audit = event(kind, &format!("admin:{by}"), id, decision);
     audit.audience.clone_from(&existing.audience);

@@ -1,6 +1,7 @@
 //! Audit records: how the authority writes them, and the two endpoints that
 //! read them (admin) and receive them from agents' verifying layers.
 
+use agentauth_core::AuditKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentauth_core::{AccessClaims, AuditEvent, AuditRecord, Decision, Rejection, RequestProof};
@@ -26,14 +27,18 @@ const MAX_READ: i64 = 1000;
 /// The scope an agent's token for the authority needs to report events.
 pub(crate) const AUDIT_WRITE: &str = "audit:write";
 
-/// A new event at the current time with empty optional fields.
-pub(crate) fn event(kind: &str, actor: &str, subject: &str, decision: Decision) -> AuditEvent {
-    let time_ms = SystemTime::now()
+/// Now, in milliseconds since the epoch, as audit records count time.
+fn now_ms() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A new event at the current time with empty optional fields.
+pub(crate) fn event(kind: AuditKind, actor: &str, subject: &str, decision: Decision) -> AuditEvent {
     AuditEvent {
-        time_ms,
-        kind: kind.into(),
+        time_ms: now_ms(),
+        kind,
         actor: actor.into(),
         subject: subject.into(),
         audience: String::new(),
@@ -74,7 +79,7 @@ pub(crate) async fn list(
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let filter = AuditFilter {
         agent: q.agent.map(|a| registry::agent_id_or_raw(&s, &a)),
-        kind: q.kind,
+        kind: q.kind.as_deref().map(known_kind).transpose()?,
         since: q.since.unwrap_or(0).max(0),
         limit: q.limit.unwrap_or(100).clamp(1, MAX_READ),
     };
@@ -83,6 +88,14 @@ pub(crate) async fn list(
     Ok(Json(
         json!({"records": records, "head": {"seq": head_seq, "hash": head_hash}}),
     ))
+}
+
+/// The kind a filter names; one agentauth never writes is a mistake worth saying.
+fn known_kind(name: &str) -> Result<AuditKind, AuthorityError> {
+    AuditKind::parse(name).ok_or_else(|| {
+        let shown: String = name.chars().take(64).collect();
+        AuthorityError::InvalidRequest(format!("\"{shown}\" is not an audit record kind"))
+    })
 }
 
 /// One event as a verifying layer reports it.
@@ -136,14 +149,14 @@ pub(crate) async fn ingest(
             "a batch holds at most {MAX_BATCH} events"
         )));
     }
-    let now = event("x", "", "", Decision::Allow).time_ms;
+    let now = now_ms();
     let mut events = Vec::with_capacity(batch.events.len() + 1);
     for e in batch.events {
-        if !e.kind.starts_with("request.") || e.kind.len() > 64 {
+        let Some(kind) = AuditKind::parse(&e.kind).filter(|k| k.reported_by_agents()) else {
             return Err(AuthorityError::InvalidRequest(
-                "agents may only report request.* events".into(),
+                "agents may only report request.allowed and request.denied events".into(),
             ));
-        }
+        };
         let bounded = |s: String| s.chars().take(MAX_FIELD).collect::<String>();
         events.push(AuditEvent {
             // An agent's clock is only believed within a minute of ours.
@@ -151,7 +164,7 @@ pub(crate) async fn ingest(
                 .time_ms
                 .filter(|t| (t - now).abs() < 60_000)
                 .unwrap_or(now),
-            kind: e.kind,
+            kind,
             actor: agent.clone(),
             subject: bounded(e.subject),
             audience: bounded(e.audience),
@@ -165,7 +178,7 @@ pub(crate) async fn ingest(
         });
     }
     if batch.dropped > 0 {
-        let mut dropped = event("audit.dropped", &agent, &agent, Decision::Deny);
+        let mut dropped = event(AuditKind::AuditDropped, &agent, &agent, Decision::Deny);
         dropped.reason = format!("the agent's audit buffer dropped {} events", batch.dropped);
         events.push(dropped);
     }

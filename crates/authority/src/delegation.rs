@@ -1,6 +1,7 @@
 //! Delegation grants (`/v1/agents/{name}/delegations`): which agent may pass
 //! which permissions on to which other agent by token exchange. Admin only.
 
+use agentauth_core::AuditKind;
 use agentauth_core::{AgentName, Decision, Scope, SpiffeId, unix_now};
 use agentauth_store::DelegationRow;
 use axum::Json;
@@ -84,7 +85,12 @@ pub(crate) async fn grant(
         permissions: asked.to_vec(),
         created_at: unix_now(),
     };
-    let mut audit = event("delegation.granted", "admin", &from.id, Decision::Allow);
+    let mut audit = event(
+        AuditKind::DelegationGranted,
+        "admin",
+        &from.id,
+        Decision::Allow,
+    );
     audit.audience = to.id.clone();
     audit.scope = asked.to_string();
     audit.request_id = request_id(&headers);
@@ -116,7 +122,12 @@ pub(crate) async fn revoke(
 ) -> Result<StatusCode, AuthorityError> {
     let from = registered(&s, &name).await?;
     let to = registered(&s, &to).await?;
-    let mut audit = event("delegation.revoked", "admin", &from.id, Decision::Allow);
+    let mut audit = event(
+        AuditKind::DelegationRevoked,
+        "admin",
+        &from.id,
+        Decision::Allow,
+    );
     audit.audience = to.id.clone();
     audit.request_id = request_id(&headers);
     s.store.delete_delegation(&from.id, &to.id, &audit).await?;

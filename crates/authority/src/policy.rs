@@ -8,6 +8,7 @@
 //! context of the request: the scope is narrowed to what is permitted, and a
 //! permit marked `@approval("required")` sends the request to a person.
 
+use agentauth_core::AuditKind;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -416,7 +417,7 @@ pub(crate) async fn load(
         serde_json::to_string(&new.files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let digest = digest(&files);
     let now = unix_now();
-    let mut audit = event("policy.loaded", "admin", "", AuditDecision::Allow);
+    let mut audit = event(AuditKind::PolicyLoaded, "admin", "", AuditDecision::Allow);
     audit.reason = format!(
         "{} policies in {} files, sha256 {digest}",
         set.summaries().len(),
@@ -515,7 +516,7 @@ async fn activate_version(
         )));
     }
     let mut audit = event(
-        "policy.activated",
+        AuditKind::PolicyActivated,
         "admin",
         &version.to_string(),
         AuditDecision::Allow,

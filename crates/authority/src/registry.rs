@@ -13,6 +13,7 @@
 //! deleting an agent disables and revokes all its descendants (the store does
 //! that in the same transaction), and re-enabling it re-enables none of them.
 
+use agentauth_core::AuditKind;
 use agentauth_core::{
     AccessClaims, AgentName, AuditEvent, Decision, PublicJwk, Scope, SpiffeId, parse_access_token,
     unix_now,
@@ -285,7 +286,12 @@ pub(crate) async fn register(
         }
         None => None,
     };
-    let mut audit = event("agent.created", "admin", &checked.id, Decision::Allow);
+    let mut audit = event(
+        AuditKind::AgentCreated,
+        "admin",
+        &checked.id,
+        Decision::Allow,
+    );
     if let Some(at) = expires_at {
         audit.reason = format!("expires at {at}");
     }
@@ -311,7 +317,12 @@ pub(crate) async fn spawn(
         ));
     }
     checked.tags.clone_from(&parent.tags);
-    let mut audit = event("agent.spawned", &parent.id, &checked.id, Decision::Allow);
+    let mut audit = event(
+        AuditKind::AgentSpawned,
+        &parent.id,
+        &checked.id,
+        Decision::Allow,
+    );
     audit.reason = format!(
         "ephemeral agent spawned by {}, expires at {expires_at} (in {} s)",
         parent.id,
@@ -423,7 +434,7 @@ pub(crate) async fn update(
         now: unix_now(),
     };
     let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
-    let mut audit = event("agent.updated", "admin", &id, Decision::Allow);
+    let mut audit = event(AuditKind::AgentUpdated, "admin", &id, Decision::Allow);
     audit.reason = describe(&update);
     audit.scope = update
         .permissions
@@ -464,7 +475,7 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, AuthorityError> {
     let name = agent_name(&name)?;
     let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
-    let mut audit = event("agent.deleted", "admin", &id, Decision::Allow);
+    let mut audit = event(AuditKind::AgentDeleted, "admin", &id, Decision::Allow);
     audit.request_id = request_id(&headers);
     s.store.delete_agent(name.as_str(), &audit).await?;
     s.revocations_changed();

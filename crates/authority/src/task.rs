@@ -2,6 +2,7 @@
 //! hops in order, complete it (which revokes it), and revoke agents, tokens
 //! and tasks by hand.
 
+use agentauth_core::AuditKind;
 use agentauth_core::{Decision, unix_now};
 use agentauth_store::{AgentStatus, AgentUpdate};
 use axum::Json;
@@ -53,7 +54,7 @@ pub(crate) async fn complete(
                 .task_records(&txn)
                 .await?
                 .iter()
-                .any(|r| r.event.kind == "token.issued" && r.event.actor == agent);
+                .any(|r| r.event.kind == AuditKind::TokenIssued && r.event.actor == agent);
             if !started {
                 return Err(AuthorityError::Forbidden(format!(
                     "{agent} did not start task \"{}\"",
@@ -63,7 +64,14 @@ pub(crate) async fn complete(
             agent
         }
     };
-    revoke_task(&s, &txn, &actor, "task.completed", &request_id(headers)).await?;
+    revoke_task(
+        &s,
+        &txn,
+        &actor,
+        AuditKind::TaskCompleted,
+        &request_id(headers),
+    )
+    .await?;
     Ok(Json(json!({"txn": txn, "revoked": true})))
 }
 
@@ -71,7 +79,7 @@ async fn revoke_task(
     s: &AuthorityState,
     txn: &str,
     actor: &str,
-    kind: &str,
+    kind: AuditKind,
     request: &str,
 ) -> Result<(), AuthorityError> {
     if !s.store.task_exists(txn).await? {
@@ -123,7 +131,7 @@ pub(crate) async fn revoke(
             let agent = registry::agent_by_id(&s, &id).await?.ok_or_else(|| {
                 AuthorityError::NotFound(format!("agent \"{}\" was not found", short(&r.value)))
             })?;
-            let mut audit = event("agent.revoked", "admin", &agent.id, Decision::Allow);
+            let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
             audit.request_id = request;
             let update = AgentUpdate {
                 status: Some(AgentStatus::Disabled),
@@ -139,14 +147,14 @@ pub(crate) async fn revoke(
                     "a token ID is 1 to 256 characters".into(),
                 ));
             }
-            let mut audit = event("token.revoked", "admin", &r.value, Decision::Allow);
+            let mut audit = event(AuditKind::TokenRevoked, "admin", &r.value, Decision::Allow);
             audit.request_id = request;
             let expires_at = unix_now() + s.config.max_token_lifetime_secs;
             s.store.revoke_token(&r.value, expires_at, &audit).await?;
             s.revocations_changed();
         }
         RevocationTarget::Task => {
-            revoke_task(&s, &r.value, "admin", "task.revoked", &request).await?
+            revoke_task(&s, &r.value, "admin", AuditKind::TaskRevoked, &request).await?
         }
         RevocationTarget::Key => {
             let is_jkt = r.value.len() == 43
@@ -159,7 +167,7 @@ pub(crate) async fn revoke(
                         .into(),
                 ));
             }
-            let mut audit = event("key.revoked", "admin", &r.value, Decision::Allow);
+            let mut audit = event(AuditKind::KeyRevoked, "admin", &r.value, Decision::Allow);
             audit.request_id = request;
             s.store.revoke_key(&r.value, &audit).await?;
             s.revocations_changed();

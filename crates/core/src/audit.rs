@@ -35,14 +35,158 @@ impl Decision {
     }
 }
 
+/// What kind of thing an audit record reports; stored and hashed as its
+/// dotted name (`token.issued`, `request.denied`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditKind {
+    /// A token was issued by client_credentials.
+    #[serde(rename = "token.issued")]
+    TokenIssued,
+    /// A token was issued by token exchange.
+    #[serde(rename = "token.exchanged")]
+    TokenExchanged,
+    /// A token request was refused.
+    #[serde(rename = "token.refused")]
+    TokenRefused,
+    /// A token (and what was exchanged from it) was revoked.
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    /// The admin registered an agent.
+    #[serde(rename = "agent.created")]
+    AgentCreated,
+    /// An agent spawned an ephemeral child.
+    #[serde(rename = "agent.spawned")]
+    AgentSpawned,
+    /// An agent's registry entry changed.
+    #[serde(rename = "agent.updated")]
+    AgentUpdated,
+    /// An agent was disabled or revoked.
+    #[serde(rename = "agent.revoked")]
+    AgentRevoked,
+    /// An agent was deleted.
+    #[serde(rename = "agent.deleted")]
+    AgentDeleted,
+    /// A key was revoked by thumbprint.
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    /// A task was completed: its tokens stop working.
+    #[serde(rename = "task.completed")]
+    TaskCompleted,
+    /// A task was revoked by the admin.
+    #[serde(rename = "task.revoked")]
+    TaskRevoked,
+    /// A delegation grant was created or replaced.
+    #[serde(rename = "delegation.granted")]
+    DelegationGranted,
+    /// A delegation grant was removed.
+    #[serde(rename = "delegation.revoked")]
+    DelegationRevoked,
+    /// A policy set version was stored.
+    #[serde(rename = "policy.loaded")]
+    PolicyLoaded,
+    /// A policy set version became the active one.
+    #[serde(rename = "policy.activated")]
+    PolicyActivated,
+    /// A token request waits for a person's approval.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// A person approved a request.
+    #[serde(rename = "approval.approved")]
+    ApprovalApproved,
+    /// A person denied a request.
+    #[serde(rename = "approval.denied")]
+    ApprovalDenied,
+    /// A verifying layer let a request through.
+    #[serde(rename = "request.allowed")]
+    RequestAllowed,
+    /// A verifying layer refused a request.
+    #[serde(rename = "request.denied")]
+    RequestDenied,
+    /// A verifying layer dropped audit events it could not send.
+    #[serde(rename = "audit.dropped")]
+    AuditDropped,
+}
+
+impl AuditKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 22] = [
+        Self::TokenIssued,
+        Self::TokenExchanged,
+        Self::TokenRefused,
+        Self::TokenRevoked,
+        Self::AgentCreated,
+        Self::AgentSpawned,
+        Self::AgentUpdated,
+        Self::AgentRevoked,
+        Self::AgentDeleted,
+        Self::KeyRevoked,
+        Self::TaskCompleted,
+        Self::TaskRevoked,
+        Self::DelegationGranted,
+        Self::DelegationRevoked,
+        Self::PolicyLoaded,
+        Self::PolicyActivated,
+        Self::ApprovalRequested,
+        Self::ApprovalApproved,
+        Self::ApprovalDenied,
+        Self::RequestAllowed,
+        Self::RequestDenied,
+        Self::AuditDropped,
+    ];
+
+    /// The dotted name records carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenIssued => "token.issued",
+            Self::TokenExchanged => "token.exchanged",
+            Self::TokenRefused => "token.refused",
+            Self::TokenRevoked => "token.revoked",
+            Self::AgentCreated => "agent.created",
+            Self::AgentSpawned => "agent.spawned",
+            Self::AgentUpdated => "agent.updated",
+            Self::AgentRevoked => "agent.revoked",
+            Self::AgentDeleted => "agent.deleted",
+            Self::KeyRevoked => "key.revoked",
+            Self::TaskCompleted => "task.completed",
+            Self::TaskRevoked => "task.revoked",
+            Self::DelegationGranted => "delegation.granted",
+            Self::DelegationRevoked => "delegation.revoked",
+            Self::PolicyLoaded => "policy.loaded",
+            Self::PolicyActivated => "policy.activated",
+            Self::ApprovalRequested => "approval.requested",
+            Self::ApprovalApproved => "approval.approved",
+            Self::ApprovalDenied => "approval.denied",
+            Self::RequestAllowed => "request.allowed",
+            Self::RequestDenied => "request.denied",
+            Self::AuditDropped => "audit.dropped",
+        }
+    }
+
+    /// Parses a dotted name; `None` for a kind agentauth never writes.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether a verifying layer may report this kind to the authority.
+    pub fn reported_by_agents(self) -> bool {
+        matches!(self, Self::RequestAllowed | Self::RequestDenied)
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing that happened: who did what to whom, and what was decided why.
 /// Field order is the canonical order that the hash chain covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When, in milliseconds since the epoch.
     pub time_ms: i64,
-    /// What kind of event: `token.issued`, `token.refused`, `agent.created`, `request.denied`, …
-    pub kind: String,
+    /// What kind of event.
+    pub kind: AuditKind,
     /// Who acted (an agent SPIFFE ID, `admin`, or `anonymous`).
     pub actor: String,
     /// What the action was about (an agent, a token ID, …).
@@ -92,7 +236,9 @@ struct Canonical<'a> {
 pub fn chain_hash(prev_hash: &str, seq: i64, event: &AuditEvent) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(prev_hash.as_bytes());
-    ctx.update(&serde_json::to_vec(&Canonical { seq, event }).unwrap_or_default());
+    let canonical = serde_json::to_vec(&Canonical { seq, event })
+        .expect("an audit event is strings, numbers and a unit enum: it always serializes");
+    ctx.update(&canonical);
     hex::encode(ctx.finish())
 }
 
@@ -157,10 +303,21 @@ pub fn verify_chain<'a>(
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_kind_serializes_and_parses_as_its_dotted_name() {
+        for kind in AuditKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<AuditKind>(&json).unwrap(), kind);
+            assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AuditKind::parse("token.minted"), None);
+    }
+
     fn event(n: i64) -> AuditEvent {
         AuditEvent {
             time_ms: n,
-            kind: "token.issued".into(),
+            kind: AuditKind::TokenIssued,
             actor: "spiffe://agentauth.local/agent/reader".into(),
             subject: format!("jti-{n}"),
             audience: "spiffe://agentauth.local/agent/customer".into(),

@@ -28,7 +28,8 @@ pub use assertion::{
     MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::{
-    AuditEvent, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash, verify_chain,
+    AuditEvent, AuditKind, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash,
+    verify_chain,
 };
 pub use dpop::{
     DEFAULT_DPOP_MAX_AGE_SECS, DPOP_TYP, DpopError, DpopExpectations, VerifiedProof,

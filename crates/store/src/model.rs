@@ -1,3 +1,4 @@
+use agentauth_core::AuditKind;
 use serde::{Deserialize, Serialize};
 
 /// Whether an agent may get tokens and be called.
@@ -210,7 +211,7 @@ pub struct AuditFilter {
     /// Records that name this agent as actor, subject or audience.
     pub agent: Option<String>,
     /// Records of this kind.
-    pub kind: Option<String>,
+    pub kind: Option<AuditKind>,
     /// Records after this sequence number.
     pub since: i64,
     /// At most this many.

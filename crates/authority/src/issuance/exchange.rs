@@ -3,6 +3,7 @@
 //! task, a narrower scope, no longer a lifetime, its own key in `cnf` and the
 //! actor chain in `act`.
 
+use agentauth_core::AuditKind;
 use agentauth_core::{
     AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
 };
@@ -78,7 +79,7 @@ pub(crate) async fn delegate(
         purpose: subject.purpose.clone(),
         rctx: subject.rctx.clone(),
         parent_jti: Some(subject.jti.clone()),
-        kind: "token.exchanged",
+        kind: AuditKind::TokenExchanged,
         reason: format!("token exchange of {} by {}", subject.jti, actor.agent.id),
     })
 }

@@ -4,6 +4,7 @@
 //! applied, policy and approval decided, then the token is signed, recorded
 //! and audited in one transaction. Every refusal is audited too.
 
+use agentauth_core::AuditKind;
 use std::net::IpAddr;
 
 use agentauth_core::{
@@ -73,7 +74,7 @@ pub(crate) struct Minted {
     /// SPIFFE IDs of the subject and every actor of the new token.
     pub(crate) chain: Vec<String>,
     /// Audit kind: `token.issued` or `token.exchanged`.
-    pub(crate) kind: &'static str,
+    pub(crate) kind: AuditKind,
     pub(crate) reason: String,
 }
 
@@ -159,7 +160,7 @@ pub(crate) async fn audit_refusal(
         (false, true) => attempt.client.clone(),
         (false, false) => format!("unverified:{}", attempt.client),
     };
-    let mut audit = event("token.refused", &actor, &actor, Decision::Deny);
+    let mut audit = event(AuditKind::TokenRefused, &actor, &actor, Decision::Deny);
     audit.audience = attempt.audience.clone();
     audit.scope = attempt.scope.clone();
     audit.txn = attempt.txn.clone();
@@ -297,7 +298,7 @@ async fn client_credentials(
         rctx,
         parent_jti: None,
         chain: vec![client.agent.id.clone()],
-        kind: "token.issued",
+        kind: AuditKind::TokenIssued,
         reason: "client_credentials".into(),
     })
 }

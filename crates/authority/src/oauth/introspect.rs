@@ -1,6 +1,7 @@
 //! `POST /oauth/introspect` (RFC 7662) and `POST /oauth/revoke` (RFC 7009).
 //! Callers are the admin (Bearer) or an agent (private_key_jwt).
 
+use agentauth_core::AuditKind;
 use agentauth_core::{
     AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, TokenExpectations, parse_access_token,
     unix_now, verify_access_token,
@@ -132,7 +133,12 @@ pub(crate) async fn revoke(
             ));
         }
     };
-    let mut audit = event("token.revoked", &actor, &claims.jti, Decision::Allow);
+    let mut audit = event(
+        AuditKind::TokenRevoked,
+        &actor,
+        &claims.jti,
+        Decision::Allow,
+    );
     audit.audience = claims.aud.clone();
     audit.scope = claims.scope.to_string();
     audit.request_id = request_id(&headers);

@@ -1,7 +1,7 @@
 //! Agents: registration, changes and removal, and what a change of an agent
 //! does to the agents it spawned (its descendants).
 
-use agentauth_core::AuditEvent;
+use agentauth_core::{AuditEvent, AuditKind};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
@@ -285,7 +285,7 @@ where
             )
             .await?;
             let mut event = cause.clone();
-            event.kind = "agent.revoked".into();
+            event.kind = AuditKind::AgentRevoked;
             event.subject.clone_from(&child.id);
             event.scope = String::new();
             event.reason = format!("its ancestor {ancestor} was {what_happened}");
@@ -322,7 +322,7 @@ where
                 .execute(&mut **tx)
                 .await?;
             let mut event = cause.clone();
-            event.kind = "agent.updated".into();
+            event.kind = AuditKind::AgentUpdated;
             event.subject.clone_from(&child.id);
             event.scope = kept.join(" ");
             event.reason = format!("changed permissions: narrowed with its ancestor {ancestor}");

@@ -1,7 +1,7 @@
 //! The hash-chained audit log: appending inside a write's transaction, and
 //! reading records back.
 
-use agentauth_core::{AuditEvent, AuditRecord, Decision, chain_hash};
+use agentauth_core::{AuditEvent, AuditKind, AuditRecord, Decision, chain_hash};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
@@ -35,7 +35,7 @@ where
         )
         .bind(filter.since)
         .bind(filter.agent.as_deref())
-        .bind(filter.kind.as_deref())
+        .bind(filter.kind.map(AuditKind::as_str))
         .bind(filter.limit)
         .fetch_all(self.0.pool())
         .await?;
@@ -68,7 +68,7 @@ where
             )
             .bind(seq)
             .bind(event.time_ms)
-            .bind(&event.kind)
+            .bind(event.kind.as_str())
             .bind(&event.actor)
             .bind(&event.subject)
             .bind(&event.audience)
@@ -95,11 +95,13 @@ where
 
     pub(super) fn audit_from_row(row: &Row<B>) -> Result<AuditRecord> {
         let decision: String = row.try_get("decision")?;
+        let kind: String = row.try_get("kind")?;
         Ok(AuditRecord {
             seq: row.try_get("seq")?,
             event: AuditEvent {
                 time_ms: row.try_get("time_ms")?,
-                kind: row.try_get("kind")?,
+                kind: AuditKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("audit kind {kind}")))?,
                 actor: row.try_get("actor")?,
                 subject: row.try_get("subject")?,
                 audience: row.try_get("audience")?,

@@ -447,7 +447,7 @@ pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &d
     );
     let cascaded = s
         .audit_records(&AuditFilter {
-            kind: Some("agent.revoked".into()),
+            kind: AuditKind::parse("agent.revoked"),
             ..AuditFilter::default()
         })
         .await

@@ -45,7 +45,7 @@ fn decision(status: ApprovalStatus, by: &str, now: i64) -> ApprovalDecision {
 }
 
 async fn decide(s: &dyn Store, id: &str, decision: &ApprovalDecision) -> Result<ApprovalRow> {
-    s.decide_approval(id, decision, &event("approval.decided", &decision.by, id))
+    s.decide_approval(id, decision, &event("approval.approved", &decision.by, id))
         .await
 }
 
@@ -465,7 +465,7 @@ pub(crate) async fn a_denial_keeps_who_and_why(s: &dyn Store) {
     assert!(matches!(err, StoreError::Stale(_)), "{err}");
     let records = s
         .audit_records(&AuditFilter {
-            kind: Some("approval.denied".into()),
+            kind: AuditKind::parse("approval.denied"),
             ..AuditFilter::default()
         })
         .await

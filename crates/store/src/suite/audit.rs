@@ -20,7 +20,7 @@ pub(crate) async fn audit_records_chain_and_filter(s: &dyn Store) {
     s.append_audit(&[]).await.unwrap();
     assert_chain_intact(s).await;
     let by_kind = AuditFilter {
-        kind: Some("request.denied".into()),
+        kind: AuditKind::parse("request.denied"),
         ..Default::default()
     };
     assert_eq!(s.audit_records(&by_kind).await.unwrap().len(), 5);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentauth_core::{AuditEvent, Decision, verify_chain};
+use agentauth_core::{AuditEvent, AuditKind, Decision, verify_chain};
 use serde_json::json;
 
 use crate::*;
@@ -71,7 +71,7 @@ impl Fixture {
 fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
     AuditEvent {
         time_ms: 1_700_000_000_000,
-        kind: kind.into(),
+        kind: AuditKind::parse(kind).expect("the suite uses known kinds"),
         actor: actor.into(),
         subject: subject.into(),
         audience: String::new(),
