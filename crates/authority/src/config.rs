@@ -61,3 +61,39 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("agentauth.db").display().to_string())
     }
 }
+
+/// Why a configuration cannot work; the authority refuses to start with it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `trust_domain` is not a valid SPIFFE trust domain.
+    #[error(transparent)]
+    TrustDomain(agentauth_core::Error),
+    /// An approval lifetime or polling interval below one second.
+    #[error("approval_ttl_secs and approval_interval_secs must be at least 1")]
+    ApprovalTimes,
+    /// Token lifetimes out of order.
+    #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
+    TokenLifetimes,
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Checks what can be checked before anything is opened.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.approval_ttl_secs < 1 || self.approval_interval_secs < 1 {
+            return Err(ConfigError::ApprovalTimes);
+        }
+        if self.token_lifetime_secs < 1 || self.max_token_lifetime_secs < self.token_lifetime_secs {
+            return Err(ConfigError::TokenLifetimes);
+        }
+        Ok(())
+    }
+}

@@ -82,6 +82,12 @@ pub enum AuthorityError {
     /// The approval does not belong to this request, or was already used.
     #[error("{0}")]
     InvalidGrant(String),
+    /// A token exchange broke a delegation rule (RFC 8693).
+    #[error(transparent)]
+    Exchange(#[from] crate::issuance::ExchangeRefusal),
+    /// The configuration cannot work; the authority does not start.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Something broke on our side; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -144,6 +150,8 @@ impl AuthorityError {
             Self::AccessDenied(_) => (StatusCode::BAD_REQUEST, "access_denied"),
             Self::ExpiredToken(_) => (StatusCode::BAD_REQUEST, "expired_token"),
             Self::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            Self::Exchange(refusal) => (StatusCode::BAD_REQUEST, refusal.code()),
+            Self::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }

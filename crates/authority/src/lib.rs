@@ -24,8 +24,9 @@ mod task;
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
 pub use body::MAX_BODY_BYTES;
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use error::AuthorityError;
+pub use issuance::ExchangeRefusal;
 pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
 pub use oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
 pub use server::{Running, start};

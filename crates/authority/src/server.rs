@@ -19,6 +19,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::ConfigError;
 use crate::keys::{KeyRing, MasterKey};
 use crate::{
     AdminCredential, AuthorityError, Config, approval, audit, delegation, files, oauth, policy,
@@ -117,23 +118,13 @@ impl Running {
 /// Prepares the data dir, store, keys and admin credential, binds the listener
 /// and starts serving in the background.
 pub async fn start(config: Config, master_key: Option<String>) -> Result<Running, AuthorityError> {
-    let trust_domain = TrustDomain::new(&config.trust_domain)
-        .map_err(|e| AuthorityError::InvalidRequest(format!("configuration: {e}")))?;
-    if config.approval_ttl_secs < 1 || config.approval_interval_secs < 1 {
-        return Err(AuthorityError::InvalidRequest(
-            "configuration: approval_ttl_secs and approval_interval_secs must be at least 1".into(),
-        ));
-    }
-    if config.token_lifetime_secs < 1 || config.max_token_lifetime_secs < config.token_lifetime_secs
-    {
-        return Err(AuthorityError::InvalidRequest(
-            "configuration: token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs".into(),
-        ));
-    }
+    let trust_domain = TrustDomain::new(&config.trust_domain).map_err(ConfigError::TrustDomain)?;
+    config.check()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| {
-            AuthorityError::Internal(format!("cannot listen on {}: {e}", config.listen))
+        .map_err(|source| ConfigError::Listen {
+            addr: config.listen,
+            source,
         })?;
     let addr = listener
         .local_addr()

@@ -14,8 +14,104 @@ use crate::client_auth::AuthenticatedClient;
 use crate::server::State;
 use crate::standing::{self, Door};
 
-fn refused(why: impl Into<String>) -> AuthorityError {
-    AuthorityError::InvalidRequest(why.into())
+/// Why a token exchange was refused: one variant per delegation rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeRefusal {
+    /// `actor_token` was sent; the actor authenticates as the client instead.
+    #[error("actor_token is not supported: the actor authenticates as the client")]
+    ActorTokenGiven,
+    /// `requested_token_type` names something other than an access token.
+    #[error("only access tokens can be requested")]
+    RequestedTypeNotAccessToken,
+    /// No `subject_token`.
+    #[error("subject_token is missing")]
+    SubjectTokenMissing,
+    /// `subject_token_type` is not the access-token type.
+    #[error("subject_token_type must be {ACCESS_TOKEN_TYPE}")]
+    SubjectTokenType,
+    /// The subject token is addressed to another agent than the actor.
+    #[error(
+        "the subject token is addressed to {audience}, not to {actor}: an agent can exchange only tokens addressed to it"
+    )]
+    NotAddressedToActor {
+        /// The subject token's `aud`.
+        audience: String,
+        /// The authenticated actor.
+        actor: String,
+    },
+    /// The subject token fails the token check (signature, issuer, time, …).
+    #[error("the subject token is invalid: {0}")]
+    SubjectTokenInvalid(TokenError),
+    /// Cannot happen at exchange, which asks no proof of possession; kept so
+    /// every rejection of the token check has its refusal.
+    #[error("the subject token is invalid: {0}")]
+    SubjectProof(agentauth_core::ProofError),
+    /// The subject token, its key, its task or an agent it names is revoked.
+    #[error("{}", describe_revoked(.0))]
+    SubjectRevoked(Revoked),
+    /// Tokens for the authority are never delegated.
+    #[error("tokens for the authority cannot be delegated")]
+    AuthorityAudience,
+    /// No delegation grant from the actor to the new audience.
+    #[error("no delegation grant lets {actor} delegate to {audience}")]
+    NoGrant {
+        /// The actor.
+        actor: String,
+        /// The audience asked for.
+        audience: String,
+    },
+    /// The new chain would exceed the configured depth.
+    #[error("the delegation chain would be {depth} deep; the limit is {limit}")]
+    ChainTooDeep {
+        /// Actors the new token would name.
+        depth: usize,
+        /// `max_delegation_depth`.
+        limit: usize,
+    },
+    /// No scope was asked for.
+    #[error("scope is required: name the permissions to delegate")]
+    ScopeMissing,
+    /// The scope does not parse.
+    #[error(transparent)]
+    ScopeMalformed(agentauth_core::Error),
+    /// A permission lies outside one of the limits a delegated scope must keep.
+    #[error("\"{permission}\" is not in {limit}")]
+    ScopeBeyond {
+        /// The first permission outside.
+        permission: String,
+        /// Which limit: the subject token's scope, the actor's permissions or the grant.
+        limit: &'static str,
+    },
+}
+
+fn describe_revoked(revoked: &Revoked) -> String {
+    match revoked {
+        Revoked::Token => "the subject token has been revoked".into(),
+        Revoked::Key => "the key the subject token is bound to has been revoked".into(),
+        Revoked::Task(txn) => format!("the task {txn} has been revoked"),
+        Revoked::Agent(id) => {
+            format!("{id} in the subject token's chain is disabled, expired or deleted")
+        }
+    }
+}
+
+impl ExchangeRefusal {
+    /// The OAuth error code: a refused audience is `invalid_target`, a
+    /// refused scope `invalid_scope`, everything else `invalid_request`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AuthorityAudience | Self::NoGrant { .. } => "invalid_target",
+            Self::ScopeMissing | Self::ScopeMalformed(_) | Self::ScopeBeyond { .. } => {
+                "invalid_scope"
+            }
+            _ => "invalid_request",
+        }
+    }
+}
+
+fn refused(refusal: ExchangeRefusal) -> AuthorityError {
+    AuthorityError::Exchange(refusal)
 }
 
 /// Checks every delegation rule and says what the exchanged token carries.
@@ -38,19 +134,17 @@ pub(crate) async fn delegate(
         .map_err(|e| subject_refused(e, &actor.agent.id, attempt))?;
     attempt.txn = subject.txn.clone().unwrap_or_default();
     if *audience == s.authority_id {
-        return Err(AuthorityError::InvalidTarget(
-            "tokens for the authority cannot be delegated".into(),
-        ));
+        return Err(refused(ExchangeRefusal::AuthorityAudience));
     }
     let grant = s
         .store
         .delegation(&actor.agent.id, audience.as_str())
         .await?
         .ok_or_else(|| {
-            AuthorityError::InvalidTarget(format!(
-                "no delegation grant lets {} delegate to {audience}",
-                actor.agent.id
-            ))
+            refused(ExchangeRefusal::NoGrant {
+                actor: actor.agent.id.clone(),
+                audience: audience.to_string(),
+            })
         })?;
     let scope = narrowed_scope(
         req,
@@ -62,10 +156,10 @@ pub(crate) async fn delegate(
     let act = subject.delegated_act(&actor.agent.id);
     let depth = chain_depth(&act);
     if depth > s.config.max_delegation_depth {
-        return Err(refused(format!(
-            "the delegation chain would be {depth} deep; the limit is {}",
-            s.config.max_delegation_depth
-        )));
+        return Err(refused(ExchangeRefusal::ChainTooDeep {
+            depth,
+            limit: s.config.max_delegation_depth,
+        }));
     }
     let mut chain = vec![subject.sub.clone()];
     chain.extend(actor_chain_of(Some(&act)));
@@ -86,54 +180,48 @@ pub(crate) async fn delegate(
 
 fn check_request_shape(req: &TokenRequest) -> Result<(), AuthorityError> {
     if req.actor_token.is_some() {
-        return Err(refused(
-            "actor_token is not supported: the actor authenticates as the client",
-        ));
+        return Err(refused(ExchangeRefusal::ActorTokenGiven));
     }
     if req
         .requested_token_type
         .as_deref()
         .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
     {
-        return Err(refused("only access tokens can be requested"));
+        return Err(refused(ExchangeRefusal::RequestedTypeNotAccessToken));
     }
     if req.subject_token.is_none() {
-        return Err(refused("subject_token is missing"));
+        return Err(refused(ExchangeRefusal::SubjectTokenMissing));
     }
     if req.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-        return Err(refused(format!(
-            "subject_token_type must be {ACCESS_TOKEN_TYPE}"
-        )));
+        return Err(refused(ExchangeRefusal::SubjectTokenType));
     }
     Ok(())
 }
 
-/// Why the subject token does not stand, in the words of an exchange.
+/// Why the subject token does not stand, in the terms of an exchange.
 fn subject_refused(
     rejection: Rejection<AuthorityError>,
     actor: &str,
     attempt: &mut Attempt,
 ) -> AuthorityError {
-    match rejection {
-        Rejection::View(e) => e,
-        Rejection::Token(TokenError::AudienceMismatch(aud)) => refused(format!(
-            "the subject token is addressed to {aud}, not to {actor}: an agent can exchange only tokens addressed to it"
-        )),
-        Rejection::Token(e) => refused(format!("the subject token is invalid: {e}")),
-        Rejection::Proof(e) => refused(format!("the subject token is invalid: {e}")),
-        Rejection::Revoked(Revoked::Token) => refused("the subject token has been revoked"),
-        Rejection::Revoked(Revoked::Key) => {
-            refused("the key the subject token is bound to has been revoked")
+    let refusal = match rejection {
+        Rejection::View(e) => return e,
+        Rejection::Token(TokenError::AudienceMismatch(audience)) => {
+            ExchangeRefusal::NotAddressedToActor {
+                audience,
+                actor: actor.to_owned(),
+            }
         }
-        Rejection::Revoked(Revoked::Task(txn)) => {
-            let why = refused(format!("the task {txn} has been revoked"));
-            attempt.txn = txn;
-            why
+        Rejection::Token(e) => ExchangeRefusal::SubjectTokenInvalid(e),
+        Rejection::Proof(e) => ExchangeRefusal::SubjectProof(e),
+        Rejection::Revoked(revoked) => {
+            if let Revoked::Task(txn) = &revoked {
+                attempt.txn.clone_from(txn);
+            }
+            ExchangeRefusal::SubjectRevoked(revoked)
         }
-        Rejection::Revoked(Revoked::Agent(id)) => refused(format!(
-            "{id} in the subject token's chain is disabled, expired or deleted"
-        )),
-    }
+    };
+    refused(refusal)
 }
 
 /// The requested scope, which must lie within the subject token's scope, the
@@ -147,11 +235,9 @@ fn narrowed_scope(
 ) -> Result<Scope, AuthorityError> {
     let raw = req.scope.as_deref().unwrap_or("");
     attempt.scope = raw.chars().take(512).collect();
-    let asked = Scope::parse(raw).map_err(|e| AuthorityError::InvalidScope(e.to_string()))?;
+    let asked = Scope::parse(raw).map_err(|e| refused(ExchangeRefusal::ScopeMalformed(e)))?;
     if asked.is_empty() {
-        return Err(AuthorityError::InvalidScope(
-            "scope is required: name the permissions to delegate".into(),
-        ));
+        return Err(refused(ExchangeRefusal::ScopeMissing));
     }
     let as_scope = |list: &[String]| Scope::from_strs(list.iter().map(String::as_str));
     let actor = as_scope(actor_permissions).map_err(|e| AuthorityError::Internal(e.to_string()))?;
@@ -161,11 +247,12 @@ fn narrowed_scope(
         (&actor, "the actor's permissions"),
         (&grant, "the delegation grant"),
     ];
-    for (limit, name) in limits {
-        if let Some(missing) = asked.missing_from(limit).into_iter().next() {
-            return Err(AuthorityError::InvalidScope(format!(
-                "\"{missing}\" is not in {name}"
-            )));
+    for (held, limit) in limits {
+        if let Some(missing) = asked.missing_from(held).into_iter().next() {
+            return Err(refused(ExchangeRefusal::ScopeBeyond {
+                permission: missing,
+                limit,
+            }));
         }
     }
     Ok(asked)
@@ -185,6 +272,28 @@ fn chain_depth(act: &serde_json::Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_maps_to_the_oauth_code_of_its_rule() {
+        let target = ExchangeRefusal::NoGrant {
+            actor: "a".into(),
+            audience: "b".into(),
+        };
+        let scope = ExchangeRefusal::ScopeBeyond {
+            permission: "write:db".into(),
+            limit: "the delegation grant",
+        };
+        let deep = ExchangeRefusal::ChainTooDeep { depth: 5, limit: 4 };
+        let revoked = ExchangeRefusal::SubjectRevoked(Revoked::Task("t".into()));
+        assert_eq!(target.code(), "invalid_target");
+        assert_eq!(ExchangeRefusal::AuthorityAudience.code(), "invalid_target");
+        assert_eq!(scope.code(), "invalid_scope");
+        assert_eq!(ExchangeRefusal::ScopeMissing.code(), "invalid_scope");
+        assert_eq!(deep.code(), "invalid_request");
+        assert_eq!(revoked.code(), "invalid_request");
+        let (status, code) = AuthorityError::from(scope).status_and_code();
+        assert_eq!((status.as_u16(), code), (400, "invalid_scope"));
+    }
 
     #[test]
     fn chain_depth_counts_nested_actors() {

@@ -24,6 +24,8 @@ use crate::{AuthorityError, approval, registry};
 
 mod exchange;
 
+pub use exchange::ExchangeRefusal;
+
 /// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenRequest {
