@@ -17,7 +17,7 @@ use cedar_policy::{
 };
 
 use crate::decision::{AgentFacts, Query, RequestContext, Target};
-use crate::error::PolicyError;
+use crate::error::{PolicyError, RequestError, refused};
 use crate::schema::action_group;
 
 /// Most client addresses one thread keeps as Cedar `ip` values; the cache
@@ -44,7 +44,7 @@ pub(crate) fn request(q: &Query<'_>) -> Result<Request, PolicyError> {
         context(q.context)?,
         None,
     )
-    .map_err(request_error)
+    .map_err(refused(RequestError::Request))
 }
 
 /// The entities of one query: principal, target (and the agent serving a
@@ -70,7 +70,7 @@ pub(crate) fn entities(q: &Query<'_>) -> Result<Entities, PolicyError> {
                 RestrictedExpression::new_string(kind.to_owned()),
             )]);
             let e = Entity::new(uid.clone(), attrs, HashSet::from([server.uid()]))
-                .map_err(request_error)?;
+                .map_err(refused(RequestError::Entity))?;
             entities.entry(server.uid()).or_insert(server);
             entities.insert(uid, e);
         }
@@ -83,11 +83,7 @@ pub(crate) fn entities(q: &Query<'_>) -> Result<Entities, PolicyError> {
         action_parents.insert(g);
     }
     entities.insert(action.clone(), Entity::new_no_attrs(action, action_parents));
-    Entities::from_entities(entities.into_values(), None).map_err(request_error)
-}
-
-fn request_error(e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Request(e.to_string())
+    Entities::from_entities(entities.into_values(), None).map_err(refused(RequestError::Entity))
 }
 
 /// The entity type names, parsed once.
@@ -98,7 +94,7 @@ fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
         });
     match NAMES.iter().find(|(n, _)| *n == kind) {
         Some((_, Some(name))) => Ok(name.clone()),
-        _ => EntityTypeName::from_str(kind).map_err(request_error),
+        _ => EntityTypeName::from_str(kind).map_err(refused(RequestError::Name)),
     }
 }
 
@@ -156,7 +152,7 @@ fn agent_entity(a: &AgentFacts) -> Result<Entity, PolicyError> {
         );
         parents.insert(p);
     }
-    Entity::new(agent_uid(&a.name)?, attrs, parents).map_err(request_error)
+    Entity::new(agent_uid(&a.name)?, attrs, parents).map_err(refused(RequestError::Entity))
 }
 
 /// The Cedar `ip` value of a client address. Cedar re-parses the extension
@@ -209,7 +205,7 @@ fn build_context(c: &RequestContext) -> Result<Context, PolicyError> {
             RestrictedExpression::new_long(c.time.weekday),
         ),
     ])
-    .map_err(request_error)?;
+    .map_err(refused(RequestError::Context))?;
     Context::from_pairs([
         (
             "purpose".to_owned(),
@@ -235,5 +231,5 @@ fn build_context(c: &RequestContext) -> Result<Context, PolicyError> {
         ("time".to_owned(), time),
         ("client_ip".to_owned(), client_ip(c.client_ip)),
     ])
-    .map_err(request_error)
+    .map_err(refused(RequestError::Context))
 }

@@ -3,7 +3,7 @@ use std::fmt;
 use thiserror::Error as ThisError;
 
 /// Every way loading a policy set or building a decision fails.
-#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+#[derive(Debug, ThisError, Clone)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// The policy set does not parse or does not validate against the
@@ -12,7 +12,52 @@ pub enum PolicyError {
     Invalid(Vec<Problem>),
     /// A decision could not be asked: a name in it is not a valid Cedar value.
     #[error("the policy request is invalid: {0}")]
-    Request(String),
+    Request(#[from] RequestError),
+}
+
+/// Which part of a policy query Cedar refused, with Cedar's own error.
+#[derive(Debug, ThisError, Clone)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// An entity type or agent name is not a valid Cedar name.
+    #[error("a name is not a valid Cedar name: {0}")]
+    Name(Cause),
+    /// An entity (principal, target, resource) could not be built.
+    #[error("an entity could not be built: {0}")]
+    Entity(Cause),
+    /// The request context could not be built.
+    #[error("the request context could not be built: {0}")]
+    Context(Cause),
+    /// Cedar refused the request itself.
+    #[error("the request could not be built: {0}")]
+    Request(Cause),
+    /// The candidate policies of a query could not be put together.
+    #[error("the candidate policies could not be gathered: {0}")]
+    Candidates(Cause),
+}
+
+/// A typed cause kept behind a cheap clone; downcast it to Cedar's error type.
+#[derive(Debug, Clone)]
+pub struct Cause(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub(crate) fn of(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(e))
+    }
+}
+
+/// Turns Cedar's error at one step of building a query into a [`PolicyError`].
+pub(crate) fn refused<E>(step: fn(Cause) -> RequestError) -> impl FnOnce(E) -> PolicyError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| PolicyError::Request(step(Cause::of(e)))
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// One problem in a policy set, where a person can find it.

@@ -18,6 +18,6 @@ mod set;
 pub use decision::{
     AgentFacts, Clock, Decision, Outcome, Query, RequestContext, Target, entity_name,
 };
-pub use error::{PolicyError, Problem};
+pub use error::{Cause, PolicyError, Problem, RequestError};
 pub use schema::{SCHEMA, action_group};
 pub use set::{MAX_FILE_BYTES, MAX_FILES, MAX_SET_BYTES, PolicyFile, PolicySet, PolicySummary};

@@ -28,7 +28,7 @@ use cedar_policy::{Authorizer, Entities, Policy, PolicyId, Request};
 
 use crate::decision::{AgentFacts, Query, Target};
 use crate::entities::entities;
-use crate::error::{PolicyError, Problem};
+use crate::error::{PolicyError, Problem, RequestError, refused};
 
 /// Most query shapes one policy set keeps; all are dropped when it is full,
 /// so a flood of distinct queries costs bounded memory.
@@ -317,7 +317,7 @@ fn subset(
     for id in ids {
         if let Some(policy) = policies.policy(id) {
             set.add(policy.clone())
-                .map_err(|e| PolicyError::Request(e.to_string()))?;
+                .map_err(refused(RequestError::Candidates))?;
         }
     }
     Ok(set)
