@@ -25,9 +25,9 @@
 # from /proc over the issuance run), less sensitive to a busy machine than
 # throughput.
 #
-# Needs wrk (apt-get install -y wrk), curl and python3. Everything targets 127.0.0.1 only, every
-# run is bounded (wrk -d, --timeout; `timeout` around each step) and the
-# server is killed on exit. Only 200 answers carrying an access token count
+# Needs wrk (apt-get install -y wrk), curl, and python3 for policy on.
+# Everything targets 127.0.0.1 only, every run is bounded (wrk -d, --timeout;
+# `timeout` around each step) and the server is killed on exit. Only 200 answers carrying an access token count
 # as issued tokens; anything else is reported as non-200, and a run with
 # non-200 answers or no issued token makes the script exit non-zero.
 set -euo pipefail
