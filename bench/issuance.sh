@@ -7,6 +7,12 @@
 #   DURATION=15 CONNECTIONS=32 bench/issuance.sh
 #   POLICY=both bench/issuance.sh     # policy off, then on, against fresh servers
 #   POLICY=both ROUNDS=3 bench/issuance.sh   # off on, on off, off on; ratios per round and means
+#   bench/issuance.sh --smoke         # or BENCH_SMOKE=1: debug build, policy off and on, 1 s per wrk run
+#
+# Smoke mode checks that the script still works, not how fast anything is: it
+# builds in the dev profile (sharing target/debug with `cargo test`), defaults
+# to POLICY=both, DURATION=1, CONNECTIONS=2, THREADS=1 and BODIES=2000, and
+# takes about half a minute once built.
 #
 # POLICY=off (the default) measures with no policy set (registry permissions
 # alone decide); POLICY=on first loads and activates the example policies of
@@ -19,11 +25,24 @@
 # from /proc over the issuance run), less sensitive to a busy machine than
 # throughput.
 #
-# Needs wrk (apt-get install -y wrk). Everything targets 127.0.0.1 only, every
-# run is bounded (wrk -d, --timeout; `timeout` around each step) and the
-# server is killed on exit. Only 200 answers carrying an access token count
-# as issued tokens; anything else is reported as non-200.
+# Needs wrk (apt-get install -y wrk), curl, and python3 for policy on.
+# Everything targets 127.0.0.1 only, every run is bounded (wrk -d, --timeout;
+# `timeout` around each step) and the server is killed on exit. Only 200 answers carrying an access token count
+# as issued tokens; anything else is reported as non-200, and a run with
+# non-200 answers or no issued token makes the script exit non-zero.
 set -euo pipefail
+
+SMOKE=${BENCH_SMOKE:-}
+if [[ ${1:-} == --smoke ]]; then SMOKE=1; shift; fi
+(($# == 0)) || { echo "usage: bench/issuance.sh [--smoke] (settings come from the environment)" >&2; exit 2; }
+if [[ -n $SMOKE && $SMOKE != 0 ]]; then
+  echo "== smoke run: debug build, tiny counts; it checks that this script works, its figures mean nothing"
+  SMOKE=1
+  DURATION=${DURATION:-1} CONNECTIONS=${CONNECTIONS:-2} THREADS=${THREADS:-1}
+  BODIES=${BODIES:-2000} POLICY=${POLICY:-both}
+else
+  SMOKE=
+fi
 
 DURATION=${DURATION:-12}        # seconds per wrk run
 CONNECTIONS=${CONNECTIONS:-16}  # concurrent keep-alive connections
@@ -47,16 +66,19 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is missing: apt-get install -y curl" >&2; exit 1; }
 if [[ $POLICY != off ]]; then
   command -v python3 >/dev/null || { echo "python3 is missing (it builds the policy load request)" >&2; exit 1; }
 fi
 
-echo "== building (release)"
-timeout 1800 cargo build --release --quiet
-timeout 1800 cargo build --release --quiet -p agentauth-sdk --example mint_assertions
+if [[ -n $SMOKE ]]; then PROFILE=(); PROFILE_DIR=debug; else PROFILE=(--release); PROFILE_DIR=release; fi
+echo "== building ($PROFILE_DIR)"
+# --workspace: the features `cargo test --workspace` builds with, so a smoke run
+# after the tests reuses their binaries.
+timeout 1800 cargo build "${PROFILE[@]}" --quiet --workspace --bin agentauth --example mint_assertions
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release/agentauth
-MINT=$TARGET/release/examples/mint_assertions
+BIN=$TARGET/$PROFILE_DIR/agentauth
+MINT=$TARGET/$PROFILE_DIR/examples/mint_assertions
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/agentauth-bench.XXXXXX")
 SERVER_PID=
@@ -132,11 +154,12 @@ run_mode() {
     fi
     python3 -c "import json, sys; a = json.load(open(sys.argv[1])); print(f'   version {a[\"version\"]}: {a[\"policy_count\"]} policies, active')" "$DIR/policy-answer.json"
   fi
-  # GET /v1/policy serves the active set: 200 with policy on, 404 with it off.
-  ACTIVE=$(timeout 10 curl -sS -o /dev/null -w '%{http_code}' "$URL/v1/policy")
+  # GET /v1/policy serves the active set, or {"version": null, "active": false}.
+  ACTIVE=$(timeout 10 curl -sS -o "$DIR/policy-now.json" -w '%{http_code}' "$URL/v1/policy")
+  ACTIVE=$ACTIVE:$(tr -d ' \n' <"$DIR/policy-now.json" | grep -o '"active":\(true\|false\)' || true)
   case $MODE:$ACTIVE in
-    on:200 | off:404) ;;
-    *) echo "policy $MODE, but GET /v1/policy answered $ACTIVE" >&2; exit 1 ;;
+    'on:200:"active":true' | 'off:200:"active":false') ;;
+    *) echo "policy $MODE, but GET /v1/policy answered $ACTIVE: $(cat "$DIR/policy-now.json")" >&2; exit 1 ;;
   esac
 
   reference() { # LABEL
@@ -231,3 +254,15 @@ if [[ $POLICY == both ]]; then
       }
     }' "$WORK/rows"
 fi
+
+# A run that issued nothing, or got any answer but a token, failed.
+FAILED=0
+for run in "${RUNS[@]}"; do
+  OK=$(field "$WORK/$run/issuance.txt" ok)
+  NON200=$(field "$WORK/$run/issuance.txt" non200)
+  if [[ ${OK:-0} == 0 || ${NON200:-1} != 0 ]]; then
+    echo "FAILED: policy ${run%-*}, round ${run##*-}: ${OK:-no} tokens issued, ${NON200:-unknown} non-200 answers" >&2
+    FAILED=1
+  fi
+done
+exit "$FAILED"

@@ -4,15 +4,37 @@
 #
 #   bench/verify.sh                      # all of them
 #   bench/verify.sh layer_full_check     # extra arguments go to criterion
+#   bench/verify.sh --smoke              # or BENCH_SMOKE=1: dev profile, ~0.3 s per benchmark
+#
+# Smoke mode checks that the bench and this script still work, not how fast
+# anything is: it builds in the dev profile (sharing target/debug with
+# `cargo test`), keeps criterion's results in a temporary directory instead of
+# target/criterion, and fails unless every benchmark produced a figure.
 #
 # The bench starts an in-process authority on 127.0.0.1 (SQLite in a temp dir)
 # to issue the token and serve the JWKS; nothing else is contacted.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-timeout 1800 cargo bench -p agentauth-sdk --bench verify -- "$@"
+SMOKE=${BENCH_SMOKE:-}
+if [[ ${1:-} == --smoke ]]; then SMOKE=1; shift; fi
+if [[ $SMOKE == 0 ]]; then SMOKE=; fi
+command -v python3 >/dev/null || { echo "python3 is missing (it prints the ratios)" >&2; exit 1; }
 
-python3 - "${CARGO_TARGET_DIR:-$ROOT/target}/criterion/verify" <<'PY'
+if [[ -n $SMOKE ]]; then
+  echo "== smoke run: debug build, tiny counts; it checks that this script works, its figures mean nothing"
+  CRITERION_HOME=$(mktemp -d "${TMPDIR:-/tmp}/agentauth-verify-smoke.XXXXXX")
+  export CRITERION_HOME
+  trap 'rm -rf "$CRITERION_HOME"' EXIT
+  timeout 1800 cargo bench --profile dev --workspace --bench verify -- \
+    --warm-up-time 0.1 --measurement-time 0.2 --sample-size 10 --nresamples 1000 "$@"
+else
+  timeout 1800 cargo bench --workspace --bench verify -- "$@"
+fi
+# Every benchmark must have a figure when none was filtered out.
+COMPLETE=$(($# == 0))
+
+python3 - "${CRITERION_HOME:-${CARGO_TARGET_DIR:-$ROOT/target}/criterion}/verify" "$COMPLETE" <<'PY'
 import json, pathlib, sys
 base = pathlib.Path(sys.argv[1])
 order = ["ed25519_signature", "core_parse_and_verify", "core_request_signature",
@@ -36,4 +58,7 @@ def verdict(name, verifications):
 print()
 verdict("layer_bearer_check", 1)   # token check only: one signature
 verdict("layer_full_check", 2)     # token + RFC 9421 request signature
+missing = [name for name in order if name not in est]
+if sys.argv[2] == "1" and missing:
+    sys.exit(f"no figure for: {', '.join(missing)}")
 PY

@@ -1,3 +1,6 @@
+//! The authority's configuration: one `Config`, read from flags, `AGENTAUTH_*`
+//! environment variables and a TOML file.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,3 +1,6 @@
+//! `AuthorityError`, and the one place that maps each failure to an HTTP
+//! status and an OAuth error code.
+
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};

@@ -1,3 +1,6 @@
+//! RFC 7523 `private_key_jwt` client assertions: what an agent signs to
+//! authenticate at the token endpoint, and the checks the authority runs on it.
+
 use serde::{Deserialize, Serialize};
 
 use crate::jws::typ_is;

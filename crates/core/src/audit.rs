@@ -1,3 +1,6 @@
+//! Audit records and their hash chain: each record carries the hash of the one
+//! before, so an edited, removed or reordered record is found.
+
 use std::fmt;
 
 use aws_lc_rs::digest;

@@ -1,3 +1,5 @@
+//! Unpadded base64url (RFC 7515), the encoding of every JOSE field.
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

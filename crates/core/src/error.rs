@@ -1,3 +1,6 @@
+//! The core crate's errors: one enum for each thing that can be refused (JWK,
+//! JWS, access token, client assertion, HTTP message signature).
+
 use thiserror::Error as ThisError;
 
 /// Every way core parsing or verification fails.

@@ -1,3 +1,6 @@
+//! Agent identities: trust domains, agent names and SPIFFE IDs, parsed once
+//! and valid by construction.
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -1,3 +1,6 @@
+//! Public keys as JWKs (Ed25519 and P-256) and their RFC 7638 thumbprints
+//! (`jkt`), which bind a token to its presenter's key.
+
 use std::fmt;
 use std::sync::Arc;
 

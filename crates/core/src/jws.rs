@@ -1,3 +1,6 @@
+//! Compact JWS: header and structure allow-lists checked before any signature
+//! work, then verification; and signing.
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

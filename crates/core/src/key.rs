@@ -1,3 +1,6 @@
+//! Private signing keys (Ed25519, P-256): generation, private JWK import and
+//! export, signing.
+
 use std::fmt;
 use std::sync::Arc;
 

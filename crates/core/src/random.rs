@@ -1,3 +1,5 @@
+//! Token IDs, nonces and credentials from the system CSPRNG.
+
 use crate::b64url_encode;
 
 /// `len` bytes from the system CSPRNG, base64url-encoded: token IDs, nonces,

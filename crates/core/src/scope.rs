@@ -1,3 +1,5 @@
+//! Permissions such as `read:customer` and the OAuth `scope` sets made of them.
+
 use std::collections::BTreeSet;
 use std::fmt;
 

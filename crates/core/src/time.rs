@@ -1,3 +1,5 @@
+//! The clock of every JWT time claim: seconds since the Unix epoch.
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, the unit of every JWT time claim.

@@ -1,3 +1,6 @@
+//! The access token profile (RFC 9068): claims, the `cnf` key binding, the
+//! `act` delegation chain, and the verification steps in DESIGN.md order.
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

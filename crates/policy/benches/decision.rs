@@ -33,7 +33,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 #[path = "../examples/support/policy_sets.rs"]
 mod policy_sets;
 
-use policy_sets::{CedarReference, SIZES, World, check};
+use policy_sets::{CedarReference, World, check};
 
 fn decisions(c: &mut Criterion) {
     let world = World::new();
@@ -44,7 +44,7 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| black_box(&reference).allows());
     });
 
-    for n in SIZES {
+    for n in policy_sets::sizes() {
         let set = policy_sets::set(n);
         for (name, q, expected) in world.queries() {
             check(&set, &q, &expected);

@@ -33,7 +33,7 @@ use agentauth_policy::{Outcome, PolicySet, Query};
 #[path = "support/policy_sets.rs"]
 mod policy_sets;
 
-use policy_sets::{CedarReference, SIZES, World, check};
+use policy_sets::{CedarReference, World, check};
 
 /// Decisions per round; a case's reference round of the same size precedes each.
 const ROUND: usize = 1_000;
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
             p
         })
         .collect();
-    for n in SIZES {
+    for n in policy_sets::sizes() {
         let set = policy_sets::set(n);
         let mut cases: Vec<(&str, Vec<Query<'_>>, Outcome)> = world
             .queries()
@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     );
 
     println!("\nPolicySet::load (parse, annotations, strict validation), median of 5:");
-    for n in SIZES {
+    for n in policy_sets::sizes() {
         let files = policy_sets::files(n);
         let mut loads: Vec<u64> = (0..5)
             .map(|_| {

@@ -1,3 +1,6 @@
+//! `PolicyError`, and the problems of an invalid policy set with the file, line
+//! and column where a person finds them.
+
 use std::fmt;
 
 use thiserror::Error as ThisError;

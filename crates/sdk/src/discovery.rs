@@ -1,3 +1,6 @@
+//! The authority's RFC 8414 metadata, which tells the SDK where tokens, keys,
+//! revocations and audit records go.
+
 use serde::Deserialize;
 
 use crate::SdkError;

@@ -1,3 +1,5 @@
+//! `SdkError`: every way an SDK call fails on the client side.
+
 use thiserror::Error;
 
 /// Every way an SDK call fails on the client side.

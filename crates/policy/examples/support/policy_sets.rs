@@ -63,6 +63,23 @@ pub(crate) const REFERENCE_SET: &str =
 /// The set sizes measured.
 pub(crate) const SIZES: [usize; 3] = [10, 100, 1_000];
 
+/// [`SIZES`], or the comma-separated sizes in `POLICY_BENCH_SIZES`
+/// (`bench/policy.sh --smoke` leaves out 1,000, whose loads take seconds each
+/// in a debug build).
+pub(crate) fn sizes() -> Vec<usize> {
+    let Ok(list) = std::env::var("POLICY_BENCH_SIZES") else {
+        return SIZES.to_vec();
+    };
+    list.split(',')
+        .map(|n| match n.trim().parse() {
+            Ok(n) if n >= EXAMPLE_POLICIES => n,
+            _ => panic!(
+                "POLICY_BENCH_SIZES={list}: sizes of at least {EXAMPLE_POLICIES}, comma-separated"
+            ),
+        })
+        .collect()
+}
+
 /// The policy files of a set of `n` policies (`n` ≥ 8).
 pub(crate) fn files(n: usize) -> Vec<PolicyFile> {
     assert!(n >= EXAMPLE_POLICIES, "a set holds at least the examples");
