@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -97,17 +97,13 @@ impl Server {
         server
     }
 
-    /// An authority on a fresh PostgreSQL database next to [`postgres_url`], or
+    /// An authority on a fresh PostgreSQL database at `DATABASE_URL`, or
     /// `None` when that PostgreSQL is not reachable and the test is skipped
-    /// (see [`postgres_reachable`]).
+    /// (the store's one rule: [`ScratchDatabase::for_test`]).
     pub async fn start_postgres() -> Option<Self> {
-        let admin = postgres_url();
-        if !postgres_reachable(&admin).await {
-            return None;
-        }
-        let scratch = ScratchDatabase::create(Some(&admin))
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} answered, but: {e}"));
+        let current = std::thread::current();
+        let test = current.name().unwrap_or("(unnamed test)");
+        let scratch = ScratchDatabase::for_test(test).await?;
         let dir = tempfile::tempdir().unwrap();
         let mut server = Self::spawn(&dir.path().join("data"), Some(&scratch.url), &[], &[]);
         server._dir = Some(dir);
@@ -386,51 +382,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The PostgreSQL server tests use: `DATABASE_URL`, or the local default.
-pub fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| agentauth_store::DEFAULT_TEST_DATABASE_URL.to_owned())
-}
-
-/// How long a test waits for PostgreSQL to accept a connection before it
-/// counts as not reachable.
-const POSTGRES_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Whether PostgreSQL at `url` accepts a connection. When it does not, the
-/// calling test fails if `AGENTAUTH_TEST_POSTGRES=required` (as in CI), and
-/// otherwise writes one `skipped:` line to stderr and should return: a
-/// machine without PostgreSQL still runs every other test.
-pub async fn postgres_reachable(url: &str) -> bool {
-    use sqlx::Connection as _;
-    let error = match tokio::time::timeout(
-        POSTGRES_PROBE_TIMEOUT,
-        sqlx::postgres::PgConnection::connect(url),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            return true;
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no connection within {POSTGRES_PROBE_TIMEOUT:?}"),
-    };
-    if std::env::var("AGENTAUTH_TEST_POSTGRES").is_ok_and(|v| v == "required") {
-        panic!(
-            "PostgreSQL is not reachable at {url} ({error}) and AGENTAUTH_TEST_POSTGRES=required"
-        );
-    }
-    // Straight to stderr, past the test harness's capture, so the skip shows.
-    let current = std::thread::current();
-    let test = current.name().unwrap_or("(unnamed test)");
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "skipped: {test}: PostgreSQL is not reachable at {url} ({error}); \
-         set AGENTAUTH_TEST_POSTGRES=required to fail instead"
-    );
-    false
 }
 
 /// The claims of an access token, read without verifying it.
