@@ -3,11 +3,12 @@
 //! task, a narrower scope, no longer a lifetime, its own key in `cnf` and the
 //! actor chain in `act`.
 
+use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest};
 use agentauth_core::{
     AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
 };
 
-use super::token::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
+use super::token::{Attempt, Minted};
 use crate::AuthorityError;
 use crate::client_auth::AuthenticatedClient;
 use crate::server::State;

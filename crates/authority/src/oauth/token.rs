@@ -2,6 +2,7 @@
 //! clients authenticated with private_key_jwt, audience chosen by `resource`
 //! (RFC 8707) or `audience`, never a silently smaller scope.
 
+use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest, TokenResponse};
 use agentauth_core::{
     ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
     DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
@@ -14,8 +15,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::audit::{event, request_id};
 use crate::body::FormBody;
@@ -25,38 +24,6 @@ use crate::policy::{self, PeerIp, Verdict};
 use crate::server::State as AuthorityState;
 use crate::{AuthorityError, approval, registry, server::AppState};
 
-/// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
-#[derive(Debug, Deserialize)]
-pub(crate) struct TokenRequest {
-    grant_type: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    client_id: Option<String>,
-    pub(crate) scope: Option<String>,
-    resource: Option<String>,
-    audience: Option<String>,
-    expires_in: Option<String>,
-    /// The task to join (client_credentials); minted when absent.
-    pub(crate) txn: Option<String>,
-    /// A short statement of intent for the task.
-    pub(crate) purpose: Option<String>,
-    /// The original request that started the task, or its digest.
-    pub(crate) request_context: Option<String>,
-    /// RFC 8693: the token the actor received.
-    pub(crate) subject_token: Option<String>,
-    /// RFC 8693: must be the access-token type.
-    pub(crate) subject_token_type: Option<String>,
-    /// RFC 8693: not supported (the actor authenticates as the client).
-    pub(crate) actor_token: Option<String>,
-    /// RFC 8693: if given, must be the access-token type.
-    pub(crate) requested_token_type: Option<String>,
-    /// The approval of an earlier identical request that answered
-    /// `authorization_pending`.
-    approval_id: Option<String>,
-}
-
-/// The token type URI of access tokens (RFC 8693 §3).
-pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Longest `purpose`.
 const MAX_PURPOSE: usize = 256;
 /// Longest `request_context`.
@@ -304,14 +271,14 @@ async fn issue(
     }
     tracing::info!(client = %claims.client_id, audience = %claims.aud, scope = %record.scope, jti = %claims.jti, "token issued");
 
-    let body = json!({
-        "access_token": access_token,
-        "token_type": binding.token_type(),
-        "expires_in": claims.exp - now,
-        "scope": record.scope,
-        "issued_token_type": ACCESS_TOKEN_TYPE,
-        "txn": claims.txn,
-    });
+    let body = TokenResponse {
+        access_token,
+        token_type: binding.token_type().to_owned(),
+        expires_in: claims.exp - now,
+        scope: record.scope,
+        issued_token_type: ACCESS_TOKEN_TYPE.to_owned(),
+        txn: claims.txn,
+    };
     let mut response = Json(body).into_response();
     response
         .headers_mut()
