@@ -19,6 +19,19 @@ pub enum ApprovalState {
     Expired,
 }
 
+impl ApprovalState {
+    /// The wire name, for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Used => "used",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// A token request waiting for (or given) a person's approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalView {
@@ -153,6 +166,9 @@ mod tests {
         ];
         let names = serde_json::to_string(&states).unwrap();
         assert_eq!(names, r#"["pending","approved","denied","used","expired"]"#);
+        for state in states {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
     }
 
     #[test]

@@ -14,6 +14,16 @@ pub enum AgentStatus {
     Disabled,
 }
 
+impl AgentStatus {
+    /// The wire name, for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// Body of `POST /v1/agents`: a new agent (admin), or an ephemeral child of
 /// the calling agent. Defaults are left out when written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +196,13 @@ mod tests {
         assert_eq!(written["status"], "disabled");
         assert_eq!(written["expires_at"], 100);
         assert_eq!(written["parent"], "spiffe://td/agent/planner");
+    }
+
+    #[test]
+    fn a_status_shows_as_its_wire_name() {
+        for status in [AgentStatus::Active, AgentStatus::Disabled] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 
     #[test]
