@@ -11,14 +11,13 @@
 //! purpose and grant type. Presenting it with anything else is `invalid_grant`,
 //! and the token issued under it consumes it in the same transaction.
 
+use agentauth_api::{ApprovalList, ApprovalQuery, ApprovalState, ApprovalVerdict, ApprovalView};
 use agentauth_core::AuditKind;
 use agentauth_core::{Decision, random_b64, unix_now};
 use agentauth_store::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::AuthorityError;
 use crate::audit::{event, request_id};
@@ -202,46 +201,48 @@ async fn create(
 
 // ---- The admin API ----
 
-/// The JSON view of an approval; past its expiry a pending or unused one
+/// The API's view of an approval; past its expiry a pending or unused one
 /// shows as `expired`.
-fn view(a: &ApprovalRow, now: i64) -> Value {
+fn view(a: &ApprovalRow, now: i64) -> ApprovalView {
     let status = match a.status {
-        ApprovalStatus::Pending | ApprovalStatus::Approved if a.expires_at <= now => "expired",
-        other => other.as_str(),
+        ApprovalStatus::Pending | ApprovalStatus::Approved if a.expires_at <= now => {
+            ApprovalState::Expired
+        }
+        ApprovalStatus::Pending => ApprovalState::Pending,
+        ApprovalStatus::Approved => ApprovalState::Approved,
+        ApprovalStatus::Denied => ApprovalState::Denied,
+        ApprovalStatus::Used => ApprovalState::Used,
     };
-    json!({
-        "id": a.id,
-        "status": status,
-        "agent": a.agent,
-        "subject": a.subject,
-        "audience": a.audience,
-        "scope": a.scope,
-        "txn": a.txn,
-        "purpose": a.purpose,
-        "grant_type": a.grant_type,
-        "policies": a.policies.split(' ').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
-        "approvers": a.approvers,
-        "created_at": a.created_at,
-        "expires_at": a.expires_at,
-        "decided_by": a.decided_by,
-        "decided_at": a.decided_at,
-        "reason": a.reason,
-    })
-}
-
-/// Query of `GET /v1/approvals`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    status: Option<String>,
-    limit: Option<i64>,
+    ApprovalView {
+        id: a.id.clone(),
+        status,
+        agent: a.agent.clone(),
+        subject: a.subject.clone(),
+        audience: a.audience.clone(),
+        scope: a.scope.clone(),
+        txn: a.txn.clone(),
+        purpose: a.purpose.clone(),
+        grant_type: a.grant_type.clone(),
+        policies: a
+            .policies
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        approvers: a.approvers.clone(),
+        created_at: a.created_at,
+        expires_at: a.expires_at,
+        decided_by: a.decided_by.clone(),
+        decided_at: a.decided_at,
+        reason: a.reason.clone(),
+    }
 }
 
 /// `GET /v1/approvals[?status=pending|approved|denied|used]`, newest first.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, AuthorityError> {
+    query: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ApprovalList>, AuthorityError> {
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(e.body_text()))?;
     let status = match q.status.as_deref() {
         None | Some("all") => None,
@@ -254,16 +255,16 @@ pub(crate) async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let now = unix_now();
     let rows = s.store.approvals(status, limit).await?;
-    Ok(Json(json!({
-        "approvals": rows.iter().map(|a| view(a, now)).collect::<Vec<_>>()
-    })))
+    Ok(Json(ApprovalList {
+        approvals: rows.iter().map(|a| view(a, now)).collect(),
+    }))
 }
 
 /// `GET /v1/approvals/{id}`.
 pub(crate) async fn show(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<ApprovalView>, AuthorityError> {
     let a = s
         .store
         .approval(&id)
@@ -272,23 +273,13 @@ pub(crate) async fn show(
     Ok(Json(view(&a, unix_now())))
 }
 
-/// Body of the approve and deny calls.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Verdict {
-    /// The person deciding (the admin credential is shared; the audit names them).
-    by: String,
-    /// Why; required to deny.
-    reason: Option<String>,
-}
-
 /// `POST /v1/approvals/{id}/approve`.
 pub(crate) async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<JsonBody<Verdict>, AuthorityError>,
-) -> Result<Json<Value>, AuthorityError> {
+    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
+) -> Result<Json<ApprovalView>, AuthorityError> {
     decide(&s, &headers, &id, body, ApprovalStatus::Approved).await
 }
 
@@ -297,8 +288,8 @@ pub(crate) async fn deny(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<JsonBody<Verdict>, AuthorityError>,
-) -> Result<Json<Value>, AuthorityError> {
+    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
+) -> Result<Json<ApprovalView>, AuthorityError> {
     decide(&s, &headers, &id, body, ApprovalStatus::Denied).await
 }
 
@@ -306,9 +297,9 @@ async fn decide(
     s: &AuthorityState,
     headers: &HeaderMap,
     id: &str,
-    body: Result<JsonBody<Verdict>, AuthorityError>,
+    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
     status: ApprovalStatus,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<ApprovalView>, AuthorityError> {
     let JsonBody(verdict) = body?;
     let by = verdict.by.trim();
     if by.is_empty() || by.len() > MAX_TEXT {

@@ -4,13 +4,12 @@
 use agentauth_core::AuditKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agentauth_api::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch};
 use agentauth_core::{AccessClaims, AuditEvent, AuditRecord, Decision, Rejection, RequestProof};
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::{Query, State};
 use http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::admin::presented_token;
 use crate::body::RawRequest;
@@ -61,21 +60,11 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListQuery {
-    agent: Option<String>,
-    kind: Option<String>,
-    since: Option<i64>,
-    limit: Option<i64>,
-}
-
 /// `GET /v1/audit`: records in chain order, filtered (admin only).
 pub(crate) async fn list(
     State(s): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, AuthorityError> {
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, AuthorityError> {
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let filter = AuditFilter {
         agent: q.agent.map(|a| registry::agent_id_or_raw(&s, &a)),
@@ -84,10 +73,11 @@ pub(crate) async fn list(
         limit: q.limit.unwrap_or(100).clamp(1, MAX_READ),
     };
     let records: Vec<AuditRecord> = s.store.audit_records(&filter).await?;
-    let (head_seq, head_hash) = s.store.audit_head().await?;
-    Ok(Json(
-        json!({"records": records, "head": {"seq": head_seq, "hash": head_hash}}),
-    ))
+    let (seq, hash) = s.store.audit_head().await?;
+    Ok(Json(AuditPage {
+        records,
+        head: AuditHead { seq, hash },
+    }))
 }
 
 /// The kind a filter names; one agentauth never writes is a mistake worth saying.
@@ -98,52 +88,15 @@ fn known_kind(name: &str) -> Result<AuditKind, AuthorityError> {
     })
 }
 
-/// One event as a verifying layer reports it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReportedEvent {
-    kind: String,
-    #[serde(default)]
-    subject: String,
-    #[serde(default)]
-    audience: String,
-    #[serde(default)]
-    scope: String,
-    decision: Decision,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    request_id: String,
-    #[serde(default)]
-    txn: String,
-    #[serde(default)]
-    chain: String,
-    #[serde(default)]
-    purpose: String,
-    /// When the agent saw it, milliseconds since the epoch.
-    #[serde(default)]
-    time_ms: Option<i64>,
-}
-
-/// Body of `POST /v1/audit/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Batch {
-    events: Vec<ReportedEvent>,
-    /// Events the layer had to drop since its last batch.
-    #[serde(default)]
-    dropped: u64,
-}
-
 /// `POST /v1/audit/events`: a verifying layer's decisions, authenticated by an
 /// access token for the authority with `audit:write`. The actor of every
 /// record is the token's agent, whatever the body says.
 pub(crate) async fn ingest(
     State(s): State<AppState>,
     req: RawRequest,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<BatchAccepted>, AuthorityError> {
     let agent = authenticate_agent(&s, &req, AUDIT_WRITE).await?;
-    let batch: Batch = req.json()?;
+    let batch: EventBatch = req.json()?;
     if batch.events.len() > MAX_BATCH {
         return Err(AuthorityError::InvalidRequest(format!(
             "a batch holds at most {MAX_BATCH} events"
@@ -182,9 +135,9 @@ pub(crate) async fn ingest(
         dropped.reason = format!("the agent's audit buffer dropped {} events", batch.dropped);
         events.push(dropped);
     }
-    let accepted = events.len();
+    let accepted = events.len() as u64;
     s.store.append_audit(&events).await?;
-    Ok(Json(json!({"accepted": accepted})))
+    Ok(Json(BatchAccepted { accepted }))
 }
 
 /// Verifies an access token addressed to the authority and returns its agent.

@@ -1,6 +1,7 @@
 //! Delegation grants (`/v1/agents/{name}/delegations`): which agent may pass
 //! which permissions on to which other agent by token exchange. Admin only.
 
+use agentauth_api::{Delegation, DelegationList, NewDelegation};
 use agentauth_core::AuditKind;
 use agentauth_core::{AgentName, Decision, Scope, SpiffeId, unix_now};
 use agentauth_store::DelegationRow;
@@ -8,24 +9,19 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::AuthorityError;
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
 use crate::server::{AppState, State as AuthorityState};
 
-/// Body of `POST /v1/agents/{name}/delegations`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewGrant {
-    to: String,
-    permissions: Vec<String>,
-}
-
-fn view(grant: &DelegationRow) -> Value {
-    json!({"from": grant.from, "to": grant.to, "permissions": grant.permissions, "created_at": grant.created_at})
+fn view(grant: &DelegationRow) -> Delegation {
+    Delegation {
+        from: grant.from.clone(),
+        to: grant.to.clone(),
+        permissions: grant.permissions.clone(),
+        created_at: grant.created_at,
+    }
 }
 
 /// The registered agent named (by name or SPIFFE ID) `given`.
@@ -54,7 +50,7 @@ pub(crate) async fn grant(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<JsonBody<NewGrant>, AuthorityError>,
+    body: Result<JsonBody<NewDelegation>, AuthorityError>,
 ) -> Result<Response, AuthorityError> {
     let JsonBody(new) = body?;
     let from = registered(&s, &name).await?;
@@ -102,16 +98,16 @@ pub(crate) async fn grant(
 pub(crate) async fn list(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<DelegationList>, AuthorityError> {
     let from = registered(&s, &name).await?;
-    let grants: Vec<Value> = s
+    let delegations = s
         .store
         .delegations(&from.id)
         .await?
         .iter()
         .map(view)
         .collect();
-    Ok(Json(json!({ "delegations": grants })))
+    Ok(Json(DelegationList { delegations }))
 }
 
 /// `DELETE /v1/agents/{name}/delegations/{to}`.

@@ -1,10 +1,10 @@
 //! `AuthorityError`, and the one place that maps each failure to an HTTP
 //! status and an OAuth error code.
 
+use agentauth_api::{OAuthError, PolicyProblem};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
 use thiserror::Error;
 
 /// Every way an authority request fails. Each variant maps to exactly one
@@ -167,22 +167,37 @@ impl AuthorityError {
         )
     }
 
-    /// Members the error body carries beyond `error` and `error_description`.
-    fn extra(&self) -> Option<serde_json::Value> {
+    /// The error body: code, description, and the members some codes add.
+    fn body(&self) -> OAuthError {
+        let (_, code) = self.status_and_code();
+        let mut body = OAuthError::new(code, self.to_string());
         match self {
-            Self::InvalidPolicy(problems) => Some(json!({ "problems": problems })),
+            Self::InvalidPolicy(problems) => {
+                body.problems = Some(problems.iter().map(problem).collect());
+            }
             Self::AuthorizationPending {
                 approval_id,
                 interval,
                 expires_in,
-            } => Some(json!({
-                "approval_id": approval_id,
-                "interval": interval,
-                "expires_in": expires_in,
-            })),
-            Self::SlowDown { interval } => Some(json!({ "interval": interval })),
-            _ => None,
+            } => {
+                body.approval_id = Some(approval_id.clone());
+                body.interval = Some(*interval);
+                body.expires_in = Some(*expires_in);
+            }
+            Self::SlowDown { interval } => body.interval = Some(*interval),
+            _ => {}
         }
+        body
+    }
+}
+
+/// A policy problem as the error body lists it.
+fn problem(p: &agentauth_policy::Problem) -> PolicyProblem {
+    PolicyProblem {
+        file: p.file.clone(),
+        line: p.line,
+        column: p.column,
+        message: p.message.clone(),
     }
 }
 
@@ -207,13 +222,7 @@ impl IntoResponse for AuthorityError {
         if let Self::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let mut body = json!({"error": code, "error_description": self.to_string()});
-        if let (Some(extra), Some(map)) = (self.extra(), body.as_object_mut())
-            && let Some(more) = extra.as_object()
-        {
-            map.extend(more.clone());
-        }
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {

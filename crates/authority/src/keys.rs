@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use agentauth_api::{Jwk, Jwks};
 use agentauth_core::{PublicJwk, SigningKey, b64url_decode, b64url_encode, random_bytes, unix_now};
 use agentauth_store::{SigningKeyRow, Store};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::AuthorityError;
 
@@ -163,19 +164,21 @@ impl KeyRing {
     }
 
     /// The JWKS document (RFC 7517 §5) with `kid`, `alg` and `use` on every key.
-    pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
+    pub fn jwks(&self) -> Jwks {
+        let keys = self
             .published
             .iter()
-            .map(|(kid, jwk)| {
-                let mut v = jwk.to_json();
-                v["kid"] = json!(kid);
-                v["alg"] = json!(jwk.alg().as_str());
-                v["use"] = json!("sig");
-                v
+            .map(|(kid, jwk)| Jwk {
+                params: match jwk.to_json() {
+                    Value::Object(members) => members,
+                    _ => unreachable!("a public JWK is a JSON object"),
+                },
+                kid: Some(kid.clone()),
+                alg: Some(jwk.alg().as_str().to_owned()),
+                key_use: Some("sig".to_owned()),
             })
             .collect();
-        json!({ "keys": keys })
+        Jwks { keys }
     }
 }
 

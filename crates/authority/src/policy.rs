@@ -13,6 +13,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use agentauth_api::{
+    DecisionClock, DecisionContext, DryRunAnswer, DryRunRequest, NewPolicySet, PolicyDecision,
+    PolicyDistribution, PolicyOutcome, PolicySetLoaded, PolicySummary, PolicyVersion,
+    PolicyVersionDetail, PolicyVersionList,
+};
 use agentauth_core::{Decision as AuditDecision, Scope, unix_now};
 use agentauth_policy::{
     AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
@@ -22,8 +27,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
@@ -373,24 +377,14 @@ pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, 
 
 // ---- The admin API ----
 
-/// Body of `POST /v1/policies`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewPolicySet {
-    files: Vec<PolicyFile>,
-    /// Activate the new version at once.
-    #[serde(default)]
-    activate: bool,
-}
-
-fn listing(row: &PolicySetRow) -> Value {
-    json!({
-        "version": row.version,
-        "digest": row.digest,
-        "policy_count": row.policy_count,
-        "created_at": row.created_at,
-        "active": row.active,
-    })
+fn listing(row: &PolicySetRow) -> PolicyVersion {
+    PolicyVersion {
+        version: row.version,
+        digest: row.digest.clone(),
+        policy_count: row.policy_count,
+        created_at: row.created_at,
+        active: row.active,
+    }
 }
 
 fn digest(files: &str) -> String {
@@ -406,22 +400,24 @@ pub(crate) async fn load(
     body: Result<JsonBody<NewPolicySet, MAX_POLICY_BODY>, AuthorityError>,
 ) -> Result<Response, AuthorityError> {
     let JsonBody(new) = body?;
-    let (new, set) = tokio::task::spawn_blocking(move || {
-        let set = PolicySet::load(&new.files);
-        (new, set)
+    let files = policy_files(new.files);
+    let (files, set) = tokio::task::spawn_blocking(move || {
+        let set = PolicySet::load(&files);
+        (files, set)
     })
     .await
     .map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let set = set.map_err(AuthorityError::from)?;
+    let file_count = files.len();
     let files =
-        serde_json::to_string(&new.files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        serde_json::to_string(&files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let digest = digest(&files);
     let now = unix_now();
     let mut audit = event(AuditKind::PolicyLoaded, "admin", "", AuditDecision::Allow);
     audit.reason = format!(
         "{} policies in {} files, sha256 {digest}",
         set.summaries().len(),
-        new.files.len()
+        file_count
     );
     audit.request_id = request_id(&headers);
     let count = set.summaries().len() as i64;
@@ -432,22 +428,24 @@ pub(crate) async fn load(
     if new.activate {
         activate_version(&s, version, &headers).await?;
     }
-    let body = json!({
-        "version": version,
-        "digest": digest,
-        "policy_count": count,
-        "active": new.activate,
-        "policies": set.summaries(),
-    });
+    let body = PolicySetLoaded {
+        version,
+        digest,
+        policy_count: count,
+        active: new.activate,
+        policies: set.summaries().iter().map(summary).collect(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `GET /v1/policies`: every version, newest first.
-pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Value>, AuthorityError> {
+pub(crate) async fn list(
+    State(s): State<AppState>,
+) -> Result<Json<PolicyVersionList>, AuthorityError> {
     let rows = s.store.policy_sets().await?;
-    Ok(Json(
-        json!({ "versions": rows.iter().map(listing).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(PolicyVersionList {
+        versions: rows.iter().map(listing).collect(),
+    }))
 }
 
 fn parse_version(raw: &str) -> Result<i64, AuthorityError> {
@@ -466,23 +464,28 @@ async fn version_row(s: &AuthorityState, version: i64) -> Result<PolicySetRow, A
 }
 
 /// The full view of a version: files and the policies they hold.
-fn full_view(row: &PolicySetRow) -> Result<Value, AuthorityError> {
+fn full_view(row: &PolicySetRow) -> Result<PolicyVersionDetail, AuthorityError> {
     let files: Vec<PolicyFile> = serde_json::from_str(&row.files)
         .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
     let policies = PolicySet::load(&files)
-        .map(|set| set.summaries().to_vec())
+        .map(|set| set.summaries().iter().map(summary).collect())
         .unwrap_or_default();
-    let mut view = listing(row);
-    view["files"] = json!(files);
-    view["policies"] = json!(policies);
-    Ok(view)
+    Ok(PolicyVersionDetail {
+        version: row.version,
+        digest: row.digest.clone(),
+        policy_count: row.policy_count,
+        created_at: row.created_at,
+        active: row.active,
+        files: files.into_iter().map(file_view).collect(),
+        policies,
+    })
 }
 
 /// `GET /v1/policies/{version}`.
 pub(crate) async fn show(
     State(s): State<AppState>,
     Path(version): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<PolicyVersionDetail>, AuthorityError> {
     let row = version_row(&s, parse_version(&version)?).await?;
     Ok(Json(full_view(&row)?))
 }
@@ -493,7 +496,7 @@ pub(crate) async fn activate(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(version): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<PolicyVersion>, AuthorityError> {
     let version = parse_version(&version)?;
     activate_version(&s, version, &headers).await?;
     let row = version_row(&s, version).await?;
@@ -541,7 +544,13 @@ pub(crate) async fn distribution(
 ) -> Result<Response, AuthorityError> {
     let Some(row) = s.store.active_policy_set().await? else {
         // An explicit answer, so a verifier never takes a stray 404 for "off".
-        let mut response = Json(json!({ "version": null, "active": false })).into_response();
+        let off = PolicyDistribution {
+            version: None,
+            active: false,
+            digest: None,
+            files: None,
+        };
+        let mut response = Json(off).into_response();
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -559,11 +568,14 @@ pub(crate) async fn distribution(
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let files: Value = serde_json::from_str(&row.files)
+        let files = serde_json::from_str(&row.files)
             .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
-        Json(
-            json!({ "version": row.version, "active": true, "digest": row.digest, "files": files }),
-        )
+        Json(PolicyDistribution {
+            version: Some(row.version),
+            active: true,
+            digest: Some(row.digest),
+            files: Some(files),
+        })
         .into_response()
     };
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -584,7 +596,7 @@ pub(crate) async fn agent_facts(
     Path(name): Path<String>,
 ) -> Result<Response, AuthorityError> {
     let agent = registry::named(&s, &name).await?;
-    let mut response = Json(facts(&s, &agent).await?).into_response();
+    let mut response = Json(facts_view(facts(&s, &agent).await?)).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),
@@ -592,34 +604,15 @@ pub(crate) async fn agent_facts(
     Ok(response)
 }
 
-/// Body of `POST /v1/policies/test`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DryRun {
-    /// Decide with these files instead of a stored version.
-    files: Option<Vec<PolicyFile>>,
-    /// Decide with this stored version; the active one when neither is given.
-    version: Option<i64>,
-    /// Agent name.
-    principal: String,
-    /// Permission.
-    action: String,
-    /// Target agent name.
-    resource: String,
-    /// Context fields; the rest take their defaults (now, this environment).
-    #[serde(default)]
-    context: Value,
-}
-
 /// `POST /v1/policies/test`: a dry run of one decision, with the policies
 /// that determined it and any evaluation errors; nothing is stored.
 pub(crate) async fn dry_run(
     State(s): State<AppState>,
-    body: Result<JsonBody<DryRun, MAX_POLICY_BODY>, AuthorityError>,
-) -> Result<Json<Value>, AuthorityError> {
+    body: Result<JsonBody<DryRunRequest, MAX_POLICY_BODY>, AuthorityError>,
+) -> Result<Json<DryRunAnswer>, AuthorityError> {
     let JsonBody(run) = body?;
-    let (set, version) = match (&run.files, run.version) {
-        (Some(files), _) => (PolicySet::load(files)?, None),
+    let (set, version) = match (run.files, run.version) {
+        (Some(files), _) => (PolicySet::load(&policy_files(files))?, None),
         (None, version) => {
             let row = match version {
                 Some(v) => version_row(&s, v).await?,
@@ -645,11 +638,11 @@ pub(crate) async fn dry_run(
             context: &context,
         })
         .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
-    Ok(Json(json!({
-        "version": version,
-        "decision": decision,
-        "context": context,
-    })))
+    Ok(Json(DryRunAnswer {
+        version,
+        decision: decision_view(decision),
+        context: context_view(context),
+    }))
 }
 
 /// The dry run's context: given fields over defaults for this authority now.
@@ -658,16 +651,18 @@ fn dry_run_context(
     principal: &AgentRow,
     given: Value,
 ) -> Result<RequestContext, AuthorityError> {
-    let mut context = json!({
-        "purpose": "",
-        "sensitivity": "unspecified",
-        "delegation_depth": 0,
-        "chain": [principal.name],
-        "txn": "",
-        "environment": s.config.environment,
-        "time": Clock::at_unix(unix_now()),
-        "client_ip": "127.0.0.1",
-    });
+    let defaults = RequestContext {
+        purpose: String::new(),
+        sensitivity: "unspecified".into(),
+        delegation_depth: 0,
+        chain: vec![principal.name.clone()],
+        txn: String::new(),
+        environment: s.config.environment.clone(),
+        time: Clock::at_unix(unix_now()),
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+    };
+    let mut context = serde_json::to_value(defaults)
+        .map_err(|e| AuthorityError::Internal(format!("context: {e}")))?;
     match given {
         Value::Null => {}
         Value::Object(fields) => {
@@ -688,4 +683,74 @@ fn dry_run_context(
     }
     serde_json::from_value(context)
         .map_err(|e| AuthorityError::InvalidRequest(format!("context: {e}")))
+}
+
+// ---- What the API shows of the policy crate's types ----
+
+fn policy_files(files: Vec<agentauth_api::PolicyFile>) -> Vec<PolicyFile> {
+    files
+        .into_iter()
+        .map(|f| PolicyFile {
+            name: f.name,
+            text: f.text,
+        })
+        .collect()
+}
+
+fn file_view(file: PolicyFile) -> agentauth_api::PolicyFile {
+    agentauth_api::PolicyFile {
+        name: file.name,
+        text: file.text,
+    }
+}
+
+fn summary(p: &agentauth_policy::PolicySummary) -> PolicySummary {
+    PolicySummary {
+        id: p.id.clone(),
+        file: p.file.clone(),
+        line: p.line,
+        effect: p.effect.clone(),
+        approval: p.approval,
+        approvers: p.approvers.clone(),
+    }
+}
+
+fn decision_view(decision: Decision) -> PolicyDecision {
+    PolicyDecision {
+        outcome: match decision.outcome {
+            Outcome::Permit => PolicyOutcome::Permit,
+            Outcome::NeedsApproval { approvers } => PolicyOutcome::NeedsApproval { approvers },
+            Outcome::Deny => PolicyOutcome::Deny,
+        },
+        policies: decision.policies,
+        errors: decision.errors,
+    }
+}
+
+fn context_view(context: RequestContext) -> DecisionContext {
+    DecisionContext {
+        purpose: context.purpose,
+        sensitivity: context.sensitivity,
+        delegation_depth: context.delegation_depth,
+        chain: context.chain,
+        txn: context.txn,
+        environment: context.environment,
+        time: DecisionClock {
+            hour: context.time.hour,
+            weekday: context.time.weekday,
+        },
+        client_ip: context.client_ip,
+    }
+}
+
+fn facts_view(facts: AgentFacts) -> agentauth_api::AgentFacts {
+    agentauth_api::AgentFacts {
+        name: facts.name,
+        trust_domain: facts.trust_domain,
+        owner: facts.owner,
+        tags: facts.tags,
+        ephemeral: facts.ephemeral,
+        parent: facts.parent,
+        ancestors: facts.ancestors,
+    }
 }

@@ -13,6 +13,7 @@
 //! deleting an agent disables and revokes all its descendants (the store does
 //! that in the same transaction), and re-enabling it re-enables none of them.
 
+use agentauth_api::{AgentList, AgentPatch, AgentView, NewAgent};
 use agentauth_core::AuditKind;
 use agentauth_core::{
     AccessClaims, AgentName, AuditEvent, Decision, PublicJwk, Scope, SpiffeId, parse_access_token,
@@ -23,8 +24,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::AuthorityError;
 use crate::admin::presented_token;
@@ -41,61 +40,42 @@ pub(crate) const MAX_SPAWN_SECS: i64 = 3600;
 /// Longest lifetime the admin may give an agent with `expires_in` (100 years).
 const MAX_ADMIN_EXPIRES_IN: i64 = 100 * 366 * 24 * 3600;
 
-/// Body of `POST /v1/agents`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewAgent {
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    owner: String,
-    permissions: Vec<String>,
-    public_jwk: Value,
-    /// Opt out of key-bound tokens (shown in the registry and audit).
-    #[serde(default)]
-    bearer_allowed: bool,
-    /// Seconds until the agent stops working: optional for the admin,
-    /// required (1 to [`MAX_SPAWN_SECS`]) for a spawning agent.
-    expires_in: Option<i64>,
-    /// Labels policies can test; a spawned agent always has its parent's.
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
-/// Body of `PATCH /v1/agents/{name}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AgentPatch {
-    permissions: Option<Vec<String>>,
-    description: Option<String>,
-    status: Option<AgentStatus>,
-    bearer_allowed: Option<bool>,
-    tags: Option<Vec<String>>,
-}
-
-/// The JSON view of a registry entry.
-pub(crate) fn view(agent: &AgentRow) -> Value {
+/// The API's view of a registry entry.
+pub(crate) fn view(agent: &AgentRow) -> AgentView {
     let jkt = PublicJwk::from_json(&agent.public_jwk)
         .map(|k| k.thumbprint().0)
         .unwrap_or_default();
-    json!({
-        "name": agent.name,
-        "id": agent.id,
-        "client_id": agent.id,
-        "description": agent.description,
-        "owner": agent.owner,
-        "permissions": agent.permissions,
-        "public_jwk": agent.public_jwk,
-        "jkt": jkt,
-        "status": agent.status,
-        "bearer_allowed": agent.bearer_allowed,
-        "expires_at": agent.expires_at,
-        "parent": agent.parent,
-        "tags": agent.tags,
-        "created_at": agent.created_at,
-        "updated_at": agent.updated_at,
-    })
+    AgentView {
+        name: agent.name.clone(),
+        id: agent.id.clone(),
+        client_id: agent.id.clone(),
+        description: agent.description.clone(),
+        owner: agent.owner.clone(),
+        permissions: agent.permissions.clone(),
+        public_jwk: agent.public_jwk.clone(),
+        jkt,
+        status: status_view(agent.status),
+        bearer_allowed: agent.bearer_allowed,
+        expires_at: agent.expires_at,
+        parent: agent.parent.clone(),
+        tags: agent.tags.clone(),
+        created_at: agent.created_at,
+        updated_at: agent.updated_at,
+    }
+}
+
+fn status_view(status: AgentStatus) -> agentauth_api::AgentStatus {
+    match status {
+        AgentStatus::Active => agentauth_api::AgentStatus::Active,
+        AgentStatus::Disabled => agentauth_api::AgentStatus::Disabled,
+    }
+}
+
+fn stored_status(status: agentauth_api::AgentStatus) -> AgentStatus {
+    match status {
+        agentauth_api::AgentStatus::Active => AgentStatus::Active,
+        agentauth_api::AgentStatus::Disabled => AgentStatus::Disabled,
+    }
 }
 
 fn bounded_text(field: &str, text: &str) -> Result<(), AuthorityError> {
@@ -379,16 +359,16 @@ async fn store_new(
 }
 
 /// `GET /v1/agents`.
-pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<Value>, AuthorityError> {
-    let agents: Vec<Value> = s.store.agents().await?.iter().map(view).collect();
-    Ok(Json(json!({ "agents": agents })))
+pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<AgentList>, AuthorityError> {
+    let agents = s.store.agents().await?.iter().map(view).collect();
+    Ok(Json(AgentList { agents }))
 }
 
 /// `GET /v1/agents/{name}`.
 pub(crate) async fn show(
     State(s): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<AgentView>, AuthorityError> {
     Ok(Json(view(&named(&s, &name).await?)))
 }
 
@@ -408,7 +388,7 @@ pub(crate) async fn update(
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<JsonBody<AgentPatch>, AuthorityError>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<AgentView>, AuthorityError> {
     let JsonBody(patch) = body?;
     if patch.permissions.is_none()
         && patch.description.is_none()
@@ -428,7 +408,7 @@ pub(crate) async fn update(
     let update = AgentUpdate {
         permissions: patch.permissions.as_deref().map(permissions).transpose()?,
         description: patch.description,
-        status: patch.status,
+        status: patch.status.map(stored_status),
         bearer_allowed: patch.bearer_allowed,
         tags: patch.tags.as_deref().map(tags).transpose()?,
         now: unix_now(),
@@ -533,7 +513,7 @@ mod tests {
             description: String::new(),
             owner: "team-a".into(),
             permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
-            public_jwk: json!({}),
+            public_jwk: serde_json::json!({}),
             status: AgentStatus::Active,
             bearer_allowed: false,
             expires_at,
@@ -550,7 +530,7 @@ mod tests {
             description: String::new(),
             owner: String::new(),
             permissions: vec![],
-            public_jwk: json!({}),
+            public_jwk: serde_json::json!({}),
             bearer_allowed: false,
             expires_in,
             tags: vec![],

@@ -12,6 +12,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use agentauth_api::{
+    FeedQuery, OAuthError, RevocationAction, RevocationEntry, RevocationKind, RevocationPage,
+};
 use agentauth_core::unix_now;
 use agentauth_store::{RevocationRow, Store};
 use axum::Json;
@@ -19,8 +22,6 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::AuthorityError;
@@ -77,28 +78,45 @@ impl Notifier {
     }
 }
 
-/// Query of the feed.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Since {
-    since: Option<i64>,
-}
-
 /// Entries after `since`, oldest first; `more` says another page is waiting.
 pub(crate) async fn since(
     State(s): State<AppState>,
-    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, AuthorityError> {
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RevocationPage>, AuthorityError> {
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let since = q.since.unwrap_or(0).max(0);
     let mut entries = s.store.revocations_since(since, PAGE + 1).await?;
     let more = entries.len() as i64 > PAGE;
     entries.truncate(PAGE as usize);
     let (entries, held_back) = settled(since, entries, unix_now());
-    let last = entries.last().map_or(since, |e| e.seq);
-    Ok(Json(
-        json!({"revocations": entries, "last_seq": last, "more": more && !held_back}),
-    ))
+    let last_seq = entries.last().map_or(since, |e| e.seq);
+    Ok(Json(RevocationPage {
+        revocations: entries.iter().map(entry).collect(),
+        last_seq,
+        more: more && !held_back,
+    }))
+}
+
+/// A stored feed entry as the feed and the stream send it.
+fn entry(row: &RevocationRow) -> RevocationEntry {
+    use agentauth_store::{RevocationAction as Action, RevocationKind as Kind};
+    RevocationEntry {
+        seq: row.seq,
+        kind: match row.kind {
+            Kind::Agent => RevocationKind::Agent,
+            Kind::Token => RevocationKind::Token,
+            Kind::Task => RevocationKind::Task,
+            Kind::Key => RevocationKind::Key,
+            Kind::Policy => RevocationKind::Policy,
+        },
+        subject: row.subject.clone(),
+        action: match row.action {
+            Action::Revoke => RevocationAction::Revoke,
+            Action::Restore => RevocationAction::Restore,
+        },
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    }
 }
 
 /// The entries that may be handed out now: all of them, unless the sequence
@@ -123,7 +141,7 @@ fn settled(mut prev: i64, rows: Vec<RevocationRow>, now: i64) -> (Vec<Revocation
 pub(crate) async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AuthorityError> {
     let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let cursor = match headers.get("last-event-id") {
@@ -165,10 +183,12 @@ pub(crate) async fn stream(
 }
 
 fn too_many_streams() -> Response {
-    let body = json!({
-        "error": "temporarily_unavailable",
-        "error_description": format!("{MAX_STREAMS} revocation streams are open already; poll /v1/revocations or retry later"),
-    });
+    let body = OAuthError::new(
+        "temporarily_unavailable",
+        format!(
+            "{MAX_STREAMS} revocation streams are open already; poll /v1/revocations or retry later"
+        ),
+    );
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -199,7 +219,7 @@ impl Feed {
                 return match Event::default()
                     .id(row.seq.to_string())
                     .event("revocation")
-                    .json_data(&row)
+                    .json_data(entry(&row))
                 {
                     Ok(event) => Some(event),
                     Err(e) => {

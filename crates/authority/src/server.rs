@@ -345,10 +345,11 @@ fn spawn_purger(store: Arc<dyn Store>) -> JoinHandle<()> {
 mod tests {
     use std::collections::HashSet;
 
+    use agentauth_api::{NewAgent, TokenResponse};
     use agentauth_core::{ClientAssertionClaims, SigningKey, random_b64, unix_now};
     use axum::body::{Body, to_bytes};
     use http::header::{AUTHORIZATION, CONTENT_TYPE};
-    use serde_json::{Value, json};
+    use serde_json::Value;
     use tower::ServiceExt as _;
 
     use super::*;
@@ -382,13 +383,20 @@ mod tests {
     /// A real access token for the authority, issued to a registered agent.
     async fn agent_token(app: &Router, admin: &str) -> String {
         let key = SigningKey::generate_ed25519();
+        let walker = NewAgent {
+            name: "walker".into(),
+            description: String::new(),
+            owner: String::new(),
+            permissions: vec![],
+            public_jwk: key.public_jwk().to_json(),
+            bearer_allowed: false,
+            expires_in: None,
+            tags: vec![],
+        };
         let register = Request::post("/v1/agents")
             .header(AUTHORIZATION, format!("Bearer {admin}"))
             .header(CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"name": "walker", "permissions": [], "public_jwk": key.public_jwk().to_json()})
-                    .to_string(),
-            ))
+            .body(Body::from(serde_json::to_vec(&walker).unwrap()))
             .unwrap();
         let (status, body) = send_json(app, register).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -413,7 +421,8 @@ mod tests {
             .unwrap();
         let (status, body) = send_json(app, request).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        body["access_token"].as_str().unwrap().to_owned()
+        let issued: TokenResponse = serde_json::from_value(body).unwrap();
+        issued.access_token
     }
 
     #[tokio::test]

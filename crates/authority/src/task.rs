@@ -2,14 +2,15 @@
 //! hops in order, complete it (which revokes it), and revoke agents, tokens
 //! and tasks by hand.
 
+use agentauth_api::{
+    RevocationReceipt, RevocationRequest, RevocationTarget, TaskCompletion, TaskView,
+};
 use agentauth_core::AuditKind;
 use agentauth_core::{Decision, unix_now};
 use agentauth_store::{AgentStatus, AgentUpdate};
 use axum::Json;
 use axum::extract::{Path, State};
 use http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::admin::bearer;
 use crate::audit::{authenticate_agent, event, request_id};
@@ -24,7 +25,7 @@ pub(crate) const TASKS_COMPLETE: &str = "tasks:complete";
 pub(crate) async fn show(
     State(s): State<AppState>,
     Path(txn): Path<String>,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<TaskView>, AuthorityError> {
     let hops = s.store.task_records(&txn).await?;
     if hops.is_empty() && !s.store.task_exists(&txn).await? {
         return Err(AuthorityError::NotFound(format!(
@@ -33,7 +34,7 @@ pub(crate) async fn show(
         )));
     }
     let revoked = s.store.task_revoked(&txn).await?;
-    Ok(Json(json!({"txn": txn, "revoked": revoked, "hops": hops})))
+    Ok(Json(TaskView { txn, revoked, hops }))
 }
 
 /// `POST /v1/tasks/{txn}/complete`: the work is done; every token of the task
@@ -43,7 +44,7 @@ pub(crate) async fn complete(
     State(s): State<AppState>,
     Path(txn): Path<String>,
     req: RawRequest,
-) -> Result<Json<Value>, AuthorityError> {
+) -> Result<Json<TaskCompletion>, AuthorityError> {
     let headers = &req.parts.headers;
     let actor = match bearer(headers) {
         Some(token) if s.admin.matches(token) => "admin".to_owned(),
@@ -72,7 +73,7 @@ pub(crate) async fn complete(
         &request_id(headers),
     )
     .await?;
-    Ok(Json(json!({"txn": txn, "revoked": true})))
+    Ok(Json(TaskCompletion { txn, revoked: true }))
 }
 
 async fn revoke_task(
@@ -98,31 +99,13 @@ async fn revoke_task(
     Ok(())
 }
 
-/// Body of `POST /v1/revocations`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Revocation {
-    kind: RevocationTarget,
-    value: String,
-}
-
-/// What `POST /v1/revocations` can revoke.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum RevocationTarget {
-    Agent,
-    Token,
-    Task,
-    Key,
-}
-
 /// `POST /v1/revocations`: revoke an agent (disables it), a token (and every
 /// token exchanged from it), a task, or a key by thumbprint (admin).
 pub(crate) async fn revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonBody<Revocation>, AuthorityError>,
-) -> Result<Json<Value>, AuthorityError> {
+    body: Result<JsonBody<RevocationRequest>, AuthorityError>,
+) -> Result<Json<RevocationReceipt>, AuthorityError> {
     let JsonBody(r) = body?;
     let request = request_id(&headers);
     match r.kind {
@@ -173,18 +156,10 @@ pub(crate) async fn revoke(
             s.revocations_changed();
         }
     }
-    Ok(Json(json!({"revoked": r.kind_name(), "value": r.value})))
-}
-
-impl Revocation {
-    fn kind_name(&self) -> &'static str {
-        match self.kind {
-            RevocationTarget::Agent => "agent",
-            RevocationTarget::Token => "token",
-            RevocationTarget::Task => "task",
-            RevocationTarget::Key => "key",
-        }
-    }
+    Ok(Json(RevocationReceipt {
+        revoked: r.kind,
+        value: r.value,
+    }))
 }
 
 fn short(s: &str) -> String {

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
+use agentauth_api::OAuthError;
 use agentauth_authority::ADMIN_TOKEN_FILE;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Where the authority is and how to prove admin rights.
 #[derive(Debug, Clone, Args)]
@@ -32,24 +34,34 @@ impl Connection {
         Ok(token.trim().to_owned())
     }
 
-    /// Calls the admin API and returns the JSON answer, or the authority's error as one line.
-    pub(crate) async fn admin(
+    /// Calls the admin API without a body and reads the answer as `T`, or
+    /// fails with the authority's error as one line.
+    pub(crate) async fn admin<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        self.admin_answer(method, path, body).await?.into_json()
+    ) -> anyhow::Result<T> {
+        self.admin_answer(method, path, None::<&()>).await?.read()
+    }
+
+    /// [`Connection::admin`] with a JSON body.
+    pub(crate) async fn admin_with<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.admin_answer(method, path, Some(body)).await?.read()
     }
 
     /// Calls the admin API and returns its answer whatever the status, for
     /// callers that read an error's body; fails only when the authority
     /// cannot be reached or there is no admin credential.
-    pub(crate) async fn admin_answer(
+    pub(crate) async fn admin_answer<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.authority.trim_end_matches('/'));
         let mut request = reqwest::Client::new()
@@ -78,27 +90,33 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// The body of a refusal as JSON (`Null` when it is not JSON); `None` on success.
-    pub(crate) fn refusal(&self) -> Option<Value> {
-        (!self.status.is_success()).then(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+    /// The error body of a refusal; `None` on success, or when the body is
+    /// no OAuth error.
+    pub(crate) fn refusal(&self) -> Option<OAuthError> {
+        if self.status.is_success() {
+            return None;
+        }
+        serde_json::from_str(&self.text).ok()
     }
 
-    /// The JSON answer, or the authority's error as one line.
-    pub(crate) fn into_json(self) -> anyhow::Result<Value> {
-        if let Some(detail) = self.refusal() {
-            let code = detail["error"].as_str().unwrap_or("error");
-            let description = detail["error_description"]
-                .as_str()
-                .unwrap_or(self.text.as_str());
+    /// The answer read as `T` (an empty body reads as `null`), or the
+    /// authority's error as one line.
+    pub(crate) fn read<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        if !self.status.is_success() {
+            let (code, description) = match self.refusal() {
+                Some(e) => (e.error, e.error_description),
+                None => ("error".to_owned(), self.text),
+            };
             bail!(
                 "the authority refused ({} {code}): {description}",
                 self.status.as_u16()
             );
         }
-        if self.text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&self.text)
-            .map_err(|e| anyhow!("the authority sent invalid JSON: {e}"))
+        let text = if self.text.is_empty() {
+            "null"
+        } else {
+            &self.text
+        };
+        serde_json::from_str(text).map_err(|e| anyhow!("the authority sent invalid JSON: {e}"))
     }
 }

@@ -5,11 +5,14 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use agentauth_api::{
+    AgentList, AgentPatch, AgentStatus, AgentView, Delegation, NewAgent, NewDelegation,
+};
 use agentauth_core::{AgentName, SigningKey};
 use anyhow::Context as _;
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::admin_client::Connection;
 
@@ -119,23 +122,23 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             register(&conn, registration, key, key_out).await?;
         }
         AgentCommand::List { conn } => {
-            let list = conn.admin(Method::GET, "/v1/agents", None).await?;
-            for agent in list["agents"].as_array().into_iter().flatten() {
+            let list: AgentList = conn.admin(Method::GET, "/v1/agents").await?;
+            for agent in &list.agents {
                 println!("{}", summary(agent));
             }
         }
         AgentCommand::Show { name, conn } => {
-            let agent = conn
-                .admin(
-                    Method::GET,
-                    &format!("/v1/agents/{}", checked(&name)?),
-                    None,
-                )
+            let agent: AgentView = conn
+                .admin(Method::GET, &format!("/v1/agents/{}", checked(&name)?))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&agent)?);
         }
-        AgentCommand::Disable { name, conn } => set_status(&conn, &name, "disabled").await?,
-        AgentCommand::Enable { name, conn } => set_status(&conn, &name, "active").await?,
+        AgentCommand::Disable { name, conn } => {
+            set_status(&conn, &name, AgentStatus::Disabled).await?;
+        }
+        AgentCommand::Enable { name, conn } => {
+            set_status(&conn, &name, AgentStatus::Active).await?
+        }
         AgentCommand::Delegate {
             name,
             to,
@@ -143,26 +146,18 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             conn,
         } => {
             let path = format!("/v1/agents/{}/delegations", checked(&name)?);
-            let body = json!({ "to": to, "permissions": permissions });
-            let grant = conn.admin(Method::POST, &path, Some(&body)).await?;
+            let body = NewDelegation { to, permissions };
+            let grant: Delegation = conn.admin_with(Method::POST, &path, &body).await?;
             println!(
                 "{} may delegate {} to {}",
-                grant["from"].as_str().unwrap_or(""),
-                grant["permissions"].as_array().map_or(String::new(), |p| p
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")),
-                grant["to"].as_str().unwrap_or("")
+                grant.from,
+                grant.permissions.join(" "),
+                grant.to
             );
         }
         AgentCommand::Delete { name, conn } => {
-            conn.admin(
-                Method::DELETE,
-                &format!("/v1/agents/{}", checked(&name)?),
-                None,
-            )
-            .await?;
+            conn.admin::<()>(Method::DELETE, &format!("/v1/agents/{}", checked(&name)?))
+                .await?;
             println!("deleted {name}");
         }
     }
@@ -173,27 +168,23 @@ fn checked(name: &str) -> anyhow::Result<AgentName> {
     Ok(AgentName::new(name)?)
 }
 
-fn summary(agent: &Value) -> String {
-    let permissions: Vec<&str> = agent["permissions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+fn summary(agent: &AgentView) -> String {
     format!(
         "{:<24} {:<9} {:<48} {}",
-        agent["name"].as_str().unwrap_or(""),
-        agent["status"].as_str().unwrap_or(""),
-        agent["id"].as_str().unwrap_or(""),
-        permissions.join(" ")
+        agent.name,
+        agent.status.as_str(),
+        agent.id,
+        agent.permissions.join(" ")
     )
 }
 
-async fn set_status(conn: &Connection, name: &str, status: &str) -> anyhow::Result<()> {
+async fn set_status(conn: &Connection, name: &str, status: AgentStatus) -> anyhow::Result<()> {
     let path = format!("/v1/agents/{}", checked(name)?);
-    let agent = conn
-        .admin(Method::PATCH, &path, Some(&json!({ "status": status })))
-        .await?;
+    let patch = AgentPatch {
+        status: Some(status),
+        ..AgentPatch::default()
+    };
+    let agent: AgentView = conn.admin_with(Method::PATCH, &path, &patch).await?;
     println!("{}", summary(&agent));
     Ok(())
 }
@@ -216,20 +207,21 @@ async fn register(
     checked(name)?;
     let key_path = key_out.unwrap_or_else(|| PathBuf::from(format!("{name}.key.json")));
     write_key(&key_path, &key)?;
-    let body = json!({
-        "name": name,
-        "description": r.description,
-        "owner": r.owner,
-        "permissions": r.permissions,
-        "public_jwk": key.public_jwk().to_json(),
-    });
-    match conn.admin(Method::POST, "/v1/agents", Some(&body)).await {
+    let body = NewAgent {
+        name: name.to_owned(),
+        description: r.description,
+        owner: r.owner,
+        permissions: r.permissions,
+        public_jwk: key.public_jwk().to_json(),
+        bearer_allowed: false,
+        expires_in: None,
+        tags: vec![],
+    };
+    let registered: anyhow::Result<AgentView> =
+        conn.admin_with(Method::POST, "/v1/agents", &body).await;
+    match registered {
         Ok(agent) => {
-            println!(
-                "registered {} ({})",
-                name,
-                agent["id"].as_str().unwrap_or("")
-            );
+            println!("registered {} ({})", name, agent.id);
             println!(
                 "private key written to {} (keep it secret; it never leaves this machine)",
                 key_path.display()

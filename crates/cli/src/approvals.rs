@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+use agentauth_api::{ApprovalList, ApprovalVerdict, ApprovalView};
 use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::admin_client::Connection;
 
@@ -94,16 +95,15 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             conn,
         } => {
             let path = format!("/v1/approvals?status={}&limit={limit}", status.as_str());
-            let list = conn.admin(Method::GET, &path, None).await?;
+            let list: ApprovalList = conn.admin(Method::GET, &path).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let approvals = list["approvals"].as_array().map_or(&[][..], Vec::as_slice);
-            if approvals.is_empty() {
+            if list.approvals.is_empty() {
                 println!("no approvals");
             }
-            for approval in approvals {
+            for approval in &list.approvals {
                 println!("{}", approval_line(approval));
             }
         }
@@ -113,11 +113,11 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             reason,
             conn,
         } => {
-            let mut body = json!({ "by": decider(by) });
-            if let Some(reason) = reason {
-                body["reason"] = json!(reason);
-            }
-            decide(&conn, &id, "approve", &body).await?;
+            let verdict = ApprovalVerdict {
+                by: decider(by),
+                reason,
+            };
+            decide(&conn, &id, "approve", &verdict).await?;
             println!("approved {id}");
         }
         ApprovalsCommand::Deny {
@@ -129,8 +129,11 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             if reason.trim().is_empty() {
                 bail!("a denial needs a --reason");
             }
-            let body = json!({ "by": decider(by), "reason": reason });
-            decide(&conn, &id, "deny", &body).await?;
+            let verdict = ApprovalVerdict {
+                by: decider(by),
+                reason: Some(reason),
+            };
+            decide(&conn, &id, "deny", &verdict).await?;
             println!("denied {id}");
         }
     }
@@ -138,14 +141,16 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Sends an approve or deny call for `id`.
-async fn decide(conn: &Connection, id: &str, verb: &str, body: &Value) -> anyhow::Result<()> {
+async fn decide(
+    conn: &Connection,
+    id: &str,
+    verb: &str,
+    verdict: &ApprovalVerdict,
+) -> anyhow::Result<()> {
     let id = checked_id(id)?;
-    conn.admin(
-        Method::POST,
-        &format!("/v1/approvals/{id}/{verb}"),
-        Some(body),
-    )
-    .await?;
+    let _: ApprovalView = conn
+        .admin_with(Method::POST, &format!("/v1/approvals/{id}/{verb}"), verdict)
+        .await?;
     Ok(())
 }
 
@@ -189,39 +194,29 @@ fn field(value: &str) -> String {
 }
 
 /// One line of `approvals list`.
-fn approval_line(a: &Value) -> String {
-    let text = |key: &str| field(a[key].as_str().unwrap_or(""));
-    let policies: Vec<&str> = a["policies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let expires = a["expires_at"].as_i64().map_or_else(
-        || "-".to_owned(),
-        |secs| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
-                .to_string()
-        },
+fn approval_line(a: &ApprovalView) -> String {
+    let optional = |value: &Option<String>| field(value.as_deref().unwrap_or(""));
+    let expires = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_secs(a.expires_at.max(0) as u64),
     );
     let mut line = format!(
         "{} {} agent={} scope={} audience={} txn={} purpose={} policies={} approvers={} expires={}",
-        text("id"),
-        text("status"),
-        text("agent"),
-        text("scope"),
-        text("audience"),
-        text("txn"),
-        text("purpose"),
-        field(&policies.join(",")),
-        text("approvers"),
+        field(&a.id),
+        a.status.as_str(),
+        field(&a.agent),
+        field(&a.scope),
+        field(&a.audience),
+        field(&a.txn),
+        field(&a.purpose),
+        field(&a.policies.join(",")),
+        optional(&a.approvers),
         expires
     );
-    if !a["decided_by"].is_null() {
+    if a.decided_by.is_some() {
         line.push_str(&format!(
             " decided_by={} reason={}",
-            text("decided_by"),
-            text("reason")
+            optional(&a.decided_by),
+            optional(&a.reason)
         ));
     }
     line
@@ -229,19 +224,25 @@ fn approval_line(a: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn view(body: Value) -> ApprovalView {
+        serde_json::from_value(body).expect("the authority's approval shape")
+    }
 
     #[test]
     fn an_approval_is_one_line() {
-        let line = approval_line(&json!({
-            "id": "apr-abc", "status": "pending", "agent": "billing",
+        let line = approval_line(&view(json!({
+            "id": "apr-abc", "status": "pending", "agent": "billing", "subject": "billing",
             "audience": "spiffe://example.org/agent/payments",
             "scope": "payments:refund payments:read", "txn": "t-1",
             "purpose": "refund order\n42", "grant_type": "client_credentials",
             "policies": ["big-refund", "prod"], "approvers": null,
             "created_at": 0, "expires_at": 60,
             "decided_by": null, "decided_at": null, "reason": null
-        }));
+        })));
         assert_eq!(
             line,
             "apr-abc pending agent=billing scope=\"payments:refund payments:read\" \

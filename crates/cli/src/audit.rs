@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use agentauth_api::AuditPage;
 use agentauth_core::{AuditRecord, verify_chain};
 use agentauth_store::{AuditFilter, Store};
 use anyhow::Context as _;
@@ -162,18 +163,17 @@ async fn tail(
     agent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let filter = agent.map(|a| format!("&agent={a}")).unwrap_or_default();
-    let head = conn.admin(Method::GET, "/v1/audit?limit=1", None).await?;
-    let mut since = (head["head"]["seq"].as_i64().unwrap_or(0) - lines).max(0);
+    let head: AuditPage = conn.admin(Method::GET, "/v1/audit?limit=1").await?;
+    let mut since = (head.head.seq - lines).max(0);
     loop {
-        let page = conn
+        let page: AuditPage = conn
             .admin(
                 Method::GET,
                 &format!("/v1/audit?since={since}&limit=1000{filter}"),
-                None,
             )
             .await?;
-        let records: Vec<AuditRecord> = serde_json::from_value(page["records"].clone())?;
-        for r in &records {
+        let records = &page.records;
+        for r in records {
             let when = humantime::format_rfc3339_millis(
                 UNIX_EPOCH + Duration::from_millis(r.event.time_ms.max(0) as u64),
             );
@@ -189,10 +189,7 @@ async fn tail(
                 r.event.reason
             );
         }
-        since = page["head"]["seq"]
-            .as_i64()
-            .unwrap_or(since)
-            .max(records.last().map_or(since, |r| r.seq));
+        since = page.head.seq.max(records.last().map_or(since, |r| r.seq));
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }

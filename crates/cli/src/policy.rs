@@ -8,11 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use agentauth_policy::{MAX_FILE_BYTES, MAX_FILES, PolicyError, PolicyFile, PolicySet, Problem};
+use agentauth_api::{
+    DryRunAnswer, DryRunRequest, NewPolicySet, OAuthError, PolicyDecision, PolicyFile,
+    PolicyOutcome, PolicySetLoaded, PolicyVersion, PolicyVersionDetail, PolicyVersionList,
+};
+use agentauth_policy::{MAX_FILE_BYTES, MAX_FILES, PolicyError, PolicySet, Problem};
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::admin_client::Connection;
 
@@ -101,12 +105,11 @@ pub(crate) async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             conn,
         } => load(&conn, &dir, activate).await?,
         PolicyCommand::List { conn } => {
-            let list = conn.admin(Method::GET, "/v1/policies", None).await?;
-            let versions = list["versions"].as_array().map_or(&[][..], Vec::as_slice);
-            if versions.is_empty() {
+            let list: PolicyVersionList = conn.admin(Method::GET, "/v1/policies").await?;
+            if list.versions.is_empty() {
                 println!("no policy set versions");
             }
-            for version in versions {
+            for version in &list.versions {
                 println!("{}", version_line(version));
             }
         }
@@ -127,8 +130,8 @@ pub(crate) async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             version_b,
             conn,
         } => {
-            let a = files_of(&fetch(&conn, version_a).await?)?;
-            let b = files_of(&fetch(&conn, version_b).await?)?;
+            let a = fetch(&conn, version_a).await?.files;
+            let b = fetch(&conn, version_b).await?.files;
             let diff = diff_sets(&format!("v{version_a}"), &a, &format!("v{version_b}"), &b);
             if diff.is_empty() {
                 println!("no differences");
@@ -137,17 +140,10 @@ pub(crate) async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         PolicyCommand::Activate { version, conn } => {
-            let listed = conn
-                .admin(
-                    Method::POST,
-                    &format!("/v1/policies/{version}/activate"),
-                    None,
-                )
+            let listed: PolicyVersion = conn
+                .admin(Method::POST, &format!("/v1/policies/{version}/activate"))
                 .await?;
-            println!(
-                "activated policy set version {}",
-                listed["version"].as_i64().unwrap_or(version)
-            );
+            println!("activated policy set version {}", listed.version);
         }
         PolicyCommand::Test {
             principal,
@@ -159,11 +155,14 @@ pub(crate) async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             json,
             conn,
         } => {
-            let mut body = json!({
-                "principal": principal,
-                "action": action,
-                "resource": resource,
-            });
+            let mut body = DryRunRequest {
+                files: None,
+                version: None,
+                principal,
+                action,
+                resource,
+                context: Value::Null,
+            };
             if let Some(raw) = context {
                 let context: Value = serde_json::from_str(&raw).context(
                     "--context is not JSON (give an object, e.g. '{\"purpose\":\"refund\"}')",
@@ -171,24 +170,24 @@ pub(crate) async fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 if !context.is_object() {
                     bail!("--context must be a JSON object");
                 }
-                body["context"] = context;
+                body.context = context;
             }
             if let Some(dir) = dir {
                 let files = read_dir(&dir)?;
                 validate_locally(&dir, &files, "nothing was tested")?;
-                body["files"] = json!(files);
-            } else if let Some(version) = version {
-                body["version"] = json!(version);
+                body.files = Some(files);
+            } else {
+                body.version = version;
             }
             let answer = conn
                 .admin_answer(Method::POST, "/v1/policies/test", Some(&body))
                 .await?;
             print_problems(&answer);
-            let answer = answer.into_json()?;
+            let answer: DryRunAnswer = answer.read()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                print!("{}", decision_text(&answer["decision"]));
+                print!("{}", decision_text(&answer.decision));
             }
         }
     }
@@ -203,7 +202,7 @@ async fn load(conn: &Connection, dir: &Path, activate: bool) -> anyhow::Result<(
         &files,
         "nothing was loaded and the active version is unchanged",
     )?;
-    let body = json!({ "files": files, "activate": activate });
+    let body = NewPolicySet { files, activate };
     let answer = conn
         .admin_answer(Method::POST, "/v1/policies", Some(&body))
         .await?;
@@ -213,14 +212,13 @@ async fn load(conn: &Connection, dir: &Path, activate: bool) -> anyhow::Result<(
             dir.display()
         );
     }
-    let loaded = answer.into_json()?;
-    let version = loaded["version"].as_i64().unwrap_or_default();
+    let loaded: PolicySetLoaded = answer.read()?;
+    let version = loaded.version;
     println!(
         "loaded policy set version {version} ({} policies, sha256 {})",
-        loaded["policy_count"].as_i64().unwrap_or_default(),
-        loaded["digest"].as_str().unwrap_or("")
+        loaded.policy_count, loaded.digest
     );
-    if loaded["active"].as_bool().unwrap_or(false) {
+    if loaded.active {
         println!("activated policy set version {version}");
     }
     Ok(())
@@ -290,7 +288,14 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
 /// Validates a set as the authority will; on problems prints each on its own
 /// line to stderr and fails saying `consequence`.
 fn validate_locally(dir: &Path, files: &[PolicyFile], consequence: &str) -> anyhow::Result<()> {
-    match PolicySet::load(files) {
+    let files: Vec<agentauth_policy::PolicyFile> = files
+        .iter()
+        .map(|f| agentauth_policy::PolicyFile {
+            name: f.name.clone(),
+            text: f.text.clone(),
+        })
+        .collect();
+    match PolicySet::load(&files) {
         Ok(_) => Ok(()),
         Err(PolicyError::Invalid(problems)) => {
             for problem in &problems {
@@ -320,11 +325,19 @@ fn print_problems(answer: &crate::admin_client::Answer) -> usize {
 }
 
 /// The problems an `invalid_policy` refusal lists; none for any other error.
-fn problems_in(refusal: &Value) -> Vec<Problem> {
-    if refusal["error"] != "invalid_policy" {
+fn problems_in(refusal: &OAuthError) -> Vec<Problem> {
+    if refusal.error != "invalid_policy" {
         return Vec::new();
     }
-    serde_json::from_value(refusal["problems"].clone()).unwrap_or_default()
+    let listed = refusal.problems.iter().flatten();
+    listed
+        .map(|p| Problem {
+            file: p.file.clone(),
+            line: p.line,
+            column: p.column,
+            message: p.message.clone(),
+        })
+        .collect()
 }
 
 /// `N things`, singular when one.
@@ -337,71 +350,50 @@ fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 /// The full view of a stored version.
-async fn fetch(conn: &Connection, version: i64) -> anyhow::Result<Value> {
-    conn.admin(Method::GET, &format!("/v1/policies/{version}"), None)
+async fn fetch(conn: &Connection, version: i64) -> anyhow::Result<PolicyVersionDetail> {
+    conn.admin(Method::GET, &format!("/v1/policies/{version}"))
         .await
 }
 
-/// The files of a version's full view.
-fn files_of(view: &Value) -> anyhow::Result<Vec<PolicyFile>> {
-    serde_json::from_value(view["files"].clone())
-        .context("the authority sent a policy set without readable files")
-}
-
-/// Unix seconds as RFC 3339, or `-` when absent.
-fn time(value: &Value) -> String {
-    value.as_i64().map_or_else(
-        || "-".to_owned(),
-        |secs| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
-                .to_string()
-        },
-    )
+/// Unix seconds as RFC 3339.
+fn time(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .to_string()
 }
 
 /// One line of `policy list`.
-fn version_line(v: &Value) -> String {
-    let digest = v["digest"].as_str().unwrap_or("");
+fn version_line(v: &PolicyVersion) -> String {
     format!(
         "v{:<5} {:<6} {:>4} policies  {}  sha256 {}",
-        v["version"].as_i64().unwrap_or_default(),
-        if v["active"].as_bool().unwrap_or(false) {
-            "active"
-        } else {
-            "-"
-        },
-        v["policy_count"].as_i64().unwrap_or_default(),
-        time(&v["created_at"]),
-        digest.get(..12).unwrap_or(digest)
+        v.version,
+        if v.active { "active" } else { "-" },
+        v.policy_count,
+        time(v.created_at),
+        v.digest.get(..12).unwrap_or(&v.digest)
     )
 }
 
 /// What `policy show` prints: a line per policy, then each file.
-fn show_text(view: &Value) -> anyhow::Result<String> {
+fn show_text(view: &PolicyVersionDetail) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
         "policy set version {}{} ({}, sha256 {})",
-        view["version"].as_i64().unwrap_or_default(),
-        if view["active"].as_bool().unwrap_or(false) {
-            ", active"
-        } else {
-            ""
-        },
+        view.version,
+        if view.active { ", active" } else { "" },
         count(
-            usize::try_from(view["policy_count"].as_i64().unwrap_or_default()).unwrap_or(0),
+            usize::try_from(view.policy_count).unwrap_or(0),
             "policy",
             "policies"
         ),
-        view["digest"].as_str().unwrap_or("")
+        view.digest
     )?;
-    let rows: Vec<[String; 4]> = view["policies"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<[String; 4]> = view
+        .policies
+        .iter()
         .map(|p| {
-            let approval = if p["approval"].as_bool().unwrap_or(false) {
-                match p["approvers"].as_str() {
+            let approval = if p.approval {
+                match &p.approvers {
                     Some(group) => format!("approval required (approvers: {group})"),
                     None => "approval required".to_owned(),
                 }
@@ -409,14 +401,10 @@ fn show_text(view: &Value) -> anyhow::Result<String> {
                 "-".to_owned()
             };
             [
-                p["id"].as_str().unwrap_or("").to_owned(),
-                p["effect"].as_str().unwrap_or("").to_owned(),
+                p.id.clone(),
+                p.effect.clone(),
                 approval,
-                format!(
-                    "{}:{}",
-                    p["file"].as_str().unwrap_or(""),
-                    p["line"].as_u64().unwrap_or_default()
-                ),
+                format!("{}:{}", p.file, p.line),
             ]
         })
         .collect();
@@ -428,7 +416,7 @@ fn show_text(view: &Value) -> anyhow::Result<String> {
             "{id:<id_width$}  {effect:<effect_width$}  {approval:<approval_width$}  {place}"
         )?;
     }
-    for file in files_of(view)? {
+    for file in &view.files {
         writeln!(out, "\n// file: {}", file.name)?;
         out.push_str(&file.text);
         if !file.text.ends_with('\n') {
@@ -469,23 +457,18 @@ fn diff_sets(a_label: &str, a: &[PolicyFile], b_label: &str, b: &[PolicyFile]) -
 }
 
 /// What `policy test` prints for a decision.
-fn decision_text(decision: &Value) -> String {
-    let policies: Vec<&str> = decision["policies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let kind = decision["decision"].as_str().unwrap_or("");
-    let mut out = match kind {
-        "needs_approval" => match decision["approvers"].as_str() {
-            Some(group) => format!("decision: needs approval (approvers: {group})\n"),
-            None => "decision: needs approval\n".to_owned(),
-        },
-        other => format!("decision: {other}\n"),
+fn decision_text(decision: &PolicyDecision) -> String {
+    let policies = &decision.policies;
+    let mut out = match &decision.outcome {
+        PolicyOutcome::NeedsApproval {
+            approvers: Some(group),
+        } => format!("decision: needs approval (approvers: {group})\n"),
+        PolicyOutcome::NeedsApproval { approvers: None } => "decision: needs approval\n".to_owned(),
+        PolicyOutcome::Permit => "decision: permit\n".to_owned(),
+        PolicyOutcome::Deny => "decision: deny\n".to_owned(),
     };
     if policies.is_empty() {
-        if kind == "deny" {
+        if decision.outcome == PolicyOutcome::Deny {
             out.push_str("determined by: no policy permits it (default deny)\n");
         } else {
             out.push_str("determined by: no policy\n");
@@ -493,15 +476,9 @@ fn decision_text(decision: &Value) -> String {
     } else {
         out.push_str(&format!("determined by: {}\n", policies.join(", ")));
     }
-    let errors: Vec<&str> = decision["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if !errors.is_empty() {
+    if !decision.errors.is_empty() {
         out.push_str("errors:\n");
-        for e in errors {
+        for e in &decision.errors {
             out.push_str(&format!("  {e}\n"));
         }
     }
@@ -510,7 +487,15 @@ fn decision_text(decision: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
     use super::*;
+
+    /// An answer of the authority, as JSON, read as the CLI reads it.
+    fn read<T: DeserializeOwned>(answer: Value) -> T {
+        serde_json::from_value(answer).expect("the authority's shape")
+    }
 
     fn file(name: &str, text: &str) -> PolicyFile {
         PolicyFile {
@@ -611,7 +596,7 @@ mod tests {
                 {"file": "(set)", "line": 0, "column": 0, "message": "too many files"}
             ]
         });
-        let shown: Vec<String> = problems_in(&refusal)
+        let shown: Vec<String> = problems_in(&read(refusal))
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -619,7 +604,8 @@ mod tests {
             shown,
             ["a.cedar:3:7: unknown attribute", "(set): too many files"]
         );
-        assert!(problems_in(&json!({"error": "invalid_request", "problems": []})).is_empty());
+        let other = json!({"error": "invalid_request", "error_description": "", "problems": []});
+        assert!(problems_in(&read(other)).is_empty());
     }
 
     #[test]
@@ -636,7 +622,7 @@ mod tests {
             "files": [{"name": "a.cedar", "text": "// a"}, {"name": "b.cedar", "text": "// b\n"}]
         });
         assert_eq!(
-            show_text(&view).unwrap(),
+            show_text(&read(view)).unwrap(),
             "policy set version 2, active (2 policies, sha256 abc)\n\
              pay               permit  approval required (approvers: finance)  a.cedar:3\n\
              a-much-longer-id  forbid  -                                       b.cedar:1\n\
@@ -654,7 +640,7 @@ mod tests {
     fn decisions_are_printed_with_what_determined_them() {
         let permit = json!({"decision": "permit", "policies": ["p1", "p2"], "errors": []});
         assert_eq!(
-            decision_text(&permit),
+            decision_text(&read(permit)),
             "decision: permit\ndetermined by: p1, p2\n"
         );
         let approval = json!({
@@ -662,18 +648,18 @@ mod tests {
             "policies": ["big-refund"], "errors": []
         });
         assert_eq!(
-            decision_text(&approval),
+            decision_text(&read(approval)),
             "decision: needs approval (approvers: finance)\ndetermined by: big-refund\n"
         );
         let default_deny =
             json!({"decision": "deny", "policies": [], "errors": ["f.cedar:3 failed"]});
         assert_eq!(
-            decision_text(&default_deny),
+            decision_text(&read(default_deny)),
             "decision: deny\ndetermined by: no policy permits it (default deny)\nerrors:\n  f.cedar:3 failed\n"
         );
         let forbid = json!({"decision": "deny", "policies": ["no-prod"], "errors": []});
         assert_eq!(
-            decision_text(&forbid),
+            decision_text(&read(forbid)),
             "decision: deny\ndetermined by: no-prod\n"
         );
     }
@@ -688,17 +674,17 @@ mod tests {
             errors: vec![],
         };
         assert_eq!(
-            decision_text(&serde_json::to_value(decision).unwrap()),
+            decision_text(&read(serde_json::to_value(decision).unwrap())),
             "decision: needs approval (approvers: ops)\ndetermined by: p\n"
         );
     }
 
     #[test]
     fn a_version_line_marks_the_active_one() {
-        let line = version_line(&json!({
+        let line = version_line(&read(json!({
             "version": 3, "digest": "0123456789abcdef0123", "policy_count": 7,
             "created_at": 0, "active": true
-        }));
+        })));
         assert_eq!(
             line,
             "v3     active    7 policies  1970-01-01T00:00:00Z  sha256 0123456789ab"

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use agentauth_api::{RevocationReceipt, RevocationRequest, RevocationTarget};
 use clap::ValueEnum;
 use reqwest::Method;
-use serde_json::json;
 
 use crate::admin_client::Connection;
 
@@ -26,18 +26,19 @@ pub(crate) async fn run(
     value: &str,
     conn: &Connection,
 ) -> anyhow::Result<ExitCode> {
-    let kind = match kind {
-        RevokeKind::Agent => "agent",
-        RevokeKind::Token => "token",
-        RevokeKind::Task => "task",
-        RevokeKind::Key => "key",
+    let (kind, name) = match kind {
+        RevokeKind::Agent => (RevocationTarget::Agent, "agent"),
+        RevokeKind::Token => (RevocationTarget::Token, "token"),
+        RevokeKind::Task => (RevocationTarget::Task, "task"),
+        RevokeKind::Key => (RevocationTarget::Key, "key"),
     };
-    conn.admin(
-        Method::POST,
-        "/v1/revocations",
-        Some(&json!({ "kind": kind, "value": value })),
-    )
-    .await?;
-    println!("revoked {kind} {value}");
+    let request = RevocationRequest {
+        kind,
+        value: value.to_owned(),
+    };
+    let _: RevocationReceipt = conn
+        .admin_with(Method::POST, "/v1/revocations", &request)
+        .await?;
+    println!("revoked {name} {value}");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentauth_api::Jwks;
 use agentauth_core::{
     AgentName, DEFAULT_LEEWAY_SECS, PublicJwk, SpiffeId, TokenExpectations, TrustDomain,
     b64url_decode, parse_access_token, unix_now, verify_access_token,
@@ -94,20 +95,20 @@ async fn inspect(jwt: &str, conn: &Connection) -> anyhow::Result<ExitCode> {
 
     let http = reqwest::Client::new();
     let metadata = Metadata::fetch(&http, &conn.authority).await?;
-    let jwks: Value = http.get(&metadata.jwks_uri).send().await?.json().await?;
+    let jwks: Jwks = http.get(&metadata.jwks_uri).send().await?.json().await?;
     let kid = compact.header.kid.as_deref().unwrap_or("");
-    let key = jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| k["kid"].as_str() == Some(kid))
+    let key = jwks
+        .keys
+        .iter()
+        .find(|k| k.kid.as_deref() == Some(kid))
         .ok_or_else(|| {
             anyhow!(
                 "INVALID: the signing key \"{kid}\" is not published by {}",
                 conn.authority
             )
         })?;
-    let key = PublicJwk::from_json(key)?;
+    // The whole published key, so its `alg` is checked against the key too.
+    let key = PublicJwk::from_json(&serde_json::to_value(key)?)?;
     let expect = TokenExpectations {
         issuer: &metadata.issuer,
         audience: None,

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::json;
+use agentauth_api::{EventBatch, ReportedEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Client, Metadata};
@@ -18,24 +17,8 @@ const BATCH: usize = 200;
 /// Longest an event waits before its batch is sent.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// One request decision as the authority's `POST /v1/audit/events` takes it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Event {
-    pub(crate) kind: &'static str,
-    pub(crate) subject: String,
-    pub(crate) audience: String,
-    pub(crate) scope: String,
-    pub(crate) decision: &'static str,
-    pub(crate) reason: String,
-    pub(crate) request_id: String,
-    pub(crate) txn: String,
-    pub(crate) chain: String,
-    pub(crate) purpose: String,
-    pub(crate) time_ms: i64,
-}
-
 enum Message {
-    Event(Box<Event>),
+    Event(Box<ReportedEvent>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -56,7 +39,7 @@ impl AuditSink {
     }
 
     /// Queues an event, or counts it as dropped if the buffer is full.
-    pub(crate) fn offer(&self, event: Event) {
+    pub(crate) fn offer(&self, event: ReportedEvent) {
         if self.tx.try_send(Message::Event(Box::new(event))).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -109,14 +92,17 @@ async fn ship(
 async fn send(
     client: &Client,
     metadata: &Metadata,
-    batch: &mut Vec<crate::audit::Event>,
+    batch: &mut Vec<ReportedEvent>,
     dropped: &AtomicU64,
 ) {
     let lost = dropped.swap(0, Ordering::Relaxed);
     if batch.is_empty() && lost == 0 {
         return;
     }
-    let body = json!({"events": batch, "dropped": lost});
+    let body = EventBatch {
+        events: std::mem::take(batch),
+        dropped: lost,
+    };
     let result = async {
         let token = client.token(&metadata.authority_id, "audit:write").await?;
         let request = client
@@ -130,9 +116,12 @@ async fn send(
             .map_err(crate::SdkError::from)
     }
     .await;
+    let sent = body.events.len();
     if let Err(e) = result {
-        tracing::warn!(error = %e, events = batch.len(), "could not ship audit records; counting them as dropped");
-        dropped.fetch_add(batch.len() as u64 + lost, Ordering::Relaxed);
+        tracing::warn!(error = %e, events = sent, "could not ship audit records; counting them as dropped");
+        dropped.fetch_add(sent as u64 + lost, Ordering::Relaxed);
     }
+    // The buffer goes back for the next batch, emptied but with its capacity.
+    *batch = body.events;
     batch.clear();
 }

@@ -3,19 +3,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use agentauth_api::{
+    ACCESS_TOKEN_TYPE, OAuthError, TOKEN_EXCHANGE_GRANT, TokenRequest, TokenResponse,
+};
 use agentauth_core::{
     ClientAssertionClaims, Scope, SignatureParams, SignedComponents, SigningKey, SpiffeId,
     content_digest, create_dpop_proof, random_b64, sign_request, signature_nonce, unix_now,
 };
-use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::{Metadata, SdkError};
-
-/// RFC 8693 grant type.
-const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-/// RFC 8693 token type of access tokens.
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// How long a request signature stays valid (RFC 9421 `expires` - `created`).
 const SIGNATURE_LIFETIME_SECS: i64 = 60;
@@ -42,27 +39,6 @@ impl AccessToken {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    expires_in: i64,
-    #[serde(default)]
-    scope: String,
-}
-
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    #[serde(default)]
-    error_description: String,
-    #[serde(default)]
-    approval_id: Option<String>,
-    #[serde(default)]
-    interval: Option<i64>,
-    #[serde(default)]
-    expires_in: Option<i64>,
-}
-
 /// A token request that waits for a person's approval (`authorization_pending`).
 /// Pass it to [`Client::wait_for_approval`], which repeats the same request
 /// with the `approval_id` until a person decides.
@@ -74,8 +50,8 @@ pub struct PendingApproval {
     pub interval: i64,
     /// When the approval expires, seconds since the epoch (by our clock).
     pub expires_at: i64,
-    /// The original token request, repeated on each poll.
-    form: Vec<(String, String)>,
+    /// The original token request, repeated on each poll (boxed: errors stay small).
+    request: Box<TokenRequest>,
     /// Where the token goes in the cache once issued.
     cache_key: Option<(String, String)>,
 }
@@ -182,16 +158,14 @@ impl Client {
         scope: &str,
         expires_in: Option<i64>,
     ) -> Result<AccessToken, SdkError> {
-        let lifetime = expires_in.map(|s| s.to_string());
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
-            ("resource", audience),
-            ("scope", scope),
-        ];
-        if let Some(l) = &lifetime {
-            form.push(("expires_in", l));
-        }
-        self.token_request(form).await
+        let request = TokenRequest {
+            grant_type: Some("client_credentials".into()),
+            resource: Some(audience.into()),
+            scope: Some(scope.into()),
+            expires_in: expires_in.map(|s| s.to_string()),
+            ..TokenRequest::default()
+        };
+        self.token_request(&request).await
     }
 
     /// Exchanges `subject_token`, a token addressed to this agent, for one
@@ -203,14 +177,15 @@ impl Client {
         audience: &str,
         scope: &str,
     ) -> Result<AccessToken, SdkError> {
-        let form = vec![
-            ("grant_type", TOKEN_EXCHANGE_GRANT),
-            ("subject_token", subject_token),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("resource", audience),
-            ("scope", scope),
-        ];
-        self.token_request(form).await
+        let request = TokenRequest {
+            grant_type: Some(TOKEN_EXCHANGE_GRANT.into()),
+            subject_token: Some(subject_token.into()),
+            subject_token_type: Some(ACCESS_TOKEN_TYPE.into()),
+            resource: Some(audience.into()),
+            scope: Some(scope.into()),
+            ..TokenRequest::default()
+        };
+        self.token_request(&request).await
     }
 
     /// Waits for a person to decide on `pending`: repeats the token request
@@ -227,19 +202,17 @@ impl Client {
     ) -> Result<AccessToken, SdkError> {
         let deadline = tokio::time::Instant::now() + give_up_after;
         let mut interval = pending.interval.clamp(1, MAX_POLL_INTERVAL_SECS);
-        let mut form: Vec<(&str, &str)> = pending
-            .form
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        form.push(("approval_id", pending.approval_id.as_str()));
+        let request = TokenRequest {
+            approval_id: Some(pending.approval_id.clone()),
+            ..(*pending.request).clone()
+        };
         loop {
             let pause = std::time::Duration::from_secs(interval as u64);
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(SdkError::ApprovalTimedOut(pending.approval_id.clone()));
             }
             tokio::time::sleep(pause).await;
-            match self.token_request(form.clone()).await {
+            match self.token_request(&request).await {
                 Ok(token) => {
                     if let Some(key) = &pending.cache_key {
                         self.inner
@@ -271,12 +244,7 @@ impl Client {
     }
 
     /// Posts a token request authenticated with a fresh client assertion.
-    async fn token_request(&self, mut form: Vec<(&str, &str)>) -> Result<AccessToken, SdkError> {
-        let original: Vec<(String, String)> = form
-            .iter()
-            .filter(|(k, _)| *k != "approval_id")
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+    async fn token_request(&self, request: &TokenRequest) -> Result<AccessToken, SdkError> {
         let metadata = self.metadata().await?;
         let now = unix_now();
         let assertion = ClientAssertionClaims::sign(
@@ -286,18 +254,18 @@ impl Client {
             random_b64(16),
             now,
         );
-        form.push((
-            "client_assertion_type",
-            agentauth_core::CLIENT_ASSERTION_TYPE,
-        ));
-        form.push(("client_assertion", assertion.as_str()));
-        let mut request = self.inner.http.post(&metadata.token_endpoint).form(&form);
+        let form = TokenRequest {
+            client_assertion_type: Some(agentauth_core::CLIENT_ASSERTION_TYPE.into()),
+            client_assertion: Some(assertion),
+            ..request.clone()
+        };
+        let mut post = self.inner.http.post(&metadata.token_endpoint).form(&form);
         if self.uses_dpop() {
             let proof =
                 create_dpop_proof(&self.inner.key, "POST", &metadata.token_endpoint, None, now);
-            request = request.header("dpop", proof);
+            post = post.header("dpop", proof);
         }
-        let response = request
+        let response = post
             .send()
             .await
             .map_err(|e| SdkError::Authority(e.to_string()))?;
@@ -316,7 +284,10 @@ impl Client {
                     approval_id,
                     interval: err.interval.unwrap_or(5),
                     expires_at: now + err.expires_in.unwrap_or(0),
-                    form: original,
+                    request: Box::new(TokenRequest {
+                        approval_id: None,
+                        ..request.clone()
+                    }),
                     cache_key: None,
                 }));
             }

@@ -2,11 +2,11 @@
 
 use std::convert::Infallible;
 
+use agentauth_api::LayerDenial;
 use agentauth_core::{JwsError, Rejection, TokenError};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
 
 /// The request checks, in the order the layer runs them (DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,11 +149,11 @@ impl From<Rejection<Infallible>> for Denial {
 
 impl IntoResponse for Denial {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": self.error_code(),
-            "error_description": self.description,
-            "check": self.check.as_str(),
-        });
+        let body = LayerDenial {
+            error: self.error_code().to_owned(),
+            error_description: self.description.clone(),
+            check: self.check.as_str().to_owned(),
+        };
         let mut response = (self.status(), Json(body)).into_response();
         if self.check == Check::RevocationFeed {
             // Nothing is wrong with the credential: no challenge, try again soon.

@@ -1,30 +1,16 @@
 //! The authority's RFC 8414 metadata, which tells the SDK where tokens, keys,
 //! revocations and audit records go.
 
-use serde::Deserialize;
+use std::ops::Deref;
+
+use agentauth_api::ServerMetadata;
 
 use crate::SdkError;
 
-/// The parts of the authority's RFC 8414 metadata the SDK uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Metadata {
-    /// Issuer URL, the exact `iss` of tokens.
-    pub issuer: String,
-    /// Where to get tokens.
-    pub token_endpoint: String,
-    /// Where the signing keys are.
-    pub jwks_uri: String,
-    /// The polled revocation list.
-    pub revocation_list_endpoint: String,
-    /// Where verifying layers send their audit records.
-    pub audit_events_endpoint: String,
-    /// The authority's own SPIFFE ID, the audience of tokens for its API.
-    pub authority_id: String,
-    /// The trust domain of every agent.
-    pub trust_domain: String,
-    /// RFC 7662 introspection.
-    pub introspection_endpoint: String,
-}
+/// The authority's RFC 8414 metadata, as fetched; its members are those of
+/// [`ServerMetadata`], reachable through `Deref`.
+#[derive(Debug, Clone)]
+pub struct Metadata(ServerMetadata);
 
 impl Metadata {
     /// Fetches `/.well-known/oauth-authorization-server` from `authority_url`.
@@ -47,6 +33,15 @@ impl Metadata {
         response
             .json()
             .await
+            .map(Self)
             .map_err(|e| SdkError::Authority(format!("metadata: {e}")))
+    }
+}
+
+impl Deref for Metadata {
+    type Target = ServerMetadata;
+
+    fn deref(&self) -> &ServerMetadata {
+        &self.0
     }
 }

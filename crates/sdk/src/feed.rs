@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::revocation::Entry;
+use agentauth_api::RevocationEntry;
+
 use crate::verifier::Inner;
 
 /// A stream that has been silent this long is taken as broken and reopened.
@@ -204,7 +205,7 @@ async fn follow(inner: &Weak<Inner>) -> Outcome {
             );
             return closed(opened, false);
         }
-        let entries: Vec<Entry> = events
+        let entries: Vec<RevocationEntry> = events
             .drain(..)
             .filter(|e| e.event == "revocation")
             .filter_map(|e| match serde_json::from_str(&e.data) {

@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agentauth_api::ReportedEvent;
+use agentauth_core::Decision;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,6 @@ use http::Request;
 use http::request::Parts;
 use tower::{Layer, Service};
 
-use crate::audit::Event;
 use crate::policy::RouteContext;
 use crate::{Check, Denial, VerifiedAgent, Verifier};
 
@@ -144,7 +145,7 @@ where
                         &verifier,
                         Some(&agent),
                         "request.allowed",
-                        "allow",
+                        Decision::Allow,
                         route,
                         request_id,
                     ));
@@ -154,7 +155,14 @@ where
                 }
                 (Err(denial), _) | (Ok(_), Err(denial)) => {
                     tracing::info!(check = denial.check.as_str(), reason = %denial.description, %route, "request denied");
-                    let mut e = event(&verifier, None, "request.denied", "deny", route, request_id);
+                    let mut e = event(
+                        &verifier,
+                        None,
+                        "request.denied",
+                        Decision::Deny,
+                        route,
+                        request_id,
+                    );
                     e.reason = format!("{}: {}", denial.check.as_str(), denial.description);
                     e.scope = required.unwrap_or_default();
                     e.subject = token.as_deref().ok().map(peek_client).unwrap_or_default();
@@ -253,12 +261,12 @@ fn event(
     verifier: &Verifier,
     agent: Option<&VerifiedAgent>,
     kind: &'static str,
-    decision: &'static str,
+    decision: Decision,
     route: String,
     request_id: String,
-) -> Event {
-    Event {
-        kind,
+) -> ReportedEvent {
+    ReportedEvent {
+        kind: kind.to_owned(),
         subject: agent.map(|a| a.agent.clone()).unwrap_or_default(),
         audience: verifier.audience().to_string(),
         scope: agent.map(|a| a.scope.to_string()).unwrap_or_default(),
@@ -272,9 +280,11 @@ fn event(
         purpose: agent
             .and_then(|a| a.claims.purpose.clone())
             .unwrap_or_default(),
-        time_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        time_ms: Some(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        ),
     }
 }
 

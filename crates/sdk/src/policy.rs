@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use agentauth_api::PolicyDistribution;
 use agentauth_core::{AccessClaims, SpiffeId, unix_now};
 use agentauth_policy::{
     AgentFacts, Clock, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
 };
 use http::request::Parts;
-use serde::Deserialize;
 
 use crate::{Check, Denial, SdkError};
 
@@ -63,15 +63,6 @@ pub(crate) struct PolicyView {
     refreshing: AtomicBool,
     /// A new version was announced since the running refresh started.
     announced: AtomicBool,
-}
-
-#[derive(Deserialize)]
-struct Distributed {
-    /// `false` (with no version) when the authority has no active set.
-    active: bool,
-    version: Option<i64>,
-    #[serde(default)]
-    files: Vec<PolicyFile>,
 }
 
 impl PolicyView {
@@ -129,7 +120,7 @@ impl PolicyView {
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body: Distributed = response
+        let body: PolicyDistribution = response
             .json()
             .await
             .map_err(|e| SdkError::Authority(format!("policy set: {e}")))?;
@@ -145,7 +136,16 @@ impl PolicyView {
                 ));
             }
         };
-        let active = match PolicySet::load(&body.files) {
+        let files: Vec<PolicyFile> = body
+            .files
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| PolicyFile {
+                name: f.name,
+                text: f.text,
+            })
+            .collect();
+        let active = match PolicySet::load(&files) {
             Ok(set) => Active::On {
                 version,
                 etag,
@@ -221,12 +221,19 @@ impl PolicyView {
                 response.status()
             )));
         }
-        let facts: Arc<AgentFacts> = Arc::new(
-            response
-                .json()
-                .await
-                .map_err(|e: reqwest::Error| unknown(e.to_string()))?,
-        );
+        let shown: agentauth_api::AgentFacts = response
+            .json()
+            .await
+            .map_err(|e: reqwest::Error| unknown(e.to_string()))?;
+        let facts = Arc::new(AgentFacts {
+            name: shown.name,
+            trust_domain: shown.trust_domain,
+            owner: shown.owner,
+            tags: shown.tags,
+            ephemeral: shown.ephemeral,
+            parent: shown.parent,
+            ancestors: shown.ancestors,
+        });
         let mut cache = self.facts.lock().expect("lock");
         if cache.len() >= MAX_FACTS {
             cache.retain(|_, (_, at)| at.elapsed() < FACTS_TTL);

@@ -3,26 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use agentauth_api::{RevocationAction, RevocationEntry, RevocationKind};
 use agentauth_core::{RevocationSubjects, Revoked};
-use serde::Deserialize;
-
-/// One feed entry as `GET /v1/revocations` returns it (and the stream sends it).
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Entry {
-    pub(crate) seq: i64,
-    pub(crate) kind: String,
-    pub(crate) subject: String,
-    pub(crate) action: String,
-    pub(crate) expires_at: Option<i64>,
-}
-
-/// A page of the feed.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Page {
-    pub(crate) revocations: Vec<Entry>,
-    pub(crate) last_seq: i64,
-    pub(crate) more: bool,
-}
 
 /// Revoked token IDs and task IDs (until they expire) and revoked agents.
 #[derive(Debug, Default)]
@@ -37,36 +19,38 @@ pub(crate) struct RevocationList {
 impl RevocationList {
     /// Applies entries in feed order, skipping those already applied (the
     /// stream and the poller may both deliver an entry).
-    pub(crate) fn apply(&mut self, entries: &[Entry]) {
+    pub(crate) fn apply(&mut self, entries: &[RevocationEntry]) {
+        use RevocationAction::{Restore, Revoke};
+        use RevocationKind::{Agent, Key, Policy, Task, Token};
         for e in entries {
             if e.seq <= self.last_seq {
                 continue;
             }
-            match (e.kind.as_str(), e.action.as_str()) {
-                ("token", "revoke") => {
+            match (e.kind, e.action) {
+                (Token, Revoke) => {
                     self.tokens
                         .insert(e.subject.clone(), e.expires_at.unwrap_or(i64::MAX));
                 }
-                ("task", "revoke") => {
+                (Task, Revoke) => {
                     self.tasks
                         .insert(e.subject.clone(), e.expires_at.unwrap_or(i64::MAX));
                 }
-                ("task", "restore") => {
+                (Task, Restore) => {
                     self.tasks.remove(&e.subject);
                 }
-                ("agent", "revoke") => {
+                (Agent, Revoke) => {
                     self.agents.insert(e.subject.clone());
                 }
-                ("agent", "restore") => {
+                (Agent, Restore) => {
                     self.agents.remove(&e.subject);
                 }
-                ("key", "revoke") => {
+                (Key, Revoke) => {
                     self.keys.insert(e.subject.clone());
                 }
                 // A policy set version was activated: the verifier refetches it.
-                ("policy", _) => {}
+                (Policy, _) => {}
                 _ => {
-                    tracing::warn!(kind = %e.kind, action = %e.action, "unknown revocation entry ignored")
+                    tracing::warn!(kind = ?e.kind, action = ?e.action, "unknown revocation entry ignored")
                 }
             }
             self.last_seq = self.last_seq.max(e.seq);
@@ -122,14 +106,24 @@ impl RevocationList {
 
 #[cfg(test)]
 mod tests {
+    use RevocationAction::{Restore, Revoke};
+    use RevocationKind::{Agent, Key, Task, Token};
+
     use super::*;
 
-    fn entry(seq: i64, kind: &str, subject: &str, action: &str, expires_at: Option<i64>) -> Entry {
-        Entry {
+    fn entry(
+        seq: i64,
+        kind: RevocationKind,
+        subject: &str,
+        action: RevocationAction,
+        expires_at: Option<i64>,
+    ) -> RevocationEntry {
+        RevocationEntry {
             seq,
-            kind: kind.into(),
+            kind,
             subject: subject.into(),
-            action: action.into(),
+            action,
+            created_at: 0,
             expires_at,
         }
     }
@@ -137,7 +131,7 @@ mod tests {
     #[test]
     fn revoked_keys_are_remembered() {
         let mut list = RevocationList::default();
-        list.apply(&[entry(1, "key", "jkt-a", "revoke", None)]);
+        list.apply(&[entry(1, Key, "jkt-a", Revoke, None)]);
         assert!(list.key_revoked("jkt-a"));
         assert!(!list.key_revoked("jkt-b"));
     }
@@ -145,11 +139,11 @@ mod tests {
     #[test]
     fn agents_are_revoked_and_restored_in_order() {
         let mut list = RevocationList::default();
-        list.apply(&[entry(1, "agent", "a", "revoke", None)]);
+        list.apply(&[entry(1, Agent, "a", Revoke, None)]);
         assert!(list.agent_revoked("a"));
         list.apply(&[
-            entry(2, "agent", "a", "restore", None),
-            entry(3, "agent", "b", "revoke", None),
+            entry(2, Agent, "a", Restore, None),
+            entry(3, Agent, "b", Revoke, None),
         ]);
         assert!(!list.agent_revoked("a"));
         assert!(list.agent_revoked("b"));
@@ -160,8 +154,8 @@ mod tests {
     fn token_revocations_are_pruned_after_expiry() {
         let mut list = RevocationList::default();
         list.apply(&[
-            entry(1, "token", "j1", "revoke", Some(100)),
-            entry(2, "token", "j2", "revoke", Some(300)),
+            entry(1, Token, "j1", Revoke, Some(100)),
+            entry(2, Token, "j2", Revoke, Some(300)),
         ]);
         assert!(list.token_revoked("j1"));
         list.prune(200);
@@ -173,8 +167,8 @@ mod tests {
     fn tasks_are_revoked_until_their_tokens_expire() {
         let mut list = RevocationList::default();
         list.apply(&[
-            entry(1, "task", "txn-1", "revoke", Some(300)),
-            entry(2, "task", "txn-2", "revoke", None),
+            entry(1, Task, "txn-1", Revoke, Some(300)),
+            entry(2, Task, "txn-2", Revoke, None),
         ]);
         assert!(list.task_revoked("txn-1"));
         assert!(list.task_revoked("txn-2"));
@@ -183,24 +177,35 @@ mod tests {
         list.prune(400);
         assert!(!list.task_revoked("txn-1"));
         assert!(list.task_revoked("txn-2"), "no expiry: kept");
-        list.apply(&[entry(3, "task", "txn-2", "restore", None)]);
+        list.apply(&[entry(3, Task, "txn-2", Restore, None)]);
         assert!(!list.task_revoked("txn-2"));
+    }
+
+    #[test]
+    fn entries_of_a_newer_authority_are_skipped_but_counted() {
+        let mut list = RevocationList::default();
+        list.apply(&[
+            entry(1, RevocationKind::Other, "t", Revoke, None),
+            entry(2, Agent, "a", RevocationAction::Other, None),
+        ]);
+        assert!(!list.agent_revoked("a"));
+        assert_eq!(list.last_seq, 2, "the feed moves on past them");
     }
 
     #[test]
     fn entries_already_applied_are_skipped() {
         let mut list = RevocationList::default();
         list.apply(&[
-            entry(1, "agent", "a", "revoke", None),
-            entry(2, "agent", "a", "restore", None),
+            entry(1, Agent, "a", Revoke, None),
+            entry(2, Agent, "a", Restore, None),
         ]);
         // The poller delivers entry 1 again after the stream applied 1 and 2.
-        list.apply(&[entry(1, "agent", "a", "revoke", None)]);
+        list.apply(&[entry(1, Agent, "a", Revoke, None)]);
         assert!(!list.agent_revoked("a"));
         assert_eq!(list.last_seq, 2);
         list.apply(&[
-            entry(2, "agent", "a", "restore", None),
-            entry(3, "token", "j", "revoke", None),
+            entry(2, Agent, "a", Restore, None),
+            entry(3, Token, "j", Revoke, None),
         ]);
         assert!(list.token_revoked("j"));
         assert_eq!(list.last_seq, 3);

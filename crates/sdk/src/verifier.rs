@@ -8,19 +8,19 @@ use std::time::{Duration, Instant};
 
 use std::convert::Infallible;
 
+use agentauth_api::{Jwks, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::{
-    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, PublicJwk, RequestProof,
+    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, NonceCache, PublicJwk, RequestProof,
     RevocationSubjects, Revoked, Scope, SpiffeId, TokenRules, check_presented_token, unix_now,
 };
 use http::request::Parts;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::audit::AuditSink;
 use crate::feed::{self, Health};
 use crate::policy::{PolicyView, RouteContext};
-use crate::revocation::{Entry, Page, RevocationList};
+use crate::revocation::RevocationList;
 use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
 
 /// Least time between two JWKS fetches triggered by unknown key IDs.
@@ -129,11 +129,6 @@ pub(crate) struct Inner {
 struct Keys {
     by_kid: HashMap<String, PublicJwk>,
     fetched_at: Instant,
-}
-
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Value>,
 }
 
 impl Verifier {
@@ -313,7 +308,7 @@ impl Verifier {
     }
 
     /// Records a decision for the audit log without blocking.
-    pub(crate) fn audit(&self, event: crate::audit::Event) {
+    pub(crate) fn audit(&self, event: agentauth_api::ReportedEvent) {
         if let Some(sink) = self.inner.audit.read().expect("lock").as_ref() {
             sink.offer(event);
         }
@@ -347,18 +342,12 @@ async fn fetch_jwks(
         .await
         .map_err(|e| SdkError::Authority(format!("JWKS: {e}")))?;
     let mut keys = HashMap::new();
-    for value in jwks.keys {
-        let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
-        let alg = value
-            .get("alg")
-            .and_then(Value::as_str)
-            .and_then(JwsAlg::from_name);
-        let usable = value
-            .get("use")
-            .and_then(Value::as_str)
-            .is_none_or(|u| u == "sig");
-        match (kid, PublicJwk::from_json(&value)) {
-            (Some(kid), Ok(jwk)) if usable && alg.is_none_or(|a| a == jwk.alg()) => {
+    for key in jwks.keys {
+        let usable = key.key_use.as_deref().is_none_or(|u| u == "sig");
+        // One key, one algorithm: a stated `alg` must be the key's own.
+        let own_alg = |jwk: &PublicJwk| key.alg.as_deref().is_none_or(|a| a == jwk.alg().as_str());
+        match (key.kid, PublicJwk::from_json(&Value::Object(key.params))) {
+            (Some(kid), Ok(jwk)) if usable && own_alg(&jwk) => {
                 keys.insert(kid, jwk);
             }
             _ => tracing::warn!("ignoring an unusable key in the authority's JWKS"),
@@ -403,12 +392,14 @@ impl Inner {
     }
 
     /// Applies feed entries (from the stream or a poll) and tells waiters.
-    pub(crate) fn apply_revocations(&self, entries: &[Entry]) {
+    pub(crate) fn apply_revocations(&self, entries: &[RevocationEntry]) {
         let (last, announced) = {
             let mut list = self.revocations.write().expect("lock");
             let before = list.last_seq;
             list.apply(entries);
-            let announced = entries.iter().any(|e| e.kind == "policy" && e.seq > before);
+            let announced = entries
+                .iter()
+                .any(|e| e.kind == RevocationKind::Policy && e.seq > before);
             (list.last_seq, announced)
         };
         if announced {
@@ -426,7 +417,7 @@ impl Inner {
 async fn poll_revocations(inner: &Inner) -> Result<(), SdkError> {
     loop {
         let since = inner.revocations.read().expect("lock").last_seq;
-        let page: Page = inner
+        let page: RevocationPage = inner
             .http
             .get(&inner.metadata.revocation_list_endpoint)
             .query(&[("since", since)])

@@ -8,7 +8,9 @@ use agentauth_core::{
     AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
 };
 
-use super::{ACCESS_TOKEN_TYPE, Attempt, Minted, TokenRequest};
+use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest};
+
+use super::{Attempt, Minted};
 use crate::AuthorityError;
 use crate::client_auth::AuthenticatedClient;
 use crate::server::State;

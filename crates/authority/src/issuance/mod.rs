@@ -7,13 +7,13 @@
 use agentauth_core::AuditKind;
 use std::net::IpAddr;
 
+use agentauth_api::TokenRequest;
 use agentauth_core::{
     ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
     DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
     verify_dpop_proof,
 };
 use agentauth_store::{AgentRow, ApprovalRow, IssuedToken, StoreError};
-use serde::Deserialize;
 
 use crate::audit::event;
 use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
@@ -26,38 +26,6 @@ mod exchange;
 
 pub use exchange::ExchangeRefusal;
 
-/// The form of a token request. Unknown parameters are ignored (RFC 6749 §3.2).
-#[derive(Debug, Deserialize)]
-pub(crate) struct TokenRequest {
-    grant_type: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    client_id: Option<String>,
-    pub(crate) scope: Option<String>,
-    resource: Option<String>,
-    audience: Option<String>,
-    expires_in: Option<String>,
-    /// The task to join (client_credentials); minted when absent.
-    pub(crate) txn: Option<String>,
-    /// A short statement of intent for the task.
-    pub(crate) purpose: Option<String>,
-    /// The original request that started the task, or its digest.
-    pub(crate) request_context: Option<String>,
-    /// RFC 8693: the token the actor received.
-    pub(crate) subject_token: Option<String>,
-    /// RFC 8693: must be the access-token type.
-    pub(crate) subject_token_type: Option<String>,
-    /// RFC 8693: not supported (the actor authenticates as the client).
-    pub(crate) actor_token: Option<String>,
-    /// RFC 8693: if given, must be the access-token type.
-    pub(crate) requested_token_type: Option<String>,
-    /// The approval of an earlier identical request that answered
-    /// `authorization_pending`.
-    approval_id: Option<String>,
-}
-
-/// The token type URI of access tokens (RFC 8693 §3).
-pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Longest `purpose`.
 const MAX_PURPOSE: usize = 256;
 /// Longest `request_context`.

@@ -1,6 +1,7 @@
 //! `POST /oauth/introspect` (RFC 7662) and `POST /oauth/revoke` (RFC 7009).
 //! Callers are the admin (Bearer) or an agent (private_key_jwt).
 
+use agentauth_api::{Introspection, TokenForm, TokenRevoked};
 use agentauth_core::AuditKind;
 use agentauth_core::{
     AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, TokenExpectations, parse_access_token,
@@ -10,8 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::AuthorityError;
 use crate::admin::bearer;
@@ -20,17 +20,6 @@ use crate::body::FormBody;
 use crate::client_auth::{ClientCredentials, authenticate};
 use crate::server::{AppState, State as AuthorityState};
 use crate::standing::{self, Door};
-
-/// The form of introspection and revocation requests.
-#[derive(Debug, Deserialize)]
-pub(crate) struct TokenForm {
-    token: Option<String>,
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    client_id: Option<String>,
-}
 
 /// Who is asking.
 enum Caller {
@@ -73,7 +62,7 @@ fn issued_here(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
     verify_access_token(&compact, key, &expect).ok()
 }
 
-fn no_store(body: Value) -> Response {
+fn no_store(body: impl Serialize) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -100,13 +89,19 @@ pub(crate) async fn introspect(
     let claims = match standing::check(&s, token, Door::Introspection { audience }).await {
         Ok(claims) => claims,
         Err(Rejection::View(e)) => return Err(e),
-        Err(_) => return Ok(no_store(json!({"active": false}))),
+        Err(_) => {
+            return Ok(no_store(Introspection {
+                claims: None,
+                active: false,
+                token_type: None,
+            }));
+        }
     };
-    let mut body =
-        serde_json::to_value(&claims).map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    body["active"] = json!(true);
-    body["token_type"] = json!("Bearer");
-    Ok(no_store(body))
+    Ok(no_store(Introspection {
+        claims: Some(claims),
+        active: true,
+        token_type: Some("Bearer".to_owned()),
+    }))
 }
 
 /// `POST /oauth/revoke`: an agent may revoke only tokens issued to it; unknown
@@ -122,7 +117,7 @@ pub(crate) async fn revoke(
         .as_deref()
         .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
     let Some(claims) = issued_here(&s, token) else {
-        return Ok(no_store(json!({})));
+        return Ok(no_store(TokenRevoked {}));
     };
     let actor = match &caller {
         Caller::Admin => "admin".to_owned(),
@@ -146,5 +141,5 @@ pub(crate) async fn revoke(
         .revoke_token(&claims.jti, claims.exp + DEFAULT_LEEWAY_SECS, &audit)
         .await?;
     s.revocations_changed();
-    Ok(no_store(json!({})))
+    Ok(no_store(TokenRevoked {}))
 }

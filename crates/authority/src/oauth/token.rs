@@ -2,19 +2,16 @@
 //! form and what the request adds (request ID, peer address, `DPoP` header),
 //! asks for a token and renders the RFC 6749 §5.1 answer.
 
+use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest, TokenResponse};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
-use serde_json::json;
 
 use crate::AuthorityError;
 use crate::audit::request_id;
 use crate::body::FormBody;
-use crate::issuance::{
-    ACCESS_TOKEN_TYPE, Attempt, DpopHeader, Issued, TokenCall, TokenRequest, audit_refusal,
-    request_token,
-};
+use crate::issuance::{Attempt, DpopHeader, Issued, TokenCall, audit_refusal, request_token};
 use crate::policy::PeerIp;
 use crate::server::AppState;
 
@@ -58,14 +55,14 @@ fn dpop_header(headers: &HeaderMap) -> DpopHeader {
 
 /// The token response, never cached.
 fn render(issued: Issued) -> Response {
-    let body = json!({
-        "access_token": issued.access_token,
-        "token_type": issued.token_type,
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-        "issued_token_type": ACCESS_TOKEN_TYPE,
-        "txn": issued.txn,
-    });
+    let body = TokenResponse {
+        access_token: issued.access_token,
+        token_type: issued.token_type.to_owned(),
+        expires_in: issued.expires_in,
+        scope: issued.scope,
+        issued_token_type: ACCESS_TOKEN_TYPE.to_owned(),
+        txn: issued.txn,
+    };
     let mut response = Json(body).into_response();
     response
         .headers_mut()

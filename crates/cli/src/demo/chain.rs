@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use agentauth_api::{Delegation, NewDelegation, OAuthError, TaskCompletion, TaskView};
 use agentauth_core::{AccessClaims, AgentName, SigningKey, SpiffeId, TrustDomain, b64url_decode};
 use agentauth_sdk::{Client, SdkError, Verifier, VerifierConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Step, outcome, report, token_outcome};
 
@@ -45,20 +46,17 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         .await?;
     admin.register("database", &[], &keys[2]).await?;
     admin.register("orders", &[], &keys[3]).await?;
-    admin
-        .send(
-            reqwest::Method::POST,
-            "/v1/agents/planner/delegations",
-            json!({"to": "executor", "permissions": ["read:db"]}),
-        )
-        .await?;
-    admin
-        .send(
-            reqwest::Method::POST,
-            "/v1/agents/executor/delegations",
-            json!({"to": "database", "permissions": ["read:db", "write:db"]}),
-        )
-        .await?;
+    for (from, to, permissions) in [
+        ("planner", "executor", &["read:db"][..]),
+        ("executor", "database", &["read:db", "write:db"][..]),
+    ] {
+        let grant = NewDelegation {
+            to: to.to_owned(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let path = format!("/v1/agents/{from}/delegations");
+        let _: Delegation = admin.send(reqwest::Method::POST, &path, &grant).await?;
+    }
 
     let verifier = |name: &str, key: &SigningKey| {
         let config = VerifierConfig::new(&url, id(name).expect("valid name"));
@@ -109,17 +107,13 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     executor_verifier.flush_audit().await;
     database_verifier.flush_audit().await;
-    let task = admin
-        .send(
-            reqwest::Method::GET,
-            &format!("/v1/tasks/{txn}"),
-            Value::Null,
-        )
+    let task: TaskView = admin
+        .send(reqwest::Method::GET, &format!("/v1/tasks/{txn}"), &())
         .await?;
-    let at_database = task["hops"].as_array().into_iter().flatten().any(|h| {
-        h["kind"] == "request.allowed"
-            && h["actor"] == id("database").map(|i| i.to_string()).unwrap_or_default()
-            && h["chain"]
+    let at_database = task.hops.iter().any(|h| {
+        h.event.kind == agentauth_core::AuditKind::RequestAllowed
+            && h.event.actor == id("database").map(|i| i.to_string()).unwrap_or_default()
+            && h.event.chain
                 == format!(
                     "{} {}",
                     executor_id,
@@ -144,14 +138,12 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     let escalation = match planner.call(write, executor_id.as_str(), "read:db").await {
         Ok(r) => {
             let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            let why = body["error_description"]
-                .as_str()
-                .unwrap_or("")
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .to_owned();
+            let description = r
+                .json::<OAuthError>()
+                .await
+                .map(|e| e.error_description)
+                .unwrap_or_default();
+            let why = description.split(':').next().unwrap_or("").to_owned();
             format!("{status} {why}")
         }
         Err(e) => format!("error: {e}"),
@@ -237,13 +229,8 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
 
     // 7. The task is revoked mid-flight: the next hop is refused within a second.
     let task_id = claims(&delegated.token)?.txn.unwrap_or_default();
-    admin
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/tasks/{task_id}/complete"),
-            Value::Null,
-        )
-        .await?;
+    let complete = format!("/v1/tasks/{task_id}/complete");
+    let _: TaskCompletion = admin.send(reqwest::Method::POST, &complete, &()).await?;
     let started = Instant::now();
     let mut got = String::new();
     while started.elapsed() < Duration::from_secs(2) {

@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentauth_api::{AgentPatch, AgentView, LayerDenial, NewAgent};
 use agentauth_authority::{Config, Running};
 use agentauth_core::SigningKey;
 use agentauth_sdk::SdkError;
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 mod chain;
 mod seed;
@@ -98,26 +100,27 @@ pub(super) struct Admin {
 }
 
 impl Admin {
-    pub(super) async fn send(
+    /// Calls the admin API with a JSON body and reads the answer as `T`.
+    pub(super) async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Value,
-    ) -> anyhow::Result<Value> {
+        body: &B,
+    ) -> anyhow::Result<T> {
         let response = self
             .http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(body)
             .send()
             .await?;
         let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.unwrap_or_default();
         anyhow::ensure!(
             status.is_success(),
-            "admin call {path} failed: {status} {value}"
+            "admin call {path} failed: {status} {text}"
         );
-        Ok(value)
+        serde_json::from_str(&text).with_context(|| format!("admin call {path}: unexpected answer"))
     }
 
     pub(super) async fn register(
@@ -126,16 +129,26 @@ impl Admin {
         permissions: &[&str],
         key: &SigningKey,
     ) -> anyhow::Result<()> {
-        let body = json!({"name": name, "permissions": permissions, "public_jwk": key.public_jwk().to_json()});
-        self.send(reqwest::Method::POST, "/v1/agents", body)
-            .await
-            .map(|_| ())
+        let body = NewAgent {
+            name: name.to_owned(),
+            description: String::new(),
+            owner: String::new(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            public_jwk: key.public_jwk().to_json(),
+            bearer_allowed: false,
+            expires_in: None,
+            tags: vec![],
+        };
+        let _: AgentView = self
+            .send(reqwest::Method::POST, "/v1/agents", &body)
+            .await?;
+        Ok(())
     }
 
-    pub(super) async fn patch(&self, name: &str, body: Value) -> anyhow::Result<()> {
-        self.send(reqwest::Method::PATCH, &format!("/v1/agents/{name}"), body)
-            .await
-            .map(|_| ())
+    pub(super) async fn patch(&self, name: &str, patch: &AgentPatch) -> anyhow::Result<()> {
+        let path = format!("/v1/agents/{name}");
+        let _: AgentView = self.send(reqwest::Method::PATCH, &path, patch).await?;
+        Ok(())
     }
 }
 
@@ -145,8 +158,8 @@ pub(super) async fn outcome(result: Result<reqwest::Response, SdkError>) -> Stri
         Ok(r) if r.status().is_success() => r.status().as_u16().to_string(),
         Ok(r) => {
             let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            format!("{status} {}", body["check"].as_str().unwrap_or("?"))
+            let check = r.json::<LayerDenial>().await.map(|d| d.check);
+            format!("{status} {}", check.as_deref().unwrap_or("?"))
         }
         Err(SdkError::PermissionNotHeld(p)) => format!("refused locally ({p})"),
         Err(SdkError::TokenRefused { error, .. }) => format!("refused: {error}"),

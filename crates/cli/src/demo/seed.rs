@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use agentauth_api::{AgentPatch, AgentStatus, NewPolicySet, PolicyFile, PolicySetLoaded};
 use agentauth_core::{AgentName, Scope, SigningKey, SpiffeId, TrustDomain};
 use agentauth_sdk::{Client, Verifier, VerifierConfig};
 use serde_json::json;
@@ -89,7 +90,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     );
 
     admin
-        .patch("reader", json!({"permissions": ["read:orders"]}))
+        .patch("reader", &permissions(&["read:orders"]))
         .await?;
     step(
         "token for a permission no longer held",
@@ -107,7 +108,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         outcome(reader.call(get, customer.as_str(), "read:orders").await).await,
     );
     admin
-        .patch("reader", json!({"permissions": ["read:customer"]}))
+        .patch("reader", &permissions(&["read:customer"]))
         .await?;
 
     let write = reader
@@ -145,16 +146,19 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     step("expired token", "401 time", outcome(expired).await);
 
     // Policy as code: the example policies make refunds wait for a person.
-    let files: Vec<_> = super::EXAMPLE_POLICIES
+    let files = super::EXAMPLE_POLICIES
         .iter()
-        .map(|(name, text)| json!({"name": name, "text": text}))
+        .map(|(name, text)| PolicyFile {
+            name: (*name).to_owned(),
+            text: (*text).to_owned(),
+        })
         .collect();
-    admin
-        .send(
-            reqwest::Method::POST,
-            "/v1/policies",
-            json!({"files": files, "activate": true}),
-        )
+    let policies = NewPolicySet {
+        files,
+        activate: true,
+    };
+    let _: PolicySetLoaded = admin
+        .send(reqwest::Method::POST, "/v1/policies", &policies)
         .await?;
     let billing = Client::new(&url, id("billing")?, billing_key);
     let refund = || {
@@ -214,7 +218,11 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     let held = reader
         .fetch_token(customer.as_str(), "read:customer", None)
         .await?;
-    admin.patch("reader", json!({"status": "disabled"})).await?;
+    let disabled = AgentPatch {
+        status: Some(AgentStatus::Disabled),
+        ..AgentPatch::default()
+    };
+    admin.patch("reader", &disabled).await?;
     let started = Instant::now();
     let mut got = String::new();
     while started.elapsed() < Duration::from_secs(6) {
@@ -252,4 +260,12 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     server.abort();
     authority.shutdown().await;
     Ok(report(&steps))
+}
+
+/// A registry change of the permissions alone.
+fn permissions(list: &[&str]) -> AgentPatch {
+    AgentPatch {
+        permissions: Some(list.iter().map(|p| (*p).to_owned()).collect()),
+        ..AgentPatch::default()
+    }
 }
