@@ -242,3 +242,43 @@ impl PolicyView {
         }
     }
 }
+
+#[cfg(all(test, not(feature = "policy")))]
+mod tests {
+    use super::*;
+
+    /// An authority whose `GET /v1/policy` answers `body`; returns its URL.
+    async fn authority(body: &'static str) -> String {
+        let app = axum::Router::new().route(
+            "/v1/policy",
+            axum::routing::get(move || async move { body }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn without_the_engine_an_active_set_is_one_that_does_not_load() {
+        let url = authority(r#"{"active":true,"version":3,"files":[]}"#).await;
+        let view = PolicyView::new();
+        view.refresh(&reqwest::Client::new(), &url)
+            .await
+            .expect("refresh");
+        assert_eq!(view.version(), Some(3));
+        assert!(matches!(&*view.current(), Active::Broken { why, .. } if why == NO_ENGINE));
+    }
+
+    #[tokio::test]
+    async fn without_the_engine_no_active_set_leaves_policy_off() {
+        let url = authority(r#"{"active":false}"#).await;
+        let view = PolicyView::new();
+        view.refresh(&reqwest::Client::new(), &url)
+            .await
+            .expect("refresh");
+        assert_eq!(view.version(), None);
+    }
+}
