@@ -2,31 +2,31 @@
 //! check of the layer: the local policy decision with the request's context.
 //!
 //! The set is fetched from `GET /v1/policy` (with its ETag) at start and
-//! again whenever the revocation feed announces a new version. What policies
-//! see of an agent (owner, tags, ephemeral, parent) comes from
-//! `GET /v1/policy/agents/{name}` and is kept for [`FACTS_TTL`]. Anything
-//! that cannot be known (a set that does not load here, facts that cannot be
-//! fetched) denies: the layer fails closed.
+//! again whenever the revocation feed announces a new version. Anything that
+//! cannot be known (a set that does not load here, facts that cannot be
+//! fetched) denies: the layer fails closed. Built without the `policy`
+//! feature there is no Cedar engine here, so an active set is one that does
+//! not load: every request that demands a permission is denied.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "policy")]
+mod decision;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
 
 use agentauth_api::PolicyDistribution;
-use agentauth_core::{AccessClaims, SpiffeId, unix_now};
-use agentauth_policy::{
-    AgentFacts, Clock, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
-};
+use agentauth_core::{AccessClaims, SpiffeId};
 use http::request::Parts;
 
 use crate::{Check, Denial, SdkError};
 
-/// How long an agent's facts are trusted before they are fetched again.
-pub(crate) const FACTS_TTL: Duration = Duration::from_secs(60);
-/// Most agents whose facts are kept.
-const MAX_FACTS: usize = 10_000;
+#[cfg(feature = "policy")]
+use decision::Decider;
+
+/// Why an active set is refused by a build without the Cedar engine.
+#[cfg(not(feature = "policy"))]
+const NO_ENGINE: &str =
+    "this verifier was built without the SDK's `policy` feature and cannot evaluate it";
 
 /// What a route tells the policy about itself.
 #[derive(Debug, Clone, Default)]
@@ -45,20 +45,28 @@ pub(crate) enum Active {
     /// The authority has no active set: nothing to decide.
     Off,
     /// This version decides.
+    #[cfg(feature = "policy")]
     On {
         version: i64,
         etag: Option<String>,
-        set: Arc<PolicySet>,
+        decider: Arc<Decider>,
     },
     /// The authority's active set does not load here: every request is denied.
     Broken { version: i64, why: String },
+}
+
+impl Active {
+    /// A set that does not load here, logged once as it is installed.
+    fn broken(version: i64, why: String) -> Self {
+        tracing::error!(version, error = %why, "the authority's policy set does not load here: denying every request");
+        Self::Broken { version, why }
+    }
 }
 
 /// The policy state of one verifier.
 #[derive(Debug)]
 pub(crate) struct PolicyView {
     active: RwLock<Arc<Active>>,
-    facts: Mutex<HashMap<String, (Arc<AgentFacts>, Instant)>>,
     /// A refresh task is running.
     refreshing: AtomicBool,
     /// A new version was announced since the running refresh started.
@@ -69,7 +77,6 @@ impl PolicyView {
     pub(crate) fn new() -> Self {
         Self {
             active: RwLock::new(Arc::new(Active::Off)),
-            facts: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
             announced: AtomicBool::new(false),
         }
@@ -84,7 +91,9 @@ impl PolicyView {
     pub(crate) fn version(&self) -> Option<i64> {
         match &*self.current() {
             Active::Off => None,
-            Active::On { version, .. } | Active::Broken { version, .. } => Some(*version),
+            #[cfg(feature = "policy")]
+            Active::On { version, .. } => Some(*version),
+            Active::Broken { version, .. } => Some(*version),
         }
     }
 
@@ -94,11 +103,12 @@ impl PolicyView {
         http: &reqwest::Client,
         authority_url: &str,
     ) -> Result<(), SdkError> {
-        let current = self.current();
+        #[cfg_attr(not(feature = "policy"), allow(unused_mut))]
         let mut request = http.get(format!("{authority_url}/v1/policy"));
+        #[cfg(feature = "policy")]
         if let Active::On {
             etag: Some(etag), ..
-        } = &*current
+        } = &*self.current()
         {
             request = request.header(http::header::IF_NONE_MATCH, etag);
         }
@@ -115,6 +125,7 @@ impl PolicyView {
                 "the policy set endpoint answered {status}"
             )));
         }
+        #[cfg(feature = "policy")]
         let etag = response
             .headers()
             .get(http::header::ETAG)
@@ -136,32 +147,30 @@ impl PolicyView {
                 ));
             }
         };
-        let files: Vec<PolicyFile> = body
+        // A new decider starts with no facts: they may have changed along
+        // with the policies that read them.
+        #[cfg(feature = "policy")]
+        let files: Vec<agentauth_policy::PolicyFile> = body
             .files
             .unwrap_or_default()
             .into_iter()
-            .map(|f| PolicyFile {
+            .map(|f| agentauth_policy::PolicyFile {
                 name: f.name,
                 text: f.text,
             })
             .collect();
-        let active = match PolicySet::load(&files) {
-            Ok(set) => Active::On {
+        #[cfg(feature = "policy")]
+        let active = match Decider::load(&files) {
+            Ok(decider) => Active::On {
                 version,
                 etag,
-                set: Arc::new(set),
+                decider: Arc::new(decider),
             },
-            Err(e) => {
-                tracing::error!(version, error = %e, "the authority's policy set does not load here: denying every request");
-                Active::Broken {
-                    version,
-                    why: e.to_string(),
-                }
-            }
+            Err(e) => Active::broken(version, e.to_string()),
         };
+        #[cfg(not(feature = "policy"))]
+        let active = Active::broken(version, NO_ENGINE.to_owned());
         *self.active.write().expect("lock") = Arc::new(active);
-        // Facts may have changed along with the policies that read them.
-        self.facts.lock().expect("lock").clear();
         Ok(())
     }
 
@@ -192,61 +201,9 @@ impl PolicyView {
         });
     }
 
-    /// The facts of the agent named `name`, from the cache while fresh.
-    async fn facts(
-        &self,
-        http: &reqwest::Client,
-        authority_url: &str,
-        name: &str,
-    ) -> Result<Arc<AgentFacts>, Denial> {
-        if let Some((facts, at)) = self.facts.lock().expect("lock").get(name)
-            && at.elapsed() < FACTS_TTL
-        {
-            return Ok(facts.clone());
-        }
-        let unknown = |why: String| {
-            Denial::new(
-                Check::Policy,
-                format!("what policy needs to know of {name} is unavailable: {why}"),
-            )
-        };
-        let response = http
-            .get(format!("{authority_url}/v1/policy/agents/{name}"))
-            .send()
-            .await
-            .map_err(|e| unknown(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(unknown(format!(
-                "the authority answered {}",
-                response.status()
-            )));
-        }
-        let shown: agentauth_api::AgentFacts = response
-            .json()
-            .await
-            .map_err(|e: reqwest::Error| unknown(e.to_string()))?;
-        let facts = Arc::new(AgentFacts {
-            name: shown.name,
-            trust_domain: shown.trust_domain,
-            owner: shown.owner,
-            tags: shown.tags,
-            ephemeral: shown.ephemeral,
-            parent: shown.parent,
-            ancestors: shown.ancestors,
-        });
-        let mut cache = self.facts.lock().expect("lock");
-        if cache.len() >= MAX_FACTS {
-            cache.retain(|_, (_, at)| at.elapsed() < FACTS_TTL);
-            if cache.len() >= MAX_FACTS {
-                cache.clear();
-            }
-        }
-        cache.insert(name.to_owned(), (facts.clone(), Instant::now()));
-        Ok(facts)
-    }
-
     /// The local policy decision for `permission` with the request's context.
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(feature = "policy"), allow(unused_variables))]
     pub(crate) async fn check(
         &self,
         http: &reqwest::Client,
@@ -258,83 +215,70 @@ impl PolicyView {
         route: &RouteContext,
         parts: &Parts,
     ) -> Result<(), Denial> {
-        let current = self.current();
-        let (version, set) = match &*current {
-            Active::Off => return Ok(()),
-            Active::Broken { version, why } => {
-                return Err(Denial::new(
-                    Check::Policy,
-                    format!("policy set version {version} does not load here: {why}"),
-                ));
-            }
-            Active::On { version, set, .. } => (*version, set.clone()),
-        };
-        let principal = self
-            .facts(http, authority_url, &entity_name(me, &claims.client_id))
-            .await?;
-        let own = self
-            .facts(http, authority_url, &entity_name(me, me.as_str()))
-            .await?;
-        let actors = claims.actor_chain();
-        let mut chain = vec![entity_name(me, &claims.sub)];
-        chain.extend(actors.iter().map(|a| entity_name(me, a)));
-        let context = RequestContext {
-            purpose: claims.purpose.clone().unwrap_or_default(),
-            sensitivity: route
-                .sensitivity
-                .clone()
-                .unwrap_or_else(|| "unspecified".into()),
-            delegation_depth: actors.len() as i64,
-            chain,
-            txn: claims.txn.clone().unwrap_or_default(),
-            environment: environment.to_owned(),
-            time: Clock::at_unix(unix_now()),
-            client_ip: peer_ip(parts),
-        };
-        // The decoded path, as the router matched it: `/invoices/%34%32` is
-        // the resource `/invoices/42`.
-        let path = percent_encoding::percent_decode_str(parts.uri.path())
-            .decode_utf8()
-            .map_err(|_| Denial::new(Check::Policy, "the request path is not UTF-8"))?;
-        let target = match route.resource_kind.as_deref() {
-            Some(kind) => Target::Resource {
-                id: &path,
-                kind,
-                served_by: &own,
-            },
-            None => Target::Agent(&own),
-        };
-        let decision = set
-            .decide(&Query {
-                principal: &principal,
-                action: permission,
-                target,
-                context: &context,
-            })
-            .map_err(|e| Denial::new(Check::Policy, e.to_string()))?;
-        match decision.outcome {
-            // Approval belongs to issuance: the token was issued after it.
-            Outcome::Permit | Outcome::NeedsApproval { .. } => Ok(()),
-            Outcome::Deny => Err(Denial::new(
+        match &*self.current() {
+            Active::Off => Ok(()),
+            Active::Broken { version, why } => Err(Denial::new(
                 Check::Policy,
-                format!(
-                    "policy version {version} denies \"{permission}\": {}",
-                    decision.denial_reason()
-                ),
+                format!("policy set version {version} does not load here: {why}"),
             )),
+            #[cfg(feature = "policy")]
+            Active::On {
+                version, decider, ..
+            } => {
+                decider
+                    .decide(
+                        *version,
+                        http,
+                        authority_url,
+                        me,
+                        environment,
+                        claims,
+                        permission,
+                        route,
+                        parts,
+                    )
+                    .await
+            }
         }
     }
 }
 
-/// The entity name of a SPIFFE ID, within this verifier's trust domain.
-fn entity_name(me: &SpiffeId, id: &str) -> String {
-    agentauth_policy::entity_name(id, me.trust_domain())
-}
+#[cfg(all(test, not(feature = "policy")))]
+mod tests {
+    use super::*;
 
-/// The peer address, when the server was started with connection info.
-fn peer_ip(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+    /// An authority whose `GET /v1/policy` answers `body`; returns its URL.
+    async fn authority(body: &'static str) -> String {
+        let app = axum::Router::new().route(
+            "/v1/policy",
+            axum::routing::get(move || async move { body }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn without_the_engine_an_active_set_is_one_that_does_not_load() {
+        let url = authority(r#"{"active":true,"version":3,"files":[]}"#).await;
+        let view = PolicyView::new();
+        view.refresh(&reqwest::Client::new(), &url)
+            .await
+            .expect("refresh");
+        assert_eq!(view.version(), Some(3));
+        assert!(matches!(&*view.current(), Active::Broken { why, .. } if why == NO_ENGINE));
+    }
+
+    #[tokio::test]
+    async fn without_the_engine_no_active_set_leaves_policy_off() {
+        let url = authority(r#"{"active":false}"#).await;
+        let view = PolicyView::new();
+        view.refresh(&reqwest::Client::new(), &url)
+            .await
+            .expect("refresh");
+        assert_eq!(view.version(), None);
+    }
 }
