@@ -12,7 +12,7 @@ use agentauth_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{Metadata, SdkError};
+use crate::{Endpoint, Metadata, SdkError};
 
 /// How long a request signature stays valid (RFC 9421 `expires` - `created`).
 const SIGNATURE_LIFETIME_SECS: i64 = 60;
@@ -268,15 +268,18 @@ impl Client {
         let response = post
             .send()
             .await
-            .map_err(|e| SdkError::Authority(e.to_string()))?;
+            .map_err(SdkError::unreachable(Endpoint::Token))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| SdkError::Authority(e.to_string()))?;
+            .map_err(SdkError::unreachable(Endpoint::Token))?;
         if !status.is_success() {
-            let err: OAuthError = serde_json::from_slice(&body)
-                .map_err(|_| SdkError::Authority(format!("token endpoint answered {status}")))?;
+            let err: OAuthError =
+                serde_json::from_slice(&body).map_err(|_| SdkError::AuthorityStatus {
+                    endpoint: Endpoint::Token,
+                    status: status.as_u16(),
+                })?;
             if let ("authorization_pending", Some(approval_id)) =
                 (err.error.as_str(), err.approval_id.clone())
             {
@@ -297,8 +300,8 @@ impl Client {
                 description: err.error_description,
             });
         }
-        let ok: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| SdkError::Authority(format!("token response: {e}")))?;
+        let ok: TokenResponse =
+            serde_json::from_slice(&body).map_err(SdkError::unreadable(Endpoint::Token))?;
         Ok(AccessToken {
             token: ok.access_token,
             scope: ok.scope,

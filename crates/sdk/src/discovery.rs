@@ -5,7 +5,7 @@ use std::ops::Deref;
 
 use agentauth_api::ServerMetadata;
 
-use crate::SdkError;
+use crate::{Endpoint, SdkError};
 
 /// The authority's RFC 8414 metadata, as fetched; its members are those of
 /// [`ServerMetadata`], reachable through `Deref`.
@@ -23,18 +23,18 @@ impl Metadata {
             .get(&url)
             .send()
             .await
-            .map_err(|e| SdkError::Authority(e.to_string()))?;
+            .map_err(SdkError::unreachable(Endpoint::Metadata))?;
         if !response.status().is_success() {
-            return Err(SdkError::Authority(format!(
-                "{url} answered {}",
-                response.status()
-            )));
+            return Err(SdkError::AuthorityStatus {
+                endpoint: Endpoint::Metadata,
+                status: response.status().as_u16(),
+            });
         }
         response
             .json()
             .await
             .map(Self)
-            .map_err(|e| SdkError::Authority(format!("metadata: {e}")))
+            .map_err(SdkError::unreadable(Endpoint::Metadata))
     }
 }
 

@@ -2,13 +2,78 @@
 
 use thiserror::Error;
 
+/// The authority endpoint an SDK call used, to say which one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// The RFC 8414 metadata document.
+    Metadata,
+    /// The JWKS with the authority's signing keys.
+    Jwks,
+    /// The token endpoint.
+    Token,
+    /// The revocation list (`GET /v1/revocations`).
+    RevocationList,
+    /// The active policy set (`GET /v1/policy`).
+    PolicySet,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Metadata => "metadata document",
+            Self::Jwks => "JWKS",
+            Self::Token => "token endpoint",
+            Self::RevocationList => "revocation list",
+            Self::PolicySet => "policy set endpoint",
+        })
+    }
+}
+
+impl SdkError {
+    pub(crate) fn unreachable(endpoint: Endpoint) -> impl FnOnce(reqwest::Error) -> Self {
+        move |source| Self::AuthorityUnreachable { endpoint, source }
+    }
+
+    pub(crate) fn unreadable<E>(endpoint: Endpoint) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| Self::AuthorityAnswer {
+            endpoint,
+            source: Box::new(e),
+        }
+    }
+}
+
 /// Every way an SDK call fails on the client side.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum SdkError {
-    /// The authority could not be reached or answered garbage.
-    #[error("authority unreachable or invalid response: {0}")]
-    Authority(String),
+    /// The authority could not be reached.
+    #[error("the authority's {endpoint} could not be reached: {source}")]
+    AuthorityUnreachable {
+        /// What the SDK asked for.
+        endpoint: Endpoint,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The authority answered with a status the API does not promise.
+    #[error("the authority's {endpoint} answered HTTP {status}")]
+    AuthorityStatus {
+        /// What the SDK asked for.
+        endpoint: Endpoint,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The authority's answer is not the body the API promises.
+    #[error("the authority's {endpoint} answered something unreadable: {source}")]
+    AuthorityAnswer {
+        /// What the SDK asked for.
+        endpoint: Endpoint,
+        /// Why it could not be read (a body or JSON error).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The token endpoint refused the request with an OAuth error.
     #[error("token request refused ({error}): {description}")]
     TokenRefused {
@@ -47,4 +112,36 @@ pub enum SdkError {
     /// Bad input to the SDK (identity, scope, key).
     #[error(transparent)]
     Core(#[from] agentauth_core::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_core::{SigningKey, SpiffeId};
+
+    use super::*;
+    use crate::Client;
+
+    #[tokio::test]
+    async fn an_unreachable_authority_names_the_endpoint_that_failed() {
+        let me = SpiffeId::parse("spiffe://agentauth.local/agent/a").unwrap();
+        let client = Client::new("http://127.0.0.1:1", me, SigningKey::generate_ed25519());
+        let err = client
+            .token("spiffe://agentauth.local/agent/b", "read:x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SdkError::AuthorityUnreachable {
+                    endpoint: Endpoint::Metadata,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the authority's metadata document")
+        );
+    }
 }

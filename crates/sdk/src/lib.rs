@@ -51,7 +51,7 @@ mod verifier;
 // The public interface is:
 pub use client::{AccessToken, Client, PendingApproval};
 pub use discovery::Metadata;
-pub use error::SdkError;
+pub use error::{Endpoint, SdkError};
 
 #[cfg(feature = "verifier")]
 pub use delegation::OnBehalfOf;

@@ -18,7 +18,7 @@ use agentauth_api::PolicyDistribution;
 use agentauth_core::{AccessClaims, SpiffeId};
 use http::request::Parts;
 
-use crate::{Check, Denial, SdkError};
+use crate::{Check, Denial, Endpoint, SdkError};
 
 #[cfg(feature = "policy")]
 use decision::Decider;
@@ -115,15 +115,16 @@ impl PolicyView {
         let response = request
             .send()
             .await
-            .map_err(|e| SdkError::Authority(format!("policy set: {e}")))?;
+            .map_err(SdkError::unreachable(Endpoint::PolicySet))?;
         let status = response.status();
         if status == http::StatusCode::NOT_MODIFIED {
             return Ok(());
         }
         if !status.is_success() {
-            return Err(SdkError::Authority(format!(
-                "the policy set endpoint answered {status}"
-            )));
+            return Err(SdkError::AuthorityStatus {
+                endpoint: Endpoint::PolicySet,
+                status: status.as_u16(),
+            });
         }
         #[cfg(feature = "policy")]
         let etag = response
@@ -134,7 +135,7 @@ impl PolicyView {
         let body: PolicyDistribution = response
             .json()
             .await
-            .map_err(|e| SdkError::Authority(format!("policy set: {e}")))?;
+            .map_err(SdkError::unreadable(Endpoint::PolicySet))?;
         let version = match (body.active, body.version) {
             (false, _) => {
                 *self.active.write().expect("lock") = Arc::new(Active::Off);
@@ -142,9 +143,10 @@ impl PolicyView {
             }
             (true, Some(v)) => v,
             (true, None) => {
-                return Err(SdkError::Authority(
-                    "the policy set endpoint named no version".into(),
-                ));
+                return Err(SdkError::AuthorityAnswer {
+                    endpoint: Endpoint::PolicySet,
+                    source: "an active set without a version".into(),
+                });
             }
         };
         // A new decider starts with no facts: they may have changed along

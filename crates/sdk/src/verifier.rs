@@ -21,7 +21,7 @@ use crate::audit::AuditSink;
 use crate::feed::{self, Health};
 use crate::policy::{PolicyView, RouteContext};
 use crate::revocation::RevocationList;
-use crate::{AuthLayer, Check, Client, Denial, Metadata, SdkError};
+use crate::{AuthLayer, Check, Client, Denial, Endpoint, Metadata, SdkError};
 
 /// Least time between two JWKS fetches triggered by unknown key IDs.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -336,11 +336,11 @@ async fn fetch_jwks(
         .get(uri)
         .send()
         .await
-        .map_err(|e| SdkError::Authority(e.to_string()))?;
+        .map_err(SdkError::unreachable(Endpoint::Jwks))?;
     let jwks: Jwks = response
         .json()
         .await
-        .map_err(|e| SdkError::Authority(format!("JWKS: {e}")))?;
+        .map_err(SdkError::unreadable(Endpoint::Jwks))?;
     let mut keys = HashMap::new();
     for key in jwks.keys {
         let usable = key.key_use.as_deref().is_none_or(|u| u == "sig");
@@ -424,10 +424,10 @@ async fn poll_revocations(inner: &Inner) -> Result<(), SdkError> {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| SdkError::Authority(e.to_string()))?
+            .map_err(SdkError::unreachable(Endpoint::RevocationList))?
             .json()
             .await
-            .map_err(|e| SdkError::Authority(format!("revocation list: {e}")))?;
+            .map_err(SdkError::unreadable(Endpoint::RevocationList))?;
         inner.health.touch();
         inner.apply_revocations(&page.revocations);
         let mut list = inner.revocations.write().expect("lock");
