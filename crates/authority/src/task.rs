@@ -37,6 +37,14 @@ pub(crate) async fn show(
     Ok(Json(TaskView { txn, revoked, hops }))
 }
 
+/// Who completes a task.
+pub(crate) enum Completer {
+    /// The admin credential.
+    Admin,
+    /// An agent, by SPIFFE ID, authenticated with a token for the authority.
+    Agent(String),
+}
+
 /// `POST /v1/tasks/{txn}/complete`: the work is done; every token of the task
 /// stops working. The admin, or the agent that started the task (with a token
 /// for the authority carrying `tasks:complete`), may complete it.
@@ -46,34 +54,40 @@ pub(crate) async fn complete(
     req: RawRequest,
 ) -> Result<Json<TaskCompletion>, AuthorityError> {
     let headers = &req.parts.headers;
-    let actor = match bearer(headers) {
-        Some(token) if s.admin.matches(token) => "admin".to_owned(),
-        _ => {
-            let agent = authenticate_agent(&s, &req, TASKS_COMPLETE).await?;
+    let by = match bearer(headers) {
+        Some(token) if s.admin.matches(token) => Completer::Admin,
+        _ => Completer::Agent(authenticate_agent(&s, &req, TASKS_COMPLETE).await?),
+    };
+    complete_task(&s, &txn, by, &request_id(headers)).await?;
+    Ok(Json(TaskCompletion { txn, revoked: true }))
+}
+
+/// Completes (revokes) a task; an agent may complete only a task it started.
+pub(crate) async fn complete_task(
+    s: &AuthorityState,
+    txn: &str,
+    by: Completer,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let actor = match by {
+        Completer::Admin => "admin".to_owned(),
+        Completer::Agent(agent) => {
             let started = s
                 .store
-                .task_records(&txn)
+                .task_records(txn)
                 .await?
                 .iter()
                 .any(|r| r.event.kind == AuditKind::TokenIssued && r.event.actor == agent);
             if !started {
                 return Err(AuthorityError::Forbidden(format!(
                     "{agent} did not start task \"{}\"",
-                    short(&txn)
+                    short(txn)
                 )));
             }
             agent
         }
     };
-    revoke_task(
-        &s,
-        &txn,
-        &actor,
-        AuditKind::TaskCompleted,
-        &request_id(headers),
-    )
-    .await?;
-    Ok(Json(TaskCompletion { txn, revoked: true }))
+    revoke_task(s, txn, &actor, AuditKind::TaskCompleted, request_id).await
 }
 
 async fn revoke_task(
@@ -109,57 +123,80 @@ pub(crate) async fn revoke(
     let JsonBody(r) = body?;
     let request = request_id(&headers);
     match r.kind {
-        RevocationTarget::Agent => {
-            let id = registry::agent_id_or_raw(&s, &r.value);
-            let agent = registry::agent_by_id(&s, &id).await?.ok_or_else(|| {
-                AuthorityError::NotFound(format!("agent \"{}\" was not found", short(&r.value)))
-            })?;
-            let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
-            audit.request_id = request;
-            let update = AgentUpdate {
-                status: Some(AgentStatus::Disabled),
-                now: unix_now(),
-                ..AgentUpdate::default()
-            };
-            s.store.update_agent(&agent.name, &update, &audit).await?;
-            s.revocations_changed();
-        }
-        RevocationTarget::Token => {
-            if r.value.is_empty() || r.value.len() > 256 {
-                return Err(AuthorityError::InvalidRequest(
-                    "a token ID is 1 to 256 characters".into(),
-                ));
-            }
-            let mut audit = event(AuditKind::TokenRevoked, "admin", &r.value, Decision::Allow);
-            audit.request_id = request;
-            let expires_at = unix_now() + s.config.max_token_lifetime_secs;
-            s.store.revoke_token(&r.value, expires_at, &audit).await?;
-            s.revocations_changed();
-        }
+        RevocationTarget::Agent => revoke_agent(&s, &r.value, &request).await?,
+        RevocationTarget::Token => revoke_token(&s, &r.value, &request).await?,
         RevocationTarget::Task => {
             revoke_task(&s, &r.value, "admin", AuditKind::TaskRevoked, &request).await?
         }
-        RevocationTarget::Key => {
-            let is_jkt = r.value.len() == 43
-                && r.value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !is_jkt {
-                return Err(AuthorityError::InvalidRequest(
-                    "a key is named by its RFC 7638 SHA-256 thumbprint (43 base64url characters)"
-                        .into(),
-                ));
-            }
-            let mut audit = event(AuditKind::KeyRevoked, "admin", &r.value, Decision::Allow);
-            audit.request_id = request;
-            s.store.revoke_key(&r.value, &audit).await?;
-            s.revocations_changed();
-        }
+        RevocationTarget::Key => revoke_key(&s, &r.value, &request).await?,
     }
     Ok(Json(RevocationReceipt {
         revoked: r.kind,
         value: r.value,
     }))
+}
+
+/// Disables an agent (by name or SPIFFE ID) and publishes its revocation.
+pub(crate) async fn revoke_agent(
+    s: &AuthorityState,
+    given: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let id = registry::agent_id_or_raw(s, given);
+    let agent = registry::agent_by_id(s, &id).await?.ok_or_else(|| {
+        AuthorityError::NotFound(format!("agent \"{}\" was not found", short(given)))
+    })?;
+    let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
+    audit.request_id = request_id.to_owned();
+    let update = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: unix_now(),
+        ..AgentUpdate::default()
+    };
+    s.store.update_agent(&agent.name, &update, &audit).await?;
+    s.revocations_changed();
+    Ok(())
+}
+
+/// Revokes a token ID and every token exchanged from it.
+pub(crate) async fn revoke_token(
+    s: &AuthorityState,
+    jti: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    if jti.is_empty() || jti.len() > 256 {
+        return Err(AuthorityError::InvalidRequest(
+            "a token ID is 1 to 256 characters".into(),
+        ));
+    }
+    let mut audit = event(AuditKind::TokenRevoked, "admin", jti, Decision::Allow);
+    audit.request_id = request_id.to_owned();
+    let expires_at = unix_now() + s.config.max_token_lifetime_secs;
+    s.store.revoke_token(jti, expires_at, &audit).await?;
+    s.revocations_changed();
+    Ok(())
+}
+
+/// Revokes a key, named by its RFC 7638 thumbprint, for good.
+pub(crate) async fn revoke_key(
+    s: &AuthorityState,
+    jkt: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let is_jkt = jkt.len() == 43
+        && jkt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !is_jkt {
+        return Err(AuthorityError::InvalidRequest(
+            "a key is named by its RFC 7638 SHA-256 thumbprint (43 base64url characters)".into(),
+        ));
+    }
+    let mut audit = event(AuditKind::KeyRevoked, "admin", jkt, Decision::Allow);
+    audit.request_id = request_id.to_owned();
+    s.store.revoke_key(jkt, &audit).await?;
+    s.revocations_changed();
+    Ok(())
 }
 
 fn short(s: &str) -> String {
