@@ -77,31 +77,20 @@ pub(crate) async fn introspect(
     FormBody(form): FormBody<TokenForm>,
 ) -> Result<Response, AuthorityError> {
     let caller = caller(&s, &headers, &form, "/oauth/introspect").await?;
-    let token = form
-        .token
-        .as_deref()
-        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
-    // An agent may introspect only tokens addressed to it.
-    let audience = match &caller {
-        Caller::Admin => None,
-        Caller::Agent(id) => Some(id.as_str()),
+    let token = presented(&form)?;
+    let body = match standing_of(&s, &caller, token).await? {
+        Some(claims) => Introspection {
+            claims: Some(claims),
+            active: true,
+            token_type: Some("Bearer".to_owned()),
+        },
+        None => Introspection {
+            claims: None,
+            active: false,
+            token_type: None,
+        },
     };
-    let claims = match standing::check(&s, token, Door::Introspection { audience }).await {
-        Ok(claims) => claims,
-        Err(Rejection::View(e)) => return Err(e),
-        Err(_) => {
-            return Ok(no_store(Introspection {
-                claims: None,
-                active: false,
-                token_type: None,
-            }));
-        }
-    };
-    Ok(no_store(Introspection {
-        claims: Some(claims),
-        active: true,
-        token_type: Some("Bearer".to_owned()),
-    }))
+    Ok(no_store(body))
 }
 
 /// `POST /oauth/revoke`: an agent may revoke only tokens issued to it; unknown
@@ -112,14 +101,48 @@ pub(crate) async fn revoke(
     FormBody(form): FormBody<TokenForm>,
 ) -> Result<Response, AuthorityError> {
     let caller = caller(&s, &headers, &form, "/oauth/revoke").await?;
-    let token = form
-        .token
+    let token = presented(&form)?;
+    revoke_presented(&s, &caller, token, &request_id(&headers)).await?;
+    Ok(no_store(TokenRevoked {}))
+}
+
+fn presented(form: &TokenForm) -> Result<&str, AuthorityError> {
+    form.token
         .as_deref()
-        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))?;
-    let Some(claims) = issued_here(&s, token) else {
-        return Ok(no_store(TokenRevoked {}));
+        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))
+}
+
+/// The claims of `token` if it stands by the one token check, for `caller`:
+/// the admin sees any token, an agent only tokens addressed to it.
+async fn standing_of(
+    s: &AuthorityState,
+    caller: &Caller,
+    token: &str,
+) -> Result<Option<AccessClaims>, AuthorityError> {
+    let audience = match caller {
+        Caller::Admin => None,
+        Caller::Agent(id) => Some(id.as_str()),
     };
-    let actor = match &caller {
+    match standing::check(s, token, Door::Introspection { audience }).await {
+        Ok(claims) => Ok(Some(claims)),
+        Err(Rejection::View(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Revokes a token this authority issued (and all exchanged from it); an
+/// agent may revoke only tokens issued to it. A token that is not ours, or
+/// expired, is ignored as RFC 7009 §2.2 asks.
+async fn revoke_presented(
+    s: &AuthorityState,
+    caller: &Caller,
+    token: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let Some(claims) = issued_here(s, token) else {
+        return Ok(());
+    };
+    let actor = match caller {
         Caller::Admin => "admin".to_owned(),
         Caller::Agent(id) if *id == claims.client_id => id.clone(),
         Caller::Agent(_) => {
@@ -136,10 +159,10 @@ pub(crate) async fn revoke(
     );
     audit.audience = claims.aud.clone();
     audit.scope = claims.scope.to_string();
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id.to_owned();
     s.store
         .revoke_token(&claims.jti, claims.exp + DEFAULT_LEEWAY_SECS, &audit)
         .await?;
     s.revocations_changed();
-    Ok(no_store(TokenRevoked {}))
+    Ok(())
 }
