@@ -1,3 +1,6 @@
+//! `StoreError`: every way a store operation fails, for the authority to map
+//! to an answer.
+
 use thiserror::Error;
 
 /// Every way a store operation fails.

@@ -1,3 +1,6 @@
+//! The rows the store reads and writes: agents, tokens, grants, revocations,
+//! policy set versions, approvals and audit filters.
+
 use agentauth_core::AuditKind;
 use serde::{Deserialize, Serialize};
 
