@@ -15,7 +15,12 @@ use crate::support::{Server, id};
 /// An authority with the example policies active, a payments agent and two
 /// targets; polls may come every second.
 async fn start(extra: &[&str]) -> (Server, SigningKey) {
-    let mut args = vec!["--approval-interval-secs", "1"];
+    start_polling_every("1", extra).await
+}
+
+/// Like [`start`], with approvals polled at most every `interval` seconds.
+async fn start_polling_every(interval: &str, extra: &[&str]) -> (Server, SigningKey) {
+    let mut args = vec!["--approval-interval-secs", interval];
     args.extend_from_slice(extra);
     let s = Server::start_with(&args, &[]).await;
     let key = s
@@ -170,13 +175,18 @@ async fn an_approved_request_gets_its_token_once_and_the_decision_is_audited() {
 
 #[tokio::test]
 async fn polling_faster_than_the_interval_is_slow_down() {
-    let (s, key) = start(&[]).await;
-    let approval = pending(&s, &key).await;
+    // A 5 s interval, so the immediate poll is early even on a loaded machine.
+    let (s, key) = start_polling_every("5", &[]).await;
+    let (_, first) = request(&s, &key, "bank", "payments:create", None).await;
+    assert_eq!(first["error"], "authorization_pending", "{first}");
+    assert_eq!(first["interval"], 5);
+    let approval = first["approval_id"].as_str().unwrap().to_owned();
     let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "slow_down", "{body}");
-    assert_eq!(body["interval"], 1);
-    let (_, body) = poll_after_interval(&s, &key, "bank", "payments:create", &approval).await;
+    assert_eq!(body["interval"], 5);
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    let (_, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
     assert_eq!(body["error"], "authorization_pending", "{body}");
 }
 

@@ -32,7 +32,7 @@ impl std::fmt::Display for Endpoint {
 
 impl SdkError {
     pub(crate) fn unreachable(endpoint: Endpoint) -> impl FnOnce(reqwest::Error) -> Self {
-        move |source| Self::AuthorityUnreachable { endpoint, source }
+        move |cause| Self::AuthorityUnreachable { endpoint, cause }
     }
 
     pub(crate) fn unreadable<E>(endpoint: Endpoint) -> impl FnOnce(E) -> Self
@@ -41,7 +41,7 @@ impl SdkError {
     {
         move |e| Self::AuthorityAnswer {
             endpoint,
-            source: Box::new(e),
+            cause: Box::new(e),
         }
     }
 }
@@ -51,12 +51,12 @@ impl SdkError {
 #[non_exhaustive]
 pub enum SdkError {
     /// The authority could not be reached.
-    #[error("the authority's {endpoint} could not be reached: {source}")]
+    #[error("authority unreachable: its {endpoint} could not be fetched: {cause}")]
     AuthorityUnreachable {
         /// What the SDK asked for.
         endpoint: Endpoint,
         /// The transport error.
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     /// The authority answered with a status the API does not promise.
     #[error("the authority's {endpoint} answered HTTP {status}")]
@@ -67,12 +67,12 @@ pub enum SdkError {
         status: u16,
     },
     /// The authority's answer is not the body the API promises.
-    #[error("the authority's {endpoint} answered something unreadable: {source}")]
+    #[error("the authority's {endpoint} answered something unreadable: {cause}")]
     AuthorityAnswer {
         /// What the SDK asked for.
         endpoint: Endpoint,
         /// Why it could not be read (a body or JSON error).
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The token endpoint refused the request with an OAuth error.
     #[error("token request refused ({error}): {description}")]
@@ -141,7 +141,8 @@ mod tests {
         );
         assert!(
             err.to_string()
-                .starts_with("the authority's metadata document")
+                .starts_with("authority unreachable: its metadata document"),
+            "{err}"
         );
     }
 }

@@ -145,7 +145,7 @@ impl PolicyView {
             (true, None) => {
                 return Err(SdkError::AuthorityAnswer {
                     endpoint: Endpoint::PolicySet,
-                    source: "an active set without a version".into(),
+                    cause: "an active set without a version".into(),
                 });
             }
         };
