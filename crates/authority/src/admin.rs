@@ -11,6 +11,7 @@ use axum::response::Response;
 use http::HeaderMap;
 
 use crate::AuthorityError;
+use crate::error::Needed;
 use crate::server::AppState;
 
 /// Settings key of the credential's SHA-256.
@@ -63,12 +64,8 @@ impl AdminCredential {
     pub fn require(&self, headers: &HeaderMap) -> Result<(), AuthorityError> {
         match bearer(headers) {
             Some(token) if self.matches(token) => Ok(()),
-            Some(_) => Err(AuthorityError::Unauthorized(
-                "the admin credential is not valid".into(),
-            )),
-            None => Err(AuthorityError::MissingCredential(
-                "this API needs the admin credential as a Bearer token".into(),
-            )),
+            Some(_) => Err(AuthorityError::AdminCredentialInvalid),
+            None => Err(AuthorityError::MissingCredential(Needed::Admin)),
         }
     }
 }

@@ -16,12 +16,13 @@ use agentauth_core::AuditKind;
 use agentauth_core::{Decision, random_b64, unix_now};
 use agentauth_store::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use http::HeaderMap;
 
 use crate::AuthorityError;
 use crate::audit::{event, request_id};
-use crate::body::JsonBody;
+use crate::body::{JsonBody, QueryParams};
+use crate::error::Missing;
 use crate::policy::NeedsApproval;
 use crate::server::{AppState, State as AuthorityState};
 
@@ -29,6 +30,55 @@ use crate::server::{AppState, State as AuthorityState};
 const MAX_TEXT: usize = 512;
 /// Most requests one agent may have waiting for a person at once.
 pub(crate) const MAX_PENDING_PER_AGENT: i64 = 16;
+
+/// Why an approval was refused to an agent, or a decision on one to the admin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApprovalRefusal {
+    /// The agent already has [`MAX_PENDING_PER_AGENT`] requests waiting.
+    #[error(
+        "the agent already has {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
+    )]
+    TooManyPending,
+    /// No approval of this agent has the presented `approval_id`.
+    #[error("the approval_id is not known")]
+    Unknown,
+    /// The approval's token was issued already.
+    #[error("the approval was already used: ask again for a new one")]
+    AlreadyUsed,
+    /// The request differs from the approved one in `field`.
+    #[error("the approval was given for a different request: the {field} differs")]
+    DifferentRequest {
+        /// The first field that differs (subject, audience, scope, …).
+        field: &'static str,
+    },
+    /// A person denied the request.
+    #[error("{by} denied the request: {reason}")]
+    Denied {
+        /// Who decided.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
+    /// Nobody decided in time, or the token was not collected in time.
+    #[error("the approval expired {ago} seconds ago; ask again for a new one")]
+    Expired {
+        /// Seconds since it expired.
+        ago: i64,
+    },
+    /// The `status` filter of a listing names no status.
+    #[error("status must be pending, approved, denied, used or all")]
+    StatusFilter,
+    /// A decision does not name the person deciding, or names them at length.
+    #[error("\"by\" must name the person deciding (1 to {MAX_TEXT} bytes)")]
+    DeciderName,
+    /// A decision's reason is too long.
+    #[error("\"reason\" is longer than {MAX_TEXT} bytes")]
+    ReasonTooLong,
+    /// A denial without a reason.
+    #[error("a denial needs a \"reason\"")]
+    DenialWithoutReason,
+}
 
 /// The request an approval is for.
 #[derive(Debug)]
@@ -50,13 +100,12 @@ pub(crate) async fn presented(
     id: &str,
     agent: &str,
 ) -> Result<ApprovalRow, AuthorityError> {
-    let unknown = || AuthorityError::InvalidGrant("the approval_id is not known".into());
     if id.is_empty() || id.len() > 64 {
-        return Err(unknown());
+        return Err(ApprovalRefusal::Unknown.into());
     }
     match s.store.approval(id).await? {
         Some(a) if a.agent == agent => Ok(a),
-        _ => Err(unknown()),
+        _ => Err(ApprovalRefusal::Unknown.into()),
     }
 }
 
@@ -86,33 +135,29 @@ pub(crate) async fn settle(
             return pending(s, &a, now).await;
         }
         if s.store.pending_approval_count(binding.agent, now).await? >= MAX_PENDING_PER_AGENT {
-            return Err(AuthorityError::InvalidRequest(format!(
-                "the agent already has {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
-            )));
+            return Err(ApprovalRefusal::TooManyPending.into());
         }
         return create(s, binding, needs, request_id, now).await;
     };
     check_binding(a, binding)?;
     match a.status {
-        ApprovalStatus::Denied => Err(AuthorityError::AccessDenied(format!(
-            "{} denied the request: {}",
-            a.decided_by.as_deref().unwrap_or("a person"),
-            a.reason.as_deref().unwrap_or("no reason given")
-        ))),
-        ApprovalStatus::Used => Err(AuthorityError::InvalidGrant(
-            "the approval was already used: ask again for a new one".into(),
-        )),
-        _ if a.expires_at <= now => Err(AuthorityError::ExpiredToken(format!(
-            "the approval expired {} seconds ago; ask again for a new one",
-            now - a.expires_at
-        ))),
+        ApprovalStatus::Denied => Err(ApprovalRefusal::Denied {
+            by: a.decided_by.as_deref().unwrap_or("a person").to_owned(),
+            reason: a.reason.as_deref().unwrap_or("no reason given").to_owned(),
+        }
+        .into()),
+        ApprovalStatus::Used => Err(ApprovalRefusal::AlreadyUsed.into()),
+        _ if a.expires_at <= now => Err(ApprovalRefusal::Expired {
+            ago: now - a.expires_at,
+        }
+        .into()),
         ApprovalStatus::Pending => pending(s, a, now).await,
         ApprovalStatus::Approved => Ok(a.id.clone()),
     }
 }
 
 /// Every field of the request must be the one approved.
-fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), AuthorityError> {
+fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), ApprovalRefusal> {
     let fields = [
         ("subject", a.subject.as_str(), b.subject),
         ("audience", a.audience.as_str(), b.audience),
@@ -123,9 +168,7 @@ fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), AuthorityError>
     ];
     for (name, approved, asked) in fields {
         if approved != asked {
-            return Err(AuthorityError::InvalidGrant(format!(
-                "the approval was given for a different request: the {name} differs"
-            )));
+            return Err(ApprovalRefusal::DifferentRequest { field: name });
         }
     }
     Ok(())
@@ -241,23 +284,26 @@ fn view(a: &ApprovalRow, now: i64) -> ApprovalView {
 /// `GET /v1/approvals[?status=pending|approved|denied|used]`, newest first.
 pub(crate) async fn list(
     State(s): State<AppState>,
-    query: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<ApprovalQuery>,
 ) -> Result<Json<ApprovalList>, AuthorityError> {
-    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(e.body_text()))?;
+    Ok(Json(approvals(&s, &q).await?))
+}
+
+/// Approvals with the status asked for (all by default), newest first.
+pub(crate) async fn approvals(
+    s: &AuthorityState,
+    q: &ApprovalQuery,
+) -> Result<ApprovalList, AuthorityError> {
     let status = match q.status.as_deref() {
         None | Some("all") => None,
-        Some(raw) => Some(ApprovalStatus::parse(raw).ok_or_else(|| {
-            AuthorityError::InvalidRequest(
-                "status must be pending, approved, denied, used or all".into(),
-            )
-        })?),
+        Some(raw) => Some(ApprovalStatus::parse(raw).ok_or(ApprovalRefusal::StatusFilter)?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let now = unix_now();
     let rows = s.store.approvals(status, limit).await?;
-    Ok(Json(ApprovalList {
+    Ok(ApprovalList {
         approvals: rows.iter().map(|a| view(a, now)).collect(),
-    }))
+    })
 }
 
 /// `GET /v1/approvals/{id}`.
@@ -265,12 +311,20 @@ pub(crate) async fn show(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalView>, AuthorityError> {
-    let a = s
-        .store
-        .approval(&id)
+    Ok(Json(approval(&s, &id).await?))
+}
+
+/// One approval as the admin sees it.
+pub(crate) async fn approval(s: &AuthorityState, id: &str) -> Result<ApprovalView, AuthorityError> {
+    let a = stored(s, id).await?;
+    Ok(view(&a, unix_now()))
+}
+
+async fn stored(s: &AuthorityState, id: &str) -> Result<ApprovalRow, AuthorityError> {
+    s.store
+        .approval(id)
         .await?
-        .ok_or_else(|| AuthorityError::NotFound(format!("approval {id} was not found")))?;
-    Ok(Json(view(&a, unix_now())))
+        .ok_or_else(|| Missing::Approval(id.chars().take(80).collect()).into())
 }
 
 /// `POST /v1/approvals/{id}/approve`.
@@ -278,9 +332,10 @@ pub(crate) async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
+    JsonBody(verdict): JsonBody<ApprovalVerdict>,
 ) -> Result<Json<ApprovalView>, AuthorityError> {
-    decide(&s, &headers, &id, body, ApprovalStatus::Approved).await
+    let decided = decide(&s, &id, &verdict, Verdict::Approve, &request_id(&headers)).await?;
+    Ok(Json(decided))
 }
 
 /// `POST /v1/approvals/{id}/deny`: a reason is required.
@@ -288,49 +343,63 @@ pub(crate) async fn deny(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
+    JsonBody(verdict): JsonBody<ApprovalVerdict>,
 ) -> Result<Json<ApprovalView>, AuthorityError> {
-    decide(&s, &headers, &id, body, ApprovalStatus::Denied).await
+    let decided = decide(&s, &id, &verdict, Verdict::Deny, &request_id(&headers)).await?;
+    Ok(Json(decided))
 }
 
-async fn decide(
-    s: &AuthorityState,
-    headers: &HeaderMap,
-    id: &str,
-    body: Result<JsonBody<ApprovalVerdict>, AuthorityError>,
-    status: ApprovalStatus,
-) -> Result<Json<ApprovalView>, AuthorityError> {
-    let JsonBody(verdict) = body?;
-    let by = verdict.by.trim();
+/// What a person decides about an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The token may be issued.
+    Approve,
+    /// It may not; a reason is required.
+    Deny,
+}
+
+/// The decider's name and reason, trimmed, checked against the bounds and
+/// the rule that a denial gives a reason.
+fn checked_verdict(
+    v: &ApprovalVerdict,
+    verdict: Verdict,
+) -> Result<(&str, Option<&str>), ApprovalRefusal> {
+    let by = v.by.trim();
     if by.is_empty() || by.len() > MAX_TEXT {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "\"by\" must name the person deciding (1 to {MAX_TEXT} bytes)"
-        )));
+        return Err(ApprovalRefusal::DeciderName);
     }
-    let reason = verdict
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
+    let reason = v.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if reason.is_some_and(|r| r.len() > MAX_TEXT) {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "\"reason\" is longer than {MAX_TEXT} bytes"
-        )));
+        return Err(ApprovalRefusal::ReasonTooLong);
     }
-    if status == ApprovalStatus::Denied && reason.is_none() {
-        return Err(AuthorityError::InvalidRequest(
-            "a denial needs a \"reason\"".into(),
-        ));
+    if verdict == Verdict::Deny && reason.is_none() {
+        return Err(ApprovalRefusal::DenialWithoutReason);
     }
-    let existing = s
-        .store
-        .approval(id)
-        .await?
-        .ok_or_else(|| AuthorityError::NotFound(format!("approval {id} was not found")))?;
+    Ok((by, reason))
+}
+
+/// Records a person's decision on a pending approval, with its audit record.
+pub(crate) async fn decide(
+    s: &AuthorityState,
+    id: &str,
+    v: &ApprovalVerdict,
+    verdict: Verdict,
+    request_id: &str,
+) -> Result<ApprovalView, AuthorityError> {
+    let (by, reason) = checked_verdict(v, verdict)?;
+    let existing = stored(s, id).await?;
     let now = unix_now();
-    let (kind, decision) = match status {
-        ApprovalStatus::Approved => (AuditKind::ApprovalApproved, Decision::Allow),
-        _ => (AuditKind::ApprovalDenied, Decision::Deny),
+    let (status, kind, decision) = match verdict {
+        Verdict::Approve => (
+            ApprovalStatus::Approved,
+            AuditKind::ApprovalApproved,
+            Decision::Allow,
+        ),
+        Verdict::Deny => (
+            ApprovalStatus::Denied,
+            AuditKind::ApprovalDenied,
+            Decision::Deny,
+        ),
     };
     let mut audit = event(kind, &format!("admin:{by}"), id, decision);
     audit.audience.clone_from(&existing.audience);
@@ -342,7 +411,7 @@ async fn decide(
         Some(r) => format!("{by}: {r}"),
         None => format!("{by}: approved"),
     };
-    audit.request_id = request_id(headers);
+    audit.request_id = request_id.to_owned();
     let decided = s
         .store
         .decide_approval(
@@ -357,5 +426,67 @@ async fn decide(
         )
         .await?;
     tracing::info!(approval = %id, by, status = status.as_str(), "approval decided");
-    Ok(Json(view(&decided, now)))
+    Ok(view(&decided, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(by: &str, reason: Option<&str>) -> ApprovalVerdict {
+        ApprovalVerdict {
+            by: by.into(),
+            reason: reason.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_decision_names_its_decider_and_a_denial_its_reason() {
+        let ok = verdict(" alice ", None);
+        assert_eq!(
+            checked_verdict(&ok, Verdict::Approve).unwrap(),
+            ("alice", None)
+        );
+        let cases = [
+            (verdict("  ", None), Verdict::Approve, "decider"),
+            (
+                verdict(&"a".repeat(MAX_TEXT + 1), None),
+                Verdict::Approve,
+                "decider",
+            ),
+            (
+                verdict("bob", Some(&"r".repeat(MAX_TEXT + 1))),
+                Verdict::Approve,
+                "reason",
+            ),
+            (verdict("bob", Some("   ")), Verdict::Deny, "denial"),
+        ];
+        for (v, verdict, rule) in cases {
+            let got = checked_verdict(&v, verdict).unwrap_err();
+            let matched = match rule {
+                "decider" => matches!(got, ApprovalRefusal::DeciderName),
+                "reason" => matches!(got, ApprovalRefusal::ReasonTooLong),
+                _ => matches!(got, ApprovalRefusal::DenialWithoutReason),
+            };
+            assert!(matched, "{rule}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn approval_refusals_map_to_the_polling_codes() {
+        let code = |r: ApprovalRefusal| AuthorityError::from(r).status_and_code().1;
+        assert_eq!(code(ApprovalRefusal::Unknown), "invalid_grant");
+        assert_eq!(code(ApprovalRefusal::AlreadyUsed), "invalid_grant");
+        assert_eq!(
+            code(ApprovalRefusal::DifferentRequest { field: "scope" }),
+            "invalid_grant"
+        );
+        let denied = ApprovalRefusal::Denied {
+            by: "bob".into(),
+            reason: "no".into(),
+        };
+        assert_eq!(code(denied), "access_denied");
+        assert_eq!(code(ApprovalRefusal::Expired { ago: 3 }), "expired_token");
+        assert_eq!(code(ApprovalRefusal::TooManyPending), "invalid_request");
+    }
 }

@@ -5,15 +5,19 @@ use agentauth_core::AuditKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentauth_api::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch};
-use agentauth_core::{AccessClaims, AuditEvent, AuditRecord, Decision, Rejection, RequestProof};
+use agentauth_core::{
+    AccessClaims, AuditEvent, AuditRecord, Decision, ProofError, Rejection, RequestProof, Revoked,
+    TokenError,
+};
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use http::HeaderMap;
 
 use crate::admin::presented_token;
-use crate::body::RawRequest;
-use crate::server::AppState;
+use crate::body::{QueryParams, RawRequest};
+use crate::error::Needed;
+use crate::server::{AppState, State as AuthorityState};
 use crate::standing::{self, Door};
 use crate::{AuthorityError, registry};
 
@@ -25,6 +29,42 @@ const MAX_FIELD: usize = 512;
 const MAX_READ: i64 = 1000;
 /// The scope an agent's token for the authority needs to report events.
 pub(crate) const AUDIT_WRITE: &str = "audit:write";
+
+/// Why an audit query or a reported batch was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditRefusal {
+    /// The `kind` filter names a kind agentauth never writes.
+    #[error("\"{0}\" is not an audit record kind")]
+    UnknownKind(String),
+    /// A reported batch holds more than [`MAX_BATCH`] events.
+    #[error("a batch holds at most {MAX_BATCH} events")]
+    BatchTooLarge,
+    /// An agent reported an event of a kind only the authority writes.
+    #[error("agents may only report request.allowed and request.denied events, not \"{0}\"")]
+    KindNotReportable(String),
+}
+
+/// Why an agent's access token for the authority's API was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiTokenRefusal {
+    /// Structure, `typ`/`alg`, key, signature, issuer, audience or time.
+    #[error(transparent)]
+    Token(TokenError),
+    /// The request is not signed by the token's key, or was replayed.
+    #[error(transparent)]
+    Proof(ProofError),
+    /// The token, its key, its task or an agent it names is revoked.
+    #[error(transparent)]
+    Revoked(Revoked),
+    /// The token's agent was deleted from the registry.
+    #[error("the token's agent is deleted")]
+    AgentDeleted,
+    /// The token is good but its scope lacks the permission this API needs.
+    #[error("the token lacks the \"{0}\" permission")]
+    LacksPermission(&'static str),
+}
 
 /// Now, in milliseconds since the epoch, as audit records count time.
 fn now_ms() -> i64 {
@@ -63,29 +103,36 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
 /// `GET /v1/audit`: records in chain order, filtered (admin only).
 pub(crate) async fn list(
     State(s): State<AppState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> Result<Json<AuditPage>, AuthorityError> {
-    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
+    Ok(Json(query(&s, q).await?))
+}
+
+/// Reads records in chain order by agent, kind and position, with the
+/// chain's head so a reader can verify what it got.
+pub(crate) async fn query(s: &AuthorityState, q: AuditQuery) -> Result<AuditPage, AuthorityError> {
     let filter = AuditFilter {
-        agent: q.agent.map(|a| registry::agent_id_or_raw(&s, &a)),
+        agent: q.agent.map(|a| registry::agent_id_or_raw(s, &a)),
         kind: q.kind.as_deref().map(known_kind).transpose()?,
         since: q.since.unwrap_or(0).max(0),
         limit: q.limit.unwrap_or(100).clamp(1, MAX_READ),
     };
     let records: Vec<AuditRecord> = s.store.audit_records(&filter).await?;
     let (seq, hash) = s.store.audit_head().await?;
-    Ok(Json(AuditPage {
+    Ok(AuditPage {
         records,
         head: AuditHead { seq, hash },
-    }))
+    })
 }
 
 /// The kind a filter names; one agentauth never writes is a mistake worth saying.
-fn known_kind(name: &str) -> Result<AuditKind, AuthorityError> {
-    AuditKind::parse(name).ok_or_else(|| {
-        let shown: String = name.chars().take(64).collect();
-        AuthorityError::InvalidRequest(format!("\"{shown}\" is not an audit record kind"))
-    })
+fn known_kind(name: &str) -> Result<AuditKind, AuditRefusal> {
+    AuditKind::parse(name).ok_or_else(|| AuditRefusal::UnknownKind(shown(name)))
+}
+
+/// A client-given name, bounded for an error message.
+fn shown(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 /// `POST /v1/audit/events`: a verifying layer's decisions, authenticated by an
@@ -97,18 +144,25 @@ pub(crate) async fn ingest(
 ) -> Result<Json<BatchAccepted>, AuthorityError> {
     let agent = authenticate_agent(&s, &req, AUDIT_WRITE).await?;
     let batch: EventBatch = req.json()?;
+    Ok(Json(report(&s, &agent, batch).await?))
+}
+
+/// Appends the decisions `agent` reports to the chain, bounded, with its
+/// own name as actor; a batch with any kind agents may not report is
+/// refused whole.
+pub(crate) async fn report(
+    s: &AuthorityState,
+    agent: &str,
+    batch: EventBatch,
+) -> Result<BatchAccepted, AuthorityError> {
     if batch.events.len() > MAX_BATCH {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "a batch holds at most {MAX_BATCH} events"
-        )));
+        return Err(AuditRefusal::BatchTooLarge.into());
     }
     let now = now_ms();
     let mut events = Vec::with_capacity(batch.events.len() + 1);
     for e in batch.events {
         let Some(kind) = AuditKind::parse(&e.kind).filter(|k| k.reported_by_agents()) else {
-            return Err(AuthorityError::InvalidRequest(
-                "agents may only report request.allowed and request.denied events".into(),
-            ));
+            return Err(AuditRefusal::KindNotReportable(shown(&e.kind)).into());
         };
         let bounded = |s: String| s.chars().take(MAX_FIELD).collect::<String>();
         events.push(AuditEvent {
@@ -118,7 +172,7 @@ pub(crate) async fn ingest(
                 .filter(|t| (t - now).abs() < 60_000)
                 .unwrap_or(now),
             kind,
-            actor: agent.clone(),
+            actor: agent.to_owned(),
             subject: bounded(e.subject),
             audience: bounded(e.audience),
             scope: bounded(e.scope),
@@ -131,20 +185,20 @@ pub(crate) async fn ingest(
         });
     }
     if batch.dropped > 0 {
-        let mut dropped = event(AuditKind::AuditDropped, &agent, &agent, Decision::Deny);
+        let mut dropped = event(AuditKind::AuditDropped, agent, agent, Decision::Deny);
         dropped.reason = format!("the agent's audit buffer dropped {} events", batch.dropped);
         events.push(dropped);
     }
     let accepted = events.len() as u64;
     s.store.append_audit(&events).await?;
-    Ok(Json(BatchAccepted { accepted }))
+    Ok(BatchAccepted { accepted })
 }
 
 /// Verifies an access token addressed to the authority and returns its agent.
 pub(crate) async fn authenticate_agent(
     s: &AppState,
     req: &RawRequest,
-    needs: &str,
+    needs: &'static str,
 ) -> Result<String, AuthorityError> {
     let (claims, _) = authenticated_agent(s, req, needs).await?;
     Ok(claims.client_id)
@@ -157,11 +211,10 @@ pub(crate) async fn authenticate_agent(
 pub(crate) async fn authenticated_agent(
     s: &AppState,
     req: &RawRequest,
-    needs: &str,
+    needs: &'static str,
 ) -> Result<(AccessClaims, AgentRow), AuthorityError> {
-    let token = presented_token(&req.parts.headers).ok_or_else(|| {
-        AuthorityError::MissingCredential("an access token for the authority is required".into())
-    })?;
+    let token = presented_token(&req.parts.headers)
+        .ok_or(AuthorityError::MissingCredential(Needed::AgentToken))?;
     // The same proof of possession every agent demands: a token bound to a
     // key is worthless here too without that key.
     let proof = RequestProof {
@@ -174,15 +227,15 @@ pub(crate) async fn authenticated_agent(
         .await
         .map_err(|e| match e {
             Rejection::View(e) => e,
-            other => AuthorityError::Unauthorized(other.to_string()),
+            Rejection::Token(e) => ApiTokenRefusal::Token(e).into(),
+            Rejection::Proof(e) => ApiTokenRefusal::Proof(e).into(),
+            Rejection::Revoked(e) => ApiTokenRefusal::Revoked(e).into(),
         })?;
     let agent = registry::agent_by_id(s, &claims.client_id)
         .await?
-        .ok_or_else(|| AuthorityError::Unauthorized("the token's agent is deleted".into()))?;
+        .ok_or(ApiTokenRefusal::AgentDeleted)?;
     if !claims.scope.contains(needs) {
-        return Err(AuthorityError::Forbidden(format!(
-            "the token lacks the \"{needs}\" permission"
-        )));
+        return Err(ApiTokenRefusal::LacksPermission(needs).into());
     }
     Ok((claims, agent))
 }

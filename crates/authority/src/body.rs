@@ -1,7 +1,7 @@
-//! Request bodies, read with a hard size bound and parsed strictly, so that
-//! every malformed body gets the same clear JSON error.
+//! Request bodies and query strings, read with a hard size bound and parsed
+//! strictly, so that every malformed request gets the same clear JSON error.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
@@ -10,25 +10,68 @@ use crate::AuthorityError;
 /// Largest body any authority endpoint reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-async fn read_bounded(
-    req: Request,
-    expected_type: &str,
-    limit: usize,
-) -> Result<bytes::Bytes, AuthorityError> {
-    let content_type = req
-        .headers()
+/// Why a request's body or query string could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The `Content-Type` is not the one the endpoint takes.
+    #[error("the body must be {expected}")]
+    WrongContentType {
+        /// The media type the endpoint takes.
+        expected: &'static str,
+    },
+    /// The body is larger than the endpoint accepts.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge {
+        /// The endpoint's bound, in bytes.
+        limit: usize,
+    },
+    /// The JSON body does not parse into the endpoint's request type.
+    #[error("the JSON body is invalid: {0}")]
+    Json(#[source] serde_json::Error),
+    /// The form body is not `application/x-www-form-urlencoded` text.
+    #[error("the form body is malformed")]
+    MalformedForm(#[source] serde_urlencoded::de::Error),
+    /// A form parameter appears twice (RFC 6749 §3.2).
+    #[error("the parameter \"{0}\" is repeated")]
+    RepeatedParameter(String),
+    /// The form body does not parse into the endpoint's request type.
+    #[error("the form body is invalid: {0}")]
+    Form(#[source] serde_urlencoded::de::Error),
+    /// The query string does not parse into the endpoint's query type.
+    #[error("the query string is invalid: {0}")]
+    Query(#[source] serde_urlencoded::de::Error),
+    /// A required parameter is missing.
+    #[error("{0} is missing")]
+    MissingParameter(&'static str),
+}
+
+/// The essence (type/subtype) of a `Content-Type` header value.
+fn essence(headers: &http::HeaderMap) -> &str {
+    let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case(expected_type) {
-        return Err(AuthorityError::UnsupportedMediaType(format!(
-            "the body must be {expected_type}"
-        )));
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+fn require_type(headers: &http::HeaderMap, expected: &'static str) -> Result<(), BodyError> {
+    if essence(headers).eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(BodyError::WrongContentType { expected })
     }
+}
+
+async fn read_bounded(
+    req: Request,
+    expected: &'static str,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    require_type(req.headers(), expected)?;
     axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| AuthorityError::PayloadTooLarge(limit))
+        .map_err(|_| BodyError::TooLarge { limit })
 }
 
 /// A JSON body (`application/json`) of at most `LIMIT` bytes parsed into
@@ -43,9 +86,8 @@ impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S>
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
         let bytes = read_bounded(req, "application/json", LIMIT).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| AuthorityError::InvalidRequest(format!("the JSON body is invalid: {e}")))
+        let parsed = serde_json::from_slice(&bytes).map_err(BodyError::Json)?;
+        Ok(JsonBody(parsed))
     }
 }
 
@@ -59,18 +101,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
         let bytes = read_bounded(req, "application/x-www-form-urlencoded", MAX_BODY_BYTES).await?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| AuthorityError::InvalidRequest("the form body is malformed".into()))?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&bytes).map_err(BodyError::MalformedForm)?;
         for (i, (name, _)) in pairs.iter().enumerate() {
             if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(AuthorityError::InvalidRequest(format!(
-                    "the parameter \"{name}\" is repeated"
-                )));
+                return Err(BodyError::RepeatedParameter(name.clone()).into());
             }
         }
-        serde_urlencoded::from_bytes(&bytes)
-            .map(FormBody)
-            .map_err(|e| AuthorityError::InvalidRequest(format!("the form body is invalid: {e}")))
+        let parsed = serde_urlencoded::from_bytes(&bytes).map_err(BodyError::Form)?;
+        Ok(FormBody(parsed))
+    }
+}
+
+/// The query string parsed into `T` (an absent query parses as empty).
+#[derive(Debug)]
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = AuthorityError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, AuthorityError> {
+        let query = parts.uri.query().unwrap_or("");
+        let parsed = serde_urlencoded::from_str(query).map_err(BodyError::Query)?;
+        Ok(QueryParams(parsed))
     }
 }
 
@@ -89,27 +145,76 @@ impl<S: Send + Sync> FromRequest<S> for RawRequest {
         let (parts, body) = req.into_parts();
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
-            .map_err(|_| AuthorityError::PayloadTooLarge(MAX_BODY_BYTES))?;
+            .map_err(|_| BodyError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            })?;
         Ok(Self { parts, body })
     }
 }
 
 impl RawRequest {
     /// The body as JSON of type `T` (`application/json` required).
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, AuthorityError> {
-        let content_type = self
-            .parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(AuthorityError::UnsupportedMediaType(
-                "the body must be application/json".into(),
-            ));
-        }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| AuthorityError::InvalidRequest(format!("the JSON body is invalid: {e}")))
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
+        require_type(&self.parts.headers, "application/json")?;
+        serde_json::from_slice(&self.body).map_err(BodyError::Json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Page {
+        limit: Option<i64>,
+    }
+
+    async fn query(uri: &str) -> Result<Page, AuthorityError> {
+        let (mut parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+        QueryParams::<Page>::from_request_parts(&mut parts, &())
+            .await
+            .map(|QueryParams(p)| p)
+    }
+
+    #[tokio::test]
+    async fn a_query_that_does_not_parse_is_a_query_error() {
+        assert!(query("/x").await.is_ok());
+        assert_eq!(query("/x?limit=5").await.unwrap().limit, Some(5));
+        let err = query("/x?limit=many").await.unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::Body(BodyError::Query(_))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_form_parameter_is_named() {
+        let req = http::Request::post("/x")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from("a=1&a=2"))
+            .unwrap();
+        let err = FormBody::<std::collections::HashMap<String, String>>::from_request(req, &())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthorityError::Body(BodyError::RepeatedParameter(p)) if p == "a"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_of_another_type_is_refused_before_it_is_read() {
+        let req = http::Request::post("/x")
+            .header(CONTENT_TYPE, "text/plain")
+            .body(axum::body::Body::from("{}"))
+            .unwrap();
+        let err = JsonBody::<serde_json::Value>::from_request(req, &())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.status_and_code().0,
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
 }

@@ -1,12 +1,50 @@
 //! private_key_jwt client authentication (RFC 7523 §2.2) against the registry.
 
 use agentauth_core::{
-    CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk, SpiffeId, unix_now,
+    AssertionError, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk,
+    SpiffeId, unix_now,
 };
 use agentauth_store::{AgentRow, UsedAssertion};
 
 use crate::server::State;
 use crate::{AuthorityError, registry};
+
+/// Why client authentication failed: one variant per rule of RFC 7523 §3
+/// and of the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientAuthFailure {
+    /// No client authentication at all.
+    #[error("client authentication is required (private_key_jwt)")]
+    Missing,
+    /// `client_assertion_type` names another method.
+    #[error("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    WrongAssertionType,
+    /// `client_assertion_type` without `client_assertion`.
+    #[error("client_assertion is missing")]
+    AssertionMissing,
+    /// The assertion is not an acceptable JWT.
+    #[error("client assertion: {0}")]
+    Malformed(#[source] AssertionError),
+    /// `client_id` names another client than the assertion's issuer.
+    #[error("client_id does not match the client assertion's issuer")]
+    ClientIdMismatch,
+    /// The assertion's issuer is not a registered agent of this trust domain.
+    #[error("the client is not a registered agent")]
+    NotRegistered,
+    /// The agent is disabled, or an ephemeral agent past its expiry.
+    #[error("the agent {0}")]
+    AgentUnusable(&'static str),
+    /// The agent's registered key was revoked by thumbprint.
+    #[error("the agent's registered key has been revoked")]
+    KeyRevoked,
+    /// The signature or a claim (audience, lifetime, subject) fails.
+    #[error("client assertion: {0}")]
+    Rejected(#[source] AssertionError),
+    /// The assertion's `jti` was presented before.
+    #[error("the client assertion was already used")]
+    Replayed,
+}
 
 /// The client-authentication parameters of an OAuth form.
 #[derive(Debug, Default)]
@@ -34,29 +72,20 @@ pub(crate) async fn authenticate(
     endpoint: &str,
     claimed: &mut String,
 ) -> Result<AuthenticatedClient, AuthorityError> {
-    let fail = |why: &str| AuthorityError::InvalidClient(why.to_owned());
+    use ClientAuthFailure as Fail;
     match creds.assertion_type {
         Some(CLIENT_ASSERTION_TYPE) => {}
-        Some(_) => {
-            return Err(fail(
-                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ));
-        }
-        None => return Err(fail("client authentication is required (private_key_jwt)")),
+        Some(_) => return Err(Fail::WrongAssertionType.into()),
+        None => return Err(Fail::Missing.into()),
     }
-    let token = creds
-        .assertion
-        .ok_or_else(|| fail("client_assertion is missing"))?;
-    let assertion =
-        ClientAssertion::parse(token).map_err(|e| fail(&format!("client assertion: {e}")))?;
+    let token = creds.assertion.ok_or(Fail::AssertionMissing)?;
+    let assertion = ClientAssertion::parse(token).map_err(Fail::Malformed)?;
     *claimed = assertion.claimed_client.chars().take(256).collect();
     if creds
         .client_id
         .is_some_and(|id| id != assertion.claimed_client)
     {
-        return Err(fail(
-            "client_id does not match the client assertion's issuer",
-        ));
+        return Err(Fail::ClientIdMismatch.into());
     }
     let agent = match SpiffeId::parse(&assertion.claimed_client) {
         Ok(id) if id.is_in(&s.trust_domain) => match id.agent_name() {
@@ -65,15 +94,15 @@ pub(crate) async fn authenticate(
         },
         _ => None,
     };
-    let agent = agent.ok_or_else(|| fail("the client is not a registered agent"))?;
+    let agent = agent.ok_or(Fail::NotRegistered)?;
     let now = unix_now();
     if let Some(why) = registry::unusable(&agent, now) {
-        return Err(fail(&format!("the agent {why}")));
+        return Err(Fail::AgentUnusable(why).into());
     }
     let key = PublicJwk::from_json(&agent.public_jwk)
         .map_err(|e| AuthorityError::Internal(e.to_string()))?;
     if s.store.key_revoked(&key.thumbprint().0).await? {
-        return Err(fail("the agent's registered key has been revoked"));
+        return Err(Fail::KeyRevoked.into());
     }
     let mut audiences = vec![s.issuer.clone()];
     if !s.config.strict_client_assertion_audience {
@@ -88,7 +117,7 @@ pub(crate) async fn authenticate(
                 now,
             },
         )
-        .map_err(|e| fail(&format!("client assertion: {e}")))?;
+        .map_err(Fail::Rejected)?;
     let assertion = UsedAssertion {
         client_id: agent.id.clone(),
         jti: claims.jti,

@@ -4,7 +4,7 @@
 use agentauth_api::{Delegation, DelegationList, NewDelegation};
 use agentauth_core::AuditKind;
 use agentauth_core::{AgentName, Decision, Scope, SpiffeId, unix_now};
-use agentauth_store::DelegationRow;
+use agentauth_store::{AgentRow, DelegationRow};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,31 @@ use http::{HeaderMap, StatusCode};
 use crate::AuthorityError;
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
+use crate::error::Missing;
 use crate::server::{AppState, State as AuthorityState};
+
+/// Why a delegation grant was refused: one variant per grant rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DelegationRefusal {
+    /// The grant names the same agent on both ends.
+    #[error("an agent cannot delegate to itself")]
+    ToItself,
+    /// A permission does not parse.
+    #[error("permissions: {0}")]
+    Permissions(#[source] agentauth_core::Error),
+    /// The grant names no permission.
+    #[error("a grant needs at least one permission")]
+    NoPermissions,
+    /// The delegating agent does not hold a permission it would pass on.
+    #[error("{agent} does not hold \"{permission}\" and so cannot delegate it")]
+    NotHeld {
+        /// The delegating agent's name.
+        agent: String,
+        /// The first permission it does not hold.
+        permission: String,
+    },
+}
 
 fn view(grant: &DelegationRow) -> Delegation {
     Delegation {
@@ -25,56 +49,39 @@ fn view(grant: &DelegationRow) -> Delegation {
 }
 
 /// The registered agent named (by name or SPIFFE ID) `given`.
-async fn registered(
-    s: &AuthorityState,
-    given: &str,
-) -> Result<agentauth_store::AgentRow, AuthorityError> {
+async fn registered(s: &AuthorityState, given: &str) -> Result<AgentRow, AuthorityError> {
     let name = match SpiffeId::parse(given) {
         Ok(id) if id.is_in(&s.trust_domain) => id.agent_name(),
         Ok(_) => None,
         Err(_) => AgentName::new(given).ok(),
     };
-    let not_found = || {
-        AuthorityError::NotFound(format!(
-            "agent \"{}\" was not found",
-            given.chars().take(80).collect::<String>()
-        ))
-    };
+    let not_found = || Missing::Agent(given.chars().take(80).collect());
     let name = name.ok_or_else(not_found)?;
-    s.store.agent(name.as_str()).await?.ok_or_else(not_found)
+    Ok(s.store.agent(name.as_str()).await?.ok_or_else(not_found)?)
 }
 
-/// `POST /v1/agents/{name}/delegations`: lets `name` delegate `permissions`
-/// (which it must hold) to `to`; replaces an earlier grant between the two.
+/// `POST /v1/agents/{name}/delegations`.
 pub(crate) async fn grant(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<JsonBody<NewDelegation>, AuthorityError>,
+    JsonBody(new): JsonBody<NewDelegation>,
 ) -> Result<Response, AuthorityError> {
-    let JsonBody(new) = body?;
-    let from = registered(&s, &name).await?;
-    let to = registered(&s, &new.to).await?;
-    if from.id == to.id {
-        return Err(AuthorityError::InvalidRequest(
-            "an agent cannot delegate to itself".into(),
-        ));
-    }
-    let asked = Scope::from_strs(new.permissions.iter().map(String::as_str))
-        .map_err(|e| AuthorityError::InvalidRequest(format!("permissions: {e}")))?;
-    if asked.is_empty() {
-        return Err(AuthorityError::InvalidRequest(
-            "a grant needs at least one permission".into(),
-        ));
-    }
-    let held = Scope::from_strs(from.permissions.iter().map(String::as_str))
-        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    if let Some(missing) = asked.missing_from(&held).into_iter().next() {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "{} does not hold \"{missing}\" and so cannot delegate it",
-            from.name
-        )));
-    }
+    let granted = delegate(&s, &name, &new, &request_id(&headers)).await?;
+    Ok((StatusCode::CREATED, Json(granted)).into_response())
+}
+
+/// Lets `from` delegate `new.permissions` (which it must hold) to `new.to`;
+/// replaces an earlier grant between the two.
+pub(crate) async fn delegate(
+    s: &AuthorityState,
+    from: &str,
+    new: &NewDelegation,
+    request_id: &str,
+) -> Result<Delegation, AuthorityError> {
+    let from = registered(s, from).await?;
+    let to = registered(s, &new.to).await?;
+    let asked = granted_scope(&from, &to, &new.permissions)?;
     let grant = DelegationRow {
         from: from.id.clone(),
         to: to.id.clone(),
@@ -89,9 +96,35 @@ pub(crate) async fn grant(
     );
     audit.audience = to.id.clone();
     audit.scope = asked.to_string();
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id.to_owned();
     s.store.put_delegation(&grant, &audit).await?;
-    Ok((StatusCode::CREATED, Json(view(&grant))).into_response())
+    Ok(view(&grant))
+}
+
+/// The permissions of a grant from `from` to `to`, checked against the rules.
+fn granted_scope(
+    from: &AgentRow,
+    to: &AgentRow,
+    permissions: &[String],
+) -> Result<Scope, AuthorityError> {
+    if from.id == to.id {
+        return Err(DelegationRefusal::ToItself.into());
+    }
+    let asked = Scope::from_strs(permissions.iter().map(String::as_str))
+        .map_err(DelegationRefusal::Permissions)?;
+    if asked.is_empty() {
+        return Err(DelegationRefusal::NoPermissions.into());
+    }
+    let held = Scope::from_strs(from.permissions.iter().map(String::as_str))
+        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    if let Some(missing) = asked.missing_from(&held).into_iter().next() {
+        return Err(DelegationRefusal::NotHeld {
+            agent: from.name.clone(),
+            permission: missing,
+        }
+        .into());
+    }
+    Ok(asked)
 }
 
 /// `GET /v1/agents/{name}/delegations`.
@@ -99,7 +132,15 @@ pub(crate) async fn list(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<DelegationList>, AuthorityError> {
-    let from = registered(&s, &name).await?;
+    Ok(Json(delegations(&s, &name).await?))
+}
+
+/// Every grant from the agent named (by name or SPIFFE ID) `from`.
+pub(crate) async fn delegations(
+    s: &AuthorityState,
+    from: &str,
+) -> Result<DelegationList, AuthorityError> {
+    let from = registered(s, from).await?;
     let delegations = s
         .store
         .delegations(&from.id)
@@ -107,7 +148,7 @@ pub(crate) async fn list(
         .iter()
         .map(view)
         .collect();
-    Ok(Json(DelegationList { delegations }))
+    Ok(DelegationList { delegations })
 }
 
 /// `DELETE /v1/agents/{name}/delegations/{to}`.
@@ -116,8 +157,19 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     Path((name, to)): Path<(String, String)>,
 ) -> Result<StatusCode, AuthorityError> {
-    let from = registered(&s, &name).await?;
-    let to = registered(&s, &to).await?;
+    withdraw(&s, &name, &to, &request_id(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Withdraws the grant from `from` to `to`, with its audit record.
+pub(crate) async fn withdraw(
+    s: &AuthorityState,
+    from: &str,
+    to: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let from = registered(s, from).await?;
+    let to = registered(s, to).await?;
     let mut audit = event(
         AuditKind::DelegationRevoked,
         "admin",
@@ -125,7 +177,64 @@ pub(crate) async fn revoke(
         Decision::Allow,
     );
     audit.audience = to.id.clone();
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id.to_owned();
     s.store.delete_delegation(&from.id, &to.id, &audit).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_store::AgentStatus;
+
+    use super::*;
+
+    fn agent(name: &str, permissions: &[&str]) -> AgentRow {
+        AgentRow {
+            name: name.into(),
+            id: format!("spiffe://agentauth.local/agent/{name}"),
+            description: String::new(),
+            owner: String::new(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            public_jwk: serde_json::json!({}),
+            status: AgentStatus::Active,
+            bearer_allowed: false,
+            expires_at: None,
+            parent: None,
+            tags: vec![],
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn refusal(from: &AgentRow, to: &AgentRow, asked: &[&str]) -> DelegationRefusal {
+        let asked: Vec<String> = asked.iter().map(|p| (*p).to_owned()).collect();
+        match granted_scope(from, to, &asked) {
+            Err(AuthorityError::Delegation(r)) => r,
+            other => panic!("{asked:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_grant_passes_on_only_held_permissions_to_another_agent() {
+        let orders = agent("orders", &["read:db", "write:db"]);
+        let billing = agent("billing", &[]);
+        let granted = granted_scope(&orders, &billing, &["read:db".to_owned()]).unwrap();
+        assert_eq!(granted.to_string(), "read:db");
+        assert!(matches!(
+            refusal(&orders, &orders, &["read:db"]),
+            DelegationRefusal::ToItself
+        ));
+        assert!(matches!(
+            refusal(&orders, &billing, &[]),
+            DelegationRefusal::NoPermissions
+        ));
+        assert!(matches!(
+            refusal(&orders, &billing, &["bad permission"]),
+            DelegationRefusal::Permissions(_)
+        ));
+        assert!(matches!(
+            refusal(&orders, &billing, &["read:db", "admin:purge"]),
+            DelegationRefusal::NotHeld { permission, .. } if permission == "admin:purge"
+        ));
+    }
 }

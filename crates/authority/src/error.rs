@@ -1,65 +1,93 @@
 //! `AuthorityError`, and the one place that maps each failure to an HTTP
 //! status and an OAuth error code.
+//!
+//! Each domain names its own refusals (`RegistryRefusal`, `ApprovalRefusal`,
+//! …) next to the rules they come from, one variant per failed rule; this
+//! module decides, for every one of them, what the client is told.
 
 use agentauth_api::{OAuthError, PolicyProblem};
+use agentauth_store::StoreError;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use thiserror::Error;
+
+use crate::approval::ApprovalRefusal;
+use crate::audit::{ApiTokenRefusal, AuditRefusal};
+use crate::body::BodyError;
+use crate::client_auth::ClientAuthFailure;
+use crate::delegation::DelegationRefusal;
+use crate::issuance::{DpopRefusal, ExchangeRefusal, TokenRequestFault};
+use crate::policy::PolicyRefusal;
+use crate::registry::RegistryRefusal;
+use crate::revocation::RevocationRefusal;
+use crate::task::TaskRefusal;
 
 /// Every way an authority request fails. Each variant maps to exactly one
 /// HTTP status and one machine-readable code, here and nowhere else.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum AuthorityError {
-    /// The request is malformed or misses a parameter (OAuth `invalid_request`).
+    /// The request body or query string is unreadable or malformed.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// No credential at all for an API that needs one (RFC 6750 §3.1: no
+    /// error code in the challenge).
     #[error("{0}")]
-    InvalidRequest(String),
-    /// Client authentication failed (OAuth `invalid_client`).
-    #[error("{0}")]
-    InvalidClient(String),
-    /// A requested permission is not held (OAuth `invalid_scope`).
-    #[error("{0}")]
-    InvalidScope(String),
-    /// The target agent is missing, unknown or unusable (RFC 8707 `invalid_target`).
-    #[error("{0}")]
-    InvalidTarget(String),
-    /// The grant type is not supported.
-    #[error("{0}")]
-    UnsupportedGrantType(String),
-    /// The DPoP proof is missing parts, stale, replayed or does not verify (RFC 9449).
-    #[error("{0}")]
-    InvalidDpopProof(String),
-    /// The client may not do this to that token (RFC 7009 §2.1).
-    #[error("{0}")]
-    UnauthorizedClient(String),
-    /// No credential at all for an API that needs one (RFC 6750 §3.1: no error code in the challenge).
-    #[error("{0}")]
-    MissingCredential(String),
-    /// A wrong credential for an API that needs one.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// The credential is valid but does not allow this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The named resource does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The resource already exists.
-    #[error("{0}")]
-    Conflict(String),
-    /// The body is larger than the endpoint accepts.
-    #[error("the request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
-    /// The body has the wrong content type.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
+    MissingCredential(Needed),
+    /// A Bearer credential was presented where only the admin credential
+    /// is accepted, and it is not the admin credential.
+    #[error("the admin credential is not valid")]
+    AdminCredentialInvalid,
+    /// Client authentication (private_key_jwt) failed.
+    #[error(transparent)]
+    ClientAuth(#[from] ClientAuthFailure),
+    /// An agent's access token for the authority's own API was refused.
+    #[error(transparent)]
+    ApiToken(#[from] ApiTokenRefusal),
+    /// A token request broke a rule of the token endpoint.
+    #[error(transparent)]
+    TokenRequest(#[from] TokenRequestFault),
+    /// The DPoP proof of a token request was refused (RFC 9449).
+    #[error(transparent)]
+    Dpop(#[from] DpopRefusal),
+    /// A token exchange broke a delegation rule (RFC 8693).
+    #[error(transparent)]
+    Exchange(#[from] ExchangeRefusal),
+    /// A registration, spawn or registry change broke a registry rule.
+    #[error(transparent)]
+    Registry(#[from] RegistryRefusal),
+    /// A delegation grant broke a grant rule.
+    #[error(transparent)]
+    Delegation(#[from] DelegationRefusal),
+    /// An approval was refused, or a decision on one is malformed.
+    #[error(transparent)]
+    Approval(#[from] ApprovalRefusal),
+    /// A policy request was refused, or policy cannot decide.
+    #[error(transparent)]
+    Policy(#[from] PolicyRefusal),
     /// A policy set does not parse or validate; each problem has a position.
     #[error("{}", describe_problems(.0))]
     InvalidPolicy(Vec<agentauth_policy::Problem>),
-    /// The active policy set cannot decide, so nothing is issued (fail closed).
-    #[error("{0}")]
-    PolicyUnavailable(String),
+    /// An audit query or reported batch broke an audit rule.
+    #[error(transparent)]
+    Audit(#[from] AuditRefusal),
+    /// A revocation request, or a read of the feed, was refused.
+    #[error(transparent)]
+    Revocation(#[from] RevocationRefusal),
+    /// A task operation was refused.
+    #[error(transparent)]
+    Task(#[from] TaskRefusal),
+    /// An agent asked to revoke a token issued to another client (RFC 7009 §2.1).
+    #[error("the token was not issued to this client")]
+    TokenOfAnotherClient,
+    /// The named resource does not exist.
+    #[error(transparent)]
+    NotFound(#[from] Missing),
+    /// The store refused a write: a duplicate, a missing record, or a record
+    /// no longer in a state that allows the change.
+    #[error(transparent)]
+    Stored(StoreError),
     /// A person has not yet decided on the request (RFC 8628 §3.5 shape).
     #[error("a person must approve this request; poll again with approval_id")]
     AuthorizationPending {
@@ -76,24 +104,50 @@ pub enum AuthorityError {
         /// Seconds to wait between polls.
         interval: i64,
     },
-    /// A person denied the request.
-    #[error("{0}")]
-    AccessDenied(String),
-    /// The approval expired before anyone decided, or before the token was collected.
-    #[error("{0}")]
-    ExpiredToken(String),
-    /// The approval does not belong to this request, or was already used.
-    #[error("{0}")]
-    InvalidGrant(String),
-    /// A token exchange broke a delegation rule (RFC 8693).
-    #[error(transparent)]
-    Exchange(#[from] crate::issuance::ExchangeRefusal),
     /// The configuration cannot work; the authority does not start.
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
     /// Something broke on our side; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// Which credential a request without any should have carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Needed {
+    /// The admin credential.
+    #[error("this API needs the admin credential as a Bearer token")]
+    Admin,
+    /// An agent's access token for the authority.
+    #[error("an access token for the authority is required")]
+    AgentToken,
+    /// The admin credential, or an agent's token that may spawn agents.
+    #[error(
+        "this API needs the admin credential, or an agent's access token for the authority with \"agents:spawn\", as a Bearer token"
+    )]
+    AdminOrSpawnToken,
+}
+
+/// A named resource that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Missing {
+    /// No registered agent has this name (or SPIFFE ID).
+    #[error("agent \"{0}\" was not found")]
+    Agent(String),
+    /// No token ever carried this task.
+    #[error("task \"{0}\" was not found")]
+    Task(String),
+    /// No approval has this ID.
+    #[error("approval {0} was not found")]
+    Approval(String),
+    /// No policy set has this version.
+    #[error("policy set version {0} was not found")]
+    PolicyVersion(i64),
+    /// A dry run names neither files nor a version, and no set is active.
+    #[error("no policy set is active: name a version or give files")]
+    NoActivePolicy,
 }
 
 fn describe_problems(problems: &[agentauth_policy::Problem]) -> String {
@@ -111,10 +165,17 @@ impl From<agentauth_policy::PolicyError> for AuthorityError {
     fn from(e: agentauth_policy::PolicyError) -> Self {
         match e {
             agentauth_policy::PolicyError::Invalid(problems) => Self::InvalidPolicy(problems),
-            other => Self::InvalidRequest(other.to_string()),
+            other => Self::Policy(PolicyRefusal::Query(other)),
         }
     }
 }
+
+const BAD_REQUEST: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_request");
+const BAD_SCOPE: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_scope");
+const BAD_TARGET: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_target");
+const BAD_GRANT: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_grant");
+const FORBIDDEN: (StatusCode, &str) = (StatusCode::FORBIDDEN, "insufficient_scope");
+const INVALID_TOKEN: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, "invalid_token");
 
 impl AuthorityError {
     /// The message with internal details, for the operator (logs, CLI), never for clients.
@@ -125,37 +186,35 @@ impl AuthorityError {
         }
     }
 
-    /// HTTP status and error code.
+    /// HTTP status and OAuth error code: the one place that decides them.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            Self::InvalidClient(_) => (StatusCode::UNAUTHORIZED, "invalid_client"),
-            Self::InvalidScope(_) => (StatusCode::BAD_REQUEST, "invalid_scope"),
-            Self::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
-            Self::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
-            Self::InvalidDpopProof(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
-            Self::UnauthorizedClient(_) => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+            Self::Body(e) => body_code(e),
             Self::MissingCredential(_) => (StatusCode::UNAUTHORIZED, "invalid_request"),
-            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
-            Self::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
-            }
-            Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
-            Self::PolicyUnavailable(_) => {
+            Self::AdminCredentialInvalid => INVALID_TOKEN,
+            Self::ClientAuth(_) => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            Self::ApiToken(e) => api_token_code(e),
+            Self::TokenRequest(e) => token_request_code(e),
+            Self::Dpop(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
+            Self::Exchange(e) => exchange_code(e),
+            Self::Registry(e) => registry_code(e),
+            Self::Revocation(RevocationRefusal::TooManyStreams) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
+            Self::Delegation(_) | Self::Audit(_) | Self::Revocation(_) => BAD_REQUEST,
+            Self::Approval(e) => approval_code(e),
+            Self::Policy(e) => policy_code(e),
+            Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
+            Self::Task(TaskRefusal::NotStarter { .. }) => FORBIDDEN,
+            Self::TokenOfAnotherClient => (StatusCode::BAD_REQUEST, "unauthorized_client"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Stored(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Stored(_) => (StatusCode::CONFLICT, "conflict"),
             Self::AuthorizationPending { .. } => (StatusCode::BAD_REQUEST, "authorization_pending"),
             Self::SlowDown { .. } => (StatusCode::BAD_REQUEST, "slow_down"),
-            Self::AccessDenied(_) => (StatusCode::BAD_REQUEST, "access_denied"),
-            Self::ExpiredToken(_) => (StatusCode::BAD_REQUEST, "expired_token"),
-            Self::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
-            Self::Exchange(refusal) => (StatusCode::BAD_REQUEST, refusal.code()),
-            Self::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            Self::Config(_) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+            }
         }
     }
 
@@ -191,6 +250,74 @@ impl AuthorityError {
     }
 }
 
+fn body_code(e: &BodyError) -> (StatusCode, &'static str) {
+    match e {
+        BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+        BodyError::WrongContentType { .. } => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
+        }
+        _ => BAD_REQUEST,
+    }
+}
+
+fn api_token_code(e: &ApiTokenRefusal) -> (StatusCode, &'static str) {
+    match e {
+        ApiTokenRefusal::LacksPermission(_) => FORBIDDEN,
+        _ => INVALID_TOKEN,
+    }
+}
+
+fn token_request_code(e: &TokenRequestFault) -> (StatusCode, &'static str) {
+    use TokenRequestFault as F;
+    match e {
+        F::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        F::TargetsDiffer | F::TargetMissing | F::UnknownTarget(_) | F::TargetUnusable { .. } => {
+            BAD_TARGET
+        }
+        F::ScopeMalformed(_) | F::ScopeMissing | F::ScopeNotHeld(_) => BAD_SCOPE,
+        _ => BAD_REQUEST,
+    }
+}
+
+/// A refused audience is `invalid_target`, a refused scope `invalid_scope`,
+/// every other delegation rule `invalid_request`.
+fn exchange_code(e: &ExchangeRefusal) -> (StatusCode, &'static str) {
+    use ExchangeRefusal as R;
+    match e {
+        R::AuthorityAudience | R::NoGrant { .. } => BAD_TARGET,
+        R::ScopeMissing | R::ScopeMalformed(_) | R::ScopeBeyond { .. } => BAD_SCOPE,
+        _ => BAD_REQUEST,
+    }
+}
+
+fn registry_code(e: &RegistryRefusal) -> (StatusCode, &'static str) {
+    match e {
+        RegistryRefusal::DelegatedSpawn | RegistryRefusal::SpawnWithdrawn => FORBIDDEN,
+        _ => BAD_REQUEST,
+    }
+}
+
+fn approval_code(e: &ApprovalRefusal) -> (StatusCode, &'static str) {
+    use ApprovalRefusal as R;
+    match e {
+        R::Unknown | R::AlreadyUsed | R::DifferentRequest { .. } => BAD_GRANT,
+        R::Denied { .. } => (StatusCode::BAD_REQUEST, "access_denied"),
+        R::Expired { .. } => (StatusCode::BAD_REQUEST, "expired_token"),
+        _ => BAD_REQUEST,
+    }
+}
+
+fn policy_code(e: &PolicyRefusal) -> (StatusCode, &'static str) {
+    match e {
+        PolicyRefusal::NoLongerLoads { .. } => (StatusCode::CONFLICT, "conflict"),
+        PolicyRefusal::Unavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+        }
+        PolicyRefusal::PermitsNone { .. } => BAD_SCOPE,
+        _ => BAD_REQUEST,
+    }
+}
+
 /// A policy problem as the error body lists it.
 fn problem(p: &agentauth_policy::Problem) -> PolicyProblem {
     PolicyProblem {
@@ -201,16 +328,13 @@ fn problem(p: &agentauth_policy::Problem) -> PolicyProblem {
     }
 }
 
-impl From<agentauth_store::StoreError> for AuthorityError {
-    fn from(e: agentauth_store::StoreError) -> Self {
-        use agentauth_store::StoreError;
+impl From<StoreError> for AuthorityError {
+    fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
-            StoreError::NotFound(what) => Self::NotFound(format!("{what} was not found")),
-            StoreError::ReplayedAssertion => {
-                Self::InvalidClient("the client assertion was already used".into())
+            StoreError::Conflict(_) | StoreError::NotFound(_) | StoreError::Stale(_) => {
+                Self::Stored(e)
             }
-            StoreError::Stale(why) => Self::Conflict(why),
+            StoreError::ReplayedAssertion => Self::ClientAuth(ClientAuthFailure::Replayed),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -225,6 +349,9 @@ impl IntoResponse for AuthorityError {
         let mut response = (status, Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::Revocation(RevocationRefusal::TooManyStreams) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {
                 Self::MissingCredential(_) => "Bearer realm=\"agentauth\"".to_owned(),
@@ -235,5 +362,135 @@ impl IntoResponse for AuthorityError {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: impl Into<AuthorityError>) -> (u16, &'static str) {
+        let (status, code) = e.into().status_and_code();
+        (status.as_u16(), code)
+    }
+
+    #[test]
+    fn each_domain_refusal_maps_to_the_code_of_its_rule() {
+        assert_eq!(
+            code(BodyError::TooLarge { limit: 1 }),
+            (413, "request_too_large")
+        );
+        let media = BodyError::WrongContentType {
+            expected: "application/json",
+        };
+        assert_eq!(code(media), (415, "invalid_request"));
+        assert_eq!(
+            code(BodyError::MissingParameter("token")),
+            (400, "invalid_request")
+        );
+        assert_eq!(code(ClientAuthFailure::Replayed), (401, "invalid_client"));
+        assert_eq!(code(ApiTokenRefusal::AgentDeleted), (401, "invalid_token"));
+        let lacks = ApiTokenRefusal::LacksPermission("audit:write");
+        assert_eq!(code(lacks), (403, "insufficient_scope"));
+        assert_eq!(
+            code(RegistryRefusal::DelegatedSpawn),
+            (403, "insufficient_scope")
+        );
+        assert_eq!(code(RegistryRefusal::TooManyTags), (400, "invalid_request"));
+        let grant = TokenRequestFault::UnsupportedGrantType("password".into());
+        assert_eq!(code(grant), (400, "unsupported_grant_type"));
+        assert_eq!(
+            code(TokenRequestFault::TargetMissing),
+            (400, "invalid_target")
+        );
+        assert_eq!(
+            code(TokenRequestFault::ScopeMissing),
+            (400, "invalid_scope")
+        );
+        assert_eq!(code(TokenRequestFault::Lifetime), (400, "invalid_request"));
+        assert_eq!(code(DpopRefusal::Replayed), (400, "invalid_dpop_proof"));
+        let none = PolicyRefusal::PermitsNone {
+            version: 1,
+            denied: vec![],
+        };
+        assert_eq!(code(none), (400, "invalid_scope"));
+        let broken = PolicyRefusal::Unavailable { version: 2 };
+        assert_eq!(code(broken), (503, "temporarily_unavailable"));
+        let stale = PolicyRefusal::NoLongerLoads {
+            version: 2,
+            why: "x".into(),
+        };
+        assert_eq!(code(stale), (409, "conflict"));
+        assert_eq!(code(AuditRefusal::BatchTooLarge), (400, "invalid_request"));
+        let full = RevocationRefusal::TooManyStreams;
+        assert_eq!(code(full), (503, "temporarily_unavailable"));
+        let starter = TaskRefusal::NotStarter {
+            agent: "a".into(),
+            txn: "t".into(),
+        };
+        assert_eq!(code(starter), (403, "insufficient_scope"));
+        assert_eq!(code(Missing::PolicyVersion(9)), (404, "not_found"));
+        assert_eq!(
+            code(StoreError::Conflict("agent".into())),
+            (409, "conflict")
+        );
+        assert_eq!(
+            code(StoreError::NotFound("agent".into())),
+            (404, "not_found")
+        );
+        assert_eq!(code(StoreError::Corrupt("x".into())), (500, "server_error"));
+    }
+
+    #[test]
+    fn a_replayed_assertion_from_the_store_is_a_client_authentication_failure() {
+        let e = AuthorityError::from(StoreError::ReplayedAssertion);
+        assert!(matches!(
+            e,
+            AuthorityError::ClientAuth(ClientAuthFailure::Replayed)
+        ));
+        let e = AuthorityError::from(StoreError::Corrupt("row 7".into()));
+        assert_eq!(e.to_string(), "internal error");
+        assert_eq!(e.detail(), "stored data is corrupt: row 7");
+    }
+
+    #[test]
+    fn a_policy_query_error_keeps_its_typed_cause() {
+        let cause = agentauth_policy::RequestError::Name(agentauth_policy::Cause(
+            std::sync::Arc::new(std::io::Error::other("bad name")),
+        ));
+        let e = AuthorityError::from(agentauth_policy::PolicyError::Request(cause));
+        assert!(
+            matches!(
+                &e,
+                AuthorityError::Policy(PolicyRefusal::Query(
+                    agentauth_policy::PolicyError::Request(_)
+                ))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.status_and_code().1, "invalid_request");
+    }
+
+    #[test]
+    fn a_missing_credential_challenge_carries_no_error_code() {
+        let missing = AuthorityError::MissingCredential(Needed::Admin).into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            missing.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"agentauth\""
+        );
+        let wrong = AuthorityError::AdminCredentialInvalid.into_response();
+        assert_eq!(
+            wrong.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"agentauth\", error=\"invalid_token\""
+        );
+    }
+
+    #[test]
+    fn too_many_streams_says_when_to_retry() {
+        let full = AuthorityError::from(RevocationRefusal::TooManyStreams).into_response();
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(full.headers()[header::CACHE_CONTROL], "no-store");
     }
 }

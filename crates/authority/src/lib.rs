@@ -23,10 +23,18 @@ mod task;
 
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
-pub use body::MAX_BODY_BYTES;
+pub use approval::ApprovalRefusal;
+pub use audit::{ApiTokenRefusal, AuditRefusal};
+pub use body::{BodyError, MAX_BODY_BYTES};
+pub use client_auth::ClientAuthFailure;
 pub use config::{Config, ConfigError};
-pub use error::AuthorityError;
-pub use issuance::ExchangeRefusal;
+pub use delegation::DelegationRefusal;
+pub use error::{AuthorityError, Missing, Needed};
+pub use issuance::{DpopRefusal, ExchangeRefusal, TokenRequestFault};
 pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
 pub use oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
+pub use policy::PolicyRefusal;
+pub use registry::RegistryRefusal;
+pub use revocation::RevocationRefusal;
 pub use server::{Running, start};
+pub use task::TaskRefusal;

@@ -31,9 +31,58 @@ use serde_json::Value;
 
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
+use crate::error::Missing;
 use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
+
+/// Why a policy request was refused, or policy cannot decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyRefusal {
+    /// A path names no policy set version (a positive number).
+    #[error("\"{0}\" is not a policy set version (a positive number)")]
+    Version(String),
+    /// A stored version that no longer compiles cannot be activated.
+    #[error("policy set version {version} no longer loads: {why}")]
+    NoLongerLoads {
+        /// The version asked for.
+        version: i64,
+        /// What the compiler said.
+        why: String,
+    },
+    /// The active version does not load, so nothing is issued (fail closed).
+    #[error(
+        "policy set version {version} does not load; no token can be issued until a valid version is activated"
+    )]
+    Unavailable {
+        /// The active version.
+        version: i64,
+    },
+    /// Policy denies every permission of a token request.
+    #[error(
+        "policy (version {version}) permits none of the requested permissions: {}",
+        .denied.join("; ")
+    )]
+    PermitsNone {
+        /// The deciding version.
+        version: i64,
+        /// Each permission with the reason it was denied.
+        denied: Vec<String>,
+    },
+    /// A dry run's context names a field decisions do not have.
+    #[error("\"{0}\" is not a context field")]
+    ContextField(String),
+    /// A dry run's context is not a JSON object.
+    #[error("context must be a JSON object")]
+    ContextNotObject,
+    /// A dry run's context field has the wrong type.
+    #[error("context: {0}")]
+    Context(#[source] serde_json::Error),
+    /// The decision could not be asked: a name in it is not a Cedar value.
+    #[error(transparent)]
+    Query(agentauth_policy::PolicyError),
+}
 
 /// Largest body of a policy load or dry run.
 pub(crate) const MAX_POLICY_BODY: usize = 2 * 1024 * 1024;
@@ -292,9 +341,7 @@ pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, 
     let loaded = match &*current {
         Active::Off => return Ok(Verdict::Off),
         Active::Broken { version, .. } => {
-            return Err(AuthorityError::PolicyUnavailable(format!(
-                "policy set version {version} does not load; no token can be issued until a valid version is activated"
-            )));
+            return Err(PolicyRefusal::Unavailable { version: *version }.into());
         }
         Active::On(loaded) => loaded.clone(),
     };
@@ -356,11 +403,11 @@ pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, 
         }
     }
     if kept.is_empty() {
-        return Err(AuthorityError::InvalidScope(format!(
-            "policy (version {}) permits none of the requested permissions: {}",
-            loaded.version,
-            dropped.join("; ")
-        )));
+        return Err(PolicyRefusal::PermitsNone {
+            version: loaded.version,
+            denied: dropped,
+        }
+        .into());
     }
     if let Some(a) = &mut approval {
         a.policies.sort();
@@ -391,15 +438,24 @@ fn digest(files: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, files.as_bytes()).as_ref())
 }
 
-/// `POST /v1/policies`: validates a set against the schema and stores it as
-/// a new version; an invalid set is refused with every problem's file, line
-/// and column, and nothing is stored.
+/// `POST /v1/policies`.
 pub(crate) async fn load(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonBody<NewPolicySet, MAX_POLICY_BODY>, AuthorityError>,
+    JsonBody(new): JsonBody<NewPolicySet, MAX_POLICY_BODY>,
 ) -> Result<Response, AuthorityError> {
-    let JsonBody(new) = body?;
+    let loaded = load_set(&s, new, &request_id(&headers)).await?;
+    Ok((StatusCode::CREATED, Json(loaded)).into_response())
+}
+
+/// Validates a set against the schema and stores it as a new version (and
+/// activates it if asked); an invalid set is refused with every problem's
+/// file, line and column, and nothing is stored.
+pub(crate) async fn load_set(
+    s: &AuthorityState,
+    new: NewPolicySet,
+    request_id: &str,
+) -> Result<PolicySetLoaded, AuthorityError> {
     let files = policy_files(new.files);
     let (files, set) = tokio::task::spawn_blocking(move || {
         let set = PolicySet::load(&files);
@@ -407,64 +463,75 @@ pub(crate) async fn load(
     })
     .await
     .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    let set = set.map_err(AuthorityError::from)?;
+    let set = set?;
     let file_count = files.len();
     let files =
         serde_json::to_string(&files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let digest = digest(&files);
-    let now = unix_now();
-    let mut audit = event(AuditKind::PolicyLoaded, "admin", "", AuditDecision::Allow);
-    audit.reason = format!(
-        "{} policies in {} files, sha256 {digest}",
-        set.summaries().len(),
-        file_count
-    );
-    audit.request_id = request_id(&headers);
     let count = set.summaries().len() as i64;
+    let mut audit = event(AuditKind::PolicyLoaded, "admin", "", AuditDecision::Allow);
+    audit.reason = format!("{count} policies in {file_count} files, sha256 {digest}");
+    audit.request_id = request_id.to_owned();
     let version = s
         .store
-        .add_policy_set(&files, &digest, count, now, &audit)
+        .add_policy_set(&files, &digest, count, unix_now(), &audit)
         .await?;
     if new.activate {
-        activate_version(&s, version, &headers).await?;
+        activate_version(s, version, request_id).await?;
     }
-    let body = PolicySetLoaded {
+    Ok(PolicySetLoaded {
         version,
         digest,
         policy_count: count,
         active: new.activate,
         policies: set.summaries().iter().map(summary).collect(),
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
 }
 
-/// `GET /v1/policies`: every version, newest first.
+/// `GET /v1/policies`.
 pub(crate) async fn list(
     State(s): State<AppState>,
 ) -> Result<Json<PolicyVersionList>, AuthorityError> {
-    let rows = s.store.policy_sets().await?;
-    Ok(Json(PolicyVersionList {
-        versions: rows.iter().map(listing).collect(),
-    }))
+    Ok(Json(versions(&s).await?))
 }
 
-fn parse_version(raw: &str) -> Result<i64, AuthorityError> {
-    raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-        AuthorityError::InvalidRequest(format!(
-            "\"{}\" is not a policy set version (a positive number)",
-            raw.chars().take(20).collect::<String>()
-        ))
+/// Every stored version, newest first.
+pub(crate) async fn versions(s: &AuthorityState) -> Result<PolicyVersionList, AuthorityError> {
+    let rows = s.store.policy_sets().await?;
+    Ok(PolicyVersionList {
+        versions: rows.iter().map(listing).collect(),
     })
+}
+
+/// A version as a path names it: a positive number.
+fn parse_version(raw: &str) -> Result<i64, PolicyRefusal> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| PolicyRefusal::Version(raw.chars().take(20).collect()))
 }
 
 async fn version_row(s: &AuthorityState, version: i64) -> Result<PolicySetRow, AuthorityError> {
-    s.store.policy_set(version).await?.ok_or_else(|| {
-        AuthorityError::NotFound(format!("policy set version {version} was not found"))
-    })
+    Ok(s.store
+        .policy_set(version)
+        .await?
+        .ok_or(Missing::PolicyVersion(version))?)
+}
+
+/// `GET /v1/policies/{version}`.
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<PolicyVersionDetail>, AuthorityError> {
+    Ok(Json(version_detail(&s, parse_version(&version)?).await?))
 }
 
 /// The full view of a version: files and the policies they hold.
-fn full_view(row: &PolicySetRow) -> Result<PolicyVersionDetail, AuthorityError> {
+pub(crate) async fn version_detail(
+    s: &AuthorityState,
+    version: i64,
+) -> Result<PolicyVersionDetail, AuthorityError> {
+    let row = version_row(s, version).await?;
     let files: Vec<PolicyFile> = serde_json::from_str(&row.files)
         .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
     let policies = PolicySet::load(&files)
@@ -481,32 +548,23 @@ fn full_view(row: &PolicySetRow) -> Result<PolicyVersionDetail, AuthorityError> 
     })
 }
 
-/// `GET /v1/policies/{version}`.
-pub(crate) async fn show(
-    State(s): State<AppState>,
-    Path(version): Path<String>,
-) -> Result<Json<PolicyVersionDetail>, AuthorityError> {
-    let row = version_row(&s, parse_version(&version)?).await?;
-    Ok(Json(full_view(&row)?))
-}
-
-/// `POST /v1/policies/{version}/activate`: makes a stored version the one
-/// that decides (also to roll back), and announces it on the feed.
+/// `POST /v1/policies/{version}/activate`.
 pub(crate) async fn activate(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, AuthorityError> {
     let version = parse_version(&version)?;
-    activate_version(&s, version, &headers).await?;
-    let row = version_row(&s, version).await?;
-    Ok(Json(listing(&row)))
+    activate_version(&s, version, &request_id(&headers)).await?;
+    Ok(Json(listing(&version_row(&s, version).await?)))
 }
 
-async fn activate_version(
+/// Makes a stored version the one that decides (also to roll back), and
+/// announces it on the feed.
+pub(crate) async fn activate_version(
     s: &AuthorityState,
     version: i64,
-    headers: &HeaderMap,
+    request_id: &str,
 ) -> Result<(), AuthorityError> {
     let row = version_row(s, version).await?;
     let digest = row.digest.clone();
@@ -514,9 +572,11 @@ async fn activate_version(
     // rather than switch every decision to fail closed.
     let active = compile_blocking(row).await;
     if let Active::Broken { why, .. } = &active {
-        return Err(AuthorityError::Conflict(format!(
-            "policy set version {version} no longer loads: {why}"
-        )));
+        return Err(PolicyRefusal::NoLongerLoads {
+            version,
+            why: why.clone(),
+        }
+        .into());
     }
     let mut audit = event(
         AuditKind::PolicyActivated,
@@ -525,7 +585,7 @@ async fn activate_version(
         AuditDecision::Allow,
     );
     audit.reason = format!("sha256 {digest}");
-    audit.request_id = request_id(headers);
+    audit.request_id = request_id.to_owned();
     s.store
         .activate_policy_set(version, unix_now(), &audit)
         .await?;
@@ -536,49 +596,43 @@ async fn activate_version(
     Ok(())
 }
 
+/// What a verifier gets for the active policy set.
+#[derive(Debug)]
+pub(crate) enum Distribution {
+    /// Policy is off: an explicit answer, so a verifier never takes a stray
+    /// 404 for "off".
+    Off(PolicyDistribution),
+    /// The verifier already holds the version tagged `etag`.
+    Unchanged {
+        /// The active version's tag.
+        etag: String,
+    },
+    /// The active version, with its tag.
+    Current {
+        /// The active version's tag.
+        etag: String,
+        /// The version and its files.
+        body: PolicyDistribution,
+    },
+}
+
 /// `GET /v1/policy`: the active set for verifiers, with an ETag;
 /// `{"version": null, "active": false}` when policy is off.
 pub(crate) async fn distribution(
     State(s): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, AuthorityError> {
-    let Some(row) = s.store.active_policy_set().await? else {
-        // An explicit answer, so a verifier never takes a stray 404 for "off".
-        let off = PolicyDistribution {
-            version: None,
-            active: false,
-            digest: None,
-            files: None,
-        };
-        let mut response = Json(off).into_response();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(response);
-    };
-    let etag = format!(
-        "\"v{}-{}\"",
-        row.version,
-        &row.digest[..row.digest.len().min(16)]
-    );
-    let matches = headers
+    let held: Vec<&str> = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut response = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let files = serde_json::from_str(&row.files)
-            .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
-        Json(PolicyDistribution {
-            version: Some(row.version),
-            active: true,
-            digest: Some(row.digest),
-            files: Some(files),
-        })
-        .into_response()
+        .map(|v| v.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let (mut response, etag) = match active_distribution(&s, &held).await? {
+        Distribution::Off(off) => (Json(off).into_response(), None),
+        Distribution::Unchanged { etag } => (StatusCode::NOT_MODIFIED.into_response(), Some(etag)),
+        Distribution::Current { etag, body } => (Json(body).into_response(), Some(etag)),
     };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         response.headers_mut().insert(header::ETAG, v);
     }
     response
@@ -587,16 +641,47 @@ pub(crate) async fn distribution(
     Ok(response)
 }
 
-/// `GET /v1/policy/agents/{name}`: what policies see of one agent (name,
-/// trust domain, owner, tags, ephemeral, parent), for verifiers that decide
-/// per request. Public like the policy set itself; nothing else of the
-/// registry entry is shown.
+/// The active set for a verifier that already holds the versions tagged
+/// `held`: unchanged if one of them is the active one.
+pub(crate) async fn active_distribution(
+    s: &AuthorityState,
+    held: &[&str],
+) -> Result<Distribution, AuthorityError> {
+    let Some(row) = s.store.active_policy_set().await? else {
+        return Ok(Distribution::Off(PolicyDistribution {
+            version: None,
+            active: false,
+            digest: None,
+            files: None,
+        }));
+    };
+    let etag = format!(
+        "\"v{}-{}\"",
+        row.version,
+        &row.digest[..row.digest.len().min(16)]
+    );
+    if held.contains(&etag.as_str()) {
+        return Ok(Distribution::Unchanged { etag });
+    }
+    let files = serde_json::from_str(&row.files)
+        .map_err(|e| AuthorityError::Internal(format!("stored policy files: {e}")))?;
+    Ok(Distribution::Current {
+        etag,
+        body: PolicyDistribution {
+            version: Some(row.version),
+            active: true,
+            digest: Some(row.digest),
+            files: Some(files),
+        },
+    })
+}
+
+/// `GET /v1/policy/agents/{name}`: cached for a minute by verifiers.
 pub(crate) async fn agent_facts(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, AuthorityError> {
-    let agent = registry::named(&s, &name).await?;
-    let mut response = Json(facts_view(facts(&s, &agent).await?)).into_response();
+    let mut response = Json(facts_of(&s, &name).await?).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),
@@ -604,45 +689,61 @@ pub(crate) async fn agent_facts(
     Ok(response)
 }
 
-/// `POST /v1/policies/test`: a dry run of one decision, with the policies
-/// that determined it and any evaluation errors; nothing is stored.
+/// What policies see of one agent (name, trust domain, owner, tags,
+/// ephemeral, parent), for verifiers that decide per request. Public like
+/// the policy set itself; nothing else of the registry entry is shown.
+pub(crate) async fn facts_of(
+    s: &AuthorityState,
+    name: &str,
+) -> Result<agentauth_api::AgentFacts, AuthorityError> {
+    let agent = registry::named(s, name).await?;
+    Ok(facts_view(facts(s, &agent).await?))
+}
+
+/// `POST /v1/policies/test`.
 pub(crate) async fn dry_run(
     State(s): State<AppState>,
-    body: Result<JsonBody<DryRunRequest, MAX_POLICY_BODY>, AuthorityError>,
+    JsonBody(run): JsonBody<DryRunRequest, MAX_POLICY_BODY>,
 ) -> Result<Json<DryRunAnswer>, AuthorityError> {
-    let JsonBody(run) = body?;
+    Ok(Json(try_decision(&s, run).await?))
+}
+
+/// A dry run of one decision, with the policies that determined it and any
+/// evaluation errors; nothing is stored.
+pub(crate) async fn try_decision(
+    s: &AuthorityState,
+    run: DryRunRequest,
+) -> Result<DryRunAnswer, AuthorityError> {
     let (set, version) = match (run.files, run.version) {
         (Some(files), _) => (PolicySet::load(&policy_files(files))?, None),
         (None, version) => {
             let row = match version {
-                Some(v) => version_row(&s, v).await?,
-                None => s.store.active_policy_set().await?.ok_or_else(|| {
-                    AuthorityError::NotFound(
-                        "no policy set is active: name a version or give files".into(),
-                    )
-                })?,
+                Some(v) => version_row(s, v).await?,
+                None => s
+                    .store
+                    .active_policy_set()
+                    .await?
+                    .ok_or(Missing::NoActivePolicy)?,
             };
             let files: Vec<PolicyFile> = serde_json::from_str(&row.files)
                 .map_err(|e| AuthorityError::Internal(e.to_string()))?;
             (PolicySet::load(&files)?, Some(row.version))
         }
     };
-    let principal = registry::named(&s, &run.principal).await?;
-    let resource = registry::named(&s, &run.resource).await?;
-    let context = dry_run_context(&s, &principal, run.context)?;
-    let decision: Decision = set
-        .decide(&Query {
-            principal: &facts(&s, &principal).await?,
-            action: &run.action,
-            target: Target::Agent(&facts(&s, &resource).await?),
-            context: &context,
-        })
-        .map_err(|e| AuthorityError::InvalidRequest(e.to_string()))?;
-    Ok(Json(DryRunAnswer {
+    let principal = registry::named(s, &run.principal).await?;
+    let resource = registry::named(s, &run.resource).await?;
+    let context = dry_run_context(s, &principal, run.context)?;
+    let decision: Decision = set.decide(&Query {
+        principal: &facts(s, &principal).await?,
+        action: &run.action,
+        target: Target::Agent(&facts(s, &resource).await?),
+        context: &context,
+    })?;
+    Ok(DryRunAnswer {
         version,
         decision: decision_view(decision),
         context: context_view(context),
-    }))
+    })
 }
 
 /// The dry run's context: given fields over defaults for this authority now.
@@ -661,28 +762,26 @@ fn dry_run_context(
         time: Clock::at_unix(unix_now()),
         client_ip: IpAddr::from([127, 0, 0, 1]),
     };
-    let mut context = serde_json::to_value(defaults)
+    let context = serde_json::to_value(defaults)
         .map_err(|e| AuthorityError::Internal(format!("context: {e}")))?;
+    Ok(overlay_context(context, given)?)
+}
+
+/// `given`'s fields over the `defaults` context; only known fields may be set.
+fn overlay_context(mut context: Value, given: Value) -> Result<RequestContext, PolicyRefusal> {
     match given {
         Value::Null => {}
         Value::Object(fields) => {
             for (k, v) in fields {
                 if context.get(&k).is_none() {
-                    return Err(AuthorityError::InvalidRequest(format!(
-                        "\"{k}\" is not a context field"
-                    )));
+                    return Err(PolicyRefusal::ContextField(k.chars().take(64).collect()));
                 }
                 context[k] = v;
             }
         }
-        _ => {
-            return Err(AuthorityError::InvalidRequest(
-                "context must be a JSON object".into(),
-            ));
-        }
+        _ => return Err(PolicyRefusal::ContextNotObject),
     }
-    serde_json::from_value(context)
-        .map_err(|e| AuthorityError::InvalidRequest(format!("context: {e}")))
+    serde_json::from_value(context).map_err(PolicyRefusal::Context)
 }
 
 // ---- What the API shows of the policy crate's types ----
@@ -752,5 +851,44 @@ fn facts_view(facts: AgentFacts) -> agentauth_api::AgentFacts {
         ephemeral: facts.ephemeral,
         parent: facts.parent,
         ancestors: facts.ancestors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_a_positive_number() {
+        assert_eq!(parse_version("3").unwrap(), 3);
+        for bad in ["0", "-2", "three", ""] {
+            assert!(
+                matches!(parse_version(bad), Err(PolicyRefusal::Version(v)) if v == bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dry_run_context_sets_only_known_fields_with_their_types() {
+        let defaults = serde_json::to_value(RequestContext {
+            purpose: String::new(),
+            sensitivity: "unspecified".into(),
+            delegation_depth: 0,
+            chain: vec!["reader".into()],
+            txn: String::new(),
+            environment: "test".into(),
+            time: Clock::at_unix(0),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+        })
+        .unwrap();
+        let set = overlay_context(defaults.clone(), serde_json::json!({"purpose": "audit"}));
+        assert_eq!(set.unwrap().purpose, "audit");
+        let unknown = overlay_context(defaults.clone(), serde_json::json!({"colour": "red"}));
+        assert!(matches!(unknown, Err(PolicyRefusal::ContextField(f)) if f == "colour"));
+        let list = overlay_context(defaults.clone(), serde_json::json!(["purpose"]));
+        assert!(matches!(list, Err(PolicyRefusal::ContextNotObject)));
+        let typed = overlay_context(defaults, serde_json::json!({"delegation_depth": "deep"}));
+        assert!(matches!(typed, Err(PolicyRefusal::Context(_))));
     }
 }

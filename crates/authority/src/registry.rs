@@ -29,6 +29,7 @@ use crate::AuthorityError;
 use crate::admin::presented_token;
 use crate::audit::{authenticated_agent, event, request_id};
 use crate::body::{JsonBody, RawRequest};
+use crate::error::{Missing, Needed};
 use crate::server::{AppState, State as AuthorityState};
 
 /// Longest description or owner string.
@@ -39,6 +40,77 @@ pub(crate) const AGENTS_SPAWN: &str = "agents:spawn";
 pub(crate) const MAX_SPAWN_SECS: i64 = 3600;
 /// Longest lifetime the admin may give an agent with `expires_in` (100 years).
 const MAX_ADMIN_EXPIRES_IN: i64 = 100 * 366 * 24 * 3600;
+/// Most tags one agent may have.
+const MAX_TAGS: usize = 32;
+
+/// Why a registration, spawn or registry change was refused: one variant
+/// per registry rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryRefusal {
+    /// The agent name is not a valid name.
+    #[error(transparent)]
+    Name(agentauth_core::Error),
+    /// A text field is over [`MAX_TEXT`] bytes.
+    #[error("\"{field}\" is longer than {MAX_TEXT} bytes")]
+    TextTooLong {
+        /// `description` or `owner`.
+        field: &'static str,
+    },
+    /// The public key is not an acceptable JWK.
+    #[error("public_jwk: {0}")]
+    PublicJwk(#[source] agentauth_core::JwkError),
+    /// A permission does not parse.
+    #[error("permissions: {0}")]
+    Permissions(#[source] agentauth_core::Error),
+    /// More than [`MAX_TAGS`] tags.
+    #[error("an agent may have at most {MAX_TAGS} tags")]
+    TooManyTags,
+    /// A tag is empty, too long or has a character outside its alphabet.
+    #[error("tag \"{0}\" must be 1 to 64 characters from [A-Za-z0-9-_.:/]")]
+    Tag(String),
+    /// The admin's `expires_in` is not positive or more than 100 years.
+    #[error("\"expires_in\" must be a positive number of seconds (at most 100 years)")]
+    Lifetime,
+    /// A patch that changes nothing.
+    #[error("nothing to change: give permissions, description, status, bearer_allowed or tags")]
+    NothingToChange,
+    /// A spawned agent without `expires_in`.
+    #[error("\"expires_in\" is required for a spawned agent: 1 to {MAX_SPAWN_SECS} seconds")]
+    SpawnLifetimeMissing,
+    /// A spawned agent's `expires_in` outside 1 to [`MAX_SPAWN_SECS`].
+    #[error("\"expires_in\" of a spawned agent must be 1 to {MAX_SPAWN_SECS} seconds, not {0}")]
+    SpawnLifetime(i64),
+    /// A spawned agent asks for permissions its parent does not hold.
+    #[error(
+        "a spawned agent may only get permissions of its parent, which does not hold {}",
+        quoted(.0)
+    )]
+    BeyondParent(Vec<String>),
+    /// A spawned agent asks for bearer tokens its parent may not get.
+    #[error("\"bearer_allowed\" is refused: the parent itself may not get bearer tokens")]
+    BearerBeyondParent,
+    /// A spawned agent names another owner than its parent's.
+    #[error("a spawned agent belongs to its parent's owner \"{0}\"")]
+    NotParentsOwner(String),
+    /// A spawned agent names other tags than its parent's.
+    #[error("a spawned agent has its parent's tags: leave \"tags\" out")]
+    NotParentsTags,
+    /// A token with an actor chain tried to spawn.
+    #[error("a delegated token cannot spawn agents: use the agent's own token")]
+    DelegatedSpawn,
+    /// The parent's registry entry no longer grants `agents:spawn`.
+    #[error("the agent no longer holds \"{AGENTS_SPAWN}\"")]
+    SpawnWithdrawn,
+}
+
+/// `"a", "b"`: permissions as an error lists them.
+fn quoted(list: &[String]) -> String {
+    list.iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The API's view of a registry entry.
 pub(crate) fn view(agent: &AgentRow) -> AgentView {
@@ -78,31 +150,24 @@ fn stored_status(status: agentauth_api::AgentStatus) -> AgentStatus {
     }
 }
 
-fn bounded_text(field: &str, text: &str) -> Result<(), AuthorityError> {
+fn bounded_text(field: &'static str, text: &str) -> Result<(), RegistryRefusal> {
     if text.len() > MAX_TEXT {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "\"{field}\" is longer than {MAX_TEXT} bytes"
-        )));
+        return Err(RegistryRefusal::TextTooLong { field });
     }
     Ok(())
 }
 
-fn permissions(list: &[String]) -> Result<Vec<String>, AuthorityError> {
-    let scope = Scope::from_strs(list.iter().map(String::as_str))
-        .map_err(|e| AuthorityError::InvalidRequest(format!("permissions: {e}")))?;
+fn permissions(list: &[String]) -> Result<Vec<String>, RegistryRefusal> {
+    let scope =
+        Scope::from_strs(list.iter().map(String::as_str)).map_err(RegistryRefusal::Permissions)?;
     Ok(scope.to_vec())
 }
 
-/// Most tags one agent may have.
-const MAX_TAGS: usize = 32;
-
 /// Tags: at most [`MAX_TAGS`], each 1–64 characters from `[A-Za-z0-9-_.:/]`,
 /// sorted and without duplicates.
-fn tags(list: &[String]) -> Result<Vec<String>, AuthorityError> {
+fn tags(list: &[String]) -> Result<Vec<String>, RegistryRefusal> {
     if list.len() > MAX_TAGS {
-        return Err(AuthorityError::InvalidRequest(format!(
-            "an agent may have at most {MAX_TAGS} tags"
-        )));
+        return Err(RegistryRefusal::TooManyTags);
     }
     let mut out = Vec::with_capacity(list.len());
     for tag in list {
@@ -112,10 +177,7 @@ fn tags(list: &[String]) -> Result<Vec<String>, AuthorityError> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
         if !ok {
-            let shown: String = tag.chars().take(40).collect();
-            return Err(AuthorityError::InvalidRequest(format!(
-                "tag \"{shown}\" must be 1 to 64 characters from [A-Za-z0-9-_.:/]"
-            )));
+            return Err(RegistryRefusal::Tag(tag.chars().take(40).collect()));
         }
         out.push(tag.clone());
     }
@@ -124,8 +186,8 @@ fn tags(list: &[String]) -> Result<Vec<String>, AuthorityError> {
     Ok(out)
 }
 
-fn agent_name(name: &str) -> Result<AgentName, AuthorityError> {
-    AgentName::new(name).map_err(|e| AuthorityError::InvalidRequest(e.to_string()))
+fn agent_name(name: &str) -> Result<AgentName, RegistryRefusal> {
+    AgentName::new(name).map_err(RegistryRefusal::Name)
 }
 
 /// Whoever calls `POST /v1/agents`.
@@ -142,9 +204,7 @@ enum Registrar {
 async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, AuthorityError> {
     let headers = &req.parts.headers;
     let Some(token) = presented_token(headers) else {
-        return Err(AuthorityError::MissingCredential(format!(
-            "this API needs the admin credential, or an agent's access token for the authority with \"{AGENTS_SPAWN}\", as a Bearer token"
-        )));
+        return Err(AuthorityError::MissingCredential(Needed::AdminOrSpawnToken));
     };
     if s.admin.matches(token) || parse_access_token(token).is_err() {
         s.admin.require(headers)?;
@@ -153,14 +213,10 @@ async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, Authorit
     let (claims, agent): (AccessClaims, AgentRow) =
         authenticated_agent(s, req, AGENTS_SPAWN).await?;
     if claims.sub != claims.client_id || claims.act.is_some() {
-        return Err(AuthorityError::Forbidden(
-            "a delegated token cannot spawn agents: use the agent's own token".into(),
-        ));
+        return Err(RegistryRefusal::DelegatedSpawn.into());
     }
     if !agent.permissions.iter().any(|p| p == AGENTS_SPAWN) {
-        return Err(AuthorityError::Forbidden(format!(
-            "the agent no longer holds \"{AGENTS_SPAWN}\""
-        )));
+        return Err(RegistryRefusal::SpawnWithdrawn.into());
     }
     Ok(Registrar::Parent(Box::new(agent)))
 }
@@ -171,39 +227,26 @@ fn spawn_rules(
     new: &NewAgent,
     permissions: &[String],
     now: i64,
-) -> Result<i64, AuthorityError> {
-    let invalid = |why: String| Err(AuthorityError::InvalidRequest(why));
+) -> Result<i64, RegistryRefusal> {
     let Some(secs) = new.expires_in else {
-        return invalid(format!(
-            "\"expires_in\" is required for a spawned agent: 1 to {MAX_SPAWN_SECS} seconds"
-        ));
+        return Err(RegistryRefusal::SpawnLifetimeMissing);
     };
     if !(1..=MAX_SPAWN_SECS).contains(&secs) {
-        return invalid(format!(
-            "\"expires_in\" of a spawned agent must be 1 to {MAX_SPAWN_SECS} seconds, not {secs}"
-        ));
+        return Err(RegistryRefusal::SpawnLifetime(secs));
     }
     let missing: Vec<String> = permissions
         .iter()
         .filter(|p| !parent.permissions.contains(p))
-        .map(|p| format!("\"{p}\""))
+        .cloned()
         .collect();
     if !missing.is_empty() {
-        return invalid(format!(
-            "a spawned agent may only get permissions of its parent, which does not hold {}",
-            missing.join(", ")
-        ));
+        return Err(RegistryRefusal::BeyondParent(missing));
     }
     if new.bearer_allowed && !parent.bearer_allowed {
-        return invalid(
-            "\"bearer_allowed\" is refused: the parent itself may not get bearer tokens".into(),
-        );
+        return Err(RegistryRefusal::BearerBeyondParent);
     }
     if !new.owner.is_empty() && new.owner != parent.owner {
-        return invalid(format!(
-            "a spawned agent belongs to its parent's owner \"{}\"",
-            parent.owner
-        ));
+        return Err(RegistryRefusal::NotParentsOwner(parent.owner.clone()));
     }
     // A child never outlives its parent.
     Ok((now + secs).min(parent.expires_at.unwrap_or(i64::MAX)))
@@ -234,12 +277,11 @@ struct Checked {
     key: PublicJwk,
 }
 
-fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, AuthorityError> {
+fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, RegistryRefusal> {
     let name = agent_name(&new.name)?;
     bounded_text("description", &new.description)?;
     bounded_text("owner", &new.owner)?;
-    let key = PublicJwk::from_json(&new.public_jwk)
-        .map_err(|e| AuthorityError::InvalidRequest(format!("public_jwk: {e}")))?;
+    let key = PublicJwk::from_json(&new.public_jwk).map_err(RegistryRefusal::PublicJwk)?;
     Ok(Checked {
         id: SpiffeId::agent(&s.trust_domain, &name).to_string(),
         name,
@@ -259,11 +301,7 @@ pub(crate) async fn register(
     let now = unix_now();
     let expires_at = match new.expires_in {
         Some(secs) if (1..=MAX_ADMIN_EXPIRES_IN).contains(&secs) => Some(now + secs),
-        Some(_) => {
-            return Err(AuthorityError::InvalidRequest(
-                "\"expires_in\" must be a positive number of seconds (at most 100 years)".into(),
-            ));
-        }
+        Some(_) => return Err(RegistryRefusal::Lifetime.into()),
         None => None,
     };
     let mut audit = event(
@@ -292,9 +330,7 @@ pub(crate) async fn spawn(
     let now = unix_now();
     let expires_at = spawn_rules(parent, &new, &checked.permissions, now)?;
     if !checked.tags.is_empty() && checked.tags != parent.tags {
-        return Err(AuthorityError::InvalidRequest(
-            "a spawned agent has its parent's tags: leave \"tags\" out".into(),
-        ));
+        return Err(RegistryRefusal::NotParentsTags.into());
     }
     checked.tags.clone_from(&parent.tags);
     let mut audit = event(
@@ -376,10 +412,10 @@ pub(crate) async fn show(
 /// an unknown one `not_found`.
 pub(crate) async fn named(s: &AuthorityState, name: &str) -> Result<AgentRow, AuthorityError> {
     let name = agent_name(name)?;
-    s.store
+    Ok(s.store
         .agent(name.as_str())
         .await?
-        .ok_or_else(|| AuthorityError::NotFound(format!("agent \"{name}\" was not found")))
+        .ok_or_else(|| Missing::Agent(name.to_string()))?)
 }
 
 /// `PATCH /v1/agents/{name}`: permissions, description, status.
@@ -396,10 +432,7 @@ pub(crate) async fn update(
         && patch.bearer_allowed.is_none()
         && patch.tags.is_none()
     {
-        return Err(AuthorityError::InvalidRequest(
-            "nothing to change: give permissions, description, status, bearer_allowed or tags"
-                .into(),
-        ));
+        return Err(RegistryRefusal::NothingToChange.into());
     }
     let name = agent_name(&name)?;
     if let Some(d) = &patch.description {
@@ -564,14 +597,24 @@ mod tests {
             spawn_rules(&ephemeral, &new_agent(Some(60)), &perms, 1000).unwrap(),
             1030
         );
-        for bad in [None, Some(0), Some(-1), Some(3601)] {
+        assert!(matches!(
+            spawn_rules(&p, &new_agent(None), &perms, 0),
+            Err(RegistryRefusal::SpawnLifetimeMissing)
+        ));
+        for bad in [0, -1, 3601] {
             assert!(
-                spawn_rules(&p, &new_agent(bad), &perms, 0).is_err(),
-                "{bad:?}"
+                matches!(
+                    spawn_rules(&p, &new_agent(Some(bad)), &perms, 0),
+                    Err(RegistryRefusal::SpawnLifetime(secs)) if secs == bad
+                ),
+                "{bad}"
             );
         }
         let wider = vec!["read:db".to_owned(), "agents:spawn".to_owned()];
         let err = spawn_rules(&p, &new_agent(Some(60)), &wider, 0).unwrap_err();
-        assert!(err.to_string().contains("\"agents:spawn\""), "{err}");
+        assert!(
+            matches!(&err, RegistryRefusal::BeyondParent(missing) if missing == &["agents:spawn"]),
+            "{err:?}"
+        );
     }
 }

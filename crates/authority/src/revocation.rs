@@ -12,20 +12,39 @@ use std::convert::Infallible;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use agentauth_api::{
-    FeedQuery, OAuthError, RevocationAction, RevocationEntry, RevocationKind, RevocationPage,
-};
+use agentauth_api::{FeedQuery, RevocationAction, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::unix_now;
 use agentauth_store::{RevocationRow, Store};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::AuthorityError;
+use crate::body::QueryParams;
 use crate::server::{AppState, State as AuthorityState};
+
+/// Why a revocation request, or a read of the feed, was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationRefusal {
+    /// A token ID to revoke is empty or longer than 256 characters.
+    #[error("a token ID is 1 to 256 characters")]
+    TokenIdLength,
+    /// A key to revoke is not named by an RFC 7638 SHA-256 thumbprint.
+    #[error("a key is named by its RFC 7638 SHA-256 thumbprint (43 base64url characters)")]
+    NotAThumbprint,
+    /// `Last-Event-ID` is not a sequence number of the feed.
+    #[error("Last-Event-ID must be a revocation sequence number")]
+    LastEventId,
+    /// Every stream slot is taken; the client should poll or retry.
+    #[error(
+        "{MAX_STREAMS} revocation streams are open already; poll /v1/revocations or retry later"
+    )]
+    TooManyStreams,
+}
 
 /// Most entries one page returns.
 const PAGE: i64 = 1000;
@@ -78,23 +97,27 @@ impl Notifier {
     }
 }
 
-/// Entries after `since`, oldest first; `more` says another page is waiting.
+/// `GET /v1/revocations?since=SEQ`: a page of the feed.
 pub(crate) async fn since(
     State(s): State<AppState>,
-    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<FeedQuery>,
 ) -> Result<Json<RevocationPage>, AuthorityError> {
-    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
-    let since = q.since.unwrap_or(0).max(0);
+    Ok(Json(page(&s, q.since.unwrap_or(0)).await?))
+}
+
+/// Entries after `since`, oldest first; `more` says another page is waiting.
+pub(crate) async fn page(s: &AuthorityState, since: i64) -> Result<RevocationPage, AuthorityError> {
+    let since = since.max(0);
     let mut entries = s.store.revocations_since(since, PAGE + 1).await?;
     let more = entries.len() as i64 > PAGE;
     entries.truncate(PAGE as usize);
     let (entries, held_back) = settled(since, entries, unix_now());
     let last_seq = entries.last().map_or(since, |e| e.seq);
-    Ok(Json(RevocationPage {
+    Ok(RevocationPage {
         revocations: entries.iter().map(entry).collect(),
         last_seq,
         more: more && !held_back,
-    }))
+    })
 }
 
 /// A stored feed entry as the feed and the stream send it.
@@ -141,35 +164,15 @@ fn settled(mut prev: i64, rows: Vec<RevocationRow>, now: i64) -> (Vec<Revocation
 pub(crate) async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<FeedQuery>,
 ) -> Result<Response, AuthorityError> {
-    let Query(q) = query.map_err(|e| AuthorityError::InvalidRequest(format!("bad query: {e}")))?;
     let cursor = match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .filter(|seq| *seq >= 0)
-            .ok_or_else(|| {
-                AuthorityError::InvalidRequest(
-                    "Last-Event-ID must be a revocation sequence number".into(),
-                )
-            })?,
+        Some(value) => last_event_id(value.to_str().ok())?,
         None => q.since.unwrap_or(0).max(0),
     };
-    let Ok(permit) = s.feed.streams.clone().try_acquire_owned() else {
-        return Ok(too_many_streams());
-    };
-    let feed = Feed {
-        store: s.store.clone(),
-        cursor,
-        pending: VecDeque::new(),
-        changes: s.feed.changes.subscribe(),
-        closing: s.feed.closing.subscribe(),
-        _permit: permit,
-    };
+    let feed = subscribe(&s, cursor)?;
     let events = futures_util::stream::unfold(feed, |mut feed| async move {
-        let event = feed.next().await?;
+        let event = sse_event(&feed.next().await?)?;
         Some((Ok::<_, Infallible>(event), feed))
     });
     let mut response = Sse::new(events)
@@ -182,22 +185,51 @@ pub(crate) async fn stream(
     Ok(response)
 }
 
-fn too_many_streams() -> Response {
-    let body = OAuthError::new(
-        "temporarily_unavailable",
-        format!(
-            "{MAX_STREAMS} revocation streams are open already; poll /v1/revocations or retry later"
-        ),
-    );
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    response
+/// A feed entry as one Server-Sent Event; `None` (which ends the stream)
+/// if it cannot be encoded.
+fn sse_event(entry: &RevocationEntry) -> Option<Event> {
+    match Event::default()
+        .id(entry.seq.to_string())
+        .event("revocation")
+        .json_data(entry)
+    {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding a revocation event failed");
+            None
+        }
+    }
+}
+
+/// The sequence number a reconnecting stream resumes after.
+fn last_event_id(value: Option<&str>) -> Result<i64, RevocationRefusal> {
+    value
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|seq| *seq >= 0)
+        .ok_or(RevocationRefusal::LastEventId)
+}
+
+/// A subscription to the feed after `cursor`, holding one of the bounded
+/// stream slots until it is dropped.
+pub(crate) fn subscribe(s: &AuthorityState, cursor: i64) -> Result<Feed, RevocationRefusal> {
+    let permit = s
+        .feed
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| RevocationRefusal::TooManyStreams)?;
+    Ok(Feed {
+        store: s.store.clone(),
+        cursor,
+        pending: VecDeque::new(),
+        changes: s.feed.changes.subscribe(),
+        closing: s.feed.closing.subscribe(),
+        _permit: permit,
+    })
 }
 
 /// One subscriber's position in the feed. Holds at most one page of entries.
-struct Feed {
+pub(crate) struct Feed {
     store: Arc<dyn Store>,
     cursor: i64,
     pending: VecDeque<RevocationRow>,
@@ -207,26 +239,16 @@ struct Feed {
 }
 
 impl Feed {
-    /// The next event, waiting for one as long as it takes; `None` ends the
+    /// The next entry, waiting for one as long as it takes; `None` ends the
     /// stream (shutdown or a store failure: the client reconnects and resumes).
-    async fn next(&mut self) -> Option<Event> {
+    pub(crate) async fn next(&mut self) -> Option<RevocationEntry> {
         loop {
             if *self.closing.borrow() {
                 return None;
             }
             if let Some(row) = self.pending.pop_front() {
                 self.cursor = row.seq;
-                return match Event::default()
-                    .id(row.seq.to_string())
-                    .event("revocation")
-                    .json_data(entry(&row))
-                {
-                    Ok(event) => Some(event),
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding a revocation event failed");
-                        None
-                    }
-                };
+                return Some(entry(&row));
             }
             // Marked seen before reading, so a commit after the read still wakes us.
             self.changes.borrow_and_update();
@@ -323,6 +345,17 @@ mod tests {
 
     fn seqs(rows: &[RevocationRow]) -> Vec<i64> {
         rows.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn last_event_id_is_a_sequence_number_or_refused() {
+        assert_eq!(last_event_id(Some(" 7 ")).unwrap(), 7);
+        for bad in [None, Some(""), Some("-1"), Some("seven")] {
+            assert!(
+                matches!(last_event_id(bad), Err(RevocationRefusal::LastEventId)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -15,11 +15,27 @@ use http::HeaderMap;
 use crate::admin::bearer;
 use crate::audit::{authenticate_agent, event, request_id};
 use crate::body::{JsonBody, RawRequest};
+use crate::error::Missing;
+use crate::revocation::RevocationRefusal;
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
 
 /// The implicit authority scope an agent needs to complete a task.
 pub(crate) const TASKS_COMPLETE: &str = "tasks:complete";
+
+/// Why a task operation was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskRefusal {
+    /// An agent tried to complete a task it did not start.
+    #[error("{agent} did not start task \"{txn}\"")]
+    NotStarter {
+        /// The agent that asked.
+        agent: String,
+        /// The task, bounded for display.
+        txn: String,
+    },
+}
 
 /// `GET /v1/tasks/{txn}`: the task's audit records (every hop) in order (admin).
 pub(crate) async fn show(
@@ -28,10 +44,7 @@ pub(crate) async fn show(
 ) -> Result<Json<TaskView>, AuthorityError> {
     let hops = s.store.task_records(&txn).await?;
     if hops.is_empty() && !s.store.task_exists(&txn).await? {
-        return Err(AuthorityError::NotFound(format!(
-            "task \"{}\" was not found",
-            short(&txn)
-        )));
+        return Err(Missing::Task(short(&txn)).into());
     }
     let revoked = s.store.task_revoked(&txn).await?;
     Ok(Json(TaskView { txn, revoked, hops }))
@@ -79,10 +92,11 @@ pub(crate) async fn complete_task(
                 .iter()
                 .any(|r| r.event.kind == AuditKind::TokenIssued && r.event.actor == agent);
             if !started {
-                return Err(AuthorityError::Forbidden(format!(
-                    "{agent} did not start task \"{}\"",
-                    short(txn)
-                )));
+                return Err(TaskRefusal::NotStarter {
+                    agent,
+                    txn: short(txn),
+                }
+                .into());
             }
             agent
         }
@@ -98,10 +112,7 @@ async fn revoke_task(
     request: &str,
 ) -> Result<(), AuthorityError> {
     if !s.store.task_exists(txn).await? {
-        return Err(AuthorityError::NotFound(format!(
-            "task \"{}\" was not found",
-            short(txn)
-        )));
+        return Err(Missing::Task(short(txn)).into());
     }
     let mut audit = event(kind, actor, txn, Decision::Allow);
     audit.txn = txn.to_owned();
@@ -143,9 +154,9 @@ pub(crate) async fn revoke_agent(
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let id = registry::agent_id_or_raw(s, given);
-    let agent = registry::agent_by_id(s, &id).await?.ok_or_else(|| {
-        AuthorityError::NotFound(format!("agent \"{}\" was not found", short(given)))
-    })?;
+    let agent = registry::agent_by_id(s, &id)
+        .await?
+        .ok_or_else(|| Missing::Agent(short(given)))?;
     let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
     audit.request_id = request_id.to_owned();
     let update = AgentUpdate {
@@ -165,9 +176,7 @@ pub(crate) async fn revoke_token(
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     if jti.is_empty() || jti.len() > 256 {
-        return Err(AuthorityError::InvalidRequest(
-            "a token ID is 1 to 256 characters".into(),
-        ));
+        return Err(RevocationRefusal::TokenIdLength.into());
     }
     let mut audit = event(AuditKind::TokenRevoked, "admin", jti, Decision::Allow);
     audit.request_id = request_id.to_owned();
@@ -188,9 +197,7 @@ pub(crate) async fn revoke_key(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !is_jkt {
-        return Err(AuthorityError::InvalidRequest(
-            "a key is named by its RFC 7638 SHA-256 thumbprint (43 base64url characters)".into(),
-        ));
+        return Err(RevocationRefusal::NotAThumbprint.into());
     }
     let mut audit = event(AuditKind::KeyRevoked, "admin", jkt, Decision::Allow);
     audit.request_id = request_id.to_owned();

@@ -10,11 +10,12 @@ use std::net::IpAddr;
 use agentauth_api::TokenRequest;
 use agentauth_core::{
     ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
-    DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact, unix_now,
-    verify_dpop_proof,
+    DpopError, DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact,
+    unix_now, verify_dpop_proof,
 };
 use agentauth_store::{AgentRow, ApprovalRow, IssuedToken, StoreError};
 
+use crate::approval::ApprovalRefusal;
 use crate::audit::event;
 use crate::client_auth::{AuthenticatedClient, ClientCredentials, authenticate};
 use crate::oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
@@ -30,6 +31,83 @@ pub use exchange::ExchangeRefusal;
 const MAX_PURPOSE: usize = 256;
 /// Longest `request_context`.
 const MAX_REQUEST_CONTEXT: usize = 2048;
+
+/// Why a token request was refused before any grant rule: its shape, its
+/// target, its scope or its task. One variant per rule of the token endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenRequestFault {
+    /// No `grant_type`.
+    #[error("grant_type is missing")]
+    GrantTypeMissing,
+    /// A `grant_type` this authority does not implement.
+    #[error("grant type \"{0}\" is not supported")]
+    UnsupportedGrantType(String),
+    /// `resource` and `audience` name different agents.
+    #[error("resource and audience name different targets")]
+    TargetsDiffer,
+    /// Neither `resource` nor `audience`.
+    #[error("name the target agent with resource or audience")]
+    TargetMissing,
+    /// The target is no registered agent of this trust domain.
+    #[error("\"{0}\" is not a registered agent")]
+    UnknownTarget(String),
+    /// The target agent is disabled or has expired.
+    #[error("the target agent \"{name}\" {why}")]
+    TargetUnusable {
+        /// The target's name.
+        name: String,
+        /// `is disabled` or `has expired`.
+        why: &'static str,
+    },
+    /// The scope does not parse.
+    #[error("{0}")]
+    ScopeMalformed(#[source] agentauth_core::Error),
+    /// No scope was asked for.
+    #[error("scope is required: name the permissions the token should carry")]
+    ScopeMissing,
+    /// The client does not hold these permissions.
+    #[error(
+        "the agent does not hold {}",
+        .0.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+    )]
+    ScopeNotHeld(Vec<String>),
+    /// `txn` is empty, too long or outside its alphabet.
+    #[error("txn must be 1 to 128 characters from [A-Za-z0-9-._:]")]
+    TxnMalformed,
+    /// The task named by `txn` was completed or revoked.
+    #[error("the task {0} has been revoked")]
+    TaskRevoked(String),
+    /// A text parameter is longer than its bound.
+    #[error("{parameter} is longer than {max} bytes")]
+    TooLong {
+        /// `purpose` or `request_context`.
+        parameter: &'static str,
+        /// Its bound in bytes.
+        max: usize,
+    },
+    /// `expires_in` is not a positive number.
+    #[error("expires_in must be a positive number of seconds")]
+    Lifetime,
+}
+
+/// Why the `DPoP` proof of a token request was refused (RFC 9449 §4.3).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DpopRefusal {
+    /// The `DPoP` header is not visible ASCII.
+    #[error("the DPoP header is not text")]
+    NotText,
+    /// More than one `DPoP` header.
+    #[error("exactly one DPoP header is allowed")]
+    Repeated,
+    /// The proof fails a check of RFC 9449 §4.3.
+    #[error(transparent)]
+    Invalid(#[from] DpopError),
+    /// The proof's `jti` was used before.
+    #[error("the DPoP proof was already used")]
+    Replayed,
+}
 
 /// What a grant decided the new token says; signing, storing and auditing are shared.
 pub(crate) struct Minted {
@@ -75,7 +153,7 @@ pub(crate) enum DpopHeader {
     /// Exactly one proof.
     Proof(String),
     /// Several headers, or one that is not text.
-    Unusable(&'static str),
+    Unusable(DpopRefusal),
 }
 
 /// A token issued: what the token response says.
@@ -232,14 +310,9 @@ fn grant_type(req: &TokenRequest) -> Result<Grant, AuthorityError> {
         Some("client_credentials") => Ok(Grant::ClientCredentials),
         Some(TOKEN_EXCHANGE_GRANT) => Ok(Grant::Exchange),
         Some(other) => {
-            let shown: String = other.chars().take(80).collect();
-            Err(AuthorityError::UnsupportedGrantType(format!(
-                "grant type \"{shown}\" is not supported"
-            )))
+            Err(TokenRequestFault::UnsupportedGrantType(other.chars().take(80).collect()).into())
         }
-        None => Err(AuthorityError::InvalidRequest(
-            "grant_type is missing".into(),
-        )),
+        None => Err(TokenRequestFault::GrantTypeMissing.into()),
     }
 }
 
@@ -404,9 +477,7 @@ async fn record(
             // A replayed assertion proves nothing about who presents it now.
             attempt.authenticated = !matches!(e, StoreError::ReplayedAssertion);
             if let StoreError::Stale(_) = e {
-                return Err(AuthorityError::InvalidGrant(
-                    "the approval was already used: ask again for a new one".into(),
-                ));
+                return Err(ApprovalRefusal::AlreadyUsed.into());
             }
             Err(e.into())
         }
@@ -421,25 +492,12 @@ async fn target(
     attempt: &mut Attempt,
 ) -> Result<(SpiffeId, Option<AgentRow>), AuthorityError> {
     let given = match (req.resource.as_deref(), req.audience.as_deref()) {
-        (Some(r), Some(a)) if r != a => {
-            return Err(AuthorityError::InvalidTarget(
-                "resource and audience name different targets".into(),
-            ));
-        }
+        (Some(r), Some(a)) if r != a => return Err(TokenRequestFault::TargetsDiffer.into()),
         (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => {
-            return Err(AuthorityError::InvalidTarget(
-                "name the target agent with resource or audience".into(),
-            ));
-        }
+        (None, None) => return Err(TokenRequestFault::TargetMissing.into()),
     };
     attempt.audience = given.chars().take(256).collect();
-    let unknown = || {
-        AuthorityError::InvalidTarget(format!(
-            "\"{}\" is not a registered agent",
-            attempt.audience
-        ))
-    };
+    let unknown = || TokenRequestFault::UnknownTarget(attempt.audience.clone());
     let id = SpiffeId::parse(given).map_err(|_| unknown())?;
     if id == s.authority_id {
         return Ok((id, None));
@@ -448,10 +506,11 @@ async fn target(
         .await?
         .ok_or_else(unknown)?;
     if let Some(why) = registry::unusable(&agent, unix_now()) {
-        return Err(AuthorityError::InvalidTarget(format!(
-            "the target agent \"{}\" {why}",
-            agent.name
-        )));
+        return Err(TokenRequestFault::TargetUnusable {
+            name: agent.name,
+            why,
+        }
+        .into());
     }
     Ok((id, Some(agent)))
 }
@@ -466,11 +525,9 @@ fn granted_scope(
 ) -> Result<Scope, AuthorityError> {
     let raw = req.scope.as_deref().unwrap_or("");
     attempt.scope = raw.chars().take(512).collect();
-    let asked = Scope::parse(raw).map_err(|e| AuthorityError::InvalidScope(e.to_string()))?;
+    let asked = Scope::parse(raw).map_err(TokenRequestFault::ScopeMalformed)?;
     if asked.is_empty() {
-        return Err(AuthorityError::InvalidScope(
-            "scope is required: name the permissions the token should carry".into(),
-        ));
+        return Err(TokenRequestFault::ScopeMissing.into());
     }
     let mut held: Vec<&str> = client
         .agent
@@ -484,14 +541,7 @@ fn granted_scope(
     let held = Scope::from_strs(held).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let missing = asked.missing_from(&held);
     if !missing.is_empty() {
-        return Err(AuthorityError::InvalidScope(format!(
-            "the agent does not hold {}",
-            missing
-                .iter()
-                .map(|p| format!("\"{p}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(TokenRequestFault::ScopeNotHeld(missing).into());
     }
     Ok(asked)
 }
@@ -547,7 +597,7 @@ async fn key_binding(
             });
         }
         DpopHeader::Proof(proof) => proof.as_str(),
-        DpopHeader::Unusable(why) => return Err(AuthorityError::InvalidDpopProof((*why).into())),
+        DpopHeader::Unusable(why) => return Err(AuthorityError::Dpop(why.clone())),
     };
     let now = unix_now();
     let endpoint = s.endpoint("/oauth/token");
@@ -559,17 +609,14 @@ async fn key_binding(
         max_age_secs: DEFAULT_DPOP_MAX_AGE_SECS,
         leeway_secs: DEFAULT_LEEWAY_SECS,
     };
-    let verified = verify_dpop_proof(proof, &expect)
-        .map_err(|e| AuthorityError::InvalidDpopProof(e.to_string()))?;
+    let verified = verify_dpop_proof(proof, &expect).map_err(DpopRefusal::Invalid)?;
     let used = agentauth_store::UsedAssertion {
         client_id: format!("dpop:{}", verified.jkt),
         jti: verified.jti,
         expires_at: verified.iat + DEFAULT_DPOP_MAX_AGE_SECS + DEFAULT_LEEWAY_SECS,
     };
     match s.store.consume_assertion(&used).await {
-        Err(StoreError::ReplayedAssertion) => Err(AuthorityError::InvalidDpopProof(
-            "the DPoP proof was already used".into(),
-        )),
+        Err(StoreError::ReplayedAssertion) => Err(DpopRefusal::Replayed.into()),
         other => other
             .map(|()| Binding::Dpop(verified.key))
             .map_err(Into::into),
@@ -602,15 +649,11 @@ async fn task_context(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
             if !valid {
-                return Err(AuthorityError::InvalidRequest(
-                    "txn must be 1 to 128 characters from [A-Za-z0-9-._:]".into(),
-                ));
+                return Err(TokenRequestFault::TxnMalformed.into());
             }
             attempt.txn = txn.to_owned();
             if s.store.task_revoked(txn).await? {
-                return Err(AuthorityError::InvalidRequest(format!(
-                    "the task {txn} has been revoked"
-                )));
+                return Err(TokenRequestFault::TaskRevoked(txn.to_owned()).into());
             }
             txn.to_owned()
         }
@@ -620,11 +663,13 @@ async fn task_context(
 }
 
 /// An optional text parameter, refused when longer than `max` bytes.
-fn bounded(value: Option<&str>, name: &str, max: usize) -> Result<Option<String>, AuthorityError> {
+fn bounded(
+    value: Option<&str>,
+    parameter: &'static str,
+    max: usize,
+) -> Result<Option<String>, TokenRequestFault> {
     match value {
-        Some(v) if v.len() > max => Err(AuthorityError::InvalidRequest(format!(
-            "{name} is longer than {max} bytes"
-        ))),
+        Some(v) if v.len() > max => Err(TokenRequestFault::TooLong { parameter, max }),
         Some(v) if !v.is_empty() => Ok(Some(v.to_owned())),
         _ => Ok(None),
     }
@@ -635,8 +680,10 @@ fn lifetime(s: &State, asked: Option<&str>) -> Result<i64, AuthorityError> {
     let Some(asked) = asked else {
         return Ok(s.config.token_lifetime_secs);
     };
-    let secs: i64 = asked.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-        AuthorityError::InvalidRequest("expires_in must be a positive number of seconds".into())
-    })?;
+    let secs: i64 = asked
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(TokenRequestFault::Lifetime)?;
     Ok(secs.min(s.config.max_token_lifetime_secs))
 }

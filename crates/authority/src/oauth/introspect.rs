@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::AuthorityError;
 use crate::admin::bearer;
 use crate::audit::{event, request_id};
-use crate::body::FormBody;
+use crate::body::{BodyError, FormBody};
 use crate::client_auth::{ClientCredentials, authenticate};
 use crate::server::{AppState, State as AuthorityState};
 use crate::standing::{self, Door};
@@ -107,9 +107,10 @@ pub(crate) async fn revoke(
 }
 
 fn presented(form: &TokenForm) -> Result<&str, AuthorityError> {
-    form.token
+    Ok(form
+        .token
         .as_deref()
-        .ok_or_else(|| AuthorityError::InvalidRequest("token is missing".into()))
+        .ok_or(BodyError::MissingParameter("token"))?)
 }
 
 /// The claims of `token` if it stands by the one token check, for `caller`:
@@ -146,9 +147,7 @@ async fn revoke_presented(
         Caller::Admin => "admin".to_owned(),
         Caller::Agent(id) if *id == claims.client_id => id.clone(),
         Caller::Agent(_) => {
-            return Err(AuthorityError::UnauthorizedClient(
-                "the token was not issued to this client".into(),
-            ));
+            return Err(AuthorityError::TokenOfAnotherClient);
         }
     };
     let mut audit = event(

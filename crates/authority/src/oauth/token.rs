@@ -11,7 +11,9 @@ use http::{HeaderMap, HeaderValue, header};
 use crate::AuthorityError;
 use crate::audit::request_id;
 use crate::body::FormBody;
-use crate::issuance::{Attempt, DpopHeader, Issued, TokenCall, audit_refusal, request_token};
+use crate::issuance::{
+    Attempt, DpopHeader, DpopRefusal, Issued, TokenCall, audit_refusal, request_token,
+};
 use crate::policy::PeerIp;
 use crate::server::AppState;
 
@@ -47,9 +49,9 @@ fn dpop_header(headers: &HeaderMap) -> DpopHeader {
         (None, _) => DpopHeader::Absent,
         (Some(proof), None) => match proof.to_str() {
             Ok(proof) => DpopHeader::Proof(proof.to_owned()),
-            Err(_) => DpopHeader::Unusable("the DPoP header is not text"),
+            Err(_) => DpopHeader::Unusable(DpopRefusal::NotText),
         },
-        (Some(_), Some(_)) => DpopHeader::Unusable("exactly one DPoP header is allowed"),
+        (Some(_), Some(_)) => DpopHeader::Unusable(DpopRefusal::Repeated),
     }
 }
 
