@@ -133,12 +133,6 @@ async fn an_approved_request_gets_its_token_once_and_the_decision_is_audited() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used")
-    );
     let (_, shown) = s
         .admin_json(Method::GET, &format!("/v1/approvals/{approval}"), None)
         .await;
@@ -332,12 +326,6 @@ async fn an_approval_is_refused_for_any_other_request() {
         )
         .await;
     assert_eq!(body["error"], "invalid_grant");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("not known")
-    );
 
     // None of that used it up.
     let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approval)).await;
@@ -458,12 +446,6 @@ async fn an_agent_may_have_only_sixteen_requests_waiting() {
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_request"))
-    );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("16 requests waiting")
     );
     let (_, listed) = s
         .admin_json(Method::GET, "/v1/approvals?status=pending", None)

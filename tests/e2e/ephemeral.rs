@@ -341,13 +341,6 @@ async fn an_expired_parent_cannot_spawn_and_its_token_is_refused() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     assert_eq!(answer["error"], "invalid_token");
-    assert!(
-        answer["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
-        "{answer}"
-    );
     assert_eq!(s.snapshot().await, before);
     s.stop().await;
 }

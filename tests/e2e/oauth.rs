@@ -179,13 +179,6 @@ async fn a_replayed_client_assertion_is_invalid_client() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used"),
-        "{body}"
-    );
     let after = s.snapshot().await;
     assert_eq!(after.agents, before.agents);
     assert_eq!(
@@ -208,22 +201,32 @@ async fn a_replayed_client_assertion_is_invalid_client() {
     );
 }
 
-async fn expect_error(
+/// The refusal a client can act on: status and OAuth error code.
+async fn expect_error(s: &Server, result: (StatusCode, Value), status: StatusCode, code: &str) {
+    let (got_status, body) = result;
+    assert_eq!(got_status, status, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    let _ = s;
+}
+
+/// A refusal whose description must name what to change (a permission, a
+/// limit, the unsupported value), besides its status and code.
+async fn expect_error_naming(
     s: &Server,
     result: (StatusCode, Value),
     status: StatusCode,
     code: &str,
-    mentions: &str,
+    names: &str,
 ) {
-    let (got_status, body) = result;
-    assert_eq!(got_status, status, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    let description = body["error_description"].as_str().unwrap();
+    let description = result.1["error_description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    expect_error(s, result, status, code).await;
     assert!(
-        description.contains(mentions),
-        "\"{description}\" should mention \"{mentions}\""
+        description.contains(names),
+        "\"{description}\" should name \"{names}\""
     );
-    let _ = s;
 }
 
 #[tokio::test]
@@ -248,14 +251,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             ],
         )
         .await;
-    expect_error(
-        &s,
-        no_target,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
-        "resource or audience",
-    )
-    .await;
+    expect_error(&s, no_target, StatusCode::BAD_REQUEST, "invalid_target").await;
     let unknown_target = s
         .token("reader", &key, &id("nobody"), "read:customer")
         .await;
@@ -264,25 +260,17 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         unknown_target,
         StatusCode::BAD_REQUEST,
         "invalid_target",
-        "not a registered agent",
     )
     .await;
     let not_spiffe = s
         .token("reader", &key, "https://example.com/api", "read:customer")
         .await;
-    expect_error(
-        &s,
-        not_spiffe,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
-        "not a registered agent",
-    )
-    .await;
+    expect_error(&s, not_spiffe, StatusCode::BAD_REQUEST, "invalid_target").await;
 
     let not_held = s
         .token("reader", &key, &customer, "read:customer write:customer")
         .await;
-    expect_error(
+    expect_error_naming(
         &s,
         not_held,
         StatusCode::BAD_REQUEST,
@@ -291,14 +279,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
     )
     .await;
     let empty = s.token("reader", &key, &customer, "").await;
-    expect_error(
-        &s,
-        empty,
-        StatusCode::BAD_REQUEST,
-        "invalid_scope",
-        "scope is required",
-    )
-    .await;
+    expect_error(&s, empty, StatusCode::BAD_REQUEST, "invalid_scope").await;
 
     let stranger = SigningKey::generate_ed25519();
     let unknown_agent = s
@@ -309,7 +290,6 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         unknown_agent,
         StatusCode::UNAUTHORIZED,
         "invalid_client",
-        "not a registered agent",
     )
     .await;
     let forged = s
@@ -319,14 +299,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             "read:customer",
         )
         .await;
-    expect_error(
-        &s,
-        forged,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "signature",
-    )
-    .await;
+    expect_error(&s, forged, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let last = s
         .store()
         .await
@@ -349,14 +322,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         unix_now(),
     );
     let wrong_aud = s.token_with(&wrong_aud, &customer, "read:customer").await;
-    expect_error(
-        &s,
-        wrong_aud,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "aud",
-    )
-    .await;
+    expect_error(&s, wrong_aud, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let stale = ClientAssertionClaims::sign(
         &key,
         &id("reader"),
@@ -365,14 +331,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         unix_now() - 600,
     );
     let stale = s.token_with(&stale, &customer, "read:customer").await;
-    expect_error(
-        &s,
-        stale,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "expired",
-    )
-    .await;
+    expect_error(&s, stale, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let far = sign_compact(
         &Header {
             alg: key.alg(),
@@ -384,7 +343,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         &key,
     );
     let far = s.token_with(&far, &customer, "read:customer").await;
-    expect_error(
+    expect_error_naming(
         &s,
         far,
         StatusCode::UNAUTHORIZED,
@@ -398,17 +357,10 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         agentauth_core::b64url_encode(json!({"iss": id("reader")}).to_string())
     );
     let none_alg = s.token_with(&none_alg, &customer, "read:customer").await;
-    expect_error(
-        &s,
-        none_alg,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "client assertion",
-    )
-    .await;
+    expect_error(&s, none_alg, StatusCode::UNAUTHORIZED, "invalid_client").await;
 
     let unsupported = s.form("/oauth/token", &[("grant_type", "password")]).await;
-    expect_error(
+    expect_error_naming(
         &s,
         unsupported,
         StatusCode::BAD_REQUEST,
@@ -425,14 +377,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             ],
         )
         .await;
-    expect_error(
-        &s,
-        no_auth,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "private_key_jwt",
-    )
-    .await;
+    expect_error(&s, no_auth, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let repeated = s
         .form(
             "/oauth/token",
@@ -443,14 +388,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             ],
         )
         .await;
-    expect_error(
-        &s,
-        repeated,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "repeated",
-    )
-    .await;
+    expect_error(&s, repeated, StatusCode::BAD_REQUEST, "invalid_request").await;
 
     // Every refusal is audited; nothing else was written.
     let store = s.store().await;
@@ -478,14 +416,7 @@ async fn a_disabled_agent_gets_no_token_and_an_enabled_one_does_again() {
     let refused = s
         .token("reader", &key, &id("customer"), "read:customer")
         .await;
-    expect_error(
-        &s,
-        refused,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "disabled",
-    )
-    .await;
+    expect_error(&s, refused, StatusCode::UNAUTHORIZED, "invalid_client").await;
     s.admin_json(
         reqwest::Method::PATCH,
         "/v1/agents/reader",
@@ -508,14 +439,7 @@ async fn a_disabled_agent_gets_no_token_and_an_enabled_one_does_again() {
     let refused = s
         .token("reader", &key, &id("customer"), "read:customer")
         .await;
-    expect_error(
-        &s,
-        refused,
-        StatusCode::BAD_REQUEST,
-        "invalid_target",
-        "disabled",
-    )
-    .await;
+    expect_error(&s, refused, StatusCode::BAD_REQUEST, "invalid_target").await;
 }
 
 #[tokio::test]
@@ -578,14 +502,7 @@ async fn strict_mode_refuses_the_token_endpoint_as_assertion_audience() {
     let refused = strict
         .token_with(&to_endpoint, &id("customer"), "read:customer")
         .await;
-    expect_error(
-        &strict,
-        refused,
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "aud",
-    )
-    .await;
+    expect_error(&strict, refused, StatusCode::UNAUTHORIZED, "invalid_client").await;
     assert_eq!(
         strict
             .token("reader", &key, &id("customer"), "read:customer")
@@ -748,7 +665,7 @@ async fn tokens_for_the_authority_carry_audit_write_only_on_request() {
     let refused = s
         .token("reader", &key, &id("customer"), "audit:write")
         .await;
-    expect_error(
+    expect_error_naming(
         &s,
         refused,
         StatusCode::BAD_REQUEST,
