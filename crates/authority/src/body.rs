@@ -1,7 +1,8 @@
 //! Request bodies and query strings, read with a hard size bound and parsed
 //! strictly, so that every malformed request gets the same clear JSON error.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 
@@ -38,12 +39,23 @@ pub enum BodyError {
     /// The form body does not parse into the endpoint's request type.
     #[error("the form body is invalid: {0}")]
     Form(#[source] serde_urlencoded::de::Error),
-    /// The query string does not parse into the endpoint's query type.
-    #[error("the query string is invalid: {0}")]
-    Query(#[source] serde_urlencoded::de::Error),
+    /// The query string does not parse into the endpoint's query type; the
+    /// cause names the parameter.
+    #[error("the query string is invalid: {}", innermost(.0))]
+    Query(#[source] QueryRejection),
     /// A required parameter is missing.
     #[error("{0} is missing")]
     MissingParameter(&'static str),
+}
+
+/// The deepest cause of an error: for a query string, the parameter and
+/// what is wrong with it (`limit: invalid digit found in string`).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 /// The essence (type/subtype) of a `Content-Type` header value.
@@ -124,8 +136,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
         parts: &mut http::request::Parts,
         _: &S,
     ) -> Result<Self, AuthorityError> {
-        let query = parts.uri.query().unwrap_or("");
-        let parsed = serde_urlencoded::from_str(query).map_err(BodyError::Query)?;
+        let Query(parsed) = Query::try_from_uri(&parts.uri).map_err(BodyError::Query)?;
         Ok(QueryParams(parsed))
     }
 }
@@ -185,6 +196,10 @@ mod tests {
         assert!(
             matches!(err, AuthorityError::Body(BodyError::Query(_))),
             "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the query string is invalid: limit: invalid digit found in string"
         );
     }
 
