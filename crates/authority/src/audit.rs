@@ -239,3 +239,32 @@ pub(crate) async fn authenticated_agent(
     }
     Ok((claims, agent))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_filter_must_name_a_kind_agentauth_writes() {
+        assert_eq!(known_kind("token.issued").unwrap(), AuditKind::TokenIssued);
+        let long = "x".repeat(200);
+        for unknown in ["token.minted", "", "TOKEN.ISSUED", long.as_str()] {
+            let shown_name = match known_kind(unknown) {
+                Err(AuditRefusal::UnknownKind(name)) => name,
+                other => panic!("{unknown}: {other:?}"),
+            };
+            assert!(shown_name.len() <= 64, "the name is bounded in the answer");
+        }
+    }
+
+    #[test]
+    fn a_token_refusal_keeps_its_typed_cause_and_a_missing_permission_is_forbidden() {
+        let revoked = ApiTokenRefusal::Revoked(Revoked::Token);
+        assert_eq!(revoked.to_string(), Revoked::Token.to_string());
+        let (status, code) = AuthorityError::from(revoked).status_and_code();
+        assert_eq!((status.as_u16(), code), (401, "invalid_token"));
+        let (status, _) =
+            AuthorityError::from(ApiTokenRefusal::LacksPermission(AUDIT_WRITE)).status_and_code();
+        assert_eq!(status.as_u16(), 403);
+    }
+}
