@@ -1,7 +1,8 @@
 //! private_key_jwt client authentication (RFC 7523 §2.2) against the registry.
 
 use agentauth_core::{
-    CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk, SpiffeId, unix_now,
+    AssertionError, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk,
+    SpiffeId, unix_now,
 };
 use agentauth_store::{AgentRow, UsedAssertion};
 
@@ -86,9 +87,12 @@ pub(crate) async fn authenticate(
             &ClientAssertionRules {
                 audiences: &audiences,
                 now,
+                max_lifetime_secs: s.config.max_client_assertion_lifetime_secs,
             },
         )
-        .map_err(|e| fail(&format!("client assertion: {e}")))?;
+        .map_err(|e| fail(&describe(&e)))?;
+    // Kept until `exp` (and a minute more than the skew), so an assertion
+    // valid for an hour cannot be replayed within that hour either.
     let assertion = UsedAssertion {
         client_id: agent.id.clone(),
         jti: claims.jti,
@@ -99,4 +103,20 @@ pub(crate) async fn authenticate(
         key,
         assertion,
     })
+}
+
+/// A refused assertion in words; a lifetime refusal names the setting that
+/// decides it, so the operator or the client knows what to change.
+fn describe(e: &AssertionError) -> String {
+    match e {
+        AssertionError::LifetimeTooLong {
+            ahead_secs,
+            max_secs,
+        } => format!(
+            "client assertion: its exp is {ahead_secs} s ahead, more than \
+             max_client_assertion_lifetime_secs = {max_secs} allows; sign shorter-lived \
+             assertions or raise that setting"
+        ),
+        other => format!("client assertion: {other}"),
+    }
 }
