@@ -103,7 +103,7 @@ async fn a_dpop_client_gets_a_dpop_bound_token_and_calls_with_proofs() {
         .unwrap();
     assert_eq!(
         metadata["dpop_signing_alg_values_supported"],
-        json!(["EdDSA", "ES256"])
+        json!(["EdDSA", "Ed25519", "ES256"])
     );
 
     let client = scene.server.client("reader", &scene.reader_key).with_dpop();

@@ -559,7 +559,7 @@ async fn a_token_bound_to_a_key_is_refused_without_a_signature() {
         body["error_description"]
             .as_str()
             .unwrap()
-            .contains("no agentauth HTTP message signature"),
+            .contains("no HTTP message signature tagged \"agentauth\""),
         "{body}"
     );
 }
@@ -621,7 +621,7 @@ async fn a_changed_body_method_or_uri_breaks_the_signature() {
         body["error_description"]
             .as_str()
             .unwrap()
-            .contains("does not match the request"),
+            .contains("does not verify over this request's signature base"),
         "{body}"
     );
 

@@ -21,4 +21,5 @@ mod lifecycle;
 mod oauth;
 mod policy;
 mod registry;
+mod standards;
 mod standing;

@@ -48,7 +48,7 @@ async fn metadata_advertises_every_endpoint_and_method() {
     );
     assert_eq!(
         m["token_endpoint_auth_signing_alg_values_supported"],
-        json!(["EdDSA", "ES256"])
+        json!(["EdDSA", "Ed25519", "ES256"])
     );
     assert!(m["response_types_supported"].is_array());
     assert_eq!(m["policy_endpoint"], format!("{}/v1/policy", s.url));
@@ -339,7 +339,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
             kid: None,
             jwk: None,
         },
-        &json!({"iss": id("reader"), "sub": id("reader"), "aud": s.url, "exp": unix_now() + 3600, "jti": "x"}),
+        &json!({"iss": id("reader"), "sub": id("reader"), "aud": s.url, "exp": unix_now() + 7200, "jti": "x"}),
         &key,
     );
     let far = s.token_with(&far, &customer, "read:customer").await;
@@ -348,7 +348,7 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         far,
         StatusCode::UNAUTHORIZED,
         "invalid_client",
-        "5 minutes",
+        "max_client_assertion_lifetime_secs = 3600",
     )
     .await;
     let none_alg = format!(

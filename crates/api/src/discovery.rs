@@ -26,11 +26,22 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// Algorithms DPoP proofs may be signed with (RFC 9449).
     pub dpop_signing_alg_values_supported: Vec<String>,
-    /// How callers of introspection authenticate.
+    /// How callers of introspection authenticate: `private_key_jwt` for
+    /// agents and `Bearer` (an RFC 7662 §2.1 access token type) for the admin.
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// Algorithms client assertions at introspection may be signed with
+    /// (RFC 8414 §2: required while `private_key_jwt` is listed).
+    #[serde(default)]
+    pub introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
     /// How callers of revocation authenticate.
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
-    /// `token` only.
+    /// Algorithms client assertions at revocation may be signed with
+    /// (RFC 8414 §2: required while `private_key_jwt` is listed).
+    #[serde(default)]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    /// RFC 8414 §2 marks this member REQUIRED although agentauth has no
+    /// authorization endpoint, and validators (authlib) refuse a document
+    /// without it; the value is `token`, which no client can use here.
     pub response_types_supported: Vec<String>,
     /// Every permission some agent holds, and the authority's implicit scopes.
     pub scopes_supported: Vec<String>,
@@ -99,8 +110,10 @@ mod tests {
             token_endpoint_auth_methods_supported: strings(&["private_key_jwt"]),
             token_endpoint_auth_signing_alg_values_supported: strings(&["EdDSA"]),
             dpop_signing_alg_values_supported: strings(&["ES256"]),
-            introspection_endpoint_auth_methods_supported: strings(&["private_key_jwt"]),
+            introspection_endpoint_auth_methods_supported: strings(&["private_key_jwt", "Bearer"]),
+            introspection_endpoint_auth_signing_alg_values_supported: strings(&["Ed25519"]),
             revocation_endpoint_auth_methods_supported: strings(&["private_key_jwt"]),
+            revocation_endpoint_auth_signing_alg_values_supported: strings(&["ES256"]),
             response_types_supported: strings(&["token"]),
             scopes_supported: strings(&["audit:write"]),
             trust_domain: "td".into(),
@@ -134,10 +147,17 @@ mod tests {
     "ES256"
   ],
   "introspection_endpoint_auth_methods_supported": [
-    "private_key_jwt"
+    "private_key_jwt",
+    "Bearer"
+  ],
+  "introspection_endpoint_auth_signing_alg_values_supported": [
+    "Ed25519"
   ],
   "revocation_endpoint_auth_methods_supported": [
     "private_key_jwt"
+  ],
+  "revocation_endpoint_auth_signing_alg_values_supported": [
+    "ES256"
   ],
   "response_types_supported": [
     "token"

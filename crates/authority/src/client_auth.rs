@@ -39,7 +39,7 @@ pub enum ClientAuthFailure {
     #[error("the agent's registered key has been revoked")]
     KeyRevoked,
     /// The signature or a claim (audience, lifetime, subject) fails.
-    #[error("client assertion: {0}")]
+    #[error("{}", describe(.0))]
     Rejected(#[source] AssertionError),
     /// The assertion's `jti` was presented before.
     #[error("the client assertion was already used")]
@@ -115,9 +115,12 @@ pub(crate) async fn authenticate(
             &ClientAssertionRules {
                 audiences: &audiences,
                 now,
+                max_lifetime_secs: s.config.max_client_assertion_lifetime_secs,
             },
         )
         .map_err(Fail::Rejected)?;
+    // Kept until `exp` (and a minute more than the skew), so an assertion
+    // valid for an hour cannot be replayed within that hour either.
     let assertion = UsedAssertion {
         client_id: agent.id.clone(),
         jti: claims.jti,
@@ -128,4 +131,20 @@ pub(crate) async fn authenticate(
         key,
         assertion,
     })
+}
+
+/// A refused assertion in words; a lifetime refusal names the setting that
+/// decides it, so the operator or the client knows what to change.
+fn describe(e: &AssertionError) -> String {
+    match e {
+        AssertionError::LifetimeTooLong {
+            ahead_secs,
+            max_secs,
+        } => format!(
+            "client assertion: its exp is {ahead_secs} s ahead, more than \
+             max_client_assertion_lifetime_secs = {max_secs} allows; sign shorter-lived \
+             assertions or raise that setting"
+        ),
+        other => format!("client assertion: {other}"),
+    }
 }

@@ -27,6 +27,10 @@ pub struct Config {
     pub max_token_lifetime_secs: i64,
     /// Accept only the issuer as a client assertion's `aud` (draft-ietf-oauth-rfc7523bis).
     pub strict_client_assertion_audience: bool,
+    /// How far ahead a client assertion's `exp` may lie, in seconds. The
+    /// default (3600) accepts what common libraries sign (authlib: 3600 s);
+    /// each `jti` is remembered until its `exp`, so replay stays impossible.
+    pub max_client_assertion_lifetime_secs: i64,
     /// Most actors a delegation chain (`act`) may name.
     pub max_delegation_depth: usize,
     /// The deployment environment policies see as `context.environment`.
@@ -48,6 +52,7 @@ impl Default for Config {
             token_lifetime_secs: 300,
             max_token_lifetime_secs: 3600,
             strict_client_assertion_audience: false,
+            max_client_assertion_lifetime_secs: agentauth_core::DEFAULT_MAX_ASSERTION_LIFETIME_SECS,
             max_delegation_depth: 4,
             environment: "development".into(),
             approval_ttl_secs: 600,
@@ -78,6 +83,9 @@ pub enum ConfigError {
     /// Token lifetimes out of order.
     #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
     TokenLifetimes,
+    /// A client assertion lifetime below one second.
+    #[error("max_client_assertion_lifetime_secs must be at least 1")]
+    AssertionLifetime,
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -96,6 +104,9 @@ impl Config {
         }
         if self.token_lifetime_secs < 1 || self.max_token_lifetime_secs < self.token_lifetime_secs {
             return Err(ConfigError::TokenLifetimes);
+        }
+        if self.max_client_assertion_lifetime_secs < 1 {
+            return Err(ConfigError::AssertionLifetime);
         }
         Ok(())
     }

@@ -36,6 +36,9 @@ pub(crate) struct ServeArgs {
     /// Accept only the issuer as a client assertion audience.
     #[arg(long, env = "AGENTAUTH_STRICT_CLIENT_ASSERTION_AUDIENCE")]
     strict_client_assertion_audience: Option<bool>,
+    /// Longest client assertion lifetime (exp ahead of now) in seconds; each jti is kept until its exp [default: 3600].
+    #[arg(long, env = "AGENTAUTH_MAX_CLIENT_ASSERTION_LIFETIME_SECS")]
+    max_client_assertion_lifetime_secs: Option<i64>,
     /// Most actors a delegation chain may name [default: 4].
     #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH")]
     max_delegation_depth: Option<usize>,
@@ -99,6 +102,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.strict_client_assertion_audience {
             config.strict_client_assertion_audience = v;
+        }
+        if let Some(v) = self.max_client_assertion_lifetime_secs {
+            config.max_client_assertion_lifetime_secs = v;
         }
         if let Some(v) = self.max_delegation_depth {
             config.max_delegation_depth = v;
@@ -242,5 +248,8 @@ mod tests {
             (c.token_lifetime_secs, c.max_token_lifetime_secs),
             (300, 3600)
         );
+        assert_eq!(c.max_client_assertion_lifetime_secs, 3600);
+        let lowered = config(&["--max-client-assertion-lifetime-secs", "120"]).unwrap();
+        assert_eq!(lowered.max_client_assertion_lifetime_secs, 120);
     }
 }

@@ -8,8 +8,11 @@ use crate::{AssertionError, Compact, Header, JwsError, PublicJwk, SigningKey, si
 
 /// The `client_assertion_type` of RFC 7523 private_key_jwt.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// How far ahead a client assertion's `exp` may lie.
-pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+/// How far ahead a client assertion's `exp` may lie unless configured
+/// otherwise: one hour, what authlib's `PrivateKeyJWT` and Google-style
+/// service-account libraries sign by default (openid-client signs 60 s).
+/// Each `jti` is kept until its `exp`, so a long lifetime does not open replay.
+pub const DEFAULT_MAX_ASSERTION_LIFETIME_SECS: i64 = 3600;
 /// Tolerated skew on assertion times.
 const ASSERTION_LEEWAY_SECS: i64 = 30;
 /// Longest accepted `jti`.
@@ -63,6 +66,8 @@ pub struct ClientAssertionRules<'a> {
     pub audiences: &'a [String],
     /// Current time.
     pub now: i64,
+    /// How far ahead of `now` `exp` may lie (plus a small skew).
+    pub max_lifetime_secs: i64,
 }
 
 #[derive(Deserialize)]
@@ -112,8 +117,11 @@ impl<'a> ClientAssertion<'a> {
         if claims.exp + ASSERTION_LEEWAY_SECS <= rules.now {
             return Err(AssertionError::Expired);
         }
-        if claims.exp > rules.now + MAX_ASSERTION_LIFETIME_SECS + ASSERTION_LEEWAY_SECS {
-            return Err(AssertionError::LifetimeTooLong);
+        if claims.exp > rules.now + rules.max_lifetime_secs + ASSERTION_LEEWAY_SECS {
+            return Err(AssertionError::LifetimeTooLong {
+                ahead_secs: claims.exp - rules.now,
+                max_secs: rules.max_lifetime_secs,
+            });
         }
         let future = |t: Option<i64>| t.is_some_and(|t| t - ASSERTION_LEEWAY_SECS > rules.now);
         if future(claims.nbf) || future(claims.iat) {
@@ -179,6 +187,7 @@ mod tests {
             &ClientAssertionRules {
                 audiences: &audiences,
                 now,
+                max_lifetime_secs: 300,
             },
         )
     }
@@ -225,7 +234,10 @@ mod tests {
             (Box::new(|c| c["exp"] = 900.into()), AssertionError::Expired),
             (
                 Box::new(|c| c["exp"] = 1_400.into()),
-                AssertionError::LifetimeTooLong,
+                AssertionError::LifetimeTooLong {
+                    ahead_secs: 400,
+                    max_secs: 300,
+                },
             ),
             (
                 Box::new(|c| c["iat"] = 1_100.into()),
@@ -243,6 +255,54 @@ mod tests {
             c["aud"] = serde_json::json!(["x", format!("{ISSUER}/oauth/token")])
         });
         assert!(verify(&array_aud, &key, 1_000).is_ok());
+    }
+
+    #[test]
+    fn the_lifetime_bound_is_the_rules_own_with_a_small_skew() {
+        let key = SigningKey::generate_ed25519();
+        let (audiences, now) = rules(1_000);
+        let hour = custom(&key, |c| c["exp"] = (1_000 + 3_600).into());
+        let with_max = |max_lifetime_secs| {
+            ClientAssertion::parse(&hour).unwrap().verify(
+                &key.public_jwk(),
+                &ClientAssertionRules {
+                    audiences: &audiences,
+                    now,
+                    max_lifetime_secs,
+                },
+            )
+        };
+        assert!(with_max(DEFAULT_MAX_ASSERTION_LIFETIME_SECS).is_ok());
+        assert!(with_max(3_600 - ASSERTION_LEEWAY_SECS).is_ok());
+        let err = with_max(600).unwrap_err();
+        assert_eq!(
+            err,
+            AssertionError::LifetimeTooLong {
+                ahead_secs: 3_600,
+                max_secs: 600
+            }
+        );
+        assert!(err.to_string().contains("3600 s ahead"), "{err}");
+    }
+
+    #[test]
+    fn an_ed25519_named_assertion_verifies_and_an_es256_header_on_an_ed25519_key_does_not() {
+        let key = SigningKey::generate_ed25519();
+        let claims = serde_json::json!({"iss": CLIENT, "sub": CLIENT, "aud": ISSUER, "exp": 1060, "iat": 1000, "jti": "a"});
+        let sign = |alg| {
+            let header = Header {
+                alg,
+                typ: None,
+                kid: None,
+                jwk: None,
+            };
+            sign_compact(&header, &claims, &key)
+        };
+        assert!(verify(&sign(crate::JwsAlg::Ed25519), &key, 1_000).is_ok());
+        assert_eq!(
+            verify(&sign(crate::JwsAlg::ES256), &key, 1_000).unwrap_err(),
+            AssertionError::Jws(JwsError::AlgorithmKeyMismatch("ES256"))
+        );
     }
 
     #[test]

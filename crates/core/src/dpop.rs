@@ -403,6 +403,26 @@ mod tests {
     }
 
     #[test]
+    fn a_proof_named_ed25519_verifies_and_an_es256_header_on_an_ed25519_jwk_does_not() {
+        let key = SigningKey::generate_ed25519();
+        let sign = |alg| {
+            let header = Header {
+                alg,
+                typ: Some(DPOP_TYP.into()),
+                kid: None,
+                jwk: Some(key.public_jwk().to_json()),
+            };
+            sign_compact(&header, &good_claims(), &key)
+        };
+        let verified = verify_dpop_proof(&sign(crate::JwsAlg::Ed25519), &expect(None)).unwrap();
+        assert_eq!(verified.jkt, key.public_jwk().thumbprint());
+        assert_eq!(
+            verify_dpop_proof(&sign(crate::JwsAlg::ES256), &expect(None)).unwrap_err(),
+            DpopError::Jws(JwsError::AlgorithmKeyMismatch("ES256"))
+        );
+    }
+
+    #[test]
     fn the_proof_header_carries_typ_and_the_public_jwk_only() {
         let key = SigningKey::generate_ed25519();
         let proof = create_dpop_proof(&key, "GET", HTU, None, NOW);
@@ -688,7 +708,7 @@ mod tests {
         );
         assert_eq!(
             verify_dpop_proof(&mixed, &expect(None)).unwrap_err(),
-            DpopError::Jws(JwsError::AlgorithmKeyMismatch)
+            DpopError::Jws(JwsError::AlgorithmKeyMismatch("EdDSA"))
         );
     }
 

@@ -129,7 +129,7 @@ pub enum JwsError {
     /// The protected header is not valid JSON with a string `alg`.
     #[error("the token header is malformed")]
     BadHeader,
-    /// `alg` is not on the allow-list (EdDSA, ES256); `none` and HS* land here.
+    /// `alg` is not on the allow-list (EdDSA, Ed25519, ES256); `none` and HS* land here.
     #[error("algorithm \"{0}\" is not allowed")]
     AlgorithmNotAllowed(String),
     /// `typ` is not the type this token kind must carry.
@@ -138,9 +138,12 @@ pub enum JwsError {
     /// The header names a key the verifier does not know.
     #[error("unknown signing key \"{0}\"")]
     UnknownKey(String),
-    /// The header's `alg` does not match the key's algorithm.
-    #[error("algorithm does not match the key")]
-    AlgorithmKeyMismatch,
+    /// The header's `alg` (named) is not of the key's family: an Ed25519 key
+    /// verifies only `EdDSA` or `Ed25519`, a P-256 key only `ES256`.
+    #[error(
+        "algorithm \"{0}\" does not fit the key (Ed25519 keys sign EdDSA or Ed25519, P-256 keys ES256)"
+    )]
+    AlgorithmKeyMismatch(&'static str),
     /// The signature does not verify.
     #[error("signature verification failed")]
     BadSignature,
@@ -186,9 +189,17 @@ pub enum AssertionError {
     /// `exp` is missing or past.
     #[error("the client assertion has expired")]
     Expired,
-    /// `exp` is further ahead than the allowed maximum.
-    #[error("the client assertion's exp is more than 5 minutes ahead")]
-    LifetimeTooLong,
+    /// `exp` is further ahead than the allowed maximum (the authority's
+    /// `max_client_assertion_lifetime_secs`).
+    #[error(
+        "the client assertion's exp is {ahead_secs} s ahead, more than the {max_secs} s allowed"
+    )]
+    LifetimeTooLong {
+        /// How far ahead of now `exp` lies.
+        ahead_secs: i64,
+        /// The configured maximum.
+        max_secs: i64,
+    },
     /// `nbf` or `iat` is in the future.
     #[error("the client assertion is not valid yet")]
     NotYetValid,
@@ -201,16 +212,21 @@ pub enum AssertionError {
 #[derive(Debug, ThisError, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpSigError {
-    /// No `agentauth` signature in `Signature-Input`/`Signature`.
-    #[error("the request carries no agentauth HTTP message signature")]
+    /// No signature in `Signature-Input`/`Signature` carries `tag="agentauth"`.
+    #[error("the request carries no HTTP message signature tagged \"agentauth\"")]
     Missing,
+    /// More than one signature carries `tag="agentauth"`; which one counts is ambiguous.
+    #[error("more than one HTTP message signature is tagged \"agentauth\"")]
+    SeveralTagged,
     /// A header is not the structured field it must be.
     #[error("the request signature is malformed: {0}")]
     Malformed(&'static str),
     /// The signature does not cover exactly @method, @target-uri, authorization and content-digest.
-    #[error("the signature must cover @method, @target-uri, authorization and content-digest")]
+    #[error(
+        "the signature must cover exactly @method, @target-uri, authorization and content-digest (in any order)"
+    )]
     WrongComponents,
-    /// The `tag` parameter is not `agentauth`.
+    /// The signature labelled `agentauth` does not carry `tag="agentauth"`.
     #[error("the signature's tag is not \"agentauth\"")]
     WrongTag,
     /// A required parameter is missing.
@@ -228,9 +244,11 @@ pub enum HttpSigError {
     /// `expires` has passed.
     #[error("the signature has expired")]
     Expired,
-    /// The signature does not verify over the request.
+    /// The signature does not verify over the signature base rebuilt from this
+    /// request and the parameters as received: a covered component or a
+    /// parameter differs from what was signed, or another key made the bytes.
     #[error(
-        "the signature does not match the request (method, URI, authorization or body changed)"
+        "the signature does not verify over this request's signature base (@method, @target-uri, authorization, content-digest and the signature parameters, as received)"
     )]
     BadSignature,
 }

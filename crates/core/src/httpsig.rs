@@ -2,21 +2,30 @@
 //! binds — method, target URI, Authorization and the body's Content-Digest
 //! (RFC 9530) — signed with the key named in the token's `cnf`.
 //!
-//! Only the profile agentauth uses is implemented: one signature labelled
-//! `agentauth`, exactly the four covered components, `created`, `expires`,
-//! `nonce`, `keyid`, `alg` and `tag` parameters. Anything else is refused.
+//! Only the profile agentauth uses is implemented: the one signature tagged
+//! `agentauth` (whatever its label, RFC 9421 §7.2.5; other signatures are
+//! ignored), covering exactly the four components in any order, with the
+//! `created`, `expires`, `nonce`, `keyid`, `alg` and `tag` parameters in any
+//! order. The signature base is built from the components and parameters in
+//! the order the signer sent them (RFC 9421 §2.3, §3.2): what was signed is
+//! what is checked. Anything else is refused, naming the rule.
 
 use aws_lc_rs::digest;
 use sfv::{
-    BareItem, Dictionary, InnerList, Integer, KeyRef, ListEntry, ListSerializer, Parser, StringRef,
+    BareItem, Dictionary, FieldType, InnerList, Integer, KeyRef, ListEntry, ListSerializer, Parser,
+    StringRef,
 };
 
 use crate::{HttpSigError, JwsAlg, PublicJwk, SigningKey, b64url_encode};
 
-/// The dictionary key of our signature in `Signature-Input` and `Signature`.
+/// The dictionary key agentauth's own signer gives its signature in
+/// `Signature-Input` and `Signature`. Verifiers select by [`SIGNATURE_TAG`], not by label.
 pub const SIGNATURE_LABEL: &str = "agentauth";
-/// The `tag` parameter that marks the application profile.
+/// The `tag` parameter that marks the application profile; the verifier
+/// checks the one signature that carries it.
 pub const SIGNATURE_TAG: &str = "agentauth";
+/// The signature parameters the profile knows.
+const KNOWN_PARAMETERS: [&str; 6] = ["created", "expires", "nonce", "keyid", "alg", "tag"];
 /// The covered components, in signing order.
 pub const COVERED_COMPONENTS: [&str; 4] =
     ["@method", "@target-uri", "authorization", "content-digest"];
@@ -73,7 +82,7 @@ pub struct SignatureHeaders {
 /// RFC 9421 algorithm name of a JWS algorithm.
 fn httpsig_alg(alg: JwsAlg) -> &'static str {
     match alg {
-        JwsAlg::EdDSA => "ed25519",
+        JwsAlg::EdDSA | JwsAlg::Ed25519 => "ed25519",
         JwsAlg::ES256 => "ecdsa-p256-sha256",
     }
 }
@@ -83,6 +92,16 @@ fn alg_from_name(name: &str) -> Option<JwsAlg> {
         "ed25519" => Some(JwsAlg::EdDSA),
         "ecdsa-p256-sha256" => Some(JwsAlg::ES256),
         _ => None,
+    }
+}
+
+/// The value of one covered component.
+fn component_value<'a>(parts: &SignedComponents<'a>, name: &str) -> &'a str {
+    match name {
+        "@method" => parts.method,
+        "@target-uri" => parts.target_uri,
+        "authorization" => parts.authorization.trim(),
+        _ => parts.content_digest.trim(),
     }
 }
 
@@ -124,16 +143,16 @@ fn serialize_params(params: &SignatureParams) -> Result<String, HttpSigError> {
         .ok_or(HttpSigError::Malformed("empty signature parameters"))
 }
 
-/// The RFC 9421 §2.5 signature base.
-fn signature_base(parts: &SignedComponents<'_>, serialized_params: &str) -> String {
-    format!(
-        "\"@method\": {}\n\"@target-uri\": {}\n\"authorization\": {}\n\"content-digest\": {}\n\"@signature-params\": {}",
-        parts.method,
-        parts.target_uri,
-        parts.authorization.trim(),
-        parts.content_digest.trim(),
-        serialized_params
-    )
+/// The RFC 9421 §2.5 signature base: each component in `order`, then
+/// `@signature-params` as serialized.
+fn signature_base(parts: &SignedComponents<'_>, order: &[&str], serialized_params: &str) -> String {
+    let mut base = String::new();
+    for name in order {
+        base.push_str(&format!("\"{name}\": {}\n", component_value(parts, name)));
+    }
+    base.push_str("\"@signature-params\": ");
+    base.push_str(serialized_params);
+    base
 }
 
 /// Signs a request's components with `key`.
@@ -142,11 +161,11 @@ pub fn sign_request(
     params: &SignatureParams,
     key: &SigningKey,
 ) -> Result<SignatureHeaders, HttpSigError> {
-    if params.alg != key.alg() {
+    if !key.public_jwk().accepts(params.alg) {
         return Err(HttpSigError::AlgorithmMismatch);
     }
     let serialized = serialize_params(params)?;
-    let signature = key.sign(signature_base(parts, &serialized).as_bytes());
+    let signature = key.sign(signature_base(parts, &COVERED_COMPONENTS, &serialized).as_bytes());
     use base64::Engine as _;
     Ok(SignatureHeaders {
         signature_input: format!("{SIGNATURE_LABEL}={serialized}"),
@@ -162,7 +181,12 @@ pub fn sign_request(
 pub struct ReceivedSignature {
     /// Its parameters.
     pub params: SignatureParams,
+    /// The label it was sent under; any label is fine, the tag selects it.
+    pub label: String,
     signature: Vec<u8>,
+    /// The covered components in the order the signer listed them.
+    components: Vec<&'static str>,
+    /// `@signature-params` as received (RFC 9421 §2.3), parameter order kept.
     serialized_params: String,
 }
 
@@ -182,9 +206,51 @@ fn integer_param(list: &InnerList, name: &'static str) -> Result<i64, HttpSigErr
         .ok_or(HttpSigError::MissingParameter(name))
 }
 
+fn is_tagged(list: &InnerList) -> bool {
+    list.params
+        .get("tag")
+        .and_then(BareItem::as_string)
+        .is_some_and(|t| t.as_str() == SIGNATURE_TAG)
+}
+
+/// The label and inner list of the one signature tagged `agentauth`.
+fn select_tagged(inputs: &Dictionary) -> Result<(&str, &InnerList), HttpSigError> {
+    let mut tagged = inputs.iter().filter_map(|(label, entry)| match entry {
+        ListEntry::InnerList(list) if is_tagged(list) => Some((label.as_str(), list)),
+        _ => None,
+    });
+    match (tagged.next(), tagged.next()) {
+        (Some(one), None) => Ok(one),
+        (Some(_), Some(_)) => Err(HttpSigError::SeveralTagged),
+        // Our own label without our tag: say what is wrong with it.
+        (None, _) if inputs.contains_key(SIGNATURE_LABEL) => Err(HttpSigError::WrongTag),
+        (None, _) => Err(HttpSigError::Missing),
+    }
+}
+
+/// The covered components, each exactly once, in the signer's order.
+fn covered_components(list: &InnerList) -> Result<Vec<&'static str>, HttpSigError> {
+    let mut order = Vec::with_capacity(COVERED_COMPONENTS.len());
+    for item in &list.items {
+        let known = item
+            .bare_item
+            .as_string()
+            .and_then(|name| COVERED_COMPONENTS.iter().find(|c| **c == name.as_str()))
+            .filter(|c| item.params.is_empty() && !order.contains(*c))
+            .ok_or(HttpSigError::WrongComponents)?;
+        order.push(*known);
+    }
+    if order.len() != COVERED_COMPONENTS.len() {
+        return Err(HttpSigError::WrongComponents);
+    }
+    Ok(order)
+}
+
 impl ReceivedSignature {
-    /// Parses our labelled signature out of `Signature-Input` and `Signature`,
-    /// refusing any other component set, unknown parameters or a wrong tag.
+    /// Parses the signature tagged `agentauth` out of `Signature-Input` and
+    /// `Signature`, whatever its label and parameter order; other signatures
+    /// are ignored. Refuses another component set, unknown parameters and
+    /// more than one tagged signature.
     pub fn parse(signature_input: &str, signature: &str) -> Result<Self, HttpSigError> {
         if signature_input.len() > MAX_FIELD_LEN || signature.len() > MAX_FIELD_LEN {
             return Err(HttpSigError::Malformed("a signature header is too long"));
@@ -195,11 +261,11 @@ impl ReceivedSignature {
         let signatures: Dictionary = Parser::new(signature)
             .parse()
             .map_err(|_| HttpSigError::Malformed("Signature is not a structured dictionary"))?;
-        let Some(ListEntry::InnerList(list)) = inputs.get(SIGNATURE_LABEL) else {
-            return Err(HttpSigError::Missing);
-        };
-        let Some(ListEntry::Item(sig_item)) = signatures.get(SIGNATURE_LABEL) else {
-            return Err(HttpSigError::Missing);
+        let (label, list) = select_tagged(&inputs)?;
+        let Some(ListEntry::Item(sig_item)) = signatures.get(label) else {
+            return Err(HttpSigError::Malformed(
+                "Signature has no entry under the label of the agentauth-tagged Signature-Input",
+            ));
         };
         let signature = sig_item
             .bare_item
@@ -208,20 +274,13 @@ impl ReceivedSignature {
                 "the signature is not a byte sequence",
             ))?
             .to_vec();
-        let components: Vec<&str> = list
-            .items
-            .iter()
-            .filter_map(|i| i.bare_item.as_string().map(|s| s.as_str()))
-            .collect();
-        if components != COVERED_COMPONENTS || list.items.iter().any(|i| !i.params.is_empty()) {
-            return Err(HttpSigError::WrongComponents);
-        }
-        let allowed = ["created", "expires", "nonce", "keyid", "alg", "tag"];
-        if list.params.keys().any(|k| !allowed.contains(&k.as_str())) {
+        let components = covered_components(list)?;
+        if list
+            .params
+            .keys()
+            .any(|k| !KNOWN_PARAMETERS.contains(&k.as_str()))
+        {
             return Err(HttpSigError::Malformed("unknown signature parameter"));
-        }
-        if string_param(list, "tag")? != SIGNATURE_TAG {
-            return Err(HttpSigError::WrongTag);
         }
         let alg_name = string_param(list, "alg")?;
         let params = SignatureParams {
@@ -236,10 +295,16 @@ impl ReceivedSignature {
                 "the nonce must be 1 to 128 characters",
             ));
         }
-        let serialized_params = serialize_params(&params)?;
+        // RFC 9421 §2.3: the parameters are covered as the signer serialized
+        // them, in its order; re-serializing the parsed inner list gives that.
+        let serialized_params = vec![ListEntry::InnerList(list.clone())]
+            .serialize()
+            .ok_or(HttpSigError::Malformed("empty signature parameters"))?;
         Ok(Self {
             params,
+            label: label.to_owned(),
             signature,
+            components,
             serialized_params,
         })
     }
@@ -263,10 +328,10 @@ impl ReceivedSignature {
         if self.params.keyid != expected_keyid {
             return Err(HttpSigError::KeyMismatch);
         }
-        if self.params.alg != key.alg() {
+        if !key.accepts(self.params.alg) {
             return Err(HttpSigError::AlgorithmMismatch);
         }
-        let base = signature_base(parts, &self.serialized_params);
+        let base = signature_base(parts, &self.components, &self.serialized_params);
         if key.verify(base.as_bytes(), &self.signature) {
             Ok(())
         } else {
@@ -415,6 +480,157 @@ mod tests {
             received.verify(&p, &p256.public_jwk(), &jkt, 1_000, 30),
             Err(HttpSigError::AlgorithmMismatch)
         );
+    }
+
+    /// A signature made from a hand-written inner list, as another library
+    /// would send it: the base lists the components in `inner`'s order.
+    fn foreign(
+        key: &SigningKey,
+        p: &SignedComponents<'_>,
+        label: &str,
+        order: &[&str],
+        params: &str,
+    ) -> (String, String) {
+        use base64::Engine as _;
+        let names: Vec<String> = order.iter().map(|c| format!("\"{c}\"")).collect();
+        let inner = format!("({}){params}", names.join(" "));
+        let mut base = String::new();
+        for c in order {
+            base.push_str(&format!("\"{c}\": {}\n", component_value(p, c)));
+        }
+        base.push_str(&format!("\"@signature-params\": {inner}"));
+        let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(base.as_bytes()));
+        (format!("{label}={inner}"), format!("{label}=:{sig}:"))
+    }
+
+    fn python_order_params(key: &SigningKey) -> String {
+        // http-message-signatures 3.0 writes created, keyid, alg, expires, nonce, tag.
+        format!(
+            ";created=1000;keyid=\"{}\";alg=\"ed25519\";expires=1060;nonce=\"n-1\";tag=\"agentauth\"",
+            key.public_jwk().thumbprint()
+        )
+    }
+
+    fn check(
+        key: &SigningKey,
+        p: &SignedComponents<'_>,
+        input: &str,
+        sig: &str,
+    ) -> Result<ReceivedSignature, HttpSigError> {
+        let received = ReceivedSignature::parse(input, sig)?;
+        let jkt = key.public_jwk().thumbprint().0;
+        received.verify(p, &key.public_jwk(), &jkt, 1_010, 30)?;
+        Ok(received)
+    }
+
+    #[test]
+    fn parameters_and_components_in_the_signers_order_verify_as_received() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let p = parts(&digest);
+        let params = python_order_params(&key);
+        let (input, sig) = foreign(&key, &p, "pyhms", &COVERED_COMPONENTS, &params);
+        let received = check(&key, &p, &input, &sig).unwrap();
+        assert_eq!(received.label, "pyhms");
+        assert_eq!(received.params.nonce, "n-1");
+        let shuffled = ["content-digest", "@target-uri", "authorization", "@method"];
+        let (input, sig) = foreign(&key, &p, "sig1", &shuffled, &params);
+        check(&key, &p, &input, &sig).unwrap();
+    }
+
+    #[test]
+    fn params_reordered_after_signing_no_longer_verify() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let p = parts(&digest);
+        let (input, sig) = foreign(
+            &key,
+            &p,
+            "pyhms",
+            &COVERED_COMPONENTS,
+            &python_order_params(&key),
+        );
+        // Move `created` to the end: what is checked is no longer what was signed.
+        let moved = input.replacen(";created=1000", "", 1) + ";created=1000";
+        assert_eq!(
+            check(&key, &p, &moved, &sig).unwrap_err(),
+            HttpSigError::BadSignature
+        );
+    }
+
+    #[test]
+    fn the_tagged_signature_counts_among_several_with_other_labels() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let p = parts(&digest);
+        let (ours_in, ours_sig) = foreign(
+            &key,
+            &p,
+            "sig2",
+            &COVERED_COMPONENTS,
+            &python_order_params(&key),
+        );
+        // A proxy's signature with its own label and tag, over other components, and garbage bytes.
+        let input = format!("proxy=(\"@method\");created=1;keyid=\"p\";tag=\"gateway\", {ours_in}");
+        let sig = format!("proxy=:AAAA:, {ours_sig}");
+        let received = check(&key, &p, &input, &sig).unwrap();
+        assert_eq!(received.label, "sig2");
+        // Order of the dictionary members does not matter either.
+        let input = format!("{ours_in}, agentauth=(\"@method\");tag=\"other\"");
+        let sig = format!("agentauth=:AAAA:, {ours_sig}");
+        check(&key, &p, &input, &sig).unwrap();
+    }
+
+    #[test]
+    fn two_signatures_tagged_agentauth_are_refused() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let p = parts(&digest);
+        let params = python_order_params(&key);
+        let (a_in, a_sig) = foreign(&key, &p, "a", &COVERED_COMPONENTS, &params);
+        let (b_in, b_sig) = foreign(&key, &p, "b", &COVERED_COMPONENTS, &params);
+        let err = check(
+            &key,
+            &p,
+            &format!("{a_in}, {b_in}"),
+            &format!("{a_sig}, {b_sig}"),
+        )
+        .unwrap_err();
+        assert_eq!(err, HttpSigError::SeveralTagged);
+        assert!(err.to_string().contains("more than one"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicated_or_parameterised_component_is_refused() {
+        let key = SigningKey::generate_ed25519();
+        let digest = content_digest(b"{}");
+        let p = parts(&digest);
+        let params = python_order_params(&key);
+        let twice = [
+            "@method",
+            "@method",
+            "@target-uri",
+            "authorization",
+            "content-digest",
+        ];
+        let (input, sig) = foreign(&key, &p, "s", &twice, &params);
+        assert_eq!(
+            check(&key, &p, &input, &sig).unwrap_err(),
+            HttpSigError::WrongComponents
+        );
+        let input = input.replacen("\"@method\"", "\"@method\";req", 1);
+        assert_eq!(
+            ReceivedSignature::parse(&input, &sig).unwrap_err(),
+            HttpSigError::WrongComponents
+        );
+    }
+
+    #[test]
+    fn a_bad_signature_names_the_signature_base_not_a_guessed_cause() {
+        let message = HttpSigError::BadSignature.to_string();
+        assert!(message.contains("signature base"), "{message}");
+        assert!(message.contains("parameters, as received"), "{message}");
+        assert!(!message.contains("body changed"), "{message}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::jws::JwsAlg;
+use crate::jws::{JwsAlg, KeyFamily};
 use crate::{JwkError, b64url_decode, b64url_encode};
 
 /// JWK members that carry private or symmetric key material (RFC 7518 §6).
@@ -61,7 +61,7 @@ impl PublicJwk {
         };
         match member("alg") {
             None => Ok(jwk),
-            Some(alg) if alg == jwk.alg().as_str() => Ok(jwk),
+            Some(alg) if JwsAlg::from_name(alg).is_some_and(|a| jwk.accepts(a)) => Ok(jwk),
             Some(_) => Err(JwkError::BadMember("alg")),
         }
     }
@@ -96,12 +96,27 @@ impl PublicJwk {
         })
     }
 
-    /// The JWS algorithm this key signs with: one key, one algorithm (RFC 8725 §3.1).
+    /// The JWS algorithm agentauth signs with this key: `EdDSA` for Ed25519
+    /// (the name every deployed verifier knows), `ES256` for P-256.
     pub fn alg(&self) -> JwsAlg {
         match self.curve {
             Curve::Ed25519 => JwsAlg::EdDSA,
             Curve::P256 => JwsAlg::ES256,
         }
+    }
+
+    /// The key's algorithm family: one key, one family (RFC 8725 §3.1).
+    pub fn family(&self) -> KeyFamily {
+        match self.curve {
+            Curve::Ed25519 => KeyFamily::Ed25519,
+            Curve::P256 => KeyFamily::P256,
+        }
+    }
+
+    /// Whether a signature claiming `alg` may be checked with this key:
+    /// `EdDSA` or `Ed25519` (RFC 9864) for Ed25519, `ES256` for P-256.
+    pub fn accepts(&self, alg: JwsAlg) -> bool {
+        alg.family() == self.family()
     }
 
     /// The public JWK members only (`kty`, `crv`, `x`, `y`), in RFC 7638 order.
@@ -208,6 +223,26 @@ mod tests {
         assert_eq!(
             PublicJwk::from_json(&json!("x")).unwrap_err(),
             JwkError::NotAnObject
+        );
+    }
+
+    #[test]
+    fn an_ed25519_key_accepts_both_names_of_its_algorithm_and_nothing_else() {
+        for alg in ["EdDSA", "Ed25519"] {
+            let jwk = json!({"kty":"OKP","crv":"Ed25519","alg": alg,
+                             "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+            let key = PublicJwk::from_json(&jwk).unwrap();
+            assert!(key.accepts(JwsAlg::EdDSA) && key.accepts(JwsAlg::Ed25519));
+            assert!(!key.accepts(JwsAlg::ES256));
+        }
+        let p256 = crate::SigningKey::generate_p256().public_jwk();
+        assert!(p256.accepts(JwsAlg::ES256));
+        assert!(!p256.accepts(JwsAlg::Ed25519) && !p256.accepts(JwsAlg::EdDSA));
+        let mut ec = p256.to_json();
+        ec["alg"] = json!("Ed25519");
+        assert_eq!(
+            PublicJwk::from_json(&ec).unwrap_err(),
+            JwkError::BadMember("alg")
         );
     }
 

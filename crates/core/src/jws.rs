@@ -13,19 +13,39 @@ const MAX_HEADER_LEN: usize = 1024;
 
 /// The JWS algorithms agentauth allows. Everything else, `none` and HS*
 /// included, is refused before any signature work.
+///
+/// `EdDSA` (RFC 8037) and `Ed25519` (RFC 9864, which deprecates the
+/// polymorphic `EdDSA`) name the same signature with an Ed25519 key; both
+/// are accepted wherever one is, and agentauth itself signs with `EdDSA`,
+/// which every deployed verifier knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JwsAlg {
-    /// Ed25519 (RFC 8037).
+    /// Ed25519 under its RFC 8037 name.
     EdDSA,
+    /// Ed25519 under its fully specified RFC 9864 name.
+    Ed25519,
     /// ECDSA P-256 with SHA-256, fixed-width r||s signatures.
     ES256,
 }
 
+/// The key type an algorithm signs with: one key, one family (RFC 8725 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFamily {
+    /// Ed25519 (`kty: OKP`, `crv: Ed25519`): `EdDSA` or `Ed25519`.
+    Ed25519,
+    /// P-256 (`kty: EC`, `crv: P-256`): `ES256`.
+    P256,
+}
+
 impl JwsAlg {
+    /// Every allowed algorithm, as the metadata advertises them.
+    pub const ALL: [Self; 3] = [Self::EdDSA, Self::Ed25519, Self::ES256];
+
     /// Exact, case-sensitive allow-list lookup (RFC 8725 §3.1).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "EdDSA" => Some(Self::EdDSA),
+            "Ed25519" => Some(Self::Ed25519),
             "ES256" => Some(Self::ES256),
             _ => None,
         }
@@ -35,7 +55,16 @@ impl JwsAlg {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EdDSA => "EdDSA",
+            Self::Ed25519 => "Ed25519",
             Self::ES256 => "ES256",
+        }
+    }
+
+    /// The only key type this algorithm may be verified with.
+    pub fn family(self) -> KeyFamily {
+        match self {
+            Self::EdDSA | Self::Ed25519 => KeyFamily::Ed25519,
+            Self::ES256 => KeyFamily::P256,
         }
     }
 }
@@ -126,10 +155,11 @@ impl<'a> Compact<'a> {
         decode_payload(self.payload_b64)
     }
 
-    /// Checks the signature with `key` and returns the claims.
+    /// Checks the signature with `key` and returns the claims. The header's
+    /// `alg` must belong to the key's family (no ES256 header on an Ed25519 key).
     pub fn verify<T: DeserializeOwned>(&self, key: &PublicJwk) -> Result<T, JwsError> {
-        if key.alg() != self.header.alg {
-            return Err(JwsError::AlgorithmKeyMismatch);
+        if !key.accepts(self.header.alg) {
+            return Err(JwsError::AlgorithmKeyMismatch(self.header.alg.as_str()));
         }
         if !key.verify(self.signing_input.as_bytes(), &self.signature) {
             return Err(JwsError::BadSignature);
@@ -233,13 +263,55 @@ mod tests {
         let ed = SigningKey::generate_ed25519();
         assert_eq!(
             compact.verify::<Value>(&ed.public_jwk()).unwrap_err(),
-            JwsError::AlgorithmKeyMismatch
+            JwsError::AlgorithmKeyMismatch("ES256")
+        );
+    }
+
+    #[test]
+    fn the_rfc9864_name_ed25519_verifies_like_eddsa_with_an_ed25519_key_only() {
+        let key = SigningKey::generate_ed25519();
+        let fully_specified = Header {
+            alg: JwsAlg::Ed25519,
+            ..header(&key)
+        };
+        let token = sign_compact(&fully_specified, &json!({"a": 1}), &key);
+        let compact = Compact::parse(&token, |_| true).unwrap();
+        assert_eq!(compact.header.alg, JwsAlg::Ed25519);
+        assert!(compact.verify::<Value>(&key.public_jwk()).is_ok());
+
+        // An ES256 header over an Ed25519 key's signature: the family rule refuses it.
+        let es256_header = Header {
+            alg: JwsAlg::ES256,
+            ..header(&key)
+        };
+        let token = sign_compact(&es256_header, &json!({"a": 1}), &key);
+        let compact = Compact::parse(&token, |_| true).unwrap();
+        assert_eq!(
+            compact.verify::<Value>(&key.public_jwk()).unwrap_err(),
+            JwsError::AlgorithmKeyMismatch("ES256")
+        );
+        let p256 = SigningKey::generate_p256();
+        let ed_header = Header {
+            alg: JwsAlg::Ed25519,
+            ..header(&p256)
+        };
+        let token = sign_compact(&ed_header, &json!({"a": 1}), &p256);
+        let err = Compact::parse(&token, |_| true)
+            .unwrap()
+            .verify::<Value>(&p256.public_jwk())
+            .unwrap_err();
+        assert_eq!(err, JwsError::AlgorithmKeyMismatch("Ed25519"));
+        assert!(
+            err.to_string().contains("\"Ed25519\" does not fit the key"),
+            "{err}"
         );
     }
 
     #[test]
     fn none_and_hmac_algorithms_are_refused_before_signature_work() {
-        for alg in ["none", "HS256", "RS256", "eddsa", "NONE"] {
+        for alg in [
+            "none", "HS256", "RS256", "eddsa", "ed25519", "Ed448", "NONE",
+        ] {
             let token = forge(json!({"alg": alg, "typ": "at+jwt"}), json!({}));
             assert_eq!(
                 Compact::parse(&token, |_| true).unwrap_err(),

@@ -25,7 +25,7 @@ mod validation;
 pub use assertion::Audience;
 pub use assertion::{
     CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionClaims, ClientAssertionRules,
-    MAX_ASSERTION_LIFETIME_SECS,
+    DEFAULT_MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::{
     AuditEvent, AuditKind, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash,
@@ -45,7 +45,7 @@ pub use httpsig::{
 };
 pub use identity::{AgentName, SpiffeId, TrustDomain};
 pub use jwk::{Jkt, PublicJwk};
-pub use jws::{Compact, Header, JwsAlg, MAX_JWS_LEN, sign_compact};
+pub use jws::{Compact, Header, JwsAlg, KeyFamily, MAX_JWS_LEN, sign_compact};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
 pub use request_proof::{

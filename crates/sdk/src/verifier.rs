@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 use agentauth_api::{Jwks, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::{
-    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, NonceCache, PublicJwk, RequestProof,
+    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, PublicJwk, RequestProof,
     RevocationSubjects, Revoked, Scope, SpiffeId, TokenRules, check_presented_token, unix_now,
 };
 use http::request::Parts;
@@ -344,8 +344,13 @@ async fn fetch_jwks(
     let mut keys = HashMap::new();
     for key in jwks.keys {
         let usable = key.key_use.as_deref().is_none_or(|u| u == "sig");
-        // One key, one algorithm: a stated `alg` must be the key's own.
-        let own_alg = |jwk: &PublicJwk| key.alg.as_deref().is_none_or(|a| a == jwk.alg().as_str());
+        // One key, one algorithm family: a stated `alg` must fit the key
+        // (`EdDSA` or RFC 9864's `Ed25519` for an Ed25519 key).
+        let own_alg = |jwk: &PublicJwk| {
+            key.alg
+                .as_deref()
+                .is_none_or(|a| JwsAlg::from_name(a).is_some_and(|a| jwk.accepts(a)))
+        };
         match (key.kid, PublicJwk::from_json(&Value::Object(key.params))) {
             (Some(kid), Ok(jwk)) if usable && own_alg(&jwk) => {
                 keys.insert(kid, jwk);

@@ -74,11 +74,24 @@ fn no_store(body: impl Serialize) -> Response {
 pub(crate) async fn introspect(
     State(s): State<AppState>,
     headers: HeaderMap,
-    FormBody(form): FormBody<TokenForm>,
+    form: Result<FormBody<TokenForm>, AuthorityError>,
+) -> Response {
+    let answer = async {
+        let FormBody(form) = form?;
+        introspection(&s, &headers, &form).await
+    };
+    let response = answer.await.unwrap_or_else(IntoResponse::into_response);
+    super::challenge_only_for_used_scheme(&headers, response)
+}
+
+async fn introspection(
+    s: &AuthorityState,
+    headers: &HeaderMap,
+    form: &TokenForm,
 ) -> Result<Response, AuthorityError> {
-    let caller = caller(&s, &headers, &form, "/oauth/introspect").await?;
-    let token = presented(&form)?;
-    let body = match standing_of(&s, &caller, token).await? {
+    let caller = caller(s, headers, form, "/oauth/introspect").await?;
+    let token = presented(form)?;
+    let body = match standing_of(s, &caller, token).await? {
         Some(claims) => Introspection {
             claims: Some(claims),
             active: true,
@@ -98,12 +111,17 @@ pub(crate) async fn introspect(
 pub(crate) async fn revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
-    FormBody(form): FormBody<TokenForm>,
-) -> Result<Response, AuthorityError> {
-    let caller = caller(&s, &headers, &form, "/oauth/revoke").await?;
-    let token = presented(&form)?;
-    revoke_presented(&s, &caller, token, &request_id(&headers)).await?;
-    Ok(no_store(TokenRevoked {}))
+    form: Result<FormBody<TokenForm>, AuthorityError>,
+) -> Response {
+    let answer = async {
+        let FormBody(form) = form?;
+        let caller = caller(&s, &headers, &form, "/oauth/revoke").await?;
+        let token = presented(&form)?;
+        revoke_presented(&s, &caller, token, &request_id(&headers)).await?;
+        Ok::<_, AuthorityError>(no_store(TokenRevoked {}))
+    };
+    let response = answer.await.unwrap_or_else(IntoResponse::into_response);
+    super::challenge_only_for_used_scheme(&headers, response)
 }
 
 fn presented(form: &TokenForm) -> Result<&str, AuthorityError> {

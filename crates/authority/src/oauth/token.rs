@@ -38,7 +38,7 @@ pub(crate) async fn token(
     };
     match outcome {
         Ok(issued) => render(issued),
-        Err(error) => error.into_response(),
+        Err(error) => super::challenge_only_for_used_scheme(&headers, error.into_response()),
     }
 }
 
