@@ -13,7 +13,7 @@
 
 use agentauth_api::{ApprovalList, ApprovalQuery, ApprovalState, ApprovalVerdict, ApprovalView};
 use agentauth_core::AuditKind;
-use agentauth_core::{Decision, random_b64, unix_now};
+use agentauth_core::{Decision, Scope, SpiffeId, TaskId, random_b64, unix_now};
 use agentauth_store::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -83,12 +83,12 @@ pub enum ApprovalRefusal {
 /// The request an approval is for.
 #[derive(Debug)]
 pub(crate) struct Binding<'a> {
-    pub(crate) agent: &'a str,
+    pub(crate) agent: &'a SpiffeId,
     /// On whose behalf: for an exchange, whose authority is passed on.
-    pub(crate) subject: &'a str,
-    pub(crate) audience: &'a str,
-    pub(crate) scope: &'a str,
-    pub(crate) txn: &'a str,
+    pub(crate) subject: &'a SpiffeId,
+    pub(crate) audience: &'a SpiffeId,
+    pub(crate) scope: &'a Scope,
+    pub(crate) txn: Option<&'a TaskId>,
     pub(crate) purpose: &'a str,
     pub(crate) grant_type: &'a str,
 }
@@ -98,13 +98,13 @@ pub(crate) struct Binding<'a> {
 pub(crate) async fn presented(
     s: &AuthorityState,
     id: &str,
-    agent: &str,
+    agent: &SpiffeId,
 ) -> Result<ApprovalRow, AuthorityError> {
     if id.is_empty() || id.len() > 64 {
         return Err(ApprovalRefusal::Unknown.into());
     }
     match s.store.approval(id).await? {
-        Some(a) if a.agent == agent => Ok(a),
+        Some(a) if a.agent == *agent => Ok(a),
         _ => Err(ApprovalRefusal::Unknown.into()),
     }
 }
@@ -129,7 +129,7 @@ pub(crate) async fn settle(
             scope: binding.scope,
             purpose: binding.purpose,
             grant_type: binding.grant_type,
-            txn: explicit_txn.then_some(binding.txn),
+            txn: binding.txn.filter(|_| explicit_txn),
         };
         if let Some(a) = s.store.pending_approval(&request, now).await? {
             return pending(s, &a, now).await;
@@ -159,15 +159,15 @@ pub(crate) async fn settle(
 /// Every field of the request must be the one approved.
 fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), ApprovalRefusal> {
     let fields = [
-        ("subject", a.subject.as_str(), b.subject),
-        ("audience", a.audience.as_str(), b.audience),
-        ("scope", a.scope.as_str(), b.scope),
-        ("task (txn)", a.txn.as_str(), b.txn),
-        ("purpose", a.purpose.as_str(), b.purpose),
-        ("grant type", a.grant_type.as_str(), b.grant_type),
+        ("subject", a.subject == *b.subject),
+        ("audience", a.audience == *b.audience),
+        ("scope", a.scope == *b.scope),
+        ("task (txn)", a.txn.as_ref() == b.txn),
+        ("purpose", a.purpose == b.purpose),
+        ("grant type", a.grant_type == b.grant_type),
     ];
-    for (name, approved, asked) in fields {
-        if approved != asked {
+    for (name, same) in fields {
+        if !same {
             return Err(ApprovalRefusal::DifferentRequest { field: name });
         }
     }
@@ -196,11 +196,11 @@ async fn create(
 ) -> Result<String, AuthorityError> {
     let approval = ApprovalRow {
         id: format!("apr-{}", random_b64(18)),
-        agent: b.agent.to_owned(),
-        subject: b.subject.to_owned(),
-        audience: b.audience.to_owned(),
-        scope: b.scope.to_owned(),
-        txn: b.txn.to_owned(),
+        agent: b.agent.clone(),
+        subject: b.subject.clone(),
+        audience: b.audience.clone(),
+        scope: b.scope.clone(),
+        txn: b.txn.cloned(),
         purpose: b.purpose.to_owned(),
         grant_type: b.grant_type.to_owned(),
         policies: needs.policies.join(" "),
@@ -219,9 +219,9 @@ async fn create(
         &approval.id,
         Decision::Deny,
     );
-    audit.audience = b.audience.to_owned();
-    audit.scope = b.scope.to_owned();
-    audit.txn = b.txn.to_owned();
+    audit.audience = b.audience.to_string();
+    audit.scope = b.scope.to_string();
+    audit.txn = b.txn.map(ToString::to_string).unwrap_or_default();
     audit.purpose = b.purpose.to_owned();
     audit.reason = format!(
         "waiting for approval{} required by policy {}",
@@ -259,11 +259,11 @@ fn view(a: &ApprovalRow, now: i64) -> ApprovalView {
     ApprovalView {
         id: a.id.clone(),
         status,
-        agent: a.agent.clone(),
-        subject: a.subject.clone(),
-        audience: a.audience.clone(),
-        scope: a.scope.clone(),
-        txn: a.txn.clone(),
+        agent: a.agent.to_string(),
+        subject: a.subject.to_string(),
+        audience: a.audience.to_string(),
+        scope: a.scope.to_string(),
+        txn: a.txn.as_ref().map(ToString::to_string).unwrap_or_default(),
         purpose: a.purpose.clone(),
         grant_type: a.grant_type.clone(),
         policies: a
@@ -402,11 +402,15 @@ pub(crate) async fn decide(
         ),
     };
     let mut audit = event(kind, &format!("admin:{by}"), id, decision);
-    audit.audience.clone_from(&existing.audience);
-    audit.scope.clone_from(&existing.scope);
-    audit.txn.clone_from(&existing.txn);
+    audit.audience = existing.audience.to_string();
+    audit.scope = existing.scope.to_string();
+    audit.txn = existing
+        .txn
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     audit.purpose.clone_from(&existing.purpose);
-    audit.chain.clone_from(&existing.agent);
+    audit.chain = existing.agent.to_string();
     audit.reason = match reason {
         Some(r) => format!("{by}: {r}"),
         None => format!("{by}: approved"),

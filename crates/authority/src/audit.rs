@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use agentauth_api::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch};
 use agentauth_core::{
     AccessClaims, AuditEvent, AuditRecord, Decision, ProofError, Rejection, RequestProof, Revoked,
-    TokenError,
+    SpiffeId, TokenError,
 };
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
@@ -74,12 +74,17 @@ fn now_ms() -> i64 {
 }
 
 /// A new event at the current time with empty optional fields.
-pub(crate) fn event(kind: AuditKind, actor: &str, subject: &str, decision: Decision) -> AuditEvent {
+pub(crate) fn event(
+    kind: AuditKind,
+    actor: &(impl AsRef<str> + ?Sized),
+    subject: &(impl AsRef<str> + ?Sized),
+    decision: Decision,
+) -> AuditEvent {
     AuditEvent {
         time_ms: now_ms(),
         kind,
-        actor: actor.into(),
-        subject: subject.into(),
+        actor: actor.as_ref().into(),
+        subject: subject.as_ref().into(),
         audience: String::new(),
         scope: String::new(),
         decision,
@@ -199,7 +204,7 @@ pub(crate) async fn authenticate_agent(
     s: &AppState,
     req: &RawRequest,
     needs: &'static str,
-) -> Result<String, AuthorityError> {
+) -> Result<SpiffeId, AuthorityError> {
     let (claims, _) = authenticated_agent(s, req, needs).await?;
     Ok(claims.client_id)
 }

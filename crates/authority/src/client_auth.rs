@@ -89,7 +89,7 @@ pub(crate) async fn authenticate(
     }
     let agent = match SpiffeId::parse(&assertion.claimed_client) {
         Ok(id) if id.is_in(&s.trust_domain) => match id.agent_name() {
-            Some(name) => s.store.agent(name.as_str()).await?,
+            Some(name) => s.store.agent(&name).await?,
             None => None,
         },
         _ => None,
@@ -101,7 +101,7 @@ pub(crate) async fn authenticate(
     }
     let key = PublicJwk::from_json(&agent.public_jwk)
         .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    if s.store.key_revoked(&key.thumbprint().0).await? {
+    if s.store.key_revoked(&key.thumbprint()).await? {
         return Err(Fail::KeyRevoked.into());
     }
     let mut audiences = vec![s.issuer.clone()];

@@ -41,9 +41,9 @@ pub enum DelegationRefusal {
 
 fn view(grant: &DelegationRow) -> Delegation {
     Delegation {
-        from: grant.from.clone(),
-        to: grant.to.clone(),
-        permissions: grant.permissions.clone(),
+        from: grant.from.to_string(),
+        to: grant.to.to_string(),
+        permissions: grant.permissions.to_vec(),
         created_at: grant.created_at,
     }
 }
@@ -57,7 +57,7 @@ async fn registered(s: &AuthorityState, given: &str) -> Result<AgentRow, Authori
     };
     let not_found = || Missing::Agent(given.chars().take(80).collect());
     let name = name.ok_or_else(not_found)?;
-    Ok(s.store.agent(name.as_str()).await?.ok_or_else(not_found)?)
+    Ok(s.store.agent(&name).await?.ok_or_else(not_found)?)
 }
 
 /// `POST /v1/agents/{name}/delegations`.
@@ -85,7 +85,7 @@ pub(crate) async fn delegate(
     let grant = DelegationRow {
         from: from.id.clone(),
         to: to.id.clone(),
-        permissions: asked.to_vec(),
+        permissions: asked.clone(),
         created_at: unix_now(),
     };
     let mut audit = event(
@@ -94,7 +94,7 @@ pub(crate) async fn delegate(
         &from.id,
         Decision::Allow,
     );
-    audit.audience = to.id.clone();
+    audit.audience = to.id.to_string();
     audit.scope = asked.to_string();
     audit.request_id = request_id.to_owned();
     s.store.put_delegation(&grant, &audit).await?;
@@ -115,11 +115,9 @@ fn granted_scope(
     if asked.is_empty() {
         return Err(DelegationRefusal::NoPermissions.into());
     }
-    let held = Scope::from_strs(from.permissions.iter().map(String::as_str))
-        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    if let Some(missing) = asked.missing_from(&held).into_iter().next() {
+    if let Some(missing) = asked.missing_from(&from.permissions).into_iter().next() {
         return Err(DelegationRefusal::NotHeld {
-            agent: from.name.clone(),
+            agent: from.name.to_string(),
             permission: missing,
         }
         .into());
@@ -176,7 +174,7 @@ pub(crate) async fn withdraw(
         &from.id,
         Decision::Allow,
     );
-    audit.audience = to.id.clone();
+    audit.audience = to.id.to_string();
     audit.request_id = request_id.to_owned();
     s.store.delete_delegation(&from.id, &to.id, &audit).await?;
     Ok(())

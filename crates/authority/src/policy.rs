@@ -18,7 +18,7 @@ use agentauth_api::{
     PolicyDistribution, PolicyOutcome, PolicySetLoaded, PolicySummary, PolicyVersion,
     PolicyVersionDetail, PolicyVersionList,
 };
-use agentauth_core::{Decision as AuditDecision, Scope, unix_now};
+use agentauth_core::{Decision as AuditDecision, Scope, SpiffeId, unix_now};
 use agentauth_policy::{
     AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
 };
@@ -266,12 +266,12 @@ pub(crate) async fn facts(
         next = registry::agent_by_id(s, &id).await?.and_then(|a| a.parent);
     }
     Ok(AgentFacts {
-        name: agent.name.clone(),
+        name: agent.name.to_string(),
         trust_domain: s.trust_domain.to_string(),
         owner: agent.owner.clone(),
         tags: agent.tags.clone(),
         ephemeral: agent.expires_at.is_some() && agent.parent.is_some(),
-        parent: agent.parent.as_deref().map(|p| entity_name(s, p)),
+        parent: agent.parent.as_ref().map(|p| entity_name(s, p)),
         ancestors,
     })
 }
@@ -291,8 +291,8 @@ fn authority_facts(s: &AuthorityState) -> AgentFacts {
 }
 
 /// The entity name of a SPIFFE ID within this authority's trust domain.
-pub(crate) fn entity_name(s: &AuthorityState, id: &str) -> String {
-    agentauth_policy::entity_name(id, s.trust_domain.as_str())
+pub(crate) fn entity_name(s: &AuthorityState, id: &SpiffeId) -> String {
+    agentauth_policy::entity_name(id.as_str(), s.trust_domain.as_str())
 }
 
 /// One token request as the policy sees it.
@@ -306,7 +306,7 @@ pub(crate) struct Ask<'a> {
     pub(crate) purpose: &'a str,
     pub(crate) txn: &'a str,
     /// SPIFFE IDs of the subject and every actor.
-    pub(crate) chain: &'a [String],
+    pub(crate) chain: &'a [SpiffeId],
     pub(crate) delegation_depth: i64,
     pub(crate) client_ip: IpAddr,
 }
@@ -756,7 +756,7 @@ fn dry_run_context(
         purpose: String::new(),
         sensitivity: "unspecified".into(),
         delegation_depth: 0,
-        chain: vec![principal.name.clone()],
+        chain: vec![principal.name.to_string()],
         txn: String::new(),
         environment: s.config.environment.clone(),
         time: Clock::at_unix(unix_now()),

@@ -118,18 +118,18 @@ pub(crate) fn view(agent: &AgentRow) -> AgentView {
         .map(|k| k.thumbprint().0)
         .unwrap_or_default();
     AgentView {
-        name: agent.name.clone(),
-        id: agent.id.clone(),
-        client_id: agent.id.clone(),
+        name: agent.name.to_string(),
+        id: agent.id.to_string(),
+        client_id: agent.id.to_string(),
         description: agent.description.clone(),
         owner: agent.owner.clone(),
-        permissions: agent.permissions.clone(),
+        permissions: agent.permissions.to_vec(),
         public_jwk: agent.public_jwk.clone(),
         jkt,
         status: status_view(agent.status),
         bearer_allowed: agent.bearer_allowed,
         expires_at: agent.expires_at,
-        parent: agent.parent.clone(),
+        parent: agent.parent.as_ref().map(ToString::to_string),
         tags: agent.tags.clone(),
         created_at: agent.created_at,
         updated_at: agent.updated_at,
@@ -157,10 +157,8 @@ fn bounded_text(field: &'static str, text: &str) -> Result<(), RegistryRefusal> 
     Ok(())
 }
 
-fn permissions(list: &[String]) -> Result<Vec<String>, RegistryRefusal> {
-    let scope =
-        Scope::from_strs(list.iter().map(String::as_str)).map_err(RegistryRefusal::Permissions)?;
-    Ok(scope.to_vec())
+fn permissions(list: &[String]) -> Result<Scope, RegistryRefusal> {
+    Scope::from_strs(list.iter().map(String::as_str)).map_err(RegistryRefusal::Permissions)
 }
 
 /// Tags: at most [`MAX_TAGS`], each 1–64 characters from `[A-Za-z0-9-_.:/]`,
@@ -215,7 +213,7 @@ async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, Authorit
     if claims.sub != claims.client_id || claims.act.is_some() {
         return Err(RegistryRefusal::DelegatedSpawn.into());
     }
-    if !agent.permissions.iter().any(|p| p == AGENTS_SPAWN) {
+    if !agent.permissions.contains(AGENTS_SPAWN) {
         return Err(RegistryRefusal::SpawnWithdrawn.into());
     }
     Ok(Registrar::Parent(Box::new(agent)))
@@ -225,7 +223,7 @@ async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, Authorit
 fn spawn_rules(
     parent: &AgentRow,
     new: &NewAgent,
-    permissions: &[String],
+    permissions: &Scope,
     now: i64,
 ) -> Result<i64, RegistryRefusal> {
     let Some(secs) = new.expires_in else {
@@ -234,11 +232,7 @@ fn spawn_rules(
     if !(1..=MAX_SPAWN_SECS).contains(&secs) {
         return Err(RegistryRefusal::SpawnLifetime(secs));
     }
-    let missing: Vec<String> = permissions
-        .iter()
-        .filter(|p| !parent.permissions.contains(p))
-        .cloned()
-        .collect();
+    let missing: Vec<String> = permissions.missing_from(&parent.permissions);
     if !missing.is_empty() {
         return Err(RegistryRefusal::BeyondParent(missing));
     }
@@ -271,8 +265,8 @@ pub(crate) async fn create(
 /// A registration request with every field checked.
 struct Checked {
     name: AgentName,
-    id: String,
-    permissions: Vec<String>,
+    id: SpiffeId,
+    permissions: Scope,
     tags: Vec<String>,
     key: PublicJwk,
 }
@@ -283,7 +277,7 @@ fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, RegistryRefusal>
     bounded_text("owner", &new.owner)?;
     let key = PublicJwk::from_json(&new.public_jwk).map_err(RegistryRefusal::PublicJwk)?;
     Ok(Checked {
-        id: SpiffeId::agent(&s.trust_domain, &name).to_string(),
+        id: SpiffeId::agent(&s.trust_domain, &name),
         name,
         permissions: permissions(&new.permissions)?,
         tags: tags(&new.tags)?,
@@ -360,12 +354,12 @@ fn new_row(
     new: NewAgent,
     owner: String,
     expires_at: Option<i64>,
-    parent: Option<String>,
+    parent: Option<SpiffeId>,
     now: i64,
 ) -> AgentRow {
     AgentRow {
         id: checked.id,
-        name: checked.name.to_string(),
+        name: checked.name,
         description: new.description,
         owner,
         permissions: checked.permissions,
@@ -387,7 +381,7 @@ async fn store_new(
     mut audit: AuditEvent,
     request_id: &str,
 ) -> Result<AgentRow, AuthorityError> {
-    audit.scope = agent.permissions.join(" ");
+    audit.scope = agent.permissions.to_string();
     audit.request_id = request_id.to_owned();
     s.store.create_agent(&agent, &audit).await?;
     s.revocations_changed(); // a name registered again lifts its old revocation
@@ -413,7 +407,7 @@ pub(crate) async fn show(
 pub(crate) async fn named(s: &AuthorityState, name: &str) -> Result<AgentRow, AuthorityError> {
     let name = agent_name(name)?;
     Ok(s.store
-        .agent(name.as_str())
+        .agent(&name)
         .await?
         .ok_or_else(|| Missing::Agent(name.to_string()))?)
 }
@@ -452,10 +446,10 @@ pub(crate) async fn update(
     audit.scope = update
         .permissions
         .as_ref()
-        .map(|p| p.join(" "))
+        .map(ToString::to_string)
         .unwrap_or_default();
     audit.request_id = request_id(&headers);
-    let agent = s.store.update_agent(name.as_str(), &update, &audit).await?;
+    let agent = s.store.update_agent(&name, &update, &audit).await?;
     s.revocations_changed();
     Ok(Json(view(&agent)))
 }
@@ -490,7 +484,7 @@ pub(crate) async fn delete(
     let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
     let mut audit = event(AuditKind::AgentDeleted, "admin", &id, Decision::Allow);
     audit.request_id = request_id(&headers);
-    s.store.delete_agent(name.as_str(), &audit).await?;
+    s.store.delete_agent(&name, &audit).await?;
     s.revocations_changed();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -516,13 +510,10 @@ pub(crate) fn is_usable(agent: &AgentRow, now: i64) -> bool {
 /// The registry entry of the agent whose SPIFFE ID is `id`, if it is ours.
 pub(crate) async fn agent_by_id(
     s: &AuthorityState,
-    id: &str,
+    id: &SpiffeId,
 ) -> Result<Option<AgentRow>, AuthorityError> {
-    let Ok(id) = SpiffeId::parse(id) else {
-        return Ok(None);
-    };
     match id.agent_name() {
-        Some(name) if id.is_in(&s.trust_domain) => Ok(s.store.agent(name.as_str()).await?),
+        Some(name) if id.is_in(&s.trust_domain) => Ok(s.store.agent(&name).await?),
         _ => Ok(None),
     }
 }
@@ -541,11 +532,11 @@ mod tests {
 
     fn parent(permissions: &[&str], expires_at: Option<i64>) -> AgentRow {
         AgentRow {
-            name: "planner".into(),
-            id: "spiffe://agentauth.local/agent/planner".into(),
+            name: AgentName::new("planner").unwrap(),
+            id: SpiffeId::parse("spiffe://agentauth.local/agent/planner").unwrap(),
             description: String::new(),
             owner: "team-a".into(),
-            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            permissions: Scope::from_strs(permissions.iter().copied()).unwrap(),
             public_jwk: serde_json::json!({}),
             status: AgentStatus::Active,
             bearer_allowed: false,
@@ -583,7 +574,7 @@ mod tests {
     #[test]
     fn a_child_expires_within_the_hour_and_never_after_its_parent() {
         let p = parent(&["read:db"], None);
-        let perms = vec!["read:db".to_owned()];
+        let perms = Scope::parse("read:db").unwrap();
         assert_eq!(
             spawn_rules(&p, &new_agent(Some(60)), &perms, 1000).unwrap(),
             1060
@@ -610,7 +601,7 @@ mod tests {
                 "{bad}"
             );
         }
-        let wider = vec!["read:db".to_owned(), "agents:spawn".to_owned()];
+        let wider = Scope::parse("read:db agents:spawn").unwrap();
         let err = spawn_rules(&p, &new_agent(Some(60)), &wider, 0).unwrap_err();
         assert!(
             matches!(&err, RegistryRefusal::BeyondParent(missing) if missing == &["agents:spawn"]),

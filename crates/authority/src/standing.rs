@@ -4,7 +4,7 @@
 
 use agentauth_core::{
     AccessClaims, AuthorityView, PublicJwk, Rejection, RequestProof, RevocationSubjects, Revoked,
-    TokenRules, check_presented_token, unix_now,
+    SpiffeId, TokenRules, check_presented_token, unix_now,
 };
 
 use crate::server::State;
@@ -29,13 +29,13 @@ impl AuthorityView for State {
         if let Some(txn) = s.txn
             && self.store.task_revoked(txn).await?
         {
-            return Ok(Some(Revoked::Task(txn.to_owned())));
+            return Ok(Some(Revoked::Task(txn.clone())));
         }
         let now = unix_now();
         for id in &s.agents {
             let agent = registry::agent_by_id(self, id).await?;
             if agent.is_none_or(|a| !registry::is_usable(&a, now)) {
-                return Ok(Some(Revoked::Agent((*id).to_owned())));
+                return Ok(Some(Revoked::Agent((*id).clone())));
             }
         }
         Ok(None)
@@ -51,12 +51,12 @@ pub(crate) enum Door<'a> {
     /// leeway: an expired token is never exchanged.
     Exchange {
         /// The authenticated actor's SPIFFE ID.
-        actor: &'a str,
+        actor: &'a SpiffeId,
     },
     /// A token introspected by its audience (`Some`) or the admin (`None`).
     Introspection {
         /// The calling agent, which must be the token's audience.
-        audience: Option<&'a str>,
+        audience: Option<&'a SpiffeId>,
     },
 }
 
@@ -72,8 +72,8 @@ pub(crate) async fn check(
             agentauth_core::DEFAULT_LEEWAY_SECS,
             Some(proof),
         ),
-        Door::Exchange { actor } => (Some(actor), 0, None),
-        Door::Introspection { audience } => (audience, 0, None),
+        Door::Exchange { actor } => (Some(actor.as_str()), 0, None),
+        Door::Introspection { audience } => (audience.map(SpiffeId::as_str), 0, None),
     };
     let rules = TokenRules {
         issuer: &s.issuer,

@@ -30,7 +30,7 @@ pub enum Error {
     Key(#[from] KeyError),
 }
 
-/// Why a trust domain, agent name or SPIFFE ID was refused.
+/// Why a trust domain, agent name, SPIFFE ID or task ID was refused.
 #[derive(Debug, ThisError, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IdentityError {
@@ -48,6 +48,9 @@ pub enum IdentityError {
         /// The rule it breaks.
         fault: SpiffeIdFault,
     },
+    /// Not 1 to 128 characters of `[A-Za-z0-9-._:]`.
+    #[error("\"{0}\" is not a valid task ID (expected 1 to 128 characters from [A-Za-z0-9-._:])")]
+    TaskId(String),
 }
 
 /// The SPIFFE-ID rule a text breaks.

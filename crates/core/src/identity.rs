@@ -195,8 +195,68 @@ impl Serialize for SpiffeId {
 
 impl<'de> Deserialize<'de> for SpiffeId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        d.deserialize_str(Parsed(Self::parse, "a SPIFFE ID"))
+    }
+}
+
+impl AsRef<str> for SpiffeId {
+    fn as_ref(&self) -> &str {
+        &self.uri
+    }
+}
+
+impl Serialize for AgentName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(Parsed(Self::new, "an agent name"))
+    }
+}
+
+impl AsRef<str> for AgentName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Compares an identifier with its text, so callers and tests need not copy it.
+macro_rules! eq_text {
+    ($ty:ty) => {
+        impl PartialEq<str> for $ty {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+pub(crate) use eq_text;
+
+eq_text!(TrustDomain);
+eq_text!(AgentName);
+eq_text!(SpiffeId);
+
+/// A serde visitor that validates a string into `T` without copying it first.
+pub(crate) struct Parsed<T>(pub(crate) fn(&str) -> Result<T, Error>, pub(crate) &'static str);
+
+impl<T> serde::de::Visitor<'_> for Parsed<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
     }
 }
 

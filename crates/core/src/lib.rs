@@ -17,6 +17,7 @@ mod key;
 mod random;
 mod request_proof;
 mod scope;
+mod task;
 mod time;
 mod token;
 mod validation;
@@ -52,9 +53,10 @@ pub use request_proof::{
     MAX_NONCES_PER_KEY, NonceCache, PROOF_SKEW_SECS, ProofError, target_uri, verify_request_proof,
 };
 pub use scope::{Permission, Scope};
+pub use task::{MAX_TASK_ID_LEN, TaskId};
 pub use time::unix_now;
 pub use token::{
-    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations, actor_chain_of,
+    ACCESS_TOKEN_TYP, AccessClaims, Actor, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations,
     parse_access_token, verify_access_token,
 };
 

@@ -86,6 +86,16 @@ impl Scope {
         self.0.is_empty()
     }
 
+    /// How many permissions the scope holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The permissions held both here and in `other`.
+    pub fn intersection(&self, other: &Scope) -> Scope {
+        Self(self.0.intersection(&other.0).cloned().collect())
+    }
+
     /// The permissions in sorted order.
     pub fn iter(&self) -> impl Iterator<Item = &Permission> {
         self.0.iter()

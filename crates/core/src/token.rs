@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::jws::typ_is;
-use crate::{Compact, Jkt, PublicJwk, Scope, TokenError};
+use crate::{Compact, Jkt, PublicJwk, Scope, SpiffeId, TaskId, TokenError};
 
 /// The `typ` header of every agentauth access token (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -18,11 +18,11 @@ pub struct AccessClaims {
     /// The authority's issuer URL.
     pub iss: String,
     /// On whose behalf: the initiating agent.
-    pub sub: String,
+    pub sub: SpiffeId,
     /// The one recipient agent's SPIFFE ID.
-    pub aud: String,
+    pub aud: SpiffeId,
     /// The presenter, the agent that sends the request.
-    pub client_id: String,
+    pub client_id: SpiffeId,
     /// The granted permissions.
     pub scope: Scope,
     /// Expiry, seconds since the epoch.
@@ -38,16 +38,40 @@ pub struct AccessClaims {
     pub cnf: Option<Cnf>,
     /// The delegation chain (RFC 8693 §4.1), current actor outermost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub act: Option<Value>,
+    pub act: Option<Actor>,
     /// The task this token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txn: Option<String>,
+    pub txn: Option<TaskId>,
     /// The stated intent of the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
     /// The original request that started the task, or its digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rctx: Option<String>,
+}
+
+/// One link of the RFC 8693 §4.1 delegation chain: the agent acting now and,
+/// nested, the one that acted before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The actor's SPIFFE ID.
+    pub sub: SpiffeId,
+    /// The previous actor, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The actors of the chain that starts here, current first, at most 32.
+    pub fn chain(&self) -> impl Iterator<Item = &SpiffeId> {
+        let mut next = Some(self);
+        std::iter::from_fn(move || {
+            let actor = next?;
+            next = actor.act.as_deref();
+            Some(&actor.sub)
+        })
+        .take(MAX_CHAIN_WALK)
+    }
 }
 
 /// The confirmation claim binding a token to the presenter's key.
@@ -89,51 +113,43 @@ impl AccessClaims {
         self.exp - self.iat
     }
 
-    /// The actors of the delegation chain, current first: the `sub` of each
-    /// nested `act`. Empty for a token that was never exchanged.
-    pub fn actor_chain(&self) -> Vec<String> {
-        actor_chain_of(self.act.as_ref())
+    /// The actors of the delegation chain without copying, current first, at
+    /// most 32: the `sub` of each nested `act`. Empty for a token that was
+    /// never exchanged.
+    pub fn actors(&self) -> impl Iterator<Item = &SpiffeId> {
+        self.act.iter().flat_map(Actor::chain)
     }
 
-    /// The same actors without copying, current first, at most 32.
-    pub fn actors(&self) -> impl Iterator<Item = &str> {
-        let mut act = self.act.as_ref();
-        std::iter::from_fn(move || {
-            let sub = act?.get("sub")?.as_str()?;
-            act = act?.get("act");
-            Some(sub)
-        })
-        .take(MAX_CHAIN_WALK)
+    /// The actors as text, current first, separated by spaces (the audit
+    /// record's `chain`).
+    pub fn actor_chain_text(&self) -> String {
+        let mut text = String::new();
+        for (i, actor) in self.actors().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(actor.as_str());
+        }
+        text
     }
 
     /// The `act` claim of a token exchanged from this one by `actor`
     /// (RFC 8693 §4.1): the new actor outermost, this token's chain — or, for a
     /// first hop, its presenter — nested inside.
-    pub fn delegated_act(&self, actor: &str) -> Value {
-        let previous = self
-            .act
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({ "sub": self.client_id }));
-        serde_json::json!({ "sub": actor, "act": previous })
+    pub fn delegated_act(&self, actor: &SpiffeId) -> Actor {
+        let previous = self.act.clone().unwrap_or_else(|| Actor {
+            sub: self.client_id.clone(),
+            act: None,
+        });
+        Actor {
+            sub: actor.clone(),
+            act: Some(Box::new(previous)),
+        }
     }
 }
 
 /// Deepest `act` nesting any code walks, whatever a token claims.
 const MAX_CHAIN_WALK: usize = 32;
-
-/// The actors an RFC 8693 `act` claim names, current actor first.
-pub fn actor_chain_of(act: Option<&Value>) -> Vec<String> {
-    let mut chain = Vec::new();
-    let mut act = act;
-    while let Some(a) = act {
-        match a.get("sub").and_then(Value::as_str) {
-            Some(sub) if chain.len() < MAX_CHAIN_WALK => chain.push(sub.to_owned()),
-            _ => break,
-        }
-        act = a.get("act");
-    }
-    chain
-}
 
 /// First step of verification: structure, `typ: at+jwt` and the `alg` allow-list,
 /// all before any signature work. The caller then finds the key by `kid`.
@@ -166,8 +182,8 @@ fn check_issuer(claims: &AccessClaims, expect: &TokenExpectations<'_>) -> Result
 
 fn check_audience(claims: &AccessClaims, expect: &TokenExpectations<'_>) -> Result<(), TokenError> {
     match expect.audience {
-        Some(me) if claims.aud != me => Err(TokenError::AudienceMismatch(
-            claims.aud.chars().take(100).collect(),
+        Some(me) if claims.aud.as_str() != me => Err(TokenError::AudienceMismatch(
+            claims.aud.as_str().chars().take(100).collect(),
         )),
         _ => Ok(()),
     }
@@ -191,12 +207,16 @@ mod tests {
     const ISS: &str = "http://127.0.0.1:8080";
     const AUD: &str = "spiffe://agentauth.local/agent/customer";
 
+    fn id(uri: &str) -> SpiffeId {
+        SpiffeId::parse(uri).unwrap()
+    }
+
     fn claims(now: i64) -> AccessClaims {
         AccessClaims {
             iss: ISS.into(),
-            sub: "spiffe://agentauth.local/agent/reader".into(),
-            aud: AUD.into(),
-            client_id: "spiffe://agentauth.local/agent/reader".into(),
+            sub: id("spiffe://agentauth.local/agent/reader"),
+            aud: id(AUD),
+            client_id: id("spiffe://agentauth.local/agent/reader"),
             scope: Scope::parse("read:customer").unwrap(),
             exp: now + 300,
             iat: now,
@@ -247,7 +267,7 @@ mod tests {
             Err(TokenError::IssuerMismatch(_))
         ));
         let mut c = claims(1_000);
-        c.aud = "spiffe://agentauth.local/agent/other".into();
+        c.aud = id("spiffe://agentauth.local/agent/other");
         assert!(matches!(
             check(&sign(&key, &c), &key, 1_000),
             Err(TokenError::AudienceMismatch(_))
@@ -304,12 +324,16 @@ mod chain_tests {
     use super::*;
     use serde_json::json;
 
-    fn token(client: &str, act: Option<Value>) -> AccessClaims {
+    fn id(name: &str) -> SpiffeId {
+        SpiffeId::parse(&format!("spiffe://td/agent/{name}")).unwrap()
+    }
+
+    fn token(client: &str, act: Option<Actor>) -> AccessClaims {
         AccessClaims {
             iss: "i".into(),
-            sub: "planner".into(),
-            aud: "x".into(),
-            client_id: client.into(),
+            sub: id("planner"),
+            aud: id("x"),
+            client_id: id(client),
             scope: Scope::default(),
             exp: 0,
             iat: 0,
@@ -323,19 +347,54 @@ mod chain_tests {
         }
     }
 
+    fn names(claims: &AccessClaims) -> Vec<String> {
+        claims
+            .actors()
+            .map(|a| a.agent_name().unwrap().to_string())
+            .collect()
+    }
+
     #[test]
     fn a_first_exchange_nests_the_presenter_under_the_new_actor() {
         let first = token("planner", None);
-        assert_eq!(first.actor_chain(), Vec::<String>::new());
-        let act = first.delegated_act("executor");
-        assert_eq!(act, json!({"sub": "executor", "act": {"sub": "planner"}}));
-        let second = token("executor", Some(act));
-        assert_eq!(second.actor_chain(), ["executor", "planner"]);
-        assert!(second.actors().eq(["executor", "planner"]));
-        let deeper = second.delegated_act("database");
+        assert!(names(&first).is_empty());
+        let act = first.delegated_act(&id("executor"));
         assert_eq!(
-            token("database", Some(deeper)).actor_chain(),
+            serde_json::to_value(&act).unwrap(),
+            json!({"sub": "spiffe://td/agent/executor", "act": {"sub": "spiffe://td/agent/planner"}})
+        );
+        let second = token("executor", Some(act));
+        assert_eq!(names(&second), ["executor", "planner"]);
+        assert_eq!(
+            second.actor_chain_text(),
+            "spiffe://td/agent/executor spiffe://td/agent/planner"
+        );
+        let deeper = second.delegated_act(&id("database"));
+        assert_eq!(
+            names(&token("database", Some(deeper))),
             ["database", "executor", "planner"]
         );
+    }
+
+    #[test]
+    fn an_act_chain_with_a_malformed_actor_does_not_parse() {
+        let mut value = serde_json::to_value(token("planner", None)).unwrap();
+        value["act"] = json!({"sub": "spiffe://td/agent/a", "act": {"sub": "not a spiffe id"}});
+        assert!(serde_json::from_value::<AccessClaims>(value.clone()).is_err());
+        value["act"] = json!({"sub": "spiffe://td/agent/a", "act": {"sub": "spiffe://td/agent/b"}});
+        let claims: AccessClaims = serde_json::from_value(value).unwrap();
+        assert_eq!(names(&claims), ["a", "b"]);
+    }
+
+    #[test]
+    fn walking_a_deep_chain_stops_at_32_actors() {
+        let mut act = Actor { sub: id("a0"), act: None };
+        for i in 1..40 {
+            act = Actor {
+                sub: id(&format!("a{i}")),
+                act: Some(Box::new(act)),
+            };
+        }
+        assert_eq!(token("a39", Some(act)).actors().count(), 32);
     }
 }

@@ -16,8 +16,8 @@ use http::request::Parts;
 use thiserror::Error as ThisError;
 
 use crate::{
-    AccessClaims, NonceCache, ProofError, PublicJwk, TokenError, TokenExpectations,
-    parse_access_token, verify_access_token, verify_request_proof,
+    AccessClaims, Jkt, NonceCache, ProofError, PublicJwk, SpiffeId, TaskId, TokenError,
+    TokenExpectations, parse_access_token, verify_access_token, verify_request_proof,
 };
 
 /// What a verifier knows of the authority: its signing keys and what has been
@@ -50,18 +50,18 @@ pub struct RevocationSubjects<'a> {
     /// every token exchanged from it, so a descendant is found by its own ID.
     pub jti: &'a str,
     /// The thumbprint of the key the token is bound to (`cnf.jkt`).
-    pub jkt: Option<&'a str>,
+    pub jkt: Option<&'a Jkt>,
     /// The task the token belongs to (`txn`).
-    pub txn: Option<&'a str>,
+    pub txn: Option<&'a TaskId>,
     /// Every agent the token names, each once: the subject, the presenter and
     /// every actor of the delegation chain.
-    pub agents: Vec<&'a str>,
+    pub agents: Vec<&'a SpiffeId>,
 }
 
 impl<'a> RevocationSubjects<'a> {
     /// The subjects of `claims`.
     pub fn of(claims: &'a AccessClaims) -> Self {
-        let mut agents: Vec<&str> = vec![&claims.sub, &claims.client_id];
+        let mut agents: Vec<&SpiffeId> = vec![&claims.sub, &claims.client_id];
         for actor in claims.actors() {
             if !agents.contains(&actor) {
                 agents.push(actor);
@@ -72,8 +72,8 @@ impl<'a> RevocationSubjects<'a> {
         }
         Self {
             jti: &claims.jti,
-            jkt: claims.cnf.as_ref().map(|c| c.jkt.0.as_str()),
-            txn: claims.txn.as_deref(),
+            jkt: claims.cnf.as_ref().map(|c| &c.jkt),
+            txn: claims.txn.as_ref(),
             agents,
         }
     }
@@ -90,10 +90,10 @@ pub enum Revoked {
     Key,
     /// The token's task (completed or revoked).
     #[error("the task {0} has been revoked")]
-    Task(String),
+    Task(TaskId),
     /// An agent the token names: subject, presenter or an actor.
     #[error("the agent {0} is disabled, expired or deleted")]
-    Agent(String),
+    Agent(SpiffeId),
 }
 
 /// Proof of possession for a token presented on an HTTP request: an RFC 9421
@@ -200,6 +200,10 @@ mod tests {
     const ISS: &str = "http://authority";
     const AUD: &str = "spiffe://td/agent/db";
 
+    fn id(uri: &str) -> SpiffeId {
+        SpiffeId::parse(uri).unwrap()
+    }
+
     /// An in-memory view: one signing key and sets of revoked things.
     struct Facts {
         key: PublicJwk,
@@ -225,36 +229,39 @@ mod tests {
             if has("token", s.jti) {
                 return Ok(Some(Revoked::Token));
             }
-            if s.jkt.is_some_and(|k| has("key", k)) {
+            if s.jkt.is_some_and(|k| has("key", &k.0)) {
                 return Ok(Some(Revoked::Key));
             }
-            if let Some(txn) = s.txn.filter(|t| has("task", t)) {
-                return Ok(Some(Revoked::Task(txn.into())));
+            if let Some(txn) = s.txn.filter(|t| has("task", t.as_str())) {
+                return Ok(Some(Revoked::Task(txn.clone())));
             }
             Ok(s.agents
                 .iter()
-                .find(|a| has("agent", a))
-                .map(|a| Revoked::Agent((*a).into())))
+                .find(|a| has("agent", a.as_str()))
+                .map(|a| Revoked::Agent((*a).clone())))
         }
     }
 
     fn chained_claims(presenter: &SigningKey) -> AccessClaims {
         AccessClaims {
             iss: ISS.into(),
-            sub: "spiffe://td/agent/planner".into(),
-            aud: AUD.into(),
-            client_id: "spiffe://td/agent/executor".into(),
+            sub: id("spiffe://td/agent/planner"),
+            aud: id(AUD),
+            client_id: id("spiffe://td/agent/executor"),
             scope: Scope::parse("read:db").unwrap(),
             exp: 1_300,
             iat: 1_000,
             nbf: 1_000,
             jti: "j1".into(),
             cnf: Some(Cnf::for_key(&presenter.public_jwk())),
-            act: Some(json!({
-                "sub": "spiffe://td/agent/executor",
-                "act": {"sub": "spiffe://td/agent/router", "act": {"sub": "spiffe://td/agent/planner"}}
-            })),
-            txn: Some("t1".into()),
+            act: Some(
+                serde_json::from_value(json!({
+                    "sub": "spiffe://td/agent/executor",
+                    "act": {"sub": "spiffe://td/agent/router", "act": {"sub": "spiffe://td/agent/planner"}}
+                }))
+                .unwrap(),
+            ),
+            txn: Some(TaskId::new("t1").unwrap()),
             purpose: None,
             rctx: None,
         }
@@ -285,16 +292,17 @@ mod tests {
         let presenter = SigningKey::generate_ed25519();
         let claims = chained_claims(&presenter);
         let s = RevocationSubjects::of(&claims);
+        let agents: Vec<&str> = s.agents.iter().map(|a| a.as_str()).collect();
         assert_eq!(
-            s.agents,
+            agents,
             [
                 "spiffe://td/agent/planner",
                 "spiffe://td/agent/executor",
                 "spiffe://td/agent/router"
             ]
         );
-        assert_eq!(s.txn, Some("t1"));
-        assert_eq!(s.jkt, Some(presenter.public_jwk().thumbprint().0.as_str()));
+        assert_eq!(s.txn.map(TaskId::as_str), Some("t1"));
+        assert_eq!(s.jkt, Some(&presenter.public_jwk().thumbprint()));
     }
 
     #[test]
@@ -308,14 +316,17 @@ mod tests {
             (None, Ok(())),
             (Some("token:j1".to_owned()), Err(Revoked::Token)),
             (Some(format!("key:{jkt}")), Err(Revoked::Key)),
-            (Some("task:t1".into()), Err(Revoked::Task("t1".into()))),
+            (
+                Some("task:t1".into()),
+                Err(Revoked::Task(TaskId::new("t1").unwrap())),
+            ),
             (
                 Some("agent:spiffe://td/agent/router".into()),
-                Err(Revoked::Agent("spiffe://td/agent/router".into())),
+                Err(Revoked::Agent(id("spiffe://td/agent/router"))),
             ),
             (
                 Some("agent:spiffe://td/agent/planner".into()),
-                Err(Revoked::Agent("spiffe://td/agent/planner".into())),
+                Err(Revoked::Agent(id("spiffe://td/agent/planner"))),
             ),
         ];
         for (revoked, want) in cases {

@@ -267,15 +267,18 @@ fn event(
 ) -> ReportedEvent {
     ReportedEvent {
         kind: kind.to_owned(),
-        subject: agent.map(|a| a.agent.clone()).unwrap_or_default(),
+        subject: agent.map(|a| a.agent.to_string()).unwrap_or_default(),
         audience: verifier.audience().to_string(),
         scope: agent.map(|a| a.scope.to_string()).unwrap_or_default(),
         decision,
         reason: route,
         request_id,
-        txn: agent.and_then(|a| a.txn.clone()).unwrap_or_default(),
+        txn: agent
+            .and_then(|a| a.txn.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         chain: agent
-            .map(|a| a.claims.actor_chain().join(" "))
+            .map(|a| a.claims.actor_chain_text())
             .unwrap_or_default(),
         purpose: agent
             .and_then(|a| a.claims.purpose.clone())

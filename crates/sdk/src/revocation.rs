@@ -73,16 +73,16 @@ impl RevocationList {
         if self.token_revoked(s.jti) {
             return Some(Revoked::Token);
         }
-        if s.jkt.is_some_and(|jkt| self.key_revoked(jkt)) {
+        if s.jkt.is_some_and(|jkt| self.key_revoked(&jkt.0)) {
             return Some(Revoked::Key);
         }
-        if let Some(txn) = s.txn.filter(|txn| self.task_revoked(txn)) {
-            return Some(Revoked::Task(txn.to_owned()));
+        if let Some(txn) = s.txn.filter(|txn| self.task_revoked(txn.as_str())) {
+            return Some(Revoked::Task(txn.clone()));
         }
         s.agents
             .iter()
-            .find(|id| self.agent_revoked(id))
-            .map(|id| Revoked::Agent((*id).to_owned()))
+            .find(|id| self.agent_revoked(id.as_str()))
+            .map(|id| Revoked::Agent((*id).clone()))
     }
 
     pub(crate) fn token_revoked(&self, jti: &str) -> bool {

@@ -11,7 +11,8 @@ use std::convert::Infallible;
 use agentauth_api::{Jwks, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::{
     AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, PublicJwk, RequestProof,
-    RevocationSubjects, Revoked, Scope, SpiffeId, TokenRules, check_presented_token, unix_now,
+    RevocationSubjects, Revoked, Scope, SpiffeId, TaskId, TokenRules, check_presented_token,
+    unix_now,
 };
 use http::request::Parts;
 use serde_json::Value;
@@ -76,15 +77,15 @@ impl VerifierConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedAgent {
     /// The presenter (`client_id`).
-    pub agent: String,
+    pub agent: SpiffeId,
     /// On whose behalf (`sub`).
-    pub subject: String,
+    pub subject: SpiffeId,
     /// Granted permissions.
     pub scope: Scope,
     /// Token ID.
     pub jti: String,
     /// Task, if any.
-    pub txn: Option<String>,
+    pub txn: Option<TaskId>,
     /// All claims.
     pub claims: AccessClaims,
     /// The token as presented, kept only to exchange it for the next hop.

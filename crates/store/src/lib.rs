@@ -17,7 +17,7 @@ mod suite;
 
 use std::sync::Arc;
 
-use agentauth_core::{AuditEvent, AuditRecord};
+use agentauth_core::{AgentName, AuditEvent, AuditRecord, Jkt, SpiffeId, TaskId};
 use async_trait::async_trait;
 
 // The public interface is:
@@ -50,7 +50,7 @@ pub trait Store: Send + Sync + 'static {
     async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
 
     /// One agent by name.
-    async fn agent(&self, name: &str) -> Result<Option<AgentRow>>;
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>>;
     /// All agents, by name.
     async fn agents(&self) -> Result<Vec<AgentRow>>;
     /// Registers an agent; [`StoreError::Conflict`] if the name is taken. An
@@ -67,13 +67,13 @@ pub trait Store: Send + Sync + 'static {
     /// that hold permissions outside them (an `agent.updated` record each).
     async fn update_agent(
         &self,
-        name: &str,
+        name: &AgentName,
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow>;
     /// Removes an agent and publishes its revocation; its descendants are
     /// disabled and revoked as when it is disabled.
-    async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()>;
+    async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()>;
@@ -93,24 +93,24 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a token ID and every token exchanged from it, and publishes them.
     async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
     /// Revokes a task and publishes it on the feed.
-    async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()>;
+    async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()>;
     /// Whether a task has been revoked.
-    async fn task_revoked(&self, txn: &str) -> Result<bool>;
+    async fn task_revoked(&self, txn: &TaskId) -> Result<bool>;
     /// Revokes a key (by thumbprint) for good and publishes it on the feed.
-    async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()>;
+    async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()>;
     /// Whether a key (by thumbprint) has been revoked.
-    async fn key_revoked(&self, jkt: &str) -> Result<bool>;
+    async fn key_revoked(&self, jkt: &Jkt) -> Result<bool>;
     /// Whether a task is known (some token carries it).
-    async fn task_exists(&self, txn: &str) -> Result<bool>;
+    async fn task_exists(&self, txn: &TaskId) -> Result<bool>;
 
     /// Creates or replaces the grant from `grant.from` to `grant.to`.
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()>;
     /// The grant from one agent to another, if any.
-    async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>>;
+    async fn delegation(&self, from: &SpiffeId, to: &SpiffeId) -> Result<Option<DelegationRow>>;
     /// Every grant of one agent.
-    async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>>;
+    async fn delegations(&self, from: &SpiffeId) -> Result<Vec<DelegationRow>>;
     /// Removes a grant; [`StoreError::NotFound`] if there is none.
-    async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()>;
+    async fn delete_delegation(&self, from: &SpiffeId, to: &SpiffeId, audit: &AuditEvent) -> Result<()>;
 
     /// Stores a new policy set version (not yet active); returns its version.
     async fn add_policy_set(
@@ -142,7 +142,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<ApprovalRow>>;
     /// How many pending, unexpired approvals `agent` has, to bound them.
-    async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64>;
+    async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64>;
     /// Approvals with `status` (all if `None`), newest first, at most `limit`.
     async fn approvals(
         &self,
@@ -169,7 +169,7 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events to the hash-chained audit log in one transaction.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Audit records of one task, by sequence number.
-    async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>>;
+    async fn task_records(&self, txn: &TaskId) -> Result<Vec<AuditRecord>>;
     /// Audit records matching `filter`, by sequence number.
     async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// The chain head: last sequence number and its hash.

@@ -1,7 +1,7 @@
 //! The rows the store reads and writes: agents, tokens, grants, revocations,
 //! policy set versions, approvals and audit filters.
 
-use agentauth_core::AuditKind;
+use agentauth_core::{AgentName, AuditKind, Scope, SpiffeId, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// Whether an agent may get tokens and be called.
@@ -36,15 +36,15 @@ impl AgentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentRow {
     /// Registry name.
-    pub name: String,
+    pub name: AgentName,
     /// SPIFFE ID, also the OAuth client_id.
-    pub id: String,
+    pub id: SpiffeId,
     /// Free text.
     pub description: String,
     /// Who is responsible for the agent.
     pub owner: String,
     /// Upper bound of what the agent may ever hold.
-    pub permissions: Vec<String>,
+    pub permissions: Scope,
     /// The agent's public key as JWK JSON.
     pub public_jwk: serde_json::Value,
     /// Active or disabled.
@@ -54,7 +54,7 @@ pub struct AgentRow {
     /// For ephemeral agents: when the identity stops working.
     pub expires_at: Option<i64>,
     /// For ephemeral agents: the SPIFFE ID of the agent that spawned it.
-    pub parent: Option<String>,
+    pub parent: Option<SpiffeId>,
     /// Free-form labels that policies can test (`principal.tags.contains(…)`).
     pub tags: Vec<String>,
     /// Seconds since the epoch.
@@ -67,7 +67,7 @@ pub struct AgentRow {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentUpdate {
     /// New permission set.
-    pub permissions: Option<Vec<String>>,
+    pub permissions: Option<Scope>,
     /// New description.
     pub description: Option<String>,
     /// New status.
@@ -112,13 +112,13 @@ pub struct IssuedToken {
     /// Token ID.
     pub jti: String,
     /// Presenter.
-    pub client_id: String,
+    pub client_id: SpiffeId,
     /// On whose behalf.
-    pub subject: String,
+    pub subject: SpiffeId,
     /// Recipient.
-    pub audience: String,
+    pub audience: SpiffeId,
     /// Granted scope.
-    pub scope: String,
+    pub scope: Scope,
     /// Issue time.
     pub issued_at: i64,
     /// Expiry.
@@ -126,18 +126,18 @@ pub struct IssuedToken {
     /// The token it was exchanged from, for cascading revocation.
     pub parent_jti: Option<String>,
     /// The task it belongs to.
-    pub txn: Option<String>,
+    pub txn: Option<TaskId>,
 }
 
 /// A delegation grant: `from` may pass `permissions` on to `to` by token exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DelegationRow {
     /// The delegating agent's SPIFFE ID.
-    pub from: String,
+    pub from: SpiffeId,
     /// The agent it may delegate to.
-    pub to: String,
+    pub to: SpiffeId,
     /// What it may delegate.
-    pub permissions: Vec<String>,
+    pub permissions: Scope,
     /// Seconds since the epoch.
     pub created_at: i64,
 }
@@ -293,16 +293,16 @@ pub struct ApprovalRow {
     /// Random ID the agent polls with.
     pub id: String,
     /// The requesting agent's SPIFFE ID.
-    pub agent: String,
+    pub agent: SpiffeId,
     /// On whose behalf (`sub` of the token to be issued): the agent itself,
     /// or for an exchange the subject whose authority is passed on.
-    pub subject: String,
+    pub subject: SpiffeId,
     /// The target's SPIFFE ID.
-    pub audience: String,
-    /// The scope that needs approval, space-separated.
-    pub scope: String,
-    /// The task.
-    pub txn: String,
+    pub audience: SpiffeId,
+    /// The scope that needs approval.
+    pub scope: Scope,
+    /// The task; `None` for a token without one (for the authority itself).
+    pub txn: Option<TaskId>,
     /// The stated purpose.
     pub purpose: String,
     /// `client_credentials` or the token-exchange grant URI.
@@ -344,17 +344,17 @@ pub struct ApprovalDecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApprovalRequest<'a> {
     /// The requesting agent.
-    pub agent: &'a str,
+    pub agent: &'a SpiffeId,
     /// On whose behalf.
-    pub subject: &'a str,
+    pub subject: &'a SpiffeId,
     /// The target.
-    pub audience: &'a str,
-    /// The scope, space-separated.
-    pub scope: &'a str,
+    pub audience: &'a SpiffeId,
+    /// The scope.
+    pub scope: &'a Scope,
     /// The stated purpose.
     pub purpose: &'a str,
     /// The grant type.
     pub grant_type: &'a str,
     /// The task; any task when `None` (the client named none).
-    pub txn: Option<&'a str>,
+    pub txn: Option<&'a TaskId>,
 }

@@ -5,7 +5,7 @@
 
 use agentauth_core::AuditKind;
 use agentauth_core::{
-    AccessClaims, Rejection, Revoked, Scope, SpiffeId, TokenError, actor_chain_of,
+    AccessClaims, Actor, Rejection, Revoked, Scope, SpiffeId, TokenError,
 };
 
 use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest};
@@ -120,17 +120,21 @@ pub(crate) async fn delegate(
     let subject = standing::check(s, token, door)
         .await
         .map_err(|e| subject_refused(e, &actor.agent.id, attempt))?;
-    attempt.txn = subject.txn.clone().unwrap_or_default();
+    attempt.txn = subject
+        .txn
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     if *audience == s.authority_id {
         return Err(refused(ExchangeRefusal::AuthorityAudience));
     }
     let grant = s
         .store
-        .delegation(&actor.agent.id, audience.as_str())
+        .delegation(&actor.agent.id, audience)
         .await?
         .ok_or_else(|| {
             refused(ExchangeRefusal::NoGrant {
-                actor: actor.agent.id.clone(),
+                actor: actor.agent.id.to_string(),
                 audience: audience.to_string(),
             })
         })?;
@@ -150,7 +154,7 @@ pub(crate) async fn delegate(
         }));
     }
     let mut chain = vec![subject.sub.clone()];
-    chain.extend(actor_chain_of(Some(&act)));
+    chain.extend(act.chain().cloned());
     Ok(Minted {
         chain,
         sub: subject.sub.clone(),
@@ -189,7 +193,7 @@ fn check_request_shape(req: &TokenRequest) -> Result<(), AuthorityError> {
 /// Why the subject token does not stand, in the terms of an exchange.
 fn subject_refused(
     rejection: Rejection<AuthorityError>,
-    actor: &str,
+    actor: &SpiffeId,
     attempt: &mut Attempt,
 ) -> AuthorityError {
     let refusal = match rejection {
@@ -197,14 +201,14 @@ fn subject_refused(
         Rejection::Token(TokenError::AudienceMismatch(audience)) => {
             ExchangeRefusal::NotAddressedToActor {
                 audience,
-                actor: actor.to_owned(),
+                actor: actor.to_string(),
             }
         }
         Rejection::Token(e) => ExchangeRefusal::SubjectTokenInvalid(e),
         Rejection::Proof(e) => ExchangeRefusal::SubjectProof(e),
         Rejection::Revoked(revoked) => {
             if let Revoked::Task(txn) = &revoked {
-                attempt.txn.clone_from(txn);
+                attempt.txn = txn.to_string();
             }
             ExchangeRefusal::SubjectRevoked(revoked)
         }
@@ -217,8 +221,8 @@ fn subject_refused(
 fn narrowed_scope(
     req: &TokenRequest,
     subject: &AccessClaims,
-    actor_permissions: &[String],
-    granted: &[String],
+    actor: &Scope,
+    grant: &Scope,
     attempt: &mut Attempt,
 ) -> Result<Scope, AuthorityError> {
     let raw = req.scope.as_deref().unwrap_or("");
@@ -227,13 +231,10 @@ fn narrowed_scope(
     if asked.is_empty() {
         return Err(refused(ExchangeRefusal::ScopeMissing));
     }
-    let as_scope = |list: &[String]| Scope::from_strs(list.iter().map(String::as_str));
-    let actor = as_scope(actor_permissions).map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    let grant = as_scope(granted).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let limits = [
         (&subject.scope, "the subject token's scope"),
-        (&actor, "the actor's permissions"),
-        (&grant, "the delegation grant"),
+        (actor, "the actor's permissions"),
+        (grant, "the delegation grant"),
     ];
     for (held, limit) in limits {
         if let Some(missing) = asked.missing_from(held).into_iter().next() {
@@ -247,12 +248,12 @@ fn narrowed_scope(
 }
 
 /// How many actors an `act` claim names.
-fn chain_depth(act: &serde_json::Value) -> usize {
+fn chain_depth(act: &Actor) -> usize {
     let mut depth = 0;
     let mut current = Some(act);
     while let Some(a) = current {
         depth += 1;
-        current = a.get("act");
+        current = a.act.as_deref();
     }
     depth
 }
@@ -277,7 +278,8 @@ mod tests {
             limit: "the delegation grant",
         };
         let deep = ExchangeRefusal::ChainTooDeep { depth: 5, limit: 4 };
-        let revoked = ExchangeRefusal::SubjectRevoked(Revoked::Task("t".into()));
+        let task = agentauth_core::TaskId::new("t").unwrap();
+        let revoked = ExchangeRefusal::SubjectRevoked(Revoked::Task(task));
         assert_eq!(code(target), "invalid_target");
         assert_eq!(code(ExchangeRefusal::AuthorityAudience), "invalid_target");
         assert_eq!(code(scope), "invalid_scope");
@@ -288,8 +290,20 @@ mod tests {
 
     #[test]
     fn chain_depth_counts_nested_actors() {
-        let act = serde_json::json!({"sub": "c", "act": {"sub": "b", "act": {"sub": "a"}}});
-        assert_eq!(chain_depth(&act), 3);
-        assert_eq!(chain_depth(&serde_json::json!({"sub": "a"})), 1);
+        let id = |n: &str| SpiffeId::parse(&format!("spiffe://td/agent/{n}")).unwrap();
+        let a = Actor {
+            sub: id("a"),
+            act: None,
+        };
+        assert_eq!(chain_depth(&a), 1);
+        let b = Actor {
+            sub: id("b"),
+            act: Some(Box::new(a)),
+        };
+        let c = Actor {
+            sub: id("c"),
+            act: Some(Box::new(b)),
+        };
+        assert_eq!(chain_depth(&c), 3);
     }
 }

@@ -9,9 +9,9 @@ use std::net::IpAddr;
 
 use agentauth_api::TokenRequest;
 use agentauth_core::{
-    ACCESS_TOKEN_TYP, AccessClaims, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS, Decision,
-    DpopError, DpopExpectations, Header, PublicJwk, Scope, SpiffeId, random_b64, sign_compact,
-    unix_now, verify_dpop_proof,
+    ACCESS_TOKEN_TYP, AccessClaims, Actor, Cnf, DEFAULT_DPOP_MAX_AGE_SECS, DEFAULT_LEEWAY_SECS,
+    Decision, DpopError, DpopExpectations, Header, Permission, PublicJwk, Scope, SpiffeId, TaskId,
+    random_b64, sign_compact, unix_now, verify_dpop_proof,
 };
 use agentauth_store::{AgentRow, ApprovalRow, IssuedToken, StoreError};
 
@@ -111,16 +111,16 @@ pub enum DpopRefusal {
 
 /// What a grant decided the new token says; signing, storing and auditing are shared.
 pub(crate) struct Minted {
-    pub(crate) sub: String,
+    pub(crate) sub: SpiffeId,
     pub(crate) scope: Scope,
     pub(crate) exp: i64,
-    pub(crate) act: Option<serde_json::Value>,
-    pub(crate) txn: Option<String>,
+    pub(crate) act: Option<Actor>,
+    pub(crate) txn: Option<TaskId>,
     pub(crate) purpose: Option<String>,
     pub(crate) rctx: Option<String>,
     pub(crate) parent_jti: Option<String>,
     /// SPIFFE IDs of the subject and every actor of the new token.
-    pub(crate) chain: Vec<String>,
+    pub(crate) chain: Vec<SpiffeId>,
     /// Audit kind: `token.issued` or `token.exchanged`.
     pub(crate) kind: AuditKind,
     pub(crate) reason: String,
@@ -269,7 +269,7 @@ async fn issue(
     let claims = AccessClaims {
         iss: s.issuer.clone(),
         sub: minted.sub.clone(),
-        aud: audience.to_string(),
+        aud: audience.clone(),
         client_id: client.agent.id.clone(),
         scope: minted.scope.clone(),
         // A token never outlives its (ephemeral) agent.
@@ -301,7 +301,7 @@ async fn issue(
         token_type: binding.token_type(),
         expires_in: claims.exp - now,
         scope: claims.scope.to_string(),
-        txn: claims.txn,
+        txn: claims.txn.map(|t| t.to_string()),
     })
 }
 
@@ -329,7 +329,10 @@ async fn client_credentials(
 ) -> Result<Minted, AuthorityError> {
     let scope = granted_scope(s, req, client, audience, attempt)?;
     // Polling an approval without naming the task continues the approved one.
-    let txn = req.txn.as_deref().or(presented.map(|a| a.txn.as_str()));
+    let txn = req
+        .txn
+        .as_deref()
+        .or(presented.and_then(|a| a.txn.as_ref().map(TaskId::as_str)));
     let (txn, purpose, rctx) = task_context(s, req, txn, audience, attempt).await?;
     Ok(Minted {
         sub: client.agent.id.clone(),
@@ -372,7 +375,7 @@ async fn apply_policy(
             target: d.target,
             scope: &minted.scope,
             purpose: minted.purpose.as_deref().unwrap_or(""),
-            txn: minted.txn.as_deref().unwrap_or(""),
+            txn: minted.txn.as_ref().map_or("", TaskId::as_str),
             chain: &minted.chain,
             delegation_depth: minted.chain.len().saturating_sub(1) as i64,
             client_ip: call.peer,
@@ -396,13 +399,12 @@ async fn apply_policy(
     let Some(needs) = needs else {
         return Ok(None);
     };
-    let scope = minted.scope.to_string();
     let request = approval::Binding {
         agent: &d.client.agent.id,
         subject: &minted.sub,
-        audience: d.audience.as_str(),
-        scope: &scope,
-        txn: minted.txn.as_deref().unwrap_or(""),
+        audience: d.audience,
+        scope: &minted.scope,
+        txn: minted.txn.as_ref(),
         purpose: minted.purpose.as_deref().unwrap_or(""),
         grant_type: req.grant_type.as_deref().unwrap_or(""),
     };
@@ -453,19 +455,23 @@ async fn record(
         client_id: claims.client_id.clone(),
         subject: claims.sub.clone(),
         audience: claims.aud.clone(),
-        scope: claims.scope.to_string(),
+        scope: claims.scope.clone(),
         issued_at: claims.iat,
         expires_at: claims.exp,
         parent_jti: minted.parent_jti.clone(),
         txn: claims.txn.clone(),
     };
     let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
-    audit.audience = claims.aud.clone();
-    audit.scope = record.scope.clone();
+    audit.audience = claims.aud.to_string();
+    audit.scope = record.scope.to_string();
     audit.reason = format!("{}; {}", minted.reason, binding.describe());
     audit.request_id = call.request_id.clone();
-    audit.txn = claims.txn.clone().unwrap_or_default();
-    audit.chain = claims.actor_chain().join(" ");
+    audit.txn = claims
+        .txn
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    audit.chain = claims.actor_chain_text();
     audit.purpose = claims.purpose.clone().unwrap_or_default();
     match s
         .store
@@ -502,7 +508,7 @@ async fn target(
     if id == s.authority_id {
         return Ok((id, None));
     }
-    let agent = registry::agent_by_id(s, id.as_str())
+    let agent = registry::agent_by_id(s, &id)
         .await?
         .ok_or_else(unknown)?;
     if let Some(why) = registry::unusable(&agent, unix_now()) {
@@ -529,16 +535,12 @@ fn granted_scope(
     if asked.is_empty() {
         return Err(TokenRequestFault::ScopeMissing.into());
     }
-    let mut held: Vec<&str> = client
-        .agent
-        .permissions
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let mut held = client.agent.permissions.clone();
     if *audience == s.authority_id {
-        held.extend(AUTHORITY_IMPLICIT_SCOPES);
+        let own = held.iter().map(Permission::as_str);
+        held = Scope::from_strs(own.chain(AUTHORITY_IMPLICIT_SCOPES))
+            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
     }
-    let held = Scope::from_strs(held).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let missing = asked.missing_from(&held);
     if !missing.is_empty() {
         return Err(TokenRequestFault::ScopeNotHeld(missing).into());
@@ -631,7 +633,7 @@ async fn task_context(
     txn: Option<&str>,
     audience: &SpiffeId,
     attempt: &mut Attempt,
-) -> Result<(Option<String>, Option<String>, Option<String>), AuthorityError> {
+) -> Result<(Option<TaskId>, Option<String>, Option<String>), AuthorityError> {
     let purpose = bounded(req.purpose.as_deref(), "purpose", MAX_PURPOSE)?;
     let rctx = bounded(
         req.request_context.as_deref(),
@@ -643,21 +645,14 @@ async fn task_context(
     }
     let txn = match txn {
         Some(txn) => {
-            let valid = !txn.is_empty()
-                && txn.len() <= 128
-                && txn
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-            if !valid {
-                return Err(TokenRequestFault::TxnMalformed.into());
+            let txn = TaskId::new(txn).map_err(|_| TokenRequestFault::TxnMalformed)?;
+            attempt.txn = txn.to_string();
+            if s.store.task_revoked(&txn).await? {
+                return Err(TokenRequestFault::TaskRevoked(txn.to_string()).into());
             }
-            attempt.txn = txn.to_owned();
-            if s.store.task_revoked(txn).await? {
-                return Err(TokenRequestFault::TaskRevoked(txn.to_owned()).into());
-            }
-            txn.to_owned()
+            txn
         }
-        None => format!("txn-{}", random_b64(12)),
+        None => TaskId::generate(),
     };
     Ok((Some(txn), purpose, rctx))
 }

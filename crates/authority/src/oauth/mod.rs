@@ -26,7 +26,7 @@ pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 2] =
 /// `GET /.well-known/oauth-authorization-server`.
 pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> {
     let mut scopes: Vec<String> = match s.store.agents().await {
-        Ok(agents) => agents.into_iter().flat_map(|a| a.permissions).collect(),
+        Ok(agents) => agents.iter().flat_map(|a| a.permissions.to_vec()).collect(),
         Err(_) => Vec::new(),
     };
     scopes.extend(AUTHORITY_IMPLICIT_SCOPES.iter().map(|s| (*s).to_owned()));

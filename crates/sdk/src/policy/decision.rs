@@ -106,23 +106,22 @@ impl Decider {
         parts: &Parts,
     ) -> Result<(), Denial> {
         let principal = self
-            .facts(http, authority_url, &entity_name(me, &claims.client_id))
+            .facts(http, authority_url, &entity_name(me, claims.client_id.as_str()))
             .await?;
         let own = self
             .facts(http, authority_url, &entity_name(me, me.as_str()))
             .await?;
-        let actors = claims.actor_chain();
-        let mut chain = vec![entity_name(me, &claims.sub)];
-        chain.extend(actors.iter().map(|a| entity_name(me, a)));
+        let mut chain = vec![entity_name(me, claims.sub.as_str())];
+        chain.extend(claims.actors().map(|a| entity_name(me, a.as_str())));
         let context = RequestContext {
             purpose: claims.purpose.clone().unwrap_or_default(),
             sensitivity: route
                 .sensitivity
                 .clone()
                 .unwrap_or_else(|| "unspecified".into()),
-            delegation_depth: actors.len() as i64,
+            delegation_depth: chain.len() as i64 - 1,
             chain,
-            txn: claims.txn.clone().unwrap_or_default(),
+            txn: claims.txn.as_ref().map(ToString::to_string).unwrap_or_default(),
             environment: environment.to_owned(),
             time: Clock::at_unix(unix_now()),
             client_ip: peer_ip(parts),

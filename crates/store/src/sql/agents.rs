@@ -1,11 +1,11 @@
 //! Agents: registration, changes and removal, and what a change of an agent
 //! does to the agents it spawned (its descendants).
 
-use agentauth_core::{AuditEvent, AuditKind};
+use agentauth_core::{AgentName, AuditEvent, AuditKind, Scope, SpiffeId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
-use super::{Backend, Column, Conn, Param, Row, Sql, Tx, json_list};
+use super::{Backend, Column, Conn, Param, Row, Sql, Tx, json_list, json_scope, parsed, scope_from_json};
 use crate::{
     AgentRow, AgentStatus, AgentUpdate, Result, RevocationAction, RevocationKind, StoreError,
 };
@@ -38,9 +38,9 @@ where
     i64: Column<B::Db>,
     Option<i64>: Column<B::Db>,
 {
-    pub(super) async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+    pub(super) async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {
         let row = sqlx::query("SELECT * FROM agents WHERE name = $1")
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(self.0.pool())
             .await?;
         row.as_ref().map(Self::agent_from_row).transpose()
@@ -60,7 +60,7 @@ where
         // (PostgreSQL) or the write lock held (SQLite) until the commit.
         if let Some(parent) = &agent.parent {
             let row = sqlx::query(PARENT.sql::<B>())
-                .bind(parent)
+                .bind(parent.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             let usable = match row {
@@ -82,18 +82,18 @@ where
              created_at, updated_at, bearer_allowed, expires_at, parent, tags) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(&agent.name)
-        .bind(&agent.id)
+        .bind(agent.name.as_str())
+        .bind(agent.id.as_str())
         .bind(&agent.description)
         .bind(&agent.owner)
-        .bind(json_list(&agent.permissions))
+        .bind(json_scope(&agent.permissions))
         .bind(agent.public_jwk.to_string())
         .bind(agent.status.as_str())
         .bind(agent.created_at)
         .bind(agent.updated_at)
         .bind(i64::from(agent.bearer_allowed))
         .bind(agent.expires_at)
-        .bind(agent.parent.as_deref())
+        .bind(agent.parent.as_ref().map(SpiffeId::as_str))
         .bind(json_list(&agent.tags))
         .execute(&mut *tx)
         .await;
@@ -110,7 +110,7 @@ where
             "SELECT action FROM revocations WHERE kind = 'agent' AND subject = $1 \
              ORDER BY seq DESC LIMIT 1",
         )
-        .bind(&agent.id)
+        .bind(agent.id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let revoked = match last {
@@ -122,7 +122,7 @@ where
             Self::publish(
                 &mut tx,
                 RevocationKind::Agent,
-                &agent.id,
+                agent.id.as_str(),
                 RevocationAction::Restore,
                 now,
                 None,
@@ -135,13 +135,13 @@ where
 
     pub(super) async fn update_agent(
         &self,
-        name: &str,
+        name: &AgentName,
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
         let mut tx = self.0.begin().await?;
         let row = sqlx::query(BY_NAME.sql::<B>())
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         let mut agent = match row {
@@ -154,13 +154,13 @@ where
             "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
              bearer_allowed = $5, tags = $6 WHERE name = $7",
         )
-        .bind(json_list(&agent.permissions))
+        .bind(json_scope(&agent.permissions))
         .bind(&agent.description)
         .bind(agent.status.as_str())
         .bind(agent.updated_at)
         .bind(i64::from(agent.bearer_allowed))
         .bind(json_list(&agent.tags))
-        .bind(name)
+        .bind(name.as_str())
         .execute(&mut *tx)
         .await?;
         if agent.status != old_status {
@@ -171,7 +171,7 @@ where
             Self::publish(
                 &mut tx,
                 RevocationKind::Agent,
-                &agent.id,
+                agent.id.as_str(),
                 action,
                 update.now,
                 None,
@@ -196,16 +196,17 @@ where
         Ok(agent)
     }
 
-    pub(super) async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
+    pub(super) async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
         let row = sqlx::query("DELETE FROM agents WHERE name = $1 RETURNING spiffe_id")
-            .bind(name)
+            .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!("agent \"{name}\"")));
         };
         let id: String = row.try_get("spiffe_id")?;
+        let id = parsed("agent spiffe_id", &id, SpiffeId::parse)?;
         let now = audit.time_ms / 1000;
         // The name may be registered again later, with another key: the
         // old agent's outstanding tokens must stay dead when it is.
@@ -213,7 +214,7 @@ where
             "SELECT jti, expires_at FROM issued_tokens \
              WHERE (client_id = $1 OR subject = $1 OR audience = $1) AND expires_at >= $2",
         )
-        .bind(&id)
+        .bind(id.as_str())
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
@@ -233,7 +234,7 @@ where
         Self::publish(
             &mut tx,
             RevocationKind::Agent,
-            &id,
+            id.as_str(),
             RevocationAction::Revoke,
             now,
             None,
@@ -246,9 +247,9 @@ where
     }
 
     /// Every agent descended from `ancestor`, rows locked on PostgreSQL.
-    async fn descendants(tx: &mut Tx<B>, ancestor: &str) -> Result<Vec<AgentRow>> {
+    async fn descendants(tx: &mut Tx<B>, ancestor: &SpiffeId) -> Result<Vec<AgentRow>> {
         let rows = sqlx::query(DESCENDANTS.sql::<B>())
-            .bind(ancestor)
+            .bind(ancestor.as_str())
             .fetch_all(&mut **tx)
             .await?;
         rows.iter().map(Self::agent_from_row).collect()
@@ -259,7 +260,7 @@ where
     /// derived from `cause` (the ancestor's own change).
     async fn disable_descendants(
         tx: &mut Tx<B>,
-        ancestor: &str,
+        ancestor: &SpiffeId,
         now: i64,
         cause: &AuditEvent,
         what_happened: &str,
@@ -272,13 +273,13 @@ where
             sqlx::query("UPDATE agents SET status = $1, updated_at = $2 WHERE spiffe_id = $3")
                 .bind(AgentStatus::Disabled.as_str())
                 .bind(now)
-                .bind(&child.id)
+                .bind(child.id.as_str())
                 .execute(&mut **tx)
                 .await?;
             Self::publish(
                 tx,
                 RevocationKind::Agent,
-                &child.id,
+                child.id.as_str(),
                 RevocationAction::Revoke,
                 now,
                 None,
@@ -286,7 +287,7 @@ where
             .await?;
             let mut event = cause.clone();
             event.kind = AuditKind::AgentRevoked;
-            event.subject.clone_from(&child.id);
+            event.subject = child.id.to_string();
             event.scope = String::new();
             event.reason = format!("its ancestor {ancestor} was {what_happened}");
             events.push(event);
@@ -299,32 +300,27 @@ where
     /// parent's permissions; returns the audit events that report it.
     async fn narrow_descendants(
         tx: &mut Tx<B>,
-        ancestor: &str,
-        permissions: &[String],
+        ancestor: &SpiffeId,
+        permissions: &Scope,
         now: i64,
         cause: &AuditEvent,
     ) -> Result<Vec<AuditEvent>> {
         let mut events = Vec::new();
         for child in Self::descendants(tx, ancestor).await? {
-            let kept: Vec<String> = child
-                .permissions
-                .iter()
-                .filter(|p| permissions.contains(p))
-                .cloned()
-                .collect();
+            let kept = child.permissions.intersection(permissions);
             if kept.len() == child.permissions.len() {
                 continue;
             }
             sqlx::query("UPDATE agents SET permissions = $1, updated_at = $2 WHERE spiffe_id = $3")
-                .bind(json_list(&kept))
+                .bind(json_scope(&kept))
                 .bind(now)
-                .bind(&child.id)
+                .bind(child.id.as_str())
                 .execute(&mut **tx)
                 .await?;
             let mut event = cause.clone();
             event.kind = AuditKind::AgentUpdated;
-            event.subject.clone_from(&child.id);
-            event.scope = kept.join(" ");
+            event.subject = child.id.to_string();
+            event.scope = kept.to_string();
             event.reason = format!("changed permissions: narrowed with its ancestor {ancestor}");
             events.push(event);
         }
@@ -336,20 +332,24 @@ where
         let jwk: String = row.try_get("public_jwk")?;
         let status: String = row.try_get("status")?;
         let tags: String = row.try_get("tags")?;
+        let name: String = row.try_get("name")?;
+        let id: String = row.try_get("spiffe_id")?;
+        let parent: Option<String> = row.try_get("parent")?;
         Ok(AgentRow {
-            name: row.try_get("name")?,
-            id: row.try_get("spiffe_id")?,
+            name: parsed("agent name", &name, AgentName::new)?,
+            id: parsed("agent spiffe_id", &id, SpiffeId::parse)?,
             description: row.try_get("description")?,
             owner: row.try_get("owner")?,
-            permissions: serde_json::from_str(&permissions)
-                .map_err(|e| StoreError::Corrupt(format!("agent permissions: {e}")))?,
+            permissions: scope_from_json("agent permissions", &permissions)?,
             public_jwk: serde_json::from_str(&jwk)
                 .map_err(|e| StoreError::Corrupt(format!("agent key: {e}")))?,
             status: AgentStatus::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("agent status {status}")))?,
             bearer_allowed: row.try_get::<i64, _>("bearer_allowed")? != 0,
             expires_at: row.try_get("expires_at")?,
-            parent: row.try_get("parent")?,
+            parent: parent
+                .map(|p| parsed("agent parent", &p, SpiffeId::parse))
+                .transpose()?,
             tags: serde_json::from_str(&tags)
                 .map_err(|e| StoreError::Corrupt(format!("agent tags: {e}")))?,
             created_at: row.try_get("created_at")?,

@@ -1,10 +1,10 @@
 //! Approvals: requests held for a human decision, polled by the agent and
 //! used up by the one token issued under them.
 
-use agentauth_core::AuditEvent;
+use agentauth_core::{AuditEvent, Scope, SpiffeId, TaskId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
-use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql};
+use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, parsed};
 use crate::{ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus, Result, StoreError};
 
 impl<B> Sql<'_, B>
@@ -29,10 +29,10 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&approval.id)
-        .bind(&approval.agent)
-        .bind(&approval.audience)
-        .bind(&approval.scope)
-        .bind(&approval.txn)
+        .bind(approval.agent.as_str())
+        .bind(approval.audience.as_str())
+        .bind(approval.scope.to_string())
+        .bind(approval.txn.as_ref().map_or("", TaskId::as_str))
         .bind(&approval.purpose)
         .bind(&approval.grant_type)
         .bind(&approval.policies)
@@ -44,7 +44,7 @@ where
         .bind(approval.decided_by.as_deref())
         .bind(approval.decided_at)
         .bind(approval.reason.as_deref())
-        .bind(&approval.subject)
+        .bind(approval.subject.as_str())
         .execute(&mut *tx)
         .await;
         match result {
@@ -76,13 +76,13 @@ where
              AND purpose = $5 AND grant_type = $6 AND ($7 IS NULL OR txn = $7) AND status = $8 AND expires_at > $9 \
              ORDER BY created_at DESC, id LIMIT 1",
         )
-        .bind(request.agent)
-        .bind(request.subject)
-        .bind(request.audience)
-        .bind(request.scope)
+        .bind(request.agent.as_str())
+        .bind(request.subject.as_str())
+        .bind(request.audience.as_str())
+        .bind(request.scope.to_string())
         .bind(request.purpose)
         .bind(request.grant_type)
-        .bind(request.txn)
+        .bind(request.txn.map(TaskId::as_str))
         .bind(ApprovalStatus::Pending.as_str())
         .bind(now)
         .fetch_optional(self.0.pool())
@@ -90,11 +90,11 @@ where
         row.as_ref().map(Self::approval_from_row).transpose()
     }
 
-    pub(super) async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64> {
+    pub(super) async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM approvals WHERE agent = $1 AND status = $2 AND expires_at > $3",
         )
-        .bind(agent)
+        .bind(agent.as_str())
         .bind(ApprovalStatus::Pending.as_str())
         .bind(now)
         .fetch_one(self.0.pool())
@@ -186,13 +186,22 @@ where
 
     fn approval_from_row(row: &Row<B>) -> Result<ApprovalRow> {
         let status: String = row.try_get("status")?;
+        let id = |column: &str| -> Result<SpiffeId> {
+            let text: String = row.try_get(column)?;
+            parsed("approval", &text, SpiffeId::parse)
+        };
+        let scope: String = row.try_get("scope")?;
+        let txn: String = row.try_get("txn")?;
         Ok(ApprovalRow {
             id: row.try_get("id")?,
-            agent: row.try_get("agent")?,
-            subject: row.try_get("subject")?,
-            audience: row.try_get("audience")?,
-            scope: row.try_get("scope")?,
-            txn: row.try_get("txn")?,
+            agent: id("agent")?,
+            subject: id("subject")?,
+            audience: id("audience")?,
+            scope: parsed("approval scope", &scope, Scope::parse)?,
+            txn: match txn.as_str() {
+                "" => None,
+                txn => Some(parsed("approval txn", txn, TaskId::new)?),
+            },
             purpose: row.try_get("purpose")?,
             grant_type: row.try_get("grant_type")?,
             policies: row.try_get("policies")?,

@@ -1,10 +1,12 @@
 //! Delegation grants: the permissions one agent lets another act on its
 //! behalf with.
 
-use agentauth_core::AuditEvent;
+use agentauth_core::{AuditEvent, SpiffeId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
-use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, json_list};
+use super::{
+    Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, json_scope, parsed, scope_from_json,
+};
 use crate::{DelegationRow, Result, StoreError};
 
 impl<B> Sql<'_, B>
@@ -28,9 +30,9 @@ where
              ON CONFLICT (from_agent, to_agent) DO UPDATE SET permissions = excluded.permissions, \
              created_at = excluded.created_at",
         )
-        .bind(&grant.from)
-        .bind(&grant.to)
-        .bind(json_list(&grant.permissions))
+        .bind(grant.from.as_str())
+        .bind(grant.to.as_str())
+        .bind(json_scope(&grant.permissions))
         .bind(grant.created_at)
         .execute(&mut *tx)
         .await?;
@@ -38,18 +40,22 @@ where
         tx.commit().await
     }
 
-    pub(super) async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>> {
+    pub(super) async fn delegation(
+        &self,
+        from: &SpiffeId,
+        to: &SpiffeId,
+    ) -> Result<Option<DelegationRow>> {
         let row = sqlx::query("SELECT * FROM delegations WHERE from_agent = $1 AND to_agent = $2")
-            .bind(from)
-            .bind(to)
+            .bind(from.as_str())
+            .bind(to.as_str())
             .fetch_optional(self.0.pool())
             .await?;
         row.as_ref().map(Self::delegation_from_row).transpose()
     }
 
-    pub(super) async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>> {
+    pub(super) async fn delegations(&self, from: &SpiffeId) -> Result<Vec<DelegationRow>> {
         let rows = sqlx::query("SELECT * FROM delegations WHERE from_agent = $1 ORDER BY to_agent")
-            .bind(from)
+            .bind(from.as_str())
             .fetch_all(self.0.pool())
             .await?;
         rows.iter().map(Self::delegation_from_row).collect()
@@ -57,14 +63,14 @@ where
 
     pub(super) async fn delete_delegation(
         &self,
-        from: &str,
-        to: &str,
+        from: &SpiffeId,
+        to: &SpiffeId,
         audit: &AuditEvent,
     ) -> Result<()> {
         let mut tx = self.0.begin().await?;
         let done = sqlx::query("DELETE FROM delegations WHERE from_agent = $1 AND to_agent = $2")
-            .bind(from)
-            .bind(to)
+            .bind(from.as_str())
+            .bind(to.as_str())
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
@@ -78,11 +84,12 @@ where
 
     fn delegation_from_row(row: &Row<B>) -> Result<DelegationRow> {
         let permissions: String = row.try_get("permissions")?;
+        let from: String = row.try_get("from_agent")?;
+        let to: String = row.try_get("to_agent")?;
         Ok(DelegationRow {
-            from: row.try_get("from_agent")?,
-            to: row.try_get("to_agent")?,
-            permissions: serde_json::from_str(&permissions)
-                .map_err(|e| StoreError::Corrupt(format!("delegation permissions: {e}")))?,
+            from: parsed("delegation from_agent", &from, SpiffeId::parse)?,
+            to: parsed("delegation to_agent", &to, SpiffeId::parse)?,
+            permissions: scope_from_json("delegation permissions", &permissions)?,
             created_at: row.try_get("created_at")?,
         })
     }

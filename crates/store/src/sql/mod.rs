@@ -21,14 +21,16 @@ mod settings;
 mod tasks;
 mod tokens;
 
-use agentauth_core::{AuditEvent, AuditRecord};
+use agentauth_core::{AgentName, AuditEvent, AuditRecord, Jkt, SpiffeId, TaskId};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Executor};
 
 pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
 
+use agentauth_core::Scope;
+
 use crate::{
-    AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
+    StoreError, AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
     AuditFilter, DelegationRow, IssuedToken, PolicySetRow, Result, RevocationRow, SigningKeyRow,
     Store, UsedAssertion,
 };
@@ -39,6 +41,29 @@ pub(crate) struct Sql<'s, B>(&'s B);
 /// A list of names as the stores keep it: a JSON array.
 fn json_list(list: &[String]) -> String {
     serde_json::to_string(list).expect("a list of strings always serialises")
+}
+
+/// A scope as the stores keep it: a JSON array of its permissions.
+fn json_scope(scope: &Scope) -> String {
+    json_list(&scope.to_vec())
+}
+
+/// A stored scope (a JSON array of permissions); one that no longer parses is corrupt.
+fn scope_from_json(what: &str, json: &str) -> Result<Scope> {
+    let list: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+    Scope::from_strs(list.iter().map(String::as_str))
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Parses a stored identifier (SPIFFE ID, agent name, task ID, scope); a
+/// value that no longer parses is corrupt, never silently accepted.
+fn parsed<T, E: std::fmt::Display>(
+    what: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, E>,
+) -> Result<T> {
+    parse(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 #[async_trait]
@@ -68,7 +93,7 @@ where
         Sql(self).add_signing_key(key).await
     }
 
-    async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {
         Sql(self).agent(name).await
     }
 
@@ -82,14 +107,14 @@ where
 
     async fn update_agent(
         &self,
-        name: &str,
+        name: &AgentName,
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
         Sql(self).update_agent(name, update, audit).await
     }
 
-    async fn delete_agent(&self, name: &str, audit: &AuditEvent) -> Result<()> {
+    async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
         Sql(self).delete_agent(name, audit).await
     }
 
@@ -117,39 +142,39 @@ where
         Sql(self).revoke_token(jti, expires_at, audit).await
     }
 
-    async fn revoke_task(&self, txn: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-        Sql(self).revoke_task(txn, expires_at, audit).await
+    async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()> {
+        Sql(self).revoke_task(txn.as_str(), expires_at, audit).await
     }
 
-    async fn task_revoked(&self, txn: &str) -> Result<bool> {
-        Sql(self).task_revoked(txn).await
+    async fn task_revoked(&self, txn: &TaskId) -> Result<bool> {
+        Sql(self).task_revoked(txn.as_str()).await
     }
 
-    async fn revoke_key(&self, jkt: &str, audit: &AuditEvent) -> Result<()> {
-        Sql(self).revoke_key(jkt, audit).await
+    async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()> {
+        Sql(self).revoke_key(&jkt.0, audit).await
     }
 
-    async fn key_revoked(&self, jkt: &str) -> Result<bool> {
-        Sql(self).key_revoked(jkt).await
+    async fn key_revoked(&self, jkt: &Jkt) -> Result<bool> {
+        Sql(self).key_revoked(&jkt.0).await
     }
 
-    async fn task_exists(&self, txn: &str) -> Result<bool> {
-        Sql(self).task_exists(txn).await
+    async fn task_exists(&self, txn: &TaskId) -> Result<bool> {
+        Sql(self).task_exists(txn.as_str()).await
     }
 
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
         Sql(self).put_delegation(grant, audit).await
     }
 
-    async fn delegation(&self, from: &str, to: &str) -> Result<Option<DelegationRow>> {
+    async fn delegation(&self, from: &SpiffeId, to: &SpiffeId) -> Result<Option<DelegationRow>> {
         Sql(self).delegation(from, to).await
     }
 
-    async fn delegations(&self, from: &str) -> Result<Vec<DelegationRow>> {
+    async fn delegations(&self, from: &SpiffeId) -> Result<Vec<DelegationRow>> {
         Sql(self).delegations(from).await
     }
 
-    async fn delete_delegation(&self, from: &str, to: &str, audit: &AuditEvent) -> Result<()> {
+    async fn delete_delegation(&self, from: &SpiffeId, to: &SpiffeId, audit: &AuditEvent) -> Result<()> {
         Sql(self).delete_delegation(from, to, audit).await
     }
 
@@ -198,7 +223,7 @@ where
         Sql(self).pending_approval(request, now).await
     }
 
-    async fn pending_approval_count(&self, agent: &str, now: i64) -> Result<i64> {
+    async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64> {
         Sql(self).pending_approval_count(agent, now).await
     }
 
@@ -235,8 +260,8 @@ where
         Sql(self).append_audit(events).await
     }
 
-    async fn task_records(&self, txn: &str) -> Result<Vec<AuditRecord>> {
-        Sql(self).task_records(txn).await
+    async fn task_records(&self, txn: &TaskId) -> Result<Vec<AuditRecord>> {
+        Sql(self).task_records(txn.as_str()).await
     }
 
     async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

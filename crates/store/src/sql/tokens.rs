@@ -1,7 +1,7 @@
 //! Issued tokens and the single use of the client assertions they were
 //! issued for; revoking a token revokes every token exchanged from it.
 
-use agentauth_core::AuditEvent;
+use agentauth_core::{AuditEvent, TaskId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, Tx};
@@ -58,14 +58,14 @@ where
              parent_jti, txn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&token.jti)
-        .bind(&token.client_id)
-        .bind(&token.subject)
-        .bind(&token.audience)
-        .bind(&token.scope)
+        .bind(token.client_id.as_str())
+        .bind(token.subject.as_str())
+        .bind(token.audience.as_str())
+        .bind(token.scope.to_string())
         .bind(token.issued_at)
         .bind(token.expires_at)
         .bind(token.parent_jti.as_deref())
-        .bind(token.txn.as_deref())
+        .bind(token.txn.as_ref().map(TaskId::as_str))
         .execute(&mut *tx)
         .await?;
         // A parent revoked while this exchange was under way must not

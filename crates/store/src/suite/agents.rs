@@ -12,7 +12,7 @@ pub(crate) async fn agents_are_created_listed_and_fetched(s: &dyn Store) {
     )
     .await
     .unwrap();
-    assert_eq!(s.agent("reader").await.unwrap().unwrap(), agent("reader"));
+    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap(), agent("reader"));
     let names: Vec<_> = s
         .agents()
         .await
@@ -21,7 +21,7 @@ pub(crate) async fn agents_are_created_listed_and_fetched(s: &dyn Store) {
         .map(|a| a.name)
         .collect();
     assert_eq!(names, ["customer", "reader"]);
-    assert!(s.agent("nobody").await.unwrap().is_none());
+    assert!(s.agent(&name("nobody")).await.unwrap().is_none());
     assert_eq!(audit_count(s).await, 2);
 }
 
@@ -37,7 +37,7 @@ pub(crate) async fn a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind(s:
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert_eq!(
-        s.agent("reader").await.unwrap().unwrap().description,
+        s.agent(&name("reader")).await.unwrap().unwrap().description,
         "test agent"
     );
     assert_eq!(audit_count(s).await, 1);
@@ -53,8 +53,7 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
         ..AgentUpdate::default()
     };
     let updated = s
-        .update_agent(
-            "reader",
+        .update_agent(&name("reader"),
             &disable,
             &event("agent.updated", "admin", "reader"),
         )
@@ -63,11 +62,11 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
     assert_eq!(updated.status, AgentStatus::Disabled);
     assert_eq!(updated.updated_at, 200);
     let perms = AgentUpdate {
-        permissions: Some(vec!["read:orders".into()]),
+        permissions: Some(scope("read:orders")),
         now: 201,
         ..AgentUpdate::default()
     };
-    s.update_agent("reader", &perms, &event("agent.updated", "admin", "reader"))
+    s.update_agent(&name("reader"), &perms, &event("agent.updated", "admin", "reader"))
         .await
         .unwrap();
     let enable = AgentUpdate {
@@ -75,8 +74,7 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
         now: 202,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "reader",
+    s.update_agent(&name("reader"),
         &enable,
         &event("agent.updated", "admin", "reader"),
     )
@@ -102,8 +100,8 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
         1
     );
     assert_eq!(
-        s.agent("reader").await.unwrap().unwrap().permissions,
-        ["read:orders"]
+        s.agent(&name("reader")).await.unwrap().unwrap().permissions,
+        scope("read:orders")
     );
 }
 
@@ -114,12 +112,12 @@ pub(crate) async fn updating_or_deleting_a_missing_agent_changes_nothing(s: &dyn
         ..AgentUpdate::default()
     };
     let err = s
-        .update_agent("ghost", &update, &event("agent.updated", "admin", "ghost"))
+        .update_agent(&name("ghost"), &update, &event("agent.updated", "admin", "ghost"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
     let err = s
-        .delete_agent("ghost", &event("agent.deleted", "admin", "ghost"))
+        .delete_agent(&name("ghost"), &event("agent.deleted", "admin", "ghost"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
@@ -131,10 +129,10 @@ pub(crate) async fn deleting_an_agent_revokes_it(s: &dyn Store) {
     s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
         .await
         .unwrap();
-    s.delete_agent("reader", &event("agent.deleted", "admin", "reader"))
+    s.delete_agent(&name("reader"), &event("agent.deleted", "admin", "reader"))
         .await
         .unwrap();
-    assert!(s.agent("reader").await.unwrap().is_none());
+    assert!(s.agent(&name("reader")).await.unwrap().is_none());
     let feed = s.revocations_since(0, 10).await.unwrap();
     assert_eq!(feed.len(), 1);
     assert_eq!(feed[0].action, RevocationAction::Revoke);
@@ -174,7 +172,7 @@ pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that
     .unwrap();
     let mut delete = event("agent.deleted", "admin", "reader");
     delete.time_ms = 100_000;
-    s.delete_agent("reader", &delete).await.unwrap();
+    s.delete_agent(&name("reader"), &delete).await.unwrap();
     assert!(s.token_revoked("live").await.unwrap());
     assert!(
         !s.token_revoked("expired").await.unwrap(),
@@ -208,16 +206,16 @@ pub(crate) async fn deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that
 /// An agent spawned by `parent` (a registry name), expiring at `expires_at`.
 fn child(name: &str, parent: &str, permissions: &[&str], expires_at: i64) -> AgentRow {
     AgentRow {
-        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        permissions: Scope::from_strs(permissions.iter().copied()).unwrap(),
         expires_at: Some(expires_at),
-        parent: Some(format!("spiffe://agentauth.local/agent/{parent}")),
+        parent: Some(agent_id(parent)),
         ..agent(name)
     }
 }
 
 /// Creates `row` with an `agent.spawned` record.
 async fn spawn(s: &dyn Store, row: &AgentRow) {
-    s.create_agent(row, &event("agent.spawned", "parent", &row.id))
+    s.create_agent(row, &event("agent.spawned", "parent", row.id.as_str()))
         .await
         .unwrap();
 }
@@ -237,7 +235,7 @@ async fn agent_feed(s: &dyn Store) -> Vec<(String, RevocationAction)> {
 }
 
 async fn status(s: &dyn Store, name: &str) -> AgentStatus {
-    s.agent(name).await.unwrap().unwrap().status
+    s.agent(&self::name(name)).await.unwrap().unwrap().status
 }
 
 pub(crate) async fn a_spawned_agent_keeps_its_parent_and_expiry(s: &dyn Store) {
@@ -249,11 +247,11 @@ pub(crate) async fn a_spawned_agent_keeps_its_parent_and_expiry(s: &dyn Store) {
     .unwrap();
     let worker = child("worker", "planner", &["read:customer"], 160);
     spawn(s, &worker).await;
-    let stored = s.agent("worker").await.unwrap().unwrap();
+    let stored = s.agent(&name("worker")).await.unwrap().unwrap();
     assert_eq!(stored, worker);
     assert_eq!(stored.expires_at, Some(160));
     assert_eq!(
-        stored.parent.as_deref(),
+        stored.parent.as_ref().map(SpiffeId::as_str),
         Some("spiffe://agentauth.local/agent/planner")
     );
 }
@@ -270,8 +268,7 @@ pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Sto
         now: 150,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "planner",
+    s.update_agent(&name("planner"),
         &disable,
         &event("agent.updated", "admin", "planner"),
     )
@@ -283,7 +280,7 @@ pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Sto
         child("late", "planner", &[], 500),
     ] {
         let err = s
-            .create_agent(&row, &event("agent.spawned", "p", &row.id))
+            .create_agent(&row, &event("agent.spawned", "p", row.id.as_str()))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -304,8 +301,8 @@ pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Sto
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
-    assert!(s.agent("late").await.unwrap().is_none());
-    assert!(s.agent("grandchild").await.unwrap().is_none());
+    assert!(s.agent(&name("late")).await.unwrap().is_none());
+    assert!(s.agent(&name("grandchild")).await.unwrap().is_none());
     assert_eq!(audit_count(s).await, before + 1);
 }
 
@@ -329,8 +326,7 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
         now: 200,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "planner",
+    s.update_agent(&name("planner"),
         &disable,
         &event("agent.revoked", "admin", "planner"),
     )
@@ -339,7 +335,7 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
     for name in ["planner", "worker", "helper"] {
         assert_eq!(status(s, name).await, AgentStatus::Disabled, "{name}");
     }
-    assert_eq!(s.agent("worker").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(s.agent(&name("worker")).await.unwrap().unwrap().updated_at, 200);
     assert_eq!(status(s, "bystander").await, AgentStatus::Active);
     assert_eq!(status(s, "other").await, AgentStatus::Active);
     assert_eq!(
@@ -383,8 +379,7 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
         now: 300,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "planner",
+    s.update_agent(&name("planner"),
         &enable,
         &event("agent.updated", "admin", "planner"),
     )
@@ -395,15 +390,13 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
     assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
 
     // Disabling again publishes nothing for descendants already disabled.
-    s.update_agent(
-        "worker",
+    s.update_agent(&name("worker"),
         &enable,
         &event("agent.updated", "admin", "worker"),
     )
     .await
     .unwrap();
-    s.update_agent(
-        "planner",
+    s.update_agent(&name("planner"),
         &disable,
         &event("agent.revoked", "admin", "planner"),
     )
@@ -432,11 +425,11 @@ pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &d
     spawn(s, &child("helper", "worker", &[], 500)).await;
     let mut delete = event("agent.deleted", "admin", "planner");
     delete.time_ms = 200_000;
-    s.delete_agent("planner", &delete).await.unwrap();
-    assert!(s.agent("planner").await.unwrap().is_none());
+    s.delete_agent(&name("planner"), &delete).await.unwrap();
+    assert!(s.agent(&name("planner")).await.unwrap().is_none());
     assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
     assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
-    assert_eq!(s.agent("helper").await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(s.agent(&name("helper")).await.unwrap().unwrap().updated_at, 200);
     assert_eq!(
         agent_feed(s).await,
         [
@@ -472,7 +465,7 @@ pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &d
 
 pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
     let mut planner = agent("planner");
-    planner.permissions = vec!["agents:spawn".into(), "read:db".into(), "write:db".into()];
+    planner.permissions = scope("agents:spawn read:db write:db");
     s.create_agent(&planner, &event("agent.created", "admin", "planner"))
         .await
         .unwrap();
@@ -490,12 +483,11 @@ pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
     spawn(s, &child("reader", "worker", &["read:db"], 500)).await;
     let before = audit_count(s).await;
     let narrow = AgentUpdate {
-        permissions: Some(vec!["agents:spawn".into(), "read:db".into()]),
+        permissions: Some(scope("agents:spawn read:db")),
         now: 200,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "planner",
+    s.update_agent(&name("planner"),
         &narrow,
         &event("agent.updated", "admin", "planner"),
     )
@@ -503,13 +495,16 @@ pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
     .unwrap();
     let perms = |row: Option<AgentRow>| row.unwrap().permissions;
     assert_eq!(
-        perms(s.agent("worker").await.unwrap()),
-        ["agents:spawn", "read:db"]
+        perms(s.agent(&name("worker")).await.unwrap()),
+        scope("agents:spawn read:db")
     );
-    assert!(perms(s.agent("helper").await.unwrap()).is_empty());
-    assert_eq!(perms(s.agent("reader").await.unwrap()), ["read:db"]);
+    assert!(perms(s.agent(&name("helper")).await.unwrap()).is_empty());
     assert_eq!(
-        s.agent("reader").await.unwrap().unwrap().updated_at,
+        perms(s.agent(&name("reader")).await.unwrap()),
+        scope("read:db")
+    );
+    assert_eq!(
+        s.agent(&name("reader")).await.unwrap().unwrap().updated_at,
         100,
         "untouched"
     );
@@ -530,7 +525,7 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
     s.create_agent(&tagged, &event("agent.created", "admin", "reader"))
         .await
         .unwrap();
-    assert_eq!(s.agent("reader").await.unwrap().unwrap(), tagged);
+    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap(), tagged);
     assert_eq!(s.agents().await.unwrap()[0].tags, ["finance", "pii"]);
     let retag = AgentUpdate {
         tags: Some(vec!["ops".into()]),
@@ -538,31 +533,30 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
         ..AgentUpdate::default()
     };
     let updated = s
-        .update_agent("reader", &retag, &event("agent.updated", "admin", "reader"))
+        .update_agent(&name("reader"), &retag, &event("agent.updated", "admin", "reader"))
         .await
         .unwrap();
     assert_eq!(updated.tags, ["ops"]);
-    assert_eq!(s.agent("reader").await.unwrap().unwrap(), updated);
+    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap(), updated);
     let describe = AgentUpdate {
         description: Some("still tagged".into()),
         now: 201,
         ..AgentUpdate::default()
     };
-    s.update_agent(
-        "reader",
+    s.update_agent(&name("reader"),
         &describe,
         &event("agent.updated", "admin", "reader"),
     )
     .await
     .unwrap();
-    assert_eq!(s.agent("reader").await.unwrap().unwrap().tags, ["ops"]);
+    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap().tags, ["ops"]);
     let untag = AgentUpdate {
         tags: Some(vec![]),
         now: 202,
         ..AgentUpdate::default()
     };
-    s.update_agent("reader", &untag, &event("agent.updated", "admin", "reader"))
+    s.update_agent(&name("reader"), &untag, &event("agent.updated", "admin", "reader"))
         .await
         .unwrap();
-    assert!(s.agent("reader").await.unwrap().unwrap().tags.is_empty());
+    assert!(s.agent(&name("reader")).await.unwrap().unwrap().tags.is_empty());
 }

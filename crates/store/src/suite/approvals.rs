@@ -5,16 +5,24 @@ use super::*;
 const READER: &str = "spiffe://agentauth.local/agent/reader";
 const CUSTOMER: &str = "spiffe://agentauth.local/agent/customer";
 
+fn spiffe(uri: &str) -> SpiffeId {
+    SpiffeId::parse(uri).unwrap()
+}
+
+fn task(txn: &str) -> TaskId {
+    TaskId::new(txn).unwrap()
+}
+
 /// A pending approval of `write:customer` for the reader, created at
 /// `created_at` and void 300 seconds later.
 fn approval(id: &str, created_at: i64) -> ApprovalRow {
     ApprovalRow {
         id: id.into(),
-        agent: READER.into(),
-        subject: READER.into(),
-        audience: CUSTOMER.into(),
-        scope: "write:customer".into(),
-        txn: "t1".into(),
+        agent: spiffe(READER),
+        subject: spiffe(READER),
+        audience: spiffe(CUSTOMER),
+        scope: scope("write:customer"),
+        txn: Some(task("t1")),
         purpose: "refund order 7".into(),
         grant_type: "client_credentials".into(),
         policies: "refunds-need-approval".into(),
@@ -30,7 +38,7 @@ fn approval(id: &str, created_at: i64) -> ApprovalRow {
 }
 
 async fn create_approval(s: &dyn Store, row: &ApprovalRow) {
-    s.create_approval(row, &event("approval.requested", &row.agent, &row.id))
+    s.create_approval(row, &event("approval.requested", row.agent.as_str(), &row.id))
         .await
         .unwrap();
 }
@@ -49,25 +57,31 @@ async fn decide(s: &dyn Store, id: &str, decision: &ApprovalDecision) -> Result<
         .await
 }
 
-/// The pending approval for the reader's `write:customer` request, as its ID.
+/// Keeps a test value for the rest of the run, so requests can borrow it.
+fn kept<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
 /// The reader's own client_credentials request.
-fn request<'a>(
-    audience: &'a str,
-    scope: &'a str,
-    purpose: &'a str,
-    txn: Option<&'a str>,
-) -> ApprovalRequest<'a> {
+fn request(
+    audience: &str,
+    scope: &str,
+    purpose: &str,
+    txn: Option<&str>,
+) -> ApprovalRequest<'static> {
+    let reader = kept(spiffe(READER));
     ApprovalRequest {
-        agent: READER,
-        subject: READER,
-        audience,
-        scope,
-        purpose,
+        agent: reader,
+        subject: reader,
+        audience: kept(spiffe(audience)),
+        scope: kept(self::scope(scope)),
+        purpose: kept(purpose.to_owned()),
         grant_type: "client_credentials",
-        txn,
+        txn: txn.map(|t| kept(task(t))),
     }
 }
 
+/// The pending approval for the reader's `write:customer` request, as its ID.
 async fn pending(
     s: &dyn Store,
     audience: &str,
@@ -83,19 +97,19 @@ async fn pending(
 }
 
 pub(crate) async fn pending_approvals_are_counted_per_agent(s: &dyn Store) {
-    assert_eq!(s.pending_approval_count(READER, 100).await.unwrap(), 0);
+    assert_eq!(s.pending_approval_count(&spiffe(READER), 100).await.unwrap(), 0);
     create_approval(s, &approval("ap-1", 100)).await;
     create_approval(s, &approval("ap-2", 150)).await;
     let mut other = approval("ap-3", 100);
-    other.agent = CUSTOMER.into();
+    other.agent = spiffe(CUSTOMER);
     create_approval(s, &other).await;
-    assert_eq!(s.pending_approval_count(READER, 200).await.unwrap(), 2);
+    assert_eq!(s.pending_approval_count(&spiffe(READER), 200).await.unwrap(), 2);
     decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 210))
         .await
         .unwrap();
-    assert_eq!(s.pending_approval_count(READER, 220).await.unwrap(), 1);
+    assert_eq!(s.pending_approval_count(&spiffe(READER), 220).await.unwrap(), 1);
     // ap-2 expires at 450.
-    assert_eq!(s.pending_approval_count(READER, 450).await.unwrap(), 0);
+    assert_eq!(s.pending_approval_count(&spiffe(READER), 450).await.unwrap(), 0);
 }
 
 pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn Store) {
@@ -142,7 +156,7 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
         "expired"
     );
     let other_agent = ApprovalRow {
-        agent: CUSTOMER.into(),
+        agent: spiffe(CUSTOMER),
         ..approval("ap-x", 100)
     };
     create_approval(s, &other_agent).await;
@@ -161,7 +175,7 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
     };
     assert!(s.pending_approval(&exchange, 200).await.unwrap().is_none());
     let on_behalf = ApprovalRequest {
-        subject: CUSTOMER,
+        subject: kept(spiffe(CUSTOMER)),
         ..request(CUSTOMER, scope, purpose, None)
     };
     assert!(s.pending_approval(&on_behalf, 200).await.unwrap().is_none());
@@ -250,10 +264,10 @@ pub(crate) async fn polls_are_spaced_by_the_interval(s: &dyn Store) {
 /// A token of the reader for the customer, issued at `issued_at` in task `txn`.
 fn approved_token(jti: &str, issued_at: i64, txn: &str) -> IssuedToken {
     IssuedToken {
-        scope: "write:customer".into(),
+        scope: scope("write:customer"),
         issued_at,
         expires_at: issued_at + 300,
-        txn: Some(txn.into()),
+        txn: Some(task(txn)),
         ..issued(jti)
     }
 }
@@ -298,7 +312,7 @@ pub(crate) async fn an_approved_approval_issues_exactly_one_token(s: &dyn Store)
             ..approved
         }
     );
-    assert!(s.task_exists("t1").await.unwrap());
+    assert!(s.task_exists(&TaskId::new("t1").unwrap()).await.unwrap());
     let before = audit_count(s).await;
 
     let err = s
@@ -311,7 +325,7 @@ pub(crate) async fn an_approved_approval_issues_exactly_one_token(s: &dyn Store)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale(_)), "{err}");
-    assert!(!s.task_exists("t2").await.unwrap(), "no second token");
+    assert!(!s.task_exists(&TaskId::new("t2").unwrap()).await.unwrap(), "no second token");
     s.consume_assertion(&assertion("x2"))
         .await
         .expect("the refused request's assertion was not used up");
@@ -343,7 +357,7 @@ pub(crate) async fn an_approved_approval_issues_exactly_one_token(s: &dyn Store)
             .unwrap_err();
         assert!(matches!(err, StoreError::Stale(_)), "{id}: {err}");
     }
-    assert!(!s.task_exists("t3").await.unwrap());
+    assert!(!s.task_exists(&TaskId::new("t3").unwrap()).await.unwrap());
     assert_eq!(audit_count(s).await, before);
     assert_eq!(
         s.approval("ap-2").await.unwrap().unwrap().status,

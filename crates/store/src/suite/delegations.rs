@@ -4,16 +4,16 @@ use super::*;
 
 pub(crate) async fn delegation_grants_are_stored_replaced_and_removed(s: &dyn Store) {
     let grant = DelegationRow {
-        from: "spiffe://agentauth.local/agent/planner".into(),
-        to: "spiffe://agentauth.local/agent/executor".into(),
-        permissions: vec!["read:db".into()],
+        from: agent_id("planner"),
+        to: agent_id("executor"),
+        permissions: scope("read:db"),
         created_at: 1,
     };
     s.put_delegation(&grant, &event("delegation.granted", "admin", "planner"))
         .await
         .unwrap();
     let wider = DelegationRow {
-        permissions: vec!["read:db".into(), "write:db".into()],
+        permissions: scope("read:db write:db"),
         created_at: 2,
         ..grant.clone()
     };

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use agentauth_core::{AuditEvent, AuditKind, Decision, verify_chain};
+use agentauth_core::{
+    AgentName, AuditEvent, AuditKind, Decision, Jkt, Scope, SpiffeId, TaskId, verify_chain,
+};
 use serde_json::json;
 
 use crate::*;
@@ -85,13 +87,28 @@ fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
     }
 }
 
+/// An agent name the suite knows is valid.
+fn name(name: &str) -> AgentName {
+    AgentName::new(name).expect("the suite uses valid names")
+}
+
+/// The SPIFFE ID of the agent `name`.
+fn agent_id(name: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://agentauth.local/agent/{name}")).expect("a valid name")
+}
+
+/// A scope the suite knows is valid.
+fn scope(text: &str) -> Scope {
+    Scope::parse(text).expect("the suite uses valid permissions")
+}
+
 fn agent(name: &str) -> AgentRow {
     AgentRow {
-        name: name.into(),
-        id: format!("spiffe://agentauth.local/agent/{name}"),
+        name: self::name(name),
+        id: agent_id(name),
         description: "test agent".into(),
         owner: "team-a".into(),
-        permissions: vec!["read:customer".into()],
+        permissions: scope("read:customer"),
         public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
         status: AgentStatus::Active,
         bearer_allowed: false,
@@ -122,10 +139,10 @@ async fn assert_chain_intact(store: &dyn Store) {
 fn issued(jti: &str) -> IssuedToken {
     IssuedToken {
         jti: jti.into(),
-        client_id: "spiffe://agentauth.local/agent/reader".into(),
-        subject: "spiffe://agentauth.local/agent/reader".into(),
-        audience: "spiffe://agentauth.local/agent/customer".into(),
-        scope: "read:customer".into(),
+        client_id: agent_id("reader"),
+        subject: agent_id("reader"),
+        audience: agent_id("customer"),
+        scope: scope("read:customer"),
         issued_at: 100,
         expires_at: 400,
         parent_jti: None,

@@ -10,7 +10,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
     };
     let child = |jti: &str, parent: &str| IssuedToken {
         parent_jti: Some(parent.into()),
-        txn: Some("t1".into()),
+        txn: Some(TaskId::new("t1").unwrap()),
         ..issued(jti)
     };
     s.issue_token(
@@ -62,8 +62,8 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
         )
         .await;
     assert!(matches!(err, Err(StoreError::Conflict(_))));
-    assert!(s.task_exists("t1").await.unwrap());
-    assert!(!s.task_exists("t2").await.unwrap());
+    assert!(s.task_exists(&TaskId::new("t1").unwrap()).await.unwrap());
+    assert!(!s.task_exists(&TaskId::new("t2").unwrap()).await.unwrap());
 }
 
 pub(crate) async fn a_replayed_assertion_issues_nothing(s: &dyn Store) {
