@@ -35,7 +35,7 @@ async fn read_rows(caller: VerifiedAgent) -> Json<Value> {
         "rows": [{"month": "2026-10", "revenue": 120_500}],
         "for": caller.subject,
         "via": caller.agent,
-        "chain": caller.claims.actor_chain(),
+        "chain": caller.claims.actors().collect::<Vec<_>>(),
         "txn": caller.txn,
     }))
 }

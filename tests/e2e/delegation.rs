@@ -106,15 +106,15 @@ async fn an_exchanged_token_keeps_subject_and_task_and_binds_the_actor() {
     assert_eq!(c.client_id, id("executor"), "the presenter is the actor");
     assert_eq!(c.aud, id("database"));
     assert_eq!(c.scope.to_string(), "read:db");
-    assert_eq!(c.txn.as_deref(), Some("task-42"));
+    assert_eq!(c.txn.unwrap(), "task-42");
     assert_eq!(c.purpose.as_deref(), Some("monthly revenue report"));
     assert_eq!(
         c.rctx.as_deref(),
         Some("user asked: summarise last month's revenue")
     );
     assert_eq!(
-        c.act,
-        Some(json!({"sub": id("executor"), "act": {"sub": id("planner")}}))
+        serde_json::to_value(&c.act).unwrap(),
+        json!({"sub": id("executor"), "act": {"sub": id("planner")}})
     );
     assert_eq!(
         c.cnf.unwrap().jkt,
@@ -522,8 +522,8 @@ async fn an_actor_may_exchange_with_a_dpop_proof_and_gets_a_dpop_bound_token() {
         chain.executor_key.public_jwk().thumbprint()
     );
     assert_eq!(
-        c.act,
-        Some(json!({"sub": id("executor"), "act": {"sub": id("planner")}}))
+        serde_json::to_value(&c.act).unwrap(),
+        json!({"sub": id("executor"), "act": {"sub": id("planner")}})
     );
     let store = chain.server.store().await;
     let filter = agentauth_store::AuditFilter {

@@ -183,9 +183,9 @@ mod tests {
     fn an_active_introspection_is_the_claims_then_active_and_type() {
         let claims = AccessClaims {
             iss: "http://authority".into(),
-            sub: "spiffe://td/agent/a".into(),
-            aud: "spiffe://td/agent/b".into(),
-            client_id: "spiffe://td/agent/a".into(),
+            sub: "spiffe://td/agent/a".parse().unwrap(),
+            aud: "spiffe://td/agent/b".parse().unwrap(),
+            client_id: "spiffe://td/agent/a".parse().unwrap(),
             scope: Scope::parse("read:db").unwrap(),
             exp: 200,
             iat: 100,
@@ -193,7 +193,7 @@ mod tests {
             jti: "j1".into(),
             cnf: None,
             act: None,
-            txn: Some("txn-1".into()),
+            txn: Some("txn-1".parse().unwrap()),
             purpose: None,
             rctx: None,
         };

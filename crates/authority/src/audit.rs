@@ -157,7 +157,7 @@ pub(crate) async fn ingest(
 /// refused whole.
 pub(crate) async fn report(
     s: &AuthorityState,
-    agent: &str,
+    agent: &SpiffeId,
     batch: EventBatch,
 ) -> Result<BatchAccepted, AuthorityError> {
     if batch.events.len() > MAX_BATCH {
@@ -177,7 +177,7 @@ pub(crate) async fn report(
                 .filter(|t| (t - now).abs() < 60_000)
                 .unwrap_or(now),
             kind,
-            actor: agent.to_owned(),
+            actor: agent.to_string(),
             subject: bounded(e.subject),
             audience: bounded(e.audience),
             scope: bounded(e.scope),

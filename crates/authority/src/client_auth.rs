@@ -122,7 +122,7 @@ pub(crate) async fn authenticate(
     // Kept until `exp` (and a minute more than the skew), so an assertion
     // valid for an hour cannot be replayed within that hour either.
     let assertion = UsedAssertion {
-        client_id: agent.id.clone(),
+        client_id: agent.id.to_string(),
         jti: claims.jti,
         expires_at: claims.exp + 60,
     };

@@ -188,11 +188,11 @@ mod tests {
 
     fn agent(name: &str, permissions: &[&str]) -> AgentRow {
         AgentRow {
-            name: name.into(),
-            id: format!("spiffe://agentauth.local/agent/{name}"),
+            name: AgentName::new(name).unwrap(),
+            id: SpiffeId::parse(&format!("spiffe://agentauth.local/agent/{name}")).unwrap(),
             description: String::new(),
             owner: String::new(),
-            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            permissions: Scope::from_strs(permissions.iter().copied()).unwrap(),
             public_jwk: serde_json::json!({}),
             status: AgentStatus::Active,
             bearer_allowed: false,

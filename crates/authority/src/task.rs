@@ -6,7 +6,7 @@ use agentauth_api::{
     RevocationReceipt, RevocationRequest, RevocationTarget, TaskCompletion, TaskView,
 };
 use agentauth_core::AuditKind;
-use agentauth_core::{Decision, unix_now};
+use agentauth_core::{Decision, Jkt, SpiffeId, TaskId, unix_now};
 use agentauth_store::{AgentStatus, AgentUpdate};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -42,11 +42,12 @@ pub(crate) async fn show(
     State(s): State<AppState>,
     Path(txn): Path<String>,
 ) -> Result<Json<TaskView>, AuthorityError> {
-    let hops = s.store.task_records(&txn).await?;
-    if hops.is_empty() && !s.store.task_exists(&txn).await? {
+    let id = task_id(&txn)?;
+    let hops = s.store.task_records(&id).await?;
+    if hops.is_empty() && !s.store.task_exists(&id).await? {
         return Err(Missing::Task(short(&txn)).into());
     }
-    let revoked = s.store.task_revoked(&txn).await?;
+    let revoked = s.store.task_revoked(&id).await?;
     Ok(Json(TaskView { txn, revoked, hops }))
 }
 
@@ -55,7 +56,7 @@ pub(crate) enum Completer {
     /// The admin credential.
     Admin,
     /// An agent, by SPIFFE ID, authenticated with a token for the authority.
-    Agent(String),
+    Agent(SpiffeId),
 }
 
 /// `POST /v1/tasks/{txn}/complete`: the work is done; every token of the task
@@ -71,34 +72,32 @@ pub(crate) async fn complete(
         Some(token) if s.admin.matches(token) => Completer::Admin,
         _ => Completer::Agent(authenticate_agent(&s, &req, TASKS_COMPLETE).await?),
     };
-    complete_task(&s, &txn, by, &request_id(headers)).await?;
+    complete_task(&s, &task_id(&txn)?, by, &request_id(headers)).await?;
     Ok(Json(TaskCompletion { txn, revoked: true }))
 }
 
 /// Completes (revokes) a task; an agent may complete only a task it started.
 pub(crate) async fn complete_task(
     s: &AuthorityState,
-    txn: &str,
+    txn: &TaskId,
     by: Completer,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let actor = match by {
         Completer::Admin => "admin".to_owned(),
         Completer::Agent(agent) => {
-            let started = s
-                .store
-                .task_records(txn)
-                .await?
-                .iter()
-                .any(|r| r.event.kind == AuditKind::TokenIssued && r.event.actor == agent);
+            let started =
+                s.store.task_records(txn).await?.iter().any(|r| {
+                    r.event.kind == AuditKind::TokenIssued && agent == r.event.actor.as_str()
+                });
             if !started {
                 return Err(TaskRefusal::NotStarter {
-                    agent,
-                    txn: short(txn),
+                    agent: agent.to_string(),
+                    txn: txn.to_string(),
                 }
                 .into());
             }
-            agent
+            agent.to_string()
         }
     };
     revoke_task(s, txn, &actor, AuditKind::TaskCompleted, request_id).await
@@ -106,16 +105,16 @@ pub(crate) async fn complete_task(
 
 async fn revoke_task(
     s: &AuthorityState,
-    txn: &str,
+    txn: &TaskId,
     actor: &str,
     kind: AuditKind,
     request: &str,
 ) -> Result<(), AuthorityError> {
     if !s.store.task_exists(txn).await? {
-        return Err(Missing::Task(short(txn)).into());
+        return Err(Missing::Task(txn.to_string()).into());
     }
     let mut audit = event(kind, actor, txn, Decision::Allow);
-    audit.txn = txn.to_owned();
+    audit.txn = txn.to_string();
     audit.request_id = request.to_owned();
     // Every token of the task expires within the longest lifetime from now.
     let expires_at = unix_now() + s.config.max_token_lifetime_secs;
@@ -137,7 +136,8 @@ pub(crate) async fn revoke(
         RevocationTarget::Agent => revoke_agent(&s, &r.value, &request).await?,
         RevocationTarget::Token => revoke_token(&s, &r.value, &request).await?,
         RevocationTarget::Task => {
-            revoke_task(&s, &r.value, "admin", AuditKind::TaskRevoked, &request).await?
+            let txn = task_id(&r.value)?;
+            revoke_task(&s, &txn, "admin", AuditKind::TaskRevoked, &request).await?
         }
         RevocationTarget::Key => revoke_key(&s, &r.value, &request).await?,
     }
@@ -153,10 +153,9 @@ pub(crate) async fn revoke_agent(
     given: &str,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
-    let id = registry::agent_id_or_raw(s, given);
-    let agent = registry::agent_by_id(s, &id)
-        .await?
-        .ok_or_else(|| Missing::Agent(short(given)))?;
+    let missing = || Missing::Agent(short(given));
+    let id = SpiffeId::parse(&registry::agent_id_or_raw(s, given)).map_err(|_| missing())?;
+    let agent = registry::agent_by_id(s, &id).await?.ok_or_else(missing)?;
     let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
     audit.request_id = request_id.to_owned();
     let update = AgentUpdate {
@@ -201,9 +200,14 @@ pub(crate) async fn revoke_key(
     }
     let mut audit = event(AuditKind::KeyRevoked, "admin", jkt, Decision::Allow);
     audit.request_id = request_id.to_owned();
-    s.store.revoke_key(jkt, &audit).await?;
+    s.store.revoke_key(&Jkt(jkt.to_owned()), &audit).await?;
     s.revocations_changed();
     Ok(())
+}
+
+/// A task ID from a path or request; one that is malformed names no task.
+fn task_id(given: &str) -> Result<TaskId, AuthorityError> {
+    TaskId::new(given).map_err(|_| Missing::Task(short(given)).into())
 }
 
 fn short(s: &str) -> String {

@@ -237,6 +237,12 @@ macro_rules! eq_text {
                 self.as_str() == *other
             }
         }
+
+        impl PartialEq<String> for $ty {
+            fn eq(&self, other: &String) -> bool {
+                self.as_str() == other
+            }
+        }
     };
 }
 pub(crate) use eq_text;
@@ -246,7 +252,10 @@ eq_text!(AgentName);
 eq_text!(SpiffeId);
 
 /// A serde visitor that validates a string into `T` without copying it first.
-pub(crate) struct Parsed<T>(pub(crate) fn(&str) -> Result<T, Error>, pub(crate) &'static str);
+pub(crate) struct Parsed<T>(
+    pub(crate) fn(&str) -> Result<T, Error>,
+    pub(crate) &'static str,
+);
 
 impl<T> serde::de::Visitor<'_> for Parsed<T> {
     type Value = T;

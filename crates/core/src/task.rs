@@ -86,7 +86,13 @@ mod tests {
         for good in ["t1", "txn-abc_DEF.1:2", &"a".repeat(MAX_TASK_ID_LEN)] {
             assert_eq!(TaskId::new(good).unwrap().as_str(), good);
         }
-        for bad in ["", "has space", "slash/", "ü", &"a".repeat(MAX_TASK_ID_LEN + 1)] {
+        for bad in [
+            "",
+            "has space",
+            "slash/",
+            "ü",
+            &"a".repeat(MAX_TASK_ID_LEN + 1),
+        ] {
             assert!(
                 matches!(
                     TaskId::new(bad),

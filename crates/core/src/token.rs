@@ -388,7 +388,10 @@ mod chain_tests {
 
     #[test]
     fn walking_a_deep_chain_stops_at_32_actors() {
-        let mut act = Actor { sub: id("a0"), act: None };
+        let mut act = Actor {
+            sub: id("a0"),
+            act: None,
+        };
         for i in 1..40 {
             act = Actor {
                 sub: id(&format!("a{i}")),

@@ -110,7 +110,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every grant of one agent.
     async fn delegations(&self, from: &SpiffeId) -> Result<Vec<DelegationRow>>;
     /// Removes a grant; [`StoreError::NotFound`] if there is none.
-    async fn delete_delegation(&self, from: &SpiffeId, to: &SpiffeId, audit: &AuditEvent) -> Result<()>;
+    async fn delete_delegation(
+        &self,
+        from: &SpiffeId,
+        to: &SpiffeId,
+        audit: &AuditEvent,
+    ) -> Result<()>;
 
     /// Stores a new policy set version (not yet active); returns its version.
     async fn add_policy_set(

@@ -4,9 +4,7 @@
 //! actor chain in `act`.
 
 use agentauth_core::AuditKind;
-use agentauth_core::{
-    AccessClaims, Actor, Rejection, Revoked, Scope, SpiffeId, TokenError,
-};
+use agentauth_core::{AccessClaims, Actor, Rejection, Revoked, Scope, SpiffeId, TokenError};
 
 use agentauth_api::{ACCESS_TOKEN_TYPE, TokenRequest};
 

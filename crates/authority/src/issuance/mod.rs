@@ -508,12 +508,10 @@ async fn target(
     if id == s.authority_id {
         return Ok((id, None));
     }
-    let agent = registry::agent_by_id(s, &id)
-        .await?
-        .ok_or_else(unknown)?;
+    let agent = registry::agent_by_id(s, &id).await?.ok_or_else(unknown)?;
     if let Some(why) = registry::unusable(&agent, unix_now()) {
         return Err(TokenRequestFault::TargetUnusable {
-            name: agent.name,
+            name: agent.name.to_string(),
             why,
         }
         .into());

@@ -4,8 +4,8 @@
 use agentauth_api::{Introspection, TokenForm, TokenRevoked};
 use agentauth_core::AuditKind;
 use agentauth_core::{
-    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, TokenExpectations, parse_access_token,
-    unix_now, verify_access_token,
+    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, SpiffeId, TokenExpectations,
+    parse_access_token, unix_now, verify_access_token,
 };
 use axum::Json;
 use axum::extract::State;
@@ -24,7 +24,7 @@ use crate::standing::{self, Door};
 /// Who is asking.
 enum Caller {
     Admin,
-    Agent(String),
+    Agent(SpiffeId),
 }
 
 async fn caller(
@@ -140,7 +140,7 @@ async fn standing_of(
 ) -> Result<Option<AccessClaims>, AuthorityError> {
     let audience = match caller {
         Caller::Admin => None,
-        Caller::Agent(id) => Some(id.as_str()),
+        Caller::Agent(id) => Some(id),
     };
     match standing::check(s, token, Door::Introspection { audience }).await {
         Ok(claims) => Ok(Some(claims)),
@@ -163,7 +163,7 @@ async fn revoke_presented(
     };
     let actor = match caller {
         Caller::Admin => "admin".to_owned(),
-        Caller::Agent(id) if *id == claims.client_id => id.clone(),
+        Caller::Agent(id) if *id == claims.client_id => id.to_string(),
         Caller::Agent(_) => {
             return Err(AuthorityError::TokenOfAnotherClient);
         }
@@ -174,7 +174,7 @@ async fn revoke_presented(
         &claims.jti,
         Decision::Allow,
     );
-    audit.audience = claims.aud.clone();
+    audit.audience = claims.aud.to_string();
     audit.scope = claims.scope.to_string();
     audit.request_id = request_id.to_owned();
     s.store

@@ -104,6 +104,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     );
     let txn = claims(&planner.token(executor_id.as_str(), "read:db").await?.token)?
         .txn
+        .map(|t| t.to_string())
         .unwrap_or_default();
     executor_verifier.flush_audit().await;
     database_verifier.flush_audit().await;
@@ -228,7 +229,10 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     );
 
     // 7. The task is revoked mid-flight: the next hop is refused within a second.
-    let task_id = claims(&delegated.token)?.txn.unwrap_or_default();
+    let task_id = claims(&delegated.token)?
+        .txn
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     let complete = format!("/v1/tasks/{task_id}/complete");
     let _: TaskCompletion = admin.send(reqwest::Method::POST, &complete, &()).await?;
     let started = Instant::now();

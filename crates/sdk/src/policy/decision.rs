@@ -106,7 +106,11 @@ impl Decider {
         parts: &Parts,
     ) -> Result<(), Denial> {
         let principal = self
-            .facts(http, authority_url, &entity_name(me, claims.client_id.as_str()))
+            .facts(
+                http,
+                authority_url,
+                &entity_name(me, claims.client_id.as_str()),
+            )
             .await?;
         let own = self
             .facts(http, authority_url, &entity_name(me, me.as_str()))
@@ -121,7 +125,11 @@ impl Decider {
                 .unwrap_or_else(|| "unspecified".into()),
             delegation_depth: chain.len() as i64 - 1,
             chain,
-            txn: claims.txn.as_ref().map(ToString::to_string).unwrap_or_default(),
+            txn: claims
+                .txn
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             environment: environment.to_owned(),
             time: Clock::at_unix(unix_now()),
             client_ip: peer_ip(parts),

@@ -5,7 +5,9 @@ use agentauth_core::{AgentName, AuditEvent, AuditKind, Scope, SpiffeId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
-use super::{Backend, Column, Conn, Param, Row, Sql, Tx, json_list, json_scope, parsed, scope_from_json};
+use super::{
+    Backend, Column, Conn, Param, Row, Sql, Tx, json_list, json_scope, parsed, scope_from_json,
+};
 use crate::{
     AgentRow, AgentStatus, AgentUpdate, Result, RevocationAction, RevocationKind, StoreError,
 };

@@ -30,9 +30,9 @@ pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
 use agentauth_core::Scope;
 
 use crate::{
-    StoreError, AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
+    AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
     AuditFilter, DelegationRow, IssuedToken, PolicySetRow, Result, RevocationRow, SigningKeyRow,
-    Store, UsedAssertion,
+    Store, StoreError, UsedAssertion,
 };
 
 /// The shared statements, run on the store of backend `B`.
@@ -50,8 +50,8 @@ fn json_scope(scope: &Scope) -> String {
 
 /// A stored scope (a JSON array of permissions); one that no longer parses is corrupt.
 fn scope_from_json(what: &str, json: &str) -> Result<Scope> {
-    let list: Vec<String> = serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+    let list: Vec<String> =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
     Scope::from_strs(list.iter().map(String::as_str))
         .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -174,7 +174,12 @@ where
         Sql(self).delegations(from).await
     }
 
-    async fn delete_delegation(&self, from: &SpiffeId, to: &SpiffeId, audit: &AuditEvent) -> Result<()> {
+    async fn delete_delegation(
+        &self,
+        from: &SpiffeId,
+        to: &SpiffeId,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         Sql(self).delete_delegation(from, to, audit).await
     }
 

@@ -12,7 +12,10 @@ pub(crate) async fn agents_are_created_listed_and_fetched(s: &dyn Store) {
     )
     .await
     .unwrap();
-    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap(), agent("reader"));
+    assert_eq!(
+        s.agent(&name("reader")).await.unwrap().unwrap(),
+        agent("reader")
+    );
     let names: Vec<_> = s
         .agents()
         .await
@@ -53,7 +56,8 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
         ..AgentUpdate::default()
     };
     let updated = s
-        .update_agent(&name("reader"),
+        .update_agent(
+            &name("reader"),
             &disable,
             &event("agent.updated", "admin", "reader"),
         )
@@ -66,15 +70,20 @@ pub(crate) async fn disabling_and_enabling_an_agent_is_published_on_the_feed(s: 
         now: 201,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("reader"), &perms, &event("agent.updated", "admin", "reader"))
-        .await
-        .unwrap();
+    s.update_agent(
+        &name("reader"),
+        &perms,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
     let enable = AgentUpdate {
         status: Some(AgentStatus::Active),
         now: 202,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("reader"),
+    s.update_agent(
+        &name("reader"),
         &enable,
         &event("agent.updated", "admin", "reader"),
     )
@@ -112,7 +121,11 @@ pub(crate) async fn updating_or_deleting_a_missing_agent_changes_nothing(s: &dyn
         ..AgentUpdate::default()
     };
     let err = s
-        .update_agent(&name("ghost"), &update, &event("agent.updated", "admin", "ghost"))
+        .update_agent(
+            &name("ghost"),
+            &update,
+            &event("agent.updated", "admin", "ghost"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
@@ -268,7 +281,8 @@ pub(crate) async fn an_agent_cannot_be_spawned_by_an_unusable_parent(s: &dyn Sto
         now: 150,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("planner"),
+    s.update_agent(
+        &name("planner"),
         &disable,
         &event("agent.updated", "admin", "planner"),
     )
@@ -326,7 +340,8 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
         now: 200,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("planner"),
+    s.update_agent(
+        &name("planner"),
         &disable,
         &event("agent.revoked", "admin", "planner"),
     )
@@ -335,7 +350,10 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
     for name in ["planner", "worker", "helper"] {
         assert_eq!(status(s, name).await, AgentStatus::Disabled, "{name}");
     }
-    assert_eq!(s.agent(&name("worker")).await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(
+        s.agent(&name("worker")).await.unwrap().unwrap().updated_at,
+        200
+    );
     assert_eq!(status(s, "bystander").await, AgentStatus::Active);
     assert_eq!(status(s, "other").await, AgentStatus::Active);
     assert_eq!(
@@ -379,7 +397,8 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
         now: 300,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("planner"),
+    s.update_agent(
+        &name("planner"),
         &enable,
         &event("agent.updated", "admin", "planner"),
     )
@@ -390,13 +409,15 @@ pub(crate) async fn disabling_an_agent_disables_and_revokes_its_descendants(s: &
     assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
 
     // Disabling again publishes nothing for descendants already disabled.
-    s.update_agent(&name("worker"),
+    s.update_agent(
+        &name("worker"),
         &enable,
         &event("agent.updated", "admin", "worker"),
     )
     .await
     .unwrap();
-    s.update_agent(&name("planner"),
+    s.update_agent(
+        &name("planner"),
         &disable,
         &event("agent.revoked", "admin", "planner"),
     )
@@ -429,7 +450,10 @@ pub(crate) async fn deleting_an_agent_disables_and_revokes_its_descendants(s: &d
     assert!(s.agent(&name("planner")).await.unwrap().is_none());
     assert_eq!(status(s, "worker").await, AgentStatus::Disabled);
     assert_eq!(status(s, "helper").await, AgentStatus::Disabled);
-    assert_eq!(s.agent(&name("helper")).await.unwrap().unwrap().updated_at, 200);
+    assert_eq!(
+        s.agent(&name("helper")).await.unwrap().unwrap().updated_at,
+        200
+    );
     assert_eq!(
         agent_feed(s).await,
         [
@@ -487,7 +511,8 @@ pub(crate) async fn narrowing_an_agent_narrows_its_descendants(s: &dyn Store) {
         now: 200,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("planner"),
+    s.update_agent(
+        &name("planner"),
         &narrow,
         &event("agent.updated", "admin", "planner"),
     )
@@ -533,7 +558,11 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
         ..AgentUpdate::default()
     };
     let updated = s
-        .update_agent(&name("reader"), &retag, &event("agent.updated", "admin", "reader"))
+        .update_agent(
+            &name("reader"),
+            &retag,
+            &event("agent.updated", "admin", "reader"),
+        )
         .await
         .unwrap();
     assert_eq!(updated.tags, ["ops"]);
@@ -543,20 +572,35 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
         now: 201,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("reader"),
+    s.update_agent(
+        &name("reader"),
         &describe,
         &event("agent.updated", "admin", "reader"),
     )
     .await
     .unwrap();
-    assert_eq!(s.agent(&name("reader")).await.unwrap().unwrap().tags, ["ops"]);
+    assert_eq!(
+        s.agent(&name("reader")).await.unwrap().unwrap().tags,
+        ["ops"]
+    );
     let untag = AgentUpdate {
         tags: Some(vec![]),
         now: 202,
         ..AgentUpdate::default()
     };
-    s.update_agent(&name("reader"), &untag, &event("agent.updated", "admin", "reader"))
-        .await
-        .unwrap();
-    assert!(s.agent(&name("reader")).await.unwrap().unwrap().tags.is_empty());
+    s.update_agent(
+        &name("reader"),
+        &untag,
+        &event("agent.updated", "admin", "reader"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.agent(&name("reader"))
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .is_empty()
+    );
 }

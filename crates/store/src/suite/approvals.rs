@@ -38,9 +38,12 @@ fn approval(id: &str, created_at: i64) -> ApprovalRow {
 }
 
 async fn create_approval(s: &dyn Store, row: &ApprovalRow) {
-    s.create_approval(row, &event("approval.requested", row.agent.as_str(), &row.id))
-        .await
-        .unwrap();
+    s.create_approval(
+        row,
+        &event("approval.requested", row.agent.as_str(), &row.id),
+    )
+    .await
+    .unwrap();
 }
 
 fn decision(status: ApprovalStatus, by: &str, now: i64) -> ApprovalDecision {
@@ -97,19 +100,39 @@ async fn pending(
 }
 
 pub(crate) async fn pending_approvals_are_counted_per_agent(s: &dyn Store) {
-    assert_eq!(s.pending_approval_count(&spiffe(READER), 100).await.unwrap(), 0);
+    assert_eq!(
+        s.pending_approval_count(&spiffe(READER), 100)
+            .await
+            .unwrap(),
+        0
+    );
     create_approval(s, &approval("ap-1", 100)).await;
     create_approval(s, &approval("ap-2", 150)).await;
     let mut other = approval("ap-3", 100);
     other.agent = spiffe(CUSTOMER);
     create_approval(s, &other).await;
-    assert_eq!(s.pending_approval_count(&spiffe(READER), 200).await.unwrap(), 2);
+    assert_eq!(
+        s.pending_approval_count(&spiffe(READER), 200)
+            .await
+            .unwrap(),
+        2
+    );
     decide(s, "ap-1", &decision(ApprovalStatus::Approved, "alice", 210))
         .await
         .unwrap();
-    assert_eq!(s.pending_approval_count(&spiffe(READER), 220).await.unwrap(), 1);
+    assert_eq!(
+        s.pending_approval_count(&spiffe(READER), 220)
+            .await
+            .unwrap(),
+        1
+    );
     // ap-2 expires at 450.
-    assert_eq!(s.pending_approval_count(&spiffe(READER), 450).await.unwrap(), 0);
+    assert_eq!(
+        s.pending_approval_count(&spiffe(READER), 450)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn Store) {
@@ -325,7 +348,10 @@ pub(crate) async fn an_approved_approval_issues_exactly_one_token(s: &dyn Store)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Stale(_)), "{err}");
-    assert!(!s.task_exists(&TaskId::new("t2").unwrap()).await.unwrap(), "no second token");
+    assert!(
+        !s.task_exists(&TaskId::new("t2").unwrap()).await.unwrap(),
+        "no second token"
+    );
     s.consume_assertion(&assertion("x2"))
         .await
         .expect("the refused request's assertion was not used up");

@@ -17,9 +17,13 @@ pub(crate) async fn tasks_are_revoked_and_their_records_read_in_order(s: &dyn St
     assert_eq!(records[0].event, hop);
     assert_chain_intact(s).await;
     assert!(!s.task_revoked(&TaskId::new("t1").unwrap()).await.unwrap());
-    s.revoke_task(&TaskId::new("t1").unwrap(), 500, &event("task.revoked", "admin", "t1"))
-        .await
-        .unwrap();
+    s.revoke_task(
+        &TaskId::new("t1").unwrap(),
+        500,
+        &event("task.revoked", "admin", "t1"),
+    )
+    .await
+    .unwrap();
     assert!(s.task_revoked(&TaskId::new("t1").unwrap()).await.unwrap());
     let feed = s.revocations_since(0, 10).await.unwrap();
     assert_eq!(
