@@ -55,7 +55,7 @@ pub struct Downstream {
     /// Base URL of the database agent.
     pub database_url: String,
     /// The database agent's SPIFFE ID.
-    pub database_id: String,
+    pub database_id: SpiffeId,
 }
 
 /// The executor agent: it works for whoever calls it, with their authority only.
@@ -74,7 +74,7 @@ async fn report(State(d): State<Downstream>, caller: VerifiedAgent) -> (StatusCo
     relay(
         d.client
             .on_behalf_of(&caller)
-            .call(request, &d.database_id, "read:db")
+            .call(request, &d.database_id, &scope("read:db"))
             .await,
     )
     .await
@@ -93,7 +93,7 @@ async fn write(
     relay(
         d.client
             .on_behalf_of(&caller)
-            .call(request, &d.database_id, "write:db")
+            .call(request, &d.database_id, &scope("write:db"))
             .await,
     )
     .await
@@ -191,14 +191,14 @@ async fn main() -> anyhow::Result<()> {
     let downstream = Downstream {
         client: executor_client,
         database_url,
-        database_id: id(&names[2])?.to_string(),
+        database_id: id(&names[2])?,
     };
     let executor_url = serve(executor_router(&executor_verifier, downstream)).await?;
 
     let planner = Client::new(&authority, id(&names[0])?, keys[0].clone());
     let report = planner.http().post(format!("{executor_url}/run/report"));
     let response = planner
-        .call(report, id(&names[1])?.as_str(), "read:db")
+        .call(report, &id(&names[1])?, &scope("read:db"))
         .await?;
     println!("report: {} {}", response.status(), response.text().await?);
     let write = planner
@@ -206,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
         .post(format!("{executor_url}/run/write"))
         .json(&json!({"month": "2026-11"}));
     let response = planner
-        .call(write, id(&names[1])?.as_str(), "read:db")
+        .call(write, &id(&names[1])?, &scope("read:db"))
         .await?;
     println!(
         "write through the executor: {} {}",
@@ -214,4 +214,9 @@ async fn main() -> anyhow::Result<()> {
         response.text().await?
     );
     Ok(())
+}
+
+/// A scope written in this file, known to be valid.
+fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("the scopes written here are valid")
 }

@@ -19,7 +19,7 @@ pub async fn read_customer(
 ) -> Result<reqwest::Response, SdkError> {
     let request = client.http().get(format!("{base_url}/api/customer/{id}"));
     client
-        .call(request, customer.as_str(), "read:customer")
+        .call(request, customer, &scope("read:customer"))
         .await
 }
 
@@ -49,4 +49,9 @@ async fn main() -> anyhow::Result<()> {
     let response = read_customer(&client, &customer_url, &customer, id).await?;
     println!("{} {}", response.status(), response.text().await?);
     Ok(())
+}
+
+/// A scope written in this file, known to be valid.
+fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("the scopes written here are valid")
 }

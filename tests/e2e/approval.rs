@@ -10,7 +10,7 @@ use agentauth_sdk::SdkError;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
+use crate::support::{Server, id, scope, spiffe};
 
 /// An authority with the example policies active, a payments agent and two
 /// targets; polls may come every second.
@@ -351,7 +351,10 @@ async fn a_read_needs_no_approval_and_mixing_it_with_a_payment_waits_for_both() 
 async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
     let (s, key) = start(&[]).await;
     let client = s.client("payer", &key);
-    let pending = match client.token(&id("bank"), "payments:create").await {
+    let pending = match client
+        .token(&spiffe("bank"), &scope("payments:create"))
+        .await
+    {
         Err(SdkError::ApprovalPending(p)) => p,
         other => panic!("expected a pending approval, got {other:?}"),
     };
@@ -377,14 +380,20 @@ async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
         .await
         .expect("approved");
     assert_eq!(approver.await.unwrap(), StatusCode::OK);
-    assert_eq!(token.scope, "payments:create");
+    assert_eq!(token.scope, scope("payments:create"));
     // Cached: the next call needs no second approval.
-    let again = client.token(&id("bank"), "payments:create").await.unwrap();
+    let again = client
+        .token(&spiffe("bank"), &scope("payments:create"))
+        .await
+        .unwrap();
     assert_eq!(again.token, token.token);
 
     // A denial ends the wait with a typed error.
     client.clear_cache();
-    let pending = match client.token(&id("bank"), "payments:create").await {
+    let pending = match client
+        .token(&spiffe("bank"), &scope("payments:create"))
+        .await
+    {
         Err(SdkError::ApprovalPending(p)) => p,
         other => panic!("expected a pending approval, got {other:?}"),
     };
@@ -403,7 +412,10 @@ async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
         other => panic!("expected a denial, got {other:?}"),
     }
     // Giving up early is the caller's choice.
-    let pending = match client.token(&id("bank"), "payments:refund").await {
+    let pending = match client
+        .token(&spiffe("bank"), &scope("payments:refund"))
+        .await
+    {
         Err(SdkError::ApprovalPending(p)) => p,
         other => panic!("expected a pending approval, got {other:?}"),
     };

@@ -6,7 +6,7 @@ use agentauth_sdk::{AccessToken, Client, SdkError};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, claims, id};
+use crate::support::{Server, claims, id, scope, spiffe};
 
 /// planner → executor → database, with grants along the chain.
 struct Chain {
@@ -98,7 +98,7 @@ async fn an_exchanged_token_keeps_subject_and_task_and_binds_the_actor() {
     let parent = claims(&incoming);
     let exchanged = chain
         .executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
     let c = claims(&exchanged.token);
@@ -149,7 +149,7 @@ async fn a_delegated_token_never_outlives_its_parent() {
     let incoming = chain.planner_token("executor", "read:db", "20").await;
     let exchanged = chain
         .executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
     assert!(claims(&exchanged.token).exp <= claims(&incoming).exp);
@@ -162,7 +162,7 @@ async fn escalation_and_foreign_tokens_are_refused_with_the_rule_named() {
     // The planner's token does not carry write:db, so the executor cannot mint it.
     let beyond_subject = chain
         .executor
-        .exchange(&incoming, &id("database"), "write:db")
+        .exchange(&incoming, &spiffe("database"), &scope("write:db"))
         .await;
     assert_refused(
         beyond_subject,
@@ -175,27 +175,27 @@ async fn escalation_and_foreign_tokens_are_refused_with_the_rule_named() {
         .await;
     let beyond_grant = chain
         .executor
-        .exchange(&wide, &id("database"), "write:db")
+        .exchange(&wide, &spiffe("database"), &scope("write:db"))
         .await;
     assert_refused(beyond_grant, "invalid_scope", "not in the delegation grant");
     // No grant from the executor to the orders agent.
     let no_grant = chain
         .executor
-        .exchange(&incoming, &id("orders"), "read:db")
+        .exchange(&incoming, &spiffe("orders"), &scope("read:db"))
         .await;
     assert_refused(no_grant, "invalid_target", "no delegation grant");
     // A token addressed to the database cannot be exchanged by the executor.
     let for_database = chain.planner_token("database", "read:db", "300").await;
     let foreign = chain
         .executor
-        .exchange(&for_database, &id("database"), "read:db")
+        .exchange(&for_database, &spiffe("database"), &scope("read:db"))
         .await;
     assert_refused(foreign, "invalid_request", "addressed to");
     // Garbage and wrong token types.
     assert_refused(
         chain
             .executor
-            .exchange("a.b.c", &id("database"), "read:db")
+            .exchange("a.b.c", &spiffe("database"), &scope("read:db"))
             .await,
         "invalid_request",
         "subject token is invalid",
@@ -275,12 +275,12 @@ async fn the_chain_depth_is_limited() {
     let incoming = chain.planner_token("executor", "read:db", "300").await;
     let second = chain
         .executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
     let database = chain.server.client("database", &database_key);
     let third = database
-        .exchange(&second.token, &id("orders"), "read:db")
+        .exchange(&second.token, &spiffe("orders"), &scope("read:db"))
         .await;
     assert_refused(third, "invalid_request", "limit is 2");
 }
@@ -291,7 +291,7 @@ async fn revoking_a_token_revokes_everything_exchanged_from_it() {
     let incoming = chain.planner_token("executor", "read:db", "300").await;
     let child = chain
         .executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
     let root_jti = claims(&incoming).jti;
@@ -313,7 +313,7 @@ async fn revoking_a_token_revokes_everything_exchanged_from_it() {
     assert_refused(
         chain
             .executor
-            .exchange(&incoming, &id("database"), "read:db")
+            .exchange(&incoming, &spiffe("database"), &scope("read:db"))
             .await,
         "invalid_request",
         "revoked",
@@ -326,14 +326,18 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
     let incoming = chain.planner_token("executor", "read:db", "300").await;
     chain
         .executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
 
     // Only the agent that started the task (or the admin) may complete it.
     let executor_token = chain
         .executor
-        .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
+        .fetch_token(
+            &"spiffe://agentauth.local/authority".parse().unwrap(),
+            &scope("tasks:complete"),
+            None,
+        )
         .await
         .unwrap();
     let complete = chain
@@ -348,7 +352,11 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let planner = chain.server.client("planner", &chain.planner_key);
     let planner_token = planner
-        .fetch_token("spiffe://agentauth.local/authority", "tasks:complete", None)
+        .fetch_token(
+            &"spiffe://agentauth.local/authority".parse().unwrap(),
+            &scope("tasks:complete"),
+            None,
+        )
         .await
         .unwrap();
     let complete = chain
@@ -373,7 +381,7 @@ async fn completing_a_task_stops_its_tokens_and_further_hops() {
     assert_refused(
         chain
             .executor
-            .exchange(&incoming, &id("database"), "read:db")
+            .exchange(&incoming, &spiffe("database"), &scope("read:db"))
             .await,
         "invalid_request",
         "task task-42 has been revoked",
@@ -488,7 +496,7 @@ async fn delegation_grants_are_managed_and_checked() {
     assert_refused(
         chain
             .executor
-            .exchange(&incoming, &id("database"), "read:db")
+            .exchange(&incoming, &spiffe("database"), &scope("read:db"))
             .await,
         "invalid_target",
         "no delegation grant",
@@ -513,7 +521,7 @@ async fn an_actor_may_exchange_with_a_dpop_proof_and_gets_a_dpop_bound_token() {
         .client("executor", &chain.executor_key)
         .with_dpop();
     let exchanged = executor
-        .exchange(&incoming, &id("database"), "read:db")
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
         .await
         .unwrap();
     let c = claims(&exchanged.token);

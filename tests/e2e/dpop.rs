@@ -6,7 +6,7 @@ use agentauth_sdk::{AccessToken, Client, Verifier, VerifierConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
+use crate::support::{Server, id, scope, spiffe};
 
 use crate::customer_agent;
 
@@ -59,7 +59,7 @@ impl Scene {
     async fn dpop_token(&self) -> AccessToken {
         let client = self.server.client("reader", &self.reader_key).with_dpop();
         client
-            .fetch_token(&id("customer"), "read:customer", None)
+            .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
             .await
             .unwrap()
     }
@@ -108,7 +108,7 @@ async fn a_dpop_client_gets_a_dpop_bound_token_and_calls_with_proofs() {
 
     let client = scene.server.client("reader", &scene.reader_key).with_dpop();
     let token = client
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -312,7 +312,7 @@ async fn only_an_agent_the_registry_allows_gets_a_bearer_token() {
     let bound = Scene::start(false).await;
     let token = bound
         .reader
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     assert!(claims(&token.token).get("cnf").is_some());
@@ -325,7 +325,7 @@ async fn only_an_agent_the_registry_allows_gets_a_bearer_token() {
     assert_eq!(view["bearer_allowed"], true);
     let token = opted_out
         .reader
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     assert!(claims(&token.token).get("cnf").is_none());
@@ -361,7 +361,7 @@ async fn only_an_agent_the_registry_allows_gets_a_bearer_token() {
     assert_eq!(status, StatusCode::OK);
     let token = opted_out
         .reader
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     assert!(claims(&token.token).get("cnf").is_some());

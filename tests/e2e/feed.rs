@@ -13,7 +13,7 @@ use axum::routing::get;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, command, id};
+use crate::support::{Server, command, id, scope, spiffe};
 
 /// One Server-Sent Event as the test reads it.
 #[derive(Debug)]
@@ -247,7 +247,7 @@ impl Scene {
         tokio::spawn(axum::serve(listener, router(&verifier)).into_future());
         let reader = server.client("reader", &reader_key);
         let token = reader
-            .fetch_token(&id("customer"), "read:customer", None)
+            .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
             .await
             .unwrap();
         Self {
@@ -276,7 +276,7 @@ async fn a_verifier_refuses_a_revoked_token_within_a_second_without_polling() {
     for _ in 0..3 {
         let token = scene
             .reader
-            .fetch_token(&id("customer"), "read:customer", None)
+            .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
             .await
             .unwrap();
         assert_eq!(scene.get("/open", &token).await.0, StatusCode::OK);

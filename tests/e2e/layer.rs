@@ -8,7 +8,7 @@ use agentauth_sdk::{Client, Verifier, VerifierConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, id};
+use crate::support::{Server, id, scope, spiffe};
 
 use crate::customer_agent;
 
@@ -66,7 +66,7 @@ impl Scene {
 
     async fn token(&self, audience: &str, scope: &str) -> String {
         self.reader
-            .fetch_token(&id(audience), scope, None)
+            .fetch_token(&spiffe(audience), &self::scope(scope), None)
             .await
             .unwrap()
             .token
@@ -112,7 +112,7 @@ async fn a_permitted_read_reaches_the_handler_with_the_verified_identity() {
         .get(format!("{}/api/customer/42", scene.customer_url));
     let response = scene
         .reader
-        .call(request, customer.as_str(), "read:customer")
+        .call(request, &customer, &scope("read:customer"))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -128,7 +128,7 @@ async fn a_permitted_read_reaches_the_handler_with_the_verified_identity() {
     assert_eq!(
         scene
             .reader
-            .call(request, customer.as_str(), "read:customer")
+            .call(request, &customer, &scope("read:customer"))
             .await
             .unwrap()
             .status(),
@@ -247,7 +247,7 @@ async fn an_expired_token_is_refused() {
     let scene = Scene::start(0).await;
     let short = scene
         .reader
-        .fetch_token(&id("customer"), "read:customer", Some(1))
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), Some(1))
         .await
         .unwrap();
     assert_eq!(scene.get_with(Some(&short.token)).await.0, StatusCode::OK);
@@ -264,7 +264,7 @@ async fn a_missing_permission_is_403_insufficient_scope_naming_the_scope() {
     let scene = Scene::start(30).await;
     let token = scene
         .reader
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     let post = scene
@@ -352,7 +352,7 @@ async fn disabling_an_agent_stops_its_tokens_and_enabling_restores_them() {
     let new_key = scene.server.register("reader", &["read:customer"]).await;
     let new_reader = scene.server.client("reader", &new_key);
     let fresh = new_reader
-        .fetch_token(&id("customer"), "read:customer", None)
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
         .await
         .unwrap();
     scene.verifier.refresh_revocations().await.unwrap();
@@ -455,7 +455,11 @@ async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
 
     let token = scene
         .reader
-        .fetch_token("spiffe://agentauth.local/authority", "audit:write", None)
+        .fetch_token(
+            &"spiffe://agentauth.local/authority".parse().unwrap(),
+            &scope("audit:write"),
+            None,
+        )
         .await
         .unwrap();
     let forged_kind = json!({"events": [{"kind": "token.issued", "decision": "allow"}]});

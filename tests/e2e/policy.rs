@@ -8,7 +8,7 @@ use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, claims, id};
+use crate::support::{Server, claims, id, scope, spiffe};
 
 async fn versions(s: &Server) -> Vec<Value> {
     let (status, body) = s.admin_json(Method::GET, "/v1/policies", None).await;
@@ -608,7 +608,11 @@ async fn the_layer_decides_with_the_route_context_and_follows_new_versions() {
         let reader = reader.clone();
         async move {
             let response = reader
-                .call(request, &id("customer"), "read:customer read:invoice")
+                .call(
+                    request,
+                    &spiffe("customer"),
+                    &scope("read:customer read:invoice"),
+                )
                 .await
                 .unwrap();
             let status = response.status();

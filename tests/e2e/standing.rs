@@ -12,7 +12,7 @@ use axum::routing::get;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, claims, id};
+use crate::support::{Server, claims, id, scope, spiffe};
 
 /// What a case revokes, relative to the token under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,12 +103,12 @@ impl Scene {
         let first = planner_token(&server, &key("planner"), &id("router"), "read:db").await;
         let router = server.client("router", &key("router"));
         let second = router
-            .exchange(&first.token, &id("executor"), "read:db")
+            .exchange(&first.token, &spiffe("executor"), &scope("read:db"))
             .await
             .unwrap();
         let executor = server.client("executor", &key("executor"));
         let token = executor
-            .exchange(&second.token, &id("database"), "read:db")
+            .exchange(&second.token, &spiffe("database"), &scope("read:db"))
             .await
             .unwrap();
         let api_token = planner_token(
@@ -223,7 +223,7 @@ impl Scene {
         let introspection = self.server.introspect(&self.token.token).await;
         let exchange = self
             .database
-            .exchange(&self.token.token, &id("sink"), "read:db")
+            .exchange(&self.token.token, &spiffe("sink"), &scope("read:db"))
             .await;
         let api = match what.api_counterpart() {
             false => None,
@@ -271,7 +271,7 @@ async fn planner_token(
     assert_eq!(status, StatusCode::OK, "{body}");
     AccessToken {
         token: body["access_token"].as_str().unwrap().to_owned(),
-        scope: scope.to_owned(),
+        scope: agentauth_core::Scope::parse(scope).unwrap(),
         expires_at: i64::MAX,
         issued_at: 0,
     }

@@ -23,6 +23,16 @@ pub fn id(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
 }
 
+/// The SPIFFE ID of the agent `name`, typed.
+pub fn spiffe(name: &str) -> agentauth_core::SpiffeId {
+    id(name).parse().expect("test agent names are valid")
+}
+
+/// A scope written in a test, known to be valid.
+pub fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("test scopes are valid")
+}
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_agentauth")

@@ -2,6 +2,7 @@
 //! (`GET /.well-known/oauth-authorization-server`) and its signing keys
 //! (`GET /.well-known/jwks.json`, RFC 7517).
 
+use agentauth_core::SpiffeId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -48,7 +49,7 @@ pub struct ServerMetadata {
     /// The trust domain of every agent.
     pub trust_domain: String,
     /// The authority's own SPIFFE ID, the audience of tokens for its API.
-    pub authority_id: String,
+    pub authority_id: SpiffeId,
     /// The polled revocation list.
     pub revocation_list_endpoint: String,
     /// The revocation list as Server-Sent Events.
@@ -117,7 +118,7 @@ mod tests {
             response_types_supported: strings(&["token"]),
             scopes_supported: strings(&["audit:write"]),
             trust_domain: "td".into(),
-            authority_id: "spiffe://td/authority".into(),
+            authority_id: "spiffe://td/authority".parse().unwrap(),
             revocation_list_endpoint: at("/v1/revocations"),
             revocation_stream_endpoint: at("/v1/revocations/stream"),
             audit_events_endpoint: at("/v1/audit/events"),

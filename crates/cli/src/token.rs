@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use agentauth_api::Jwks;
 use agentauth_core::{
-    AgentName, DEFAULT_LEEWAY_SECS, PublicJwk, SpiffeId, TokenExpectations, TrustDomain,
+    AgentName, DEFAULT_LEEWAY_SECS, PublicJwk, Scope, SpiffeId, TokenExpectations, TrustDomain,
     b64url_decode, parse_access_token, unix_now, verify_access_token,
 };
 use agentauth_sdk::{Client, Metadata};
@@ -63,7 +63,11 @@ pub(crate) async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             let domain = TrustDomain::new(&metadata.trust_domain)?;
             let client = Client::new(&conn.authority, agent_id(&domain, &agent)?, key);
             let token = client
-                .fetch_token(agent_id(&domain, &audience)?.as_str(), &scope, expires_in)
+                .fetch_token(
+                    &agent_id(&domain, &audience)?,
+                    &Scope::parse(&scope)?,
+                    expires_in,
+                )
                 .await?;
             println!("{}", token.token);
             Ok(ExitCode::SUCCESS)

@@ -45,7 +45,7 @@ impl fmt::Display for Permission {
 }
 
 /// A set of permissions, written as an OAuth space-separated `scope`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scope(BTreeSet<Permission>);
 
 impl Scope {

@@ -42,9 +42,9 @@ use std::time::Duration;
 
 use agentauth_authority::{Config, Running};
 use agentauth_core::{
-    AccessClaims, AgentName, DEFAULT_LEEWAY_SECS, PublicJwk, ReceivedSignature, SignedComponents,
-    SigningKey, SpiffeId, TokenExpectations, TrustDomain, b64url_decode, content_digest,
-    parse_access_token, unix_now, verify_access_token,
+    AccessClaims, AgentName, DEFAULT_LEEWAY_SECS, PublicJwk, ReceivedSignature, Scope,
+    SignedComponents, SigningKey, SpiffeId, TokenExpectations, TrustDomain, b64url_decode,
+    content_digest, parse_access_token, unix_now, verify_access_token,
 };
 use agentauth_sdk::{Client, Verifier, VerifierConfig};
 use axum::Router;
@@ -174,7 +174,11 @@ fn fixture() -> Fixture {
             // The longest lifetime the authority grants, so the token outlives the run.
             let reader = Client::new(&url, agent_id("reader"), reader_key);
             let token = reader
-                .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
+                .fetch_token(
+                    &agent_id("customer"),
+                    &Scope::parse(PERMISSION).unwrap(),
+                    Some(3600),
+                )
                 .await
                 .expect("a token for the reader")
                 .token;
@@ -183,7 +187,11 @@ fn fixture() -> Fixture {
             let bearer_key =
                 register_with(&http, &url, &admin, "bearer-reader", &[PERMISSION], true).await;
             let bearer_token = Client::new(&url, agent_id("bearer-reader"), bearer_key)
-                .fetch_token(agent_id("customer").as_str(), PERMISSION, Some(3600))
+                .fetch_token(
+                    &agent_id("customer"),
+                    &Scope::parse(PERMISSION).unwrap(),
+                    Some(3600),
+                )
                 .await
                 .expect("a bearer token")
                 .token;

@@ -17,7 +17,7 @@
 use std::error::Error;
 use std::process::ExitCode;
 
-use agentauth_core::{AgentName, SigningKey, SpiffeId, TrustDomain};
+use agentauth_core::{AgentName, Scope, SigningKey, SpiffeId, TrustDomain};
 use agentauth_sdk::{Client, Metadata};
 
 const USAGE: &str = "usage: client_only AUTHORITY_URL AGENT KEY_FILE|- [TARGET] [SCOPE]";
@@ -47,7 +47,7 @@ async fn run(args: &[String]) -> Result<(), Box<dyn Error>> {
     let audience = SpiffeId::agent(&domain, &AgentName::new(target)?);
 
     let client = Client::new(authority, me, key);
-    let token = client.token(audience.as_str(), scope).await?;
+    let token = client.token(&audience, &Scope::parse(scope)?).await?;
     println!(
         "{} got a token for {audience}: scope \"{}\", valid {} s",
         client.agent_id(),

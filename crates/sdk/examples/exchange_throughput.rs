@@ -113,10 +113,10 @@ async fn main() -> Result<()> {
     let planner = Client::new(&url, id("planner")?, keys[0].clone());
     let executor = Client::new(&url, id("executor")?, keys[1].clone());
     let subject = planner
-        .fetch_token(id("executor")?.as_str(), "read:db", Some(3600))
+        .fetch_token(&id("executor")?, &scope("read:db"), Some(3600))
         .await?
         .token;
-    let (executor_target, database) = (id("executor")?.to_string(), id("database")?.to_string());
+    let (executor_target, database) = (id("executor")?, id("database")?);
 
     println!(
         "{seconds} s per measurement, {concurrency} concurrent requests, SQLite, authority and client in one process"
@@ -124,13 +124,13 @@ async fn main() -> Result<()> {
     let issuing = planner.clone();
     let (cc, cc50, cc99, cc_err) = load(seconds, concurrency, move || {
         let (c, aud) = (issuing.clone(), executor_target.clone());
-        async move { c.fetch_token(&aud, "read:db", None).await.is_ok() }
+        async move { c.fetch_token(&aud, &scope("read:db"), None).await.is_ok() }
     })
     .await;
     println!("client_credentials: {cc:.0} tokens/s, p50 {cc50:?}, p99 {cc99:?}, errors {cc_err}");
     let (ex, ex50, ex99, ex_err) = load(seconds, concurrency, move || {
         let (c, s, aud) = (executor.clone(), subject.clone(), database.clone());
-        async move { c.exchange(&s, &aud, "read:db").await.is_ok() }
+        async move { c.exchange(&s, &aud, &scope("read:db")).await.is_ok() }
     })
     .await;
     println!(
@@ -139,4 +139,9 @@ async fn main() -> Result<()> {
     println!("exchange ÷ client_credentials throughput: {:.2}", ex / cc);
     authority.shutdown().await;
     Ok(())
+}
+
+/// A scope written in this file, known to be valid.
+fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("the scopes written here are valid")
 }

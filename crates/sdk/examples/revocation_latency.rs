@@ -23,7 +23,7 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use agentauth_authority::Config;
-use agentauth_core::{AgentName, SigningKey, SpiffeId, TrustDomain};
+use agentauth_core::{AgentName, Scope, SigningKey, SpiffeId, TrustDomain};
 use agentauth_sdk::{Client, Verifier, VerifierConfig};
 use axum::Router;
 use axum::body::Body;
@@ -153,7 +153,7 @@ async fn main() -> Result<()> {
     let (mut applied, mut refused, mut end_to_end) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..WARM_UP + n {
         let token = reader
-            .fetch_token(agent_id("customer")?.as_str(), PERMISSION, None)
+            .fetch_token(&agent_id("customer")?, &Scope::parse(PERMISSION)?, None)
             .await?
             .token;
         let (status, check) = call(&router, &reader, &token).await?;

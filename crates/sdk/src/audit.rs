@@ -12,6 +12,10 @@ use crate::{Client, Metadata};
 
 /// Events buffered before new ones are dropped.
 const BUFFER: usize = 4096;
+/// The scope that lets an agent report its decisions to the audit log.
+static AUDIT_WRITE: std::sync::LazyLock<agentauth_core::Scope> = std::sync::LazyLock::new(|| {
+    agentauth_core::Scope::parse("audit:write").expect("a valid permission")
+});
 /// Most events per batch.
 const BATCH: usize = 200;
 /// Longest an event waits before its batch is sent.
@@ -104,7 +108,7 @@ async fn send(
         dropped: lost,
     };
     let result = async {
-        let token = client.token(&metadata.authority_id, "audit:write").await?;
+        let token = client.token(&metadata.authority_id, &AUDIT_WRITE).await?;
         let request = client
             .http()
             .post(&metadata.audit_events_endpoint)

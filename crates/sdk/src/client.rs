@@ -23,7 +23,7 @@ pub struct AccessToken {
     /// The JWT. Treat it as a secret: never log it whole.
     pub token: String,
     /// Granted scope.
-    pub scope: String,
+    pub scope: Scope,
     /// Expiry, seconds since the epoch (by our clock).
     pub expires_at: i64,
     /// When we got it.
@@ -53,7 +53,7 @@ pub struct PendingApproval {
     /// The original token request, repeated on each poll (boxed: errors stay small).
     request: Box<TokenRequest>,
     /// Where the token goes in the cache once issued.
-    cache_key: Option<(String, String)>,
+    cache_key: Option<(SpiffeId, Scope)>,
 }
 
 /// Longest pause between polls, whatever `slow_down` asks.
@@ -72,7 +72,7 @@ struct Inner {
     agent_id: SpiffeId,
     key: SigningKey,
     metadata: OnceCell<Metadata>,
-    cache: Mutex<HashMap<(String, String), AccessToken>>,
+    cache: Mutex<HashMap<(SpiffeId, Scope), AccessToken>>,
     permissions: Mutex<Option<Scope>>,
     dpop: std::sync::atomic::AtomicBool,
 }
@@ -116,9 +116,8 @@ impl Client {
     }
 
     /// A token for `audience` with `scope`, from the cache while fresh.
-    pub async fn token(&self, audience: &str, scope: &str) -> Result<AccessToken, SdkError> {
-        let scope = Scope::parse(scope)?.to_string();
-        let key = (audience.to_owned(), scope.clone());
+    pub async fn token(&self, audience: &SpiffeId, scope: &Scope) -> Result<AccessToken, SdkError> {
+        let key = (audience.clone(), scope.clone());
         let now = unix_now();
         if let Some(hit) = self
             .inner
@@ -130,7 +129,7 @@ impl Client {
         {
             return Ok(hit.clone());
         }
-        let fresh = match self.fetch_token(audience, &scope, None).await {
+        let fresh = match self.fetch_token(audience, scope, None).await {
             Err(SdkError::ApprovalPending(mut pending)) => {
                 pending.cache_key = Some(key);
                 return Err(SdkError::ApprovalPending(pending));
@@ -154,14 +153,14 @@ impl Client {
     /// private_key_jwt), bypassing the cache; `expires_in` asks for a lifetime.
     pub async fn fetch_token(
         &self,
-        audience: &str,
-        scope: &str,
+        audience: &SpiffeId,
+        scope: &Scope,
         expires_in: Option<i64>,
     ) -> Result<AccessToken, SdkError> {
         let request = TokenRequest {
             grant_type: Some("client_credentials".into()),
-            resource: Some(audience.into()),
-            scope: Some(scope.into()),
+            resource: Some(audience.to_string()),
+            scope: Some(scope.to_string()),
             expires_in: expires_in.map(|s| s.to_string()),
             ..TokenRequest::default()
         };
@@ -174,15 +173,15 @@ impl Client {
     pub async fn exchange(
         &self,
         subject_token: &str,
-        audience: &str,
-        scope: &str,
+        audience: &SpiffeId,
+        scope: &Scope,
     ) -> Result<AccessToken, SdkError> {
         let request = TokenRequest {
             grant_type: Some(TOKEN_EXCHANGE_GRANT.into()),
             subject_token: Some(subject_token.into()),
             subject_token_type: Some(ACCESS_TOKEN_TYPE.into()),
-            resource: Some(audience.into()),
-            scope: Some(scope.into()),
+            resource: Some(audience.to_string()),
+            scope: Some(scope.to_string()),
             ..TokenRequest::default()
         };
         self.token_request(&request).await
@@ -302,9 +301,10 @@ impl Client {
         }
         let ok: TokenResponse =
             serde_json::from_slice(&body).map_err(SdkError::unreadable(Endpoint::Token))?;
+        let scope = Scope::parse(&ok.scope).map_err(SdkError::unreadable(Endpoint::Token))?;
         Ok(AccessToken {
             token: ok.access_token,
-            scope: ok.scope,
+            scope,
             expires_at: now + ok.expires_in,
             issued_at: now,
         })
@@ -315,14 +315,13 @@ impl Client {
     pub async fn call(
         &self,
         request: reqwest::RequestBuilder,
-        audience: &str,
-        scope: &str,
+        audience: &SpiffeId,
+        scope: &Scope,
     ) -> Result<reqwest::Response, SdkError> {
-        if let Some(held) = self.inner.permissions.lock().expect("lock").as_ref() {
-            let asked = Scope::parse(scope)?;
-            if let Some(missing) = asked.missing_from(held).into_iter().next() {
-                return Err(SdkError::PermissionNotHeld(missing));
-            }
+        if let Some(held) = self.inner.permissions.lock().expect("lock").as_ref()
+            && let Some(missing) = scope.missing_from(held).into_iter().next()
+        {
+            return Err(SdkError::PermissionNotHeld(missing));
         }
         let token = self.token(audience, scope).await?;
         self.send(request, &token).await
@@ -434,7 +433,7 @@ mod tests {
     fn tokens_refresh_in_the_last_fifth_of_their_life() {
         let t = AccessToken {
             token: String::new(),
-            scope: String::new(),
+            scope: Scope::default(),
             issued_at: 1_000,
             expires_at: 1_300,
         };

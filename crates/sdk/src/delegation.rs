@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use agentauth_core::unix_now;
+use agentauth_core::{Scope, SpiffeId, unix_now};
 
 use crate::{AccessToken, Client, SdkError, VerifiedAgent};
 
@@ -16,7 +16,7 @@ pub struct OnBehalfOf {
     client: Client,
     subject_token: String,
     subject_exp: i64,
-    cache: Mutex<HashMap<(String, String), AccessToken>>,
+    cache: Mutex<HashMap<(SpiffeId, Scope), AccessToken>>,
 }
 
 impl Client {
@@ -35,8 +35,8 @@ impl Client {
 impl OnBehalfOf {
     /// A token for `audience` with `scope`, exchanged from the caller's token
     /// (cached while it is fresh; it never outlives the caller's token).
-    pub async fn token(&self, audience: &str, scope: &str) -> Result<AccessToken, SdkError> {
-        let key = (audience.to_owned(), scope.to_owned());
+    pub async fn token(&self, audience: &SpiffeId, scope: &Scope) -> Result<AccessToken, SdkError> {
+        let key = (audience.clone(), scope.clone());
         let now = unix_now();
         let cached = self.cache.lock().expect("lock").get(&key).cloned();
         if let Some(token) = cached.filter(|t| t.expires_at - 5 > now) {
@@ -62,8 +62,8 @@ impl OnBehalfOf {
     pub async fn call(
         &self,
         request: reqwest::RequestBuilder,
-        audience: &str,
-        scope: &str,
+        audience: &SpiffeId,
+        scope: &Scope,
     ) -> Result<reqwest::Response, SdkError> {
         let token = self.token(audience, scope).await?;
         self.client.send(request, &token).await

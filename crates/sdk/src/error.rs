@@ -126,7 +126,10 @@ mod tests {
         let me = SpiffeId::parse("spiffe://agentauth.local/agent/a").unwrap();
         let client = Client::new("http://127.0.0.1:1", me, SigningKey::generate_ed25519());
         let err = client
-            .token("spiffe://agentauth.local/agent/b", "read:x")
+            .token(
+                &SpiffeId::parse("spiffe://agentauth.local/agent/b").unwrap(),
+                &agentauth_core::Scope::parse("read:x").unwrap(),
+            )
             .await
             .unwrap_err();
         assert!(

@@ -54,7 +54,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> 
         response_types_supported: strings(&["token"]),
         scopes_supported: scopes,
         trust_domain: s.trust_domain.as_str().to_owned(),
-        authority_id: s.authority_id.as_str().to_owned(),
+        authority_id: s.authority_id.clone(),
         revocation_list_endpoint: s.endpoint("/v1/revocations"),
         revocation_stream_endpoint: s.endpoint("/v1/revocations/stream"),
         audit_events_endpoint: s.endpoint("/v1/audit/events"),

@@ -70,7 +70,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     let downstream = delegation_chain::Downstream {
         client: executor.clone(),
         database_url: database_url.clone(),
-        database_id: id("database")?.to_string(),
+        database_id: id("database")?,
     };
     let executor_url = serve(delegation_chain::executor_router(
         &executor_verifier,
@@ -97,12 +97,12 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "200",
         outcome(
             planner
-                .call(report_call, executor_id.as_str(), "read:db")
+                .call(report_call, &executor_id, &scope("read:db"))
                 .await,
         )
         .await,
     );
-    let txn = claims(&planner.token(executor_id.as_str(), "read:db").await?.token)?
+    let txn = claims(&planner.token(&executor_id, &scope("read:db")).await?.token)?
         .txn
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -136,7 +136,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         .http()
         .post(format!("{executor_url}/run/write"))
         .json(&json!({"month": "2026-11"}));
-    let escalation = match planner.call(write, executor_id.as_str(), "read:db").await {
+    let escalation = match planner.call(write, &executor_id, &scope("read:db")).await {
         Ok(r) => {
             let status = r.status().as_u16();
             let description = r
@@ -162,15 +162,15 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "refused: invalid_request",
         token_outcome(
             executor
-                .exchange(&for_orders, id("database")?.as_str(), "read:db")
+                .exchange(&for_orders, &id("database")?, &scope("read:db"))
                 .await,
         ),
     );
 
     // A delegated token the executor holds for the database.
-    let incoming = planner.token(executor_id.as_str(), "read:db").await?;
+    let incoming = planner.token(&executor_id, &scope("read:db")).await?;
     let delegated = executor
-        .exchange(&incoming.token, id("database")?.as_str(), "read:db")
+        .exchange(&incoming.token, &id("database")?, &scope("read:db"))
         .await?;
     let rows_url = format!("{database_url}/db/rows");
 
@@ -269,7 +269,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "refused: invalid_request",
         token_outcome(
             executor
-                .exchange(&incoming.token, id("database")?.as_str(), "read:db")
+                .exchange(&incoming.token, &id("database")?, &scope("read:db"))
                 .await,
         ),
     );
@@ -294,7 +294,12 @@ async fn planner_token(
 ) -> anyhow::Result<String> {
     let client = Client::new(url, planner.clone(), key.clone());
     Ok(client
-        .fetch_token(audience.as_str(), "read:db", None)
+        .fetch_token(audience, &scope("read:db"), None)
         .await?
         .token)
+}
+
+/// A scope written in this file, known to be valid.
+fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("the scopes written here are valid")
 }

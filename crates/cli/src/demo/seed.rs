@@ -83,7 +83,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "refused locally (write:customer)",
         outcome(
             careful
-                .call(write, customer.as_str(), "write:customer")
+                .call(write, &customer, &scope("write:customer"))
                 .await,
         )
         .await,
@@ -97,7 +97,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "refused: invalid_scope",
         token_outcome(
             reader
-                .fetch_token(customer.as_str(), "read:customer", None)
+                .fetch_token(&customer, &scope("read:customer"), None)
                 .await,
         ),
     );
@@ -105,7 +105,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     step(
         "read:customer removed, early check bypassed",
         "403 permission",
-        outcome(reader.call(get, customer.as_str(), "read:orders").await).await,
+        outcome(reader.call(get, &customer, &scope("read:orders")).await).await,
     );
     admin
         .patch("reader", &permissions(&["read:customer"]))
@@ -118,7 +118,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     step(
         "reader writes with a read token",
         "403 permission",
-        outcome(reader.call(write, customer.as_str(), "read:customer").await).await,
+        outcome(reader.call(write, &customer, &scope("read:customer")).await).await,
     );
 
     let get = reader.http().get(format!("{customer_url}/api/customer/42"));
@@ -127,14 +127,14 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "401 audience",
         outcome(
             reader
-                .call(get, id("orders")?.as_str(), "read:customer")
+                .call(get, &id("orders")?, &scope("read:customer"))
                 .await,
         )
         .await,
     );
 
     let short = reader
-        .fetch_token(customer.as_str(), "read:customer", Some(1))
+        .fetch_token(&customer, &scope("read:customer"), Some(1))
         .await?;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let expired = reader
@@ -168,7 +168,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
             .json(&json!({"amount": "12.50"}))
     };
     let pending = billing
-        .call(refund(), customer.as_str(), "payments:refund")
+        .call(refund(), &customer, &scope("payments:refund"))
         .await;
     let (got, pending) = match pending {
         Err(agentauth_sdk::SdkError::ApprovalPending(p)) => ("waits for approval".into(), Some(p)),
@@ -205,7 +205,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
             Ok(_) => {
                 outcome(
                     billing
-                        .call(refund(), customer.as_str(), "payments:refund")
+                        .call(refund(), &customer, &scope("payments:refund"))
                         .await,
                 )
                 .await
@@ -216,7 +216,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let held = reader
-        .fetch_token(customer.as_str(), "read:customer", None)
+        .fetch_token(&customer, &scope("read:customer"), None)
         .await?;
     let disabled = AgentPatch {
         status: Some(AgentStatus::Disabled),
@@ -248,7 +248,7 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         "refused: invalid_client",
         token_outcome(
             reader
-                .fetch_token(customer.as_str(), "read:customer", None)
+                .fetch_token(&customer, &scope("read:customer"), None)
                 .await,
         ),
     );
@@ -268,4 +268,9 @@ fn permissions(list: &[&str]) -> AgentPatch {
         permissions: Some(list.iter().map(|p| (*p).to_owned()).collect()),
         ..AgentPatch::default()
     }
+}
+
+/// A scope written in this file, known to be valid.
+fn scope(text: &str) -> agentauth_core::Scope {
+    agentauth_core::Scope::parse(text).expect("the scopes written here are valid")
 }
