@@ -390,8 +390,13 @@ async fn store_new(
 
 /// `GET /v1/agents`.
 pub(crate) async fn list(State(s): State<AppState>) -> Result<Json<AgentList>, AuthorityError> {
+    Ok(Json(agents(&s).await?))
+}
+
+/// Every registered agent, by name.
+pub(crate) async fn agents(s: &AuthorityState) -> Result<AgentList, AuthorityError> {
     let agents = s.store.agents().await?.iter().map(view).collect();
-    Ok(Json(AgentList { agents }))
+    Ok(AgentList { agents })
 }
 
 /// `GET /v1/agents/{name}`.
@@ -420,6 +425,19 @@ pub(crate) async fn update(
     body: Result<JsonBody<AgentPatch>, AuthorityError>,
 ) -> Result<Json<AgentView>, AuthorityError> {
     let JsonBody(patch) = body?;
+    let agent = change(&s, &name, patch, &request_id(&headers)).await?;
+    Ok(Json(view(&agent)))
+}
+
+/// Changes the agent named `name` (permissions, description, status,
+/// bearer opt-out, tags) and returns it as stored; a disable or a narrowing
+/// reaches its descendants (see [`agentauth_store::Store::update_agent`]).
+pub(crate) async fn change(
+    s: &AuthorityState,
+    name: &str,
+    patch: AgentPatch,
+    request_id: &str,
+) -> Result<AgentRow, AuthorityError> {
     if patch.permissions.is_none()
         && patch.description.is_none()
         && patch.status.is_none()
@@ -428,7 +446,7 @@ pub(crate) async fn update(
     {
         return Err(RegistryRefusal::NothingToChange.into());
     }
-    let name = agent_name(&name)?;
+    let name = agent_name(name)?;
     if let Some(d) = &patch.description {
         bounded_text("description", d)?;
     }
@@ -440,7 +458,7 @@ pub(crate) async fn update(
         tags: patch.tags.as_deref().map(tags).transpose()?,
         now: unix_now(),
     };
-    let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
+    let id = SpiffeId::agent(&s.trust_domain, &name);
     let mut audit = event(AuditKind::AgentUpdated, "admin", &id, Decision::Allow);
     audit.reason = describe(&update);
     audit.scope = update
@@ -448,10 +466,10 @@ pub(crate) async fn update(
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id.to_owned();
     let agent = s.store.update_agent(&name, &update, &audit).await?;
     s.revocations_changed();
-    Ok(Json(view(&agent)))
+    Ok(agent)
 }
 
 fn describe(update: &AgentUpdate) -> String {
@@ -480,13 +498,24 @@ pub(crate) async fn delete(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AuthorityError> {
-    let name = agent_name(&name)?;
-    let id = SpiffeId::agent(&s.trust_domain, &name).to_string();
+    remove(&s, &name, &request_id(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes the agent named `name`: its tokens are revoked and its
+/// descendants disabled, in one store transaction with the audit record.
+pub(crate) async fn remove(
+    s: &AuthorityState,
+    name: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let name = agent_name(name)?;
+    let id = SpiffeId::agent(&s.trust_domain, &name);
     let mut audit = event(AuditKind::AgentDeleted, "admin", &id, Decision::Allow);
-    audit.request_id = request_id(&headers);
+    audit.request_id = request_id.to_owned();
     s.store.delete_agent(&name, &audit).await?;
     s.revocations_changed();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Why `agent` may not act at `now` (authenticate, get or present tokens,

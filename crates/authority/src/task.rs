@@ -42,13 +42,23 @@ pub(crate) async fn show(
     State(s): State<AppState>,
     Path(txn): Path<String>,
 ) -> Result<Json<TaskView>, AuthorityError> {
-    let id = task_id(&txn)?;
+    Ok(Json(task_view(&s, &txn).await?))
+}
+
+/// The task `txn`: whether it is revoked, and its audit records (every hop)
+/// in chain order; a task no token ever carried is `not_found`.
+pub(crate) async fn task_view(s: &AuthorityState, txn: &str) -> Result<TaskView, AuthorityError> {
+    let id = task_id(txn)?;
     let hops = s.store.task_records(&id).await?;
     if hops.is_empty() && !s.store.task_exists(&id).await? {
-        return Err(Missing::Task(short(&txn)).into());
+        return Err(Missing::Task(short(txn)).into());
     }
     let revoked = s.store.task_revoked(&id).await?;
-    Ok(Json(TaskView { txn, revoked, hops }))
+    Ok(TaskView {
+        txn: txn.to_owned(),
+        revoked,
+        hops,
+    })
 }
 
 /// Who completes a task.
@@ -131,20 +141,29 @@ pub(crate) async fn revoke(
     body: Result<JsonBody<RevocationRequest>, AuthorityError>,
 ) -> Result<Json<RevocationReceipt>, AuthorityError> {
     let JsonBody(r) = body?;
-    let request = request_id(&headers);
-    match r.kind {
-        RevocationTarget::Agent => revoke_agent(&s, &r.value, &request).await?,
-        RevocationTarget::Token => revoke_token(&s, &r.value, &request).await?,
-        RevocationTarget::Task => {
-            let txn = task_id(&r.value)?;
-            revoke_task(&s, &txn, "admin", AuditKind::TaskRevoked, &request).await?
-        }
-        RevocationTarget::Key => revoke_key(&s, &r.value, &request).await?,
-    }
+    revoke_target(&s, r.kind, &r.value, &request_id(&headers)).await?;
     Ok(Json(RevocationReceipt {
         revoked: r.kind,
         value: r.value,
     }))
+}
+
+/// The admin's revocation of one agent, token, task or key, named by `value`.
+pub(crate) async fn revoke_target(
+    s: &AuthorityState,
+    kind: RevocationTarget,
+    value: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    match kind {
+        RevocationTarget::Agent => revoke_agent(s, value, request_id).await,
+        RevocationTarget::Token => revoke_token(s, value, request_id).await,
+        RevocationTarget::Task => {
+            let txn = task_id(value)?;
+            revoke_task(s, &txn, "admin", AuditKind::TaskRevoked, request_id).await
+        }
+        RevocationTarget::Key => revoke_key(s, value, request_id).await,
+    }
 }
 
 /// Disables an agent (by name or SPIFFE ID) and publishes its revocation.

@@ -25,6 +25,13 @@ pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 2] =
 
 /// `GET /.well-known/oauth-authorization-server`.
 pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> {
+    Json(server_metadata(&s).await)
+}
+
+/// This authority's RFC 8414 metadata; `scopes_supported` lists every
+/// registered agent's permissions and the scopes every agent may ask of the
+/// authority itself.
+pub(crate) async fn server_metadata(s: &crate::server::State) -> ServerMetadata {
     let mut scopes: Vec<String> = match s.store.agents().await {
         Ok(agents) => agents.iter().flat_map(|a| a.permissions.to_vec()).collect(),
         Err(_) => Vec::new(),
@@ -35,7 +42,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> 
     let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     // Every JWS algorithm an agent may sign with, RFC 9864's `Ed25519` beside `EdDSA`.
     let algs = || JwsAlg::ALL.map(|a| a.as_str().to_owned()).to_vec();
-    Json(ServerMetadata {
+    ServerMetadata {
         issuer: s.issuer.clone(),
         token_endpoint: s.endpoint("/oauth/token"),
         jwks_uri: s.endpoint("/.well-known/jwks.json"),
@@ -60,7 +67,7 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> 
         audit_events_endpoint: s.endpoint("/v1/audit/events"),
         policy_endpoint: s.endpoint("/v1/policy"),
         approval_polling_interval: s.config.approval_interval_secs,
-    })
+    }
 }
 
 /// `GET /.well-known/jwks.json`: the authority's public signing keys.
