@@ -3,10 +3,7 @@
 
 use agentauth_api::{Introspection, TokenForm, TokenRevoked};
 use agentauth_core::AuditKind;
-use agentauth_core::{
-    AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, SpiffeId, TokenExpectations,
-    parse_access_token, unix_now, verify_access_token,
-};
+use agentauth_core::{AccessClaims, DEFAULT_LEEWAY_SECS, Decision, Rejection, SpiffeId};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -46,20 +43,6 @@ async fn caller(
     let client = authenticate(s, &creds, &s.endpoint(path), &mut claimed).await?;
     s.store.consume_assertion(&client.assertion).await?;
     Ok(Caller::Agent(client.agent.id))
-}
-
-/// Signature, issuer and lifetime of a token this authority issued, whatever
-/// its standing: enough to revoke it (revoking twice is harmless).
-fn issued_here(s: &AuthorityState, token: &str) -> Option<AccessClaims> {
-    let compact = parse_access_token(token).ok()?;
-    let key = s.keys.find(compact.header.kid.as_deref()?)?;
-    let expect = TokenExpectations {
-        issuer: &s.issuer,
-        audience: None,
-        now: unix_now(),
-        leeway: 0,
-    };
-    verify_access_token(&compact, key, &expect).ok()
 }
 
 fn no_store(body: impl Serialize) -> Response {
@@ -158,7 +141,7 @@ async fn revoke_presented(
     token: &str,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
-    let Some(claims) = issued_here(s, token) else {
+    let Some(claims) = standing::issued_here(s, token).await else {
         return Ok(());
     };
     let actor = match caller {
