@@ -222,8 +222,9 @@ pub(crate) fn routes() -> Vec<Route> {
             revocation::stream,
         ),
         route(Public, get.clone(), "/v1/policy", policy::distribution),
+        // The admin credential, or an agent's token with `policy:read`.
         route(
-            Public,
+            Caller,
             get.clone(),
             "/v1/policy/agents/{name}",
             policy::agent_facts,
