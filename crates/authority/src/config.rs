@@ -39,6 +39,12 @@ pub struct Config {
     pub approval_ttl_secs: i64,
     /// Seconds an agent must wait between polls of a pending approval.
     pub approval_interval_secs: i64,
+    /// Token requests per second one peer address may send (burst: twice
+    /// that); 0 turns the limit off.
+    pub token_requests_per_address: u32,
+    /// Token requests per second one authenticated client may send (burst:
+    /// twice that); 0 turns the limit off.
+    pub token_requests_per_client: u32,
     /// Most connections served at once; more wait for a free slot.
     pub max_connections: usize,
     /// Seconds a client may take to send a request's headers before it is
@@ -62,6 +68,8 @@ impl Default for Config {
             environment: "development".into(),
             approval_ttl_secs: 600,
             approval_interval_secs: 5,
+            token_requests_per_address: 1000,
+            token_requests_per_client: 200,
             max_connections: 1024,
             header_read_timeout_secs: 10,
         }

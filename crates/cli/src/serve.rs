@@ -51,6 +51,12 @@ pub(crate) struct ServeArgs {
     /// Seconds an agent must wait between polls of a pending approval [default: 5].
     #[arg(long, env = "AGENTAUTH_APPROVAL_INTERVAL_SECS")]
     approval_interval_secs: Option<i64>,
+    /// Token requests per second from one address before 429, burst twice that; 0 is no limit [default: 1000].
+    #[arg(long, env = "AGENTAUTH_TOKEN_REQUESTS_PER_ADDRESS")]
+    token_requests_per_address: Option<u32>,
+    /// Token requests per second from one authenticated client before 429, burst twice that; 0 is no limit [default: 200].
+    #[arg(long, env = "AGENTAUTH_TOKEN_REQUESTS_PER_CLIENT")]
+    token_requests_per_client: Option<u32>,
     /// Most connections served at once; further ones wait [default: 1024].
     #[arg(long, env = "AGENTAUTH_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -123,6 +129,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.approval_interval_secs {
             config.approval_interval_secs = v;
+        }
+        if let Some(v) = self.token_requests_per_address {
+            config.token_requests_per_address = v;
+        }
+        if let Some(v) = self.token_requests_per_client {
+            config.token_requests_per_client = v;
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
