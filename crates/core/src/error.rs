@@ -247,6 +247,27 @@ pub enum HttpSigError {
     /// `expires` has passed.
     #[error("the signature has expired")]
     Expired,
+    /// `expires − created` is longer than the verifier's replay window: a
+    /// long-lived signature would be replayable for its whole lifetime.
+    #[error(
+        "the signature's lifetime (expires - created) is {secs} s, longer than the replay window of {max} s"
+    )]
+    SignatureWindowTooLong {
+        /// `expires − created` as received.
+        secs: i64,
+        /// The verifier's window.
+        max: i64,
+    },
+    /// `created` lies further in the past than the replay window plus skew.
+    #[error(
+        "the signature was created {age} s ago, longer than the replay window allows ({max} s)"
+    )]
+    CreatedTooOld {
+        /// Seconds since `created`.
+        age: i64,
+        /// The window plus the tolerated skew.
+        max: i64,
+    },
     /// The signature does not verify over the signature base rebuilt from this
     /// request and the parameters as received: a covered component or a
     /// parameter differs from what was signed, or another key made the bytes.
