@@ -117,6 +117,17 @@ pub enum JwkError {
     /// The coordinates do not form a valid public key.
     #[error("the JWK is not a valid public key")]
     InvalidKey,
+    /// The Ed25519 key is one of the eight points of small order (the
+    /// identity among them), for which signatures can be forged without a
+    /// private key.
+    #[error(
+        "the Ed25519 key is a small-order point (such as the identity); signatures by it can be forged"
+    )]
+    SmallOrderPoint,
+    /// The Ed25519 key's y coordinate is not reduced modulo p (RFC 8032 §5.1.3):
+    /// one key would have several encodings and thumbprints.
+    #[error("the Ed25519 key is not canonically encoded (y is not below 2^255 - 19)")]
+    NonCanonicalEncoding,
 }
 
 /// Why a compact JWS was refused, before or at signature verification.
