@@ -104,6 +104,19 @@ pub enum ConfigError {
     /// A client assertion lifetime below one second.
     #[error("max_client_assertion_lifetime_secs must be at least 1")]
     AssertionLifetime,
+    /// A file holding a secret (master key, admin credential, SQLite
+    /// database) may be read or written by others than its owner.
+    #[error(
+        "{} has mode {mode:04o}, but it holds secrets and must be readable only by its owner; fix it with `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    LooseFileMode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -115,6 +128,34 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The SQLite database file, unless the store is PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let url = self.database_url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return None;
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+        let path = path.split('?').next().unwrap_or(path);
+        (!path.is_empty() && !path.starts_with(':')).then(|| path.into())
+    }
+
+    /// Every file of the data dir and store that holds a secret.
+    pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
+        let mut files = vec![
+            self.data_dir.join(crate::keys::MASTER_KEY_FILE),
+            self.data_dir.join(crate::admin::ADMIN_TOKEN_FILE),
+        ];
+        if let Some(db) = self.sqlite_path() {
+            for suffix in ["-wal", "-shm"] {
+                let mut side = db.clone().into_os_string();
+                side.push(suffix);
+                files.push(side.into());
+            }
+            files.push(db);
+        }
+        files
+    }
+
     /// Checks what can be checked before anything is opened.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.approval_ttl_secs < 1 || self.approval_interval_secs < 1 {

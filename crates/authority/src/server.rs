@@ -72,6 +72,12 @@ async fn open_state(
     issuer: &str,
 ) -> Result<(AppState, Option<String>), AuthorityError> {
     files::ensure_private_dir(&config.data_dir)?;
+    for path in config.secret_files() {
+        files::check_private(&path)?;
+    }
+    if let Some(db) = config.sqlite_path() {
+        files::create_private_if_absent(&db)?;
+    }
     let store = agentauth_store::open(&config.database_url()).await?;
     let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
     let keys = KeyRing::load_or_create(&*store, &master).await?;
