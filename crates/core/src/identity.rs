@@ -19,12 +19,7 @@ pub struct TrustDomain(String);
 impl TrustDomain {
     /// Parses a trust domain name.
     pub fn new(name: &str) -> Result<Self, Error> {
-        let ok = !name.is_empty()
-            && name.len() <= 255
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-        if ok {
+        if is_trust_domain(name) {
             Ok(Self(name.to_owned()))
         } else {
             Err(IdentityError::TrustDomain(truncate(name).to_owned()).into())
@@ -108,21 +103,16 @@ impl SpiffeId {
         let rest = uri
             .strip_prefix("spiffe://")
             .ok_or_else(|| bad(SpiffeIdFault::Scheme))?;
-        let (domain, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
+        let (domain, path) = match slash(rest.as_bytes()) {
+            Some(i) => (&rest[..i], &rest.as_bytes()[i + 1..]),
+            None => (rest, &[][..]),
         };
-        TrustDomain::new(domain).map_err(|_| bad(SpiffeIdFault::TrustDomain))?;
-        for segment in path.split('/').skip(1) {
-            let valid = !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-            if !valid {
-                return Err(bad(SpiffeIdFault::PathSegment));
-            }
+        if !is_trust_domain(domain) {
+            return Err(bad(SpiffeIdFault::TrustDomain));
+        }
+        // After the domain's '/', every segment must be valid ("spiffe://td/" too).
+        if domain.len() < rest.len() && !is_path(path) {
+            return Err(bad(SpiffeIdFault::PathSegment));
         }
         Ok(Self {
             uri: uri.to_owned(),
@@ -269,6 +259,49 @@ impl<T> serde::de::Visitor<'_> for Parsed<T> {
     }
 }
 
+/// Whether `name` is a trust domain: 1 to 255 bytes of lowercase letters,
+/// digits, `.`, `-` and `_`. Checks without allocating (claims carry three
+/// SPIFFE IDs, validated on every token check).
+fn is_trust_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_'))
+}
+
+/// The index of the first `/`, by a plain loop: SPIFFE IDs are short, and
+/// `str::find` costs more to set up than to scan them.
+fn slash(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'/')
+}
+
+/// Whether the `/`-separated segments of `path` are all valid.
+fn is_path(mut path: &[u8]) -> bool {
+    loop {
+        match slash(path) {
+            Some(i) => {
+                if !is_path_segment(&path[..i]) {
+                    return false;
+                }
+                path = &path[i + 1..];
+            }
+            None => return is_path_segment(path),
+        }
+    }
+}
+
+/// Whether `segment` is a valid SPIFFE ID path segment: not empty, not `.`
+/// or `..`, only letters, digits, `.`, `-` and `_`.
+fn is_path_segment(segment: &[u8]) -> bool {
+    !segment.is_empty()
+        && segment != b"."
+        && segment != b".."
+        && segment
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_'))
+}
+
 /// Keeps error messages short when the input is attacker-sized.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(80) {
@@ -321,5 +354,44 @@ mod tests {
         ] {
             assert!(SpiffeId::parse(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn each_spiffe_id_rule_names_its_fault() {
+        let fault = |uri: &str| match SpiffeId::parse(uri) {
+            Err(Error::Identity(IdentityError::SpiffeId { fault, .. })) => Some(fault),
+            Err(e) => panic!("{uri}: {e}"),
+            Ok(_) => None,
+        };
+        for good in [
+            "spiffe://td",
+            "spiffe://a-b_c.9/agent/Reader.v2_x-1",
+            "spiffe://td/authority",
+            "spiffe://td/.a/a..b/...",
+        ] {
+            assert_eq!(fault(good), None, "{good} was refused");
+        }
+        let long = format!("spiffe://td/{}", "a".repeat(MAX_SPIFFE_ID_LEN));
+        let cases = [
+            (long.as_str(), SpiffeIdFault::TooLong),
+            ("SPIFFE://td/a", SpiffeIdFault::Scheme),
+            ("spiffe://", SpiffeIdFault::TrustDomain),
+            ("spiffe:///a", SpiffeIdFault::TrustDomain),
+            ("spiffe://Td/a", SpiffeIdFault::TrustDomain),
+            ("spiffe://t d/a", SpiffeIdFault::TrustDomain),
+            ("spiffe://td/", SpiffeIdFault::PathSegment),
+            ("spiffe://td/a//b", SpiffeIdFault::PathSegment),
+            ("spiffe://td/a/.", SpiffeIdFault::PathSegment),
+            ("spiffe://td/../a", SpiffeIdFault::PathSegment),
+            ("spiffe://td/a%20b", SpiffeIdFault::PathSegment),
+            ("spiffe://td/a#b", SpiffeIdFault::PathSegment),
+            ("spiffe://td/é", SpiffeIdFault::PathSegment),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(fault(uri), Some(want), "{uri}");
+        }
+        assert!(TrustDomain::new(&"a".repeat(255)).is_ok());
+        assert!(TrustDomain::new(&"a".repeat(256)).is_err());
+        assert!(TrustDomain::new("").is_err());
     }
 }

@@ -120,10 +120,12 @@ impl<'a> Compact<'a> {
         if token.len() > MAX_JWS_LEN {
             return Err(JwsError::TooLong);
         }
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
+        // Without short-circuiting, so the scan of the (bounded) token
+        // vectorises; a byte-by-byte `all` cost ~10 instructions a byte.
+        let alphabet_ok = token.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.'))
+        });
+        if !alphabet_ok {
             return Err(JwsError::Malformed);
         }
         let mut parts = token.split('.');

@@ -22,8 +22,9 @@ impl Permission {
     pub fn new(p: &str) -> Result<Self, Error> {
         let ok = !p.is_empty()
             && p.len() <= MAX_PERMISSION_LEN
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b":_.*/-".contains(&b));
+            && p.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'*' | b'/' | b'-')
+            });
         if ok {
             Ok(Self(p.to_owned()))
         } else {

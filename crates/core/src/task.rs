@@ -24,7 +24,7 @@ impl TaskId {
             && id.len() <= MAX_TASK_ID_LEN
             && id
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
         if valid {
             Ok(Self(id.to_owned()))
         } else {

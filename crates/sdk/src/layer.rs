@@ -112,8 +112,10 @@ where
         let route_context = self.route.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let route = format!("{} {}", parts.method, parts.uri.path());
-            let request_id = header(&parts.headers, "x-request-id");
+            // Only an audit record or a denial's log line needs these; with
+            // audit shipping off, an allowed request builds neither.
+            let route = |parts: &Parts| format!("{} {}", parts.method, parts.uri.path());
+            let request_id = |parts: &Parts| header(&parts.headers, "x-request-id");
             let token = bearer(&parts.headers).map(str::to_owned);
             // The body is part of what the signature covers, so it is read (bounded) first.
             let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -141,32 +143,37 @@ where
             };
             match (outcome, body) {
                 (Ok(agent), Ok(bytes)) => {
-                    verifier.audit(event(
-                        &verifier,
-                        Some(&agent),
-                        "request.allowed",
-                        Decision::Allow,
-                        route,
-                        request_id,
-                    ));
+                    verifier.audit_with(|| {
+                        event(
+                            &verifier,
+                            Some(&agent),
+                            "request.allowed",
+                            Decision::Allow,
+                            route(&parts),
+                            request_id(&parts),
+                        )
+                    });
                     let mut req = Request::from_parts(parts, Body::from(bytes));
                     req.extensions_mut().insert(agent);
                     inner.call(req).await
                 }
                 (Err(denial), _) | (Ok(_), Err(denial)) => {
+                    let route = route(&parts);
                     tracing::info!(check = denial.check.as_str(), reason = %denial.description, %route, "request denied");
-                    let mut e = event(
-                        &verifier,
-                        None,
-                        "request.denied",
-                        Decision::Deny,
-                        route,
-                        request_id,
-                    );
-                    e.reason = format!("{}: {}", denial.check.as_str(), denial.description);
-                    e.scope = required.unwrap_or_default();
-                    e.subject = token.as_deref().ok().map(peek_client).unwrap_or_default();
-                    verifier.audit(e);
+                    verifier.audit_with(|| {
+                        let mut e = event(
+                            &verifier,
+                            None,
+                            "request.denied",
+                            Decision::Deny,
+                            route,
+                            request_id(&parts),
+                        );
+                        e.reason = format!("{}: {}", denial.check.as_str(), denial.description);
+                        e.scope = required.unwrap_or_default();
+                        e.subject = token.as_deref().ok().map(peek_client).unwrap_or_default();
+                        e
+                    });
                     Ok(denial.into_response())
                 }
             }

@@ -333,10 +333,11 @@ impl Verifier {
         })
     }
 
-    /// Records a decision for the audit log without blocking.
-    pub(crate) fn audit(&self, event: agentauth_api::ReportedEvent) {
+    /// Records a decision for the audit log without blocking; `event` builds
+    /// the record only when audit shipping is on.
+    pub(crate) fn audit_with(&self, event: impl FnOnce() -> agentauth_api::ReportedEvent) {
         if let Some(sink) = self.inner.audit.read().expect("lock").as_ref() {
-            sink.offer(event);
+            sink.offer(event());
         }
     }
 
