@@ -23,3 +23,4 @@ mod policy;
 mod registry;
 mod standards;
 mod standing;
+mod tasks;

@@ -206,6 +206,7 @@ impl AuthorityError {
             Self::Policy(e) => policy_code(e),
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
             Self::Task(TaskRefusal::NotStarter { .. }) => FORBIDDEN,
+            Self::Task(_) => BAD_REQUEST,
             Self::TokenOfAnotherClient => (StatusCode::BAD_REQUEST, "unauthorized_client"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Stored(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
@@ -335,6 +336,7 @@ impl From<StoreError> for AuthorityError {
                 Self::Stored(e)
             }
             StoreError::ReplayedAssertion => Self::ClientAuth(ClientAuthFailure::Replayed),
+            StoreError::TaskOfAnother(txn) => Self::Task(TaskRefusal::StartedByAnother { txn }),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -429,6 +431,8 @@ mod tests {
             txn: "t".into(),
         };
         assert_eq!(code(starter), (403, "insufficient_scope"));
+        let joined = TaskRefusal::StartedByAnother { txn: "t".into() };
+        assert_eq!(code(joined), (400, "invalid_request"));
         assert_eq!(code(Missing::PolicyVersion(9)), (404, "not_found"));
         assert_eq!(
             code(StoreError::Conflict("agent".into())),

@@ -80,7 +80,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records an issued token together with the single use of its client
     /// assertion and, if given, of the approval it was issued under: an
     /// approval that is not `approved` and unexpired at `token.issued_at`
-    /// fails the whole call with [`StoreError::Stale`].
+    /// fails the whole call with [`StoreError::Stale`]. A token that is not
+    /// exchanged (no `parent_jti`) and carries a `txn` starts that task for
+    /// its client, or fails the whole call with [`StoreError::TaskOfAnother`]
+    /// if another agent started it.
     async fn issue_token(
         &self,
         assertion: &UsedAssertion,
@@ -100,8 +103,10 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()>;
     /// Whether a key (by thumbprint) has been revoked.
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool>;
-    /// Whether a task is known (some token carries it).
+    /// Whether a task is known (started, or some token carries it).
     async fn task_exists(&self, txn: &TaskId) -> Result<bool>;
+    /// The agent that started a task, if it was started.
+    async fn task_owner(&self, txn: &TaskId) -> Result<Option<SpiffeId>>;
 
     /// Creates or replaces the grant from `grant.from` to `grant.to`.
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()>;

@@ -333,7 +333,7 @@ async fn client_credentials(
         .txn
         .as_deref()
         .or(presented.and_then(|a| a.txn.as_ref().map(TaskId::as_str)));
-    let (txn, purpose, rctx) = task_context(s, req, txn, audience, attempt).await?;
+    let (txn, purpose, rctx) = task_context(s, req, txn, client, audience, attempt).await?;
     Ok(Minted {
         sub: client.agent.id.clone(),
         scope,
@@ -624,11 +624,13 @@ async fn key_binding(
 }
 
 /// The task of a new client_credentials token: the given `txn` (refused if
-/// revoked) or a fresh one, with its purpose and request context, bounded.
+/// revoked or started by another agent) or a fresh one, with its purpose
+/// and request context, bounded.
 async fn task_context(
     s: &State,
     req: &TokenRequest,
     txn: Option<&str>,
+    client: &AuthenticatedClient,
     audience: &SpiffeId,
     attempt: &mut Attempt,
 ) -> Result<(Option<TaskId>, Option<String>, Option<String>), AuthorityError> {
@@ -647,6 +649,13 @@ async fn task_context(
             attempt.txn = txn.to_string();
             if s.store.task_revoked(&txn).await? {
                 return Err(TokenRequestFault::TaskRevoked(txn.to_string()).into());
+            }
+            // Checked again when the token is stored, against a racing start.
+            if let Some(owner) = s.store.task_owner(&txn).await?
+                && owner != client.agent.id
+            {
+                let txn = txn.to_string();
+                return Err(crate::TaskRefusal::StartedByAnother { txn }.into());
             }
             txn
         }

@@ -162,6 +162,10 @@ where
         Sql(self).task_exists(txn.as_str()).await
     }
 
+    async fn task_owner(&self, txn: &TaskId) -> Result<Option<SpiffeId>> {
+        Sql(self).task_owner(txn.as_str()).await
+    }
+
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
         Sql(self).put_delegation(grant, audit).await
     }

@@ -68,6 +68,11 @@ where
         .bind(token.txn.as_ref().map(TaskId::as_str))
         .execute(&mut *tx)
         .await?;
+        // A task is started by a token of its own: an exchanged token only
+        // continues the task of its subject token.
+        if let (None, Some(txn)) = (&token.parent_jti, &token.txn) {
+            Self::start_task(&mut tx, txn.as_str(), &token.client_id, token.issued_at).await?;
+        }
         // A parent revoked while this exchange was under way must not
         // leave an unrevoked child behind.
         if let Some(parent) = &token.parent_jti {

@@ -150,6 +150,15 @@ fn issued(jti: &str) -> IssuedToken {
     }
 }
 
+/// A client assertion of client `c`, used once.
+fn used(jti: &str) -> UsedAssertion {
+    UsedAssertion {
+        client_id: "c".into(),
+        jti: jti.into(),
+        expires_at: 160,
+    }
+}
+
 /// A test's name as the test harness prints it: its path without the crate.
 fn test_name(path: &'static str) -> &'static str {
     path.split_once("::").map_or(path, |(_, name)| name)
@@ -206,6 +215,7 @@ run_suite!(
     deleting_an_agent_revokes_it,
     revoking_a_token_cascades_to_every_token_exchanged_from_it,
     tasks_are_revoked_and_their_records_read_in_order,
+    a_task_belongs_to_the_agent_that_started_it,
     delegation_grants_are_stored_replaced_and_removed,
     revoked_keys_are_known_and_published,
     deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
