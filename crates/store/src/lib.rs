@@ -71,8 +71,10 @@ pub trait Store: Send + Sync + 'static {
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow>;
-    /// Removes an agent and publishes its revocation; its descendants are
-    /// disabled and revoked as when it is disabled.
+    /// Removes an agent and publishes its revocation, with every unexpired
+    /// token naming it (presenter, subject or audience) and every token
+    /// exchanged from those; its descendants are disabled and revoked as
+    /// when it is disabled.
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
@@ -99,7 +101,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()>;
     /// Whether a task has been revoked.
     async fn task_revoked(&self, txn: &TaskId) -> Result<bool>;
-    /// Revokes a key (by thumbprint) for good and publishes it on the feed.
+    /// Revokes a key (by thumbprint) for good and publishes it on the feed,
+    /// with every unexpired token the key authenticated or binds and every
+    /// token exchanged from them.
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()>;
     /// Whether a key (by thumbprint) has been revoked.
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool>;

@@ -460,6 +460,8 @@ async fn record(
         expires_at: claims.exp,
         parent_jti: minted.parent_jti.clone(),
         txn: claims.txn.clone(),
+        auth_jkt: Some(client.key.thumbprint()),
+        cnf_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
     };
     let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
     audit.audience = claims.aud.to_string();

@@ -5,6 +5,7 @@ use agentauth_core::{AgentName, AuditEvent, AuditKind, Scope, SpiffeId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
+use super::tokens::Derived;
 use super::{
     Backend, Column, Conn, Param, Row, Sql, Tx, json_list, json_scope, parsed, scope_from_json,
 };
@@ -211,28 +212,9 @@ where
         let id = parsed("agent spiffe_id", &id, SpiffeId::parse)?;
         let now = audit.time_ms / 1000;
         // The name may be registered again later, with another key: the
-        // old agent's outstanding tokens must stay dead when it is.
-        let outstanding = sqlx::query(
-            "SELECT jti, expires_at FROM issued_tokens \
-             WHERE (client_id = $1 OR subject = $1 OR audience = $1) AND expires_at >= $2",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        for token in &outstanding {
-            let jti: String = token.try_get("jti")?;
-            let expires_at: i64 = token.try_get("expires_at")?;
-            Self::publish(
-                &mut tx,
-                RevocationKind::Token,
-                &jti,
-                RevocationAction::Revoke,
-                now,
-                Some(expires_at),
-            )
-            .await?;
-        }
+        // old agent's outstanding tokens, and every token exchanged from
+        // them (whose chains name it), must stay dead when it is.
+        Self::revoke_derived(&mut tx, Derived::Agent, id.as_str(), now).await?;
         Self::publish(
             &mut tx,
             RevocationKind::Agent,

@@ -147,6 +147,8 @@ fn issued(jti: &str) -> IssuedToken {
         expires_at: 400,
         parent_jti: None,
         txn: None,
+        auth_jkt: None,
+        cnf_jkt: None,
     }
 }
 
@@ -218,6 +220,8 @@ run_suite!(
     a_task_belongs_to_the_agent_that_started_it,
     delegation_grants_are_stored_replaced_and_removed,
     revoked_keys_are_known_and_published,
+    revoking_a_key_revokes_every_token_it_authenticated_or_binds,
+    deleting_an_agent_revokes_every_token_whose_chain_names_it,
     deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
     a_replayed_assertion_issues_nothing,
     expired_assertions_are_purged,
