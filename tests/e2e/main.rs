@@ -16,6 +16,7 @@ mod delegation;
 mod dpop;
 mod ephemeral;
 mod feed;
+mod inheritance;
 mod layer;
 mod lifecycle;
 mod oauth;

@@ -8,7 +8,8 @@
 //! an expiry of at most [`MAX_SPAWN_SECS`], never after the parent's own.
 //! Grandchildren are allowed: a child holding `agents:spawn` (only if its
 //! parent does) spawns under the same rules, so every generation is a subset
-//! of the one before and expires no later. Once expired an agent is unusable
+//! of the one before and expires no later. A child is named in its parent's
+//! namespace, `<parent>-<label>` (see `in_namespace`). Once expired an agent is unusable
 //! everywhere (see [`is_usable`]) and its tokens expired with it; disabling or
 //! deleting an agent disables and revokes all its descendants (the store does
 //! that in the same transaction), and re-enabling it re-enables none of them.
@@ -102,6 +103,25 @@ pub enum RegistryRefusal {
     /// The parent's registry entry no longer grants `agents:spawn`.
     #[error("the agent no longer holds \"{AGENTS_SPAWN}\"")]
     SpawnWithdrawn,
+    /// A spawned agent's name is not its parent's name, a hyphen and a label.
+    #[error(
+        "a spawned agent is named in its parent's namespace, \"{parent}-<label>\", not \"{name}\""
+    )]
+    OutsideNamespace {
+        /// The parent's name.
+        parent: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// The name lies in the namespace of a registered agent below the
+    /// parent, which alone may spawn it.
+    #[error("\"{name}\" lies in the namespace of \"{holder}\": only \"{holder}\" may spawn it")]
+    NamespaceOfAnother {
+        /// The name asked for.
+        name: String,
+        /// The registered agent whose namespace holds it.
+        holder: String,
+    },
 }
 
 /// `"a", "b"`: permissions as an error lists them.
@@ -323,6 +343,7 @@ pub(crate) async fn spawn(
     let mut checked = check(s, &new)?;
     let now = unix_now();
     let expires_at = spawn_rules(parent, &new, &checked.permissions, now)?;
+    in_namespace(s, parent, &checked.name).await?;
     if !checked.tags.is_empty() && checked.tags != parent.tags {
         return Err(RegistryRefusal::NotParentsTags.into());
     }
@@ -347,6 +368,41 @@ pub(crate) async fn spawn(
         now,
     );
     store_new(s, agent, audit, request_id).await
+}
+
+/// A spawned agent lives in its parent's namespace: its name is the
+/// parent's, a hyphen and a label, and no registered agent's name lies
+/// between (`planner-a-b` belongs to `planner-a` once that exists), so a
+/// spawner never takes a name in another agent's namespace.
+async fn in_namespace(
+    s: &AuthorityState,
+    parent: &AgentRow,
+    name: &AgentName,
+) -> Result<(), AuthorityError> {
+    let (p, n) = (parent.name.as_str(), name.as_str());
+    let outside = || RegistryRefusal::OutsideNamespace {
+        parent: p.to_owned(),
+        name: n.to_owned(),
+    };
+    let label = n
+        .strip_prefix(p)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .filter(|label| !label.is_empty())
+        .ok_or_else(outside)?;
+    for (at, _) in label.match_indices('-') {
+        let inner = &n[..p.len() + 1 + at];
+        let Ok(inner_name) = AgentName::new(inner) else {
+            continue;
+        };
+        if s.store.agent(&inner_name).await?.is_some() {
+            return Err(RegistryRefusal::NamespaceOfAnother {
+                name: n.to_owned(),
+                holder: inner.to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn new_row(

@@ -60,6 +60,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()>;
     /// Changes an agent; a status change is published on the revocation feed.
     ///
+    /// Re-enabling a spawned agent fails with [`StoreError::Stale`] unless
+    /// its parent exists, is active and is the agent that spawned it (not
+    /// newer than the child).
+    ///
     /// Disabling an agent also disables every active agent descended from it
     /// (through `parent`, recursively) and publishes an agent revocation and
     /// an `agent.revoked` audit record for each. Re-enabling it re-enables
@@ -73,8 +77,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<AgentRow>;
     /// Removes an agent and publishes its revocation, with every unexpired
     /// token naming it (presenter, subject or audience) and every token
-    /// exchanged from those; its descendants are disabled and revoked as
-    /// when it is disabled.
+    /// exchanged from those; removes its delegation grants (both directions)
+    /// and expires the pending or approved approvals that name it, so nothing
+    /// carries over to a new agent of the name. Its descendants are disabled
+    /// and revoked as when it is disabled.
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.

@@ -153,6 +153,9 @@ where
         };
         let old_status = agent.status;
         apply(&mut agent, update);
+        if old_status == AgentStatus::Disabled && agent.status == AgentStatus::Active {
+            Self::check_parent_for_enabling(&mut tx, &agent).await?;
+        }
         sqlx::query(
             "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
              bearer_allowed = $5, tags = $6 WHERE name = $7",
@@ -215,6 +218,21 @@ where
         // old agent's outstanding tokens, and every token exchanged from
         // them (whose chains name it), must stay dead when it is.
         Self::revoke_derived(&mut tx, Derived::Agent, id.as_str(), now).await?;
+        // Nothing granted or approved for it carries over to a new agent
+        // registered under the name.
+        sqlx::query("DELETE FROM delegations WHERE from_agent = $1 OR to_agent = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE approvals SET expires_at = $2 \
+             WHERE (agent = $1 OR subject = $1 OR audience = $1) \
+             AND status IN ('pending', 'approved') AND expires_at > $2",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         Self::publish(
             &mut tx,
             RevocationKind::Agent,
@@ -228,6 +246,35 @@ where
         events.extend(Self::disable_descendants(&mut tx, &id, now, audit, "deleted").await?);
         Self::append(&mut tx, &events).await?;
         tx.commit().await
+    }
+
+    /// A spawned agent is enabled again only under the very agent that
+    /// spawned it: its parent must exist, be active and be no newer than the
+    /// child (a parent deleted and registered again is a new identity).
+    async fn check_parent_for_enabling(tx: &mut Tx<B>, agent: &AgentRow) -> Result<()> {
+        let Some(parent) = &agent.parent else {
+            return Ok(());
+        };
+        let row = sqlx::query(PARENT.sql::<B>())
+            .bind(parent.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let same = match row {
+            Some(r) => {
+                let p = Self::agent_from_row(&r)?;
+                p.status == AgentStatus::Active && p.created_at <= agent.created_at
+            }
+            None => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "the parent {parent} that spawned \"{}\" is deleted, disabled or a new agent of that name: \
+                 a spawned agent is enabled only under the agent that spawned it",
+                agent.name
+            )))
+        }
     }
 
     /// Every agent descended from `ancestor`, rows locked on PostgreSQL.

@@ -604,3 +604,75 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
             .is_empty()
     );
 }
+
+pub(crate) async fn a_child_is_enabled_only_under_the_parent_that_spawned_it(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    spawn(
+        s,
+        &child("planner-worker", "planner", &["read:customer"], 5000),
+    )
+    .await;
+    let mut delete = event("agent.deleted", "admin", "planner");
+    delete.time_ms = 200_000;
+    s.delete_agent(&name("planner"), &delete).await.unwrap();
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 300,
+        ..AgentUpdate::default()
+    };
+    let update = |what: &str| event("agent.updated", "admin", what);
+
+    // No parent at all.
+    let head = audit_count(s).await;
+    let err = s
+        .update_agent(&name("planner-worker"), &enable, &update("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+
+    // A new agent of the parent's name is not the parent.
+    let newer = AgentRow {
+        created_at: 250,
+        updated_at: 250,
+        ..agent("planner")
+    };
+    s.create_agent(&newer, &event("agent.created", "admin", "planner"))
+        .await
+        .unwrap();
+    let head_after_create = audit_count(s).await;
+    assert_eq!(head_after_create, head + 1);
+    let err = s
+        .update_agent(&name("planner-worker"), &enable, &update("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert_eq!(audit_count(s).await, head_after_create);
+    assert_eq!(status(s, "planner-worker").await, AgentStatus::Disabled);
+
+    // Under its own, re-enabled parent it comes back.
+    spawn(
+        s,
+        &AgentRow {
+            created_at: 260,
+            ..child("planner-helper", "planner", &[], 5000)
+        },
+    )
+    .await;
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 270,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(&name("planner-helper"), &disable, &update("h"))
+        .await
+        .unwrap();
+    s.update_agent(&name("planner-helper"), &enable, &update("h"))
+        .await
+        .unwrap();
+    assert_eq!(status(s, "planner-helper").await, AgentStatus::Active);
+}

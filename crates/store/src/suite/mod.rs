@@ -243,4 +243,6 @@ run_suite!(
     deciding_a_decided_or_expired_approval_is_stale,
     a_denial_keeps_who_and_why,
     pending_approvals_are_counted_per_agent,
+    deleting_an_agent_removes_its_grants_and_expires_its_approvals,
+    a_child_is_enabled_only_under_the_parent_that_spawned_it,
 );
