@@ -22,6 +22,7 @@ mod lifecycle;
 mod oauth;
 mod policy;
 mod registry;
+mod spawning;
 mod standards;
 mod standing;
 mod tasks;

@@ -33,6 +33,11 @@ pub struct Config {
     pub max_client_assertion_lifetime_secs: i64,
     /// Most actors a delegation chain (`act`) may name.
     pub max_delegation_depth: usize,
+    /// Most generations of spawned agents below a registered agent (its
+    /// children are generation 1); at most [`SPAWN_DEPTH_CEILING`].
+    pub max_spawn_depth: usize,
+    /// Most live (active, unexpired) children one agent may have spawned.
+    pub max_live_children: usize,
     /// The deployment environment policies see as `context.environment`.
     pub environment: String,
     /// Seconds a request waiting for a person's approval stays valid.
@@ -54,6 +59,8 @@ impl Default for Config {
             strict_client_assertion_audience: false,
             max_client_assertion_lifetime_secs: agentauth_core::DEFAULT_MAX_ASSERTION_LIFETIME_SECS,
             max_delegation_depth: 4,
+            max_spawn_depth: 4,
+            max_live_children: 16,
             environment: "development".into(),
             approval_ttl_secs: 600,
             approval_interval_secs: 5,
@@ -69,6 +76,10 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("agentauth.db").display().to_string())
     }
 }
+
+/// The highest `max_spawn_depth` accepted: the ancestry of every agent is
+/// walked in full for policy, so it stays short.
+pub const SPAWN_DEPTH_CEILING: usize = 32;
 
 /// Why a configuration cannot work; the authority refuses to start with it.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +97,11 @@ pub enum ConfigError {
     /// A client assertion lifetime below one second.
     #[error("max_client_assertion_lifetime_secs must be at least 1")]
     AssertionLifetime,
+    /// A spawn limit out of range.
+    #[error(
+        "max_spawn_depth must be 0 to {SPAWN_DEPTH_CEILING} and max_live_children at most 100000"
+    )]
+    SpawnLimits,
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -107,6 +123,9 @@ impl Config {
         }
         if self.max_client_assertion_lifetime_secs < 1 {
             return Err(ConfigError::AssertionLifetime);
+        }
+        if self.max_spawn_depth > SPAWN_DEPTH_CEILING || self.max_live_children > 100_000 {
+            return Err(ConfigError::SpawnLimits);
         }
         Ok(())
     }

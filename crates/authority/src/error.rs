@@ -337,6 +337,11 @@ impl From<StoreError> for AuthorityError {
             }
             StoreError::ReplayedAssertion => Self::ClientAuth(ClientAuthFailure::Replayed),
             StoreError::TaskOfAnother(txn) => Self::Task(TaskRefusal::StartedByAnother { txn }),
+            StoreError::TooManyChildren(limit) => {
+                Self::Registry(RegistryRefusal::TooManyChildren {
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                })
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -399,6 +404,12 @@ mod tests {
             (403, "insufficient_scope")
         );
         assert_eq!(code(RegistryRefusal::TooManyTags), (400, "invalid_request"));
+        assert_eq!(
+            code(StoreError::TooManyChildren(16)),
+            (400, "invalid_request")
+        );
+        let deep = RegistryRefusal::SpawnTooDeep { depth: 5, limit: 4 };
+        assert_eq!(code(deep), (400, "invalid_request"));
         let grant = TokenRequestFault::UnsupportedGrantType("password".into());
         assert_eq!(code(grant), (400, "unsupported_grant_type"));
         assert_eq!(

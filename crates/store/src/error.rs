@@ -21,6 +21,10 @@ pub enum StoreError {
     /// started; other agents join a task only by token exchange.
     #[error("task \"{0}\" was started by another agent")]
     TaskOfAnother(String),
+    /// A spawn would give the parent more live (active, unexpired) children
+    /// than the limit passed to [`crate::Store::spawn_agent`].
+    #[error("the parent already has {0} live children")]
+    TooManyChildren(i64),
     /// A client assertion `jti` was presented a second time.
     #[error("the client assertion was already used")]
     ReplayedAssertion,

@@ -58,6 +58,17 @@ pub trait Store: Send + Sync + 'static {
     /// unless the parent exists, is active and has not expired at `created_at`,
     /// checked in the same transaction.
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()>;
+    /// Registers a spawned agent (`agent.parent` set) as [`Store::create_agent`]
+    /// does, and fails with [`StoreError::TooManyChildren`] if its parent
+    /// already has `max_live_children` active, unexpired children, counted
+    /// in the same transaction (the parent row locked), so racing spawns
+    /// never exceed the limit.
+    async fn spawn_agent(
+        &self,
+        agent: &AgentRow,
+        max_live_children: i64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
     /// Changes an agent; a status change is published on the revocation feed.
     ///
     /// Re-enabling a spawned agent fails with [`StoreError::Stale`] unless
@@ -183,7 +194,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Feed entries after `since`, oldest first, at most `limit`.
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>>;
-    /// Forgets used assertions that expired before `now`.
+    /// Forgets used assertions that expired before `now`, and removes spawned
+    /// agents that expired before `now` (with their grants, an `agent.deleted`
+    /// audit record each); returns how many rows went.
     async fn purge_expired(&self, now: i64) -> Result<u64>;
 
     /// Appends events to the hash-chained audit log in one transaction.

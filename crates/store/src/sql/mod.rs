@@ -105,6 +105,17 @@ where
         Sql(self).create_agent(agent, audit).await
     }
 
+    async fn spawn_agent(
+        &self,
+        agent: &AgentRow,
+        max_live_children: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Sql(self)
+            .insert_agent(agent, Some(max_live_children), audit)
+            .await
+    }
+
     async fn update_agent(
         &self,
         name: &AgentName,

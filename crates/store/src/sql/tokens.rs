@@ -131,7 +131,8 @@ where
             .bind(now)
             .execute(self.0.pool())
             .await?;
-        Ok(done.rows_affected())
+        let agents = self.purge_expired_agents(now).await?;
+        Ok(done.rows_affected() + agents)
     }
 
     /// Publishes a revocation, inside `tx`, of every unexpired token that

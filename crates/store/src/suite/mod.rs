@@ -245,4 +245,6 @@ run_suite!(
     pending_approvals_are_counted_per_agent,
     deleting_an_agent_removes_its_grants_and_expires_its_approvals,
     a_child_is_enabled_only_under_the_parent_that_spawned_it,
+    live_children_are_limited_per_parent,
+    expired_spawned_agents_are_purged_with_their_grants,
 );
