@@ -182,12 +182,17 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(axum::serve(listener, router).into_future());
         anyhow::Ok(url)
     };
-    let database_verifier =
-        Verifier::connect(VerifierConfig::new(&authority, id(&names[2])?)).await?;
+    // Each verifier has its agent's client, to ask the authority what
+    // policies need to know of its callers.
+    let database_client = Client::new(&authority, id(&names[2])?, keys[2].clone());
+    let database_verifier = Verifier::connect(VerifierConfig::new(&authority, id(&names[2])?))
+        .await?
+        .with_client(database_client);
     let database_url = serve(database_router(&database_verifier)).await?;
     let executor_client = Client::new(&authority, id(&names[1])?, keys[1].clone());
-    let executor_verifier =
-        Verifier::connect(VerifierConfig::new(&authority, id(&names[1])?)).await?;
+    let executor_verifier = Verifier::connect(VerifierConfig::new(&authority, id(&names[1])?))
+        .await?
+        .with_client(executor_client.clone());
     let downstream = Downstream {
         client: executor_client,
         database_url,

@@ -12,6 +12,7 @@ mod customer_agent;
 
 mod approval;
 mod cli;
+mod connections;
 mod delegation;
 mod dpop;
 mod ephemeral;

@@ -53,11 +53,11 @@ async fn metadata_advertises_every_endpoint_and_method() {
     assert!(m["response_types_supported"].is_array());
     assert_eq!(m["policy_endpoint"], format!("{}/v1/policy", s.url));
     assert_eq!(m["approval_polling_interval"], 5);
-    assert!(
-        m["scopes_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("read:customer"))
+    // Only what any agent may ask of the authority itself: the registry's
+    // permissions are nobody's business anonymously.
+    assert_eq!(
+        m["scopes_supported"],
+        json!(["audit:write", "policy:read", "tasks:complete"])
     );
 
     let jwks: Value = s

@@ -423,15 +423,17 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.activate_examples().await;
-    let facts: Value = s
+    let anonymous = s
         .http
         .get(format!("{}/v1/policy/agents/planner-worker", s.url))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, facts) = s
+        .admin_json(Method::GET, "/v1/policy/agents/planner-worker", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{facts}");
     assert_eq!(facts["ephemeral"], true);
     assert_eq!(facts["parent"], "planner");
     assert_eq!(facts["ancestors"], json!(["planner"]));
@@ -687,4 +689,90 @@ async fn the_layer_decides_with_the_route_context_and_follows_new_versions() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(call("/profile").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn what_policy_knows_of_an_agent_is_for_agents_and_the_admin_only() {
+    let s = Server::start().await;
+    let reader_key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let facts = format!("{}/v1/policy/agents/customer", s.url);
+
+    // Anonymous: refused, and it cannot tell a missing agent from a present one.
+    for name in ["customer", "nobody"] {
+        let response = s
+            .http
+            .get(format!("{}/v1/policy/agents/{name}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+    }
+
+    // An agent's token for the authority with `policy:read` reads them.
+    let authority = format!("spiffe://{}/authority", crate::support::TRUST_DOMAIN);
+    let (status, body) = s
+        .token("reader", &reader_key, &authority, "policy:read")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let response = crate::support::send_with_token(s.http.get(&facts), &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["cache-control"],
+        "private, max-age=60",
+        "shared caches must not keep it"
+    );
+    let shown: Value = response.json().await.unwrap();
+    assert_eq!(shown["name"], "customer");
+
+    // A token for the authority without `policy:read` is not enough.
+    let (status, body) = s
+        .token("reader", &reader_key, &authority, "audit:write")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let response = crate::support::send_with_token(s.http.get(&facts), &token).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_verifier_without_its_agents_client_refuses_while_a_policy_set_is_active() {
+    use axum::routing::get;
+    let s = Server::start().await;
+    let reader_key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    s.load_policies(&[("reads.cedar", PERMIT_READS)], true)
+        .await;
+    let config = agentauth_sdk::VerifierConfig::new(&s.url, spiffe("customer"));
+    // No with_client / with_audit: it cannot ask what policy needs to know.
+    let verifier = agentauth_sdk::Verifier::connect(config).await.unwrap();
+    let app = axum::Router::new().route(
+        "/profile",
+        get(|| async { "profile" }).layer(verifier.require("read:customer")),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    let response = s
+        .client("reader", &reader_key)
+        .call(
+            s.http.get(format!("{url}/profile")),
+            &spiffe("customer"),
+            &scope("read:customer"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["check"], "policy", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("Verifier::with_client"),
+        "{body}"
+    );
 }

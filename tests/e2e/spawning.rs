@@ -47,15 +47,14 @@ async fn spawning_deeper_than_the_default_depth_of_four_is_refused() {
         );
         parent = (name, key);
     }
-    let facts: Value = s
-        .http
-        .get(format!("{}/v1/policy/agents/{}", s.url, parent.0))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, facts) = s
+        .admin_json(
+            reqwest::Method::GET,
+            &format!("/v1/policy/agents/{}", parent.0),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{facts}");
     assert_eq!(
         facts["ancestors"],
         json!(["root-g1-g2-g3", "root-g1-g2", "root-g1", "root"]),

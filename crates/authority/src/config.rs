@@ -44,6 +44,11 @@ pub struct Config {
     pub approval_ttl_secs: i64,
     /// Seconds an agent must wait between polls of a pending approval.
     pub approval_interval_secs: i64,
+    /// Most connections served at once; more wait for a free slot.
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers before it is
+    /// disconnected (slow clients cannot hold connections open).
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -64,6 +69,8 @@ impl Default for Config {
             environment: "development".into(),
             approval_ttl_secs: 600,
             approval_interval_secs: 5,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -91,6 +98,9 @@ pub enum ConfigError {
     /// An approval lifetime or polling interval below one second.
     #[error("approval_ttl_secs and approval_interval_secs must be at least 1")]
     ApprovalTimes,
+    /// No connection slot, or no time to send request headers.
+    #[error("max_connections and header_read_timeout_secs must be at least 1")]
+    ConnectionLimits,
     /// Token lifetimes out of order.
     #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
     TokenLifetimes,
@@ -126,6 +136,9 @@ impl Config {
         }
         if self.max_spawn_depth > SPAWN_DEPTH_CEILING || self.max_live_children > 100_000 {
             return Err(ConfigError::SpawnLimits);
+        }
+        if self.max_connections < 1 || self.header_read_timeout_secs < 1 {
+            return Err(ConfigError::ConnectionLimits);
         }
         Ok(())
     }

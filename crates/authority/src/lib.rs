@@ -8,6 +8,7 @@ mod audit;
 mod body;
 mod client_auth;
 mod config;
+mod connections;
 mod delegation;
 mod error;
 mod files;

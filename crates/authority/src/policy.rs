@@ -692,22 +692,34 @@ pub(crate) async fn active_distribution(
     })
 }
 
-/// `GET /v1/policy/agents/{name}`: cached for a minute by verifiers.
+/// The scope an agent's token for the authority needs to read what policies
+/// know of another agent (verifiers ask it of their callers).
+pub(crate) const POLICY_READ: &str = "policy:read";
+
+/// `GET /v1/policy/agents/{name}`: for the admin credential, or an agent's
+/// token for the authority carrying `policy:read` (as a verifier uses);
+/// nobody anonymous learns whether an agent exists, its owner or its tags.
+/// Cached privately for a minute by verifiers.
 pub(crate) async fn agent_facts(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    req: crate::body::RawRequest,
 ) -> Result<Response, AuthorityError> {
+    let admin = crate::admin::bearer(&req.parts.headers).is_some_and(|t| s.admin.matches(t));
+    if !admin {
+        crate::audit::authenticate_agent(&s, &req, POLICY_READ).await?;
+    }
     let mut response = Json(facts_of(&s, &name).await?).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=60"),
+        HeaderValue::from_static("private, max-age=60"),
     );
     Ok(response)
 }
 
 /// What policies see of one agent (name, trust domain, owner, tags,
-/// ephemeral, parent), for verifiers that decide per request. Public like
-/// the policy set itself; nothing else of the registry entry is shown.
+/// ephemeral, parent), for verifiers that decide per request; nothing else
+/// of the registry entry is shown.
 pub(crate) async fn facts_of(
     s: &AuthorityState,
     name: &str,

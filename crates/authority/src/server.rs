@@ -141,20 +141,20 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let closer = state.clone();
 
     let purger = spawn_purger(state.store.clone());
+    let limits = crate::connections::Limits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: Duration::from_secs(state.config.header_read_timeout_secs),
+    };
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stopped.await;
-            // Open revocation streams would keep the graceful shutdown waiting.
-            closer.feed.close();
-        })
-        .await
-    });
+    let task = tokio::spawn(crate::connections::serve(
+        listener,
+        app,
+        limits,
+        stopped,
+        // Open revocation streams would keep the graceful shutdown waiting.
+        move || closer.feed.close(),
+    ));
     tracing::info!(%addr, %issuer, "agentauth authority listening");
     Ok(Running {
         addr,
@@ -222,8 +222,9 @@ pub(crate) fn routes() -> Vec<Route> {
             revocation::stream,
         ),
         route(Public, get.clone(), "/v1/policy", policy::distribution),
+        // The admin credential, or an agent's token with `policy:read`.
         route(
-            Public,
+            Caller,
             get.clone(),
             "/v1/policy/agents/{name}",
             policy::agent_facts,

@@ -57,6 +57,12 @@ pub(crate) struct ServeArgs {
     /// Seconds an agent must wait between polls of a pending approval [default: 5].
     #[arg(long, env = "AGENTAUTH_APPROVAL_INTERVAL_SECS")]
     approval_interval_secs: Option<i64>,
+    /// Most connections served at once; further ones wait [default: 1024].
+    #[arg(long, env = "AGENTAUTH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send its request headers before it is disconnected [default: 10].
+    #[arg(long, env = "AGENTAUTH_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -129,6 +135,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.approval_interval_secs {
             config.approval_interval_secs = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = self.header_read_timeout_secs {
+            config.header_read_timeout_secs = v;
         }
         Ok(config)
     }

@@ -28,6 +28,18 @@ use decision::Decider;
 const NO_ENGINE: &str =
     "this verifier was built without the SDK's `policy` feature and cannot evaluate it";
 
+/// Where a verifier asks what policy needs to know of an agent: the
+/// authority's API, with a token of this agent's own client.
+#[cfg_attr(not(feature = "policy"), allow(dead_code))]
+pub(crate) struct FactsSource<'a> {
+    /// This agent's client; without one, facts cannot be read (fail closed).
+    pub(crate) client: Option<&'a crate::Client>,
+    /// The authority's base URL.
+    pub(crate) authority_url: &'a str,
+    /// The authority's SPIFFE ID, the audience of the token.
+    pub(crate) authority_id: &'a SpiffeId,
+}
+
 /// What a route tells the policy about itself.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RouteContext {
@@ -208,8 +220,7 @@ impl PolicyView {
     #[cfg_attr(not(feature = "policy"), allow(unused_variables))]
     pub(crate) async fn check(
         &self,
-        http: &reqwest::Client,
-        authority_url: &str,
+        source: &FactsSource<'_>,
         me: &SpiffeId,
         environment: &str,
         claims: &AccessClaims,
@@ -230,8 +241,7 @@ impl PolicyView {
                 decider
                     .decide(
                         *version,
-                        http,
-                        authority_url,
+                        source,
                         me,
                         environment,
                         claims,

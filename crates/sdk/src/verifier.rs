@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditSink;
 use crate::feed::{self, Health};
-use crate::policy::{PolicyView, RouteContext};
+use crate::policy::{FactsSource, PolicyView, RouteContext};
 use crate::revocation::RevocationList;
 use crate::{AuthLayer, Check, Client, Denial, Endpoint, Metadata, SdkError};
 
@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     /// Dropped with the last clone: background tasks holding a receiver stop.
     _alive: watch::Sender<()>,
     audit: RwLock<Option<AuditSink>>,
+    /// This agent's own client, for the authority's authenticated reads
+    /// (what policy needs to know of a caller).
+    client: RwLock<Option<Client>>,
     nonces: NonceCache,
     /// The authority's active policy set and the agent facts it needs.
     pub(crate) policy: Arc<PolicyView>,
@@ -153,6 +156,7 @@ impl Verifier {
             applied: watch::Sender::new(0),
             _alive: alive,
             audit: RwLock::new(None),
+            client: RwLock::new(None),
             nonces: NonceCache::default(),
             policy: Arc::new(PolicyView::new()),
         });
@@ -169,8 +173,18 @@ impl Verifier {
     /// Ships every allow/deny decision to the authority's audit log, using
     /// `client` (this agent's own client) to authenticate.
     pub fn with_audit(self, client: Client) -> Self {
-        let sink = AuditSink::spawn(client, self.inner.metadata.clone());
+        let sink = AuditSink::spawn(client.clone(), self.inner.metadata.clone());
         *self.inner.audit.write().expect("lock") = Some(sink);
+        self.with_client(client)
+    }
+
+    /// Gives the verifier this agent's own client, with which it asks the
+    /// authority what policies need to know of each caller (owner, tags,
+    /// parent). That read needs an agent's token, so while a policy set is
+    /// active a verifier without a client refuses every request (fail
+    /// closed). [`Verifier::with_audit`] sets it too.
+    pub fn with_client(self, client: Client) -> Self {
+        *self.inner.client.write().expect("lock") = Some(client);
         self
     }
 
@@ -204,11 +218,16 @@ impl Verifier {
         parts: &Parts,
     ) -> Result<(), Denial> {
         let inner = &self.inner;
+        let client = inner.client.read().expect("lock").clone();
+        let source = FactsSource {
+            client: client.as_ref(),
+            authority_url: &inner.config.authority_url,
+            authority_id: &inner.metadata.authority_id,
+        };
         inner
             .policy
             .check(
-                &inner.http,
-                &inner.config.authority_url,
+                &source,
                 &inner.config.audience,
                 &inner.config.environment,
                 &agent.claims,

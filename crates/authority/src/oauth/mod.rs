@@ -20,25 +20,26 @@ pub(crate) use token::token;
 pub use agentauth_api::TOKEN_EXCHANGE_GRANT;
 
 /// Scopes every agent may request for the authority itself, beyond its permissions.
-pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 2] =
-    [crate::audit::AUDIT_WRITE, crate::task::TASKS_COMPLETE];
+pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 3] = [
+    crate::audit::AUDIT_WRITE,
+    crate::task::TASKS_COMPLETE,
+    crate::policy::POLICY_READ,
+];
 
 /// `GET /.well-known/oauth-authorization-server`.
 pub(crate) async fn metadata(State(s): State<AppState>) -> Json<ServerMetadata> {
-    Json(server_metadata(&s).await)
+    Json(server_metadata(&s))
 }
 
-/// This authority's RFC 8414 metadata; `scopes_supported` lists every
-/// registered agent's permissions and the scopes every agent may ask of the
-/// authority itself.
-pub(crate) async fn server_metadata(s: &crate::server::State) -> ServerMetadata {
-    let mut scopes: Vec<String> = match s.store.agents().await {
-        Ok(agents) => agents.iter().flat_map(|a| a.permissions.to_vec()).collect(),
-        Err(_) => Vec::new(),
-    };
-    scopes.extend(AUTHORITY_IMPLICIT_SCOPES.iter().map(|s| (*s).to_owned()));
+/// This authority's RFC 8414 metadata. `scopes_supported` lists only the
+/// scopes every agent may ask of the authority itself: the registry's
+/// permissions are not for anonymous readers.
+pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
+    let mut scopes: Vec<String> = AUTHORITY_IMPLICIT_SCOPES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     scopes.sort();
-    scopes.dedup();
     let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     // Every JWS algorithm an agent may sign with, RFC 9864's `Ed25519` beside `EdDSA`.
     let algs = || JwsAlg::ALL.map(|a| a.as_str().to_owned()).to_vec();

@@ -14,13 +14,17 @@ use agentauth_policy::{
 };
 use http::request::Parts;
 
-use super::RouteContext;
+use super::{FactsSource, RouteContext};
 use crate::{Check, Denial};
 
 /// How long an agent's facts are trusted before they are fetched again.
 const FACTS_TTL: Duration = Duration::from_secs(60);
 /// Most agents whose facts are kept.
 const MAX_FACTS: usize = 10_000;
+/// The scope that lets an agent read what policies know of other agents.
+static POLICY_READ: std::sync::LazyLock<agentauth_core::Scope> = std::sync::LazyLock::new(|| {
+    agentauth_core::Scope::parse("policy:read").expect("a valid permission")
+});
 
 /// One version of the policy set, loaded, with the facts fetched for it.
 #[derive(Debug)]
@@ -39,12 +43,7 @@ impl Decider {
     }
 
     /// The facts of the agent named `name`, from the cache while fresh.
-    async fn facts(
-        &self,
-        http: &reqwest::Client,
-        authority_url: &str,
-        name: &str,
-    ) -> Result<Arc<AgentFacts>, Denial> {
+    async fn facts(&self, source: &FactsSource<'_>, name: &str) -> Result<Arc<AgentFacts>, Denial> {
         if let Some((facts, at)) = self.facts.lock().expect("lock").get(name)
             && at.elapsed() < FACTS_TTL
         {
@@ -56,9 +55,21 @@ impl Decider {
                 format!("what policy needs to know of {name} is unavailable: {why}"),
             )
         };
-        let response = http
-            .get(format!("{authority_url}/v1/policy/agents/{name}"))
-            .send()
+        let Some(client) = source.client else {
+            return Err(unknown(
+                "the verifier has no client to ask the authority with (Verifier::with_client)"
+                    .into(),
+            ));
+        };
+        let token = client
+            .token(source.authority_id, &POLICY_READ)
+            .await
+            .map_err(|e| unknown(e.to_string()))?;
+        let request = client
+            .http()
+            .get(format!("{}/v1/policy/agents/{name}", source.authority_url));
+        let response = client
+            .send(request, &token)
             .await
             .map_err(|e| unknown(e.to_string()))?;
         if !response.status().is_success() {
@@ -96,8 +107,7 @@ impl Decider {
     pub(crate) async fn decide(
         &self,
         version: i64,
-        http: &reqwest::Client,
-        authority_url: &str,
+        source: &FactsSource<'_>,
         me: &SpiffeId,
         environment: &str,
         claims: &AccessClaims,
@@ -106,15 +116,9 @@ impl Decider {
         parts: &Parts,
     ) -> Result<(), Denial> {
         let principal = self
-            .facts(
-                http,
-                authority_url,
-                &entity_name(me, claims.client_id.as_str()),
-            )
+            .facts(source, &entity_name(me, claims.client_id.as_str()))
             .await?;
-        let own = self
-            .facts(http, authority_url, &entity_name(me, me.as_str()))
-            .await?;
+        let own = self.facts(source, &entity_name(me, me.as_str())).await?;
         let mut chain = vec![entity_name(me, claims.sub.as_str())];
         chain.extend(claims.actors().map(|a| entity_name(me, a.as_str())));
         let context = RequestContext {
