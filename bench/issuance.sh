@@ -121,7 +121,8 @@ run_mode() {
 
   echo "== [policy $MODE] starting agentauth serve (SQLite in $DIR/data)"
   # Port 0: the kernel picks a free port; the banner names it (and the issuer).
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DIR/data" >"$DIR/stdout" 2>"$DIR/server.log" &
+  # Rate limits off: this measures throughput, not the 429 path.
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DIR/data" --token-requests-per-address 0 --token-requests-per-client 0 >"$DIR/stdout" 2>"$DIR/server.log" &
   SERVER_PID=$!
   URL=
   for _ in $(seq 300); do

@@ -657,43 +657,62 @@ async fn a_replayed_request_is_refused() {
     );
 }
 
+/// A request to `url` with `token`, signed by `key` with `created` and
+/// `expires` relative to now, whatever lifetime they give the signature.
+fn signed_at(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    token: &str,
+    body: &[u8],
+    key: &SigningKey,
+    (created, expires): (i64, i64),
+) -> reqwest::Request {
+    use agentauth_core::{SignatureParams, SignedComponents, sign_request, unix_now};
+    let digest = agentauth_core::content_digest(body);
+    let authorization = format!("Bearer {token}");
+    let now = unix_now();
+    let params = SignatureParams {
+        created: now + created,
+        expires: now + expires,
+        nonce: agentauth_core::signature_nonce(),
+        keyid: key.public_jwk().thumbprint().0,
+        alg: key.alg(),
+    };
+    let parts = SignedComponents {
+        method: method.as_str(),
+        target_uri: url,
+        authorization: &authorization,
+        content_digest: &digest,
+    };
+    let signed = sign_request(&parts, &params, key).unwrap();
+    http.request(method, url)
+        .header("authorization", &authorization)
+        .header("content-type", "application/json")
+        .header("content-digest", &digest)
+        .header("signature-input", signed.signature_input)
+        .header("signature", signed.signature)
+        .body(body.to_vec())
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_expired_or_future_dated_signature_is_refused() {
-    use agentauth_core::{SignatureParams, SignedComponents, sign_request, unix_now};
     let scene = Scene::start(30).await;
     let token = scene.token("customer", "read:customer").await;
     let url = format!("{}/api/customer/42", scene.customer_url);
-    let digest = agentauth_core::content_digest(b"");
-    let authorization = format!("Bearer {token}");
-    for (created, expires, mentions) in [(-200, -100, "expired"), (120, 180, "future")] {
-        let now = unix_now();
-        let params = SignatureParams {
-            created: now + created,
-            expires: now + expires,
-            nonce: agentauth_core::signature_nonce(),
-            keyid: scene.reader_key.public_jwk().thumbprint().0,
-            alg: scene.reader_key.alg(),
-        };
-        let parts = SignedComponents {
-            method: "GET",
-            target_uri: &url,
-            authorization: &authorization,
-            content_digest: &digest,
-        };
-        let signed = sign_request(&parts, &params, &scene.reader_key).unwrap();
-        let request = scene
-            .server
-            .http
-            .get(&url)
-            .header("authorization", &authorization)
-            .header("content-digest", &digest)
-            .header("signature-input", signed.signature_input)
-            .header("signature", signed.signature);
-        let body = assert_denied(
-            scene.send(request.build().unwrap()).await,
-            StatusCode::UNAUTHORIZED,
-            "proof",
+    for (times, mentions) in [((-200, -100), "expired"), ((120, 180), "future")] {
+        let request = signed_at(
+            &scene.server.http,
+            Method::GET,
+            &url,
+            &token,
+            b"",
+            &scene.reader_key,
+            times,
         );
+        let body = assert_denied(scene.send(request).await, StatusCode::UNAUTHORIZED, "proof");
         assert!(
             body["error_description"]
                 .as_str()
@@ -702,6 +721,119 @@ async fn an_expired_or_future_dated_signature_is_refused() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_signature_living_longer_than_the_replay_window_is_refused_by_the_layer() {
+    let scene = Scene::start(30).await;
+    let token = scene.token("customer", "read:customer").await;
+    let url = format!("{}/api/customer/42", scene.customer_url);
+    let sign = |times| {
+        signed_at(
+            &scene.server.http,
+            Method::GET,
+            &url,
+            &token,
+            b"",
+            &scene.reader_key,
+            times,
+        )
+    };
+    // Expires 10^12 s ahead: replayable for the token's whole life, if accepted.
+    let body = assert_denied(
+        scene.send(sign((0, 1_000_000_000_000))).await,
+        StatusCode::UNAUTHORIZED,
+        "proof",
+    );
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("longer than the replay window of 60 s"),
+        "{body}"
+    );
+    // One second beyond the default window is already too long.
+    assert_denied(
+        scene.send(sign((0, 61))).await,
+        StatusCode::UNAUTHORIZED,
+        "proof",
+    );
+
+    // Within the window the request passes once; its replay is refused.
+    let request = sign((-20, 40));
+    let replay = request.try_clone().unwrap();
+    assert_eq!(scene.send(request).await.0, StatusCode::OK);
+    let body = assert_denied(scene.send(replay).await, StatusCode::UNAUTHORIZED, "replay");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_authoritys_own_api_holds_signatures_to_the_replay_window() {
+    let scene = Scene::start(30).await;
+    let token = scene
+        .reader
+        .fetch_token(
+            &"spiffe://agentauth.local/authority".parse().unwrap(),
+            &scope("audit:write"),
+            None,
+        )
+        .await
+        .unwrap()
+        .token;
+    let endpoint = format!("{}/v1/audit/events", scene.server.url);
+    let report =
+        br#"{"events": [{"kind": "request.allowed", "decision": "allow", "subject": "x"}]}"#;
+    let sign = |times| {
+        signed_at(
+            &scene.server.http,
+            Method::POST,
+            &endpoint,
+            &token,
+            report,
+            &scene.reader_key,
+            times,
+        )
+    };
+    let before = scene.server.snapshot().await;
+    let response = scene
+        .server
+        .http
+        .execute(sign((0, 1_000_000_000_000)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("longer than the replay window of 60 s"),
+        "{body}"
+    );
+    assert_eq!(
+        scene.server.snapshot().await,
+        before,
+        "the refusal changed nothing"
+    );
+
+    let request = sign((-20, 40));
+    let replay = request.try_clone().unwrap();
+    let response = scene.server.http.execute(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = scene.server.http.execute(replay).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,37 @@ fn sigterm(pid: u32) {
     assert!(status.success());
 }
 
+#[test]
+fn a_secret_file_readable_by_others_refuses_the_start_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut first = Raw::spawn(&data_dir);
+    first.wait_listening();
+    assert!(first.terminate().0);
+    for file in ["admin-token", "master.key", "agentauth.db"] {
+        let path = data_dir.join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = output_within(
+            command()
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data_dir),
+            Duration::from_secs(30),
+        );
+        assert!(!out.status.success(), "{file}: the start is refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = path.display();
+        assert!(
+            stderr.contains(&format!("{shown} has mode 0644"))
+                && stderr.contains(&format!("chmod 600 {shown}")),
+            "{file}: {stderr}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut again = Raw::spawn(&data_dir);
+    again.wait_listening();
+    assert!(again.terminate().0, "with 0600 it starts again");
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -118,7 +149,7 @@ async fn get_json(http: &reqwest::Client, url: &str, admin: Option<&str>) -> (St
 }
 
 #[tokio::test]
-async fn the_first_start_creates_private_files_and_prints_the_admin_credential_once() {
+async fn the_first_start_creates_private_files_and_names_the_admin_credentials_file() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     assert!(!data_dir.exists());
@@ -128,6 +159,7 @@ async fn the_first_start_creates_private_files_and_prints_the_admin_credential_o
     assert_eq!(mode(&data_dir), 0o700, "the data dir is private");
     assert_eq!(mode(&data_dir.join("master.key")), 0o600);
     assert_eq!(mode(&data_dir.join("admin-token")), 0o600);
+    assert_eq!(mode(&data_dir.join("agentauth.db")), 0o600);
     let master = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
     assert_eq!(b64url_decode(master.trim()).unwrap().len(), 32);
     let admin = std::fs::read_to_string(data_dir.join("admin-token")).unwrap();
@@ -150,12 +182,12 @@ async fn the_first_start_creates_private_files_and_prints_the_admin_credential_o
     assert_eq!(credentials.len(), 1, "{printed:?}");
     assert!(credentials[0].starts_with("admin credential"));
     assert!(
-        credentials[0].ends_with(&format!(": {admin}")),
-        "{printed:?}"
+        printed.iter().all(|l| !l.contains(&admin)),
+        "stdout is not a terminal: the credential is not printed: {printed:?}"
     );
     assert!(
-        credentials[0].contains("admin-token"),
-        "it says where the file is"
+        credentials[0].contains(&data_dir.join("admin-token").display().to_string()),
+        "it says where the file is: {printed:?}"
     );
 
     let mut second = Raw::spawn(&data_dir);

@@ -675,3 +675,89 @@ async fn tokens_for_the_authority_carry_audit_write_only_on_request() {
     .await;
     let _ = AccessClaims::lifetime;
 }
+
+#[tokio::test]
+async fn token_requests_beyond_the_rate_limits_get_429_with_retry_after() {
+    let s = Server::start_with(
+        &[
+            "--token-requests-per-address",
+            "1000",
+            "--token-requests-per-client",
+            "1",
+        ],
+        &[],
+    )
+    .await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    // The client's burst is twice its rate: two tokens, then 429.
+    for _ in 0..2 {
+        let (status, body) = s
+            .token("reader", &key, &id("customer"), "read:customer")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let before = s.snapshot().await;
+    let response = s
+        .http
+        .post(format!("{}/oauth/token", s.url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &s.assertion("reader", &key)),
+            ("resource", &id("customer")),
+            ("scope", "read:customer"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("token_requests_per_client"),
+        "{body}"
+    );
+    assert_eq!(
+        s.snapshot().await,
+        before,
+        "a throttled request writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_is_refused_before_any_work() {
+    let s = Server::start_with(&["--token-requests-per-address", "2"], &[]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let response = s
+            .http
+            .post(format!("{}/oauth/token", s.url))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    // A burst of four (twice the rate) is read and refused on its merits ...
+    assert!(
+        statuses[..4]
+            .iter()
+            .all(|s| *s != StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // ... then the address is throttled.
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}

@@ -326,6 +326,30 @@ async fn every_refused_registry_write_answers_a_json_error_and_changes_nothing()
             "not a valid public key",
         ),
         refusal(
+            "the Ed25519 identity point",
+            post.clone(),
+            "/v1/agents",
+            with_key(
+                "x",
+                json!({"kty": "OKP", "crv": "Ed25519", "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+            ),
+            bad_request,
+            "invalid_request",
+            "small-order point",
+        ),
+        refusal(
+            "an Ed25519 point of order 8",
+            post.clone(),
+            "/v1/agents",
+            with_key(
+                "x",
+                json!({"kty": "OKP", "crv": "Ed25519", "x": "xxdqcD1N2E-6PAt2DRBnDyogU_osOczGTsf9d5KsA3o"}),
+            ),
+            bad_request,
+            "invalid_request",
+            "small-order point",
+        ),
+        refusal(
             "a short Ed25519 key",
             post.clone(),
             "/v1/agents",

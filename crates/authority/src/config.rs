@@ -44,6 +44,12 @@ pub struct Config {
     pub approval_ttl_secs: i64,
     /// Seconds an agent must wait between polls of a pending approval.
     pub approval_interval_secs: i64,
+    /// Token requests per second one peer address may send (burst: twice
+    /// that); 0 turns the limit off.
+    pub token_requests_per_address: u32,
+    /// Token requests per second one authenticated client may send (burst:
+    /// twice that); 0 turns the limit off.
+    pub token_requests_per_client: u32,
     /// Most connections served at once; more wait for a free slot.
     pub max_connections: usize,
     /// Seconds a client may take to send a request's headers before it is
@@ -69,6 +75,8 @@ impl Default for Config {
             environment: "development".into(),
             approval_ttl_secs: 600,
             approval_interval_secs: 5,
+            token_requests_per_address: 1000,
+            token_requests_per_client: 200,
             max_connections: 1024,
             header_read_timeout_secs: 10,
         }
@@ -112,6 +120,19 @@ pub enum ConfigError {
         "max_spawn_depth must be 0 to {SPAWN_DEPTH_CEILING} and max_live_children at most 100000"
     )]
     SpawnLimits,
+    /// A file holding a secret (master key, admin credential, SQLite
+    /// database) may be read or written by others than its owner.
+    #[error(
+        "{} has mode {mode:04o}, but it holds secrets and must be readable only by its owner; fix it with `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    LooseFileMode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -123,6 +144,34 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The SQLite database file, unless the store is PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let url = self.database_url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return None;
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+        let path = path.split('?').next().unwrap_or(path);
+        (!path.is_empty() && !path.starts_with(':')).then(|| path.into())
+    }
+
+    /// Every file of the data dir and store that holds a secret.
+    pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
+        let mut files = vec![
+            self.data_dir.join(crate::keys::MASTER_KEY_FILE),
+            self.data_dir.join(crate::admin::ADMIN_TOKEN_FILE),
+        ];
+        if let Some(db) = self.sqlite_path() {
+            for suffix in ["-wal", "-shm"] {
+                let mut side = db.clone().into_os_string();
+                side.push(suffix);
+                files.push(side.into());
+            }
+            files.push(db);
+        }
+        files
+    }
+
     /// Checks what can be checked before anything is opened.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.approval_ttl_secs < 1 || self.approval_interval_secs < 1 {

@@ -104,6 +104,9 @@ pub enum AuthorityError {
         /// Seconds to wait between polls.
         interval: i64,
     },
+    /// A rate limit of the token endpoint was reached (429 with `Retry-After`).
+    #[error(transparent)]
+    RateLimited(#[from] crate::throttle::Throttled),
     /// The configuration cannot work; the authority does not start.
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -213,6 +216,7 @@ impl AuthorityError {
             Self::Stored(_) => (StatusCode::CONFLICT, "conflict"),
             Self::AuthorizationPending { .. } => (StatusCode::BAD_REQUEST, "authorization_pending"),
             Self::SlowDown { .. } => (StatusCode::BAD_REQUEST, "slow_down"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Config(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
@@ -358,6 +362,12 @@ impl IntoResponse for AuthorityError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::Revocation(RevocationRefusal::TooManyStreams) = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Self::RateLimited(throttled) = &self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(throttled.retry_after_secs),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self {

@@ -14,7 +14,8 @@ use crate::AuthorityError;
 /// Environment variable that supplies the key-encryption key instead of the file.
 pub const MASTER_KEY_ENV: &str = "AGENTAUTH_MASTER_KEY";
 /// File name of the key-encryption key inside the data dir.
-const MASTER_KEY_FILE: &str = "master.key";
+/// File in the data dir that holds the master key (unless given in the environment).
+pub(crate) const MASTER_KEY_FILE: &str = "master.key";
 /// Version prefix of sealed blobs, so the format can change later.
 const SEALED_PREFIX: &str = "v1.";
 

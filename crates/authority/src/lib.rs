@@ -21,6 +21,7 @@ mod revocation;
 mod server;
 mod standing;
 mod task;
+mod throttle;
 
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
@@ -39,3 +40,4 @@ pub use registry::RegistryRefusal;
 pub use revocation::RevocationRefusal;
 pub use server::{Running, start};
 pub use task::TaskRefusal;
+pub use throttle::{Limit, Throttled};

@@ -44,6 +44,8 @@ pub(crate) struct State {
     pub(crate) nonces: agentauth_core::NonceCache,
     /// The policy set this replica decides with.
     pub(crate) policy: policy::PolicyState,
+    /// The token endpoint's rate limits.
+    pub(crate) throttle: crate::throttle::Throttle,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -70,12 +72,22 @@ async fn open_state(
     issuer: &str,
 ) -> Result<(AppState, Option<String>), AuthorityError> {
     files::ensure_private_dir(&config.data_dir)?;
+    for path in config.secret_files() {
+        files::check_private(&path)?;
+    }
+    if let Some(db) = config.sqlite_path() {
+        files::create_private_if_absent(&db)?;
+    }
     let store = agentauth_store::open(&config.database_url()).await?;
     let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
     let keys = KeyRing::load_or_create(&*store, &master).await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
     let authority_id = SpiffeId::authority(&trust_domain);
+    let throttle = crate::throttle::Throttle::new(
+        config.token_requests_per_address,
+        config.token_requests_per_client,
+    );
     let state = Arc::new(State {
         store,
         keys,
@@ -87,6 +99,7 @@ async fn open_state(
         feed: revocation::Notifier::new(),
         nonces: agentauth_core::NonceCache::default(),
         policy: policy::PolicyState::new(),
+        throttle,
     });
     Ok((state, admin_token))
 }
@@ -140,7 +153,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let refresher = policy::spawn_refresher(Arc::downgrade(&state));
     let closer = state.clone();
 
-    let purger = spawn_purger(state.store.clone());
+    let purger = spawn_purger(Arc::downgrade(&state));
     let limits = crate::connections::Limits {
         max_connections: state.config.max_connections,
         header_read_timeout: Duration::from_secs(state.config.header_read_timeout_secs),
@@ -330,12 +343,18 @@ impl MakeRequestId for RandomRequestId {
 }
 
 /// Forgets spent client assertions once they could no longer be replayed.
-fn spawn_purger(store: Arc<dyn Store>) -> JoinHandle<()> {
+/// Once a minute: forgets used client assertions past their expiry and
+/// rate-limit keys back at a full budget. Stops with the state.
+fn spawn_purger(state: std::sync::Weak<State>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = store.purge_expired(unix_now() - 60).await {
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            state.throttle.forget_idle();
+            if let Err(e) = state.store.purge_expired(unix_now() - 60).await {
                 tracing::warn!(error = %e, "purging used client assertions failed");
             }
         }

@@ -15,7 +15,7 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "AGENTAUTH_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Data directory for the SQLite file, master key and admin credential [default: ./agentauth-data].
+    /// Data directory for the SQLite file, master key and admin credential, all 0600 and checked on start [default: ./agentauth-data].
     #[arg(long, env = "AGENTAUTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Database URL: postgres://… for PostgreSQL [default: SQLite file in the data dir].
@@ -57,6 +57,12 @@ pub(crate) struct ServeArgs {
     /// Seconds an agent must wait between polls of a pending approval [default: 5].
     #[arg(long, env = "AGENTAUTH_APPROVAL_INTERVAL_SECS")]
     approval_interval_secs: Option<i64>,
+    /// Token requests per second from one address before 429, burst twice that; 0 is no limit [default: 1000].
+    #[arg(long, env = "AGENTAUTH_TOKEN_REQUESTS_PER_ADDRESS")]
+    token_requests_per_address: Option<u32>,
+    /// Token requests per second from one authenticated client before 429, burst twice that; 0 is no limit [default: 200].
+    #[arg(long, env = "AGENTAUTH_TOKEN_REQUESTS_PER_CLIENT")]
+    token_requests_per_client: Option<u32>,
     /// Most connections served at once; further ones wait [default: 1024].
     #[arg(long, env = "AGENTAUTH_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -136,6 +142,12 @@ impl ServeArgs {
         if let Some(v) = self.approval_interval_secs {
             config.approval_interval_secs = v;
         }
+        if let Some(v) = self.token_requests_per_address {
+            config.token_requests_per_address = v;
+        }
+        if let Some(v) = self.token_requests_per_client {
+            config.token_requests_per_client = v;
+        }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
         }
@@ -179,10 +191,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         running.addr, running.issuer
     );
     if let Some(token) = &running.admin_token {
-        println!(
-            "admin credential (shown once; also in {}/admin-token): {token}",
-            data_dir.display()
-        );
+        println!("{}", credential_banner(token, &data_dir));
     }
     tokio::select! {
         _ = terminate.recv() => {}
@@ -191,6 +200,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The line announcing a new admin credential: the credential itself only
+/// when stdout is a terminal (a person reads it), otherwise only the file it
+/// is in, so that it never lands in a log collector or a CI transcript.
+pub(crate) fn credential_banner(token: &str, data_dir: &std::path::Path) -> String {
+    let file = data_dir.join(agentauth_authority::ADMIN_TOKEN_FILE);
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        format!(
+            "admin credential (shown once; also in {}): {token}",
+            file.display()
+        )
+    } else {
+        format!(
+            "admin credential written to {} (not printed: stdout is not a terminal)",
+            file.display()
+        )
+    }
 }
 
 /// A TOML error as one line: the message and where it is.

@@ -117,6 +117,17 @@ pub enum JwkError {
     /// The coordinates do not form a valid public key.
     #[error("the JWK is not a valid public key")]
     InvalidKey,
+    /// The Ed25519 key is one of the eight points of small order (the
+    /// identity among them), for which signatures can be forged without a
+    /// private key.
+    #[error(
+        "the Ed25519 key is a small-order point (such as the identity); signatures by it can be forged"
+    )]
+    SmallOrderPoint,
+    /// The Ed25519 key's y coordinate is not reduced modulo p (RFC 8032 §5.1.3):
+    /// one key would have several encodings and thumbprints.
+    #[error("the Ed25519 key is not canonically encoded (y is not below 2^255 - 19)")]
+    NonCanonicalEncoding,
 }
 
 /// Why a compact JWS was refused, before or at signature verification.
@@ -247,6 +258,27 @@ pub enum HttpSigError {
     /// `expires` has passed.
     #[error("the signature has expired")]
     Expired,
+    /// `expires − created` is longer than the verifier's replay window: a
+    /// long-lived signature would be replayable for its whole lifetime.
+    #[error(
+        "the signature's lifetime (expires - created) is {secs} s, longer than the replay window of {max} s"
+    )]
+    SignatureWindowTooLong {
+        /// `expires − created` as received.
+        secs: i64,
+        /// The verifier's window.
+        max: i64,
+    },
+    /// `created` lies further in the past than the replay window plus skew.
+    #[error(
+        "the signature was created {age} s ago, longer than the replay window allows ({max} s)"
+    )]
+    CreatedTooOld {
+        /// Seconds since `created`.
+        age: i64,
+        /// The window plus the tolerated skew.
+        max: i64,
+    },
     /// The signature does not verify over the signature base rebuilt from this
     /// request and the parameters as received: a covered component or a
     /// parameter differs from what was signed, or another key made the bytes.

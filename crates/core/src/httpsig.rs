@@ -309,8 +309,9 @@ impl ReceivedSignature {
         })
     }
 
-    /// Checks time bounds (`now`, with `skew` seconds of tolerance), that the
-    /// key is the one bound in the token, and the signature itself.
+    /// Checks time bounds (`now`, with `skew` seconds of tolerance, and a
+    /// signature lifetime of at most `window` seconds), that the key is the
+    /// one bound in the token, and the signature itself.
     pub fn verify(
         &self,
         parts: &SignedComponents<'_>,
@@ -318,13 +319,9 @@ impl ReceivedSignature {
         expected_keyid: &str,
         now: i64,
         skew: i64,
+        window: i64,
     ) -> Result<(), HttpSigError> {
-        if self.params.created > now + skew {
-            return Err(HttpSigError::FromTheFuture);
-        }
-        if self.params.expires + skew < now || self.params.expires < self.params.created {
-            return Err(HttpSigError::Expired);
-        }
+        self.params.check_times(now, skew, window)?;
         if self.params.keyid != expected_keyid {
             return Err(HttpSigError::KeyMismatch);
         }
@@ -337,6 +334,36 @@ impl ReceivedSignature {
         } else {
             Err(HttpSigError::BadSignature)
         }
+    }
+}
+
+impl SignatureParams {
+    /// The time rules of a received signature: not created in the future, not
+    /// expired, `expires − created` at most `window` and `created` at most
+    /// `window` old (both beyond `skew`), so a proof is replayable nowhere
+    /// for longer than the window however its signer set the times.
+    pub fn check_times(&self, now: i64, skew: i64, window: i64) -> Result<(), HttpSigError> {
+        if self.created > now.saturating_add(skew) {
+            return Err(HttpSigError::FromTheFuture);
+        }
+        if self.expires.saturating_add(skew) < now || self.expires < self.created {
+            return Err(HttpSigError::Expired);
+        }
+        let lifetime = self.expires.saturating_sub(self.created);
+        if lifetime > window {
+            return Err(HttpSigError::SignatureWindowTooLong {
+                secs: lifetime,
+                max: window,
+            });
+        }
+        let age = now.saturating_sub(self.created);
+        if age > window.saturating_add(skew) {
+            return Err(HttpSigError::CreatedTooOld {
+                age,
+                max: window.saturating_add(skew),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -383,6 +410,7 @@ mod tests {
             &key.public_jwk().thumbprint().0,
             1_010,
             30,
+            60,
         )
     }
 
@@ -458,28 +486,84 @@ mod tests {
         let jkt = key.public_jwk().thumbprint().0;
         let public = key.public_jwk();
         assert_eq!(
-            received.verify(&p, &public, &jkt, 1_000 - 31, 30),
+            received.verify(&p, &public, &jkt, 1_000 - 31, 30, 60),
             Err(HttpSigError::FromTheFuture)
         );
         assert_eq!(
-            received.verify(&p, &public, &jkt, 1_060 + 31, 30),
+            received.verify(&p, &public, &jkt, 1_060 + 31, 30, 60),
             Err(HttpSigError::Expired)
         );
-        assert!(received.verify(&p, &public, &jkt, 1_060 + 30, 30).is_ok());
+        assert!(
+            received
+                .verify(&p, &public, &jkt, 1_060 + 30, 30, 60)
+                .is_ok()
+        );
         assert_eq!(
-            received.verify(&p, &public, "other", 1_000, 30),
+            received.verify(&p, &public, "other", 1_000, 30, 60),
             Err(HttpSigError::KeyMismatch)
         );
         let thief = SigningKey::generate_ed25519();
         assert_eq!(
-            received.verify(&p, &thief.public_jwk(), &jkt, 1_000, 30),
+            received.verify(&p, &thief.public_jwk(), &jkt, 1_000, 30, 60),
             Err(HttpSigError::BadSignature)
         );
         let p256 = SigningKey::generate_p256();
         assert_eq!(
-            received.verify(&p, &p256.public_jwk(), &jkt, 1_000, 30),
+            received.verify(&p, &p256.public_jwk(), &jkt, 1_000, 30, 60),
             Err(HttpSigError::AlgorithmMismatch)
         );
+    }
+
+    fn timed(created: i64, expires: i64) -> SignatureParams {
+        SignatureParams {
+            created,
+            expires,
+            nonce: "n".into(),
+            keyid: "k".into(),
+            alg: JwsAlg::Ed25519,
+        }
+    }
+
+    #[test]
+    fn a_far_future_expires_is_refused_naming_the_window() {
+        let now = 1_000_000;
+        assert_eq!(
+            timed(now, now + 1_000_000_000_000).check_times(now, 30, 60),
+            Err(HttpSigError::SignatureWindowTooLong {
+                secs: 1_000_000_000_000,
+                max: 60
+            })
+        );
+        assert_eq!(
+            timed(now, now + 61).check_times(now, 30, 60),
+            Err(HttpSigError::SignatureWindowTooLong { secs: 61, max: 60 })
+        );
+        assert!(timed(now, now + 60).check_times(now, 30, 60).is_ok());
+        assert!(timed(now, now + 300).check_times(now, 30, 300).is_ok());
+        assert_eq!(
+            timed(i64::MIN, i64::MAX).check_times(now, 30, 60),
+            Err(HttpSigError::SignatureWindowTooLong {
+                secs: i64::MAX,
+                max: 60
+            })
+        );
+    }
+
+    #[test]
+    fn a_signature_created_longer_ago_than_the_window_is_refused() {
+        let now = 1_000_000;
+        for age in [91, 120, 10_000] {
+            for lifetime in [0, 30, 60, 1_000] {
+                let created = now - age;
+                assert!(
+                    timed(created, created + lifetime)
+                        .check_times(now, 30, 60)
+                        .is_err(),
+                    "age {age}, lifetime {lifetime}"
+                );
+            }
+        }
+        assert!(timed(now - 90, now - 30).check_times(now, 30, 60).is_ok());
     }
 
     /// A signature made from a hand-written inner list, as another library
@@ -519,7 +603,7 @@ mod tests {
     ) -> Result<ReceivedSignature, HttpSigError> {
         let received = ReceivedSignature::parse(input, sig)?;
         let jkt = key.public_jwk().thumbprint().0;
-        received.verify(p, &key.public_jwk(), &jkt, 1_010, 30)?;
+        received.verify(p, &key.public_jwk(), &jkt, 1_010, 30, 60)?;
         Ok(received)
     }
 

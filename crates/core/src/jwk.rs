@@ -51,9 +51,7 @@ impl PublicJwk {
         }
         let member = |name: &'static str| obj.get(name).and_then(Value::as_str);
         let jwk = match (member("kty"), member("crv")) {
-            (Some("OKP"), Some("Ed25519")) => {
-                Self::ed25519(&coordinate(obj, "x", 32)?).map_err(|_| JwkError::InvalidKey)?
-            }
+            (Some("OKP"), Some("Ed25519")) => Self::ed25519(&coordinate(obj, "x", 32)?)?,
             (Some("EC"), Some("P-256")) => {
                 Self::p256(&coordinate(obj, "x", 32)?, &coordinate(obj, "y", 32)?)?
             }
@@ -66,11 +64,13 @@ impl PublicJwk {
         }
     }
 
-    /// An Ed25519 public key from its 32 raw bytes.
+    /// An Ed25519 public key from its 32 raw bytes; non-canonical encodings
+    /// and the eight small-order points are refused.
     pub fn ed25519(x: &[u8]) -> Result<Self, JwkError> {
-        if x.len() != 32 {
+        let Ok(encoded) = <&[u8; 32]>::try_from(x) else {
             return Err(JwkError::BadMember("x"));
-        }
+        };
+        check_ed25519_encoding(encoded)?;
         let key = ParsedPublicKey::new(&ED25519, x).map_err(|_| JwkError::InvalidKey)?;
         Ok(Self {
             curve: Curve::Ed25519,
@@ -158,6 +158,52 @@ impl PartialEq for PublicJwk {
 
 impl Eq for PublicJwk {}
 
+/// The y coordinates (little-endian, sign bit clear) of the eight Ed25519
+/// points of small order: the identity (y = 1, order 1), y = p − 1 (order 2),
+/// y = 0 (two points of order 4) and two y values of the four points of
+/// order 8. Any signature "verifies" under some of them (cofactored
+/// verification) or can be produced without a private key; aws-lc accepts
+/// them as keys, so they are refused here. Matching ignores the sign bit, so
+/// the non-canonical "negative zero" forms of y = 1 and y = p − 1 are refused too.
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [0; 32],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+];
+
+/// Refuses an Ed25519 encoding whose y is not below p = 2^255 − 19, and the
+/// small-order points of [`ED25519_SMALL_ORDER_Y`].
+fn check_ed25519_encoding(encoded: &[u8; 32]) -> Result<(), JwkError> {
+    let mut y = *encoded;
+    y[31] &= 0x7f;
+    // y >= p exactly when y is p .. 2^255 − 1: bytes 1..=30 all 0xff, the
+    // top byte 0x7f and the low byte at least 0xed.
+    if y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed {
+        return Err(JwkError::NonCanonicalEncoding);
+    }
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return Err(JwkError::SmallOrderPoint);
+    }
+    Ok(())
+}
+
 fn coordinate(
     obj: &Map<String, Value>,
     name: &'static str,
@@ -173,6 +219,91 @@ fn coordinate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex32(text: &str) -> [u8; 32] {
+        hex::decode(text).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn the_ed25519_identity_point_is_refused() {
+        let mut identity = [0; 32];
+        identity[0] = 1;
+        assert_eq!(
+            PublicJwk::ed25519(&identity).unwrap_err(),
+            JwkError::SmallOrderPoint
+        );
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(identity)});
+        assert_eq!(
+            PublicJwk::from_json(&jwk).unwrap_err(),
+            JwkError::SmallOrderPoint
+        );
+    }
+
+    #[test]
+    fn every_small_order_ed25519_point_is_refused_with_either_sign() {
+        for y in ED25519_SMALL_ORDER_Y {
+            for sign in [0, 0x80] {
+                let mut encoded = y;
+                encoded[31] |= sign;
+                assert_eq!(
+                    PublicJwk::ed25519(&encoded).unwrap_err(),
+                    JwkError::SmallOrderPoint,
+                    "{}",
+                    hex::encode(encoded)
+                );
+            }
+        }
+        // A point of order 8, written out as published.
+        let order8 = hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a");
+        assert_eq!(
+            PublicJwk::ed25519(&order8).unwrap_err(),
+            JwkError::SmallOrderPoint
+        );
+    }
+
+    #[test]
+    fn non_canonical_ed25519_encodings_are_refused() {
+        // p, p + 1 (the identity again) and 2^255 − 1, with either sign bit.
+        for low in [0xed, 0xee, 0xff] {
+            for sign in [0, 0x80] {
+                let mut y = [0xff; 32];
+                y[0] = low;
+                y[31] = 0x7f | sign;
+                assert_eq!(
+                    PublicJwk::ed25519(&y).unwrap_err(),
+                    JwkError::NonCanonicalEncoding
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_ordinary_ed25519_key_still_parses() {
+        let key = crate::SigningKey::generate_ed25519();
+        assert!(PublicJwk::from_json(&key.public_jwk().to_json()).is_ok());
+    }
+
+    #[test]
+    fn invalid_p256_points_are_refused() {
+        let key = crate::SigningKey::generate_p256();
+        let jwk = key.public_jwk().to_json();
+        let x = b64url_decode(jwk["x"].as_str().unwrap()).unwrap();
+        let mut y = b64url_decode(jwk["y"].as_str().unwrap()).unwrap();
+        assert!(PublicJwk::p256(&x, &y).is_ok());
+        y[31] ^= 1;
+        assert_eq!(PublicJwk::p256(&x, &y).unwrap_err(), JwkError::InvalidKey);
+        assert_eq!(
+            PublicJwk::p256(&[0; 32], &[0; 32]).unwrap_err(),
+            JwkError::InvalidKey,
+            "the point at infinity has no affine coordinates"
+        );
+        let p = hex32("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
+        assert_eq!(
+            PublicJwk::p256(&p, &y).unwrap_err(),
+            JwkError::InvalidKey,
+            "coordinates must be reduced modulo p"
+        );
+    }
 
     #[test]
     fn ed25519_thumbprint_matches_rfc8037_appendix_a3() {

@@ -50,7 +50,8 @@ pub use jws::{Compact, Header, JwsAlg, KeyFamily, MAX_JWS_LEN, sign_compact};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
 pub use request_proof::{
-    MAX_NONCES_PER_KEY, NonceCache, PROOF_SKEW_SECS, ProofError, target_uri, verify_request_proof,
+    DEFAULT_PROOF_WINDOW_SECS, MAX_NONCES, MAX_NONCES_PER_KEY, MAX_PROOF_WINDOW_SECS, NonceCache,
+    PROOF_SKEW_SECS, ProofError, ProofWindow, Seen, target_uri, verify_request_proof,
 };
 pub use scope::{Permission, Scope};
 pub use task::{MAX_TASK_ID_LEN, TaskId};

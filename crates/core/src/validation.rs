@@ -170,6 +170,7 @@ pub async fn check_presented_token<V: AuthorityView>(
             proof.body,
             token,
             claims.cnf.as_ref(),
+            claims.exp.saturating_add(rules.leeway),
             proof.origin,
             proof.nonces,
             rules.now,

@@ -352,7 +352,7 @@ fn benches(c: &mut Criterion) {
                 content_digest: &digest,
             };
             received
-                .verify(&components, &cnf_key, &cnf.jkt.0, unix_now(), 30)
+                .verify(&components, &cnf_key, &cnf.jkt.0, unix_now(), 30, 60)
                 .expect("verifies");
         });
     });

@@ -79,6 +79,9 @@ async fn main() -> Result<()> {
     let config = Config {
         listen: ([127, 0, 0, 1], 0).into(),
         data_dir: dir.path().join("data"),
+        // Throughput, not the 429 path: no rate limits.
+        token_requests_per_address: 0,
+        token_requests_per_client: 0,
         ..Config::default()
     };
     let authority = agentauth_authority::start(config, None)

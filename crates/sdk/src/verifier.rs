@@ -10,9 +10,9 @@ use std::convert::Infallible;
 
 use agentauth_api::{Jwks, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::{
-    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, PublicJwk, RequestProof,
-    RevocationSubjects, Revoked, Scope, SpiffeId, TaskId, TokenRules, check_presented_token,
-    unix_now,
+    AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, ProofWindow, PublicJwk,
+    RequestProof, RevocationSubjects, Revoked, Scope, SpiffeId, TaskId, TokenRules,
+    check_presented_token, unix_now,
 };
 use http::request::Parts;
 use serde_json::Value;
@@ -55,11 +55,15 @@ pub struct VerifierConfig {
     pub public_origin: Option<String>,
     /// The deployment environment policies see as `context.environment`.
     pub environment: String,
+    /// How long one request signature or DPoP proof may be used: the longest
+    /// accepted `expires − created` and the oldest `created` or `iat` (beyond
+    /// a 30 s skew). Default 60 s; clamped to 1 ..= 300 s.
+    pub proof_window_secs: i64,
 }
 
 impl VerifierConfig {
     /// Defaults: 30 s leeway, revocation polled every 2 s (while the stream
-    /// is down), a 10 s grace for the revocation feed.
+    /// is down), a 10 s grace for the revocation feed, a 60 s proof window.
     pub fn new(authority_url: &str, audience: SpiffeId) -> Self {
         Self {
             authority_url: authority_url.trim_end_matches('/').to_owned(),
@@ -69,6 +73,7 @@ impl VerifierConfig {
             feed_grace: Duration::from_secs(10),
             public_origin: None,
             environment: "development".into(),
+            proof_window_secs: agentauth_core::DEFAULT_PROOF_WINDOW_SECS,
         }
     }
 }
@@ -143,6 +148,7 @@ impl Verifier {
         let metadata = Metadata::fetch(&http, &config.authority_url).await?;
         let by_kid = fetch_jwks(&http, &metadata.jwks_uri).await?;
         let (alive, alive_rx) = watch::channel(());
+        let nonces = NonceCache::new(ProofWindow::new(config.proof_window_secs));
         let inner = Arc::new(Inner {
             config,
             http,
@@ -157,7 +163,7 @@ impl Verifier {
             _alive: alive,
             audit: RwLock::new(None),
             client: RwLock::new(None),
-            nonces: NonceCache::default(),
+            nonces,
             policy: Arc::new(PolicyView::new()),
         });
         poll_revocations(&inner).await?;

@@ -189,6 +189,7 @@ pub(crate) async fn request_token(
     let outcome = issue(s, req, call, &mut attempt).await;
     if let Err(error) = &outcome
         && !error.is_pending()
+        && !matches!(error, AuthorityError::RateLimited(_))
     {
         audit_refusal(s, &attempt, error, &call.request_id).await;
     }
@@ -233,6 +234,7 @@ async fn issue(
     };
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
     attempt.authenticated = true;
+    s.throttle.client(&client.agent.id)?;
     let presented = match req.approval_id.as_deref() {
         Some(id) => Some(approval::presented(s, id, &client.agent.id).await?),
         None => None,

@@ -29,6 +29,12 @@ pub(crate) async fn token(
         peer,
         dpop: dpop_header(&headers),
     };
+    // Before the form is parsed or any signature checked: a flood from one
+    // address costs a map lookup each, and is neither audited one by one.
+    if let Err(throttled) = s.throttle.address(peer) {
+        tracing::warn!(%peer, "token request refused: {throttled}");
+        return AuthorityError::from(throttled).into_response();
+    }
     let outcome = match form {
         Ok(FormBody(req)) => request_token(&s, &req, &call).await,
         Err(malformed) => {
