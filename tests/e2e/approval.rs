@@ -466,3 +466,46 @@ async fn an_agent_may_have_only_sixteen_requests_waiting() {
     // The refusal itself is audited, nothing else is written.
     assert_eq!(s.snapshot().await.audit_head, before.audit_head + 1);
 }
+
+#[tokio::test]
+async fn an_approval_for_a_deleted_agent_does_not_carry_over_to_a_new_agent_of_its_name() {
+    let (s, key) = start(&[]).await;
+    let approved = pending(&s, &key).await;
+    let (status, body) = decide(&s, &approved, "approve", json!({"by": "alice"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, waiting) = request(&s, &key, "ledger", "payments:refund", None).await;
+    let waiting = waiting["approval_id"].as_str().unwrap().to_owned();
+
+    let (status, body) = s.admin_json(Method::DELETE, "/v1/agents/payer", None).await;
+    assert!(status.is_success(), "{status}: {body}");
+    let key = s
+        .register(
+            "payer",
+            &["payments:create", "payments:refund", "read:ledger"],
+        )
+        .await;
+
+    let (status, body) = request(&s, &key, "bank", "payments:create", Some(&approved)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "expired_token", "{body}");
+    let (status, body) = s
+        .admin_json(
+            Method::POST,
+            &format!("/v1/approvals/{waiting}/approve"),
+            Some(json!({"by": "alice"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a pending approval expired: {body}"
+    );
+    let (_, fresh) = request(&s, &key, "ledger", "payments:refund", None).await;
+    assert_eq!(fresh["error"], "authorization_pending", "{fresh}");
+    assert_ne!(
+        fresh["approval_id"],
+        waiting.as_str(),
+        "a new request, a new approval"
+    );
+}

@@ -271,6 +271,17 @@ async fn the_chain_depth_is_limited() {
             .0,
         StatusCode::CREATED
     );
+    // The deletion removed the executor's grant to the old database: a new
+    // agent of the name is granted afresh.
+    let grant = json!({"to": "database", "permissions": ["read:db"]});
+    assert_eq!(
+        chain
+            .server
+            .admin_json(Method::POST, "/v1/agents/executor/delegations", Some(grant))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
 
     let incoming = chain.planner_token("executor", "read:db", "300").await;
     let second = chain

@@ -366,3 +366,76 @@ async fn only_an_agent_the_registry_allows_gets_a_bearer_token() {
         .unwrap();
     assert!(claims(&token.token).get("cnf").is_some());
 }
+
+#[tokio::test]
+async fn revoking_the_agent_key_stops_a_dpop_token_it_authenticated_for_another_key() {
+    let scene = Scene::start(false).await;
+    let dpop_key = SigningKey::generate_ed25519();
+    let endpoint = format!("{}/oauth/token", scene.server.url);
+    let assertion = scene.server.assertion("reader", &scene.reader_key);
+    let customer = id("customer");
+    let response = scene
+        .server
+        .http
+        .post(&endpoint)
+        .header(
+            "dpop",
+            create_dpop_proof(&dpop_key, "POST", &endpoint, None, unix_now()),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                agentauth_core::CLIENT_ASSERTION_TYPE,
+            ),
+            ("client_assertion", &assertion),
+            ("resource", &customer),
+            ("scope", "read:customer"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        claims(&token)["cnf"]["jkt"],
+        dpop_key.public_jwk().thumbprint().0,
+        "bound to the proof's key, not the agent's"
+    );
+    let call = || create_dpop_proof(&dpop_key, "GET", &scene.url(), Some(&token), unix_now());
+    let (status, body) = scene.get(&format!("DPoP {token}"), &[call()]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let agent_key = scene.reader_key.public_jwk().thumbprint().0;
+    let (status, body) = scene
+        .server
+        .admin_json(
+            Method::POST,
+            "/v1/revocations",
+            Some(json!({"kind": "key", "value": agent_key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    assert_eq!(scene.server.introspect(&token).await["active"], false);
+    let jti = claims(&token)["jti"].clone();
+    assert!(
+        scene
+            .server
+            .feed()
+            .await
+            .iter()
+            .any(|e| e["kind"] == "token" && e["subject"] == jti),
+        "the token is revoked on the feed"
+    );
+    let mut status = StatusCode::OK;
+    for _ in 0..50 {
+        (status, _) = scene.get(&format!("DPoP {token}"), &[call()]).await;
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the verifier refuses it");
+}

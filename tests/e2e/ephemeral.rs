@@ -113,11 +113,11 @@ async fn planner(s: &Server) -> (SigningKey, String) {
 
 async fn a_child_is_spawned_works_and_is_revoked_with_its_parent(s: &Server) {
     let (_, spawn_token) = planner(s).await;
-    let (body, worker_key) = child("worker", &["read:db"], Some(60));
+    let (body, worker_key) = child("planner-worker", &["read:db"], Some(60));
     let before = unix_now();
     let (status, _, created) = spawn(s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["id"], id("worker"));
+    assert_eq!(created["id"], id("planner-worker"));
     assert_eq!(created["parent"], id("planner"));
     assert_eq!(created["permissions"], json!(["read:db"]));
     assert_eq!(created["status"], "active");
@@ -126,17 +126,19 @@ async fn a_child_is_spawned_works_and_is_revoked_with_its_parent(s: &Server) {
         (before + 60..=unix_now() + 60).contains(&expires_at),
         "{created}"
     );
-    let (_, shown) = s.admin_json(Method::GET, "/v1/agents/worker", None).await;
+    let (_, shown) = s
+        .admin_json(Method::GET, "/v1/agents/planner-worker", None)
+        .await;
     assert_eq!(shown, created);
 
     // The child authenticates with its own key; its token ends with it.
     let (status, issued) = s
-        .token("worker", &worker_key, &id("database"), "read:db")
+        .token("planner-worker", &worker_key, &id("database"), "read:db")
         .await;
     assert_eq!(status, StatusCode::OK, "{issued}");
     let worker_token = issued["access_token"].as_str().unwrap().to_owned();
     let c = claims(&worker_token);
-    assert_eq!(c.client_id, id("worker"));
+    assert_eq!(c.client_id, id("planner-worker"));
     assert!(c.exp <= expires_at, "exp {} after {expires_at}", c.exp);
     assert!(issued["expires_in"].as_i64().unwrap() <= 60, "{issued}");
     assert!(active(s, &worker_token).await);
@@ -148,7 +150,7 @@ async fn a_child_is_spawned_works_and_is_revoked_with_its_parent(s: &Server) {
     let records = audit["records"].as_array().unwrap();
     assert_eq!(records.len(), 1, "{audit}");
     assert_eq!(records[0]["actor"], id("planner"));
-    assert_eq!(records[0]["subject"], id("worker"));
+    assert_eq!(records[0]["subject"], id("planner-worker"));
     assert_eq!(records[0]["scope"], "read:db");
     assert!(
         records[0]["reason"]
@@ -167,17 +169,19 @@ async fn a_child_is_spawned_works_and_is_revoked_with_its_parent(s: &Server) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_invalid_client(s, "worker", &worker_key, "disabled").await;
+    assert_invalid_client(s, "planner-worker", &worker_key, "disabled").await;
     assert!(!active(s, &worker_token).await);
     assert!(
         agent_feed(s)
             .await
-            .contains(&(id("worker"), "revoke".to_owned()))
+            .contains(&(id("planner-worker"), "revoke".to_owned()))
     );
-    let (_, shown) = s.admin_json(Method::GET, "/v1/agents/worker", None).await;
+    let (_, shown) = s
+        .admin_json(Method::GET, "/v1/agents/planner-worker", None)
+        .await;
     assert_eq!(shown["status"], "disabled");
     // The parent's own token for the authority no longer spawns.
-    let (body, _) = child("late", &["read:db"], Some(60));
+    let (body, _) = child("planner-late", &["read:db"], Some(60));
     let (status, _, answer) = spawn(s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
 
@@ -190,7 +194,7 @@ async fn a_child_is_spawned_works_and_is_revoked_with_its_parent(s: &Server) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_invalid_client(s, "worker", &worker_key, "disabled").await;
+    assert_invalid_client(s, "planner-worker", &worker_key, "disabled").await;
 }
 
 #[tokio::test]
@@ -213,24 +217,32 @@ async fn a_child_is_spawned_works_and_is_revoked_with_its_parent_on_postgres() {
 async fn revoking_or_deleting_the_parent_revokes_every_descendant() {
     let s = Server::start().await;
     let (_, spawn_token) = planner(&s).await;
-    let (body, worker_key) = child("worker", &["agents:spawn", "read:db"], Some(600));
+    let (body, worker_key) = child("planner-worker", &["agents:spawn", "read:db"], Some(600));
     let (status, _, created) = spawn(&s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let worker_expiry = created["expires_at"].as_i64().unwrap();
 
     // A grandchild: within the child's permissions, never outliving it.
-    let worker_spawn = access_token(&s, "worker", &worker_key, AUTHORITY, "agents:spawn").await;
+    let worker_spawn =
+        access_token(&s, "planner-worker", &worker_key, AUTHORITY, "agents:spawn").await;
     assert!(claims(&worker_spawn).exp <= worker_expiry);
-    let (body, helper_key) = child("helper", &["read:db"], Some(3600));
+    let (body, helper_key) = child("planner-worker-helper", &["read:db"], Some(3600));
     let (status, _, created) = spawn(&s, Some(&worker_spawn), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["parent"], id("worker"));
+    assert_eq!(created["parent"], id("planner-worker"));
     assert_eq!(
         created["expires_at"].as_i64().unwrap(),
         worker_expiry,
         "capped at the parent's expiry"
     );
-    let helper_token = access_token(&s, "helper", &helper_key, &id("database"), "read:db").await;
+    let helper_token = access_token(
+        &s,
+        "planner-worker-helper",
+        &helper_key,
+        &id("database"),
+        "read:db",
+    )
+    .await;
 
     // Revoking the planner as an agent reaches the grandchild.
     let (status, answer) = s
@@ -242,14 +254,14 @@ async fn revoking_or_deleting_the_parent_revokes_every_descendant() {
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let feed = agent_feed(&s).await;
-    for name in ["planner", "worker", "helper"] {
+    for name in ["planner", "planner-worker", "planner-worker-helper"] {
         assert!(
             feed.contains(&(id(name), "revoke".to_owned())),
             "{name}: {feed:?}"
         );
     }
-    assert_invalid_client(&s, "worker", &worker_key, "disabled").await;
-    assert_invalid_client(&s, "helper", &helper_key, "disabled").await;
+    assert_invalid_client(&s, "planner-worker", &worker_key, "disabled").await;
+    assert_invalid_client(&s, "planner-worker-helper", &helper_key, "disabled").await;
     assert!(!active(&s, &helper_token).await);
 
     // Deleting a parent revokes too: a fresh planner, a fresh child.
@@ -270,18 +282,25 @@ async fn revoking_or_deleting_the_parent_revokes_every_descendant() {
     let (status, _) = s.admin_json(Method::POST, "/v1/agents", Some(body)).await;
     assert_eq!(status, StatusCode::CREATED);
     let spawn_token = access_token(&s, "planner", &planner_key, AUTHORITY, "agents:spawn").await;
-    let (body, runner_key) = child("runner", &["read:db"], Some(60));
+    let (body, runner_key) = child("planner-runner", &["read:db"], Some(60));
     let (status, _, created) = spawn(&s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    access_token(&s, "runner", &runner_key, &id("database"), "read:db").await;
+    access_token(
+        &s,
+        "planner-runner",
+        &runner_key,
+        &id("database"),
+        "read:db",
+    )
+    .await;
     let (status, _) = s
         .admin_json(Method::DELETE, "/v1/agents/planner", None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_invalid_client(&s, "runner", &runner_key, "disabled").await;
+    assert_invalid_client(&s, "planner-runner", &runner_key, "disabled").await;
     assert_eq!(
         agent_feed(&s).await.last().unwrap(),
-        &(id("runner"), "revoke".to_owned())
+        &(id("planner-runner"), "revoke".to_owned())
     );
     s.stop().await;
 }
@@ -290,12 +309,14 @@ async fn revoking_or_deleting_the_parent_revokes_every_descendant() {
 async fn an_expired_child_cannot_authenticate() {
     let s = Server::start().await;
     let (_, spawn_token) = planner(&s).await;
-    let (body, key) = child("brief", &["read:db"], Some(1));
+    let (body, key) = child("planner-brief", &["read:db"], Some(1));
     let (status, _, created) = spawn(&s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let expires_at = created["expires_at"].as_i64().unwrap();
     // Possibly still within its second: if so, the token ends with it.
-    let (status, issued) = s.token("brief", &key, &id("database"), "read:db").await;
+    let (status, issued) = s
+        .token("planner-brief", &key, &id("database"), "read:db")
+        .await;
     let token = (status == StatusCode::OK).then(|| {
         let token = issued["access_token"].as_str().unwrap().to_owned();
         assert!(claims(&token).exp <= expires_at);
@@ -303,11 +324,11 @@ async fn an_expired_child_cannot_authenticate() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert!(unix_now() > expires_at);
-    assert_invalid_client(&s, "brief", &key, "expired").await;
+    assert_invalid_client(&s, "planner-brief", &key, "expired").await;
     let (status, _, answer) = spawn(
         &s,
         Some(&spawn_token),
-        &child("fresh", &["read:db"], Some(60)).0,
+        &child("planner-fresh", &["read:db"], Some(60)).0,
     )
     .await;
     assert_eq!(
@@ -327,16 +348,17 @@ async fn an_expired_child_cannot_authenticate() {
 async fn an_expired_parent_cannot_spawn_and_its_token_is_refused() {
     let s = Server::start().await;
     let (_, spawn_token) = planner(&s).await;
-    let (body, worker_key) = child("worker", &["agents:spawn", "read:db"], Some(2));
+    let (body, worker_key) = child("planner-worker", &["agents:spawn", "read:db"], Some(2));
     let (status, _, created) = spawn(&s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let worker_spawn = access_token(&s, "worker", &worker_key, AUTHORITY, "agents:spawn").await;
+    let worker_spawn =
+        access_token(&s, "planner-worker", &worker_key, AUTHORITY, "agents:spawn").await;
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let before = s.snapshot().await;
     let (status, _, answer) = spawn(
         &s,
         Some(&worker_spawn),
-        &child("helper", &["read:db"], Some(60)).0,
+        &child("planner-worker-helper", &["read:db"], Some(60)).0,
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
@@ -361,6 +383,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
     let s = Server::start().await;
     let (planner_key, spawn_token) = planner(&s).await;
     let plain_key = s.register("plain", &["read:db"]).await;
+    s.register("planner-taken", &[]).await;
     let audit_token = access_token(&s, "planner", &planner_key, AUTHORITY, "audit:write").await;
     let database_token =
         access_token(&s, "planner", &planner_key, &id("database"), "read:db").await;
@@ -376,12 +399,12 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
     let tampered = format!("{spawn_token}x");
     let ok = |name: &str| child(name, &["read:db"], Some(60)).0;
     let with = |field: &str, value: Value| {
-        let mut body = ok("x");
+        let mut body = ok("planner-x");
         body[field] = value;
         body
     };
     let without_expiry = {
-        let mut body = ok("x");
+        let mut body = ok("planner-x");
         body.as_object_mut().unwrap().remove("expires_in");
         body
     };
@@ -389,7 +412,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "a permission the parent does not hold",
             Some(&spawn_token),
-            child("x", &["read:db", "write:db"], Some(60)).0,
+            child("planner-x", &["read:db", "write:db"], Some(60)).0,
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "does not hold \"write:db\"",
@@ -451,9 +474,17 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
             "parent's owner",
         ),
         (
-            "a taken name",
+            "a name outside the parent's namespace",
             Some(&spawn_token),
             ok("database"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "parent's namespace, \"planner-<label>\"",
+        ),
+        (
+            "a taken name",
+            Some(&spawn_token),
+            ok("planner-taken"),
             StatusCode::CONFLICT,
             "conflict",
             "already exists",
@@ -461,7 +492,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "a token without agents:spawn",
             Some(&audit_token),
-            ok("x"),
+            ok("planner-x"),
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "agents:spawn",
@@ -469,7 +500,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "a token of an agent without agents:spawn",
             Some(&plain_audit),
-            ok("x"),
+            ok("planner-x"),
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "agents:spawn",
@@ -477,7 +508,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "a token for another audience",
             Some(&database_token),
-            ok("x"),
+            ok("planner-x"),
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "the token is for \"spiffe://agentauth.local/agent/database\"",
@@ -485,7 +516,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "a tampered token",
             Some(&tampered),
-            ok("x"),
+            ok("planner-x"),
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "",
@@ -493,7 +524,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         (
             "no token at all",
             None,
-            ok("x"),
+            ok("planner-x"),
             StatusCode::UNAUTHORIZED,
             "invalid_request",
             "agents:spawn",
@@ -516,11 +547,11 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
     }
 
     // A child without agents:spawn cannot spawn in turn.
-    let (body, worker_key) = child("worker", &["read:db"], Some(60));
+    let (body, worker_key) = child("planner-worker", &["read:db"], Some(60));
     let (status, _, answer) = spawn(&s, Some(&spawn_token), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (status, body) = s
-        .token("worker", &worker_key, AUTHORITY, "agents:spawn")
+        .token("planner-worker", &worker_key, AUTHORITY, "agents:spawn")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_scope");
@@ -535,7 +566,7 @@ async fn spawn_refusals_name_the_rule_and_store_nothing() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let before = s.snapshot().await;
-    let (status, _, answer) = spawn(&s, Some(&spawn_token), &ok("y")).await;
+    let (status, _, answer) = spawn(&s, Some(&spawn_token), &ok("planner-y")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     assert_eq!(s.snapshot().await, before);
     s.stop().await;

@@ -409,7 +409,7 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
     let spawn_token = body["access_token"].as_str().unwrap().to_owned();
     let child = SigningKey::generate_ed25519();
     let request = s.http.post(format!("{}/v1/agents", s.url)).json(&json!({
-        "name": "worker", "permissions": ["read:db"], "expires_in": 600,
+        "name": "planner-worker", "permissions": ["read:db"], "expires_in": 600,
         "public_jwk": child.public_jwk().to_json()
     }));
     let response = crate::support::send_with_token(request, &spawn_token).await;
@@ -417,7 +417,7 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
     let (status, body) = s
         .admin_json(
             Method::POST,
-            "/v1/agents/worker/delegations",
+            "/v1/agents/planner-worker/delegations",
             Some(json!({"to": "database", "permissions": ["read:db"]})),
         )
         .await;
@@ -425,13 +425,13 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
     s.activate_examples().await;
     let anonymous = s
         .http
-        .get(format!("{}/v1/policy/agents/worker", s.url))
+        .get(format!("{}/v1/policy/agents/planner-worker", s.url))
         .send()
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let (status, facts) = s
-        .admin_json(Method::GET, "/v1/policy/agents/worker", None)
+        .admin_json(Method::GET, "/v1/policy/agents/planner-worker", None)
         .await;
     assert_eq!(status, StatusCode::OK, "{facts}");
     assert_eq!(facts["ephemeral"], true);
@@ -439,13 +439,17 @@ async fn an_ephemeral_agent_may_not_delegate_under_the_example_policies() {
     assert_eq!(facts["ancestors"], json!(["planner"]));
 
     // The ephemeral worker may read first-hand ...
-    let (status, body) = s.token("worker", &child, &id("database"), "read:db").await;
+    let (status, body) = s
+        .token("planner-worker", &child, &id("database"), "read:db")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // ... but may not pass on what it received.
-    let (status, body) = s.token("planner", &parent, &id("worker"), "read:db").await;
+    let (status, body) = s
+        .token("planner", &parent, &id("planner-worker"), "read:db")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let subject = body["access_token"].as_str().unwrap().to_owned();
-    let (status, body) = exchange_as(&s, "worker", &child, &subject).await;
+    let (status, body) = exchange_as(&s, "planner-worker", &child, &subject).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_scope"))

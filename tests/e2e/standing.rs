@@ -30,8 +30,13 @@ enum Revoke {
     ItsPresenter,
     /// Its subject, the agent that started the chain.
     ItsSubject,
-    /// The agent in the middle of its `act` chain.
+    /// The agent in the middle of its `act` chain, disabled.
     AnActorInTheMiddle,
+    /// The agent in the middle of its `act` chain, deleted.
+    AnActorInTheMiddleDeleted,
+    /// The agent in the middle of its `act` chain, deleted and its name
+    /// registered again (a new identity, with a new key).
+    AnActorInTheMiddleReRegistered,
 }
 
 impl Revoke {
@@ -42,7 +47,12 @@ impl Revoke {
     fn api_counterpart(self) -> bool {
         !matches!(
             self,
-            Self::ItsAncestor | Self::ItsTask | Self::AnActorInTheMiddle | Self::ItsPresenter
+            Self::ItsAncestor
+                | Self::ItsTask
+                | Self::AnActorInTheMiddle
+                | Self::AnActorInTheMiddleDeleted
+                | Self::AnActorInTheMiddleReRegistered
+                | Self::ItsPresenter
         )
     }
 }
@@ -202,8 +212,21 @@ impl Scene {
             Revoke::ItsPresenter => disable("executor").await,
             Revoke::ItsSubject => disable("planner").await,
             Revoke::AnActorInTheMiddle => disable("router").await,
+            Revoke::AnActorInTheMiddleDeleted => self.delete("router").await,
+            Revoke::AnActorInTheMiddleReRegistered => {
+                self.delete("router").await;
+                self.server.register("router", &["read:db"]).await;
+            }
         }
         self.verifier.refresh_revocations().await.unwrap();
+    }
+
+    async fn delete(&self, name: &str) {
+        let (status, body) = self
+            .server
+            .admin_json(Method::DELETE, &format!("/v1/agents/{name}"), None)
+            .await;
+        assert!(status.is_success(), "{status}: {body}");
     }
 
     async fn verdicts(&self, what: Revoke) -> Verdicts {
@@ -288,6 +311,8 @@ async fn every_door_gives_the_same_verdict_on_the_same_token() {
         (Revoke::ItsPresenter, false),
         (Revoke::ItsSubject, false),
         (Revoke::AnActorInTheMiddle, false),
+        (Revoke::AnActorInTheMiddleDeleted, false),
+        (Revoke::AnActorInTheMiddleReRegistered, false),
     ];
     for (what, stands) in cases {
         let scene = Scene::start().await;

@@ -33,6 +33,11 @@ pub struct Config {
     pub max_client_assertion_lifetime_secs: i64,
     /// Most actors a delegation chain (`act`) may name.
     pub max_delegation_depth: usize,
+    /// Most generations of spawned agents below a registered agent (its
+    /// children are generation 1); at most [`SPAWN_DEPTH_CEILING`].
+    pub max_spawn_depth: usize,
+    /// Most live (active, unexpired) children one agent may have spawned.
+    pub max_live_children: usize,
     /// The deployment environment policies see as `context.environment`.
     pub environment: String,
     /// Seconds a request waiting for a person's approval stays valid.
@@ -65,6 +70,8 @@ impl Default for Config {
             strict_client_assertion_audience: false,
             max_client_assertion_lifetime_secs: agentauth_core::DEFAULT_MAX_ASSERTION_LIFETIME_SECS,
             max_delegation_depth: 4,
+            max_spawn_depth: 4,
+            max_live_children: 16,
             environment: "development".into(),
             approval_ttl_secs: 600,
             approval_interval_secs: 5,
@@ -85,6 +92,10 @@ impl Config {
     }
 }
 
+/// The highest `max_spawn_depth` accepted: the ancestry of every agent is
+/// walked in full for policy, so it stays short.
+pub const SPAWN_DEPTH_CEILING: usize = 32;
+
 /// Why a configuration cannot work; the authority refuses to start with it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -104,6 +115,11 @@ pub enum ConfigError {
     /// A client assertion lifetime below one second.
     #[error("max_client_assertion_lifetime_secs must be at least 1")]
     AssertionLifetime,
+    /// A spawn limit out of range.
+    #[error(
+        "max_spawn_depth must be 0 to {SPAWN_DEPTH_CEILING} and max_live_children at most 100000"
+    )]
+    SpawnLimits,
     /// A file holding a secret (master key, admin credential, SQLite
     /// database) may be read or written by others than its owner.
     #[error(
@@ -166,6 +182,9 @@ impl Config {
         }
         if self.max_client_assertion_lifetime_secs < 1 {
             return Err(ConfigError::AssertionLifetime);
+        }
+        if self.max_spawn_depth > SPAWN_DEPTH_CEILING || self.max_live_children > 100_000 {
+            return Err(ConfigError::SpawnLimits);
         }
         if self.max_connections < 1 || self.header_read_timeout_secs < 1 {
             return Err(ConfigError::ConnectionLimits);

@@ -209,6 +209,7 @@ impl AuthorityError {
             Self::Policy(e) => policy_code(e),
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
             Self::Task(TaskRefusal::NotStarter { .. }) => FORBIDDEN,
+            Self::Task(_) => BAD_REQUEST,
             Self::TokenOfAnotherClient => (StatusCode::BAD_REQUEST, "unauthorized_client"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Stored(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
@@ -339,6 +340,12 @@ impl From<StoreError> for AuthorityError {
                 Self::Stored(e)
             }
             StoreError::ReplayedAssertion => Self::ClientAuth(ClientAuthFailure::Replayed),
+            StoreError::TaskOfAnother(txn) => Self::Task(TaskRefusal::StartedByAnother { txn }),
+            StoreError::TooManyChildren(limit) => {
+                Self::Registry(RegistryRefusal::TooManyChildren {
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                })
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -407,6 +414,12 @@ mod tests {
             (403, "insufficient_scope")
         );
         assert_eq!(code(RegistryRefusal::TooManyTags), (400, "invalid_request"));
+        assert_eq!(
+            code(StoreError::TooManyChildren(16)),
+            (400, "invalid_request")
+        );
+        let deep = RegistryRefusal::SpawnTooDeep { depth: 5, limit: 4 };
+        assert_eq!(code(deep), (400, "invalid_request"));
         let grant = TokenRequestFault::UnsupportedGrantType("password".into());
         assert_eq!(code(grant), (400, "unsupported_grant_type"));
         assert_eq!(
@@ -439,6 +452,8 @@ mod tests {
             txn: "t".into(),
         };
         assert_eq!(code(starter), (403, "insufficient_scope"));
+        let joined = TaskRefusal::StartedByAnother { txn: "t".into() };
+        assert_eq!(code(joined), (400, "invalid_request"));
         assert_eq!(code(Missing::PolicyVersion(9)), (404, "not_found"));
         assert_eq!(
             code(StoreError::Conflict("agent".into())),

@@ -29,7 +29,7 @@ pub use approval::ApprovalRefusal;
 pub use audit::{ApiTokenRefusal, AuditRefusal};
 pub use body::{BodyError, MAX_BODY_BYTES};
 pub use client_auth::ClientAuthFailure;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
 pub use delegation::DelegationRefusal;
 pub use error::{AuthorityError, Missing, Needed};
 pub use issuance::{DpopRefusal, ExchangeRefusal, TokenRequestFault};

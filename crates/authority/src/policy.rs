@@ -70,6 +70,18 @@ pub enum PolicyRefusal {
         /// Each permission with the reason it was denied.
         denied: Vec<String>,
     },
+    /// An agent's ancestry is longer than any spawn depth allows (old data,
+    /// or a loop of parent links): policy cannot see all of it, so it does
+    /// not decide.
+    #[error(
+        "the ancestry of \"{agent}\" is longer than {limit} generations; policy cannot decide on a truncated ancestry"
+    )]
+    AncestryTooLong {
+        /// The agent.
+        agent: String,
+        /// [`crate::SPAWN_DEPTH_CEILING`].
+        limit: usize,
+    },
     /// A dry run's context names a field decisions do not have.
     #[error("\"{0}\" is not a context field")]
     ContextField(String),
@@ -247,11 +259,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
     }
 }
 
-/// Most generations of spawned agents walked to find an agent's ancestors.
-const MAX_ANCESTRY: usize = 16;
-
 /// What the registry says about an agent, as the policy sees it, with every
-/// ancestor (spawned agents descend from the agent that spawned them).
+/// ancestor (spawned agents descend from the agent that spawned them). The
+/// walk is never cut short: spawning is limited to `max_spawn_depth`
+/// generations, and an ancestry longer than [`crate::SPAWN_DEPTH_CEILING`]
+/// (or a loop left by old data) is refused rather than truncated.
 pub(crate) async fn facts(
     s: &AuthorityState,
     agent: &AgentRow,
@@ -259,8 +271,12 @@ pub(crate) async fn facts(
     let mut ancestors = Vec::new();
     let mut next = agent.parent.clone();
     while let Some(id) = next.take() {
-        if ancestors.len() >= MAX_ANCESTRY {
-            break;
+        if ancestors.len() >= crate::SPAWN_DEPTH_CEILING {
+            return Err(PolicyRefusal::AncestryTooLong {
+                agent: agent.name.to_string(),
+                limit: crate::SPAWN_DEPTH_CEILING,
+            }
+            .into());
         }
         ancestors.push(entity_name(s, &id));
         next = registry::agent_by_id(s, &id).await?.and_then(|a| a.parent);

@@ -8,7 +8,8 @@
 //! an expiry of at most [`MAX_SPAWN_SECS`], never after the parent's own.
 //! Grandchildren are allowed: a child holding `agents:spawn` (only if its
 //! parent does) spawns under the same rules, so every generation is a subset
-//! of the one before and expires no later. Once expired an agent is unusable
+//! of the one before and expires no later. A child is named in its parent's
+//! namespace, `<parent>-<label>` (see `in_namespace`). Once expired an agent is unusable
 //! everywhere (see [`is_usable`]) and its tokens expired with it; disabling or
 //! deleting an agent disables and revokes all its descendants (the store does
 //! that in the same transaction), and re-enabling it re-enables none of them.
@@ -102,6 +103,43 @@ pub enum RegistryRefusal {
     /// The parent's registry entry no longer grants `agents:spawn`.
     #[error("the agent no longer holds \"{AGENTS_SPAWN}\"")]
     SpawnWithdrawn,
+    /// A spawned agent's name is not its parent's name, a hyphen and a label.
+    #[error(
+        "a spawned agent is named in its parent's namespace, \"{parent}-<label>\", not \"{name}\""
+    )]
+    OutsideNamespace {
+        /// The parent's name.
+        parent: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// The child would lie deeper below a registered agent than `max_spawn_depth`.
+    #[error(
+        "the child would be generation {depth} below a registered agent; max_spawn_depth is {limit}"
+    )]
+    SpawnTooDeep {
+        /// The child's generation (a registered agent's children are 1).
+        depth: usize,
+        /// `max_spawn_depth`.
+        limit: usize,
+    },
+    /// The parent already has `max_live_children` live children.
+    #[error(
+        "the agent already has {limit} live (active, unexpired) children; max_live_children is {limit}"
+    )]
+    TooManyChildren {
+        /// `max_live_children`.
+        limit: usize,
+    },
+    /// The name lies in the namespace of a registered agent below the
+    /// parent, which alone may spawn it.
+    #[error("\"{name}\" lies in the namespace of \"{holder}\": only \"{holder}\" may spawn it")]
+    NamespaceOfAnother {
+        /// The name asked for.
+        name: String,
+        /// The registered agent whose namespace holds it.
+        holder: String,
+    },
 }
 
 /// `"a", "b"`: permissions as an error lists them.
@@ -309,7 +347,7 @@ pub(crate) async fn register(
     }
     let owner = new.owner.clone();
     let agent = new_row(checked, new, owner, expires_at, None, now);
-    store_new(s, agent, audit, request_id).await
+    store_new(s, agent, audit, request_id, None).await
 }
 
 /// Registers an ephemeral child of `parent` under the spawn rules: its
@@ -323,6 +361,15 @@ pub(crate) async fn spawn(
     let mut checked = check(s, &new)?;
     let now = unix_now();
     let expires_at = spawn_rules(parent, &new, &checked.permissions, now)?;
+    in_namespace(s, parent, &checked.name).await?;
+    let depth = generation(s, parent).await? + 1;
+    if depth > s.config.max_spawn_depth {
+        return Err(RegistryRefusal::SpawnTooDeep {
+            depth,
+            limit: s.config.max_spawn_depth,
+        }
+        .into());
+    }
     if !checked.tags.is_empty() && checked.tags != parent.tags {
         return Err(RegistryRefusal::NotParentsTags.into());
     }
@@ -346,7 +393,65 @@ pub(crate) async fn spawn(
         Some(parent.id.clone()),
         now,
     );
-    store_new(s, agent, audit, request_id).await
+    store_new(
+        s,
+        agent,
+        audit,
+        request_id,
+        Some(s.config.max_live_children),
+    )
+    .await
+}
+
+/// How many generations `agent` lies below a registered (not spawned)
+/// agent; the walk stops one past the ceiling, which is deeper than any
+/// configured limit.
+async fn generation(s: &AuthorityState, agent: &AgentRow) -> Result<usize, AuthorityError> {
+    let mut depth = 0;
+    let mut next = agent.parent.clone();
+    while let Some(id) = next.take() {
+        depth += 1;
+        if depth > crate::SPAWN_DEPTH_CEILING {
+            break;
+        }
+        next = agent_by_id(s, &id).await?.and_then(|a| a.parent);
+    }
+    Ok(depth)
+}
+
+/// A spawned agent lives in its parent's namespace: its name is the
+/// parent's, a hyphen and a label, and no registered agent's name lies
+/// between (`planner-a-b` belongs to `planner-a` once that exists), so a
+/// spawner never takes a name in another agent's namespace.
+async fn in_namespace(
+    s: &AuthorityState,
+    parent: &AgentRow,
+    name: &AgentName,
+) -> Result<(), AuthorityError> {
+    let (p, n) = (parent.name.as_str(), name.as_str());
+    let outside = || RegistryRefusal::OutsideNamespace {
+        parent: p.to_owned(),
+        name: n.to_owned(),
+    };
+    let label = n
+        .strip_prefix(p)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .filter(|label| !label.is_empty())
+        .ok_or_else(outside)?;
+    for (at, _) in label.match_indices('-') {
+        let inner = &n[..p.len() + 1 + at];
+        let Ok(inner_name) = AgentName::new(inner) else {
+            continue;
+        };
+        if s.store.agent(&inner_name).await?.is_some() {
+            return Err(RegistryRefusal::NamespaceOfAnother {
+                name: n.to_owned(),
+                holder: inner.to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn new_row(
@@ -374,16 +479,24 @@ fn new_row(
     }
 }
 
-/// Stores a new agent with its audit record.
+/// Stores a new agent with its audit record; a spawned one under its
+/// parent's limit of live children, if given.
 async fn store_new(
     s: &AuthorityState,
     agent: AgentRow,
     mut audit: AuditEvent,
     request_id: &str,
+    max_live_children: Option<usize>,
 ) -> Result<AgentRow, AuthorityError> {
     audit.scope = agent.permissions.to_string();
     audit.request_id = request_id.to_owned();
-    s.store.create_agent(&agent, &audit).await?;
+    match max_live_children {
+        None => s.store.create_agent(&agent, &audit).await?,
+        Some(limit) => {
+            let max = i64::try_from(limit).unwrap_or(i64::MAX);
+            s.store.spawn_agent(&agent, max, &audit).await?;
+        }
+    }
     s.revocations_changed(); // a name registered again lifts its old revocation
     Ok(agent)
 }

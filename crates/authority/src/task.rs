@@ -35,6 +35,15 @@ pub enum TaskRefusal {
         /// The task, bounded for display.
         txn: String,
     },
+    /// A client_credentials request named a task another agent started:
+    /// other agents join a task only by token exchange.
+    #[error(
+        "task \"{txn}\" was started by another agent: an agent joins another's task only by token exchange"
+    )]
+    StartedByAnother {
+        /// The task, bounded for display.
+        txn: String,
+    },
 }
 
 /// `GET /v1/tasks/{txn}`: the task's audit records (every hop) in order (admin).
@@ -86,7 +95,8 @@ pub(crate) async fn complete(
     Ok(Json(TaskCompletion { txn, revoked: true }))
 }
 
-/// Completes (revokes) a task; an agent may complete only a task it started.
+/// Completes (revokes) a task; an agent may complete only a task it owns
+/// (started with a client_credentials token).
 pub(crate) async fn complete_task(
     s: &AuthorityState,
     txn: &TaskId,
@@ -96,11 +106,7 @@ pub(crate) async fn complete_task(
     let actor = match by {
         Completer::Admin => "admin".to_owned(),
         Completer::Agent(agent) => {
-            let started =
-                s.store.task_records(txn).await?.iter().any(|r| {
-                    r.event.kind == AuditKind::TokenIssued && agent == r.event.actor.as_str()
-                });
-            if !started {
+            if s.store.task_owner(txn).await?.as_ref() != Some(&agent) {
                 return Err(TaskRefusal::NotStarter {
                     agent: agent.to_string(),
                     txn: txn.to_string(),

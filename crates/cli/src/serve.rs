@@ -42,6 +42,12 @@ pub(crate) struct ServeArgs {
     /// Most actors a delegation chain may name [default: 4].
     #[arg(long, env = "AGENTAUTH_MAX_DELEGATION_DEPTH")]
     max_delegation_depth: Option<usize>,
+    /// Most generations of spawned agents below a registered agent (0 to 32) [default: 4].
+    #[arg(long, env = "AGENTAUTH_MAX_SPAWN_DEPTH")]
+    max_spawn_depth: Option<usize>,
+    /// Most live (active, unexpired) children one agent may have spawned [default: 16].
+    #[arg(long, env = "AGENTAUTH_MAX_LIVE_CHILDREN")]
+    max_live_children: Option<usize>,
     /// Deployment environment that policies see as context.environment [default: development].
     #[arg(long, env = "AGENTAUTH_ENVIRONMENT")]
     environment: Option<String>,
@@ -120,6 +126,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_delegation_depth {
             config.max_delegation_depth = v;
+        }
+        if let Some(v) = self.max_spawn_depth {
+            config.max_spawn_depth = v;
+        }
+        if let Some(v) = self.max_live_children {
+            config.max_live_children = v;
         }
         if let Some(v) = &self.environment {
             config.environment.clone_from(v);

@@ -17,6 +17,14 @@ pub enum StoreError {
     /// used or expired).
     #[error("{0}")]
     Stale(String),
+    /// A client_credentials token names a task (`txn`) that another agent
+    /// started; other agents join a task only by token exchange.
+    #[error("task \"{0}\" was started by another agent")]
+    TaskOfAnother(String),
+    /// A spawn would give the parent more live (active, unexpired) children
+    /// than the limit passed to [`crate::Store::spawn_agent`].
+    #[error("the parent already has {0} live children")]
+    TooManyChildren(i64),
     /// A client assertion `jti` was presented a second time.
     #[error("the client assertion was already used")]
     ReplayedAssertion,

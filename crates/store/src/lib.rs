@@ -58,7 +58,22 @@ pub trait Store: Send + Sync + 'static {
     /// unless the parent exists, is active and has not expired at `created_at`,
     /// checked in the same transaction.
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()>;
+    /// Registers a spawned agent (`agent.parent` set) as [`Store::create_agent`]
+    /// does, and fails with [`StoreError::TooManyChildren`] if its parent
+    /// already has `max_live_children` active, unexpired children, counted
+    /// in the same transaction (the parent row locked), so racing spawns
+    /// never exceed the limit.
+    async fn spawn_agent(
+        &self,
+        agent: &AgentRow,
+        max_live_children: i64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
     /// Changes an agent; a status change is published on the revocation feed.
+    ///
+    /// Re-enabling a spawned agent fails with [`StoreError::Stale`] unless
+    /// its parent exists, is active and is the agent that spawned it (not
+    /// newer than the child).
     ///
     /// Disabling an agent also disables every active agent descended from it
     /// (through `parent`, recursively) and publishes an agent revocation and
@@ -71,8 +86,12 @@ pub trait Store: Send + Sync + 'static {
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow>;
-    /// Removes an agent and publishes its revocation; its descendants are
-    /// disabled and revoked as when it is disabled.
+    /// Removes an agent and publishes its revocation, with every unexpired
+    /// token naming it (presenter, subject or audience) and every token
+    /// exchanged from those; removes its delegation grants (both directions)
+    /// and expires the pending or approved approvals that name it, so nothing
+    /// carries over to a new agent of the name. Its descendants are disabled
+    /// and revoked as when it is disabled.
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
@@ -80,7 +99,10 @@ pub trait Store: Send + Sync + 'static {
     /// Records an issued token together with the single use of its client
     /// assertion and, if given, of the approval it was issued under: an
     /// approval that is not `approved` and unexpired at `token.issued_at`
-    /// fails the whole call with [`StoreError::Stale`].
+    /// fails the whole call with [`StoreError::Stale`]. A token that is not
+    /// exchanged (no `parent_jti`) and carries a `txn` starts that task for
+    /// its client, or fails the whole call with [`StoreError::TaskOfAnother`]
+    /// if another agent started it.
     async fn issue_token(
         &self,
         assertion: &UsedAssertion,
@@ -96,12 +118,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()>;
     /// Whether a task has been revoked.
     async fn task_revoked(&self, txn: &TaskId) -> Result<bool>;
-    /// Revokes a key (by thumbprint) for good and publishes it on the feed.
+    /// Revokes a key (by thumbprint) for good and publishes it on the feed,
+    /// with every unexpired token the key authenticated or binds and every
+    /// token exchanged from them.
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()>;
     /// Whether a key (by thumbprint) has been revoked.
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool>;
-    /// Whether a task is known (some token carries it).
+    /// Whether a task is known (started, or some token carries it).
     async fn task_exists(&self, txn: &TaskId) -> Result<bool>;
+    /// The agent that started a task, if it was started.
+    async fn task_owner(&self, txn: &TaskId) -> Result<Option<SpiffeId>>;
 
     /// Creates or replaces the grant from `grant.from` to `grant.to`.
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()>;
@@ -168,7 +194,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Feed entries after `since`, oldest first, at most `limit`.
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>>;
-    /// Forgets used assertions that expired before `now`.
+    /// Forgets used assertions that expired before `now`, and removes spawned
+    /// agents that expired before `now` (with their grants, an `agent.deleted`
+    /// audit record each); returns how many rows went.
     async fn purge_expired(&self, now: i64) -> Result<u64>;
 
     /// Appends events to the hash-chained audit log in one transaction.

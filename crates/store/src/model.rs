@@ -1,7 +1,7 @@
 //! The rows the store reads and writes: agents, tokens, grants, revocations,
 //! policy set versions, approvals and audit filters.
 
-use agentauth_core::{AgentName, AuditKind, Scope, SpiffeId, TaskId};
+use agentauth_core::{AgentName, AuditKind, Jkt, Scope, SpiffeId, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// Whether an agent may get tokens and be called.
@@ -127,6 +127,11 @@ pub struct IssuedToken {
     pub parent_jti: Option<String>,
     /// The task it belongs to.
     pub txn: Option<TaskId>,
+    /// Thumbprint of the agent key that authenticated the issuance (the
+    /// client's registered key): revoking that key revokes this token.
+    pub auth_jkt: Option<Jkt>,
+    /// Thumbprint of the key the token is bound to (`cnf.jkt`), if any.
+    pub cnf_jkt: Option<Jkt>,
 }
 
 /// A delegation grant: `from` may pass `permissions` on to `to` by token exchange.

@@ -335,7 +335,7 @@ async fn client_credentials(
         .txn
         .as_deref()
         .or(presented.and_then(|a| a.txn.as_ref().map(TaskId::as_str)));
-    let (txn, purpose, rctx) = task_context(s, req, txn, audience, attempt).await?;
+    let (txn, purpose, rctx) = task_context(s, req, txn, client, audience, attempt).await?;
     Ok(Minted {
         sub: client.agent.id.clone(),
         scope,
@@ -462,6 +462,8 @@ async fn record(
         expires_at: claims.exp,
         parent_jti: minted.parent_jti.clone(),
         txn: claims.txn.clone(),
+        auth_jkt: Some(client.key.thumbprint()),
+        cnf_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
     };
     let mut audit = event(minted.kind, &claims.client_id, &claims.jti, Decision::Allow);
     audit.audience = claims.aud.to_string();
@@ -626,11 +628,13 @@ async fn key_binding(
 }
 
 /// The task of a new client_credentials token: the given `txn` (refused if
-/// revoked) or a fresh one, with its purpose and request context, bounded.
+/// revoked or started by another agent) or a fresh one, with its purpose
+/// and request context, bounded.
 async fn task_context(
     s: &State,
     req: &TokenRequest,
     txn: Option<&str>,
+    client: &AuthenticatedClient,
     audience: &SpiffeId,
     attempt: &mut Attempt,
 ) -> Result<(Option<TaskId>, Option<String>, Option<String>), AuthorityError> {
@@ -649,6 +653,13 @@ async fn task_context(
             attempt.txn = txn.to_string();
             if s.store.task_revoked(&txn).await? {
                 return Err(TokenRequestFault::TaskRevoked(txn.to_string()).into());
+            }
+            // Checked again when the token is stored, against a racing start.
+            if let Some(owner) = s.store.task_owner(&txn).await?
+                && owner != client.agent.id
+            {
+                let txn = txn.to_string();
+                return Err(crate::TaskRefusal::StartedByAnother { txn }.into());
             }
             txn
         }

@@ -1,10 +1,11 @@
 //! Agents: registration, changes and removal, and what a change of an agent
 //! does to the agents it spawned (its descendants).
 
-use agentauth_core::{AgentName, AuditEvent, AuditKind, Scope, SpiffeId};
+use agentauth_core::{AgentName, AuditEvent, AuditKind, Decision, Scope, SpiffeId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
+use super::tokens::Derived;
 use super::{
     Backend, Column, Conn, Param, Row, Sql, Tx, json_list, json_scope, parsed, scope_from_json,
 };
@@ -56,6 +57,17 @@ where
     }
 
     pub(super) async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
+        self.insert_agent(agent, None, audit).await
+    }
+
+    /// Registers `agent`; a spawned one needs a usable parent and, with
+    /// `max_live_children`, a parent below that many live children.
+    pub(super) async fn insert_agent(
+        &self,
+        agent: &AgentRow,
+        max_live_children: Option<i64>,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         let mut tx = self.0.begin().await?;
         // A parent disabled, deleted or expired while this agent was being
         // spawned must not leave a usable child behind: its row is locked
@@ -77,6 +89,20 @@ where
                 return Err(StoreError::NotFound(format!(
                     "an active parent agent {parent}"
                 )));
+            }
+            if let Some(max) = max_live_children {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM agents WHERE parent = $1 AND status = 'active' \
+                     AND (expires_at IS NULL OR expires_at > $2)",
+                )
+                .bind(parent.as_str())
+                .bind(agent.created_at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let live: i64 = row.try_get("n")?;
+                if live >= max {
+                    return Err(StoreError::TooManyChildren(max));
+                }
             }
         }
         let result = sqlx::query(
@@ -152,6 +178,9 @@ where
         };
         let old_status = agent.status;
         apply(&mut agent, update);
+        if old_status == AgentStatus::Disabled && agent.status == AgentStatus::Active {
+            Self::check_parent_for_enabling(&mut tx, &agent).await?;
+        }
         sqlx::query(
             "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
              bearer_allowed = $5, tags = $6 WHERE name = $7",
@@ -211,28 +240,10 @@ where
         let id = parsed("agent spiffe_id", &id, SpiffeId::parse)?;
         let now = audit.time_ms / 1000;
         // The name may be registered again later, with another key: the
-        // old agent's outstanding tokens must stay dead when it is.
-        let outstanding = sqlx::query(
-            "SELECT jti, expires_at FROM issued_tokens \
-             WHERE (client_id = $1 OR subject = $1 OR audience = $1) AND expires_at >= $2",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        for token in &outstanding {
-            let jti: String = token.try_get("jti")?;
-            let expires_at: i64 = token.try_get("expires_at")?;
-            Self::publish(
-                &mut tx,
-                RevocationKind::Token,
-                &jti,
-                RevocationAction::Revoke,
-                now,
-                Some(expires_at),
-            )
-            .await?;
-        }
+        // old agent's outstanding tokens, and every token exchanged from
+        // them (whose chains name it), must stay dead when it is.
+        Self::revoke_derived(&mut tx, Derived::Agent, id.as_str(), now).await?;
+        Self::forget_grants_and_approvals(&mut tx, id.as_str(), now).await?;
         Self::publish(
             &mut tx,
             RevocationKind::Agent,
@@ -246,6 +257,95 @@ where
         events.extend(Self::disable_descendants(&mut tx, &id, now, audit, "deleted").await?);
         Self::append(&mut tx, &events).await?;
         tx.commit().await
+    }
+
+    /// Removes every grant from or to the agent `id` and expires every
+    /// pending or approved approval naming it, inside `tx`: nothing granted
+    /// or approved for it carries over to a new agent registered under the name.
+    async fn forget_grants_and_approvals(tx: &mut Tx<B>, id: &str, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM delegations WHERE from_agent = $1 OR to_agent = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "UPDATE approvals SET expires_at = $2 \
+             WHERE (agent = $1 OR subject = $1 OR audience = $1) \
+             AND status IN ('pending', 'approved') AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the spawned agents that expired before `now`, with their
+    /// grants and approvals and an `agent.deleted` record each. Their tokens
+    /// expired with them, and their descendants expire no later, so a purge
+    /// revokes nothing.
+    pub(super) async fn purge_expired_agents(&self, now: i64) -> Result<u64> {
+        let mut tx = self.0.begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM agents WHERE parent IS NOT NULL AND expires_at IS NOT NULL \
+             AND expires_at < $1 RETURNING spiffe_id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("spiffe_id")?;
+            Self::forget_grants_and_approvals(&mut tx, &id, now).await?;
+            events.push(AuditEvent {
+                time_ms: now * 1000,
+                kind: AuditKind::AgentDeleted,
+                actor: "authority".into(),
+                subject: id,
+                audience: String::new(),
+                scope: String::new(),
+                decision: Decision::Allow,
+                reason: "purged: the spawned agent expired".into(),
+                request_id: String::new(),
+                txn: String::new(),
+                chain: String::new(),
+                purpose: String::new(),
+            });
+        }
+        Self::append(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// A spawned agent is enabled again only under the very agent that
+    /// spawned it: its parent must exist, be active and be no newer than the
+    /// child (a parent deleted and registered again is a new identity).
+    async fn check_parent_for_enabling(tx: &mut Tx<B>, agent: &AgentRow) -> Result<()> {
+        let Some(parent) = &agent.parent else {
+            return Ok(());
+        };
+        let row = sqlx::query(PARENT.sql::<B>())
+            .bind(parent.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let same = match row {
+            Some(r) => {
+                let p = Self::agent_from_row(&r)?;
+                p.status == AgentStatus::Active && p.created_at <= agent.created_at
+            }
+            None => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "the parent {parent} that spawned \"{}\" is deleted, disabled or a new agent of that name: \
+                 a spawned agent is enabled only under the agent that spawned it",
+                agent.name
+            )))
+        }
     }
 
     /// Every agent descended from `ancestor`, rows locked on PostgreSQL.

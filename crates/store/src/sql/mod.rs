@@ -105,6 +105,17 @@ where
         Sql(self).create_agent(agent, audit).await
     }
 
+    async fn spawn_agent(
+        &self,
+        agent: &AgentRow,
+        max_live_children: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        Sql(self)
+            .insert_agent(agent, Some(max_live_children), audit)
+            .await
+    }
+
     async fn update_agent(
         &self,
         name: &AgentName,
@@ -160,6 +171,10 @@ where
 
     async fn task_exists(&self, txn: &TaskId) -> Result<bool> {
         Sql(self).task_exists(txn.as_str()).await
+    }
+
+    async fn task_owner(&self, txn: &TaskId) -> Result<Option<SpiffeId>> {
+        Sql(self).task_owner(txn.as_str()).await
     }
 
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {

@@ -4,6 +4,7 @@
 use agentauth_core::AuditEvent;
 use sqlx::{ColumnIndex, Executor, Row as _};
 
+use super::tokens::Derived;
 use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
 use crate::{Result, RevocationAction, RevocationKind, RevocationRow, StoreError};
 
@@ -42,6 +43,7 @@ where
             None,
         )
         .await?;
+        Self::revoke_derived(&mut tx, Derived::Key, jkt, now).await?;
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await
     }

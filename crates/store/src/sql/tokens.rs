@@ -55,7 +55,7 @@ where
         }
         sqlx::query(
             "INSERT INTO issued_tokens (jti, client_id, subject, audience, scope, issued_at, expires_at, \
-             parent_jti, txn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             parent_jti, txn, auth_jkt, cnf_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&token.jti)
         .bind(token.client_id.as_str())
@@ -66,8 +66,15 @@ where
         .bind(token.expires_at)
         .bind(token.parent_jti.as_deref())
         .bind(token.txn.as_ref().map(TaskId::as_str))
+        .bind(token.auth_jkt.as_ref().map(|k| k.0.as_str()))
+        .bind(token.cnf_jkt.as_ref().map(|k| k.0.as_str()))
         .execute(&mut *tx)
         .await?;
+        // A task is started by a token of its own: an exchanged token only
+        // continues the task of its subject token.
+        if let (None, Some(txn)) = (&token.parent_jti, &token.txn) {
+            Self::start_task(&mut tx, txn.as_str(), &token.client_id, token.issued_at).await?;
+        }
         // A parent revoked while this exchange was under way must not
         // leave an unrevoked child behind.
         if let Some(parent) = &token.parent_jti {
@@ -114,30 +121,7 @@ where
             Some(expires_at),
         )
         .await?;
-        let descendants = sqlx::query(
-            "WITH RECURSIVE descendant(jti) AS ( \
-                 SELECT jti FROM issued_tokens WHERE parent_jti = $1 \
-                 UNION SELECT t.jti FROM issued_tokens t JOIN descendant d ON t.parent_jti = d.jti) \
-             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN descendant d ON t.jti = d.jti \
-             WHERE t.expires_at >= $2",
-        )
-        .bind(jti)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &descendants {
-            let child: String = row.try_get("jti")?;
-            let child_exp: i64 = row.try_get("expires_at")?;
-            Self::publish(
-                &mut tx,
-                RevocationKind::Token,
-                &child,
-                RevocationAction::Revoke,
-                now,
-                Some(child_exp),
-            )
-            .await?;
-        }
+        Self::revoke_derived(&mut tx, Derived::ExchangedFrom, jti, now).await?;
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await
     }
@@ -147,7 +131,38 @@ where
             .bind(now)
             .execute(self.0.pool())
             .await?;
-        Ok(done.rows_affected())
+        let agents = self.purge_expired_agents(now).await?;
+        Ok(done.rows_affected() + agents)
+    }
+
+    /// Publishes a revocation, inside `tx`, of every unexpired token that
+    /// `roots` selects for `subject` and every token exchanged from them
+    /// (recursively), skipping tokens already revoked.
+    pub(super) async fn revoke_derived(
+        tx: &mut Tx<B>,
+        roots: Derived,
+        subject: &str,
+        now: i64,
+    ) -> Result<()> {
+        let rows = sqlx::query(roots.sql())
+            .bind(subject)
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+        for row in &rows {
+            let jti: String = row.try_get("jti")?;
+            let expires_at: i64 = row.try_get("expires_at")?;
+            Self::publish(
+                tx,
+                RevocationKind::Token,
+                &jti,
+                RevocationAction::Revoke,
+                now,
+                Some(expires_at),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Marks a client assertion used inside `tx`.
@@ -164,6 +179,52 @@ where
             Ok(_) => Ok(()),
             Err(e) if StoreError::is_unique_violation(&e) => Err(StoreError::ReplayedAssertion),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Which issued tokens a revocation starts from; everything exchanged from
+/// them is revoked with them.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Derived {
+    /// The tokens exchanged from one token (`$1` = its `jti`).
+    ExchangedFrom,
+    /// The tokens a key authenticated or binds (`$1` = its thumbprint).
+    Key,
+    /// The tokens that name an agent as presenter, subject or audience
+    /// (`$1` = its SPIFFE ID): with their descendants, every token whose
+    /// chain names it.
+    Agent,
+}
+
+/// The query revoking the tokens `$roots` selects and everything exchanged
+/// from them: their `jti` and expiry, if unexpired at `$2` and not yet revoked.
+macro_rules! derived_from {
+    ($roots:literal) => {
+        concat!(
+            "WITH RECURSIVE derived(jti) AS (",
+            $roots,
+            " UNION SELECT t.jti FROM issued_tokens t JOIN derived d ON t.parent_jti = d.jti) \
+             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN derived d ON t.jti = d.jti \
+             WHERE t.expires_at >= $2 AND NOT EXISTS ( \
+                 SELECT 1 FROM revocations r WHERE r.kind = 'token' AND r.subject = t.jti)"
+        )
+    };
+}
+
+impl Derived {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::ExchangedFrom => {
+                derived_from!("SELECT jti FROM issued_tokens WHERE parent_jti = $1")
+            }
+            Self::Key => {
+                derived_from!("SELECT jti FROM issued_tokens WHERE auth_jkt = $1 OR cnf_jkt = $1")
+            }
+            Self::Agent => derived_from!(
+                "SELECT jti FROM issued_tokens \
+                 WHERE client_id = $1 OR subject = $1 OR audience = $1"
+            ),
         }
     }
 }

@@ -604,3 +604,177 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
             .is_empty()
     );
 }
+
+pub(crate) async fn a_child_is_enabled_only_under_the_parent_that_spawned_it(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    spawn(
+        s,
+        &child("planner-worker", "planner", &["read:customer"], 5000),
+    )
+    .await;
+    let mut delete = event("agent.deleted", "admin", "planner");
+    delete.time_ms = 200_000;
+    s.delete_agent(&name("planner"), &delete).await.unwrap();
+    let enable = AgentUpdate {
+        status: Some(AgentStatus::Active),
+        now: 300,
+        ..AgentUpdate::default()
+    };
+    let update = |what: &str| event("agent.updated", "admin", what);
+
+    // No parent at all.
+    let head = audit_count(s).await;
+    let err = s
+        .update_agent(&name("planner-worker"), &enable, &update("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+
+    // A new agent of the parent's name is not the parent.
+    let newer = AgentRow {
+        created_at: 250,
+        updated_at: 250,
+        ..agent("planner")
+    };
+    s.create_agent(&newer, &event("agent.created", "admin", "planner"))
+        .await
+        .unwrap();
+    let head_after_create = audit_count(s).await;
+    assert_eq!(head_after_create, head + 1);
+    let err = s
+        .update_agent(&name("planner-worker"), &enable, &update("w"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert_eq!(audit_count(s).await, head_after_create);
+    assert_eq!(status(s, "planner-worker").await, AgentStatus::Disabled);
+
+    // Under its own, re-enabled parent it comes back.
+    spawn(
+        s,
+        &AgentRow {
+            created_at: 260,
+            ..child("planner-helper", "planner", &[], 5000)
+        },
+    )
+    .await;
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 270,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(&name("planner-helper"), &disable, &update("h"))
+        .await
+        .unwrap();
+    s.update_agent(&name("planner-helper"), &enable, &update("h"))
+        .await
+        .unwrap();
+    assert_eq!(status(s, "planner-helper").await, AgentStatus::Active);
+}
+
+pub(crate) async fn live_children_are_limited_per_parent(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let spawned = |name: &str| event("agent.spawned", "planner", name);
+    let at = |row: AgentRow, t: i64| AgentRow {
+        created_at: t,
+        updated_at: t,
+        ..row
+    };
+    let a = at(child("planner-a", "planner", &[], 5000), 200);
+    s.spawn_agent(&a, 2, &spawned("a")).await.unwrap();
+    // An expired child is not live.
+    let old = at(child("planner-old", "planner", &[], 250), 200);
+    s.spawn_agent(&old, 2, &spawned("old")).await.unwrap();
+    let b = at(child("planner-b", "planner", &[], 5000), 300);
+    s.spawn_agent(&b, 2, &spawned("b")).await.unwrap();
+
+    let head = audit_count(s).await;
+    let c = at(child("planner-c", "planner", &[], 5000), 300);
+    let err = s.spawn_agent(&c, 2, &spawned("c")).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooManyChildren(2)), "{err:?}");
+    assert_eq!(audit_count(s).await, head);
+    assert!(s.agent(&name("planner-c")).await.unwrap().is_none());
+
+    // A disabled child is not live either.
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 300,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        &name("planner-a"),
+        &disable,
+        &event("agent.revoked", "admin", "a"),
+    )
+    .await
+    .unwrap();
+    s.spawn_agent(&c, 2, &spawned("c")).await.unwrap();
+}
+
+pub(crate) async fn expired_spawned_agents_are_purged_with_their_grants(s: &dyn Store) {
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    let temp = AgentRow {
+        expires_at: Some(500),
+        ..agent("temp")
+    };
+    s.create_agent(&temp, &event("agent.created", "admin", "temp"))
+        .await
+        .unwrap();
+    spawn(s, &child("planner-gone", "planner", &[], 500)).await;
+    spawn(s, &child("planner-live", "planner", &[], 5000)).await;
+    let grant = DelegationRow {
+        from: agent_id("planner-gone"),
+        to: agent_id("planner"),
+        permissions: scope("read:customer"),
+        created_at: 1,
+    };
+    s.put_delegation(&grant, &event("delegation.granted", "admin", "g"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.purge_expired(400).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
+    let head = audit_count(s).await;
+    assert_eq!(s.purge_expired(600).await.unwrap(), 1);
+    assert!(s.agent(&name("planner-gone")).await.unwrap().is_none());
+    assert!(s.agent(&name("planner-live")).await.unwrap().is_some());
+    assert!(
+        s.agent(&name("temp")).await.unwrap().is_some(),
+        "only spawned agents are purged"
+    );
+    assert!(
+        s.delegations(&agent_id("planner-gone"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let records = s
+        .audit_records(&AuditFilter {
+            since: head,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].event.kind, AuditKind::AgentDeleted);
+    assert_eq!(records[0].event.subject, agent_id("planner-gone").as_str());
+    assert_chain_intact(s).await;
+}

@@ -513,3 +513,76 @@ pub(crate) async fn a_denial_keeps_who_and_why(s: &dyn Store) {
     assert_eq!(records.len(), 1);
     assert_eq!(audit_count(s).await, 2);
 }
+
+pub(crate) async fn deleting_an_agent_removes_its_grants_and_expires_its_approvals(s: &dyn Store) {
+    for n in ["reader", "customer", "other"] {
+        s.create_agent(&agent(n), &event("agent.created", "admin", n))
+            .await
+            .unwrap();
+    }
+    for (from, to) in [
+        ("reader", "customer"),
+        ("other", "reader"),
+        ("other", "customer"),
+    ] {
+        let grant = DelegationRow {
+            from: agent_id(from),
+            to: agent_id(to),
+            permissions: scope("read:customer"),
+            created_at: 1,
+        };
+        s.put_delegation(&grant, &event("delegation.granted", "admin", from))
+            .await
+            .unwrap();
+    }
+    create_approval(s, &approval("waiting", 100)).await;
+    create_approval(s, &approval("approved", 100)).await;
+    decide(
+        s,
+        "approved",
+        &decision(ApprovalStatus::Approved, "alice", 110),
+    )
+    .await
+    .unwrap();
+    let someone_else = ApprovalRow {
+        agent: agent_id("other"),
+        subject: agent_id("other"),
+        ..approval("unrelated", 100)
+    };
+    create_approval(s, &someone_else).await;
+
+    let mut delete = event("agent.deleted", "admin", "reader");
+    delete.time_ms = 150_000;
+    s.delete_agent(&name("reader"), &delete).await.unwrap();
+
+    assert!(s.delegations(&agent_id("reader")).await.unwrap().is_empty());
+    let left = s.delegations(&agent_id("other")).await.unwrap();
+    assert_eq!(
+        left.iter().map(|g| g.to.clone()).collect::<Vec<_>>(),
+        [agent_id("customer")],
+        "the grant to the deleted agent is gone, others stay"
+    );
+    for id in ["waiting", "approved"] {
+        let row = s.approval(id).await.unwrap().unwrap();
+        assert_eq!(row.expires_at, 150, "{id} expired at the deletion");
+    }
+    assert_eq!(
+        s.approval("unrelated").await.unwrap().unwrap().expires_at,
+        400
+    );
+    // A new agent of the name cannot redeem the old approval.
+    s.create_agent(&agent("reader"), &event("agent.created", "admin", "reader"))
+        .await
+        .unwrap();
+    let err = s
+        .issue_token(
+            &assertion("late"),
+            &approved_token("late", 160, "t1"),
+            Some("approved"),
+            &event("token.issued", READER, "late"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert_chain_intact(s).await;
+}

@@ -147,6 +147,17 @@ fn issued(jti: &str) -> IssuedToken {
         expires_at: 400,
         parent_jti: None,
         txn: None,
+        auth_jkt: None,
+        cnf_jkt: None,
+    }
+}
+
+/// A client assertion of client `c`, used once.
+fn used(jti: &str) -> UsedAssertion {
+    UsedAssertion {
+        client_id: "c".into(),
+        jti: jti.into(),
+        expires_at: 160,
     }
 }
 
@@ -206,8 +217,11 @@ run_suite!(
     deleting_an_agent_revokes_it,
     revoking_a_token_cascades_to_every_token_exchanged_from_it,
     tasks_are_revoked_and_their_records_read_in_order,
+    a_task_belongs_to_the_agent_that_started_it,
     delegation_grants_are_stored_replaced_and_removed,
     revoked_keys_are_known_and_published,
+    revoking_a_key_revokes_every_token_it_authenticated_or_binds,
+    deleting_an_agent_revokes_every_token_whose_chain_names_it,
     deleting_an_agent_revokes_its_tokens_and_a_new_agent_of_that_name_is_restored,
     a_replayed_assertion_issues_nothing,
     expired_assertions_are_purged,
@@ -229,4 +243,8 @@ run_suite!(
     deciding_a_decided_or_expired_approval_is_stale,
     a_denial_keeps_who_and_why,
     pending_approvals_are_counted_per_agent,
+    deleting_an_agent_removes_its_grants_and_expires_its_approvals,
+    a_child_is_enabled_only_under_the_parent_that_spawned_it,
+    live_children_are_limited_per_parent,
+    expired_spawned_agents_are_purged_with_their_grants,
 );
