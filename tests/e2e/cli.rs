@@ -1093,3 +1093,40 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn rotating_the_admin_credential_retires_the_old_one() {
+    let s = Server::start().await;
+    let old = s.admin.clone();
+    let out = cli_as(&s, &old, &["admin", "rotate-credential"]);
+    out.succeeds();
+    let file = s.data_dir.join("admin-token");
+    // Not a terminal: the credential is named by its file, never printed.
+    assert!(out.stdout.contains(path_str(&file)), "{}", out.stdout);
+    let new = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(new.starts_with("aa_admin_") && new != old);
+    assert!(!out.stdout.contains(&new), "{}", out.stdout);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let agents = |token: String| {
+        let request = s
+            .http
+            .get(format!("{}/v1/agents", s.url))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(agents(old.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(agents(new.clone()).await, StatusCode::OK);
+    // The old credential cannot rotate it back.
+    cli_as(&s, &old, &["admin", "rotate-credential"]).fails_with("401");
+    let audit = cli_as(&s, &new, &["audit", "tail", "--lines", "5"]);
+    audit.succeeds();
+    assert!(
+        audit.stdout.contains("admin.credential_rotated"),
+        "{}",
+        audit.stdout
+    );
+}

@@ -8,6 +8,7 @@
 //! the authority's parsing rules (`deny_unknown_fields`, defaults); response
 //! bodies ignore unknown members so that newer authorities can add some.
 
+mod admin;
 mod approval;
 mod audit;
 mod delegation;
@@ -20,6 +21,7 @@ mod task;
 mod token;
 
 // The public interface is:
+pub use admin::AdminCredentialRotation;
 pub use approval::{ApprovalList, ApprovalQuery, ApprovalState, ApprovalVerdict, ApprovalView};
 pub use audit::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch, ReportedEvent};
 pub use delegation::{Delegation, DelegationList, NewDelegation};

@@ -1,6 +1,10 @@
-//! The admin credential: created once, printed once, stored only as a hash.
+//! The admin credential: created once, printed once, stored only as a hash;
+//! replaced by `agentauth admin rotate-credential`, after which every replica
+//! refuses the old one within a second.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use agentauth_core::random_b64;
 use agentauth_store::Store;
@@ -19,10 +23,23 @@ const ADMIN_HASH_SETTING: &str = "admin_token_sha256";
 /// File in the data dir that holds the credential for the local CLI.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
+/// How often a replica re-reads the credential's hash, so a rotation made
+/// through another replica reaches it.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The SHA-256 of the admin credential, the only form the authority keeps.
 #[derive(Clone)]
 pub struct AdminCredential {
-    hash: Vec<u8>,
+    hash: Arc<RwLock<Vec<u8>>>,
+}
+
+/// A new admin credential, and the file it was written to.
+#[derive(Debug)]
+pub(crate) struct Rotated {
+    /// The new credential, shown once.
+    pub(crate) token: String,
+    /// `<data_dir>/admin-token`, now holding it (0600).
+    pub(crate) file: PathBuf,
 }
 
 impl AdminCredential {
@@ -51,13 +68,62 @@ impl AdminCredential {
     fn from_hex(hex_hash: &str) -> Result<Self, AuthorityError> {
         let hash = decode_hex(hex_hash)
             .ok_or_else(|| AuthorityError::Internal("the stored admin hash is corrupt".into()))?;
-        Ok(Self { hash })
+        Ok(Self {
+            hash: Arc::new(RwLock::new(hash)),
+        })
     }
 
     /// Whether `presented` is the admin credential, compared in constant time.
     pub fn matches(&self, presented: &str) -> bool {
         let digest = digest::digest(&digest::SHA256, presented.as_bytes());
-        constant_time::verify_slices_are_equal(digest.as_ref(), &self.hash).is_ok()
+        let hash = self.hash.read().expect("lock");
+        constant_time::verify_slices_are_equal(digest.as_ref(), &hash).is_ok()
+    }
+
+    /// Replaces the credential: a new one is stored (as its hash, only if
+    /// the stored one is still the one this replica knows), audited, written
+    /// to `<data_dir>/admin-token` and returned once. The old one stops
+    /// working here at once and on other replicas within a second.
+    pub(crate) async fn rotate(
+        &self,
+        store: &dyn Store,
+        data_dir: &Path,
+        request_id: &str,
+    ) -> Result<Rotated, AuthorityError> {
+        let current = hex::encode(&*self.hash.read().expect("lock"));
+        let token = format!("aa_admin_{}", random_b64(32));
+        let wanted = hex_sha256(&token);
+        let mut audit = crate::audit::event(
+            agentauth_core::AuditKind::AdminCredentialRotated,
+            "admin",
+            "admin credential",
+            agentauth_core::Decision::Allow,
+        );
+        audit.request_id = request_id.to_owned();
+        if !store
+            .replace_setting(ADMIN_HASH_SETTING, &current, &wanted, &audit)
+            .await?
+        {
+            return Err(AuthorityError::Stored(agentauth_store::StoreError::Stale(
+                "the admin credential was changed meanwhile; try again".into(),
+            )));
+        }
+        *self.hash.write().expect("lock") = decode_hex(&wanted).expect("just encoded");
+        let file = data_dir.join(ADMIN_TOKEN_FILE);
+        let _ = std::fs::remove_file(&file);
+        crate::files::write_private(&file, token.as_bytes())?;
+        Ok(Rotated { token, file })
+    }
+
+    /// Re-reads the stored hash, so a rotation through another replica
+    /// applies here too.
+    async fn refresh(&self, store: &dyn Store) -> Result<(), AuthorityError> {
+        if let Some(stored) = store.setting(ADMIN_HASH_SETTING).await?
+            && let Some(hash) = decode_hex(&stored)
+        {
+            *self.hash.write().expect("lock") = hash;
+        }
+        Ok(())
     }
 
     /// Checks the request's `Authorization: Bearer` against the credential.
@@ -68,6 +134,47 @@ impl AdminCredential {
             None => Err(AuthorityError::MissingCredential(Needed::Admin)),
         }
     }
+}
+
+/// Keeps this replica's copy of the credential's hash current; stops with
+/// the state.
+pub(crate) fn spawn_refresher(state: Weak<crate::server::State>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_INTERVAL).await;
+            let Some(s) = state.upgrade() else { return };
+            if let Err(e) = s.admin.refresh(&*s.store).await {
+                tracing::warn!(error = %e.detail(), "re-reading the admin credential failed");
+            }
+        }
+    })
+}
+
+/// `POST /v1/admin/credential` (admin): replaces the admin credential and
+/// answers the new one, once.
+pub(crate) async fn rotate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, AuthorityError> {
+    let rotated = s
+        .admin
+        .rotate(
+            &*s.store,
+            &s.config.data_dir,
+            &crate::audit::request_id(&headers),
+        )
+        .await?;
+    tracing::info!(file = %rotated.file.display(), "admin credential rotated");
+    let body = agentauth_api::AdminCredentialRotation {
+        admin_token: rotated.token,
+        file: rotated.file.display().to_string(),
+    };
+    let mut response = axum::response::IntoResponse::into_response(axum::Json(body));
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// The admin sub-router's layer: only a request with the admin credential

@@ -151,6 +151,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     policy::refresh(&state).await?;
     revocation::spawn_watcher(Arc::downgrade(&state));
     let refresher = policy::spawn_refresher(Arc::downgrade(&state));
+    crate::admin::spawn_refresher(Arc::downgrade(&state));
     let closer = state.clone();
 
     let purger = spawn_purger(Arc::downgrade(&state));
@@ -280,6 +281,12 @@ pub(crate) fn routes() -> Vec<Route> {
             delegation::revoke,
         ),
         route(Admin, post.clone(), "/v1/revocations", task::revoke),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/admin/credential",
+            crate::admin::rotate,
+        ),
         route(Admin, get.clone(), "/v1/tasks/{txn}", task::show),
         route(Admin, get.clone(), "/v1/audit", audit::list),
         route(Admin, post.clone(), "/v1/policies", policy::load),

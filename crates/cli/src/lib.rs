@@ -2,6 +2,7 @@
 //! administers it (`agent`, `token`, `revoke`, `audit`, `policy`,
 //! `approvals`) and demonstrates it (`demo`).
 
+mod admin;
 mod admin_client;
 mod agent;
 mod approvals;
@@ -53,6 +54,9 @@ enum Command {
     /// List, approve and deny token requests that wait for a person's approval.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Care of the admin credential (rotate it).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Run the two-agent scenario end to end over real HTTP and report each step.
     Demo(demo::DemoArgs),
 }
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Approvals(cmd) => approvals::run(cmd).await,
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
+            Command::Admin(cmd) => admin::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

@@ -108,11 +108,14 @@ pub enum AuditKind {
     /// A verifying layer dropped audit events it could not send.
     #[serde(rename = "audit.dropped")]
     AuditDropped,
+    /// The admin credential was replaced (`agentauth admin rotate-credential`).
+    #[serde(rename = "admin.credential_rotated")]
+    AdminCredentialRotated,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -135,6 +138,7 @@ impl AuditKind {
         Self::RequestAllowed,
         Self::RequestDenied,
         Self::AuditDropped,
+        Self::AdminCredentialRotated,
     ];
 
     /// The dotted name records carry.
@@ -162,6 +166,7 @@ impl AuditKind {
             Self::RequestAllowed => "request.allowed",
             Self::RequestDenied => "request.denied",
             Self::AuditDropped => "audit.dropped",
+            Self::AdminCredentialRotated => "admin.credential_rotated",
         }
     }
 

@@ -43,6 +43,16 @@ pub trait Store: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores `value` under `key` unless a value is there; returns the value that won.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+    /// Replaces `key`'s value with `value` only if it is still `expected`
+    /// (compare and swap), with `audit`, in one transaction; returns whether
+    /// it was replaced. Nothing is written when it was not.
+    async fn replace_setting(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
 
     /// The authority's signing keys, oldest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>>;

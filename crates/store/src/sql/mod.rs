@@ -85,6 +85,16 @@ where
         Sql(self).init_setting(key, value).await
     }
 
+    async fn replace_setting(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        Sql(self).replace_setting(key, expected, value, audit).await
+    }
+
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
         Sql(self).signing_keys().await
     }

@@ -3,7 +3,9 @@
 
 use sqlx::{ColumnIndex, Executor, Row as _};
 
-use super::{Column, Conn, Param, Row, Sql};
+use agentauth_core::AuditEvent;
+
+use super::{Column, Conn, Param, Row, RowsAffected as _, Sql};
 use crate::sql::Backend;
 use crate::{Result, SigningKeyRow};
 
@@ -43,6 +45,28 @@ where
             .await?;
         tx.commit().await?;
         Ok(row.try_get("value")?)
+    }
+
+    pub(super) async fn replace_setting(
+        &self,
+        key: &str,
+        expected: &str,
+        value: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.0.begin().await?;
+        let done = sqlx::query("UPDATE settings SET value = $1 WHERE key = $2 AND value = $3")
+            .bind(value)
+            .bind(key)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub(super) async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {

@@ -228,6 +228,7 @@ run_suite!(
     revoked_tokens_are_known_and_published,
     audit_records_chain_and_filter,
     settings_keep_the_first_value,
+    a_setting_is_replaced_only_from_the_value_expected,
     signing_keys_round_trip,
     a_spawned_agent_keeps_its_parent_and_expiry,
     an_agent_cannot_be_spawned_by_an_unusable_parent,

@@ -9,6 +9,30 @@ pub(crate) async fn settings_keep_the_first_value(s: &dyn Store) {
     assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
 }
 
+pub(crate) async fn a_setting_is_replaced_only_from_the_value_expected(s: &dyn Store) {
+    s.init_setting("k", "first").await.unwrap();
+    let rotated = event("admin.credential_rotated", "admin", "k");
+    assert!(
+        !s.replace_setting("k", "stale", "third", &rotated)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("first"));
+    assert_eq!(audit_count(s).await, 0, "a refused swap writes nothing");
+    assert!(
+        s.replace_setting("k", "first", "second", &rotated)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.setting("k").await.unwrap().as_deref(), Some("second"));
+    assert_eq!(audit_count(s).await, 1);
+    assert!(
+        !s.replace_setting("k", "first", "again", &rotated)
+            .await
+            .unwrap()
+    );
+}
+
 pub(crate) async fn signing_keys_round_trip(s: &dyn Store) {
     let key = SigningKeyRow {
         kid: "k1".into(),
