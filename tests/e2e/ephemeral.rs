@@ -8,10 +8,7 @@ use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{Server, claims, id};
-
-/// The audience of tokens for the authority's own API.
-const AUTHORITY: &str = "spiffe://agentauth.local/authority";
+use crate::support::{AUTHORITY, Server, claims, id};
 
 /// A client_credentials token that must be issued.
 async fn access_token(

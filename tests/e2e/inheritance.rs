@@ -3,13 +3,10 @@
 //! in their parent's namespace and are enabled only under the agent that
 //! spawned them.
 
-use agentauth_core::SigningKey;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{Server, id};
-
-const AUTHORITY: &str = "spiffe://agentauth.local/authority";
 
 async fn grant(s: &Server, from: &str, to: &str) {
     let (status, body) = s
@@ -59,26 +56,6 @@ async fn a_re_registered_name_inherits_no_delegation_grants() {
     s.stop().await;
 }
 
-/// `parent`'s spawn of `name` (with `agents:spawn read:db`); status and body.
-async fn spawn_as(
-    s: &Server,
-    parent: &str,
-    parent_key: &SigningKey,
-    name: &str,
-) -> (StatusCode, Value, SigningKey) {
-    let (status, body) = s.token(parent, parent_key, AUTHORITY, "agents:spawn").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let token = body["access_token"].as_str().unwrap();
-    let key = SigningKey::generate_ed25519();
-    let request = s.http.post(format!("{}/v1/agents", s.url)).json(&json!({
-        "name": name, "permissions": ["agents:spawn", "read:db"], "expires_in": 600,
-        "public_jwk": key.public_jwk().to_json()
-    }));
-    let response = crate::support::send_with_token(request, token).await;
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null), key)
-}
-
 #[tokio::test]
 async fn a_spawned_agent_is_named_in_its_parents_namespace() {
     let s = Server::start().await;
@@ -105,25 +82,27 @@ async fn a_spawned_agent_is_named_in_its_parents_namespace() {
     ];
     for (name, description) in refusals {
         let before = s.snapshot().await;
-        let (status, body, _) = spawn_as(&s, "planner", &planner, name).await;
+        let (status, body, _) = s.spawn_child("planner", &planner, name).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
         assert_eq!(body["error"], "invalid_request", "{name}");
         assert_eq!(body["error_description"], description, "{name}");
         assert_eq!(s.snapshot().await.agents, before.agents, "{name}");
     }
 
-    let (status, body, worker) = spawn_as(&s, "planner", &planner, "planner-worker").await;
+    let (status, body, worker) = s.spawn_child("planner", &planner, "planner-worker").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["parent"], id("planner"));
 
     // planner-worker-x is planner-worker's to spawn, not planner's.
-    let (status, body, _) = spawn_as(&s, "planner", &planner, "planner-worker-x").await;
+    let (status, body, _) = s.spawn_child("planner", &planner, "planner-worker-x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         body["error_description"],
         "\"planner-worker-x\" lies in the namespace of \"planner-worker\": only \"planner-worker\" may spawn it"
     );
-    let (status, body, _) = spawn_as(&s, "planner-worker", &worker, "planner-worker-x").await;
+    let (status, body, _) = s
+        .spawn_child("planner-worker", &worker, "planner-worker-x")
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["parent"], id("planner-worker"));
     s.stop().await;
@@ -133,7 +112,7 @@ async fn a_spawned_agent_is_named_in_its_parents_namespace() {
 async fn a_spawned_agent_is_not_enabled_under_a_new_agent_of_its_parents_name() {
     let s = Server::start().await;
     let planner = s.register("planner", &["agents:spawn", "read:db"]).await;
-    let (status, body, _) = spawn_as(&s, "planner", &planner, "planner-worker").await;
+    let (status, body, _) = s.spawn_child("planner", &planner, "planner-worker").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     delete(&s, "planner").await;
     // A second registration in the same second would share the created_at.

@@ -710,9 +710,9 @@ async fn what_policy_knows_of_an_agent_is_for_agents_and_the_admin_only() {
     }
 
     // An agent's token for the authority with `policy:read` reads them.
-    let authority = format!("spiffe://{}/authority", crate::support::TRUST_DOMAIN);
+    let authority = crate::support::AUTHORITY;
     let (status, body) = s
-        .token("reader", &reader_key, &authority, "policy:read")
+        .token("reader", &reader_key, authority, "policy:read")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -728,7 +728,7 @@ async fn what_policy_knows_of_an_agent_is_for_agents_and_the_admin_only() {
 
     // A token for the authority without `policy:read` is not enough.
     let (status, body) = s
-        .token("reader", &reader_key, &authority, "audit:write")
+        .token("reader", &reader_key, authority, "audit:write")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();

@@ -2,33 +2,10 @@
 //! maximum number of live children per parent, each refused with the limit
 //! named, and an ancestry that policy always sees whole.
 
-use agentauth_core::SigningKey;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{Server, id};
-
-const AUTHORITY: &str = "spiffe://agentauth.local/authority";
-
-/// `parent`'s spawn of `name` holding `agents:spawn read:db`; status, body, key.
-async fn spawn_as(
-    s: &Server,
-    parent: &str,
-    parent_key: &SigningKey,
-    name: &str,
-) -> (StatusCode, Value, SigningKey) {
-    let (status, body) = s.token(parent, parent_key, AUTHORITY, "agents:spawn").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let token = body["access_token"].as_str().unwrap();
-    let key = SigningKey::generate_ed25519();
-    let request = s.http.post(format!("{}/v1/agents", s.url)).json(&json!({
-        "name": name, "permissions": ["agents:spawn", "read:db"], "expires_in": 600,
-        "public_jwk": key.public_jwk().to_json()
-    }));
-    let response = crate::support::send_with_token(request, token).await;
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null), key)
-}
 
 #[tokio::test]
 async fn spawning_deeper_than_the_default_depth_of_four_is_refused() {
@@ -39,7 +16,7 @@ async fn spawning_deeper_than_the_default_depth_of_four_is_refused() {
     );
     for generation in 1..=4 {
         let name = format!("{}-g{generation}", parent.0);
-        let (status, body, key) = spawn_as(&s, &parent.0, &parent.1, &name).await;
+        let (status, body, key) = s.spawn_child(&parent.0, &parent.1, &name).await;
         assert_eq!(
             status,
             StatusCode::CREATED,
@@ -63,7 +40,7 @@ async fn spawning_deeper_than_the_default_depth_of_four_is_refused() {
 
     let before = s.snapshot().await;
     let name = format!("{}-g5", parent.0);
-    let (status, body, _) = spawn_as(&s, &parent.0, &parent.1, &name).await;
+    let (status, body, _) = s.spawn_child(&parent.0, &parent.1, &name).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_request");
     assert_eq!(
@@ -78,21 +55,21 @@ async fn spawning_deeper_than_the_default_depth_of_four_is_refused() {
 async fn the_spawn_limits_are_settings_and_name_themselves_when_reached() {
     let s = Server::start_with(&["--max-spawn-depth", "1", "--max-live-children", "2"], &[]).await;
     let planner = s.register("planner", &["agents:spawn", "read:db"]).await;
-    let (status, body, worker) = spawn_as(&s, "planner", &planner, "planner-a").await;
+    let (status, body, worker) = s.spawn_child("planner", &planner, "planner-a").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["parent"], id("planner"));
 
-    let (status, body, _) = spawn_as(&s, "planner-a", &worker, "planner-a-x").await;
+    let (status, body, _) = s.spawn_child("planner-a", &worker, "planner-a-x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(
         body["error_description"],
         "the child would be generation 2 below a registered agent; max_spawn_depth is 1"
     );
 
-    let (status, body, _) = spawn_as(&s, "planner", &planner, "planner-b").await;
+    let (status, body, _) = s.spawn_child("planner", &planner, "planner-b").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let before = s.snapshot().await;
-    let (status, body, _) = spawn_as(&s, "planner", &planner, "planner-c").await;
+    let (status, body, _) = s.spawn_child("planner", &planner, "planner-c").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_request");
     assert_eq!(
@@ -110,7 +87,7 @@ async fn the_spawn_limits_are_settings_and_name_themselves_when_reached() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body, _) = spawn_as(&s, "planner", &planner, "planner-c").await;
+    let (status, body, _) = s.spawn_child("planner", &planner, "planner-c").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.stop().await;
 }

@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 pub const TRUST_DOMAIN: &str = "agentauth.local";
 
 /// The SPIFFE ID of agent `name`.
+/// The authority's own SPIFFE ID, the audience of tokens for its API.
+pub const AUTHORITY: &str = "spiffe://agentauth.local/authority";
+
 pub fn id(name: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/agent/{name}")
 }
@@ -93,6 +96,33 @@ pub struct Server {
 }
 
 impl Server {
+    /// `parent`'s spawn of `name` holding `agents:spawn read:db`, with a
+    /// token for the authority; the answer's status and body, and the
+    /// child's key.
+    pub async fn spawn_child(
+        &self,
+        parent: &str,
+        parent_key: &SigningKey,
+        name: &str,
+    ) -> (StatusCode, Value, SigningKey) {
+        let (status, body) = self
+            .token(parent, parent_key, AUTHORITY, "agents:spawn")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["access_token"].as_str().unwrap();
+        let key = SigningKey::generate_ed25519();
+        let request = self
+            .http
+            .post(format!("{}/v1/agents", self.url))
+            .json(&json!({
+                "name": name, "permissions": ["agents:spawn", "read:db"], "expires_in": 600,
+                "public_jwk": key.public_jwk().to_json()
+            }));
+        let response = send_with_token(request, token).await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null), key)
+    }
+
     /// An authority on SQLite in a fresh temporary data dir.
     pub async fn start() -> Self {
         Self::start_with(&[], &[]).await

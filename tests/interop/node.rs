@@ -45,23 +45,22 @@ async fn openid_client_es256_client_assertion_gets_a_token() {
     assert_eq!(answer["sent"]["assertion_algs"], json!(["ES256"]));
 }
 
-#[tokio::test]
-async fn openid_client_es256_dpop_token_calls_the_layer() {
+/// openid-client gets a DPoP-bound token with a client key and a DPoP key
+/// made by `generate` and calls the layer with it; its answer, once the
+/// binding and the call are checked, or `None` when the run was skipped.
+async fn openid_client_dpop_call(generate: fn() -> SigningKey) -> Option<serde_json::Value> {
     let scene = Scene::start().await;
-    let key = SigningKey::generate_p256();
+    let key = generate();
     scene.register("reader", &["read:customer"], &key).await;
     let mut input = scene.input("reader", &key);
-    let dpop_key = SigningKey::generate_p256();
+    let dpop_key = generate();
     input["dpop_jwk"] = dpop_key.to_private_jwk();
-    let Some(answer) = run(
+    let answer = run(
         Lang::Node,
         "openid_client_dpop_token_calls_the_layer",
         input,
     )
-    .await
-    else {
-        return;
-    };
+    .await?;
     let answer = ok(answer);
     assert_eq!(answer["token_type"], "dpop");
     assert_eq!(
@@ -70,36 +69,22 @@ async fn openid_client_es256_dpop_token_calls_the_layer() {
     );
     assert_eq!(answer["status"], 200, "{answer:#}");
     assert_eq!(answer["body"]["served_to"], id("reader"));
+    Some(answer)
+}
+
+#[tokio::test]
+async fn openid_client_es256_dpop_token_calls_the_layer() {
+    openid_client_dpop_call(SigningKey::generate_p256).await;
 }
 
 #[tokio::test]
 async fn openid_client_with_an_ed25519_key_gets_a_token_and_a_dpop_bound_call_through() {
-    let scene = Scene::start().await;
-    let key = SigningKey::generate_ed25519();
-    scene.register("reader", &["read:customer"], &key).await;
-    let mut input = scene.input("reader", &key);
-    let dpop_key = SigningKey::generate_ed25519();
-    input["dpop_jwk"] = dpop_key.to_private_jwk();
-    let Some(answer) = run(
-        Lang::Node,
-        "openid_client_dpop_token_calls_the_layer",
-        input,
-    )
-    .await
-    else {
+    let Some(answer) = openid_client_dpop_call(SigningKey::generate_ed25519).await else {
         return;
     };
-    let answer = ok(answer);
     // openid-client 6 names Ed25519 keys' signatures with RFC 9864's `Ed25519`.
     assert_eq!(answer["sent"]["assertion_algs"], json!(["Ed25519"]));
     assert_eq!(answer["sent"]["dpop_algs"], json!(["Ed25519", "Ed25519"]));
-    assert_eq!(answer["token_type"], "dpop");
-    assert_eq!(
-        answer["token_cnf"]["jkt"],
-        dpop_key.public_jwk().thumbprint().0
-    );
-    assert_eq!(answer["status"], 200, "{answer:#}");
-    assert_eq!(answer["body"]["served_to"], id("reader"));
 }
 
 #[tokio::test]

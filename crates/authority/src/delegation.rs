@@ -3,18 +3,17 @@
 
 use agentauth_api::{Delegation, DelegationList, NewDelegation};
 use agentauth_core::AuditKind;
-use agentauth_core::{AgentName, Decision, Scope, SpiffeId, unix_now};
+use agentauth_core::{Decision, Scope, unix_now};
 use agentauth_store::{AgentRow, DelegationRow};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 
-use crate::AuthorityError;
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
-use crate::error::Missing;
 use crate::server::{AppState, State as AuthorityState};
+use crate::{AuthorityError, registry};
 
 /// Why a delegation grant was refused: one variant per grant rule.
 #[derive(Debug, thiserror::Error)]
@@ -48,18 +47,6 @@ fn view(grant: &DelegationRow) -> Delegation {
     }
 }
 
-/// The registered agent named (by name or SPIFFE ID) `given`.
-async fn registered(s: &AuthorityState, given: &str) -> Result<AgentRow, AuthorityError> {
-    let name = match SpiffeId::parse(given) {
-        Ok(id) if id.is_in(&s.trust_domain) => id.agent_name(),
-        Ok(_) => None,
-        Err(_) => AgentName::new(given).ok(),
-    };
-    let not_found = || Missing::Agent(given.chars().take(80).collect());
-    let name = name.ok_or_else(not_found)?;
-    Ok(s.store.agent(&name).await?.ok_or_else(not_found)?)
-}
-
 /// `POST /v1/agents/{name}/delegations`.
 pub(crate) async fn grant(
     State(s): State<AppState>,
@@ -79,8 +66,8 @@ pub(crate) async fn delegate(
     new: &NewDelegation,
     request_id: &str,
 ) -> Result<Delegation, AuthorityError> {
-    let from = registered(s, from).await?;
-    let to = registered(s, &new.to).await?;
+    let from = registry::registered(s, from).await?;
+    let to = registry::registered(s, &new.to).await?;
     let asked = granted_scope(&from, &to, &new.permissions)?;
     let grant = DelegationRow {
         from: from.id.clone(),
@@ -138,7 +125,7 @@ pub(crate) async fn delegations(
     s: &AuthorityState,
     from: &str,
 ) -> Result<DelegationList, AuthorityError> {
-    let from = registered(s, from).await?;
+    let from = registry::registered(s, from).await?;
     let delegations = s
         .store
         .delegations(&from.id)
@@ -166,8 +153,8 @@ pub(crate) async fn withdraw(
     to: &str,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
-    let from = registered(s, from).await?;
-    let to = registered(s, to).await?;
+    let from = registry::registered(s, from).await?;
+    let to = registry::registered(s, to).await?;
     let mut audit = event(
         AuditKind::DelegationRevoked,
         "admin",
@@ -188,8 +175,9 @@ mod tests {
 
     fn agent(name: &str, permissions: &[&str]) -> AgentRow {
         AgentRow {
-            name: AgentName::new(name).unwrap(),
-            id: SpiffeId::parse(&format!("spiffe://agentauth.local/agent/{name}")).unwrap(),
+            name: agentauth_core::AgentName::new(name).unwrap(),
+            id: agentauth_core::SpiffeId::parse(&format!("spiffe://agentauth.local/agent/{name}"))
+                .unwrap(),
             description: String::new(),
             owner: String::new(),
             permissions: Scope::from_strs(permissions.iter().copied()).unwrap(),

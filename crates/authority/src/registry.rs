@@ -660,6 +660,21 @@ pub(crate) async fn agent_by_id(
     }
 }
 
+/// The registered agent named (by name or SPIFFE ID) `given`.
+pub(crate) async fn registered(
+    s: &AuthorityState,
+    given: &str,
+) -> Result<AgentRow, AuthorityError> {
+    let name = match SpiffeId::parse(given) {
+        Ok(id) if id.is_in(&s.trust_domain) => id.agent_name(),
+        Ok(_) => None,
+        Err(_) => AgentName::new(given).ok(),
+    };
+    let not_found = || Missing::Agent(given.chars().take(80).collect());
+    let name = name.ok_or_else(not_found)?;
+    Ok(s.store.agent(&name).await?.ok_or_else(not_found)?)
+}
+
 /// An agent filter given as a name or SPIFFE ID, as the SPIFFE ID.
 pub(crate) fn agent_id_or_raw(s: &AuthorityState, given: &str) -> String {
     match AgentName::new(given) {

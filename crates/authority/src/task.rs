@@ -178,9 +178,7 @@ pub(crate) async fn revoke_agent(
     given: &str,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
-    let missing = || Missing::Agent(short(given));
-    let id = SpiffeId::parse(&registry::agent_id_or_raw(s, given)).map_err(|_| missing())?;
-    let agent = registry::agent_by_id(s, &id).await?.ok_or_else(missing)?;
+    let agent = registry::registered(s, given).await?;
     let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
     audit.request_id = request_id.to_owned();
     let update = AgentUpdate {
