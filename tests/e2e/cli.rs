@@ -609,7 +609,7 @@ async fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_record()
     live.succeeds();
     assert_eq!(
         live.stdout.trim(),
-        "audit log intact: 5 records, hash chain verified"
+        "audit log intact: 5 records, hash chain and authentication codes verified"
     );
     stop_gracefully(&mut s);
     verify(&s.data_dir).succeeds();
@@ -654,17 +654,30 @@ async fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_record()
         );
     }
 
-    // Rewriting the edited record's hash moves the break to the next record.
+    // A database writer who edits record 2 and recomputes every hash after
+    // it, and the head, still cannot write the records' authentication codes.
     let copy = copy_dir(&s.data_dir);
     let url = format!("sqlite://{}", copy.path().join("agentauth.db").display());
     let store = agentauth_store::open(&url).await.unwrap();
-    let mut second = store.audit_records(&Default::default()).await.unwrap()[1].clone();
+    let mut records = store.audit_records(&Default::default()).await.unwrap();
     drop(store);
-    second.event.decision = agentauth_core::Decision::Deny;
-    let rehashed = chain_hash(&second.prev_hash, 2, &second.event);
+    records[1].event.decision = agentauth_core::Decision::Deny;
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit_log SET decision = 'deny', hash = $1 WHERE seq = 2")
-        .bind(&rehashed)
+    let mut prev = records[0].hash.clone();
+    for r in &mut records[1..] {
+        r.hash = chain_hash(&prev, r.seq, &r.event);
+        sqlx::query("UPDATE audit_log SET decision = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(r.event.decision.as_str())
+            .bind(&prev)
+            .bind(&r.hash)
+            .bind(r.seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+        prev.clone_from(&r.hash);
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
         .execute(&pool)
         .await
         .unwrap();
@@ -672,15 +685,100 @@ async fn audit_verify_passes_an_intact_log_and_names_the_first_tampered_record()
     let out = verify(copy.path());
     assert!(!out.success);
     assert!(
-        out.stdout.contains(
-            "audit log TAMPERED: audit record 3: its link to the previous record is broken"
-        ),
+        out.stdout
+            .contains("audit log TAMPERED: audit record 2: its authentication code is wrong"),
+        "{}",
+        out.stdout
+    );
+    // Nor can anyone verify without the master key.
+    let keyless = copy_dir(&s.data_dir);
+    std::fs::remove_file(keyless.path().join("master.key")).unwrap();
+    verify(keyless.path()).fails_with("master key");
+
+    let empty = tempfile::tempdir().unwrap();
+    verify(empty.path()).fails_with("no audit log at");
+}
+
+#[tokio::test]
+async fn a_signed_checkpoint_proves_nothing_before_it_changed_or_went() {
+    let mut s = busy_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoint.jws");
+    cli(&s, &["audit", "checkpoint", "--out", path_str(&file)]).succeeds();
+    let printed = cli(&s, &["audit", "checkpoint"]).succeeds().stdout.clone();
+    assert_eq!(
+        printed.trim().split('.').count(),
+        3,
+        "a compact JWS: {printed}"
+    );
+    let checkpoint = std::fs::read_to_string(&file).unwrap();
+    let said = claims(checkpoint.trim());
+    assert_eq!(said["seq"], 5, "{said}");
+    // Taking a checkpoint is audited, after the head it covers.
+    let records = s.audit_records("?limit=1000").await;
+    assert_eq!(records[5]["kind"], "audit.checkpoint");
+    assert_eq!(records[5]["actor"], "admin");
+    stop_gracefully(&mut s);
+
+    let with_checkpoint = |dir: &Path| {
+        run(command()
+            .args(["audit", "verify", "--checkpoint"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir))
+    };
+    let out = with_checkpoint(&s.data_dir);
+    assert!(
+        out.succeeds()
+            .stdout
+            .contains("unchanged up to the checkpoint at record 5"),
         "{}",
         out.stdout
     );
 
-    let empty = tempfile::tempdir().unwrap();
-    verify(empty.path()).fails_with("no audit log at");
+    // Cutting off the tail and rewinding the head leaves a chain that is
+    // intact on its own; the checkpoint shows what went.
+    let copy = copy_dir(&s.data_dir);
+    tamper(
+        copy.path(),
+        &[
+            "DELETE FROM audit_log WHERE seq >= 4",
+            "UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit_log WHERE seq = 3) WHERE id = 1",
+        ],
+    )
+    .await;
+    verify(copy.path()).succeeds();
+    let out = with_checkpoint(copy.path());
+    assert!(!out.success);
+    assert!(
+        out.stdout
+            .contains("audit log TAMPERED: the log ends at record 3 but the checkpoint covers 5"),
+        "{}",
+        out.stdout
+    );
+
+    // An altered checkpoint is refused, as is one of another authority.
+    let mut parts: Vec<String> = checkpoint.trim().split('.').map(str::to_owned).collect();
+    let mut forged = said.clone();
+    forged["seq"] = json!(2);
+    parts[1] = agentauth_core::b64url_encode(serde_json::to_vec(&forged).unwrap());
+    std::fs::write(&file, parts.join(".")).unwrap();
+    let out = with_checkpoint(&s.data_dir);
+    assert!(!out.success);
+    assert!(
+        out.stdout
+            .contains("checkpoint REFUSED: the checkpoint's signature is wrong"),
+        "{}",
+        out.stdout
+    );
+    let other = busy_server().await;
+    let foreign = cli(&other, &["audit", "checkpoint"])
+        .succeeds()
+        .stdout
+        .clone();
+    std::fs::write(&file, foreign).unwrap();
+    let out = with_checkpoint(&s.data_dir);
+    assert!(out.stdout.contains("checkpoint REFUSED"), "{}", out.stdout);
 }
 
 #[tokio::test]
@@ -707,7 +805,8 @@ async fn audit_export_writes_one_json_record_per_line_up_to_the_head() {
         .iter()
         .map(|l| serde_json::from_value(l.clone()).unwrap())
         .collect();
-    assert_eq!(verify_chain(&records, head, &head_hash), Ok(head));
+    let key = s.audit_key();
+    assert_eq!(verify_chain(&records, head, &head_hash, &key), Ok(head));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.jsonl");
@@ -1035,8 +1134,25 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() {
     );
     assert!(listed.contains("approvers=finance"), "{listed}");
 
-    let out = cli(
+    // The policy names finance as approvers: the admin credential cannot decide.
+    cli(&s, &["approvals", "approve", &create])
+        .fails_with("only operators in the \"finance\" group");
+    let operator = |name: &str| {
+        let out = cli(&s, &["operator", "add", name, "--group", "finance"]);
+        let token = out.succeeds().stdout.trim().to_owned();
+        assert!(
+            token.starts_with("aa_op_"),
+            "stdout is only the credential: {token}"
+        );
+        token
+    };
+    let (alice, bob) = (operator("alice"), operator("bob"));
+    let listed = cli(&s, &["operator", "list"]).succeeds().stdout.clone();
+    assert!(listed.contains("alice groups=finance"), "{listed}");
+    assert!(!listed.contains(&alice), "a credential is shown once");
+    let out = cli_as(
         &s,
+        &alice,
         &[
             "approvals",
             "approve",
@@ -1048,23 +1164,32 @@ async fn approvals_are_listed_approved_and_denied_from_the_cli() {
         ],
     );
     assert_eq!(out.succeeds().stdout.trim(), format!("approved {create}"));
-    let out = cli(&s, &["approvals", "deny", &refund, "--by", "bob"]);
+    let out = cli_as(&s, &bob, &["approvals", "deny", &refund]);
     assert!(!out.success, "a denial needs a reason");
-    let out = cli(
+    cli_as(
         &s,
+        &bob,
         &[
             "approvals",
             "deny",
             &refund,
             "--by",
-            "bob",
+            "alice",
             "--reason",
-            "not ours",
+            "x",
         ],
+    )
+    .fails_with("the decision is recorded under the credential's holder, \"bob\"");
+    let out = cli_as(
+        &s,
+        &bob,
+        &["approvals", "deny", &refund, "--reason", "not ours"],
     );
     assert_eq!(out.succeeds().stdout.trim(), format!("denied {refund}"));
-    let out = cli(&s, &["approvals", "approve", &refund, "--by", "carol"]);
+    let out = cli_as(&s, &alice, &["approvals", "approve", &refund]);
     out.fails_with("no longer pending");
+    cli(&s, &["operator", "remove", "bob"]).succeeds();
+    cli_as(&s, &bob, &["approvals", "list"]).fails_with("401");
 
     let out = cli(&s, &["approvals", "list"]);
     assert_eq!(out.succeeds().stdout.trim(), "no approvals");

@@ -299,7 +299,7 @@ async fn a_restart_keeps_the_signing_key_the_admin_credential_and_issued_tokens(
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        "audit log intact: 4 records, hash chain verified"
+        "audit log intact: 4 records, hash chain and authentication codes verified"
     );
 }
 
@@ -634,13 +634,16 @@ async fn the_whole_flow_works_on_postgresql() {
     let head = s.snapshot().await.audit_head;
     assert_eq!(head, 5, "2 created, issued, disabled, refused");
     let out = output_within(
-        command().args(["audit", "verify", "--database-url", &s.database_url]),
+        command()
+            .args(["audit", "verify", "--database-url", &s.database_url])
+            .arg("--data-dir")
+            .arg(&s.data_dir),
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        format!("audit log intact: {head} records, hash chain verified")
+        format!("audit log intact: {head} records, hash chain and authentication codes verified")
     );
     s.stop().await;
 }

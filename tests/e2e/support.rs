@@ -209,6 +209,13 @@ impl Server {
         None
     }
 
+    /// The key the server authenticates audit records with (from its master key).
+    pub fn audit_key(&self) -> agentauth_core::AuditKey {
+        agentauth_authority::MasterKey::load(&self.data_dir, None)
+            .unwrap()
+            .audit_key()
+    }
+
     /// Opens the server's store directly, to check what was (not) written.
     pub async fn store(&self) -> Arc<dyn Store> {
         agentauth_store::open(&self.database_url).await.unwrap()
@@ -241,10 +248,34 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.json_as(&self.admin, method, path, body).await
+    }
+
+    /// Adds an operator in `groups` and returns their credential.
+    pub async fn add_operator(&self, name: &str, groups: &[&str]) -> String {
+        let (status, body) = self
+            .admin_json(
+                Method::POST,
+                "/v1/operators",
+                Some(serde_json::json!({"name": name, "groups": groups})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["operator_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Calls the API with `credential` (an operator's, or the admin's) as Bearer.
+    pub async fn json_as(
+        &self,
+        credential: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.admin);
+            .bearer_auth(credential);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -1,4 +1,5 @@
-//! The admin credential: `POST /v1/admin/credential` replaces it.
+//! The admin credential (`POST /v1/admin/credential` replaces it) and the
+//! operators it manages (`/v1/operators`).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,47 @@ pub struct AdminCredentialRotation {
     pub admin_token: String,
     /// `<data-dir>/admin-token` on the authority's machine (0600).
     pub file: String,
+}
+
+/// Body of `POST /v1/operators`: a person who will decide approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOperator {
+    /// Unique name (letters, digits, `-`, `_`, `.`), recorded in the audit log.
+    pub name: String,
+    /// Approver groups, as `@approvers("…")` names them; `admin` gives the
+    /// operator the admin's rights, under their own name.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An operator as the admin API shows it; the credential is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorView {
+    /// The operator's name.
+    pub name: String,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+}
+
+/// The answer of `POST /v1/operators`: the operator and their credential,
+/// shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCreated {
+    /// The operator.
+    #[serde(flatten)]
+    pub operator: OperatorView,
+    /// Their credential (`Authorization: Bearer …`), stored only as a hash.
+    pub operator_token: String,
+}
+
+/// The answer of `GET /v1/operators`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorList {
+    /// Every operator, by name.
+    pub operators: Vec<OperatorView>,
 }
 
 #[cfg(test)]

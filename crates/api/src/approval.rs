@@ -53,6 +53,13 @@ pub struct ApprovalView {
     pub purpose: String,
     /// `client_credentials` or the token-exchange grant URI.
     pub grant_type: String,
+    /// The `request_context` the agent sent (empty when none); a token is
+    /// issued under the approval only for exactly this context.
+    #[serde(default)]
+    pub request_context: String,
+    /// The token lifetime asked for, in seconds; bound like the context.
+    #[serde(default)]
+    pub lifetime: i64,
     /// The policies that asked for approval.
     pub policies: Vec<String>,
     /// Who should approve (`@approvers`), if said.
@@ -92,8 +99,10 @@ pub struct ApprovalQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalVerdict {
-    /// The person deciding (the admin credential is shared; the audit names them).
-    pub by: String,
+    /// Optional: the person deciding is the one whose credential is
+    /// presented. When given it must be that name, or the decision is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// Why; required to deny.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -118,6 +127,8 @@ mod tests {
                     txn: "txn-1".into(),
                     purpose: "refund".into(),
                     grant_type: "client_credentials".into(),
+                    request_context: r#"{"amount":5}"#.into(),
+                    lifetime: 60,
                     policies: vec!["big-refund".into()],
                     approvers: None,
                     created_at: 1,
@@ -140,6 +151,8 @@ mod tests {
       "txn": "txn-1",
       "purpose": "refund",
       "grant_type": "client_credentials",
+      "request_context": "{\"amount\":5}",
+      "lifetime": 60,
       "policies": [
         "big-refund"
       ],
@@ -175,17 +188,14 @@ mod tests {
     fn a_verdict_without_a_reason_leaves_it_out() {
         pinned(
             &ApprovalVerdict {
-                by: "alice".into(),
+                by: None,
                 reason: None,
             },
-            r#"
-{
-  "by": "alice"
-}"#,
+            "{}",
         );
         pinned(
             &ApprovalVerdict {
-                by: "bob".into(),
+                by: Some("bob".into()),
                 reason: Some("too much".into()),
             },
             r#"

@@ -4,6 +4,22 @@
 use agentauth_core::{AuditRecord, Decision};
 use serde::{Deserialize, Serialize};
 
+/// The answer of `POST /v1/audit/checkpoint`: the chain's head, signed by
+/// the authority, to keep somewhere the database's writers cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// A compact JWS (`typ` `agentauth-audit-checkpoint+jwt`) over `iss`,
+    /// `seq`, `hash` and `iat`, signed with the authority's token key
+    /// (published in its JWKS under the header's `kid`).
+    pub checkpoint: String,
+    /// The last record the checkpoint covers.
+    pub seq: i64,
+    /// That record's chain hash.
+    pub hash: String,
+    /// When it was taken, seconds since the epoch.
+    pub issued_at: i64,
+}
+
 /// Query of `GET /v1/audit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +139,7 @@ mod tests {
             },
             prev_hash: "00".into(),
             hash: "ab".into(),
+            mac: "cd".into(),
         };
         pinned(
             &AuditPage {
@@ -150,7 +167,8 @@ mod tests {
       "chain": "",
       "purpose": "",
       "prev_hash": "00",
-      "hash": "ab"
+      "hash": "ab",
+      "mac": "cd"
     }
   ],
   "head": {

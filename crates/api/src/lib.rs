@@ -21,9 +21,13 @@ mod task;
 mod token;
 
 // The public interface is:
-pub use admin::AdminCredentialRotation;
+pub use admin::{
+    AdminCredentialRotation, NewOperator, OperatorCreated, OperatorList, OperatorView,
+};
 pub use approval::{ApprovalList, ApprovalQuery, ApprovalState, ApprovalVerdict, ApprovalView};
-pub use audit::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch, ReportedEvent};
+pub use audit::{
+    AuditCheckpoint, AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch, ReportedEvent,
+};
 pub use delegation::{Delegation, DelegationList, NewDelegation};
 pub use discovery::{Jwk, Jwks, ServerMetadata};
 pub use error::{LayerDenial, OAuthError};

@@ -1,6 +1,7 @@
 //! The admin credential: created once, printed once, stored only as a hash;
 //! replaced by `agentauth admin rotate-credential`, after which every replica
-//! refuses the old one within a second.
+//! refuses the old one within a second. Operators' credentials
+//! ([`crate::operator`]) are checked here too.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -16,6 +17,7 @@ use http::HeaderMap;
 
 use crate::AuthorityError;
 use crate::error::Needed;
+use crate::operator::{OperatorRefusal, Operators, Principal};
 use crate::server::AppState;
 
 /// Settings key of the credential's SHA-256.
@@ -31,6 +33,7 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct AdminCredential {
     hash: Arc<RwLock<Vec<u8>>>,
+    operators: Operators,
 }
 
 /// A new admin credential, and the file it was written to.
@@ -50,7 +53,9 @@ impl AdminCredential {
         data_dir: &Path,
     ) -> Result<(Self, Option<String>), AuthorityError> {
         if let Some(stored) = store.setting(ADMIN_HASH_SETTING).await? {
-            return Ok((Self::from_hex(&stored)?, None));
+            let credential = Self::from_hex(&stored)?;
+            credential.operators.reload(store).await?;
+            return Ok((credential, None));
         }
         let token = format!("aa_admin_{}", random_b64(32));
         let wanted = hex_sha256(&token);
@@ -70,7 +75,23 @@ impl AdminCredential {
             .ok_or_else(|| AuthorityError::Internal("the stored admin hash is corrupt".into()))?;
         Ok(Self {
             hash: Arc::new(RwLock::new(hash)),
+            operators: Operators::default(),
         })
+    }
+
+    /// The operators' credentials.
+    pub(crate) fn operators(&self) -> &Operators {
+        &self.operators
+    }
+
+    /// Whose credential `presented` is: the admin's (compared in constant
+    /// time) or an operator's, looked up by its SHA-256.
+    pub fn identify(&self, presented: &str) -> Option<Principal> {
+        if self.matches(presented) {
+            return Some(Principal::Admin);
+        }
+        let digest = digest::digest(&digest::SHA256, presented.as_bytes());
+        self.operators.find(digest.as_ref())
     }
 
     /// Whether `presented` is the admin credential, compared in constant time.
@@ -88,6 +109,7 @@ impl AdminCredential {
         &self,
         store: &dyn Store,
         data_dir: &Path,
+        by: &Principal,
         request_id: &str,
     ) -> Result<Rotated, AuthorityError> {
         let current = hex::encode(&*self.hash.read().expect("lock"));
@@ -95,7 +117,7 @@ impl AdminCredential {
         let wanted = hex_sha256(&token);
         let mut audit = crate::audit::event(
             agentauth_core::AuditKind::AdminCredentialRotated,
-            "admin",
+            &by.actor(),
             "admin credential",
             agentauth_core::Decision::Allow,
         );
@@ -115,9 +137,10 @@ impl AdminCredential {
         Ok(Rotated { token, file })
     }
 
-    /// Re-reads the stored hash, so a rotation through another replica
-    /// applies here too.
-    async fn refresh(&self, store: &dyn Store) -> Result<(), AuthorityError> {
+    /// Re-reads the stored hash and the operators, so a rotation or an
+    /// operator change through another replica applies here too.
+    pub(crate) async fn refresh(&self, store: &dyn Store) -> Result<(), AuthorityError> {
+        self.operators.reload(store).await?;
         if let Some(stored) = store.setting(ADMIN_HASH_SETTING).await?
             && let Some(hash) = decode_hex(&stored)
         {
@@ -126,13 +149,32 @@ impl AdminCredential {
         Ok(())
     }
 
-    /// Checks the request's `Authorization: Bearer` against the credential.
-    pub fn require(&self, headers: &HeaderMap) -> Result<(), AuthorityError> {
+    /// Who the request's `Authorization: Bearer` credential belongs to, the
+    /// admin or any operator.
+    pub fn require_operator(&self, headers: &HeaderMap) -> Result<Principal, AuthorityError> {
         match bearer(headers) {
-            Some(token) if self.matches(token) => Ok(()),
-            Some(_) => Err(AuthorityError::AdminCredentialInvalid),
+            Some(token) => self
+                .identify(token)
+                .ok_or(AuthorityError::AdminCredentialInvalid),
             None => Err(AuthorityError::MissingCredential(Needed::Admin)),
         }
+    }
+
+    /// Like [`AdminCredential::require_operator`], but only the admin or an
+    /// operator in the `admin` group passes.
+    pub fn require(&self, headers: &HeaderMap) -> Result<Principal, AuthorityError> {
+        let who = self.require_operator(headers)?;
+        if !who.is_admin() {
+            return Err(OperatorRefusal::NotAdmin(who.name().to_owned()).into());
+        }
+        Ok(who)
+    }
+
+    /// Whether the request's Bearer credential has the admin's rights.
+    pub fn admits(&self, headers: &HeaderMap) -> Option<Principal> {
+        bearer(headers)
+            .and_then(|t| self.identify(t))
+            .filter(Principal::is_admin)
     }
 }
 
@@ -154,6 +196,7 @@ pub(crate) fn spawn_refresher(state: Weak<crate::server::State>) -> tokio::task:
 /// answers the new one, once.
 pub(crate) async fn rotate(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, AuthorityError> {
     let rotated = s
@@ -161,6 +204,7 @@ pub(crate) async fn rotate(
         .rotate(
             &*s.store,
             &s.config.data_dir,
+            &by,
             &crate::audit::request_id(&headers),
         )
         .await?;
@@ -177,14 +221,28 @@ pub(crate) async fn rotate(
     Ok(response)
 }
 
-/// The admin sub-router's layer: only a request with the admin credential
-/// reaches the handler; anything else is answered 401.
+/// The admin sub-router's layer: only a request with the admin's rights
+/// (the admin credential, or an `admin`-group operator's) reaches the
+/// handler, which finds the [`Principal`] in the request.
 pub(crate) async fn admin_only(
     State(s): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, AuthorityError> {
-    s.admin.require(request.headers())?;
+    let who = s.admin.require(request.headers())?;
+    request.extensions_mut().insert(who);
+    Ok(next.run(request).await)
+}
+
+/// The approvals sub-router's layer: the admin or any operator passes; the
+/// handler decides what that operator may do.
+pub(crate) async fn operator_only(
+    State(s): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, AuthorityError> {
+    let who = s.admin.require_operator(request.headers())?;
+    request.extensions_mut().insert(who);
     Ok(next.run(request).await)
 }
 

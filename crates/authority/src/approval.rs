@@ -7,9 +7,15 @@
 //! (`slow_down` otherwise) until a person approves (the token is issued),
 //! denies (`access_denied`) or the approval expires (`expired_token`).
 //!
-//! An approval is bound to exactly one request: agent, audience, scope, task,
-//! purpose and grant type. Presenting it with anything else is `invalid_grant`,
-//! and the token issued under it consumes it in the same transaction.
+//! An approval is bound to exactly one request: agent, subject, audience,
+//! scope, task, purpose, request context, lifetime and grant type, all shown
+//! to the person deciding. Presenting it with anything else is
+//! `invalid_grant`, and the token issued under it consumes it in the same
+//! transaction.
+//!
+//! People decide under their own operator credential: the name recorded is
+//! the credential's, and an approval that a policy reserves for a group
+//! (`@approvers("finance")`) can only be decided by an operator in it.
 
 use agentauth_api::{ApprovalList, ApprovalQuery, ApprovalState, ApprovalVerdict, ApprovalView};
 use agentauth_core::AuditKind;
@@ -23,21 +29,24 @@ use crate::AuthorityError;
 use crate::audit::{event, request_id};
 use crate::body::{JsonBody, QueryParams};
 use crate::error::Missing;
+use crate::operator::Principal;
 use crate::policy::NeedsApproval;
 use crate::server::{AppState, State as AuthorityState};
 
-/// Longest approver name or reason.
+/// Longest reason.
 const MAX_TEXT: usize = 512;
-/// Most requests one agent may have waiting for a person at once.
+/// Most requests one agent, with every agent it spawned, may have waiting
+/// for a person at once.
 pub(crate) const MAX_PENDING_PER_AGENT: i64 = 16;
 
 /// Why an approval was refused to an agent, or a decision on one to the admin.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApprovalRefusal {
-    /// The agent already has [`MAX_PENDING_PER_AGENT`] requests waiting.
+    /// The agent, with the agents of its lineage, already has
+    /// [`MAX_PENDING_PER_AGENT`] requests waiting.
     #[error(
-        "the agent already has {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
+        "the agent and the agents it spawned (or that spawned it) already have {MAX_PENDING_PER_AGENT} requests waiting for approval; wait until they are decided or expire"
     )]
     TooManyPending,
     /// No approval of this agent has the presented `approval_id`.
@@ -69,9 +78,20 @@ pub enum ApprovalRefusal {
     /// The `status` filter of a listing names no status.
     #[error("status must be pending, approved, denied, used or all")]
     StatusFilter,
-    /// A decision does not name the person deciding, or names them at length.
-    #[error("\"by\" must name the person deciding (1 to {MAX_TEXT} bytes)")]
-    DeciderName,
+    /// A decision's `by` names someone other than the credential's holder.
+    #[error(
+        "\"by\" names someone else: the decision is recorded under the credential's holder, \"{holder}\""
+    )]
+    DeciderMismatch {
+        /// Whose credential was presented.
+        holder: String,
+    },
+    /// The policy reserves the decision for a group the decider is not in.
+    #[error("only operators in the \"{group}\" group may decide this approval")]
+    NotAnApprover {
+        /// The `@approvers` group.
+        group: String,
+    },
     /// A decision's reason is too long.
     #[error("\"reason\" is longer than {MAX_TEXT} bytes")]
     ReasonTooLong,
@@ -91,6 +111,12 @@ pub(crate) struct Binding<'a> {
     pub(crate) txn: Option<&'a TaskId>,
     pub(crate) purpose: &'a str,
     pub(crate) grant_type: &'a str,
+    /// The `request_context` as sent ("" for none).
+    pub(crate) request_context: &'a str,
+    /// The lifetime asked for, in seconds, after the authority's cap.
+    pub(crate) lifetime: i64,
+    /// The agent's top-level ancestor (itself unless spawned).
+    pub(crate) lineage: &'a SpiffeId,
 }
 
 /// The approval an agent presents with `approval_id`; one of another agent,
@@ -130,11 +156,13 @@ pub(crate) async fn settle(
             purpose: binding.purpose,
             grant_type: binding.grant_type,
             txn: binding.txn.filter(|_| explicit_txn),
+            request_context: binding.request_context,
+            lifetime: binding.lifetime,
         };
         if let Some(a) = s.store.pending_approval(&request, now).await? {
             return pending(s, &a, now).await;
         }
-        if s.store.pending_approval_count(binding.agent, now).await? >= MAX_PENDING_PER_AGENT {
+        if s.store.pending_approval_count(binding.lineage, now).await? >= MAX_PENDING_PER_AGENT {
             return Err(ApprovalRefusal::TooManyPending.into());
         }
         return create(s, binding, needs, request_id, now).await;
@@ -164,6 +192,8 @@ fn check_binding(a: &ApprovalRow, b: &Binding<'_>) -> Result<(), ApprovalRefusal
         ("scope", a.scope == *b.scope),
         ("task (txn)", a.txn.as_ref() == b.txn),
         ("purpose", a.purpose == b.purpose),
+        ("request context", a.request_context == b.request_context),
+        ("lifetime (expires_in)", a.lifetime == b.lifetime),
         ("grant type", a.grant_type == b.grant_type),
     ];
     for (name, same) in fields {
@@ -203,6 +233,9 @@ async fn create(
         txn: b.txn.cloned(),
         purpose: b.purpose.to_owned(),
         grant_type: b.grant_type.to_owned(),
+        request_context: b.request_context.to_owned(),
+        lifetime: b.lifetime,
+        lineage: b.lineage.clone(),
         policies: needs.policies.join(" "),
         approvers: needs.approvers.clone(),
         status: ApprovalStatus::Pending,
@@ -266,6 +299,8 @@ fn view(a: &ApprovalRow, now: i64) -> ApprovalView {
         txn: a.txn.as_ref().map(ToString::to_string).unwrap_or_default(),
         purpose: a.purpose.clone(),
         grant_type: a.grant_type.clone(),
+        request_context: a.request_context.clone(),
+        lifetime: a.lifetime,
         policies: a
             .policies
             .split(' ')
@@ -327,25 +362,35 @@ async fn stored(s: &AuthorityState, id: &str) -> Result<ApprovalRow, AuthorityEr
         .ok_or_else(|| Missing::Approval(id.chars().take(80).collect()).into())
 }
 
-/// `POST /v1/approvals/{id}/approve`.
+/// `POST /v1/approvals/{id}/approve` (the admin or an operator).
 pub(crate) async fn approve(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(verdict): JsonBody<ApprovalVerdict>,
 ) -> Result<Json<ApprovalView>, AuthorityError> {
-    let decided = decide(&s, &id, &verdict, Verdict::Approve, &request_id(&headers)).await?;
+    let decided = decide(
+        &s,
+        &id,
+        &by,
+        &verdict,
+        Verdict::Approve,
+        &request_id(&headers),
+    )
+    .await?;
     Ok(Json(decided))
 }
 
-/// `POST /v1/approvals/{id}/deny`: a reason is required.
+/// `POST /v1/approvals/{id}/deny` (the admin or an operator): a reason is required.
 pub(crate) async fn deny(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(verdict): JsonBody<ApprovalVerdict>,
 ) -> Result<Json<ApprovalView>, AuthorityError> {
-    let decided = decide(&s, &id, &verdict, Verdict::Deny, &request_id(&headers)).await?;
+    let decided = decide(&s, &id, &by, &verdict, Verdict::Deny, &request_id(&headers)).await?;
     Ok(Json(decided))
 }
 
@@ -358,15 +403,19 @@ pub(crate) enum Verdict {
     Deny,
 }
 
-/// The decider's name and reason, trimmed, checked against the bounds and
-/// the rule that a denial gives a reason.
-fn checked_verdict(
-    v: &ApprovalVerdict,
+/// The reason, trimmed, checked against the bound, the rule that a denial
+/// gives a reason, and that a `by`, if given, names the credential's holder.
+fn checked_verdict<'v>(
+    v: &'v ApprovalVerdict,
+    holder: &Principal,
     verdict: Verdict,
-) -> Result<(&str, Option<&str>), ApprovalRefusal> {
-    let by = v.by.trim();
-    if by.is_empty() || by.len() > MAX_TEXT {
-        return Err(ApprovalRefusal::DeciderName);
+) -> Result<Option<&'v str>, ApprovalRefusal> {
+    if let Some(by) = &v.by
+        && by.trim() != holder.name()
+    {
+        return Err(ApprovalRefusal::DeciderMismatch {
+            holder: holder.name().to_owned(),
+        });
     }
     let reason = v.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     if reason.is_some_and(|r| r.len() > MAX_TEXT) {
@@ -375,19 +424,32 @@ fn checked_verdict(
     if verdict == Verdict::Deny && reason.is_none() {
         return Err(ApprovalRefusal::DenialWithoutReason);
     }
-    Ok((by, reason))
+    Ok(reason)
+}
+
+/// An approval reserved for a group is decided only by an operator in it.
+fn may_decide(a: &ApprovalRow, who: &Principal) -> Result<(), ApprovalRefusal> {
+    match &a.approvers {
+        Some(group) if !who.in_group(group) => Err(ApprovalRefusal::NotAnApprover {
+            group: group.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Records a person's decision on a pending approval, with its audit record.
 pub(crate) async fn decide(
     s: &AuthorityState,
     id: &str,
+    who: &Principal,
     v: &ApprovalVerdict,
     verdict: Verdict,
     request_id: &str,
 ) -> Result<ApprovalView, AuthorityError> {
-    let (by, reason) = checked_verdict(v, verdict)?;
+    let reason = checked_verdict(v, who, verdict)?;
     let existing = stored(s, id).await?;
+    may_decide(&existing, who)?;
+    let by = who.name();
     let now = unix_now();
     let (status, kind, decision) = match verdict {
         Verdict::Approve => (
@@ -401,7 +463,7 @@ pub(crate) async fn decide(
             Decision::Deny,
         ),
     };
-    let mut audit = event(kind, &format!("admin:{by}"), id, decision);
+    let mut audit = event(kind, &who.actor(), id, decision);
     audit.audience = existing.audience.to_string();
     audit.scope = existing.scope.to_string();
     audit.txn = existing
@@ -415,6 +477,16 @@ pub(crate) async fn decide(
         Some(r) => format!("{by}: {r}"),
         None => format!("{by}: approved"),
     };
+    audit.reason = format!(
+        "{}; request context {}; lifetime {} s",
+        audit.reason,
+        if existing.request_context.is_empty() {
+            "none"
+        } else {
+            existing.request_context.as_str()
+        },
+        existing.lifetime
+    );
     audit.request_id = request_id.to_owned();
     let decided = s
         .store
@@ -437,38 +509,48 @@ pub(crate) async fn decide(
 mod tests {
     use super::*;
 
-    fn verdict(by: &str, reason: Option<&str>) -> ApprovalVerdict {
+    fn verdict(by: Option<&str>, reason: Option<&str>) -> ApprovalVerdict {
         ApprovalVerdict {
-            by: by.into(),
+            by: by.map(Into::into),
             reason: reason.map(Into::into),
         }
     }
 
+    fn alice(groups: &[&str]) -> Principal {
+        Principal::Operator {
+            name: "alice".into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
     #[test]
-    fn a_decision_names_its_decider_and_a_denial_its_reason() {
-        let ok = verdict(" alice ", None);
+    fn a_decision_is_its_credential_holders_and_a_denial_gives_a_reason() {
+        let me = alice(&[]);
+        let ok = verdict(Some(" alice "), Some(" fine "));
         assert_eq!(
-            checked_verdict(&ok, Verdict::Approve).unwrap(),
-            ("alice", None)
+            checked_verdict(&ok, &me, Verdict::Approve).unwrap(),
+            Some("fine")
+        );
+        assert_eq!(
+            checked_verdict(&verdict(None, None), &me, Verdict::Approve).unwrap(),
+            None
         );
         let cases = [
-            (verdict("  ", None), Verdict::Approve, "decider"),
+            (verdict(Some("bob"), None), Verdict::Approve, "holder"),
+            (verdict(Some("admin"), None), Verdict::Approve, "holder"),
             (
-                verdict(&"a".repeat(MAX_TEXT + 1), None),
-                Verdict::Approve,
-                "decider",
-            ),
-            (
-                verdict("bob", Some(&"r".repeat(MAX_TEXT + 1))),
+                verdict(None, Some(&"r".repeat(MAX_TEXT + 1))),
                 Verdict::Approve,
                 "reason",
             ),
-            (verdict("bob", Some("   ")), Verdict::Deny, "denial"),
+            (verdict(None, Some("   ")), Verdict::Deny, "denial"),
         ];
         for (v, verdict, rule) in cases {
-            let got = checked_verdict(&v, verdict).unwrap_err();
+            let got = checked_verdict(&v, &me, verdict).unwrap_err();
             let matched = match rule {
-                "decider" => matches!(got, ApprovalRefusal::DeciderName),
+                "holder" => {
+                    matches!(&got, ApprovalRefusal::DeciderMismatch { holder } if holder == "alice")
+                }
                 "reason" => matches!(got, ApprovalRefusal::ReasonTooLong),
                 _ => matches!(got, ApprovalRefusal::DenialWithoutReason),
             };
@@ -492,5 +574,10 @@ mod tests {
         assert_eq!(code(denied), "access_denied");
         assert_eq!(code(ApprovalRefusal::Expired { ago: 3 }), "expired_token");
         assert_eq!(code(ApprovalRefusal::TooManyPending), "invalid_request");
+        let (status, code) = AuthorityError::from(ApprovalRefusal::NotAnApprover {
+            group: "finance".into(),
+        })
+        .status_and_code();
+        assert_eq!((status.as_u16(), code), (403, "not_an_approver"));
     }
 }

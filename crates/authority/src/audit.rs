@@ -1,18 +1,20 @@
-//! Audit records: how the authority writes them, and the two endpoints that
-//! read them (admin) and receive them from agents' verifying layers.
+//! Audit records: how the authority writes them, the endpoints that read
+//! them and sign checkpoints of the chain's head (admin), and the one that
+//! receives agents' verifying layers' decisions.
 
 use agentauth_core::AuditKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agentauth_api::{AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch};
+use agentauth_api::{AuditCheckpoint, AuditHead, AuditPage, AuditQuery, BatchAccepted, EventBatch};
 use agentauth_core::{
-    AccessClaims, AuditEvent, AuditRecord, Decision, ProofError, Rejection, RequestProof, Revoked,
-    SpiffeId, TokenError,
+    AccessClaims, AuditEvent, AuditRecord, Compact, Decision, Header, ProofError, Rejection,
+    RequestProof, Revoked, SpiffeId, TokenError, sign_compact, unix_now,
 };
 use agentauth_store::{AgentRow, AuditFilter};
 use axum::Json;
 use axum::extract::State;
 use http::HeaderMap;
+use serde::{Deserialize, Serialize};
 
 use crate::admin::presented_token;
 use crate::body::{QueryParams, RawRequest};
@@ -29,6 +31,92 @@ const MAX_FIELD: usize = 512;
 const MAX_READ: i64 = 1000;
 /// The scope an agent's token for the authority needs to report events.
 pub(crate) const AUDIT_WRITE: &str = "audit:write";
+
+/// The `typ` of a signed checkpoint of the audit chain's head.
+pub const CHECKPOINT_TYP: &str = "agentauth-audit-checkpoint+jwt";
+
+/// What a checkpoint says: up to record `seq`, whose hash is `hash`, the
+/// chain was this, as the authority `iss` saw it at `iat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointClaims {
+    /// The authority's issuer URL.
+    pub iss: String,
+    /// The last record covered.
+    pub seq: i64,
+    /// Its chain hash (hex).
+    pub hash: String,
+    /// When the checkpoint was taken.
+    pub iat: i64,
+}
+
+/// Why a checkpoint does not verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Not a compact JWS of the checkpoint type.
+    #[error("the checkpoint is not an agentauth audit checkpoint: {0}")]
+    Malformed(String),
+    /// Its `kid` names no key the authority ever signed with.
+    #[error("the checkpoint was signed with key \"{0}\", which this authority never had")]
+    UnknownKey(String),
+    /// The signature is wrong: the checkpoint was altered or forged.
+    #[error("the checkpoint's signature is wrong: it was altered or not made by this authority")]
+    BadSignature,
+}
+
+/// Checks a checkpoint's signature against the authority's keys (every key
+/// it ever signed with) and returns what it says.
+pub fn verify_checkpoint(
+    keys: &crate::KeyRing,
+    checkpoint: &str,
+) -> Result<CheckpointClaims, CheckpointError> {
+    let jws = Compact::parse(checkpoint.trim(), |typ| typ == Some(CHECKPOINT_TYP))
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let kid = jws.header.kid.clone().unwrap_or_default();
+    let key = keys
+        .find(&kid)
+        .ok_or_else(|| CheckpointError::UnknownKey(kid.chars().take(64).collect()))?;
+    jws.verify(key).map_err(|_| CheckpointError::BadSignature)
+}
+
+/// `POST /v1/audit/checkpoint` (admin): signs the chain's head now. Keep the
+/// answer outside the database; `agentauth audit verify --checkpoint` then
+/// proves that nothing up to it changed. Taking one is itself audited.
+pub(crate) async fn checkpoint(
+    State(s): State<AppState>,
+    by: crate::Principal,
+    headers: HeaderMap,
+) -> Result<Json<AuditCheckpoint>, AuthorityError> {
+    let (seq, hash) = s.store.audit_head().await?;
+    let claims = CheckpointClaims {
+        iss: s.issuer.clone(),
+        seq,
+        hash: hash.clone(),
+        iat: unix_now(),
+    };
+    let header = Header {
+        alg: s.keys.current.alg(),
+        typ: Some(CHECKPOINT_TYP.into()),
+        kid: Some(s.keys.current_kid.clone()),
+        jwk: None,
+    };
+    let signed = sign_compact(&header, &claims, &s.keys.current);
+    let mut audit = event(
+        AuditKind::AuditCheckpoint,
+        &by.actor(),
+        &format!("record {seq}"),
+        Decision::Allow,
+    );
+    audit.reason = format!("signed checkpoint of record {seq}, hash {hash}");
+    audit.request_id = request_id(&headers);
+    s.store.append_audit(&[audit]).await?;
+    Ok(Json(AuditCheckpoint {
+        checkpoint: signed,
+        seq,
+        hash,
+        issued_at: claims.iat,
+    }))
+}
 
 /// Why an audit query or a reported batch was refused.
 #[derive(Debug, thiserror::Error)]

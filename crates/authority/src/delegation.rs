@@ -12,6 +12,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::audit::{event, request_id};
 use crate::body::JsonBody;
+use crate::operator::Principal;
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
 
@@ -50,11 +51,12 @@ fn view(grant: &DelegationRow) -> Delegation {
 /// `POST /v1/agents/{name}/delegations`.
 pub(crate) async fn grant(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(name): Path<String>,
     JsonBody(new): JsonBody<NewDelegation>,
 ) -> Result<Response, AuthorityError> {
-    let granted = delegate(&s, &name, &new, &request_id(&headers)).await?;
+    let granted = delegate(&s, &name, &new, &by, &request_id(&headers)).await?;
     Ok((StatusCode::CREATED, Json(granted)).into_response())
 }
 
@@ -64,6 +66,7 @@ pub(crate) async fn delegate(
     s: &AuthorityState,
     from: &str,
     new: &NewDelegation,
+    by: &Principal,
     request_id: &str,
 ) -> Result<Delegation, AuthorityError> {
     let from = registry::registered(s, from).await?;
@@ -77,7 +80,7 @@ pub(crate) async fn delegate(
     };
     let mut audit = event(
         AuditKind::DelegationGranted,
-        "admin",
+        &by.actor(),
         &from.id,
         Decision::Allow,
     );
@@ -139,10 +142,11 @@ pub(crate) async fn delegations(
 /// `DELETE /v1/agents/{name}/delegations/{to}`.
 pub(crate) async fn revoke(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path((name, to)): Path<(String, String)>,
 ) -> Result<StatusCode, AuthorityError> {
-    withdraw(&s, &name, &to, &request_id(&headers)).await?;
+    withdraw(&s, &name, &to, &by, &request_id(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,13 +155,14 @@ pub(crate) async fn withdraw(
     s: &AuthorityState,
     from: &str,
     to: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let from = registry::registered(s, from).await?;
     let to = registry::registered(s, to).await?;
     let mut audit = event(
         AuditKind::DelegationRevoked,
-        "admin",
+        &by.actor(),
         &from.id,
         Decision::Allow,
     );

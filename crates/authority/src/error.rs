@@ -78,6 +78,9 @@ pub enum AuthorityError {
     /// A task operation was refused.
     #[error(transparent)]
     Task(#[from] TaskRefusal),
+    /// An operator could not be added, or lacks the rights an API needs.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::OperatorRefusal),
     /// An agent asked to revoke a token issued to another client (RFC 7009 §2.1).
     #[error("the token was not issued to this client")]
     TokenOfAnotherClient,
@@ -210,6 +213,8 @@ impl AuthorityError {
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),
             Self::Task(TaskRefusal::NotStarter { .. }) => FORBIDDEN,
             Self::Task(_) => BAD_REQUEST,
+            Self::Operator(crate::operator::OperatorRefusal::NotAdmin(_)) => FORBIDDEN,
+            Self::Operator(_) => BAD_REQUEST,
             Self::TokenOfAnotherClient => (StatusCode::BAD_REQUEST, "unauthorized_client"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Stored(StoreError::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
@@ -308,6 +313,7 @@ fn approval_code(e: &ApprovalRefusal) -> (StatusCode, &'static str) {
         R::Unknown | R::AlreadyUsed | R::DifferentRequest { .. } => BAD_GRANT,
         R::Denied { .. } => (StatusCode::BAD_REQUEST, "access_denied"),
         R::Expired { .. } => (StatusCode::BAD_REQUEST, "expired_token"),
+        R::NotAnApprover { .. } => (StatusCode::FORBIDDEN, "not_an_approver"),
         _ => BAD_REQUEST,
     }
 }

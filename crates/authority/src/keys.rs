@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use agentauth_api::{Jwk, Jwks};
-use agentauth_core::{PublicJwk, SigningKey, b64url_decode, b64url_encode, random_bytes, unix_now};
+use agentauth_core::{
+    AuditKey, PublicJwk, SigningKey, b64url_decode, b64url_encode, random_bytes, unix_now,
+};
 use agentauth_store::{SigningKeyRow, Store};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde_json::Value;
@@ -19,10 +21,32 @@ pub(crate) const MASTER_KEY_FILE: &str = "master.key";
 /// Version prefix of sealed blobs, so the format can change later.
 const SEALED_PREFIX: &str = "v1.";
 
-/// The key-encryption key (AES-256-GCM) that seals private keys in the store.
-pub struct MasterKey(LessSafeKey);
+/// The key-encryption key (AES-256-GCM) that seals private keys in the
+/// store, and the audit key derived from it.
+pub struct MasterKey {
+    aead: LessSafeKey,
+    audit: AuditKey,
+}
 
 impl MasterKey {
+    /// Reads an existing key from `from_env` or `<data_dir>/master.key`
+    /// without ever creating one: for tools that check what the authority wrote.
+    pub fn load(data_dir: &Path, from_env: Option<&str>) -> Result<Self, AuthorityError> {
+        let path = data_dir.join(MASTER_KEY_FILE);
+        if from_env.is_none() && !path.exists() {
+            return Err(AuthorityError::Internal(format!(
+                "no master key: {} does not exist and {MASTER_KEY_ENV} is not set",
+                path.display()
+            )));
+        }
+        Self::load_or_create(data_dir, from_env)
+    }
+
+    /// The key that authenticates audit records (HKDF of the master key).
+    pub fn audit_key(&self) -> AuditKey {
+        self.audit.clone()
+    }
+
     /// Reads the key from `AGENTAUTH_MASTER_KEY` (base64url, 32 bytes) or
     /// `<data_dir>/master.key`, creating the file (mode 0600) on first start.
     pub fn load_or_create(data_dir: &Path, from_env: Option<&str>) -> Result<Self, AuthorityError> {
@@ -51,7 +75,10 @@ impl MasterKey {
             })?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| AuthorityError::Internal("the master key is unusable".into()))?;
-        Ok(Self(LessSafeKey::new(key)))
+        Ok(Self {
+            aead: LessSafeKey::new(key),
+            audit: AuditKey::derive(&bytes),
+        })
     }
 
     /// Encrypts `plaintext`, binding it to `context` (the key ID).
@@ -59,7 +86,7 @@ impl MasterKey {
         let nonce_bytes: [u8; NONCE_LEN] =
             random_bytes(NONCE_LEN).try_into().expect("NONCE_LEN bytes");
         let mut buffer = plaintext.to_vec();
-        self.0
+        self.aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce_bytes),
                 Aad::from(context),
@@ -89,7 +116,7 @@ impl MasterKey {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong())?;
         let mut buffer = ciphertext.to_vec();
         let plain = self
-            .0
+            .aead
             .open_in_place(nonce, Aad::from(context), &mut buffer)
             .map_err(|_| wrong())?;
         Ok(plain.to_vec())
@@ -130,27 +157,44 @@ impl KeyRing {
             tracing::info!(%kid, "created the authority's first signing key");
             rows = store.signing_keys().await?;
         }
-        let newest = rows
-            .last()
-            .ok_or_else(|| AuthorityError::Internal("no signing key".into()))?;
-        let private: Value =
-            serde_json::from_slice(&master.open(&newest.kid, &newest.sealed_private)?)
-                .map_err(|_| AuthorityError::Internal("a sealed key is not JSON".into()))?;
-        let current = SigningKey::from_private_jwk(&private)
-            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-        let published = rows
+        Self::from_rows(&rows, master)
+    }
+
+    /// Loads the signing keys without ever creating one: for tools that
+    /// check what the authority signed. Every key must open with `master`.
+    pub async fn load(store: &dyn Store, master: &MasterKey) -> Result<Self, AuthorityError> {
+        let rows = store.signing_keys().await?;
+        Self::from_rows(&rows, master)
+    }
+
+    fn from_rows(rows: &[SigningKeyRow], master: &MasterKey) -> Result<Self, AuthorityError> {
+        // Each published key is taken from its sealed private key, which only
+        // the master key opens: a database writer cannot slip in a key of
+        // their own, nor swap a public key.
+        let mut opened = Vec::with_capacity(rows.len());
+        for r in rows {
+            let private: Value =
+                serde_json::from_slice(&master.open(&r.kid, &r.sealed_private)?)
+                    .map_err(|_| AuthorityError::Internal("a sealed key is not JSON".into()))?;
+            let key = SigningKey::from_private_jwk(&private)
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            if key.public_jwk().thumbprint().0 != r.kid {
+                return Err(AuthorityError::Internal(format!(
+                    "signing key {} does not match its sealed private key",
+                    r.kid
+                )));
+            }
+            opened.push((r.kid.clone(), key));
+        }
+        let published = opened
             .iter()
-            .map(|r| {
-                let value: Value = serde_json::from_str(&r.public_jwk).map_err(|_| {
-                    AuthorityError::Internal("a stored public key is not JSON".into())
-                })?;
-                let jwk = PublicJwk::from_json(&value)
-                    .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-                Ok((r.kid.clone(), jwk))
-            })
-            .collect::<Result<Vec<_>, AuthorityError>>()?;
+            .map(|(kid, key)| (kid.clone(), key.public_jwk()))
+            .collect();
+        let (current_kid, current) = opened
+            .pop()
+            .ok_or_else(|| AuthorityError::Internal("no signing key".into()))?;
         Ok(Self {
-            current_kid: newest.kid.clone(),
+            current_kid,
             current,
             published,
         })

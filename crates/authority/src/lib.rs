@@ -15,6 +15,7 @@ mod files;
 mod issuance;
 mod keys;
 mod oauth;
+mod operator;
 mod policy;
 mod registry;
 mod revocation;
@@ -26,7 +27,10 @@ mod throttle;
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
 pub use approval::ApprovalRefusal;
-pub use audit::{ApiTokenRefusal, AuditRefusal};
+pub use audit::{
+    ApiTokenRefusal, AuditRefusal, CHECKPOINT_TYP, CheckpointClaims, CheckpointError,
+    verify_checkpoint,
+};
 pub use body::{BodyError, MAX_BODY_BYTES};
 pub use client_auth::ClientAuthFailure;
 pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
@@ -35,6 +39,7 @@ pub use error::{AuthorityError, Missing, Needed};
 pub use issuance::{DpopRefusal, ExchangeRefusal, TokenRequestFault};
 pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
 pub use oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
+pub use operator::{ADMIN_GROUP, OperatorRefusal, Principal};
 pub use policy::PolicyRefusal;
 pub use registry::RegistryRefusal;
 pub use revocation::RevocationRefusal;

@@ -33,6 +33,7 @@ use crate::audit::{event, request_id};
 use crate::body::JsonBody;
 use crate::error::Missing;
 use crate::oauth::AUTHORITY_IMPLICIT_SCOPES;
+use crate::operator::Principal;
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
 
@@ -457,10 +458,11 @@ fn digest(files: &str) -> String {
 /// `POST /v1/policies`.
 pub(crate) async fn load(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     JsonBody(new): JsonBody<NewPolicySet, MAX_POLICY_BODY>,
 ) -> Result<Response, AuthorityError> {
-    let loaded = load_set(&s, new, &request_id(&headers)).await?;
+    let loaded = load_set(&s, new, &by, &request_id(&headers)).await?;
     Ok((StatusCode::CREATED, Json(loaded)).into_response())
 }
 
@@ -470,6 +472,7 @@ pub(crate) async fn load(
 pub(crate) async fn load_set(
     s: &AuthorityState,
     new: NewPolicySet,
+    by: &Principal,
     request_id: &str,
 ) -> Result<PolicySetLoaded, AuthorityError> {
     let files = policy_files(new.files);
@@ -485,7 +488,12 @@ pub(crate) async fn load_set(
         serde_json::to_string(&files).map_err(|e| AuthorityError::Internal(e.to_string()))?;
     let digest = digest(&files);
     let count = set.summaries().len() as i64;
-    let mut audit = event(AuditKind::PolicyLoaded, "admin", "", AuditDecision::Allow);
+    let mut audit = event(
+        AuditKind::PolicyLoaded,
+        &by.actor(),
+        "",
+        AuditDecision::Allow,
+    );
     audit.reason = format!("{count} policies in {file_count} files, sha256 {digest}");
     audit.request_id = request_id.to_owned();
     let version = s
@@ -493,7 +501,7 @@ pub(crate) async fn load_set(
         .add_policy_set(&files, &digest, count, unix_now(), &audit)
         .await?;
     if new.activate {
-        activate_version(s, version, request_id).await?;
+        activate_version(s, version, by, request_id).await?;
     }
     Ok(PolicySetLoaded {
         version,
@@ -567,11 +575,12 @@ pub(crate) async fn version_detail(
 /// `POST /v1/policies/{version}/activate`.
 pub(crate) async fn activate(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(version): Path<String>,
 ) -> Result<Json<PolicyVersion>, AuthorityError> {
     let version = parse_version(&version)?;
-    activate_version(&s, version, &request_id(&headers)).await?;
+    activate_version(&s, version, &by, &request_id(&headers)).await?;
     Ok(Json(listing(&version_row(&s, version).await?)))
 }
 
@@ -580,6 +589,7 @@ pub(crate) async fn activate(
 pub(crate) async fn activate_version(
     s: &AuthorityState,
     version: i64,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let row = version_row(s, version).await?;
@@ -596,7 +606,7 @@ pub(crate) async fn activate_version(
     }
     let mut audit = event(
         AuditKind::PolicyActivated,
-        "admin",
+        &by.actor(),
         &version.to_string(),
         AuditDecision::Allow,
     );
@@ -705,8 +715,7 @@ pub(crate) async fn agent_facts(
     Path(name): Path<String>,
     req: crate::body::RawRequest,
 ) -> Result<Response, AuthorityError> {
-    let admin = crate::admin::bearer(&req.parts.headers).is_some_and(|t| s.admin.matches(t));
-    if !admin {
+    if s.admin.admits(&req.parts.headers).is_none() {
         crate::audit::authenticate_agent(&s, &req, POLICY_READ).await?;
     }
     let mut response = Json(facts_of(&s, &name).await?).into_response();

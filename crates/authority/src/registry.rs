@@ -31,6 +31,7 @@ use crate::admin::presented_token;
 use crate::audit::{authenticated_agent, event, request_id};
 use crate::body::{JsonBody, RawRequest};
 use crate::error::{Missing, Needed};
+use crate::operator::Principal;
 use crate::server::{AppState, State as AuthorityState};
 
 /// Longest description or owner string.
@@ -228,8 +229,8 @@ fn agent_name(name: &str) -> Result<AgentName, RegistryRefusal> {
 
 /// Whoever calls `POST /v1/agents`.
 enum Registrar {
-    /// The admin credential.
-    Admin,
+    /// The admin, or an operator with the admin's rights.
+    Admin(Principal),
     /// An agent's token for the authority with `agents:spawn`: the parent.
     Parent(Box<AgentRow>),
 }
@@ -242,9 +243,8 @@ async fn registrar(s: &AppState, req: &RawRequest) -> Result<Registrar, Authorit
     let Some(token) = presented_token(headers) else {
         return Err(AuthorityError::MissingCredential(Needed::AdminOrSpawnToken));
     };
-    if s.admin.matches(token) || parse_access_token(token).is_err() {
-        s.admin.require(headers)?;
-        return Ok(Registrar::Admin);
+    if s.admin.identify(token).is_some() || parse_access_token(token).is_err() {
+        return Ok(Registrar::Admin(s.admin.require(headers)?));
     }
     let (claims, agent): (AccessClaims, AgentRow) =
         authenticated_agent(s, req, AGENTS_SPAWN).await?;
@@ -294,7 +294,7 @@ pub(crate) async fn create(
     let new: NewAgent = req.json()?;
     let request_id = request_id(&req.parts.headers);
     let agent = match &registrar {
-        Registrar::Admin => register(&s, new, &request_id).await?,
+        Registrar::Admin(by) => register(&s, new, by, &request_id).await?,
         Registrar::Parent(parent) => spawn(&s, parent, new, &request_id).await?,
     };
     Ok((StatusCode::CREATED, Json(view(&agent))).into_response())
@@ -327,6 +327,7 @@ fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, RegistryRefusal>
 pub(crate) async fn register(
     s: &AuthorityState,
     new: NewAgent,
+    by: &Principal,
     request_id: &str,
 ) -> Result<AgentRow, AuthorityError> {
     let checked = check(s, &new)?;
@@ -338,7 +339,7 @@ pub(crate) async fn register(
     };
     let mut audit = event(
         AuditKind::AgentCreated,
-        "admin",
+        &by.actor(),
         &checked.id,
         Decision::Allow,
     );
@@ -533,12 +534,13 @@ pub(crate) async fn named(s: &AuthorityState, name: &str) -> Result<AgentRow, Au
 /// `PATCH /v1/agents/{name}`: permissions, description, status.
 pub(crate) async fn update(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<JsonBody<AgentPatch>, AuthorityError>,
 ) -> Result<Json<AgentView>, AuthorityError> {
     let JsonBody(patch) = body?;
-    let agent = change(&s, &name, patch, &request_id(&headers)).await?;
+    let agent = change(&s, &name, patch, &by, &request_id(&headers)).await?;
     Ok(Json(view(&agent)))
 }
 
@@ -549,6 +551,7 @@ pub(crate) async fn change(
     s: &AuthorityState,
     name: &str,
     patch: AgentPatch,
+    by: &Principal,
     request_id: &str,
 ) -> Result<AgentRow, AuthorityError> {
     if patch.permissions.is_none()
@@ -572,7 +575,7 @@ pub(crate) async fn change(
         now: unix_now(),
     };
     let id = SpiffeId::agent(&s.trust_domain, &name);
-    let mut audit = event(AuditKind::AgentUpdated, "admin", &id, Decision::Allow);
+    let mut audit = event(AuditKind::AgentUpdated, &by.actor(), &id, Decision::Allow);
     audit.reason = describe(&update);
     audit.scope = update
         .permissions
@@ -608,10 +611,11 @@ fn describe(update: &AgentUpdate) -> String {
 /// `DELETE /v1/agents/{name}`: removes the agent and revokes its tokens.
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AuthorityError> {
-    remove(&s, &name, &request_id(&headers)).await?;
+    remove(&s, &name, &by, &request_id(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -620,11 +624,12 @@ pub(crate) async fn delete(
 pub(crate) async fn remove(
     s: &AuthorityState,
     name: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let name = agent_name(name)?;
     let id = SpiffeId::agent(&s.trust_domain, &name);
-    let mut audit = event(AuditKind::AgentDeleted, "admin", &id, Decision::Allow);
+    let mut audit = event(AuditKind::AgentDeleted, &by.actor(), &id, Decision::Allow);
     audit.request_id = request_id.to_owned();
     s.store.delete_agent(&name, &audit).await?;
     s.revocations_changed();
@@ -658,6 +663,31 @@ pub(crate) async fn agent_by_id(
         Some(name) if id.is_in(&s.trust_domain) => Ok(s.store.agent(&name).await?),
         _ => Ok(None),
     }
+}
+
+/// The top-level ancestor of `agent` (itself unless spawned): limits that
+/// must not multiply by spawning, such as pending approvals, count per
+/// lineage. An ancestry longer than any spawn depth allows is refused.
+pub(crate) async fn lineage(
+    s: &AuthorityState,
+    agent: &AgentRow,
+) -> Result<SpiffeId, AuthorityError> {
+    let mut root = agent.id.clone();
+    let mut next = agent.parent.clone();
+    let mut generations = 0;
+    while let Some(id) = next.take() {
+        generations += 1;
+        if generations > crate::SPAWN_DEPTH_CEILING {
+            return Err(crate::PolicyRefusal::AncestryTooLong {
+                agent: agent.name.to_string(),
+                limit: crate::SPAWN_DEPTH_CEILING,
+            }
+            .into());
+        }
+        next = agent_by_id(s, &id).await?.and_then(|a| a.parent);
+        root = id;
+    }
+    Ok(root)
 }
 
 /// The registered agent named (by name or SPIFFE ID) `given`.

@@ -80,6 +80,14 @@ async fn open_state(
     }
     let store = agentauth_store::open(&config.database_url()).await?;
     let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
+    store.set_audit_key(master.audit_key());
+    let sealed = store.seal_unkeyed_audit().await?;
+    if sealed > 0 {
+        tracing::info!(
+            records = sealed,
+            "authenticated audit records written before audit records were keyed"
+        );
+    }
     let keys = KeyRing::load_or_create(&*store, &master).await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
@@ -190,8 +198,12 @@ pub(crate) enum Access {
     /// Callers that authenticate in the handler: an agent (client assertion
     /// or access token for the authority), and for some routes the admin.
     Caller,
-    /// Only the admin credential; checked by a layer on the admin sub-router.
+    /// The admin's rights (the admin credential, or an operator in the
+    /// `admin` group); checked by a layer on the admin sub-router.
     Admin,
+    /// The admin or any operator (approvals); the handler decides what the
+    /// operator may do.
+    Operator,
 }
 
 /// One route: method, path, who may call it, and its handler.
@@ -218,7 +230,7 @@ where
 
 /// Every route of the authority.
 pub(crate) fn routes() -> Vec<Route> {
-    use Access::{Admin, Caller, Public};
+    use Access::{Admin, Caller, Operator, Public};
     let (get, post, patch, delete) = (Method::GET, Method::POST, Method::PATCH, Method::DELETE);
     vec![
         route(
@@ -276,7 +288,7 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(
             Admin,
-            delete,
+            delete.clone(),
             "/v1/agents/{name}/delegations/{to}",
             delegation::revoke,
         ),
@@ -299,15 +311,29 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v1/policies/{version}/activate",
             policy::activate,
         ),
-        route(Admin, get.clone(), "/v1/approvals", approval::list),
-        route(Admin, get, "/v1/approvals/{id}", approval::show),
         route(
             Admin,
+            post.clone(),
+            "/v1/audit/checkpoint",
+            audit::checkpoint,
+        ),
+        route(Admin, post.clone(), "/v1/operators", crate::operator::add),
+        route(Admin, get.clone(), "/v1/operators", crate::operator::list),
+        route(
+            Admin,
+            delete,
+            "/v1/operators/{name}",
+            crate::operator::remove,
+        ),
+        route(Operator, get.clone(), "/v1/approvals", approval::list),
+        route(Operator, get, "/v1/approvals/{id}", approval::show),
+        route(
+            Operator,
             post.clone(),
             "/v1/approvals/{id}/approve",
             approval::approve,
         ),
-        route(Admin, post, "/v1/approvals/{id}/deny", approval::deny),
+        route(Operator, post, "/v1/approvals/{id}/deny", approval::deny),
     ]
 }
 
@@ -315,18 +341,25 @@ pub(crate) fn routes() -> Vec<Route> {
 fn router(state: AppState) -> Router {
     let mut open = Router::new();
     let mut admin = Router::new();
+    let mut operators = Router::new();
     for r in routes() {
         tracing::debug!(method = %r.method, path = r.path, access = ?r.access, "route");
         match r.access {
             Access::Public | Access::Caller => open = open.route(r.path, r.endpoint),
             Access::Admin => admin = admin.route(r.path, r.endpoint),
+            Access::Operator => operators = operators.route(r.path, r.endpoint),
         }
     }
     let admin = admin.route_layer(middleware::from_fn_with_state(
         state.clone(),
         crate::admin::admin_only,
     ));
+    let operators = operators.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::admin::operator_only,
+    ));
     open.merge(admin)
+        .merge(operators)
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -471,12 +504,14 @@ mod tests {
         let routes = routes();
         let admin_routes: Vec<&Route> = routes
             .iter()
-            .filter(|r| r.access == Access::Admin)
+            .filter(|r| matches!(r.access, Access::Admin | Access::Operator))
             .collect();
         for (method, path) in [
             (Method::GET, "/v1/agents"),
             (Method::POST, "/v1/revocations"),
             (Method::GET, "/v1/audit"),
+            (Method::POST, "/v1/audit/checkpoint"),
+            (Method::POST, "/v1/operators"),
             (Method::POST, "/v1/approvals/{id}/approve"),
         ] {
             assert!(

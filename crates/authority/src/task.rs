@@ -12,10 +12,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use http::HeaderMap;
 
-use crate::admin::bearer;
 use crate::audit::{authenticate_agent, event, request_id};
 use crate::body::{JsonBody, RawRequest};
 use crate::error::Missing;
+use crate::operator::Principal;
 use crate::revocation::RevocationRefusal;
 use crate::server::{AppState, State as AuthorityState};
 use crate::{AuthorityError, registry};
@@ -72,8 +72,8 @@ pub(crate) async fn task_view(s: &AuthorityState, txn: &str) -> Result<TaskView,
 
 /// Who completes a task.
 pub(crate) enum Completer {
-    /// The admin credential.
-    Admin,
+    /// The admin, or an operator with the admin's rights.
+    Admin(Principal),
     /// An agent, by SPIFFE ID, authenticated with a token for the authority.
     Agent(SpiffeId),
 }
@@ -87,9 +87,9 @@ pub(crate) async fn complete(
     req: RawRequest,
 ) -> Result<Json<TaskCompletion>, AuthorityError> {
     let headers = &req.parts.headers;
-    let by = match bearer(headers) {
-        Some(token) if s.admin.matches(token) => Completer::Admin,
-        _ => Completer::Agent(authenticate_agent(&s, &req, TASKS_COMPLETE).await?),
+    let by = match s.admin.admits(headers) {
+        Some(who) => Completer::Admin(who),
+        None => Completer::Agent(authenticate_agent(&s, &req, TASKS_COMPLETE).await?),
     };
     complete_task(&s, &task_id(&txn)?, by, &request_id(headers)).await?;
     Ok(Json(TaskCompletion { txn, revoked: true }))
@@ -104,7 +104,7 @@ pub(crate) async fn complete_task(
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let actor = match by {
-        Completer::Admin => "admin".to_owned(),
+        Completer::Admin(who) => who.actor(),
         Completer::Agent(agent) => {
             if s.store.task_owner(txn).await?.as_ref() != Some(&agent) {
                 return Err(TaskRefusal::NotStarter {
@@ -143,11 +143,12 @@ async fn revoke_task(
 /// token exchanged from it), a task, or a key by thumbprint (admin).
 pub(crate) async fn revoke(
     State(s): State<AppState>,
+    by: Principal,
     headers: HeaderMap,
     body: Result<JsonBody<RevocationRequest>, AuthorityError>,
 ) -> Result<Json<RevocationReceipt>, AuthorityError> {
     let JsonBody(r) = body?;
-    revoke_target(&s, r.kind, &r.value, &request_id(&headers)).await?;
+    revoke_target(&s, r.kind, &r.value, &by, &request_id(&headers)).await?;
     Ok(Json(RevocationReceipt {
         revoked: r.kind,
         value: r.value,
@@ -159,16 +160,17 @@ pub(crate) async fn revoke_target(
     s: &AuthorityState,
     kind: RevocationTarget,
     value: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     match kind {
-        RevocationTarget::Agent => revoke_agent(s, value, request_id).await,
-        RevocationTarget::Token => revoke_token(s, value, request_id).await,
+        RevocationTarget::Agent => revoke_agent(s, value, by, request_id).await,
+        RevocationTarget::Token => revoke_token(s, value, by, request_id).await,
         RevocationTarget::Task => {
             let txn = task_id(value)?;
-            revoke_task(s, &txn, "admin", AuditKind::TaskRevoked, request_id).await
+            revoke_task(s, &txn, &by.actor(), AuditKind::TaskRevoked, request_id).await
         }
-        RevocationTarget::Key => revoke_key(s, value, request_id).await,
+        RevocationTarget::Key => revoke_key(s, value, by, request_id).await,
     }
 }
 
@@ -176,10 +178,16 @@ pub(crate) async fn revoke_target(
 pub(crate) async fn revoke_agent(
     s: &AuthorityState,
     given: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let agent = registry::registered(s, given).await?;
-    let mut audit = event(AuditKind::AgentRevoked, "admin", &agent.id, Decision::Allow);
+    let mut audit = event(
+        AuditKind::AgentRevoked,
+        &by.actor(),
+        &agent.id,
+        Decision::Allow,
+    );
     audit.request_id = request_id.to_owned();
     let update = AgentUpdate {
         status: Some(AgentStatus::Disabled),
@@ -195,12 +203,13 @@ pub(crate) async fn revoke_agent(
 pub(crate) async fn revoke_token(
     s: &AuthorityState,
     jti: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     if jti.is_empty() || jti.len() > 256 {
         return Err(RevocationRefusal::TokenIdLength.into());
     }
-    let mut audit = event(AuditKind::TokenRevoked, "admin", jti, Decision::Allow);
+    let mut audit = event(AuditKind::TokenRevoked, &by.actor(), jti, Decision::Allow);
     audit.request_id = request_id.to_owned();
     let expires_at = unix_now() + s.config.max_token_lifetime_secs;
     s.store.revoke_token(jti, expires_at, &audit).await?;
@@ -212,6 +221,7 @@ pub(crate) async fn revoke_token(
 pub(crate) async fn revoke_key(
     s: &AuthorityState,
     jkt: &str,
+    by: &Principal,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
     let is_jkt = jkt.len() == 43
@@ -221,7 +231,7 @@ pub(crate) async fn revoke_key(
     if !is_jkt {
         return Err(RevocationRefusal::NotAThumbprint.into());
     }
-    let mut audit = event(AuditKind::KeyRevoked, "admin", jkt, Decision::Allow);
+    let mut audit = event(AuditKind::KeyRevoked, &by.actor(), jkt, Decision::Allow);
     audit.request_id = request_id.to_owned();
     s.store.revoke_key(&Jkt(jkt.to_owned()), &audit).await?;
     s.revocations_changed();

@@ -61,7 +61,8 @@ pub(crate) enum ApprovalsCommand {
     Approve {
         /// Approval ID (apr-…).
         id: String,
-        /// Who approves, for the audit [default: $USER, else admin].
+        /// Optional check: the decision is recorded under the credential's
+        /// holder (an operator, or `admin`); if given, this must be that name.
         #[arg(long)]
         by: Option<String>,
         /// Why.
@@ -77,7 +78,8 @@ pub(crate) enum ApprovalsCommand {
         /// Why (required; the agent is told).
         #[arg(long)]
         reason: String,
-        /// Who denies, for the audit [default: $USER, else admin].
+        /// Optional check: the decision is recorded under the credential's
+        /// holder; if given, this must be that name.
         #[arg(long)]
         by: Option<String>,
         #[command(flatten)]
@@ -113,10 +115,7 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             reason,
             conn,
         } => {
-            let verdict = ApprovalVerdict {
-                by: decider(by),
-                reason,
-            };
+            let verdict = ApprovalVerdict { by, reason };
             decide(&conn, &id, "approve", &verdict).await?;
             println!("approved {id}");
         }
@@ -130,7 +129,7 @@ pub(crate) async fn run(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
                 bail!("a denial needs a --reason");
             }
             let verdict = ApprovalVerdict {
-                by: decider(by),
+                by,
                 reason: Some(reason),
             };
             decide(&conn, &id, "deny", &verdict).await?;
@@ -170,14 +169,6 @@ fn checked_id(id: &str) -> anyhow::Result<&str> {
     Ok(id)
 }
 
-/// Who decides: `--by`, else `$USER`, else `admin`.
-fn decider(by: Option<String>) -> String {
-    let named = |name: String| Some(name.trim().to_owned()).filter(|n| !n.is_empty());
-    by.and_then(named)
-        .or_else(|| std::env::var("USER").ok().and_then(named))
-        .unwrap_or_else(|| "admin".to_owned())
-}
-
 /// A value for a one-line listing: `-` when empty, quoted when it has spaces,
 /// quotes or control characters.
 fn field(value: &str) -> String {
@@ -200,7 +191,7 @@ fn approval_line(a: &ApprovalView) -> String {
         UNIX_EPOCH + Duration::from_secs(a.expires_at.max(0) as u64),
     );
     let mut line = format!(
-        "{} {} agent={} scope={} audience={} txn={} purpose={} policies={} approvers={} expires={}",
+        "{} {} agent={} scope={} audience={} txn={} purpose={} context={} lifetime={}s policies={} approvers={} expires={}",
         field(&a.id),
         a.status.as_str(),
         field(&a.agent),
@@ -208,6 +199,8 @@ fn approval_line(a: &ApprovalView) -> String {
         field(&a.audience),
         field(&a.txn),
         field(&a.purpose),
+        field(&a.request_context),
+        a.lifetime,
         field(&a.policies.join(",")),
         optional(&a.approvers),
         expires
@@ -239,6 +232,7 @@ mod tests {
             "audience": "spiffe://example.org/agent/payments",
             "scope": "payments:refund payments:read", "txn": "t-1",
             "purpose": "refund order\n42", "grant_type": "client_credentials",
+            "request_context": "{\"amount\":5}", "lifetime": 60,
             "policies": ["big-refund", "prod"], "approvers": null,
             "created_at": 0, "expires_at": 60,
             "decided_by": null, "decided_at": null, "reason": null
@@ -247,7 +241,8 @@ mod tests {
             line,
             "apr-abc pending agent=billing scope=\"payments:refund payments:read\" \
              audience=spiffe://example.org/agent/payments txn=t-1 \
-             purpose=\"refund order\\n42\" policies=big-refund,prod approvers=- \
+             purpose=\"refund order\\n42\" context=\"{\\\"amount\\\":5}\" lifetime=60s \
+             policies=big-refund,prod approvers=- \
              expires=1970-01-01T00:01:00Z"
         );
         assert!(!line.contains('\n'));
@@ -260,12 +255,5 @@ mod tests {
         assert!(checked_id("../agents").is_err());
         assert!(checked_id("a?b").is_err());
         assert!(checked_id(&"a".repeat(65)).is_err());
-    }
-
-    #[test]
-    fn the_decider_defaults_when_not_given() {
-        assert_eq!(decider(Some(" alice ".into())), "alice");
-        assert!(!decider(None).is_empty());
-        assert!(!decider(Some("  ".into())).is_empty());
     }
 }

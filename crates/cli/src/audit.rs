@@ -1,4 +1,5 @@
-//! `agentauth audit …`: verify the hash chain, follow and export the log.
+//! `agentauth audit …`: verify the hash chain and its authentication codes
+//! (against a signed checkpoint too), take checkpoints, follow and export the log.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -6,8 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use agentauth_api::AuditPage;
-use agentauth_core::{AuditRecord, verify_chain};
+use agentauth_api::{AuditCheckpoint, AuditPage};
+use agentauth_authority::{KeyRing, MASTER_KEY_ENV, MasterKey, verify_checkpoint};
+use agentauth_core::{AuditKey, AuditRecord, verify_chain};
 use agentauth_store::{AuditFilter, Store};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -18,8 +20,25 @@ use crate::admin_client::Connection;
 /// Audit commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check that no record was edited, removed or reordered (reads the store directly).
-    Verify(StoreArgs),
+    /// Check that no record was edited, removed, reordered or written without
+    /// the audit key (reads the store directly; needs the master key).
+    Verify {
+        /// A checkpoint from `audit checkpoint`: also prove that the log
+        /// still holds every record up to it, unchanged.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print a signed checkpoint of the log's head, to keep where the
+    /// database's writers cannot reach it.
+    Checkpoint {
+        /// Write it to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Show the latest records from the authority, optionally following new ones.
     Tail {
         /// How many records to show first.
@@ -50,12 +69,21 @@ pub(crate) struct StoreArgs {
     /// Database URL [default: the SQLite file in the data dir].
     #[arg(long, env = "AGENTAUTH_DATABASE_URL")]
     database_url: Option<String>,
-    /// The authority's data dir.
+    /// The authority's data dir (its master.key derives the audit key,
+    /// unless AGENTAUTH_MASTER_KEY is set).
     #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "./agentauth-data")]
     data_dir: PathBuf,
 }
 
 impl StoreArgs {
+    /// The authority's master key, which the audit key is derived from.
+    fn master_key(&self) -> anyhow::Result<MasterKey> {
+        let from_env = std::env::var(MASTER_KEY_ENV).ok();
+        MasterKey::load(&self.data_dir, from_env.as_deref())
+            .map_err(|e| anyhow::anyhow!("{}", e.detail()))
+            .context("verifying the audit log needs the authority's master key")
+    }
+
     async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         let url = match &self.database_url {
             Some(url) => url.clone(),
@@ -100,8 +128,14 @@ pub(crate) async fn for_each_page(
     }
 }
 
-/// Verifies the whole chain of `store`; `Err` names the first bad record.
-pub(crate) async fn verify_store(store: &dyn Store) -> anyhow::Result<Result<i64, String>> {
+/// Verifies the whole chain of `store` and every record's authentication
+/// code under `key`, and, given a checkpoint's record and hash, that the
+/// log still holds that record unchanged; `Err` names the first bad record.
+pub(crate) async fn verify_store(
+    store: &dyn Store,
+    key: &AuditKey,
+    checkpoint: Option<(i64, &str)>,
+) -> anyhow::Result<Result<i64, String>> {
     let (head_seq, head_hash) = store.audit_head().await?;
     let mut records = Vec::new();
     for_each_page(store, |page| {
@@ -109,23 +143,50 @@ pub(crate) async fn verify_store(store: &dyn Store) -> anyhow::Result<Result<i64
         Ok(())
     })
     .await?;
-    Ok(verify_chain(&records, head_seq, &head_hash).map_err(|b| b.to_string()))
+    let verified = verify_chain(&records, head_seq, &head_hash, key).map_err(|b| b.to_string());
+    let Ok(n) = verified else {
+        return Ok(verified);
+    };
+    if let Some((seq, hash)) = checkpoint.filter(|(seq, _)| *seq > 0) {
+        let at = usize::try_from(seq - 1).ok().and_then(|i| records.get(i));
+        match at {
+            Some(r) if r.hash == hash => {}
+            Some(_) => {
+                return Ok(Err(format!(
+                    "the log was rewritten up to record {seq}: its hash is not the checkpoint's"
+                )));
+            }
+            None => {
+                return Ok(Err(format!(
+                    "the log ends at record {n} but the checkpoint covers {seq}; records were removed"
+                )));
+            }
+        }
+    }
+    Ok(Ok(n))
 }
 
 pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify(args) => {
-            let store = args.open().await?;
-            match verify_store(&*store).await? {
-                Ok(n) => {
-                    println!("audit log intact: {n} records, hash chain verified");
-                    Ok(ExitCode::SUCCESS)
+        AuditCommand::Verify { checkpoint, store } => verify(checkpoint, &store).await,
+        AuditCommand::Checkpoint { out, conn } => {
+            let taken: AuditCheckpoint = conn
+                .admin_with(Method::POST, "/v1/audit/checkpoint", &serde_json::json!({}))
+                .await?;
+            let text = format!("{}\n", taken.checkpoint);
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "checkpoint of record {} written to {}",
+                        taken.seq,
+                        path.display()
+                    );
                 }
-                Err(first_bad) => {
-                    println!("audit log TAMPERED: {first_bad}");
-                    Ok(ExitCode::FAILURE)
-                }
+                None => print!("{text}"),
             }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export { out, store } => {
             let store = store.open().await?;
@@ -153,6 +214,44 @@ pub(crate) async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             agent,
             conn,
         } => tail(&conn, lines, follow, agent).await,
+    }
+}
+
+/// `audit verify [--checkpoint FILE]`.
+async fn verify(checkpoint: Option<PathBuf>, args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = args.open().await?;
+    let master = args.master_key()?;
+    let covered = match &checkpoint {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let keys = KeyRing::load(&*store, &master)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.detail()))?;
+            match verify_checkpoint(&keys, &text) {
+                Ok(claims) => Some(claims),
+                Err(e) => {
+                    println!("checkpoint REFUSED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        None => None,
+    };
+    let at = covered.as_ref().map(|c| (c.seq, c.hash.as_str()));
+    match verify_store(&*store, &master.audit_key(), at).await? {
+        Ok(n) => {
+            print!("audit log intact: {n} records, hash chain and authentication codes verified");
+            match covered {
+                Some(c) => println!("; unchanged up to the checkpoint at record {}", c.seq),
+                None => println!(),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(first_bad) => {
+            println!("audit log TAMPERED: {first_bad}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

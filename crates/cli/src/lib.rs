@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod audit;
 mod demo;
+mod operator;
 mod policy;
 mod revoke;
 mod serve;
@@ -57,6 +58,9 @@ enum Command {
     /// Care of the admin credential (rotate it).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Add, list and remove operators: the people who decide approvals.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Run the two-agent scenario end to end over real HTTP and report each step.
     Demo(demo::DemoArgs),
 }
@@ -84,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Approvals(cmd) => approvals::run(cmd).await,
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Admin(cmd) => admin::run(cmd).await,
+            Command::Operator(cmd) => operator::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

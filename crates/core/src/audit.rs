@@ -1,9 +1,12 @@
 //! Audit records and their hash chain: each record carries the hash of the one
-//! before, so an edited, removed or reordered record is found.
+//! before, so an edited, removed or reordered record is found, and an
+//! authentication code under a key kept outside the database (derived from
+//! the master key), so that whoever can write the database cannot rewrite
+//! the chain and recompute it unseen.
 
 use std::fmt;
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hkdf, hmac};
 use serde::{Deserialize, Serialize};
 
 /// The `prev_hash` of the first record: 32 zero bytes, hex.
@@ -111,11 +114,24 @@ pub enum AuditKind {
     /// The admin credential was replaced (`agentauth admin rotate-credential`).
     #[serde(rename = "admin.credential_rotated")]
     AdminCredentialRotated,
+    /// Token requests refused before their client was authenticated, counted
+    /// per client and address over one window instead of one record each.
+    #[serde(rename = "token.refusals_counted")]
+    TokenRefusalsCounted,
+    /// The admin added an operator (a person who decides approvals).
+    #[serde(rename = "operator.added")]
+    OperatorAdded,
+    /// The admin removed an operator; their credential stops working.
+    #[serde(rename = "operator.removed")]
+    OperatorRemoved,
+    /// A signed checkpoint of the chain's head was handed out.
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 27] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -139,6 +155,10 @@ impl AuditKind {
         Self::RequestDenied,
         Self::AuditDropped,
         Self::AdminCredentialRotated,
+        Self::TokenRefusalsCounted,
+        Self::OperatorAdded,
+        Self::OperatorRemoved,
+        Self::AuditCheckpoint,
     ];
 
     /// The dotted name records carry.
@@ -167,6 +187,10 @@ impl AuditKind {
             Self::RequestDenied => "request.denied",
             Self::AuditDropped => "audit.dropped",
             Self::AdminCredentialRotated => "admin.credential_rotated",
+            Self::TokenRefusalsCounted => "token.refusals_counted",
+            Self::OperatorAdded => "operator.added",
+            Self::OperatorRemoved => "operator.removed",
+            Self::AuditCheckpoint => "audit.checkpoint",
         }
     }
 
@@ -232,6 +256,45 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// SHA-256 over `prev_hash` and this record's canonical bytes (hex).
     pub hash: String,
+    /// HMAC-SHA256 of `hash` under the [`AuditKey`] (hex): only a holder of
+    /// the master key can write a record that verifies.
+    #[serde(default)]
+    pub mac: String,
+}
+
+/// The key that authenticates audit records: HMAC-SHA256, derived from the
+/// master key with HKDF so it never sits in the database.
+#[derive(Clone)]
+pub struct AuditKey(hmac::Key);
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// HKDF `info` of the audit key, so no other use of the master key collides with it.
+const AUDIT_KEY_INFO: &[u8] = b"agentauth audit record mac v1";
+
+impl AuditKey {
+    /// Derives the audit key from the master key's bytes (HKDF-SHA256).
+    pub fn derive(master_secret: &[u8]) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"agentauth").extract(master_secret);
+        let okm = prk
+            .expand(&[AUDIT_KEY_INFO], hmac::HMAC_SHA256)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self(hmac::Key::from(okm))
+    }
+
+    /// The authentication code of the record whose chain hash is `hash` (hex).
+    pub fn mac(&self, hash: &str) -> String {
+        hex::encode(hmac::sign(&self.0, hash.as_bytes()))
+    }
+
+    /// Whether `mac` is the code of `hash`, compared in constant time.
+    pub fn verifies(&self, hash: &str, mac: &str) -> bool {
+        hex::decode(mac).is_ok_and(|tag| hmac::verify(&self.0, hash.as_bytes(), &tag).is_ok())
+    }
 }
 
 #[derive(Serialize)]
@@ -265,12 +328,14 @@ impl fmt::Display for ChainBreak {
     }
 }
 
-/// Walks records in order and checks numbering, links and hashes, ending at
-/// the stored head (`head_seq`, `head_hash`) so a cut-off tail is caught too.
+/// Walks records in order and checks numbering, links, hashes and each
+/// record's authentication code under `key`, ending at the stored head
+/// (`head_seq`, `head_hash`) so a cut-off tail is caught too.
 pub fn verify_chain<'a>(
     records: impl IntoIterator<Item = &'a AuditRecord>,
     head_seq: i64,
     head_hash: &str,
+    key: &AuditKey,
 ) -> Result<i64, ChainBreak> {
     let mut expected_seq = 1;
     let mut prev = GENESIS_HASH.to_owned();
@@ -291,6 +356,9 @@ pub fn verify_chain<'a>(
         }
         if chain_hash(&prev, record.seq, &record.event) != record.hash {
             return fail("its content does not match its hash (the record was edited)".into());
+        }
+        if !key.verifies(&record.hash, &record.mac) {
+            return fail("its authentication code is wrong: it was written or rewritten without the audit key (or the master key is not the authority's)".into());
         }
         prev.clone_from(&record.hash);
         expected_seq += 1;
@@ -339,6 +407,10 @@ mod tests {
         }
     }
 
+    fn key() -> AuditKey {
+        AuditKey::derive(&[7u8; 32])
+    }
+
     fn chain(n: i64) -> Vec<AuditRecord> {
         let mut prev = GENESIS_HASH.to_owned();
         (1..=n)
@@ -349,6 +421,7 @@ mod tests {
                     seq,
                     event,
                     prev_hash: prev.clone(),
+                    mac: key().mac(&hash),
                     hash: hash.clone(),
                 };
                 prev = hash;
@@ -367,8 +440,8 @@ mod tests {
     fn an_intact_chain_verifies() {
         let records = chain(5);
         let (seq, hash) = head(&records);
-        assert_eq!(verify_chain(&records, seq, &hash), Ok(5));
-        assert_eq!(verify_chain(&[], 0, ""), Ok(0));
+        assert_eq!(verify_chain(&records, seq, &hash, &key()), Ok(5));
+        assert_eq!(verify_chain(&[], 0, "", &key()), Ok(0));
     }
 
     #[test]
@@ -376,7 +449,10 @@ mod tests {
         let mut records = chain(5);
         let (seq, hash) = head(&records);
         records[2].event.decision = Decision::Deny;
-        assert_eq!(verify_chain(&records, seq, &hash).unwrap_err().seq, 3);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &key()).unwrap_err().seq,
+            3
+        );
     }
 
     #[test]
@@ -384,10 +460,16 @@ mod tests {
         let mut records = chain(5);
         let (seq, hash) = head(&records);
         records.remove(1);
-        assert_eq!(verify_chain(&records, seq, &hash).unwrap_err().seq, 3);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &key()).unwrap_err().seq,
+            3
+        );
         let mut records = chain(5);
         records.pop();
-        assert_eq!(verify_chain(&records, seq, &hash).unwrap_err().seq, 5);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &key()).unwrap_err().seq,
+            5
+        );
     }
 
     #[test]
@@ -395,9 +477,50 @@ mod tests {
         let mut records = chain(5);
         let (seq, hash) = head(&records);
         records.swap(1, 2);
-        assert_eq!(verify_chain(&records, seq, &hash).unwrap_err().seq, 3);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &key()).unwrap_err().seq,
+            3
+        );
         records[1].seq = 2;
         records[2].seq = 3;
-        assert_eq!(verify_chain(&records, seq, &hash).unwrap_err().seq, 2);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &key()).unwrap_err().seq,
+            2
+        );
+    }
+
+    #[test]
+    fn a_chain_recomputed_without_the_audit_key_is_caught() {
+        let mut records = chain(5);
+        // A database writer edits record 3 and recomputes every hash after it.
+        records[2].event.decision = Decision::Deny;
+        let mut prev = records[1].hash.clone();
+        for r in &mut records[2..] {
+            r.prev_hash.clone_from(&prev);
+            r.hash = chain_hash(&prev, r.seq, &r.event);
+            prev.clone_from(&r.hash);
+        }
+        let (seq, hash) = head(&records);
+        let broken = verify_chain(&records, seq, &hash, &key()).unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.reason.contains("authentication code"), "{broken}");
+        // Without a code at all it is caught the same way.
+        let mut bare = chain(2);
+        bare[0].mac.clear();
+        let (seq, hash) = head(&bare);
+        assert_eq!(verify_chain(&bare, seq, &hash, &key()).unwrap_err().seq, 1);
+    }
+
+    #[test]
+    fn the_audit_key_depends_on_the_master_key() {
+        let records = chain(3);
+        let (seq, hash) = head(&records);
+        let other = AuditKey::derive(&[8u8; 32]);
+        assert_eq!(
+            verify_chain(&records, seq, &hash, &other).unwrap_err().seq,
+            1
+        );
+        assert!(!key().verifies(&records[0].hash, "zz"));
+        assert!(key().verifies(&records[0].hash, &records[0].mac));
     }
 }

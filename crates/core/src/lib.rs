@@ -29,7 +29,7 @@ pub use assertion::{
     DEFAULT_MAX_ASSERTION_LIFETIME_SECS,
 };
 pub use audit::{
-    AuditEvent, AuditKind, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash,
+    AuditEvent, AuditKey, AuditKind, AuditRecord, ChainBreak, Decision, GENESIS_HASH, chain_hash,
     verify_chain,
 };
 pub use dpop::{

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// A client assertion `jti` was presented a second time.
     #[error("the client assertion was already used")]
     ReplayedAssertion,
+    /// An audit record was to be appended before the authority set the key
+    /// that authenticates records ([`crate::Store::set_audit_key`]).
+    #[error("the audit key is not set: no audit record can be written")]
+    AuditKeyMissing,
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use model::{
     AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow,
-    ApprovalStatus, AuditFilter, DelegationRow, IssuedToken, PolicySetRow, RevocationAction,
-    RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
+    ApprovalStatus, AuditFilter, DelegationRow, IssuedToken, OperatorRow, PolicySetRow,
+    RevocationAction, RevocationKind, RevocationRow, SigningKeyRow, UsedAssertion,
 };
 pub use postgres::PgStore;
 #[cfg(any(test, feature = "test-support"))]
@@ -182,8 +182,16 @@ pub trait Store: Send + Sync + 'static {
         request: &ApprovalRequest<'_>,
         now: i64,
     ) -> Result<Option<ApprovalRow>>;
-    /// How many pending, unexpired approvals `agent` has, to bound them.
-    async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64>;
+    /// How many pending, unexpired approvals the agents of `lineage` (a
+    /// top-level agent and every agent it spawned) have, to bound them.
+    async fn pending_approval_count(&self, lineage: &SpiffeId, now: i64) -> Result<i64>;
+    /// Adds an operator (a unique name) with its audit record.
+    async fn add_operator(&self, operator: &OperatorRow, audit: &AuditEvent) -> Result<()>;
+    /// Every operator, by name.
+    async fn operators(&self) -> Result<Vec<OperatorRow>>;
+    /// Removes an operator, with its audit record; [`StoreError::NotFound`]
+    /// if there is none by that name.
+    async fn remove_operator(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
     /// Approvals with `status` (all if `None`), newest first, at most `limit`.
     async fn approvals(
         &self,
@@ -209,6 +217,13 @@ pub trait Store: Send + Sync + 'static {
     /// audit record each); returns how many rows went.
     async fn purge_expired(&self, now: i64) -> Result<u64>;
 
+    /// Sets the key that authenticates every audit record appended from now
+    /// on; until it is set, every write with an audit record fails. A second
+    /// call keeps the first key.
+    fn set_audit_key(&self, key: agentauth_core::AuditKey);
+    /// Authenticates, with the key set, every record written before records
+    /// were keyed (an upgraded database); returns how many it sealed.
+    async fn seal_unkeyed_audit(&self) -> Result<u64>;
     /// Appends events to the hash-chained audit log in one transaction.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Audit records of one task, by sequence number.

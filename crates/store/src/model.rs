@@ -312,6 +312,13 @@ pub struct ApprovalRow {
     pub purpose: String,
     /// `client_credentials` or the token-exchange grant URI.
     pub grant_type: String,
+    /// The `request_context` the agent sent, as sent ("" for none).
+    pub request_context: String,
+    /// The token lifetime asked for, in seconds (after the authority's cap).
+    pub lifetime: i64,
+    /// The top-level ancestor of the agent (itself unless spawned): pending
+    /// approvals are counted per lineage.
+    pub lineage: SpiffeId,
     /// The policies that asked for approval, space-separated.
     pub policies: String,
     /// Who should approve (`@approvers`), if said.
@@ -362,4 +369,24 @@ pub struct ApprovalRequest<'a> {
     pub grant_type: &'a str,
     /// The task; any task when `None` (the client named none).
     pub txn: Option<&'a TaskId>,
+    /// The request context, as sent.
+    pub request_context: &'a str,
+    /// The lifetime asked for.
+    pub lifetime: i64,
+}
+
+/// A person who decides approvals (and, in the `admin` group, acts as the
+/// admin), with their own credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorRow {
+    /// Unique name, as the audit log records it.
+    pub name: AgentName,
+    /// Approver groups (`@approvers("finance")`), and `admin` for admin rights.
+    pub groups: Vec<String>,
+    /// SHA-256 of the operator's credential (hex); the credential itself is
+    /// shown once and never stored.
+    #[serde(skip)]
+    pub token_sha256: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
 }

@@ -1,6 +1,9 @@
 //! The shared backend: a PostgreSQL database that several replicas write to
 //! at once, with rows locked where a transaction reads what it changes.
 
+use std::sync::{Arc, OnceLock};
+
+use agentauth_core::AuditKey;
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 
@@ -10,6 +13,7 @@ use crate::sql::{Backend, RowsAffected, Tx};
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    audit_key: Arc<OnceLock<AuditKey>>,
 }
 
 impl PgStore {
@@ -20,7 +24,10 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_key: Arc::default(),
+        })
     }
 }
 
@@ -36,7 +43,11 @@ impl Backend for PgStore {
     }
 
     async fn begin(&self) -> crate::Result<Tx<Self>> {
-        Ok(Tx::new(self.pool.begin().await?, ()))
+        Ok(Tx::new(self, self.pool.begin().await?, ()))
+    }
+
+    fn audit_key(&self) -> &Arc<OnceLock<AuditKey>> {
+        &self.audit_key
     }
 }
 

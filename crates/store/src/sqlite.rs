@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use agentauth_core::AuditKey;
 use std::time::Duration;
 
 use sqlx::Sqlite;
@@ -22,6 +24,7 @@ pub struct SqliteStore {
     /// SQLite has one writer; queueing writers here, instead of in SQLite's
     /// busy handler (which sleeps in steps of up to 100 ms), keeps tail latency low.
     writer: Arc<Mutex<()>>,
+    audit_key: Arc<OnceLock<AuditKey>>,
 }
 
 impl SqliteStore {
@@ -41,6 +44,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::default(),
+            audit_key: Arc::default(),
         })
     }
 }
@@ -62,14 +66,95 @@ impl Backend for SqliteStore {
     async fn begin(&self) -> crate::Result<Tx<Self>> {
         let turn = self.writer.clone().lock_owned().await;
         Ok(Tx::new(
+            self,
             self.pool.begin_with("BEGIN IMMEDIATE").await?,
             turn,
         ))
+    }
+
+    fn audit_key(&self) -> &Arc<OnceLock<AuditKey>> {
+        &self.audit_key
     }
 }
 
 impl RowsAffected for SqliteQueryResult {
     fn rows_affected(&self) -> u64 {
         SqliteQueryResult::rows_affected(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_core::{AuditKey, AuditKind, Decision, verify_chain};
+
+    use crate::{AuditFilter, Store, StoreError};
+
+    fn event(n: i64) -> agentauth_core::AuditEvent {
+        agentauth_core::AuditEvent {
+            time_ms: n,
+            kind: AuditKind::RequestAllowed,
+            actor: "a".into(),
+            subject: format!("s{n}"),
+            audience: String::new(),
+            scope: String::new(),
+            decision: Decision::Allow,
+            reason: String::new(),
+            request_id: String::new(),
+            txn: String::new(),
+            chain: String::new(),
+            purpose: String::new(),
+        }
+    }
+
+    async fn verify(store: &dyn Store, key: &AuditKey) -> Result<i64, agentauth_core::ChainBreak> {
+        let records = store
+            .audit_records(&AuditFilter {
+                limit: 1000,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let (seq, hash) = store.audit_head().await.unwrap();
+        verify_chain(&records, seq, &hash, key)
+    }
+
+    #[tokio::test]
+    async fn no_audit_record_is_written_without_the_key_and_old_records_are_sealed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = crate::open(path.to_str().unwrap()).await.unwrap();
+        let refused = store.append_audit(&[event(1)]).await.unwrap_err();
+        assert!(matches!(refused, StoreError::AuditKeyMissing), "{refused}");
+        assert_eq!(
+            store.audit_head().await.unwrap().0,
+            0,
+            "nothing half-written"
+        );
+
+        let key = AuditKey::derive(&[1u8; 32]);
+        store.set_audit_key(key.clone());
+        store.append_audit(&[event(1), event(2)]).await.unwrap();
+        assert_eq!(verify(&*store, &key).await, Ok(2));
+
+        // Records from before keyed audit (an upgraded database) have no code
+        // and fail verification until the authority seals them at start.
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET mac = ''")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(verify(&*store, &key).await.unwrap_err().seq, 1);
+        assert_eq!(store.seal_unkeyed_audit().await.unwrap(), 2);
+        assert_eq!(store.seal_unkeyed_audit().await.unwrap(), 0);
+        assert_eq!(verify(&*store, &key).await, Ok(2));
+        assert_eq!(
+            verify(&*store, &AuditKey::derive(&[2u8; 32]))
+                .await
+                .unwrap_err()
+                .seq,
+            1
+        );
     }
 }

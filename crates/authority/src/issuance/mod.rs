@@ -266,6 +266,7 @@ async fn issue(
         target: target_agent.as_ref(),
         presented: presented.as_ref(),
         grant,
+        lifetime,
     };
     let approval_id = apply_policy(s, req, call, &decided, &mut minted).await?;
     let claims = AccessClaims {
@@ -358,6 +359,8 @@ struct Decided<'a> {
     target: Option<&'a AgentRow>,
     presented: Option<&'a ApprovalRow>,
     grant: Grant,
+    /// The lifetime asked for (after the cap), which an approval binds.
+    lifetime: i64,
 }
 
 /// Narrows the scope to what the active policy set permits and, where a
@@ -401,6 +404,7 @@ async fn apply_policy(
     let Some(needs) = needs else {
         return Ok(None);
     };
+    let lineage = crate::registry::lineage(s, &d.client.agent).await?;
     let request = approval::Binding {
         agent: &d.client.agent.id,
         subject: &minted.sub,
@@ -409,6 +413,9 @@ async fn apply_policy(
         txn: minted.txn.as_ref(),
         purpose: minted.purpose.as_deref().unwrap_or(""),
         grant_type: req.grant_type.as_deref().unwrap_or(""),
+        request_context: minted.rctx.as_deref().unwrap_or(""),
+        lifetime: d.lifetime,
+        lineage: &lineage,
     };
     let explicit_txn = d.grant == Grant::Exchange || req.txn.is_some();
     let id = approval::settle(

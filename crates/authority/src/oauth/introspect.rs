@@ -20,7 +20,8 @@ use crate::standing::{self, Door};
 
 /// Who is asking.
 enum Caller {
-    Admin,
+    /// The admin, or an operator with the admin's rights.
+    Admin(crate::Principal),
     Agent(SpiffeId),
 }
 
@@ -31,8 +32,7 @@ async fn caller(
     path: &str,
 ) -> Result<Caller, AuthorityError> {
     if bearer(headers).is_some() {
-        s.admin.require(headers)?;
-        return Ok(Caller::Admin);
+        return Ok(Caller::Admin(s.admin.require(headers)?));
     }
     let creds = ClientCredentials {
         assertion_type: form.client_assertion_type.as_deref(),
@@ -122,7 +122,7 @@ async fn standing_of(
     token: &str,
 ) -> Result<Option<AccessClaims>, AuthorityError> {
     let audience = match caller {
-        Caller::Admin => None,
+        Caller::Admin(_) => None,
         Caller::Agent(id) => Some(id),
     };
     match standing::check(s, token, Door::Introspection { audience }).await {
@@ -145,7 +145,7 @@ async fn revoke_presented(
         return Ok(());
     };
     let actor = match caller {
-        Caller::Admin => "admin".to_owned(),
+        Caller::Admin(who) => who.actor(),
         Caller::Agent(id) if *id == claims.client_id => id.to_string(),
         Caller::Agent(_) => {
             return Err(AuthorityError::TokenOfAnotherClient);

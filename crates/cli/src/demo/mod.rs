@@ -198,10 +198,14 @@ pub(super) async fn authority() -> anyhow::Result<(Running, Admin, PathBuf, temp
 /// Verifies the audit chain of the demo's store.
 pub(super) async fn audit_verdict(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let store = agentauth_store::open(&data_dir.join("agentauth.db").display().to_string()).await?;
-    Ok(match crate::audit::verify_store(&*store).await? {
-        Ok(_) => "intact".into(),
-        Err(bad) => bad,
-    })
+    let master = agentauth_authority::MasterKey::load(data_dir, None)
+        .map_err(|e| anyhow::anyhow!("{}", e.detail()))?;
+    Ok(
+        match crate::audit::verify_store(&*store, &master.audit_key(), None).await? {
+            Ok(_) => "intact".into(),
+            Err(bad) => bad,
+        },
+    )
 }
 
 /// "issued", or the OAuth error the token endpoint answered.

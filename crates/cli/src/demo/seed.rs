@@ -180,19 +180,30 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
         got,
     );
     if let Some(pending) = pending {
+        // The policy names the finance group as approvers: a person in it
+        // decides, under their own credential.
+        println!("$ agentauth operator add demo-operator --group finance");
+        let operator: agentauth_api::OperatorCreated = admin
+            .send(
+                reqwest::Method::POST,
+                "/v1/operators",
+                &agentauth_api::NewOperator {
+                    name: "demo-operator".into(),
+                    groups: vec!["finance".into()],
+                },
+            )
+            .await?;
         println!(
-            "$ agentauth approvals approve {} --by demo-operator --reason \"refund checked\"",
+            "$ AGENTAUTH_ADMIN_TOKEN=<demo-operator's credential> agentauth approvals approve {} --reason \"refund checked\"",
             pending.approval_id
         );
         let approved = super::run_cli(
             &url,
-            &admin.token,
+            &operator.operator_token,
             &[
                 "approvals",
                 "approve",
                 &pending.approval_id,
-                "--by",
-                "demo-operator",
                 "--reason",
                 "refund checked",
             ],

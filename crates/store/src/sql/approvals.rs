@@ -25,8 +25,9 @@ where
         let mut tx = self.0.begin().await?;
         let result = sqlx::query(
             "INSERT INTO approvals (id, agent, audience, scope, txn, purpose, grant_type, policies, approvers, \
-             status, created_at, expires_at, last_poll_at, decided_by, decided_at, reason, subject) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             status, created_at, expires_at, last_poll_at, decided_by, decided_at, reason, subject, \
+             request_context, lifetime, lineage) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&approval.id)
         .bind(approval.agent.as_str())
@@ -45,6 +46,9 @@ where
         .bind(approval.decided_at)
         .bind(approval.reason.as_deref())
         .bind(approval.subject.as_str())
+        .bind(&approval.request_context)
+        .bind(approval.lifetime)
+        .bind(approval.lineage.as_str())
         .execute(&mut *tx)
         .await;
         match result {
@@ -74,7 +78,7 @@ where
         let row = sqlx::query(
             "SELECT * FROM approvals WHERE agent = $1 AND subject = $2 AND audience = $3 AND scope = $4 \
              AND purpose = $5 AND grant_type = $6 AND ($7 IS NULL OR txn = $7) AND status = $8 AND expires_at > $9 \
-             ORDER BY created_at DESC, id LIMIT 1",
+             AND request_context = $10 AND lifetime = $11 ORDER BY created_at DESC, id LIMIT 1",
         )
         .bind(request.agent.as_str())
         .bind(request.subject.as_str())
@@ -85,16 +89,18 @@ where
         .bind(request.txn.map(TaskId::as_str))
         .bind(ApprovalStatus::Pending.as_str())
         .bind(now)
+        .bind(request.request_context)
+        .bind(request.lifetime)
         .fetch_optional(self.0.pool())
         .await?;
         row.as_ref().map(Self::approval_from_row).transpose()
     }
 
-    pub(super) async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64> {
+    pub(super) async fn pending_approval_count(&self, lineage: &SpiffeId, now: i64) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM approvals WHERE agent = $1 AND status = $2 AND expires_at > $3",
+            "SELECT COUNT(*) AS n FROM approvals WHERE lineage = $1 AND status = $2 AND expires_at > $3",
         )
-        .bind(agent.as_str())
+        .bind(lineage.as_str())
         .bind(ApprovalStatus::Pending.as_str())
         .bind(now)
         .fetch_one(self.0.pool())
@@ -204,6 +210,9 @@ where
             },
             purpose: row.try_get("purpose")?,
             grant_type: row.try_get("grant_type")?,
+            request_context: row.try_get("request_context")?,
+            lifetime: row.try_get("lifetime")?,
+            lineage: id("lineage")?,
             policies: row.try_get("policies")?,
             approvers: row.try_get("approvers")?,
             status: ApprovalStatus::parse(&status)

@@ -27,6 +27,25 @@ where
         tx.commit().await
     }
 
+    pub(super) async fn seal_unkeyed_audit(&self) -> Result<u64> {
+        let mut tx = self.0.begin().await?;
+        let key = tx.audit_key()?.clone();
+        let rows = sqlx::query("SELECT seq, hash FROM audit_log WHERE mac = '' ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            let hash: String = row.try_get("hash")?;
+            sqlx::query("UPDATE audit_log SET mac = $1 WHERE seq = $2")
+                .bind(key.mac(&hash))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
     pub(super) async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM audit_log WHERE seq > $1 \
@@ -55,6 +74,7 @@ where
         if events.is_empty() {
             return Ok(());
         }
+        let key = tx.audit_key()?.clone();
         let head = sqlx::query(HEAD.sql::<B>()).fetch_one(&mut **tx).await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
@@ -63,8 +83,8 @@ where
             let hash = chain_hash(&prev, seq, event);
             sqlx::query(
                 "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
-                 reason, request_id, prev_hash, hash, txn, chain, purpose) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 reason, request_id, prev_hash, hash, txn, chain, purpose, mac) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(seq)
             .bind(event.time_ms)
@@ -81,6 +101,7 @@ where
             .bind(&event.txn)
             .bind(&event.chain)
             .bind(&event.purpose)
+            .bind(key.mac(&hash))
             .execute(&mut **tx)
             .await?;
             prev = hash;
@@ -116,6 +137,7 @@ where
             },
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
+            mac: row.try_get("mac")?,
         })
     }
 }

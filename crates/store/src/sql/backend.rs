@@ -2,7 +2,9 @@
 //! capabilities the shared statements need from either.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use agentauth_core::AuditKey;
 
 use sqlx::{Database, Decode, Encode, IntoArguments, Pool, Transaction, Type};
 
@@ -25,6 +27,9 @@ pub(crate) trait Backend: Sized + Send + Sync + 'static {
     fn pool(&self) -> &Pool<Self::Db>;
     /// Starts a write transaction.
     fn begin(&self) -> impl Future<Output = Result<Tx<Self>>> + Send;
+    /// The key audit records are authenticated with, once the authority
+    /// has set it; shared with every transaction.
+    fn audit_key(&self) -> &Arc<OnceLock<AuditKey>>;
 }
 
 /// How many rows a statement changed; sqlx has no trait for it.
@@ -57,12 +62,25 @@ pub(crate) struct Tx<B: Backend> {
     // before the turn lets the next writer in.
     tx: Transaction<'static, B::Db>,
     _turn: B::WriterTurn,
+    audit_key: Arc<OnceLock<AuditKey>>,
 }
 
 impl<B: Backend> Tx<B> {
-    /// Wraps a transaction begun while holding `turn`.
-    pub(crate) fn new(tx: Transaction<'static, B::Db>, turn: B::WriterTurn) -> Self {
-        Self { tx, _turn: turn }
+    /// Wraps a transaction of `store` begun while holding `turn`.
+    pub(crate) fn new(store: &B, tx: Transaction<'static, B::Db>, turn: B::WriterTurn) -> Self {
+        Self {
+            tx,
+            _turn: turn,
+            audit_key: store.audit_key().clone(),
+        }
+    }
+
+    /// The key that authenticates the audit records this transaction
+    /// appends; appending without one fails, never writes an unkeyed record.
+    pub(crate) fn audit_key(&self) -> Result<&AuditKey> {
+        self.audit_key
+            .get()
+            .ok_or(crate::StoreError::AuditKeyMissing)
     }
 
     /// Commits, then lets the next writer in.

@@ -15,6 +15,7 @@ mod approvals;
 mod audit;
 mod backend;
 mod delegations;
+mod operators;
 mod policies;
 mod revocations;
 mod settings;
@@ -31,8 +32,8 @@ use agentauth_core::Scope;
 
 use crate::{
     AgentRow, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow, ApprovalStatus,
-    AuditFilter, DelegationRow, IssuedToken, PolicySetRow, Result, RevocationRow, SigningKeyRow,
-    Store, StoreError, UsedAssertion,
+    AuditFilter, DelegationRow, IssuedToken, OperatorRow, PolicySetRow, Result, RevocationRow,
+    SigningKeyRow, Store, StoreError, UsedAssertion,
 };
 
 /// The shared statements, run on the store of backend `B`.
@@ -253,8 +254,20 @@ where
         Sql(self).pending_approval(request, now).await
     }
 
-    async fn pending_approval_count(&self, agent: &SpiffeId, now: i64) -> Result<i64> {
-        Sql(self).pending_approval_count(agent, now).await
+    async fn pending_approval_count(&self, lineage: &SpiffeId, now: i64) -> Result<i64> {
+        Sql(self).pending_approval_count(lineage, now).await
+    }
+
+    async fn add_operator(&self, operator: &OperatorRow, audit: &AuditEvent) -> Result<()> {
+        Sql(self).add_operator(operator, audit).await
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRow>> {
+        Sql(self).operators().await
+    }
+
+    async fn remove_operator(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
+        Sql(self).remove_operator(name, audit).await
     }
 
     async fn approvals(
@@ -284,6 +297,14 @@ where
 
     async fn purge_expired(&self, now: i64) -> Result<u64> {
         Sql(self).purge_expired(now).await
+    }
+
+    fn set_audit_key(&self, key: agentauth_core::AuditKey) {
+        let _ = self.audit_key().set(key);
+    }
+
+    async fn seal_unkeyed_audit(&self) -> Result<u64> {
+        Sql(self).seal_unkeyed_audit().await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

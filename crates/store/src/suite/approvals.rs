@@ -13,6 +13,9 @@ fn task(txn: &str) -> TaskId {
     TaskId::new(txn).unwrap()
 }
 
+/// The request context every test approval binds.
+const CONTEXT: &str = r#"{"amount":5,"currency":"EUR"}"#;
+
 /// A pending approval of `write:customer` for the reader, created at
 /// `created_at` and void 300 seconds later.
 fn approval(id: &str, created_at: i64) -> ApprovalRow {
@@ -25,6 +28,9 @@ fn approval(id: &str, created_at: i64) -> ApprovalRow {
         txn: Some(task("t1")),
         purpose: "refund order 7".into(),
         grant_type: "client_credentials".into(),
+        request_context: CONTEXT.into(),
+        lifetime: 60,
+        lineage: spiffe(READER),
         policies: "refunds-need-approval".into(),
         approvers: Some("finance".into()),
         status: ApprovalStatus::Pending,
@@ -81,6 +87,8 @@ fn request(
         purpose: kept(purpose.to_owned()),
         grant_type: "client_credentials",
         txn: txn.map(|t| kept(task(t))),
+        request_context: CONTEXT,
+        lifetime: 60,
     }
 }
 
@@ -99,7 +107,7 @@ async fn pending(
         .map(|a| a.id)
 }
 
-pub(crate) async fn pending_approvals_are_counted_per_agent(s: &dyn Store) {
+pub(crate) async fn pending_approvals_are_counted_per_lineage(s: &dyn Store) {
     assert_eq!(
         s.pending_approval_count(&spiffe(READER), 100)
             .await
@@ -110,7 +118,21 @@ pub(crate) async fn pending_approvals_are_counted_per_agent(s: &dyn Store) {
     create_approval(s, &approval("ap-2", 150)).await;
     let mut other = approval("ap-3", 100);
     other.agent = spiffe(CUSTOMER);
+    other.lineage = spiffe(CUSTOMER);
     create_approval(s, &other).await;
+    // A child the reader spawned counts against the reader's lineage.
+    let mut child = approval("ap-4", 100);
+    child.agent = spiffe("spiffe://agentauth.local/agent/reader-helper");
+    create_approval(s, &child).await;
+    assert_eq!(
+        s.pending_approval_count(&spiffe(READER), 200)
+            .await
+            .unwrap(),
+        3
+    );
+    decide(s, "ap-4", &decision(ApprovalStatus::Denied, "alice", 200))
+        .await
+        .unwrap();
     assert_eq!(
         s.pending_approval_count(&spiffe(READER), 200)
             .await
@@ -180,6 +202,7 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
     );
     let other_agent = ApprovalRow {
         agent: spiffe(CUSTOMER),
+        lineage: spiffe(CUSTOMER),
         ..approval("ap-x", 100)
     };
     create_approval(s, &other_agent).await;
@@ -202,6 +225,21 @@ pub(crate) async fn approvals_are_created_and_found_for_the_same_request(s: &dyn
         ..request(CUSTOMER, scope, purpose, None)
     };
     assert!(s.pending_approval(&on_behalf, 200).await.unwrap().is_none());
+    let other_context = ApprovalRequest {
+        request_context: r#"{"amount":5000,"currency":"EUR"}"#,
+        ..request(CUSTOMER, scope, purpose, None)
+    };
+    assert!(
+        s.pending_approval(&other_context, 200)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let longer = ApprovalRequest {
+        lifetime: 3600,
+        ..request(CUSTOMER, scope, purpose, None)
+    };
+    assert!(s.pending_approval(&longer, 200).await.unwrap().is_none());
 
     // The newest one wins; a decided one is no longer pending.
     create_approval(s, &approval("ap-2", 150)).await;

@@ -43,6 +43,7 @@ impl Fixture {
         let store = open(dir.path().join("test.db").to_str().unwrap())
             .await
             .unwrap();
+        store.set_audit_key(test_audit_key());
         Self {
             store,
             _dir: Some(dir),
@@ -55,6 +56,7 @@ impl Fixture {
     pub(crate) async fn postgres(test: &str) -> Option<Self> {
         let scratch = ScratchDatabase::for_test(test).await?;
         let store = open(&scratch.url).await.unwrap();
+        store.set_audit_key(test_audit_key());
         Some(Self {
             store,
             _dir: None,
@@ -120,6 +122,11 @@ fn agent(name: &str) -> AgentRow {
     }
 }
 
+/// The audit key every fixture store authenticates records with.
+fn test_audit_key() -> agentauth_core::AuditKey {
+    agentauth_core::AuditKey::derive(&[3u8; 32])
+}
+
 async fn audit_count(store: &dyn Store) -> i64 {
     store.audit_head().await.unwrap().0
 }
@@ -133,7 +140,7 @@ async fn assert_chain_intact(store: &dyn Store) {
         .await
         .unwrap();
     let (seq, hash) = store.audit_head().await.unwrap();
-    verify_chain(&records, seq, &hash).unwrap();
+    verify_chain(&records, seq, &hash, &test_audit_key()).unwrap();
 }
 
 fn issued(jti: &str) -> IssuedToken {
@@ -243,7 +250,7 @@ run_suite!(
     an_approved_approval_issues_exactly_one_token,
     deciding_a_decided_or_expired_approval_is_stale,
     a_denial_keeps_who_and_why,
-    pending_approvals_are_counted_per_agent,
+    pending_approvals_are_counted_per_lineage,
     deleting_an_agent_removes_its_grants_and_expires_its_approvals,
     a_child_is_enabled_only_under_the_parent_that_spawned_it,
     live_children_are_limited_per_parent,
