@@ -23,7 +23,12 @@ struct Scene {
 
 impl Scene {
     async fn start(leeway_secs: i64) -> Self {
-        let server = Server::start().await;
+        Self::start_with_args(leeway_secs, &[]).await
+    }
+
+    /// Like [`Scene::start`], with extra `serve` flags.
+    async fn start_with_args(leeway_secs: i64, args: &[&str]) -> Self {
+        let server = Server::start_with(args, &[]).await;
         let customer_key = server.register("customer", &[]).await;
         let reader_key = server.register("reader", &["read:customer"]).await;
         server.register("orders", &[]).await;
@@ -499,8 +504,83 @@ async fn the_audit_endpoint_refuses_what_an_agent_may_not_report() {
     let records = audit["records"].as_array().unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["actor"], id("reader"));
+    assert_eq!(
+        records[0]["audience"],
+        id("reader"),
+        "a reported decision is about a request to the reporter"
+    );
+    assert_eq!(records[0]["reported"], true, "and is marked as reported");
     assert_eq!(records[1]["kind"], "audit.dropped");
+    assert_eq!(records[1]["reported"], true);
     assert!(records[1]["reason"].as_str().unwrap().contains('3'));
+
+    // A decision about a request to another agent is not the reporter's to make.
+    let before = scene.server.snapshot().await;
+    let framing = json!({"events": [
+        {"kind": "request.allowed", "decision": "allow", "subject": "x"},
+        {"kind": "request.denied", "decision": "deny", "subject": "x", "audience": id("customer")}
+    ]});
+    let response = scene
+        .reader
+        .send(scene.server.http.post(&endpoint).json(&framing), &token)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("addressed to itself"),
+        "{body}"
+    );
+    assert_eq!(scene.server.snapshot().await, before, "refused whole");
+}
+
+#[tokio::test]
+async fn an_agent_reporting_audit_events_is_rate_limited() {
+    let scene = Scene::start_with_args(30, &["--audit-events-per-agent", "5"]).await;
+    let token = scene
+        .reader
+        .fetch_token(
+            &"spiffe://agentauth.local/authority".parse().unwrap(),
+            &scope("audit:write"),
+            None,
+        )
+        .await
+        .unwrap();
+    let endpoint = format!("{}/v1/audit/events", scene.server.url);
+    let batch = |n: usize| {
+        let events: Vec<Value> = (0..n)
+            .map(|i| json!({"kind": "request.allowed", "decision": "allow", "subject": i.to_string()}))
+            .collect();
+        json!({ "events": events })
+    };
+    // The burst is twice the rate: ten now, then nothing until it refills.
+    let response = scene
+        .reader
+        .send(scene.server.http.post(&endpoint).json(&batch(10)), &token)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let before = scene.server.snapshot().await;
+    let response = scene
+        .reader
+        .send(scene.server.http.post(&endpoint).json(&batch(3)), &token)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("audit_events_per_agent"),
+        "{body}"
+    );
+    assert_eq!(scene.server.snapshot().await, before, "nothing written");
 }
 
 /// Status, WWW-Authenticate and JSON body of a response.

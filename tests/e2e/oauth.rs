@@ -165,7 +165,7 @@ async fn with_lifetime(s: &Server, key: &SigningKey, lifetime: &str) -> (StatusC
 
 #[tokio::test]
 async fn a_replayed_client_assertion_is_invalid_client() {
-    let s = Server::start().await;
+    let s = Server::start_with(&["--refusal-audit-window-secs", "1"], &[]).await;
     let key = s.register("reader", &["read:customer"]).await;
     s.register("customer", &[]).await;
     let assertion = s.assertion("reader", &key);
@@ -182,22 +182,16 @@ async fn a_replayed_client_assertion_is_invalid_client() {
     let after = s.snapshot().await;
     assert_eq!(after.agents, before.agents);
     assert_eq!(
-        after.audit_head,
-        before.audit_head + 1,
-        "only the refusal is audited"
+        after.audit_head, before.audit_head,
+        "a refusal before authentication is counted, not written at once"
     );
-    let store = s.store().await;
-    let last = store
-        .audit_records(&Default::default())
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(last.event.kind, agentauth_core::AuditKind::TokenRefused);
-    assert_eq!(
-        last.event.actor,
-        format!("unverified:{}", id("reader")),
-        "a replay proves nothing about who sent it"
+    let counted = s.counted_refusals().await;
+    assert!(
+        counted.contains(&format!(
+            "unverified:{} from 127.0.0.1: 1 (invalid_client)",
+            id("reader")
+        )),
+        "a replay proves nothing about who sent it: {counted}"
     );
 }
 
@@ -231,7 +225,7 @@ async fn expect_error_naming(
 
 #[tokio::test]
 async fn token_requests_are_refused_with_the_right_oauth_error() {
-    let s = Server::start().await;
+    let s = Server::start_with(&["--refusal-audit-window-secs", "1"], &[]).await;
     let key = s.register("reader", &["read:customer"]).await;
     s.register("customer", &[]).await;
     let customer = id("customer");
@@ -300,18 +294,10 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         )
         .await;
     expect_error(&s, forged, StatusCode::UNAUTHORIZED, "invalid_client").await;
-    let last = s
-        .store()
-        .await
-        .audit_records(&Default::default())
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    assert_eq!(
-        last.event.actor,
-        format!("unverified:{}", id("reader")),
-        "a forged assertion is not attributed"
+    let counted = s.counted_refusals().await;
+    assert!(
+        counted.contains(&format!("unverified:{} from 127.0.0.1", id("reader"))),
+        "a forged assertion is not attributed: {counted}"
     );
 
     let wrong_aud = ClientAssertionClaims::sign(
@@ -390,13 +376,26 @@ async fn token_requests_are_refused_with_the_right_oauth_error() {
         .await;
     expect_error(&s, repeated, StatusCode::BAD_REQUEST, "invalid_request").await;
 
-    // Every refusal is audited; nothing else was written.
+    // Every refusal is audited: those of an authenticated client one by
+    // one, the others counted into a record per window. Nothing else was written.
     let store = s.store().await;
     let filter = agentauth_store::AuditFilter {
         kind: Some(agentauth_core::AuditKind::TokenRefused),
         ..Default::default()
     };
-    assert_eq!(store.audit_records(&filter).await.unwrap().len(), 14);
+    assert_eq!(store.audit_records(&filter).await.unwrap().len(), 5);
+    s.counted_refusals().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let counted: u64 = s
+        .audit_records("?kind=token.refusals_counted")
+        .await
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().unwrap();
+            reason.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, 9);
     assert_eq!(s.snapshot().await.revocations, 0);
 }
 
@@ -760,4 +759,50 @@ async fn a_flood_from_one_address_is_refused_before_any_work() {
     );
     // ... then the address is throttled.
     assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_unauthenticated_token_requests_is_counted_not_written_one_by_one() {
+    let s = Server::start_with(&["--refusal-audit-window-secs", "1"], &[]).await;
+    let before = s.snapshot().await;
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let response = s
+            .http
+            .post(format!("{}/oauth/token", s.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    agentauth_core::CLIENT_ASSERTION_TYPE,
+                ),
+                ("client_assertion", &format!("garbage.{i}.x")),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let windows = started.elapsed().as_secs() + 2;
+    s.counted_refusals().await;
+    // Wait for the last window to be written, then add the counts up.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let records = s.audit_records("?kind=token.refusals_counted").await;
+    let total: u64 = records
+        .iter()
+        .map(|r| {
+            let reason = r["reason"].as_str().unwrap();
+            assert!(reason.contains("anonymous from 127.0.0.1"), "{reason}");
+            reason.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(total, 300, "every refusal is counted");
+    assert!(
+        records.len() as u64 <= windows,
+        "one record per window, not per request: {} records",
+        records.len()
+    );
+    let after = s.snapshot().await;
+    assert_eq!(after.audit_head, before.audit_head + records.len() as i64);
+    assert_eq!(after.agents, before.agents);
 }

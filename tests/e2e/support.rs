@@ -414,6 +414,28 @@ impl Server {
         body["records"].as_array().unwrap().clone()
     }
 
+    /// The reasons of the `token.refusals_counted` records so far, joined,
+    /// waiting (at most 10 s) for the first one: refusals before
+    /// authentication are written once per window.
+    pub async fn counted_refusals(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.audit_records("?kind=token.refusals_counted").await;
+            if !records.is_empty() {
+                return records
+                    .iter()
+                    .map(|r| r["reason"].as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no token.refusals_counted record within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Every entry of the revocation feed, as `GET /v1/revocations?since=0` lists them.
     pub async fn feed(&self) -> Vec<Value> {
         let feed: Value = self

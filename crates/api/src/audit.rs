@@ -136,6 +136,7 @@ mod tests {
                 txn: "txn-1".into(),
                 chain: String::new(),
                 purpose: String::new(),
+                reported: false,
             },
             prev_hash: "00".into(),
             hash: "ab".into(),

@@ -131,6 +131,11 @@ pub enum AuditRefusal {
     /// An agent reported an event of a kind only the authority writes.
     #[error("agents may only report request.allowed and request.denied events, not \"{0}\"")]
     KindNotReportable(String),
+    /// An agent reported a decision about a request addressed to someone else.
+    #[error(
+        "an agent may only report decisions about requests addressed to itself, not to \"{0}\""
+    )]
+    NotAddressedToReporter(String),
 }
 
 /// Why an agent's access token for the authority's API was refused.
@@ -181,6 +186,7 @@ pub(crate) fn event(
         txn: String::new(),
         chain: String::new(),
         purpose: String::new(),
+        reported: false,
     }
 }
 
@@ -240,8 +246,10 @@ pub(crate) async fn ingest(
     Ok(Json(report(&s, &agent, batch).await?))
 }
 
-/// Appends the decisions `agent` reports to the chain, bounded, with its
-/// own name as actor; a batch with any kind agents may not report is
+/// Appends the decisions `agent` reports to the chain, bounded and
+/// rate-limited, with its own name as actor and marked as reported; a batch
+/// with any kind agents may not report, or any decision about a request
+/// addressed to another (its `audience`, empty for the reporter itself), is
 /// refused whole.
 pub(crate) async fn report(
     s: &AuthorityState,
@@ -251,6 +259,8 @@ pub(crate) async fn report(
     if batch.events.len() > MAX_BATCH {
         return Err(AuditRefusal::BatchTooLarge.into());
     }
+    s.throttle
+        .audit_events(agent, batch.events.len() + usize::from(batch.dropped > 0))?;
     let now = now_ms();
     let mut events = Vec::with_capacity(batch.events.len() + 1);
     for e in batch.events {
@@ -258,6 +268,9 @@ pub(crate) async fn report(
             return Err(AuditRefusal::KindNotReportable(shown(&e.kind)).into());
         };
         let bounded = |s: String| s.chars().take(MAX_FIELD).collect::<String>();
+        if !e.audience.is_empty() && e.audience != agent.as_str() {
+            return Err(AuditRefusal::NotAddressedToReporter(shown(&e.audience)).into());
+        }
         events.push(AuditEvent {
             // An agent's clock is only believed within a minute of ours.
             time_ms: e
@@ -267,7 +280,7 @@ pub(crate) async fn report(
             kind,
             actor: agent.to_string(),
             subject: bounded(e.subject),
-            audience: bounded(e.audience),
+            audience: agent.to_string(),
             scope: bounded(e.scope),
             decision: e.decision,
             reason: bounded(e.reason),
@@ -275,11 +288,13 @@ pub(crate) async fn report(
             txn: bounded(e.txn),
             chain: bounded(e.chain),
             purpose: bounded(e.purpose),
+            reported: true,
         });
     }
     if batch.dropped > 0 {
         let mut dropped = event(AuditKind::AuditDropped, agent, agent, Decision::Deny);
         dropped.reason = format!("the agent's audit buffer dropped {} events", batch.dropped);
+        dropped.reported = true;
         events.push(dropped);
     }
     let accepted = events.len() as u64;

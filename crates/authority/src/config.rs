@@ -55,6 +55,12 @@ pub struct Config {
     /// Seconds a client may take to send a request's headers before it is
     /// disconnected (slow clients cannot hold connections open).
     pub header_read_timeout_secs: u64,
+    /// Seconds over which token requests refused before their client
+    /// authenticated are counted into one audit record.
+    pub refusal_audit_window_secs: u64,
+    /// Events per second one agent may report to the audit log (burst:
+    /// twice that); 0 turns the limit off.
+    pub audit_events_per_agent: u32,
 }
 
 impl Default for Config {
@@ -79,6 +85,8 @@ impl Default for Config {
             token_requests_per_client: 200,
             max_connections: 1024,
             header_read_timeout_secs: 10,
+            refusal_audit_window_secs: 10,
+            audit_events_per_agent: 1000,
         }
     }
 }
@@ -109,6 +117,9 @@ pub enum ConfigError {
     /// No connection slot, or no time to send request headers.
     #[error("max_connections and header_read_timeout_secs must be at least 1")]
     ConnectionLimits,
+    /// A refusal-counting window out of range.
+    #[error("refusal_audit_window_secs must be 1 to 3600")]
+    RefusalWindow,
     /// Token lifetimes out of order.
     #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
     TokenLifetimes,
@@ -188,6 +199,9 @@ impl Config {
         }
         if self.max_connections < 1 || self.header_read_timeout_secs < 1 {
             return Err(ConfigError::ConnectionLimits);
+        }
+        if !(1..=3600).contains(&self.refusal_audit_window_secs) {
+            return Err(ConfigError::RefusalWindow);
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ mod keys;
 mod oauth;
 mod operator;
 mod policy;
+mod refusals;
 mod registry;
 mod revocation;
 mod server;

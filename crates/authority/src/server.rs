@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) policy: policy::PolicyState,
     /// The token endpoint's rate limits.
     pub(crate) throttle: crate::throttle::Throttle,
+    /// Token requests refused before authentication, counted per window.
+    pub(crate) refusals: crate::refusals::RefusalTally,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -95,6 +97,7 @@ async fn open_state(
     let throttle = crate::throttle::Throttle::new(
         config.token_requests_per_address,
         config.token_requests_per_client,
+        config.audit_events_per_agent,
     );
     let state = Arc::new(State {
         store,
@@ -108,6 +111,7 @@ async fn open_state(
         nonces: agentauth_core::NonceCache::default(),
         policy: policy::PolicyState::new(),
         throttle,
+        refusals: crate::refusals::RefusalTally::default(),
     });
     Ok((state, admin_token))
 }
@@ -124,15 +128,20 @@ pub struct Running {
     task: JoinHandle<std::io::Result<()>>,
     purger: JoinHandle<()>,
     refresher: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    state: AppState,
 }
 
 impl Running {
-    /// Stops accepting, finishes in-flight requests and returns.
+    /// Stops accepting, finishes in-flight requests, writes the refusals
+    /// counted so far and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
         self.purger.abort();
         self.refresher.abort();
+        self.flusher.abort();
+        crate::refusals::flush(&self.state).await;
     }
 }
 
@@ -163,6 +172,11 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let closer = state.clone();
 
     let purger = spawn_purger(Arc::downgrade(&state));
+    let flusher = crate::refusals::spawn_flusher(
+        Arc::downgrade(&state),
+        Duration::from_secs(state.config.refusal_audit_window_secs),
+    );
+    let kept = state.clone();
     let limits = crate::connections::Limits {
         max_connections: state.config.max_connections,
         header_read_timeout: Duration::from_secs(state.config.header_read_timeout_secs),
@@ -186,6 +200,8 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         task,
         purger,
         refresher,
+        flusher,
+        state: kept,
     })
 }
 

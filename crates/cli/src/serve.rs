@@ -69,6 +69,12 @@ pub(crate) struct ServeArgs {
     /// Seconds a client may take to send its request headers before it is disconnected [default: 10].
     #[arg(long, env = "AGENTAUTH_HEADER_READ_TIMEOUT_SECS")]
     header_read_timeout_secs: Option<u64>,
+    /// Seconds over which token requests refused before their client authenticated are counted into one audit record (1 to 3600) [default: 10].
+    #[arg(long, env = "AGENTAUTH_REFUSAL_AUDIT_WINDOW_SECS")]
+    refusal_audit_window_secs: Option<u64>,
+    /// Events per second one agent may report to the audit log before 429, burst twice that; 0 is no limit [default: 1000].
+    #[arg(long, env = "AGENTAUTH_AUDIT_EVENTS_PER_AGENT")]
+    audit_events_per_agent: Option<u32>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -153,6 +159,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.header_read_timeout_secs {
             config.header_read_timeout_secs = v;
+        }
+        if let Some(v) = self.refusal_audit_window_secs {
+            config.refusal_audit_window_secs = v;
+        }
+        if let Some(v) = self.audit_events_per_agent {
+            config.audit_events_per_agent = v;
         }
         Ok(config)
     }

@@ -242,6 +242,16 @@ pub struct AuditEvent {
     /// The task's stated purpose.
     #[serde(default)]
     pub purpose: String,
+    /// Reported by an agent's verifying layer rather than seen by the
+    /// authority: the authority vouches for who reported it, not for what
+    /// it says. Left out of the canonical bytes when false, so records
+    /// from before the field keep their hashes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reported: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An event as stored: its place in the chain and the hashes linking it.
@@ -404,6 +414,7 @@ mod tests {
             txn: String::new(),
             chain: String::new(),
             purpose: String::new(),
+            reported: false,
         }
     }
 

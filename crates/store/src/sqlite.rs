@@ -103,6 +103,7 @@ mod tests {
             txn: String::new(),
             chain: String::new(),
             purpose: String::new(),
+            reported: false,
         }
     }
 

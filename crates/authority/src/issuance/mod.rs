@@ -191,24 +191,37 @@ pub(crate) async fn request_token(
         && !error.is_pending()
         && !matches!(error, AuthorityError::RateLimited(_))
     {
-        audit_refusal(s, &attempt, error, &call.request_id).await;
+        audit_refusal(s, &attempt, error, call).await;
     }
     outcome
 }
 
-/// Audits a refused token request with what was known when it failed.
+/// Audits a refused token request with what was known when it failed: one
+/// record for an authenticated client; a refusal before authentication is
+/// only counted, per claimed client and address, into one record per window
+/// ([`crate::refusals`]).
 pub(crate) async fn audit_refusal(
     s: &State,
     attempt: &Attempt,
     error: &AuthorityError,
-    request_id: &str,
+    call: &TokenCall,
 ) {
-    // Until the assertion verified, the client ID is only a claim: say so.
-    let actor = match (attempt.client.is_empty(), attempt.authenticated) {
-        (true, _) => "anonymous".to_owned(),
-        (false, true) => attempt.client.clone(),
-        (false, false) => format!("unverified:{}", attempt.client),
-    };
+    if !attempt.authenticated {
+        let claimed = format!(
+            "{}{}",
+            if attempt.client.is_empty() {
+                ""
+            } else {
+                "unverified:"
+            },
+            attempt.client
+        );
+        s.refusals
+            .count(&claimed, call.peer, error.status_and_code().1);
+        return;
+    }
+    let actor = attempt.client.clone();
+    let request_id = &call.request_id;
     let mut audit = event(AuditKind::TokenRefused, &actor, &actor, Decision::Deny);
     audit.audience = attempt.audience.clone();
     audit.scope = attempt.scope.clone();

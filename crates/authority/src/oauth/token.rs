@@ -38,7 +38,7 @@ pub(crate) async fn token(
     let outcome = match form {
         Ok(FormBody(req)) => request_token(&s, &req, &call).await,
         Err(malformed) => {
-            audit_refusal(&s, &Attempt::default(), &malformed, &call.request_id).await;
+            audit_refusal(&s, &Attempt::default(), &malformed, &call).await;
             Err(malformed)
         }
     };

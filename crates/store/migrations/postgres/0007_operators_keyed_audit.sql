@@ -2,6 +2,9 @@
 -- from the master key, which the database never holds. Records written
 -- before this are sealed once by the authority at start.
 ALTER TABLE audit_log ADD COLUMN mac TEXT NOT NULL DEFAULT '';
+-- 1 for a decision an agent's verifying layer reported: the authority vouches
+-- only for who reported it, not for what it says.
+ALTER TABLE audit_log ADD COLUMN reported BIGINT NOT NULL DEFAULT 0;
 
 -- People who decide approvals, each with their own credential (kept only as
 -- its SHA-256) and the approver groups they belong to (a JSON array).

@@ -312,6 +312,7 @@ where
                 txn: String::new(),
                 chain: String::new(),
                 purpose: String::new(),
+                reported: false,
             });
         }
         Self::append(&mut tx, &events).await?;

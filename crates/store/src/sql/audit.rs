@@ -83,8 +83,8 @@ where
             let hash = chain_hash(&prev, seq, event);
             sqlx::query(
                 "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
-                 reason, request_id, prev_hash, hash, txn, chain, purpose, mac) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 reason, request_id, prev_hash, hash, txn, chain, purpose, mac, reported) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             )
             .bind(seq)
             .bind(event.time_ms)
@@ -102,6 +102,7 @@ where
             .bind(&event.chain)
             .bind(&event.purpose)
             .bind(key.mac(&hash))
+            .bind(i64::from(event.reported))
             .execute(&mut **tx)
             .await?;
             prev = hash;
@@ -134,6 +135,7 @@ where
                 txn: row.try_get("txn")?,
                 chain: row.try_get("chain")?,
                 purpose: row.try_get("purpose")?,
+                reported: row.try_get::<i64, _>("reported")? != 0,
             },
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,

@@ -86,6 +86,7 @@ fn event(kind: &str, actor: &str, subject: &str) -> AuditEvent {
         txn: String::new(),
         chain: String::new(),
         purpose: String::new(),
+        reported: false,
     }
 }
 
