@@ -724,6 +724,16 @@ async fn admin_actions_are_attributed_to_the_operator_who_took_them() {
         let record = records.iter().find(|r| r["kind"] == kind).unwrap();
         assert_eq!(record["actor"], "operator:root-op", "{record}");
     }
+    // "admin" names the admin credential, never an operator.
+    let (status, body) = s
+        .json_as(
+            &root,
+            Method::POST,
+            "/v1/operators",
+            Some(json!({"name": "admin", "groups": ["finance"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Operators themselves are managed by whoever has the admin's rights.
     let (status, listed) = s.json_as(&root, Method::GET, "/v1/operators", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -32,8 +32,9 @@ const MAX_GROUP_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OperatorRefusal {
-    /// The name breaks the naming rule (that of agent names).
-    #[error("an operator name is 1 to 64 letters, digits, '-', '_' or '.'")]
+    /// The name breaks the naming rule (that of agent names), or is
+    /// `admin`, which names the admin credential.
+    #[error("an operator name is 1 to 64 letters, digits, '-', '_' or '.', and not \"admin\"")]
     BadName,
     /// A group name is empty, too long or not plain.
     #[error("a group name is 1 to {MAX_GROUP_LEN} letters, digits, '-', '_' or '.'")]
@@ -176,7 +177,10 @@ pub(crate) async fn add(
     headers: HeaderMap,
     JsonBody(new): JsonBody<NewOperator>,
 ) -> Result<(StatusCode, HeaderMap, Json<OperatorCreated>), AuthorityError> {
-    let name = AgentName::new(&new.name).map_err(|_| OperatorRefusal::BadName)?;
+    let name = AgentName::new(&new.name)
+        .ok()
+        .filter(|n| n.as_str() != "admin")
+        .ok_or(OperatorRefusal::BadName)?;
     let groups = checked_groups(&new.groups)?;
     let token = format!("aa_op_{}", random_b64(32));
     let row = OperatorRow {

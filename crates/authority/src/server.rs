@@ -83,7 +83,13 @@ async fn open_state(
     let store = agentauth_store::open(&config.database_url()).await?;
     let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
     store.set_audit_key(master.audit_key());
-    let sealed = store.seal_unkeyed_audit().await?;
+    let seal = crate::audit::event(
+        agentauth_core::AuditKind::AuditSealed,
+        "authority",
+        "audit log",
+        agentauth_core::Decision::Allow,
+    );
+    let sealed = store.seal_unkeyed_audit(&seal).await?;
     if sealed > 0 {
         tracing::info!(
             records = sealed,

@@ -127,11 +127,15 @@ pub enum AuditKind {
     /// A signed checkpoint of the chain's head was handed out.
     #[serde(rename = "audit.checkpoint")]
     AuditCheckpoint,
+    /// Records written before records were keyed were authenticated, once,
+    /// when the authority first started with the audit key.
+    #[serde(rename = "audit.sealed")]
+    AuditSealed,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -159,6 +163,7 @@ impl AuditKind {
         Self::OperatorAdded,
         Self::OperatorRemoved,
         Self::AuditCheckpoint,
+        Self::AuditSealed,
     ];
 
     /// The dotted name records carry.
@@ -191,6 +196,7 @@ impl AuditKind {
             Self::OperatorAdded => "operator.added",
             Self::OperatorRemoved => "operator.removed",
             Self::AuditCheckpoint => "audit.checkpoint",
+            Self::AuditSealed => "audit.sealed",
         }
     }
 
@@ -349,6 +355,7 @@ pub fn verify_chain<'a>(
 ) -> Result<i64, ChainBreak> {
     let mut expected_seq = 1;
     let mut prev = GENESIS_HASH.to_owned();
+    let mut sealed = false;
     for record in records {
         let fail = |reason: String| {
             Err(ChainBreak {
@@ -369,6 +376,12 @@ pub fn verify_chain<'a>(
         }
         if !key.verifies(&record.hash, &record.mac) {
             return fail("its authentication code is wrong: it was written or rewritten without the audit key (or the master key is not the authority's)".into());
+        }
+        if record.event.kind == AuditKind::AuditSealed {
+            if sealed {
+                return fail("the log was sealed a second time: its records were stripped of their authentication codes and sealed again".into());
+            }
+            sealed = true;
         }
         prev.clone_from(&record.hash);
         expected_seq += 1;
@@ -533,5 +546,29 @@ mod tests {
         );
         assert!(!key().verifies(&records[0].hash, "zz"));
         assert!(key().verifies(&records[0].hash, &records[0].mac));
+    }
+
+    #[test]
+    fn a_log_sealed_twice_is_caught() {
+        let mut records = chain(3);
+        for r in [1usize, 2] {
+            records[r].event.kind = AuditKind::AuditSealed;
+        }
+        // Re-chain after the edit, as the authority would have written it.
+        let mut prev = GENESIS_HASH.to_owned();
+        for r in &mut records {
+            r.prev_hash.clone_from(&prev);
+            r.hash = chain_hash(&prev, r.seq, &r.event);
+            r.mac = key().mac(&r.hash);
+            prev.clone_from(&r.hash);
+        }
+        let (seq, hash) = head(&records);
+        let broken = verify_chain(&records, seq, &hash, &key()).unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.reason.contains("sealed a second time"), "{broken}");
+        assert_eq!(
+            verify_chain(&records[..2], 2, &records[1].hash, &key()),
+            Ok(2)
+        );
     }
 }

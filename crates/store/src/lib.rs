@@ -221,9 +221,12 @@ pub trait Store: Send + Sync + 'static {
     /// on; until it is set, every write with an audit record fails. A second
     /// call keeps the first key.
     fn set_audit_key(&self, key: agentauth_core::AuditKey);
-    /// Authenticates, with the key set, every record written before records
-    /// were keyed (an upgraded database); returns how many it sealed.
-    async fn seal_unkeyed_audit(&self) -> Result<u64>;
+    /// Authenticates, with the key set, the records of a log that has no
+    /// keyed record yet (a database upgraded from before keyed records),
+    /// and appends `audit` (an `audit.sealed` record) after them; returns
+    /// how many it sealed. Once any record is keyed, nothing is sealed again:
+    /// a record without its code is then a sign of tampering.
+    async fn seal_unkeyed_audit(&self, audit: &AuditEvent) -> Result<u64>;
     /// Appends events to the hash-chained audit log in one transaction.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Audit records of one task, by sequence number.

@@ -142,14 +142,21 @@ mod tests {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        sqlx::query("UPDATE audit_log SET mac = ''")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let strip = |sql: &'static str| {
+            let pool = pool.clone();
+            async move { sqlx::query(sql).execute(&pool).await.unwrap() }
+        };
+        strip("UPDATE audit_log SET mac = ''").await;
         assert_eq!(verify(&*store, &key).await.unwrap_err().seq, 1);
-        assert_eq!(store.seal_unkeyed_audit().await.unwrap(), 2);
-        assert_eq!(store.seal_unkeyed_audit().await.unwrap(), 0);
-        assert_eq!(verify(&*store, &key).await, Ok(2));
+        let mut sealed = event(0);
+        sealed.kind = AuditKind::AuditSealed;
+        assert_eq!(store.seal_unkeyed_audit(&sealed).await.unwrap(), 2);
+        assert_eq!(store.seal_unkeyed_audit(&sealed).await.unwrap(), 0);
+        assert_eq!(
+            verify(&*store, &key).await,
+            Ok(3),
+            "two sealed, one seal record"
+        );
         assert_eq!(
             verify(&*store, &AuditKey::derive(&[2u8; 32]))
                 .await
@@ -157,5 +164,16 @@ mod tests {
                 .seq,
             1
         );
+
+        // Once a record is keyed, a stripped code is never sealed again.
+        strip("UPDATE audit_log SET mac = '' WHERE seq = 2").await;
+        assert_eq!(store.seal_unkeyed_audit(&sealed).await.unwrap(), 0);
+        assert_eq!(verify(&*store, &key).await.unwrap_err().seq, 2);
+        // Stripping every code gets the log sealed again, which shows.
+        strip("UPDATE audit_log SET mac = ''").await;
+        assert_eq!(store.seal_unkeyed_audit(&sealed).await.unwrap(), 3);
+        let second = verify(&*store, &key).await.unwrap_err();
+        assert_eq!(second.seq, 4);
+        assert!(second.reason.contains("sealed a second time"), "{second}");
     }
 }

@@ -27,9 +27,15 @@ where
         tx.commit().await
     }
 
-    pub(super) async fn seal_unkeyed_audit(&self) -> Result<u64> {
+    pub(super) async fn seal_unkeyed_audit(&self, audit: &AuditEvent) -> Result<u64> {
         let mut tx = self.0.begin().await?;
         let key = tx.audit_key()?.clone();
+        let keyed = sqlx::query("SELECT seq FROM audit_log WHERE mac <> '' LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if keyed.is_some() {
+            return Ok(0);
+        }
         let rows = sqlx::query("SELECT seq, hash FROM audit_log WHERE mac = '' ORDER BY seq")
             .fetch_all(&mut *tx)
             .await?;
@@ -41,6 +47,14 @@ where
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if !rows.is_empty() {
+            let mut sealed = audit.clone();
+            sealed.reason = format!(
+                "{} records written before records were keyed were authenticated",
+                rows.len()
+            );
+            Self::append(&mut tx, std::slice::from_ref(&sealed)).await?;
         }
         tx.commit().await?;
         Ok(rows.len() as u64)

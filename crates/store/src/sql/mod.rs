@@ -303,8 +303,8 @@ where
         let _ = self.audit_key().set(key);
     }
 
-    async fn seal_unkeyed_audit(&self) -> Result<u64> {
-        Sql(self).seal_unkeyed_audit().await
+    async fn seal_unkeyed_audit(&self, audit: &AuditEvent) -> Result<u64> {
+        Sql(self).seal_unkeyed_audit(audit).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
