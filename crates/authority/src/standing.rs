@@ -81,6 +81,7 @@ pub(crate) async fn check(
         now: unix_now(),
         leeway,
         proof,
+        verified: None,
     };
     check_presented_token(token, &rules, s).await
 }
@@ -112,6 +113,7 @@ pub(crate) async fn issued_here(s: &State, token: &str) -> Option<AccessClaims> 
         now: unix_now(),
         leeway: 0,
         proof: None,
+        verified: None,
     };
     check_presented_token(token, &rules, &IssuedHere(s))
         .await

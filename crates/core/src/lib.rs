@@ -62,8 +62,8 @@ pub use token::{
 };
 
 pub use validation::{
-    AuthorityView, Rejection, RequestProof, RevocationSubjects, Revoked, TokenRules,
-    check_presented_token,
+    AuthorityView, DEFAULT_VERIFIED_TOKENS, Rejection, RequestProof, RevocationSubjects, Revoked,
+    TokenRules, VerifiedTokens, check_presented_token,
 };
 
 /// Base64url without padding, as JOSE uses everywhere.

@@ -189,7 +189,11 @@ fn check_audience(claims: &AccessClaims, expect: &TokenExpectations<'_>) -> Resu
     }
 }
 
-fn check_time(claims: &AccessClaims, expect: &TokenExpectations<'_>) -> Result<(), TokenError> {
+/// `exp`, `nbf` and `iat` against the expected time and leeway.
+pub(crate) fn check_time(
+    claims: &AccessClaims,
+    expect: &TokenExpectations<'_>,
+) -> Result<(), TokenError> {
     if claims.exp + expect.leeway <= expect.now {
         return Err(TokenError::Expired);
     }

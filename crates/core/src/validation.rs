@@ -10,8 +10,11 @@
 //! copy of the revocation feed, the authority from its store. Both implement
 //! [`AuthorityView`].
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
+use aws_lc_rs::digest;
 use http::request::Parts;
 use thiserror::Error as ThisError;
 
@@ -125,6 +128,93 @@ pub struct TokenRules<'a> {
     /// The request the token came on, when the caller must prove possession
     /// of its key; `None` where the token is an argument (exchange, introspection).
     pub proof: Option<RequestProof<'a>>,
+    /// Tokens that verified before, so that a token presented again skips
+    /// its signature check; `None` verifies every time.
+    pub verified: Option<&'a VerifiedTokens>,
+}
+
+/// Most tokens a [`VerifiedTokens`] keeps unless told otherwise.
+pub const DEFAULT_VERIFIED_TOKENS: usize = 4096;
+
+/// Access tokens whose signature, issuer and audience verified, keyed by the
+/// SHA-256 of the token together with the issuer and audience it verified
+/// for. An agent presents one token on many requests; with this only the
+/// first costs a signature check. Time, the signing key still being
+/// published, proof of possession and revocation are checked on every use.
+/// Bounded: when full, expired entries go first, then arbitrary ones.
+pub struct VerifiedTokens {
+    entries: Mutex<HashMap<[u8; 32], Verified>>,
+    capacity: usize,
+}
+
+#[derive(Clone)]
+struct Verified {
+    kid: String,
+    key: PublicJwk,
+    claims: AccessClaims,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::new(DEFAULT_VERIFIED_TOKENS)
+    }
+}
+
+impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens (0 keeps none).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::default(),
+            capacity,
+        }
+    }
+
+    /// How many tokens it holds.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("lock").len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(token: &str, rules: &TokenRules<'_>) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(rules.issuer.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(rules.audience.unwrap_or("*").as_bytes());
+        ctx.update(&[0]);
+        ctx.update(token.as_bytes());
+        ctx.finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes")
+    }
+
+    fn get(&self, slot: &[u8; 32]) -> Option<Verified> {
+        self.entries.lock().expect("lock").get(slot).cloned()
+    }
+
+    fn forget(&self, slot: &[u8; 32]) {
+        self.entries.lock().expect("lock").remove(slot);
+    }
+
+    fn put(&self, slot: [u8; 32], verified: Verified, now: i64, leeway: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("lock");
+        if entries.len() >= self.capacity {
+            entries.retain(|_, v| v.claims.exp + leeway > now);
+        }
+        if entries.len() >= self.capacity
+            && let Some(any) = entries.keys().next().copied()
+        {
+            entries.remove(&any);
+        }
+        entries.insert(slot, verified);
+    }
 }
 
 /// Why a presented token was refused; each variant names the failed rule.
@@ -150,20 +240,39 @@ pub async fn check_presented_token<V: AuthorityView>(
     rules: &TokenRules<'_>,
     view: &V,
 ) -> Result<AccessClaims, Rejection<V::Error>> {
-    let compact = parse_access_token(token)?;
-    let kid = compact.header.kid.as_deref().unwrap_or("");
-    let key = view
-        .signing_key(kid)
-        .await
-        .map_err(Rejection::View)?
-        .ok_or_else(|| TokenError::Jws(crate::JwsError::UnknownKey(bounded(kid))))?;
     let expect = TokenExpectations {
         issuer: rules.issuer,
         audience: rules.audience,
         now: rules.now,
         leeway: rules.leeway,
     };
-    let claims = verify_access_token(&compact, &key, &expect)?;
+    let claims = match rules.verified {
+        Some(cache) => {
+            let slot = VerifiedTokens::slot(token, rules);
+            match cache.get(&slot) {
+                // Verified before for this issuer and audience, under a key
+                // the authority still publishes: only time is checked again.
+                Some(hit) if still_published(view, &hit).await? => {
+                    crate::token::check_time(&hit.claims, &expect)?;
+                    hit.claims
+                }
+                stale => {
+                    if stale.is_some() {
+                        cache.forget(&slot);
+                    }
+                    let (kid, key, claims) = verify_signed(token, &expect, view).await?;
+                    let verified = Verified {
+                        kid,
+                        key,
+                        claims: claims.clone(),
+                    };
+                    cache.put(slot, verified, rules.now, rules.leeway);
+                    claims
+                }
+            }
+        }
+        None => verify_signed(token, &expect, view).await?.2,
+    };
     if let Some(proof) = &rules.proof {
         verify_request_proof(
             proof.parts,
@@ -182,6 +291,34 @@ pub async fn check_presented_token<V: AuthorityView>(
         return Err(Rejection::Revoked(revoked));
     }
     Ok(claims)
+}
+
+/// Parses `token`, finds its signing key and verifies signature, issuer,
+/// audience and time; returns the key's ID, the key and the claims.
+async fn verify_signed<V: AuthorityView>(
+    token: &str,
+    expect: &TokenExpectations<'_>,
+    view: &V,
+) -> Result<(String, PublicJwk, AccessClaims), Rejection<V::Error>> {
+    let compact = parse_access_token(token)?;
+    let kid = compact.header.kid.as_deref().unwrap_or("");
+    let key = view
+        .signing_key(kid)
+        .await
+        .map_err(Rejection::View)?
+        .ok_or_else(|| TokenError::Jws(crate::JwsError::UnknownKey(bounded(kid))))?;
+    let claims = verify_access_token(&compact, &key, expect)?;
+    Ok((kid.to_owned(), key, claims))
+}
+
+/// Whether the key a cached token verified under is still the one the
+/// authority publishes under its `kid`.
+async fn still_published<V: AuthorityView>(
+    view: &V,
+    hit: &Verified,
+) -> Result<bool, Rejection<V::Error>> {
+    let current = view.signing_key(&hit.kid).await.map_err(Rejection::View)?;
+    Ok(current.as_ref() == Some(&hit.key))
 }
 
 fn bounded(text: &str) -> String {
@@ -285,6 +422,7 @@ mod tests {
             now: 1_000,
             leeway: 0,
             proof: None,
+            verified: None,
         }
     }
 
@@ -343,6 +481,108 @@ mod tests {
                 (got, want) => panic!("{revoked:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_remembered_token_still_meets_time_key_and_revocation_checks() {
+        let authority = SigningKey::generate_ed25519();
+        let claims = chained_claims(&SigningKey::generate_ed25519());
+        let token = sign(&authority, &claims);
+        let cache = VerifiedTokens::new(16);
+        let cached = |now: i64| TokenRules {
+            now,
+            verified: Some(&cache),
+            ..rules()
+        };
+        let view = |key: &SigningKey, revoked: &[&str]| Facts {
+            key: key.public_jwk(),
+            revoked: revoked.iter().map(|r| (*r).to_owned()).collect(),
+            fail: false,
+        };
+        let fresh = view(&authority, &[]);
+        assert_eq!(
+            block_on(check_presented_token(&token, &cached(1_000), &fresh)).unwrap(),
+            claims
+        );
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            block_on(check_presented_token(&token, &cached(1_001), &fresh)).unwrap(),
+            claims,
+            "a hit gives the same claims"
+        );
+        // Revocation and time are checked on every use.
+        assert!(matches!(
+            block_on(check_presented_token(
+                &token,
+                &cached(1_002),
+                &view(&authority, &["token:j1"])
+            )),
+            Err(Rejection::Revoked(Revoked::Token))
+        ));
+        assert!(matches!(
+            block_on(check_presented_token(
+                &token,
+                &cached(claims.exp + 1),
+                &fresh
+            )),
+            Err(Rejection::Token(TokenError::Expired))
+        ));
+        // A key the authority no longer publishes under that kid ends the entry.
+        let rotated = view(&SigningKey::generate_ed25519(), &[]);
+        assert!(matches!(
+            block_on(check_presented_token(&token, &cached(1_003), &rotated)),
+            Err(Rejection::Token(TokenError::Jws(JwsError::BadSignature)))
+        ));
+        assert!(cache.is_empty());
+        // Another audience is another entry, verified in full.
+        block_on(check_presented_token(&token, &cached(1_004), &fresh)).unwrap();
+        let elsewhere = TokenRules {
+            audience: Some("spiffe://td/agent/other"),
+            ..cached(1_004)
+        };
+        assert!(matches!(
+            block_on(check_presented_token(&token, &elsewhere, &fresh)),
+            Err(Rejection::Token(TokenError::AudienceMismatch(_)))
+        ));
+        // A token altered by one byte is not the remembered one.
+        let mut forged = token.into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(matches!(
+            block_on(check_presented_token(&forged, &cached(1_005), &fresh)),
+            Err(Rejection::Token(_))
+        ));
+    }
+
+    #[test]
+    fn the_verified_tokens_stay_bounded() {
+        let authority = SigningKey::generate_ed25519();
+        let cache = VerifiedTokens::new(3);
+        let view = Facts {
+            key: authority.public_jwk(),
+            revoked: HashSet::new(),
+            fail: false,
+        };
+        for n in 0..10 {
+            let mut claims = chained_claims(&SigningKey::generate_ed25519());
+            claims.jti = format!("j{n}");
+            let token = sign(&authority, &claims);
+            let rules = TokenRules {
+                verified: Some(&cache),
+                ..rules()
+            };
+            block_on(check_presented_token(&token, &rules, &view)).unwrap();
+            assert!(cache.len() <= 3);
+        }
+        let none = VerifiedTokens::new(0);
+        let token = sign(&authority, &chained_claims(&SigningKey::generate_ed25519()));
+        let rules = TokenRules {
+            verified: Some(&none),
+            ..rules()
+        };
+        block_on(check_presented_token(&token, &rules, &view)).unwrap();
+        assert!(none.is_empty(), "capacity 0 keeps nothing");
     }
 
     #[test]

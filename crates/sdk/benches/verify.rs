@@ -20,7 +20,11 @@
 //!   every check but proof of possession, one Ed25519 verification;
 //! - `verify/layer_full_check`: a signed `GET` with `Authorization: Bearer …`
 //!   through `Router` + `Verifier::require("read:customer")` + a trivial
-//!   handler, via `tower::ServiceExt::oneshot`, audit shipping off;
+//!   handler, via `tower::ServiceExt::oneshot`, audit shipping off; the token
+//!   is the same on every request, as an agent's is, so after the first its
+//!   signature check is skipped (`VerifierConfig::verified_tokens`);
+//! - `verify/layer_full_check_uncached`: the same with `verified_tokens: 0`,
+//!   the token's signature checked on every request;
 //! - `verify/layer_full_check_with_audit`: the same with `Verifier::with_audit`.
 //!
 //! The authority and the verifiers' background tasks (revocation polling,
@@ -221,11 +225,14 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     /// A verifier for the customer agent of its own, optionally shipping audit records.
-    fn verifier(&self, audit: bool) -> Verifier {
+    /// A verifier for the customer; `remember` keeps verified tokens.
+    fn verifier(&self, audit: bool, remember: bool) -> Verifier {
         self.background.block_on(async {
-            let verifier = Verifier::connect(VerifierConfig::new(&self.url, agent_id("customer")))
-                .await
-                .expect("verifier");
+            let mut config = VerifierConfig::new(&self.url, agent_id("customer"));
+            if !remember {
+                config.verified_tokens = 0;
+            }
+            let verifier = Verifier::connect(config).await.expect("verifier");
             if audit {
                 let me = Client::new(&self.url, agent_id("customer"), self.customer_key.clone());
                 verifier.with_audit(me)
@@ -372,9 +379,10 @@ fn benches(c: &mut Criterion) {
     const VERIFIERS: usize = 8;
     let layered = [
         ("router_without_layer", None, true),
-        ("layer_bearer_check", Some(false), false),
-        ("layer_full_check", Some(false), true),
-        ("layer_full_check_with_audit", Some(true), true),
+        ("layer_bearer_check", Some((false, true)), false),
+        ("layer_full_check", Some((false, true)), true),
+        ("layer_full_check_uncached", Some((false, false)), true),
+        ("layer_full_check_with_audit", Some((true, true)), true),
     ];
     for (name, audit, signed) in layered {
         let make = |f: &Fixture| {
@@ -386,8 +394,8 @@ fn benches(c: &mut Criterion) {
         };
         let apps: Vec<Router> = match audit {
             None => vec![router(None)],
-            Some(audit) => (0..VERIFIERS)
-                .map(|_| router(Some(&f.verifier(audit))))
+            Some((audit, remember)) => (0..VERIFIERS)
+                .map(|_| router(Some(&f.verifier(audit, remember))))
                 .collect(),
         };
         let status = rt

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use agentauth_api::{Jwks, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::{
     AccessClaims, AuthorityView, DEFAULT_LEEWAY_SECS, JwsAlg, NonceCache, ProofWindow, PublicJwk,
-    RequestProof, RevocationSubjects, Revoked, Scope, SpiffeId, TaskId, TokenRules,
+    RequestProof, RevocationSubjects, Revoked, Scope, SpiffeId, TaskId, TokenRules, VerifiedTokens,
     check_presented_token, unix_now,
 };
 use http::request::Parts;
@@ -59,6 +59,10 @@ pub struct VerifierConfig {
     /// accepted `expires − created` and the oldest `created` or `iat` (beyond
     /// a 30 s skew). Default 60 s; clamped to 1 ..= 300 s.
     pub proof_window_secs: i64,
+    /// How many verified tokens to remember, so a token presented again
+    /// skips its signature check (its time, key, proof and revocation are
+    /// still checked on every request). Default 4096; 0 verifies every time.
+    pub verified_tokens: usize,
 }
 
 impl VerifierConfig {
@@ -74,6 +78,7 @@ impl VerifierConfig {
             public_origin: None,
             environment: "development".into(),
             proof_window_secs: agentauth_core::DEFAULT_PROOF_WINDOW_SECS,
+            verified_tokens: agentauth_core::DEFAULT_VERIFIED_TOKENS,
         }
     }
 }
@@ -131,6 +136,8 @@ pub(crate) struct Inner {
     /// (what policy needs to know of a caller).
     client: RwLock<Option<Client>>,
     nonces: NonceCache,
+    /// Tokens whose signature verified, so a repeat skips that check.
+    verified: VerifiedTokens,
     /// The authority's active policy set and the agent facts it needs.
     pub(crate) policy: Arc<PolicyView>,
 }
@@ -149,6 +156,7 @@ impl Verifier {
         let by_kid = fetch_jwks(&http, &metadata.jwks_uri).await?;
         let (alive, alive_rx) = watch::channel(());
         let nonces = NonceCache::new(ProofWindow::new(config.proof_window_secs));
+        let verified = VerifiedTokens::new(config.verified_tokens);
         let inner = Arc::new(Inner {
             config,
             http,
@@ -164,6 +172,7 @@ impl Verifier {
             audit: RwLock::new(None),
             client: RwLock::new(None),
             nonces,
+            verified,
             policy: Arc::new(PolicyView::new()),
         });
         poll_revocations(&inner).await?;
@@ -309,6 +318,7 @@ impl Verifier {
                 origin: inner.config.public_origin.as_deref(),
                 nonces: &inner.nonces,
             }),
+            verified: Some(&inner.verified),
         };
         let claims = check_presented_token(token, &rules, inner)
             .await
