@@ -27,7 +27,7 @@ mod throttle;
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};
 pub use approval::ApprovalRefusal;
 pub use audit::{ApiTokenRefusal, AuditRefusal};
-pub use body::{BodyError, MAX_BODY_BYTES};
+pub use body::{BodyError, MAX_BODY_BYTES, parse_form};
 pub use client_auth::ClientAuthFailure;
 pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
 pub use delegation::DelegationRefusal;
