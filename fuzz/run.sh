@@ -10,8 +10,8 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(jws jwk spiffe_id httpsig dpop form policy_context)
 fi
 # The toolchain is stable: RUSTC_BOOTSTRAP unlocks the -Z flags cargo-fuzz
-# passes. No sanitizer: the code under test forbids unsafe, and libFuzzer
-# still catches panics, aborts, stack overflows, timeouts and leaks of time.
+# passes. No sanitizer: the code under test forbids unsafe (see README.md);
+# libFuzzer still catches panics, aborts, stack overflows and slow inputs.
 flags=(--sanitizer none --debug-assertions)
 mkdir -p logs
 for t in "${targets[@]}"; do
