@@ -122,10 +122,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormBody<T> {
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AuthorityError> {
         let bytes = read_bounded(req, "application/x-www-form-urlencoded", MAX_BODY_BYTES).await?;
-        check_parameters(&bytes)?;
-        let parsed = serde_urlencoded::from_bytes(&bytes).map_err(BodyError::Form)?;
-        Ok(FormBody(parsed))
+        Ok(FormBody(parse_form(&bytes)?))
     }
+}
+
+/// Parses a form body into `T` exactly as [`FormBody`] does once the body is
+/// read: repeated and surplus parameters refused first. Public for fuzzing and tests.
+pub fn parse_form<T: DeserializeOwned>(form: &[u8]) -> Result<T, BodyError> {
+    check_parameters(form)?;
+    serde_urlencoded::from_bytes(form).map_err(BodyError::Form)
 }
 
 /// Refuses a form with too many parameters or a repeated one, in one pass

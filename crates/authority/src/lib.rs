@@ -32,7 +32,7 @@ pub use audit::{
     ApiTokenRefusal, AuditRefusal, CHECKPOINT_TYP, CheckpointClaims, CheckpointError,
     verify_checkpoint,
 };
-pub use body::{BodyError, MAX_BODY_BYTES};
+pub use body::{BodyError, MAX_BODY_BYTES, parse_form};
 pub use client_auth::ClientAuthFailure;
 pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
 pub use delegation::DelegationRefusal;
