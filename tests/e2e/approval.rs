@@ -463,24 +463,7 @@ async fn the_sdk_surfaces_a_pending_approval_and_waits_for_it() {
 #[tokio::test]
 async fn an_agent_may_have_only_sixteen_requests_waiting() {
     let (s, key) = start(&[]).await;
-    let ask = |purpose: String| {
-        let key = key.clone();
-        let s = &s;
-        async move {
-            s.form_as(
-                "payer",
-                &key,
-                "/oauth/token",
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("resource", &id("bank")),
-                    ("scope", "payments:create"),
-                    ("purpose", &purpose),
-                ],
-            )
-            .await
-        }
-    };
+    let ask = |purpose: String| ask_to_pay(&s, "payer", &key, purpose);
     for n in 0..16 {
         let (_, body) = ask(format!("invoice {n}")).await;
         assert_eq!(body["error"], "authorization_pending", "{n}: {body}");
@@ -534,6 +517,29 @@ async fn an_approval_for_a_deleted_agent_does_not_carry_over_to_a_new_agent_of_i
         waiting.as_str(),
         "a new request, a new approval"
     );
+}
+
+/// `agent`'s request to pay the bank for `purpose`, which the example
+/// policies hold for approval.
+async fn ask_to_pay(
+    s: &Server,
+    agent: &str,
+    key: &SigningKey,
+    purpose: String,
+) -> (StatusCode, Value) {
+    let bank = id("bank");
+    s.form_as(
+        agent,
+        key,
+        "/oauth/token",
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", bank.as_str()),
+            ("scope", "payments:create"),
+            ("purpose", &purpose),
+        ],
+    )
+    .await
 }
 
 /// A payment request with a request context and a lifetime.
@@ -770,20 +776,7 @@ async fn pending_approvals_count_across_the_agents_an_agent_spawned() {
     s.activate_examples().await;
     let ask = |agent: &'static str, key: SigningKey, purpose: String| {
         let s = &s;
-        async move {
-            s.form_as(
-                agent,
-                &key,
-                "/oauth/token",
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("resource", &id("bank")),
-                    ("scope", "payments:create"),
-                    ("purpose", &purpose),
-                ],
-            )
-            .await
-        }
+        async move { ask_to_pay(s, agent, &key, purpose).await }
     };
     for n in 0..8 {
         let (_, body) = ask("spender", spender.clone(), format!("invoice {n}")).await;
