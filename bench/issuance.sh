@@ -122,6 +122,9 @@ run_mode() {
   echo "== [policy $MODE] starting agentauth serve (SQLite in $DIR/data)"
   # Port 0: the kernel picks a free port; the banner names it (and the issuer).
   # Rate limits off: this measures throughput, not the 429 path.
+  # The files exist before the server starts, so reading them never races its redirection.
+  : >"$DIR/stdout"
+  : >"$DIR/server.log"
   "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DIR/data" --token-requests-per-address 0 --token-requests-per-client 0 >"$DIR/stdout" 2>"$DIR/server.log" &
   SERVER_PID=$!
   URL=
