@@ -265,7 +265,8 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn hex_sha256(text: &str) -> String {
+/// The SHA-256 of a credential, hex: the only form credentials are kept in.
+pub(crate) fn hex_sha256(text: &str) -> String {
     digest::digest(&digest::SHA256, text.as_bytes())
         .as_ref()
         .iter()

@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use agentauth_api::{NewOperator, OperatorCreated, OperatorList, OperatorView};
 use agentauth_core::{AgentName, AuditKind, Decision, random_b64, unix_now};
 use agentauth_store::{OperatorRow, Store};
-use aws_lc_rs::digest;
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use http::request::Parts;
@@ -186,7 +185,7 @@ pub(crate) async fn add(
     let row = OperatorRow {
         name,
         groups,
-        token_sha256: hex::encode(digest::digest(&digest::SHA256, token.as_bytes())),
+        token_sha256: crate::admin::hex_sha256(&token),
         created_at: unix_now(),
     };
     let mut audit = event(

@@ -260,28 +260,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerIp {
     }
 }
 
-/// What the registry says about an agent, as the policy sees it, with every
-/// ancestor (spawned agents descend from the agent that spawned them). The
-/// walk is never cut short: spawning is limited to `max_spawn_depth`
-/// generations, and an ancestry longer than [`crate::SPAWN_DEPTH_CEILING`]
-/// (or a loop left by old data) is refused rather than truncated.
+/// What the registry says about an agent, as the policy sees it, with its
+/// whole ancestry ([`registry::ancestry`]).
 pub(crate) async fn facts(
     s: &AuthorityState,
     agent: &AgentRow,
 ) -> Result<AgentFacts, AuthorityError> {
-    let mut ancestors = Vec::new();
-    let mut next = agent.parent.clone();
-    while let Some(id) = next.take() {
-        if ancestors.len() >= crate::SPAWN_DEPTH_CEILING {
-            return Err(PolicyRefusal::AncestryTooLong {
-                agent: agent.name.to_string(),
-                limit: crate::SPAWN_DEPTH_CEILING,
-            }
-            .into());
-        }
-        ancestors.push(entity_name(s, &id));
-        next = registry::agent_by_id(s, &id).await?.and_then(|a| a.parent);
-    }
+    let ancestors = registry::ancestry(s, agent)
+        .await?
+        .iter()
+        .map(|id| entity_name(s, id))
+        .collect();
     Ok(AgentFacts {
         name: agent.name.to_string(),
         trust_domain: s.trust_domain.to_string(),

@@ -665,19 +665,19 @@ pub(crate) async fn agent_by_id(
     }
 }
 
-/// The top-level ancestor of `agent` (itself unless spawned): limits that
-/// must not multiply by spawning, such as pending approvals, count per
-/// lineage. An ancestry longer than any spawn depth allows is refused.
-pub(crate) async fn lineage(
+/// Every ancestor of `agent`, its parent first (spawned agents descend from
+/// the agent that spawned them). The walk is never cut short: spawning is
+/// limited to `max_spawn_depth` generations, and an ancestry longer than
+/// [`crate::SPAWN_DEPTH_CEILING`] (or a loop left by old data) is refused
+/// rather than truncated.
+pub(crate) async fn ancestry(
     s: &AuthorityState,
     agent: &AgentRow,
-) -> Result<SpiffeId, AuthorityError> {
-    let mut root = agent.id.clone();
+) -> Result<Vec<SpiffeId>, AuthorityError> {
+    let mut ancestors = Vec::new();
     let mut next = agent.parent.clone();
-    let mut generations = 0;
     while let Some(id) = next.take() {
-        generations += 1;
-        if generations > crate::SPAWN_DEPTH_CEILING {
+        if ancestors.len() >= crate::SPAWN_DEPTH_CEILING {
             return Err(crate::PolicyRefusal::AncestryTooLong {
                 agent: agent.name.to_string(),
                 limit: crate::SPAWN_DEPTH_CEILING,
@@ -685,9 +685,20 @@ pub(crate) async fn lineage(
             .into());
         }
         next = agent_by_id(s, &id).await?.and_then(|a| a.parent);
-        root = id;
+        ancestors.push(id);
     }
-    Ok(root)
+    Ok(ancestors)
+}
+
+/// The top-level ancestor of `agent` (itself unless spawned): limits that
+/// must not multiply by spawning, such as pending approvals, count per
+/// lineage.
+pub(crate) async fn lineage(
+    s: &AuthorityState,
+    agent: &AgentRow,
+) -> Result<SpiffeId, AuthorityError> {
+    let ancestors = ancestry(s, agent).await?;
+    Ok(ancestors.last().unwrap_or(&agent.id).clone())
 }
 
 /// The registered agent named (by name or SPIFFE ID) `given`.
