@@ -110,6 +110,10 @@ pub enum AuthorityError {
     /// A rate limit of the token endpoint was reached (429 with `Retry-After`).
     #[error(transparent)]
     RateLimited(#[from] crate::throttle::Throttled),
+    /// The store could not take the write now (too many waiting, or the
+    /// database unreachable); nothing was written (503 with `Retry-After`).
+    #[error("the authority cannot record this now; nothing was recorded, retry shortly")]
+    Busy(StoreError),
     /// The configuration cannot work; the authority does not start.
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -188,6 +192,7 @@ impl AuthorityError {
     pub fn detail(&self) -> String {
         match self {
             Self::Internal(detail) => detail.clone(),
+            Self::Busy(cause) => cause.to_string(),
             other => other.to_string(),
         }
     }
@@ -222,6 +227,7 @@ impl AuthorityError {
             Self::AuthorizationPending { .. } => (StatusCode::BAD_REQUEST, "authorization_pending"),
             Self::SlowDown { .. } => (StatusCode::BAD_REQUEST, "slow_down"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
             Self::Config(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
@@ -352,6 +358,7 @@ impl From<StoreError> for AuthorityError {
                     limit: usize::try_from(limit).unwrap_or(usize::MAX),
                 })
             }
+            StoreError::Overloaded | StoreError::Unavailable(_) => Self::Busy(e),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -360,14 +367,19 @@ impl From<StoreError> for AuthorityError {
 impl IntoResponse for AuthorityError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let Self::Internal(detail) = &self {
-            tracing::error!(%detail, "request failed");
+        match &self {
+            Self::Internal(detail) => tracing::error!(%detail, "request failed"),
+            Self::Busy(cause) => tracing::warn!(%cause, "request refused: the store is busy"),
+            _ => {}
         }
         let mut response = (status, Json(self.body())).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::Revocation(RevocationRefusal::TooManyStreams) = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Self::Busy(_) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Self::RateLimited(throttled) = &self {
             headers.insert(
@@ -523,5 +535,24 @@ mod tests {
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(full.headers()[header::RETRY_AFTER], "5");
         assert_eq!(full.headers()[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn a_busy_store_is_a_503_that_says_when_to_retry_and_hides_its_cause() {
+        for cause in [
+            StoreError::Overloaded,
+            StoreError::Unavailable("disk I/O error at /var/lib/x".into()),
+        ] {
+            let e = AuthorityError::from(cause);
+            assert!(matches!(e, AuthorityError::Busy(_)), "{e:?}");
+            assert_eq!(code(e), (503, "temporarily_unavailable"));
+        }
+        let e = AuthorityError::from(StoreError::Unavailable("disk I/O error".into()));
+        assert_eq!(e.detail(), "the database is unavailable: disk I/O error");
+        assert!(!e.to_string().contains("disk"));
+        let busy = e.into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(busy.headers()[header::CACHE_CONTROL], "no-store");
     }
 }

@@ -32,6 +32,14 @@ pub enum StoreError {
     /// that authenticates records ([`crate::Store::set_audit_key`]).
     #[error("the audit key is not set: no audit record can be written")]
     AuditKeyMissing,
+    /// Too many writes are waiting for the database: this one was refused
+    /// at once rather than queued without bound. Retrying shortly may succeed.
+    #[error("the store is overloaded: too many writes are waiting")]
+    Overloaded,
+    /// The database could not take the write (it is unreachable, full or
+    /// read-only); nothing of it was written. Retrying later may succeed.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -7,13 +7,15 @@ use agentauth_core::AuditKey;
 use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
 
-use crate::sql::{Backend, RowsAffected, Tx};
+use crate::sql::{Backend, GroupCommit, RowsAffected, Tx};
 
 /// The shared store: a PostgreSQL database that several authority replicas use.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
     audit_key: Arc<OnceLock<AuditKey>>,
+    /// Token issuances waiting to be committed together.
+    group_commit: GroupCommit,
 }
 
 impl PgStore {
@@ -27,6 +29,7 @@ impl PgStore {
         Ok(Self {
             pool,
             audit_key: Arc::default(),
+            group_commit: GroupCommit::default(),
         })
     }
 }
@@ -48,6 +51,10 @@ impl Backend for PgStore {
 
     fn audit_key(&self) -> &Arc<OnceLock<AuditKey>> {
         &self.audit_key
+    }
+
+    fn group_commit(&self) -> &GroupCommit {
+        &self.group_commit
     }
 }
 

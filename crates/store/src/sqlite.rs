@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::{Backend, RowsAffected, Tx};
+use crate::sql::{Backend, GroupCommit, RowsAffected, Tx};
 
 /// The embedded store: one SQLite file, WAL mode, no set-up.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct SqliteStore {
     /// busy handler (which sleeps in steps of up to 100 ms), keeps tail latency low.
     writer: Arc<Mutex<()>>,
     audit_key: Arc<OnceLock<AuditKey>>,
+    /// Token issuances waiting to be committed together.
+    group_commit: GroupCommit,
 }
 
 impl SqliteStore {
@@ -45,6 +47,7 @@ impl SqliteStore {
             pool,
             writer: Arc::default(),
             audit_key: Arc::default(),
+            group_commit: GroupCommit::default(),
         })
     }
 }
@@ -74,6 +77,10 @@ impl Backend for SqliteStore {
 
     fn audit_key(&self) -> &Arc<OnceLock<AuditKey>> {
         &self.audit_key
+    }
+
+    fn group_commit(&self) -> &GroupCommit {
+        &self.group_commit
     }
 }
 

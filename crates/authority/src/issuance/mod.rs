@@ -187,9 +187,15 @@ pub(crate) async fn request_token(
 ) -> Result<Issued, AuthorityError> {
     let mut attempt = Attempt::default();
     let outcome = issue(s, req, call, &mut attempt).await;
+    // A throttled request and one the store had no room for are not
+    // audited: writing a record for each would feed the very load that
+    // refused them (both are counted in the log instead).
     if let Err(error) = &outcome
         && !error.is_pending()
-        && !matches!(error, AuthorityError::RateLimited(_))
+        && !matches!(
+            error,
+            AuthorityError::RateLimited(_) | AuthorityError::Busy(_)
+        )
     {
         audit_refusal(s, &attempt, error, call).await;
     }

@@ -5,11 +5,20 @@ use agentauth_core::{AuditEvent, AuditKind, AuditRecord, Decision, chain_hash};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::backend::ForUpdate;
+use super::bulk::{Bulk, runs};
 use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
 use crate::{AuditFilter, Result, StoreError};
 
 /// The chain head, read to extend the chain.
 static HEAD: ForUpdate = ForUpdate::new("SELECT seq, hash FROM audit_head WHERE id = 1");
+
+/// Audit records, many per statement.
+static RECORDS: Bulk = Bulk::new(
+    "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
+     reason, request_id, prev_hash, hash, txn, chain, purpose, mac, reported) VALUES ",
+    17,
+    "",
+);
 
 impl<B> Sql<'_, B>
 where
@@ -83,7 +92,8 @@ where
     }
 
     /// Appends `events` to the chain inside `tx`. The head row is read
-    /// under the transaction's write lock, so concurrent appends serialise.
+    /// under the transaction's write lock, so concurrent appends serialise;
+    /// the records go in multi-row statements ([`super::bulk`]).
     pub(super) async fn append(tx: &mut Tx<B>, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -92,34 +102,38 @@ where
         let head = sqlx::query(HEAD.sql::<B>()).fetch_one(&mut **tx).await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut prev: String = head.try_get("hash")?;
+        // (seq, prev_hash, hash, mac) of each event, in order.
+        let mut links = Vec::with_capacity(events.len());
         for event in events {
             seq += 1;
             let hash = chain_hash(&prev, seq, event);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, time_ms, kind, actor, subject, audience, scope, decision, \
-                 reason, request_id, prev_hash, hash, txn, chain, purpose, mac, reported) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(seq)
-            .bind(event.time_ms)
-            .bind(event.kind.as_str())
-            .bind(&event.actor)
-            .bind(&event.subject)
-            .bind(&event.audience)
-            .bind(&event.scope)
-            .bind(event.decision.as_str())
-            .bind(&event.reason)
-            .bind(&event.request_id)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(&event.txn)
-            .bind(&event.chain)
-            .bind(&event.purpose)
-            .bind(key.mac(&hash))
-            .bind(i64::from(event.reported))
-            .execute(&mut **tx)
-            .await?;
-            prev = hash;
+            let mac = key.mac(&hash);
+            links.push((seq, std::mem::replace(&mut prev, hash.clone()), hash, mac));
+        }
+        for run in runs(events.len()) {
+            let mut insert = sqlx::query(RECORDS.sql(run.len()));
+            for (event, (seq, prev_hash, hash, mac)) in events[run.clone()].iter().zip(&links[run])
+            {
+                insert = insert
+                    .bind(*seq)
+                    .bind(event.time_ms)
+                    .bind(event.kind.as_str())
+                    .bind(event.actor.as_str())
+                    .bind(event.subject.as_str())
+                    .bind(event.audience.as_str())
+                    .bind(event.scope.as_str())
+                    .bind(event.decision.as_str())
+                    .bind(event.reason.as_str())
+                    .bind(event.request_id.as_str())
+                    .bind(prev_hash.as_str())
+                    .bind(hash.as_str())
+                    .bind(event.txn.as_str())
+                    .bind(event.chain.as_str())
+                    .bind(event.purpose.as_str())
+                    .bind(mac.as_str())
+                    .bind(i64::from(event.reported));
+            }
+            insert.execute(&mut **tx).await?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)

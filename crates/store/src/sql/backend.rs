@@ -13,7 +13,7 @@ use crate::Result;
 /// A store the shared SQL runs on. The statements are the same on both
 /// backends (`$N` placeholders, `RETURNING`, `ON CONFLICT`); only how a write
 /// transaction starts and whether rows are locked differ.
-pub(crate) trait Backend: Sized + Send + Sync + 'static {
+pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     /// The sqlx driver.
     type Db: Database<Arguments: IntoArguments<Self::Db>, QueryResult: RowsAffected>;
     /// Held from the start of a write transaction to its end, to keep this
@@ -30,6 +30,8 @@ pub(crate) trait Backend: Sized + Send + Sync + 'static {
     /// The key audit records are authenticated with, once the authority
     /// has set it; shared with every transaction.
     fn audit_key(&self) -> &Arc<OnceLock<AuditKey>>;
+    /// The queue in front of this store's issuance writer.
+    fn group_commit(&self) -> &super::GroupCommit;
 }
 
 /// How many rows a statement changed; sqlx has no trait for it.

@@ -14,7 +14,9 @@ mod agents;
 mod approvals;
 mod audit;
 mod backend;
+mod bulk;
 mod delegations;
+mod group_commit;
 mod operators;
 mod policies;
 mod revocations;
@@ -27,6 +29,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Executor};
 
 pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
+pub(crate) use group_commit::GroupCommit;
 
 use agentauth_core::Scope;
 

@@ -26,7 +26,10 @@ where
         tx.commit().await
     }
 
-    pub(super) async fn issue_token(
+    /// Records one issued token in a transaction of its own (see
+    /// [`crate::Store::issue_token`]); the group commit's path for tokens
+    /// that use up an approval.
+    pub(super) async fn issue_alone(
         &self,
         assertion: &UsedAssertion,
         token: &IssuedToken,

@@ -174,8 +174,10 @@ fn test_name(path: &'static str) -> &'static str {
     path.split_once("::").map_or(path, |(_, name)| name)
 }
 
+/// Runs every case on both stores: each case of the first list gets the
+/// store alone, each of `shared:` a handle it may hand to concurrent tasks.
 macro_rules! run_suite {
-    ($($case:ident),* $(,)?) => {
+    ($($case:ident),* $(,)?; shared: $($shared:ident),* $(,)?) => {
         mod on_sqlite {
             $(
                 #[tokio::test]
@@ -185,12 +187,14 @@ macro_rules! run_suite {
                     f.finish().await;
                 }
             )*
-            #[tokio::test]
-            async fn concurrent_audit_appends_keep_one_chain() {
-                let f = super::Fixture::sqlite().await;
-                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
-                f.finish().await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let f = super::Fixture::sqlite().await;
+                    super::$shared(f.store.clone()).await;
+                    f.finish().await;
+                }
+            )*
         }
         mod on_postgres {
             $(
@@ -204,15 +208,17 @@ macro_rules! run_suite {
                     f.finish().await;
                 }
             )*
-            #[tokio::test]
-            async fn concurrent_audit_appends_keep_one_chain() {
-                let name = super::test_name(concat!(module_path!(), "::concurrent_audit_appends_keep_one_chain"));
-                let Some(f) = super::Fixture::postgres(name).await else {
-                    return;
-                };
-                super::concurrent_audit_appends_keep_one_chain(f.store.clone()).await;
-                f.finish().await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let name = super::test_name(concat!(module_path!(), "::", stringify!($shared)));
+                    let Some(f) = super::Fixture::postgres(name).await else {
+                        return;
+                    };
+                    super::$shared(f.store.clone()).await;
+                    f.finish().await;
+                }
+            )*
         }
     };
 }
@@ -255,5 +261,8 @@ run_suite!(
     deleting_an_agent_removes_its_grants_and_expires_its_approvals,
     a_child_is_enabled_only_under_the_parent_that_spawned_it,
     live_children_are_limited_per_parent,
-    expired_spawned_agents_are_purged_with_their_grants,
+    expired_spawned_agents_are_purged_with_their_grants;
+    shared:
+    concurrent_audit_appends_keep_one_chain,
+    concurrent_issuances_each_keep_their_own_outcome,
 );

@@ -132,3 +132,202 @@ pub(crate) async fn revoked_tokens_are_known_and_published(s: &dyn Store) {
     assert_eq!(feed[0].kind, RevocationKind::Token);
     assert_eq!(feed[0].expires_at, Some(400));
 }
+
+/// What one concurrent issuance should come to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Issued,
+    Replayed,
+    TaskOfAnother,
+    ParentRevoked,
+}
+
+fn outcome(result: &Result<()>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Issued,
+        Err(StoreError::ReplayedAssertion) => Outcome::Replayed,
+        Err(StoreError::TaskOfAnother(_)) => Outcome::TaskOfAnother,
+        Err(StoreError::Conflict(_)) => Outcome::ParentRevoked,
+        Err(e) => panic!("unexpected store error: {e}"),
+    }
+}
+
+/// Many issuances at once (so the writer records them in shared
+/// transactions) keep each its own outcome: fresh ones are issued, a
+/// replayed assertion, a task another agent started and a revoked subject
+/// token refuse only their own issuance, and every issued token, and no
+/// refused one, has its audit record on one intact chain.
+pub(crate) async fn concurrent_issuances_each_keep_their_own_outcome(s: Arc<dyn Store>) {
+    let other = agent_id("other");
+    let task = |txn: &str| Some(TaskId::new(txn).unwrap());
+    let exchanged = |jti: &str, parent: &str| IssuedToken {
+        parent_jti: Some(parent.into()),
+        ..issued(jti)
+    };
+    // Before: a used assertion, a task of another agent, a revoked token.
+    s.issue_token(
+        &used("before"),
+        &issued("root"),
+        None,
+        &event("token.issued", "c", "root"),
+    )
+    .await
+    .unwrap();
+    let of_other = IssuedToken {
+        client_id: other.clone(),
+        subject: other.clone(),
+        txn: task("taken"),
+        ..issued("other-root")
+    };
+    s.issue_token(
+        &used("o1"),
+        &of_other,
+        None,
+        &event("token.issued", "c", "other-root"),
+    )
+    .await
+    .unwrap();
+    s.issue_token(
+        &used("d1"),
+        &issued("dead"),
+        None,
+        &event("token.issued", "c", "dead"),
+    )
+    .await
+    .unwrap();
+    s.revoke_token("dead", 400, &event("token.revoked", "admin", "dead"))
+        .await
+        .unwrap();
+    let before = audit_count(&*s).await;
+
+    let mut cases: Vec<(UsedAssertion, IssuedToken, Option<Outcome>)> = (0..48)
+        .map(|i| {
+            (
+                used(&format!("fresh{i}")),
+                issued(&format!("fresh{i}")),
+                Some(Outcome::Issued),
+            )
+        })
+        .collect();
+    cases.push((
+        used("before"),
+        issued("replay-old"),
+        Some(Outcome::Replayed),
+    ));
+    // Two uses of one assertion in flight together: exactly one is issued.
+    cases.push((used("twice"), issued("twice-a"), None));
+    cases.push((used("twice"), issued("twice-b"), None));
+    let taken = IssuedToken {
+        txn: task("taken"),
+        ..issued("joins-taken")
+    };
+    cases.push((used("task"), taken, Some(Outcome::TaskOfAnother)));
+    // Two agents starting one new task together: exactly one starts it.
+    let ours = IssuedToken {
+        txn: task("contested"),
+        ..issued("contested-ours")
+    };
+    let theirs = IssuedToken {
+        client_id: other.clone(),
+        subject: other.clone(),
+        txn: task("contested"),
+        ..issued("contested-theirs")
+    };
+    cases.push((used("contest-a"), ours, None));
+    cases.push((used("contest-b"), theirs, None));
+    cases.push((
+        used("late"),
+        exchanged("late", "dead"),
+        Some(Outcome::ParentRevoked),
+    ));
+    cases.push((
+        used("child"),
+        exchanged("child", "root"),
+        Some(Outcome::Issued),
+    ));
+
+    let start = Arc::new(tokio::sync::Barrier::new(cases.len()));
+    let running: Vec<_> = cases
+        .iter()
+        .cloned()
+        .map(|(assertion, token, _)| {
+            let (s, start) = (s.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let audit = event("token.issued", "c", &token.jti);
+                s.issue_token(&assertion, &token, None, &audit).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(running.len());
+    for r in running {
+        results.push(outcome(&r.await.unwrap()));
+    }
+
+    let mut issued_jtis = std::collections::BTreeSet::new();
+    for ((_, token, expected), got) in cases.iter().zip(&results) {
+        if let Some(expected) = expected {
+            assert_eq!(got, expected, "token {}", token.jti);
+        }
+        if *got == Outcome::Issued {
+            issued_jtis.insert(token.jti.clone());
+        }
+    }
+    let pair = |a: &str, b: &str| {
+        let find = |jti: &str| results[cases.iter().position(|c| c.1.jti == jti).unwrap()];
+        let mut two = [find(a), find(b)];
+        two.sort_by_key(|o| *o as u8);
+        two
+    };
+    assert_eq!(
+        pair("twice-a", "twice-b"),
+        [Outcome::Issued, Outcome::Replayed]
+    );
+    assert_eq!(
+        pair("contested-ours", "contested-theirs"),
+        [Outcome::Issued, Outcome::TaskOfAnother]
+    );
+
+    // Exactly the issued tokens were audited, on one intact chain.
+    let records = s
+        .audit_records(&AuditFilter {
+            limit: 1_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let audited: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| r.seq > before)
+        .map(|r| r.event.subject.clone())
+        .collect();
+    assert_eq!(audited, issued_jtis);
+    assert_eq!(audit_count(&*s).await, before + issued_jtis.len() as i64);
+    assert_chain_intact(&*s).await;
+    // The winner of the contested task owns it; the child's record exists,
+    // so revoking its parent reaches it.
+    let owner = s
+        .task_owner(&TaskId::new("contested").unwrap())
+        .await
+        .unwrap();
+    let winner = if issued_jtis.contains("contested-ours") {
+        agent_id("reader")
+    } else {
+        other
+    };
+    assert_eq!(owner, Some(winner));
+    let mut revoke = event("token.revoked", "admin", "root");
+    revoke.time_ms = 100_000;
+    s.revoke_token("root", 400, &revoke).await.unwrap();
+    assert!(s.token_revoked("child").await.unwrap());
+    // A refused issuance leaves its assertion unused; an issued one used it.
+    for jti in ["task", "late"] {
+        s.consume_assertion(&used(jti)).await.unwrap();
+    }
+    for jti in ["fresh0", "twice", "child"] {
+        assert!(matches!(
+            s.consume_assertion(&used(jti)).await,
+            Err(StoreError::ReplayedAssertion)
+        ));
+    }
+}

@@ -1,0 +1,131 @@
+//! Multi-row statements: one statement inserts or looks up many rows, so a
+//! batch of writes costs a handful of database round trips whatever its size.
+//!
+//! A statement is built once for each run length, and run lengths are powers
+//! of two up to [`MAX_ROWS`], so each database prepares (and caches) at most
+//! seven forms of each statement.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// The most rows one statement carries: 64 audit records bind 1,088
+/// parameters, well under either database's limit.
+pub(super) const MAX_ROWS: usize = 64;
+
+/// How many run lengths there are: 1, 2, 4, … [`MAX_ROWS`].
+const LENGTHS: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+
+/// A statement repeated over rows: `head`, one group of `width` numbered
+/// parameters per row (`($1, $2), ($3, $4)`), then `tail`.
+pub(super) struct Bulk {
+    head: &'static str,
+    width: usize,
+    tail: &'static str,
+    built: [OnceLock<String>; LENGTHS],
+}
+
+impl Bulk {
+    /// A statement whose rows bind `width` parameters each.
+    pub(super) const fn new(head: &'static str, width: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            width,
+            tail,
+            built: [const { OnceLock::new() }; LENGTHS],
+        }
+    }
+
+    /// The statement for `rows` rows, a run length from [`runs`].
+    pub(super) fn sql(&'static self, rows: usize) -> &'static str {
+        assert!(
+            rows.is_power_of_two() && rows <= MAX_ROWS,
+            "a run is a power of two up to {MAX_ROWS} rows, not {rows}"
+        );
+        self.built[rows.trailing_zeros() as usize].get_or_init(|| {
+            let mut sql = String::from(self.head);
+            for row in 0..rows {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for column in 0..self.width {
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&(row * self.width + column + 1).to_string());
+                }
+                sql.push(')');
+            }
+            sql.push_str(self.tail);
+            sql
+        })
+    }
+}
+
+/// Splits `0..n` into consecutive runs whose lengths are powers of two up to
+/// [`MAX_ROWS`], longest first: 37 items are runs of 32, 4 and 1.
+pub(super) fn runs(n: usize) -> impl Iterator<Item = Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let left = n - start;
+        if left == 0 {
+            return None;
+        }
+        let len = if left >= MAX_ROWS {
+            MAX_ROWS
+        } else {
+            1 << left.ilog2()
+        };
+        let run = start..start + len;
+        start += len;
+        Some(run)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PAIRS: Bulk = Bulk::new("INSERT INTO t (a, b) VALUES ", 2, " ON CONFLICT DO NOTHING");
+    static LIST: Bulk = Bulk::new("SELECT a FROM t WHERE a IN (", 1, ")");
+
+    #[test]
+    fn numbers_parameters_row_after_row() {
+        assert_eq!(
+            PAIRS.sql(2),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            LIST.sql(4),
+            "SELECT a FROM t WHERE a IN (($1), ($2), ($3), ($4))"
+        );
+        assert!(
+            PAIRS
+                .sql(64)
+                .ends_with("($127, $128) ON CONFLICT DO NOTHING")
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn refuses_a_length_that_is_not_a_run() {
+        let _ = PAIRS.sql(3);
+    }
+
+    #[test]
+    fn runs_cover_every_item_once_in_powers_of_two() {
+        for n in 0..300 {
+            let all: Vec<Range<usize>> = runs(n).collect();
+            assert_eq!(all.iter().map(ExactSizeIterator::len).sum::<usize>(), n);
+            let mut next = 0;
+            for run in &all {
+                assert_eq!(run.start, next, "runs are consecutive");
+                assert!(run.len().is_power_of_two() && run.len() <= MAX_ROWS);
+                next = run.end;
+            }
+            assert!(all.windows(2).all(|w| w[0].len() >= w[1].len()));
+        }
+        assert_eq!(
+            runs(37).map(|r| r.len()).collect::<Vec<_>>(),
+            vec![32, 4, 1]
+        );
+    }
+}
