@@ -13,6 +13,7 @@ mod customer_agent;
 mod approval;
 mod cli;
 mod connections;
+mod crash;
 mod delegation;
 mod dpop;
 mod ephemeral;

@@ -192,6 +192,13 @@ impl Server {
         }
     }
 
+    /// Kills the process with SIGKILL and reaps it: a crash, with no chance
+    /// to flush or close anything. The data dir and database stay.
+    pub fn crash(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Process ID, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
