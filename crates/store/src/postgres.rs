@@ -56,6 +56,12 @@ impl Backend for PgStore {
     fn group_commit(&self) -> &GroupCommit {
         &self.group_commit
     }
+
+    /// Replicas share the database, and nothing tells this one of another's
+    /// writes yet: every read goes to PostgreSQL.
+    fn read_cache(&self) -> Option<&crate::sql::ReadCache> {
+        None
+    }
 }
 
 impl RowsAffected for PgQueryResult {

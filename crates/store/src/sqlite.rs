@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::{Backend, GroupCommit, RowsAffected, Tx};
+use crate::sql::{Backend, GroupCommit, ReadCache, RowsAffected, Tx};
 
 /// The embedded store: one SQLite file, WAL mode, no set-up.
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct SqliteStore {
     audit_key: Arc<OnceLock<AuditKey>>,
     /// Token issuances waiting to be committed together.
     group_commit: GroupCommit,
+    /// The agents and key revocations token requests read, in memory: this
+    /// process is the file's only writer.
+    read_cache: Arc<ReadCache>,
 }
 
 impl SqliteStore {
@@ -48,6 +51,7 @@ impl SqliteStore {
             writer: Arc::default(),
             audit_key: Arc::default(),
             group_commit: GroupCommit::default(),
+            read_cache: Arc::default(),
         })
     }
 }
@@ -81,6 +85,10 @@ impl Backend for SqliteStore {
 
     fn group_commit(&self) -> &GroupCommit {
         &self.group_commit
+    }
+
+    fn read_cache(&self) -> Option<&ReadCache> {
+        Some(&self.read_cache)
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     fn audit_key(&self) -> &Arc<OnceLock<AuditKey>>;
     /// The queue in front of this store's issuance writer.
     fn group_commit(&self) -> &super::GroupCommit;
+    /// The in-memory copy of hot rows, where this store is its database's
+    /// only writer (SQLite); `None` where other processes write too.
+    fn read_cache(&self) -> Option<&super::ReadCache>;
 }
 
 /// How many rows a statement changed; sqlx has no trait for it.

@@ -19,6 +19,7 @@ mod delegations;
 mod group_commit;
 mod operators;
 mod policies;
+mod read_cache;
 mod revocations;
 mod settings;
 mod tasks;
@@ -30,6 +31,7 @@ use sqlx::{ColumnIndex, Executor};
 
 pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
 pub(crate) use group_commit::GroupCommit;
+pub(crate) use read_cache::ReadCache;
 
 use agentauth_core::Scope;
 
@@ -70,6 +72,16 @@ fn parsed<T, E: std::fmt::Display>(
     parse(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Passes on a write's `result` after emptying the store's read cache, if
+/// it has one: every write but a token issuance (and the audit appends and
+/// approval bookkeeping around it) may change an agent or a key revocation.
+fn after_write<B: Backend, T>(store: &B, result: T) -> T {
+    if let Some(cache) = store.read_cache() {
+        cache.invalidate();
+    }
+    result
+}
+
 #[async_trait]
 impl<B> Store for B
 where
@@ -86,7 +98,7 @@ where
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        Sql(self).init_setting(key, value).await
+        after_write(self, Sql(self).init_setting(key, value).await)
     }
 
     async fn replace_setting(
@@ -96,7 +108,10 @@ where
         value: &str,
         audit: &AuditEvent,
     ) -> Result<bool> {
-        Sql(self).replace_setting(key, expected, value, audit).await
+        after_write(
+            self,
+            Sql(self).replace_setting(key, expected, value, audit).await,
+        )
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
@@ -104,11 +119,22 @@ where
     }
 
     async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
-        Sql(self).add_signing_key(key).await
+        after_write(self, Sql(self).add_signing_key(key).await)
     }
 
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {
-        Sql(self).agent(name).await
+        let Some(cache) = self.read_cache() else {
+            return Sql(self).agent(name).await;
+        };
+        if let Some(agent) = cache.agent(name.as_str()) {
+            return Ok(Some(agent));
+        }
+        let generation = cache.generation();
+        let agent = Sql(self).agent(name).await?;
+        if let Some(agent) = &agent {
+            cache.keep_agent(generation, agent);
+        }
+        Ok(agent)
     }
 
     async fn agents(&self) -> Result<Vec<AgentRow>> {
@@ -116,7 +142,7 @@ where
     }
 
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
-        Sql(self).create_agent(agent, audit).await
+        after_write(self, Sql(self).create_agent(agent, audit).await)
     }
 
     async fn spawn_agent(
@@ -125,9 +151,12 @@ where
         max_live_children: i64,
         audit: &AuditEvent,
     ) -> Result<()> {
-        Sql(self)
-            .insert_agent(agent, Some(max_live_children), audit)
-            .await
+        after_write(
+            self,
+            Sql(self)
+                .insert_agent(agent, Some(max_live_children), audit)
+                .await,
+        )
     }
 
     async fn update_agent(
@@ -136,11 +165,11 @@ where
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
-        Sql(self).update_agent(name, update, audit).await
+        after_write(self, Sql(self).update_agent(name, update, audit).await)
     }
 
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
-        Sql(self).delete_agent(name, audit).await
+        after_write(self, Sql(self).delete_agent(name, audit).await)
     }
 
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
@@ -164,11 +193,14 @@ where
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-        Sql(self).revoke_token(jti, expires_at, audit).await
+        after_write(self, Sql(self).revoke_token(jti, expires_at, audit).await)
     }
 
     async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-        Sql(self).revoke_task(txn.as_str(), expires_at, audit).await
+        after_write(
+            self,
+            Sql(self).revoke_task(txn.as_str(), expires_at, audit).await,
+        )
     }
 
     async fn task_revoked(&self, txn: &TaskId) -> Result<bool> {
@@ -176,11 +208,20 @@ where
     }
 
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()> {
-        Sql(self).revoke_key(&jkt.0, audit).await
+        after_write(self, Sql(self).revoke_key(&jkt.0, audit).await)
     }
 
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool> {
-        Sql(self).key_revoked(&jkt.0).await
+        let Some(cache) = self.read_cache() else {
+            return Sql(self).key_revoked(&jkt.0).await;
+        };
+        if let Some(revoked) = cache.key_revoked(&jkt.0) {
+            return Ok(revoked);
+        }
+        let generation = cache.generation();
+        let revoked = Sql(self).key_revoked(&jkt.0).await?;
+        cache.keep_key(generation, &jkt.0, revoked);
+        Ok(revoked)
     }
 
     async fn task_exists(&self, txn: &TaskId) -> Result<bool> {
@@ -192,7 +233,7 @@ where
     }
 
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
-        Sql(self).put_delegation(grant, audit).await
+        after_write(self, Sql(self).put_delegation(grant, audit).await)
     }
 
     async fn delegation(&self, from: &SpiffeId, to: &SpiffeId) -> Result<Option<DelegationRow>> {
@@ -209,7 +250,7 @@ where
         to: &SpiffeId,
         audit: &AuditEvent,
     ) -> Result<()> {
-        Sql(self).delete_delegation(from, to, audit).await
+        after_write(self, Sql(self).delete_delegation(from, to, audit).await)
     }
 
     async fn add_policy_set(
@@ -220,9 +261,12 @@ where
         now: i64,
         audit: &AuditEvent,
     ) -> Result<i64> {
-        Sql(self)
-            .add_policy_set(files, digest, policy_count, now, audit)
-            .await
+        after_write(
+            self,
+            Sql(self)
+                .add_policy_set(files, digest, policy_count, now, audit)
+                .await,
+        )
     }
 
     async fn policy_sets(&self) -> Result<Vec<PolicySetRow>> {
@@ -238,7 +282,10 @@ where
     }
 
     async fn activate_policy_set(&self, version: i64, now: i64, audit: &AuditEvent) -> Result<()> {
-        Sql(self).activate_policy_set(version, now, audit).await
+        after_write(
+            self,
+            Sql(self).activate_policy_set(version, now, audit).await,
+        )
     }
 
     async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()> {
@@ -262,7 +309,7 @@ where
     }
 
     async fn add_operator(&self, operator: &OperatorRow, audit: &AuditEvent) -> Result<()> {
-        Sql(self).add_operator(operator, audit).await
+        after_write(self, Sql(self).add_operator(operator, audit).await)
     }
 
     async fn operators(&self) -> Result<Vec<OperatorRow>> {
@@ -270,7 +317,7 @@ where
     }
 
     async fn remove_operator(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
-        Sql(self).remove_operator(name, audit).await
+        after_write(self, Sql(self).remove_operator(name, audit).await)
     }
 
     async fn approvals(
@@ -291,7 +338,7 @@ where
         decision: &ApprovalDecision,
         audit: &AuditEvent,
     ) -> Result<ApprovalRow> {
-        Sql(self).decide_approval(id, decision, audit).await
+        after_write(self, Sql(self).decide_approval(id, decision, audit).await)
     }
 
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>> {
@@ -299,7 +346,7 @@ where
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64> {
-        Sql(self).purge_expired(now).await
+        after_write(self, Sql(self).purge_expired(now).await)
     }
 
     fn set_audit_key(&self, key: agentauth_core::AuditKey) {
@@ -307,7 +354,7 @@ where
     }
 
     async fn seal_unkeyed_audit(&self, audit: &AuditEvent) -> Result<u64> {
-        Sql(self).seal_unkeyed_audit(audit).await
+        after_write(self, Sql(self).seal_unkeyed_audit(audit).await)
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

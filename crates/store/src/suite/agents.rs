@@ -778,3 +778,86 @@ pub(crate) async fn expired_spawned_agents_are_purged_with_their_grants(s: &dyn 
     assert_eq!(records[0].event.subject, agent_id("planner-gone").as_str());
     assert_chain_intact(s).await;
 }
+
+/// Reads every agent named, so that a store that keeps rows in memory holds
+/// them all before the next write.
+async fn read_all(s: &dyn Store, names: &[&str]) {
+    for n in names {
+        s.agent(&name(n)).await.unwrap();
+    }
+}
+
+pub(crate) async fn every_write_is_seen_by_the_next_read_of_what_it_changed(s: &dyn Store) {
+    let all = ["planner", "worker", "helper"];
+    s.create_agent(
+        &agent("planner"),
+        &event("agent.created", "admin", "planner"),
+    )
+    .await
+    .unwrap();
+    spawn(s, &child("worker", "planner", &["read:customer"], 500)).await;
+    spawn(s, &child("helper", "worker", &["read:customer"], 500)).await;
+    read_all(s, &all).await;
+
+    // Narrowing the parent narrows the grandchild held from before.
+    let narrow = AgentUpdate {
+        permissions: Some(scope("read:orders")),
+        now: 100,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        &name("planner"),
+        &narrow,
+        &event("agent.updated", "admin", "p"),
+    )
+    .await
+    .unwrap();
+    let helper = s.agent(&name("helper")).await.unwrap().unwrap();
+    assert!(helper.permissions.is_empty(), "{:?}", helper.permissions);
+    read_all(s, &all).await;
+
+    // Disabling the parent disables its descendants as they are read next.
+    let disable = AgentUpdate {
+        status: Some(AgentStatus::Disabled),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        &name("planner"),
+        &disable,
+        &event("agent.updated", "admin", "p"),
+    )
+    .await
+    .unwrap();
+    for n in all {
+        assert_eq!(status(s, n).await, AgentStatus::Disabled, "{n}");
+    }
+    read_all(s, &all).await;
+
+    // A deleted agent is gone, and a new one of that name is the new one.
+    s.delete_agent(&name("helper"), &event("agent.deleted", "admin", "h"))
+        .await
+        .unwrap();
+    assert!(s.agent(&name("helper")).await.unwrap().is_none());
+    let renewed = AgentRow {
+        description: "the second of that name".into(),
+        ..agent("helper")
+    };
+    s.create_agent(&renewed, &event("agent.created", "admin", "h"))
+        .await
+        .unwrap();
+    assert_eq!(s.agent(&name("helper")).await.unwrap(), Some(renewed));
+    read_all(s, &all).await;
+
+    // An expired spawned agent, once purged, is no longer found.
+    s.purge_expired(600).await.unwrap();
+    assert!(s.agent(&name("worker")).await.unwrap().is_none());
+
+    // A key read as unrevoked is revoked on the next read after its revocation.
+    let jkt = Jkt("jkt-held".into());
+    assert!(!s.key_revoked(&jkt).await.unwrap());
+    s.revoke_key(&jkt, &event("key.revoked", "admin", "jkt-held"))
+        .await
+        .unwrap();
+    assert!(s.key_revoked(&jkt).await.unwrap());
+}

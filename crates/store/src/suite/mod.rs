@@ -226,6 +226,7 @@ macro_rules! run_suite {
 run_suite!(
     agents_are_created_listed_and_fetched,
     a_duplicate_agent_is_a_conflict_and_leaves_nothing_behind,
+    every_write_is_seen_by_the_next_read_of_what_it_changed,
     disabling_and_enabling_an_agent_is_published_on_the_feed,
     updating_or_deleting_a_missing_agent_changes_nothing,
     deleting_an_agent_revokes_it,

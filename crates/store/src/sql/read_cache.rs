@@ -1,0 +1,148 @@
+//! The rows every token request reads, kept in memory by a store that is
+//! the only writer of its database (the embedded SQLite file): the agent
+//! that authenticates, its audience, and whether a key is revoked.
+//!
+//! Every write that is not a token issuance empties the cache, so a change
+//! to an agent or a key revocation is seen by the next request. A read that
+//! raced a write never puts back what the write replaced: each entry is kept
+//! only if no write finished between the database read and the keep (the
+//! generation counter).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::AgentRow;
+
+/// At most this many entries of each kind; a full map starts again empty,
+/// which bounds memory (a few MB) whatever names requests carry.
+const MAX_ENTRIES: usize = 16_384;
+
+/// Agents by name and key revocation by thumbprint, as last read.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCache(Mutex<Entries>);
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Bumped by every write that empties the cache.
+    generation: u64,
+    agents: HashMap<String, AgentRow>,
+    revoked_keys: HashMap<String, bool>,
+}
+
+impl ReadCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // The maps hold no invariant a panic elsewhere could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The generation to pass to `keep_*` for a read that starts now.
+    pub(crate) fn generation(&self) -> u64 {
+        self.entries().generation
+    }
+
+    /// The agent named `name`, if its row is held.
+    pub(crate) fn agent(&self, name: &str) -> Option<AgentRow> {
+        self.entries().agents.get(name).cloned()
+    }
+
+    /// Keeps `agent`, read from the database since `generation`.
+    pub(crate) fn keep_agent(&self, generation: u64, agent: &AgentRow) {
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.agents.len() >= MAX_ENTRIES {
+            entries.agents.clear();
+        }
+        entries
+            .agents
+            .insert(agent.name.as_str().to_owned(), agent.clone());
+    }
+
+    /// Whether the key with thumbprint `jkt` is revoked, if that is held.
+    pub(crate) fn key_revoked(&self, jkt: &str) -> Option<bool> {
+        self.entries().revoked_keys.get(jkt).copied()
+    }
+
+    /// Keeps whether `jkt` is revoked, read from the database since `generation`.
+    pub(crate) fn keep_key(&self, generation: u64, jkt: &str, revoked: bool) {
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.revoked_keys.len() >= MAX_ENTRIES {
+            entries.revoked_keys.clear();
+        }
+        entries.revoked_keys.insert(jkt.to_owned(), revoked);
+    }
+
+    /// Forgets everything: a write changed (or may have changed) what is held.
+    pub(crate) fn invalidate(&self) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.agents.clear();
+        entries.revoked_keys.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AgentStatus;
+    use agentauth_core::{AgentName, Scope, SpiffeId};
+
+    fn agent(name: &str, permissions: &str) -> AgentRow {
+        AgentRow {
+            name: AgentName::new(name).unwrap(),
+            id: SpiffeId::parse(&format!("spiffe://test.local/agent/{name}")).unwrap(),
+            description: String::new(),
+            owner: String::new(),
+            permissions: Scope::parse(permissions).unwrap(),
+            public_jwk: serde_json::json!({}),
+            status: AgentStatus::Active,
+            bearer_allowed: false,
+            expires_at: None,
+            parent: None,
+            tags: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept() {
+        let cache = ReadCache::default();
+        let before = cache.generation();
+        // A write finishes between this read's database query and its keep.
+        cache.invalidate();
+        cache.keep_agent(before, &agent("reader", "read:a"));
+        cache.keep_key(before, "jkt", false);
+        assert_eq!(cache.agent("reader"), None);
+        assert_eq!(cache.key_revoked("jkt"), None);
+
+        let now = cache.generation();
+        cache.keep_agent(now, &agent("reader", "read:b"));
+        cache.keep_key(now, "jkt", true);
+        assert_eq!(cache.agent("reader"), Some(agent("reader", "read:b")));
+        assert_eq!(cache.key_revoked("jkt"), Some(true));
+        cache.invalidate();
+        assert_eq!(cache.agent("reader"), None);
+        assert_eq!(cache.key_revoked("jkt"), None);
+    }
+
+    #[test]
+    fn a_full_cache_starts_again_rather_than_grow() {
+        let cache = ReadCache::default();
+        let generation = cache.generation();
+        for i in 0..MAX_ENTRIES {
+            cache.keep_key(generation, &format!("jkt-{i}"), false);
+        }
+        assert_eq!(cache.key_revoked("jkt-0"), Some(false));
+        cache.keep_key(generation, "one-more", true);
+        assert_eq!(cache.key_revoked("jkt-0"), None);
+        assert_eq!(cache.key_revoked("one-more"), Some(true));
+        assert!(cache.entries().revoked_keys.len() <= MAX_ENTRIES);
+    }
+}
