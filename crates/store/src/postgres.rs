@@ -1,13 +1,14 @@
 //! The shared backend: a PostgreSQL database that several replicas write to
 //! at once, with rows locked where a transaction reads what it changes.
 
+use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
 use agentauth_core::AuditKey;
 use sqlx::Postgres;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
-use crate::sql::{Backend, GroupCommit, RowsAffected, Tx};
+use crate::sql::{Backend, GroupCommit, RowsAffected, STATEMENT_CACHE_CAPACITY, Tx};
 
 /// The shared store: a PostgreSQL database that several authority replicas use.
 #[derive(Debug, Clone)]
@@ -21,9 +22,11 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str) -> crate::Result<Self> {
+        let options =
+            PgConnectOptions::from_str(url)?.statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self {
@@ -40,6 +43,7 @@ impl Backend for PgStore {
     type WriterTurn = ();
     /// Replicas write concurrently: rows read to be changed are locked.
     const LOCKS_ROWS: bool = true;
+    const WRITER_THREAD: bool = false;
 
     fn pool(&self) -> &PgPool {
         &self.pool

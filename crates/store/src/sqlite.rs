@@ -3,10 +3,11 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use agentauth_core::AuditKey;
-use std::time::Duration;
 
 use sqlx::Sqlite;
 use sqlx::sqlite::{
@@ -15,7 +16,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sql::{Backend, GroupCommit, ReadCache, RowsAffected, Tx};
+use crate::sql::{Backend, GroupCommit, ReadCache, RowsAffected, STATEMENT_CACHE_CAPACITY, Tx};
 
 /// The embedded store: one SQLite file, WAL mode, no set-up.
 #[derive(Debug, Clone)]
@@ -30,6 +31,25 @@ pub struct SqliteStore {
     /// The agents and key revocations token requests read, in memory: this
     /// process is the file's only writer.
     read_cache: Arc<ReadCache>,
+    /// The background WAL checkpoints.
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// How often, at most, a checkpoint starts behind the issuance writer.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints that move the WAL's committed pages into the database file
+/// beside the issuance writer rather than in it: SQLite's own automatic
+/// checkpoint runs inside the commit that crosses 1000 pages, with its
+/// fsyncs, and every token of that batch waits for it. A passive checkpoint
+/// never takes the write lock; with the WAL kept short this way the
+/// automatic one, left on as a backstop, seldom fires.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    /// One checkpoint at a time.
+    running: AtomicBool,
+    /// When the last one started.
+    last: std::sync::Mutex<Option<Instant>>,
 }
 
 impl SqliteStore {
@@ -40,7 +60,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .statement_cache_capacity(STATEMENT_CACHE_CAPACITY)
+            // The background checkpoints keep the WAL short; SQLite's own,
+            // inside a commit, is the backstop for a WAL they let grow.
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -52,6 +76,7 @@ impl SqliteStore {
             audit_key: Arc::default(),
             group_commit: GroupCommit::default(),
             read_cache: Arc::default(),
+            checkpoints: Arc::default(),
         })
     }
 }
@@ -62,6 +87,7 @@ impl Backend for SqliteStore {
     type WriterTurn = OwnedMutexGuard<()>;
     /// `BEGIN IMMEDIATE` takes the database's one write lock up front.
     const LOCKS_ROWS: bool = false;
+    const WRITER_THREAD: bool = true;
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -89,6 +115,35 @@ impl Backend for SqliteStore {
 
     fn read_cache(&self) -> Option<&ReadCache> {
         Some(&self.read_cache)
+    }
+
+    fn after_batch(&self) {
+        let checkpoints = &self.checkpoints;
+        if checkpoints.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut last = checkpoints
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY) {
+                checkpoints.running.store(false, Ordering::Release);
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let (pool, checkpoints) = (self.pool.clone(), self.checkpoints.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                // The automatic checkpoint is still there; nothing is lost.
+                tracing::warn!(error = %e, "background WAL checkpoint failed");
+            }
+            checkpoints.running.store(false, Ordering::Release);
+        });
     }
 }
 

@@ -22,6 +22,10 @@ pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     /// Whether a `SELECT` of rows the transaction changes next locks them
     /// (`FOR UPDATE`): needed where writers run concurrently.
     const LOCKS_ROWS: bool;
+    /// Whether the issuance writer runs on a thread of its own (its
+    /// connections must then not be bound to the shared runtime's I/O, as
+    /// SQLite's, which sit on threads of their own, are not).
+    const WRITER_THREAD: bool;
 
     /// The connection pool, for reads and single-statement writes.
     fn pool(&self) -> &Pool<Self::Db>;
@@ -35,6 +39,9 @@ pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     /// The in-memory copy of hot rows, where this store is its database's
     /// only writer (SQLite); `None` where other processes write too.
     fn read_cache(&self) -> Option<&super::ReadCache>;
+    /// Called by the issuance writer after each batch it committed, for
+    /// upkeep that must not hold the batch's requesters.
+    fn after_batch(&self) {}
 }
 
 /// How many rows a statement changed; sqlx has no trait for it.

@@ -1,9 +1,11 @@
 //! Multi-row statements: one statement inserts or looks up many rows, so a
 //! batch of writes costs a handful of database round trips whatever its size.
 //!
-//! A statement is built once for each run length, and run lengths are powers
-//! of two up to [`MAX_ROWS`], so each database prepares (and caches) at most
-//! seven forms of each statement.
+//! A statement is built once for each run length, from 1 to [`MAX_ROWS`]: a
+//! batch of up to 64 is one statement (each statement is a round trip, and a
+//! round trip on a busy machine costs far more than preparing a new form),
+//! and each connection caches the forms it has prepared (see the stores'
+//! statement cache capacity).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -12,8 +14,9 @@ use std::sync::OnceLock;
 /// parameters, well under either database's limit.
 pub(super) const MAX_ROWS: usize = 64;
 
-/// How many run lengths there are: 1, 2, 4, … [`MAX_ROWS`].
-const LENGTHS: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+/// How many prepared statements each connection keeps: every form of the
+/// five multi-row statements (5 × [`MAX_ROWS`]) and the single statements.
+pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 512;
 
 /// A statement repeated over rows: `head`, one group of `width` numbered
 /// parameters per row (`($1, $2), ($3, $4)`), then `tail`.
@@ -21,7 +24,7 @@ pub(super) struct Bulk {
     head: &'static str,
     width: usize,
     tail: &'static str,
-    built: [OnceLock<String>; LENGTHS],
+    built: [OnceLock<String>; MAX_ROWS],
 }
 
 impl Bulk {
@@ -31,17 +34,17 @@ impl Bulk {
             head,
             width,
             tail,
-            built: [const { OnceLock::new() }; LENGTHS],
+            built: [const { OnceLock::new() }; MAX_ROWS],
         }
     }
 
     /// The statement for `rows` rows, a run length from [`runs`].
     pub(super) fn sql(&'static self, rows: usize) -> &'static str {
         assert!(
-            rows.is_power_of_two() && rows <= MAX_ROWS,
-            "a run is a power of two up to {MAX_ROWS} rows, not {rows}"
+            (1..=MAX_ROWS).contains(&rows),
+            "a run is 1 to {MAX_ROWS} rows, not {rows}"
         );
-        self.built[rows.trailing_zeros() as usize].get_or_init(|| {
+        self.built[rows - 1].get_or_init(|| {
             let mut sql = String::from(self.head);
             for row in 0..rows {
                 sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -60,8 +63,8 @@ impl Bulk {
     }
 }
 
-/// Splits `0..n` into consecutive runs whose lengths are powers of two up to
-/// [`MAX_ROWS`], longest first: 37 items are runs of 32, 4 and 1.
+/// Splits `0..n` into consecutive runs of [`MAX_ROWS`] and one shorter run
+/// for the rest: 37 items are one run, 150 are runs of 64, 64 and 22.
 pub(super) fn runs(n: usize) -> impl Iterator<Item = Range<usize>> {
     let mut start = 0;
     std::iter::from_fn(move || {
@@ -69,11 +72,7 @@ pub(super) fn runs(n: usize) -> impl Iterator<Item = Range<usize>> {
         if left == 0 {
             return None;
         }
-        let len = if left >= MAX_ROWS {
-            MAX_ROWS
-        } else {
-            1 << left.ilog2()
-        };
+        let len = left.min(MAX_ROWS);
         let run = start..start + len;
         start += len;
         Some(run)
@@ -105,27 +104,28 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "power of two")]
+    #[should_panic(expected = "1 to 64 rows")]
     fn refuses_a_length_that_is_not_a_run() {
-        let _ = PAIRS.sql(3);
+        let _ = PAIRS.sql(65);
     }
 
     #[test]
-    fn runs_cover_every_item_once_in_powers_of_two() {
+    fn runs_cover_every_item_once_in_as_few_statements_as_fit() {
         for n in 0..300 {
             let all: Vec<Range<usize>> = runs(n).collect();
             assert_eq!(all.iter().map(ExactSizeIterator::len).sum::<usize>(), n);
             let mut next = 0;
             for run in &all {
                 assert_eq!(run.start, next, "runs are consecutive");
-                assert!(run.len().is_power_of_two() && run.len() <= MAX_ROWS);
+                assert!((1..=MAX_ROWS).contains(&run.len()));
                 next = run.end;
             }
-            assert!(all.windows(2).all(|w| w[0].len() >= w[1].len()));
+            assert_eq!(all.len(), n.div_ceil(MAX_ROWS));
         }
+        assert_eq!(runs(37).map(|r| r.len()).collect::<Vec<_>>(), vec![37]);
         assert_eq!(
-            runs(37).map(|r| r.len()).collect::<Vec<_>>(),
-            vec![32, 4, 1]
+            runs(150).map(|r| r.len()).collect::<Vec<_>>(),
+            vec![64, 64, 22]
         );
     }
 }

@@ -116,7 +116,12 @@ where
     ) -> Result<()> {
         let queue = self.0.group_commit().queue.get_or_init(|| {
             let (queue, pending) = mpsc::channel(QUEUE_BOUND);
-            tokio::spawn(write(self.0.clone(), pending));
+            let writer = write(self.0.clone(), pending);
+            if B::WRITER_THREAD {
+                on_own_thread(writer);
+            } else {
+                tokio::spawn(writer);
+            }
             queue
         });
         let (done, outcome) = oneshot::channel();
@@ -395,6 +400,29 @@ fn alive(refused: &[Option<StoreError>]) -> Vec<usize> {
 
 /// The writer: takes every issuance waiting (up to [`MAX_BATCH`]), records
 /// them, answers each, and goes again; stops when every queue handle is gone.
+/// Runs the writer on a thread of its own: each of a batch's statements is a
+/// hop to the database's worker thread and back, and on the shared runtime
+/// every hop back waits in line behind the requests being served, which made
+/// a batch take milliseconds of mostly waiting. Should the thread or its
+/// runtime not start, the writer is dropped, which closes the queue:
+/// issuances are then refused as unavailable, never left waiting.
+fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
+    let started = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(writer),
+                Err(e) => tracing::error!(error = %e, "the store's writer could not start"),
+            }
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "the store's writer thread could not start");
+    }
+}
+
 async fn write<B>(store: B, mut pending: mpsc::Receiver<Issuance>)
 where
     B: Backend,
@@ -412,5 +440,6 @@ where
             // The requester may have gone; the token stays recorded.
             let _ = issuance.done.send(outcome);
         }
+        store.after_batch();
     }
 }

@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use sqlx::{ColumnIndex, Executor};
 
 pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
+pub(crate) use bulk::STATEMENT_CACHE_CAPACITY;
 pub(crate) use group_commit::GroupCommit;
 pub(crate) use read_cache::ReadCache;
 
