@@ -32,6 +32,8 @@ use sqlx::{ColumnIndex, Executor};
 pub(crate) use backend::{Backend, Column, Conn, Param, Row, RowsAffected, Tx};
 pub(crate) use bulk::STATEMENT_CACHE_CAPACITY;
 pub(crate) use group_commit::GroupCommit;
+#[cfg(test)]
+pub(crate) use group_commit::QUEUE_BOUND;
 pub(crate) use read_cache::ReadCache;
 
 use agentauth_core::Scope;

@@ -331,3 +331,95 @@ pub(crate) async fn concurrent_issuances_each_keep_their_own_outcome(s: Arc<dyn 
         ));
     }
 }
+
+/// Over its queue's bound, the issuance writer refuses at once rather than
+/// queue without end: with the writer held up (here by a transaction that
+/// keeps SQLite's write lock), the issuances beyond the bound are refused
+/// `Overloaded` straight away, nothing of them is written and their
+/// assertions stay unused; every issuance let in is recorded once the
+/// writer moves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_issuance_queue_refuses_at_once_and_writes_nothing_of_the_refused() {
+    use crate::sql::{Backend, QUEUE_BOUND};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("test.db"))
+            .await
+            .unwrap(),
+    );
+    store.set_audit_key(test_audit_key());
+    let held = store.begin().await.unwrap();
+
+    // Enough to fill one batch in the writer's hands, the queue, and more.
+    let beyond = 64;
+    let total = QUEUE_BOUND + 256 + beyond;
+    let mut pending = Vec::with_capacity(total);
+    for i in 0..total {
+        let store = store.clone();
+        pending.push(tokio::spawn(async move {
+            let jti = format!("t{i}");
+            let outcome = store
+                .issue_token(
+                    &used(&jti),
+                    &issued(&jti),
+                    None,
+                    &event("token.issued", "c", &jti),
+                )
+                .await;
+            (jti, outcome)
+        }));
+    }
+    // The refusals come while the writer is still held up.
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while refused.len() < beyond {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} refusals within 30 s",
+            refused.len()
+        );
+        let finished: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].is_finished())
+            .collect();
+        for i in finished.into_iter().rev() {
+            let (jti, outcome) = pending.swap_remove(i).await.unwrap();
+            assert!(
+                matches!(outcome, Err(StoreError::Overloaded)),
+                "{jti} finished while the writer was held: {outcome:?}"
+            );
+            refused.push(jti);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(audit_count(&*store).await, 0, "nothing written yet");
+
+    drop(held);
+    let mut recorded = 0;
+    for task in pending {
+        let (jti, outcome) = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("an issuance let into the queue is recorded once the writer moves")
+            .unwrap();
+        match outcome {
+            Ok(()) => recorded += 1,
+            Err(StoreError::Overloaded) => refused.push(jti),
+            Err(e) => panic!("{jti}: {e:?}"),
+        }
+    }
+    assert!(refused.len() >= beyond && recorded >= QUEUE_BOUND);
+    assert_eq!(recorded + refused.len(), total);
+    assert_eq!(audit_count(&*store).await, i64::try_from(recorded).unwrap());
+    // A refused issuance used nothing up: the same assertion goes through now.
+    let again = &refused[0];
+    store
+        .issue_token(
+            &used(again),
+            &issued(again),
+            None,
+            &event("token.issued", "c", again),
+        )
+        .await
+        .unwrap();
+}
