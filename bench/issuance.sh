@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Token issuance throughput and latency of `agentauth serve` on SQLite, with
 # GET /.well-known/jwks.json (a trivial endpoint) measured before and after
-# as a reference, so the figure reads as a ratio on a noisy machine.
+# as a reference, so the figure reads as a ratio on a noisy machine; then
+# introspection (POST /oauth/introspect of one issued token by the admin).
 #
 #   bench/issuance.sh                 # defaults below
 #   DURATION=15 CONNECTIONS=32 bench/issuance.sh
@@ -198,6 +199,16 @@ run_mode() {
 
   reference after
 
+  # Introspection of the probe's token by the admin (RFC 7662), which every
+  # resource server without the SDK's offline check would call per request.
+  TOKEN=$(sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p' "$DIR/probe-answer.json")
+  ADMIN=$(cat "$DIR/data/admin-token")
+  ACTIVE=$(timeout 10 curl -sS -H "Authorization: Bearer $ADMIN" --data-urlencode "token=$TOKEN" "$URL/oauth/introspect" | tr -d ' \n')
+  case $ACTIVE in *'"active":true'*) ;; *) echo "introspection of the probe token answered: $ACTIVE" >&2; exit 1 ;; esac
+  echo "== [policy $MODE] introspection: POST /oauth/introspect, ${DURATION}s, $THREADS threads, $CONNECTIONS connections"
+  timeout "$STEP_TIMEOUT" "${WRK[@]}" -s bench/introspection.lua "$URL/oauth/introspect" -- "$TOKEN" "$ADMIN" \
+    | tee "$DIR/introspection.txt"
+
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server died during the run" >&2; exit 1; }
   grep -c -E ' (ERROR|WARN) ' "$DIR/server.log" >"$DIR/warn-errors" || true
   sqlite3 "$DIR/data/agentauth.db" 'SELECT count(*) FROM issued_tokens' >"$DIR/issued" 2>/dev/null || echo 'n/a (no sqlite3)' >"$DIR/issued"
@@ -221,6 +232,7 @@ summary() { # RUN
   echo "issued tokens/s:            $ISS  (p50 $(field "$DIR/issuance.txt" p50_ms) ms, p99 $(field "$DIR/issuance.txt" p99_ms) ms)"
   echo "server CPU per token:       $(cat "$DIR/cpu-ms-per-token") ms (user + system, over the issuance run)"
   echo "non-200 token answers:      $(field "$DIR/issuance.txt" non200)  (socket errors $(field "$DIR/issuance.txt" socket_errors), threads out of bodies $(field "$DIR/issuance.txt" threads_out_of_bodies))"
+  echo "introspection answers/s:    $(field "$DIR/introspection.txt" req_per_s)  (p50 $(field "$DIR/introspection.txt" p50_ms) ms, p99 $(field "$DIR/introspection.txt" p99_ms) ms, non-200 $(field "$DIR/introspection.txt" non2xx))"
   echo "jwks.json req/s before:     $REF_BEFORE  (p99 $(field "$DIR/ref-before.txt" p99_ms) ms)"
   echo "jwks.json req/s after:      $REF_AFTER  (p99 $(field "$DIR/ref-after.txt" p99_ms) ms)"
   awk -v i="$ISS" -v b="$REF_BEFORE" -v a="$REF_AFTER" \
@@ -266,6 +278,12 @@ for run in "${RUNS[@]}"; do
   NON200=$(field "$WORK/$run/issuance.txt" non200)
   if [[ ${OK:-0} == 0 || ${NON200:-1} != 0 ]]; then
     echo "FAILED: policy ${run%-*}, round ${run##*-}: ${OK:-no} tokens issued, ${NON200:-unknown} non-200 answers" >&2
+    FAILED=1
+  fi
+  INTROSPECTED=$(field "$WORK/$run/introspection.txt" requests)
+  NON200=$(field "$WORK/$run/introspection.txt" non2xx)
+  if [[ ${INTROSPECTED:-0} == 0 || ${NON200:-1} != 0 ]]; then
+    echo "FAILED: policy ${run%-*}, round ${run##*-}: ${INTROSPECTED:-no} introspections, ${NON200:-unknown} non-200 answers" >&2
     FAILED=1
   fi
 done

@@ -48,6 +48,10 @@ pub(crate) struct State {
     pub(crate) throttle: crate::throttle::Throttle,
     /// Token requests refused before authentication, counted per window.
     pub(crate) refusals: crate::refusals::RefusalTally,
+    /// Access tokens whose signature verified at one of the authority's
+    /// doors (its API, exchange, introspection): one presented again skips
+    /// only its signature check; time, key, proof and revocation still run.
+    pub(crate) verified_tokens: agentauth_core::VerifiedTokens,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -118,6 +122,9 @@ async fn open_state(
         policy: policy::PolicyState::new(),
         throttle,
         refusals: crate::refusals::RefusalTally::default(),
+        verified_tokens: agentauth_core::VerifiedTokens::new(
+            agentauth_core::DEFAULT_VERIFIED_TOKENS,
+        ),
     });
     Ok((state, admin_token))
 }

@@ -81,7 +81,7 @@ pub(crate) async fn check(
         now: unix_now(),
         leeway,
         proof,
-        verified: None,
+        verified: Some(&s.verified_tokens),
     };
     check_presented_token(token, &rules, s).await
 }

@@ -34,7 +34,7 @@ pub(crate) use bulk::STATEMENT_CACHE_CAPACITY;
 pub(crate) use group_commit::GroupCommit;
 #[cfg(test)]
 pub(crate) use group_commit::QUEUE_BOUND;
-pub(crate) use read_cache::ReadCache;
+pub(crate) use read_cache::{ReadCache, Revocable};
 
 use agentauth_core::Scope;
 
@@ -83,6 +83,26 @@ fn after_write<B: Backend, T>(store: &B, result: T) -> T {
         cache.invalidate();
     }
     result
+}
+
+/// Whether `subject` is revoked: from the store's read cache if it has one
+/// and holds the answer, else from `read` (kept for next time).
+async fn cached_revocation<B: Backend>(
+    store: &B,
+    kind: Revocable,
+    subject: &str,
+    read: impl Future<Output = Result<bool>>,
+) -> Result<bool> {
+    let Some(cache) = store.read_cache() else {
+        return read.await;
+    };
+    if let Some(revoked) = cache.revoked(kind, subject) {
+        return Ok(revoked);
+    }
+    let generation = cache.generation();
+    let revoked = read.await?;
+    cache.keep_revoked(generation, kind, subject, revoked);
+    Ok(revoked)
 }
 
 #[async_trait]
@@ -192,7 +212,7 @@ where
     }
 
     async fn token_revoked(&self, jti: &str) -> Result<bool> {
-        Sql(self).token_revoked(jti).await
+        cached_revocation(self, Revocable::Token, jti, Sql(self).token_revoked(jti)).await
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
@@ -207,7 +227,9 @@ where
     }
 
     async fn task_revoked(&self, txn: &TaskId) -> Result<bool> {
-        Sql(self).task_revoked(txn.as_str()).await
+        let sql = Sql(self);
+        let read = sql.task_revoked(txn.as_str());
+        cached_revocation(self, Revocable::Task, txn.as_str(), read).await
     }
 
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()> {
@@ -215,16 +237,7 @@ where
     }
 
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool> {
-        let Some(cache) = self.read_cache() else {
-            return Sql(self).key_revoked(&jkt.0).await;
-        };
-        if let Some(revoked) = cache.key_revoked(&jkt.0) {
-            return Ok(revoked);
-        }
-        let generation = cache.generation();
-        let revoked = Sql(self).key_revoked(&jkt.0).await?;
-        cache.keep_key(generation, &jkt.0, revoked);
-        Ok(revoked)
+        cached_revocation(self, Revocable::Key, &jkt.0, Sql(self).key_revoked(&jkt.0)).await
     }
 
     async fn task_exists(&self, txn: &TaskId) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! The rows every token request reads, kept in memory by a store that is
 //! the only writer of its database (the embedded SQLite file): the agent
-//! that authenticates, its audience, and whether a key is revoked.
+//! that authenticates, its audience, and whether a key, token or task is
+//! revoked.
 //!
 //! Every write that is not a token issuance empties the cache, so a change
 //! to an agent or a key revocation is seen by the next request. A read that
@@ -17,7 +18,18 @@ use crate::AgentRow;
 /// which bounds memory (a few MB) whatever names requests carry.
 const MAX_ENTRIES: usize = 16_384;
 
-/// Agents by name and key revocation by thumbprint, as last read.
+/// What kind of thing a revocation names, as the cache keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Revocable {
+    /// A key, by thumbprint.
+    Key,
+    /// A token, by `jti`.
+    Token,
+    /// A task, by `txn`.
+    Task,
+}
+
+/// Agents by name, and whether each key, token or task is revoked, as last read.
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache(Mutex<Entries>);
 
@@ -26,7 +38,7 @@ struct Entries {
     /// Bumped by every write that empties the cache.
     generation: u64,
     agents: HashMap<String, AgentRow>,
-    revoked_keys: HashMap<String, bool>,
+    revoked: HashMap<(Revocable, String), bool>,
 }
 
 impl ReadCache {
@@ -61,21 +73,32 @@ impl ReadCache {
             .insert(agent.name.as_str().to_owned(), agent.clone());
     }
 
-    /// Whether the key with thumbprint `jkt` is revoked, if that is held.
-    pub(crate) fn key_revoked(&self, jkt: &str) -> Option<bool> {
-        self.entries().revoked_keys.get(jkt).copied()
+    /// Whether `subject` (a key, token or task) is revoked, if that is held.
+    pub(crate) fn revoked(&self, kind: Revocable, subject: &str) -> Option<bool> {
+        // One allocation per lookup keeps the key type simple; it is small
+        // next to the database read it saves.
+        self.entries()
+            .revoked
+            .get(&(kind, subject.to_owned()))
+            .copied()
     }
 
-    /// Keeps whether `jkt` is revoked, read from the database since `generation`.
-    pub(crate) fn keep_key(&self, generation: u64, jkt: &str, revoked: bool) {
+    /// Keeps whether `subject` is revoked, read from the database since `generation`.
+    pub(crate) fn keep_revoked(
+        &self,
+        generation: u64,
+        kind: Revocable,
+        subject: &str,
+        revoked: bool,
+    ) {
         let mut entries = self.entries();
         if entries.generation != generation {
             return;
         }
-        if entries.revoked_keys.len() >= MAX_ENTRIES {
-            entries.revoked_keys.clear();
+        if entries.revoked.len() >= MAX_ENTRIES {
+            entries.revoked.clear();
         }
-        entries.revoked_keys.insert(jkt.to_owned(), revoked);
+        entries.revoked.insert((kind, subject.to_owned()), revoked);
     }
 
     /// Forgets everything: a write changed (or may have changed) what is held.
@@ -83,7 +106,7 @@ impl ReadCache {
         let mut entries = self.entries();
         entries.generation += 1;
         entries.agents.clear();
-        entries.revoked_keys.clear();
+        entries.revoked.clear();
     }
 }
 
@@ -118,18 +141,21 @@ mod tests {
         // A write finishes between this read's database query and its keep.
         cache.invalidate();
         cache.keep_agent(before, &agent("reader", "read:a"));
-        cache.keep_key(before, "jkt", false);
+        cache.keep_revoked(before, Revocable::Key, "jkt", false);
         assert_eq!(cache.agent("reader"), None);
-        assert_eq!(cache.key_revoked("jkt"), None);
+        assert_eq!(cache.revoked(Revocable::Key, "jkt"), None);
 
         let now = cache.generation();
         cache.keep_agent(now, &agent("reader", "read:b"));
-        cache.keep_key(now, "jkt", true);
+        cache.keep_revoked(now, Revocable::Key, "jkt", true);
+        cache.keep_revoked(now, Revocable::Token, "jkt", false);
         assert_eq!(cache.agent("reader"), Some(agent("reader", "read:b")));
-        assert_eq!(cache.key_revoked("jkt"), Some(true));
+        assert_eq!(cache.revoked(Revocable::Key, "jkt"), Some(true));
+        assert_eq!(cache.revoked(Revocable::Token, "jkt"), Some(false));
+        assert_eq!(cache.revoked(Revocable::Task, "jkt"), None);
         cache.invalidate();
         assert_eq!(cache.agent("reader"), None);
-        assert_eq!(cache.key_revoked("jkt"), None);
+        assert_eq!(cache.revoked(Revocable::Key, "jkt"), None);
     }
 
     #[test]
@@ -137,12 +163,12 @@ mod tests {
         let cache = ReadCache::default();
         let generation = cache.generation();
         for i in 0..MAX_ENTRIES {
-            cache.keep_key(generation, &format!("jkt-{i}"), false);
+            cache.keep_revoked(generation, Revocable::Token, &format!("jti-{i}"), false);
         }
-        assert_eq!(cache.key_revoked("jkt-0"), Some(false));
-        cache.keep_key(generation, "one-more", true);
-        assert_eq!(cache.key_revoked("jkt-0"), None);
-        assert_eq!(cache.key_revoked("one-more"), Some(true));
-        assert!(cache.entries().revoked_keys.len() <= MAX_ENTRIES);
+        assert_eq!(cache.revoked(Revocable::Token, "jti-0"), Some(false));
+        cache.keep_revoked(generation, Revocable::Token, "one-more", true);
+        assert_eq!(cache.revoked(Revocable::Token, "jti-0"), None);
+        assert_eq!(cache.revoked(Revocable::Token, "one-more"), Some(true));
+        assert!(cache.entries().revoked.len() <= MAX_ENTRIES);
     }
 }

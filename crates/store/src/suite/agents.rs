@@ -860,4 +860,21 @@ pub(crate) async fn every_write_is_seen_by_the_next_read_of_what_it_changed(s: &
         .await
         .unwrap();
     assert!(s.key_revoked(&jkt).await.unwrap());
+
+    // So are a token and a task.
+    assert!(!s.token_revoked("jti-held").await.unwrap());
+    s.revoke_token(
+        "jti-held",
+        900,
+        &event("token.revoked", "admin", "jti-held"),
+    )
+    .await
+    .unwrap();
+    assert!(s.token_revoked("jti-held").await.unwrap());
+    let txn = TaskId::new("task-held").unwrap();
+    assert!(!s.task_revoked(&txn).await.unwrap());
+    s.revoke_task(&txn, 900, &event("task.revoked", "admin", "task-held"))
+        .await
+        .unwrap();
+    assert!(s.task_revoked(&txn).await.unwrap());
 }
