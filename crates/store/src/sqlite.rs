@@ -98,11 +98,11 @@ impl Backend for SqliteStore {
     /// writers never deadlock upgrading a read lock.
     async fn begin(&self) -> crate::Result<Tx<Self>> {
         let turn = self.writer.clone().lock_owned().await;
-        Ok(Tx::new(
-            self,
-            self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            turn,
-        ))
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // This transaction holds the write lock: an abandoned write's commit,
+        // if any, is over.
+        self.read_cache.settle();
+        Ok(Tx::new(self, tx, turn))
     }
 
     fn audit_key(&self) -> &Arc<OnceLock<AuditKey>> {

@@ -34,7 +34,7 @@ pub(crate) use bulk::STATEMENT_CACHE_CAPACITY;
 pub(crate) use group_commit::GroupCommit;
 #[cfg(test)]
 pub(crate) use group_commit::QUEUE_BOUND;
-pub(crate) use read_cache::{ReadCache, Revocable};
+pub(crate) use read_cache::{ReadCache, Revocable, WriteGuard};
 
 use agentauth_core::Scope;
 
@@ -75,13 +75,14 @@ fn parsed<T, E: std::fmt::Display>(
     parse(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Passes on a write's `result` after emptying the store's read cache, if
-/// it has one: every write but a token issuance (and the audit appends and
-/// approval bookkeeping around it) may change an agent or a key revocation.
-fn after_write<B: Backend, T>(store: &B, result: T) -> T {
-    if let Some(cache) = store.read_cache() {
-        cache.invalidate();
-    }
+/// Runs `write` and then empties the store's read cache, if it has one:
+/// every write but a token issuance (and the audit appends and approval
+/// bookkeeping around it) may change an agent or a revocation. Should the
+/// write be abandoned half-way, the cache holds nothing until that settles.
+async fn written<B: Backend, T>(store: &B, write: impl Future<Output = T>) -> T {
+    let guard = WriteGuard::new(store.read_cache());
+    let result = write.await;
+    guard.finish();
     result
 }
 
@@ -121,7 +122,7 @@ where
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
-        after_write(self, Sql(self).init_setting(key, value).await)
+        written(self, Sql(self).init_setting(key, value)).await
     }
 
     async fn replace_setting(
@@ -131,10 +132,7 @@ where
         value: &str,
         audit: &AuditEvent,
     ) -> Result<bool> {
-        after_write(
-            self,
-            Sql(self).replace_setting(key, expected, value, audit).await,
-        )
+        written(self, Sql(self).replace_setting(key, expected, value, audit)).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
@@ -142,7 +140,7 @@ where
     }
 
     async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
-        after_write(self, Sql(self).add_signing_key(key).await)
+        written(self, Sql(self).add_signing_key(key)).await
     }
 
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {
@@ -165,7 +163,7 @@ where
     }
 
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).create_agent(agent, audit).await)
+        written(self, Sql(self).create_agent(agent, audit)).await
     }
 
     async fn spawn_agent(
@@ -174,12 +172,11 @@ where
         max_live_children: i64,
         audit: &AuditEvent,
     ) -> Result<()> {
-        after_write(
+        written(
             self,
-            Sql(self)
-                .insert_agent(agent, Some(max_live_children), audit)
-                .await,
+            Sql(self).insert_agent(agent, Some(max_live_children), audit),
         )
+        .await
     }
 
     async fn update_agent(
@@ -188,11 +185,11 @@ where
         update: &AgentUpdate,
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
-        after_write(self, Sql(self).update_agent(name, update, audit).await)
+        written(self, Sql(self).update_agent(name, update, audit)).await
     }
 
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).delete_agent(name, audit).await)
+        written(self, Sql(self).delete_agent(name, audit)).await
     }
 
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
@@ -216,14 +213,11 @@ where
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).revoke_token(jti, expires_at, audit).await)
+        written(self, Sql(self).revoke_token(jti, expires_at, audit)).await
     }
 
     async fn revoke_task(&self, txn: &TaskId, expires_at: i64, audit: &AuditEvent) -> Result<()> {
-        after_write(
-            self,
-            Sql(self).revoke_task(txn.as_str(), expires_at, audit).await,
-        )
+        written(self, Sql(self).revoke_task(txn.as_str(), expires_at, audit)).await
     }
 
     async fn task_revoked(&self, txn: &TaskId) -> Result<bool> {
@@ -233,7 +227,7 @@ where
     }
 
     async fn revoke_key(&self, jkt: &Jkt, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).revoke_key(&jkt.0, audit).await)
+        written(self, Sql(self).revoke_key(&jkt.0, audit)).await
     }
 
     async fn key_revoked(&self, jkt: &Jkt) -> Result<bool> {
@@ -249,7 +243,7 @@ where
     }
 
     async fn put_delegation(&self, grant: &DelegationRow, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).put_delegation(grant, audit).await)
+        written(self, Sql(self).put_delegation(grant, audit)).await
     }
 
     async fn delegation(&self, from: &SpiffeId, to: &SpiffeId) -> Result<Option<DelegationRow>> {
@@ -266,7 +260,7 @@ where
         to: &SpiffeId,
         audit: &AuditEvent,
     ) -> Result<()> {
-        after_write(self, Sql(self).delete_delegation(from, to, audit).await)
+        written(self, Sql(self).delete_delegation(from, to, audit)).await
     }
 
     async fn add_policy_set(
@@ -277,12 +271,11 @@ where
         now: i64,
         audit: &AuditEvent,
     ) -> Result<i64> {
-        after_write(
+        written(
             self,
-            Sql(self)
-                .add_policy_set(files, digest, policy_count, now, audit)
-                .await,
+            Sql(self).add_policy_set(files, digest, policy_count, now, audit),
         )
+        .await
     }
 
     async fn policy_sets(&self) -> Result<Vec<PolicySetRow>> {
@@ -298,10 +291,7 @@ where
     }
 
     async fn activate_policy_set(&self, version: i64, now: i64, audit: &AuditEvent) -> Result<()> {
-        after_write(
-            self,
-            Sql(self).activate_policy_set(version, now, audit).await,
-        )
+        written(self, Sql(self).activate_policy_set(version, now, audit)).await
     }
 
     async fn create_approval(&self, approval: &ApprovalRow, audit: &AuditEvent) -> Result<()> {
@@ -325,7 +315,7 @@ where
     }
 
     async fn add_operator(&self, operator: &OperatorRow, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).add_operator(operator, audit).await)
+        written(self, Sql(self).add_operator(operator, audit)).await
     }
 
     async fn operators(&self) -> Result<Vec<OperatorRow>> {
@@ -333,7 +323,7 @@ where
     }
 
     async fn remove_operator(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
-        after_write(self, Sql(self).remove_operator(name, audit).await)
+        written(self, Sql(self).remove_operator(name, audit)).await
     }
 
     async fn approvals(
@@ -354,7 +344,7 @@ where
         decision: &ApprovalDecision,
         audit: &AuditEvent,
     ) -> Result<ApprovalRow> {
-        after_write(self, Sql(self).decide_approval(id, decision, audit).await)
+        written(self, Sql(self).decide_approval(id, decision, audit)).await
     }
 
     async fn revocations_since(&self, since: i64, limit: i64) -> Result<Vec<RevocationRow>> {
@@ -362,7 +352,7 @@ where
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64> {
-        after_write(self, Sql(self).purge_expired(now).await)
+        written(self, Sql(self).purge_expired(now)).await
     }
 
     fn set_audit_key(&self, key: agentauth_core::AuditKey) {
@@ -370,7 +360,7 @@ where
     }
 
     async fn seal_unkeyed_audit(&self, audit: &AuditEvent) -> Result<u64> {
-        after_write(self, Sql(self).seal_unkeyed_audit(audit).await)
+        written(self, Sql(self).seal_unkeyed_audit(audit)).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

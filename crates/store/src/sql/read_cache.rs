@@ -8,6 +8,12 @@
 //! raced a write never puts back what the write replaced: each entry is kept
 //! only if no write finished between the database read and the keep (the
 //! generation counter).
+//!
+//! A write whose caller went away mid-way (its future dropped, say when a
+//! client disconnects) may still commit after that. Until that is settled
+//! the cache serves and keeps nothing ([`WriteGuard`]): the next
+//! transaction that takes SQLite's write lock ([`ReadCache::settle`]) knows
+//! that any such commit has finished, since it held that lock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +43,8 @@ pub(crate) struct ReadCache(Mutex<Entries>);
 struct Entries {
     /// Bumped by every write that empties the cache.
     generation: u64,
+    /// A write was abandoned and may yet commit: hold and serve nothing.
+    poisoned: bool,
     agents: HashMap<String, AgentRow>,
     revoked: HashMap<(Revocable, String), bool>,
 }
@@ -56,13 +64,17 @@ impl ReadCache {
 
     /// The agent named `name`, if its row is held.
     pub(crate) fn agent(&self, name: &str) -> Option<AgentRow> {
-        self.entries().agents.get(name).cloned()
+        let entries = self.entries();
+        if entries.poisoned {
+            return None;
+        }
+        entries.agents.get(name).cloned()
     }
 
     /// Keeps `agent`, read from the database since `generation`.
     pub(crate) fn keep_agent(&self, generation: u64, agent: &AgentRow) {
         let mut entries = self.entries();
-        if entries.generation != generation {
+        if entries.generation != generation || entries.poisoned {
             return;
         }
         if entries.agents.len() >= MAX_ENTRIES {
@@ -77,10 +89,11 @@ impl ReadCache {
     pub(crate) fn revoked(&self, kind: Revocable, subject: &str) -> Option<bool> {
         // One allocation per lookup keeps the key type simple; it is small
         // next to the database read it saves.
-        self.entries()
-            .revoked
-            .get(&(kind, subject.to_owned()))
-            .copied()
+        let entries = self.entries();
+        if entries.poisoned {
+            return None;
+        }
+        entries.revoked.get(&(kind, subject.to_owned())).copied()
     }
 
     /// Keeps whether `subject` is revoked, read from the database since `generation`.
@@ -92,7 +105,7 @@ impl ReadCache {
         revoked: bool,
     ) {
         let mut entries = self.entries();
-        if entries.generation != generation {
+        if entries.generation != generation || entries.poisoned {
             return;
         }
         if entries.revoked.len() >= MAX_ENTRIES {
@@ -104,9 +117,62 @@ impl ReadCache {
     /// Forgets everything: a write changed (or may have changed) what is held.
     pub(crate) fn invalidate(&self) {
         let mut entries = self.entries();
-        entries.generation += 1;
-        entries.agents.clear();
-        entries.revoked.clear();
+        entries.forget();
+    }
+
+    /// Forgets everything and holds nothing more until [`Self::settle`]: a
+    /// write was abandoned and may still commit.
+    fn poison(&self) {
+        let mut entries = self.entries();
+        entries.poisoned = true;
+        entries.forget();
+    }
+
+    /// Called once a transaction holds the database's write lock: any write
+    /// abandoned before has committed or rolled back by now, so what is read
+    /// from here on may be held again.
+    pub(crate) fn settle(&self) {
+        let mut entries = self.entries();
+        if entries.poisoned {
+            entries.poisoned = false;
+            entries.forget();
+        }
+    }
+}
+
+impl Entries {
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.agents.clear();
+        self.revoked.clear();
+    }
+}
+
+/// Empties the cache when a write is over, and poisons it if the write
+/// never finished (its future was dropped): see the module's note.
+pub(crate) struct WriteGuard<'a> {
+    cache: Option<&'a ReadCache>,
+}
+
+impl<'a> WriteGuard<'a> {
+    /// Starts guarding a write on a store with `cache`, if it has one.
+    pub(crate) fn new(cache: Option<&'a ReadCache>) -> Self {
+        Self { cache }
+    }
+
+    /// The write returned (done or refused): forget what it may have changed.
+    pub(crate) fn finish(mut self) {
+        if let Some(cache) = self.cache.take() {
+            cache.invalidate();
+        }
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            cache.poison();
+        }
     }
 }
 
@@ -156,6 +222,37 @@ mod tests {
         cache.invalidate();
         assert_eq!(cache.agent("reader"), None);
         assert_eq!(cache.revoked(Revocable::Key, "jkt"), None);
+    }
+
+    #[test]
+    fn an_abandoned_write_turns_the_cache_off_until_a_transaction_settles_it() {
+        let cache = ReadCache::default();
+        let generation = cache.generation();
+        cache.keep_agent(generation, &agent("reader", "read:a"));
+
+        let guard = WriteGuard::new(Some(&cache));
+        drop(guard); // the write's future was dropped mid-way
+        assert_eq!(cache.agent("reader"), None);
+        let generation = cache.generation();
+        cache.keep_agent(generation, &agent("reader", "read:a"));
+        cache.keep_revoked(generation, Revocable::Key, "jkt", false);
+        assert_eq!(cache.agent("reader"), None, "nothing held while poisoned");
+        assert_eq!(cache.revoked(Revocable::Key, "jkt"), None);
+        // A finished write does not settle it: it may have run beside the
+        // abandoned one.
+        WriteGuard::new(Some(&cache)).finish();
+        cache.keep_agent(cache.generation(), &agent("reader", "read:a"));
+        assert_eq!(cache.agent("reader"), None);
+
+        cache.settle();
+        let generation = cache.generation();
+        cache.keep_agent(generation, &agent("reader", "read:b"));
+        assert_eq!(cache.agent("reader"), Some(agent("reader", "read:b")));
+        // A write that finished leaves the cache working, only emptied.
+        WriteGuard::new(Some(&cache)).finish();
+        assert_eq!(cache.agent("reader"), None);
+        cache.keep_agent(cache.generation(), &agent("reader", "read:c"));
+        assert_eq!(cache.agent("reader"), Some(agent("reader", "read:c")));
     }
 
     #[test]
