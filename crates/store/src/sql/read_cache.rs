@@ -25,7 +25,7 @@ use crate::AgentRow;
 const MAX_ENTRIES: usize = 16_384;
 
 /// What kind of thing a revocation names, as the cache keys it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Revocable {
     /// A key, by thumbprint.
     Key,
@@ -46,7 +46,8 @@ struct Entries {
     /// A write was abandoned and may yet commit: hold and serve nothing.
     poisoned: bool,
     agents: HashMap<String, AgentRow>,
-    revoked: HashMap<(Revocable, String), bool>,
+    /// Whether each subject is revoked, one map per [`Revocable`] kind.
+    revoked: [HashMap<String, bool>; 3],
 }
 
 impl ReadCache {
@@ -87,13 +88,11 @@ impl ReadCache {
 
     /// Whether `subject` (a key, token or task) is revoked, if that is held.
     pub(crate) fn revoked(&self, kind: Revocable, subject: &str) -> Option<bool> {
-        // One allocation per lookup keeps the key type simple; it is small
-        // next to the database read it saves.
         let entries = self.entries();
         if entries.poisoned {
             return None;
         }
-        entries.revoked.get(&(kind, subject.to_owned())).copied()
+        entries.revoked[kind as usize].get(subject).copied()
     }
 
     /// Keeps whether `subject` is revoked, read from the database since `generation`.
@@ -108,10 +107,11 @@ impl ReadCache {
         if entries.generation != generation || entries.poisoned {
             return;
         }
-        if entries.revoked.len() >= MAX_ENTRIES {
-            entries.revoked.clear();
+        let held = &mut entries.revoked[kind as usize];
+        if held.len() >= MAX_ENTRIES {
+            held.clear();
         }
-        entries.revoked.insert((kind, subject.to_owned()), revoked);
+        held.insert(subject.to_owned(), revoked);
     }
 
     /// Forgets everything: a write changed (or may have changed) what is held.
@@ -144,7 +144,7 @@ impl Entries {
     fn forget(&mut self) {
         self.generation += 1;
         self.agents.clear();
-        self.revoked.clear();
+        self.revoked.iter_mut().for_each(HashMap::clear);
     }
 }
 
@@ -266,6 +266,6 @@ mod tests {
         cache.keep_revoked(generation, Revocable::Token, "one-more", true);
         assert_eq!(cache.revoked(Revocable::Token, "jti-0"), None);
         assert_eq!(cache.revoked(Revocable::Token, "one-more"), Some(true));
-        assert!(cache.entries().revoked.len() <= MAX_ENTRIES);
+        assert!(cache.entries().revoked[Revocable::Token as usize].len() <= MAX_ENTRIES);
     }
 }
