@@ -806,3 +806,67 @@ async fn a_flood_of_unauthenticated_token_requests_is_counted_not_written_one_by
     assert_eq!(after.audit_head, before.audit_head + records.len() as i64);
     assert_eq!(after.agents, before.agents);
 }
+
+/// A fresh token of `reader` for `customer`.
+async fn reader_token(s: &Server, key: &SigningKey) -> String {
+    let (status, body) = s
+        .token("reader", key, &id("customer"), "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The admin revokes the `kind` named `value`.
+async fn admin_revokes(s: &Server, kind: &str, value: &str) {
+    let (status, body) = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/v1/revocations",
+            Some(json!({"kind": kind, "value": value})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// What the authority keeps in memory (verified tokens, agents, revocation
+/// answers) never outlives a change: a token introspected active is inactive
+/// right after it or its task is revoked or its client disabled, and a
+/// disabled agent gets no new token.
+#[tokio::test]
+async fn introspection_and_issuance_see_each_revocation_at_once_after_being_answered_from_memory() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let (first, second) = (reader_token(&s, &key).await, reader_token(&s, &key).await);
+    for t in [&first, &second, &first, &second] {
+        assert_eq!(s.introspect(t).await["active"], true);
+    }
+
+    admin_revokes(&s, "token", &crate::support::claims(&first).jti).await;
+    assert_eq!(s.introspect(&first).await, json!({"active": false}));
+    assert_eq!(s.introspect(&second).await["active"], true);
+
+    let txn = crate::support::claims(&second).txn.unwrap();
+    admin_revokes(&s, "task", txn.as_str()).await;
+    assert_eq!(s.introspect(&second).await, json!({"active": false}));
+
+    let third = reader_token(&s, &key).await;
+    assert_eq!(s.introspect(&third).await["active"], true);
+    let (status, _) = s
+        .admin_json(
+            reqwest::Method::PATCH,
+            "/v1/agents/reader",
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.introspect(&third).await, json!({"active": false}));
+    let (status, body) = s
+        .token("reader", &key, &id("customer"), "read:customer")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+        "{body}"
+    );
+}
