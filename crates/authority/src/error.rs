@@ -110,8 +110,8 @@ pub enum AuthorityError {
     /// A rate limit of the token endpoint was reached (429 with `Retry-After`).
     #[error(transparent)]
     RateLimited(#[from] crate::throttle::Throttled),
-    /// The store could not take the write now (too many waiting, or the
-    /// database unreachable); nothing was written (503 with `Retry-After`).
+    /// The store could not take the write now (its queue is full, or its
+    /// writer has stopped); nothing was written (503 with `Retry-After`).
     #[error("the authority cannot record this now; nothing was recorded, retry shortly")]
     Busy(StoreError),
     /// The configuration cannot work; the authority does not start.

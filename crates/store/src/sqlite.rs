@@ -28,8 +28,8 @@ pub struct SqliteStore {
     audit_key: Arc<OnceLock<AuditKey>>,
     /// Token issuances waiting to be committed together.
     group_commit: GroupCommit,
-    /// The agents and key revocations token requests read, in memory: this
-    /// process is the file's only writer.
+    /// The agents and revocation answers token requests and introspection
+    /// read, in memory: this process is the file's only writer.
     read_cache: Arc<ReadCache>,
     /// The background WAL checkpoints.
     checkpoints: Arc<Checkpoints>,
@@ -40,10 +40,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Checkpoints that move the WAL's committed pages into the database file
 /// beside the issuance writer rather than in it: SQLite's own automatic
-/// checkpoint runs inside the commit that crosses 1000 pages, with its
+/// checkpoint runs inside the commit that crosses its threshold, with its
 /// fsyncs, and every token of that batch waits for it. A passive checkpoint
 /// never takes the write lock; with the WAL kept short this way the
-/// automatic one, left on as a backstop, seldom fires.
+/// automatic one, left on as a backstop at 10,000 pages, seldom fires.
 #[derive(Debug, Default)]
 struct Checkpoints {
     /// One checkpoint at a time.
