@@ -8,6 +8,8 @@
 #   DURATION=15 CONNECTIONS=32 bench/issuance.sh
 #   POLICY=both bench/issuance.sh     # policy off, then on, against fresh servers
 #   POLICY=both ROUNDS=3 bench/issuance.sh   # off on, on off, off on; ratios per round and means
+#   AGENTS=100000 bench/issuance.sh   # 100,000 more agents registered first (scale)
+#   AGENTS=100000 SPREAD=1 bench/issuance.sh  # and the load comes from all of them, round-robin
 #   bench/issuance.sh --smoke         # or BENCH_SMOKE=1: debug build, policy off and on, 1 s per wrk run
 #
 # Smoke mode checks that the script still works, not how fast anything is: it
@@ -52,6 +54,10 @@ THREADS=${THREADS:-2}           # wrk threads
 # (a thread that runs out stops rather than replay one).
 BODIES=${BODIES:-60000}
 POLICY=${POLICY:-off}           # off | on | both
+AGENTS=${AGENTS:-0}             # extra agents registered (load-0 …) before the runs
+SPREAD=${SPREAD:-0}             # 1: assertions round-robin over those agents, not only reader
+[[ $AGENTS =~ ^[0-9]{1,7}$ ]] || { echo "AGENTS must be a count up to 9,999,999" >&2; exit 1; }
+[[ $SPREAD == 0 || ($SPREAD == 1 && $AGENTS -gt 0) ]] || { echo "SPREAD=1 needs AGENTS > 0" >&2; exit 1; }
 ROUNDS=${ROUNDS:-1}             # runs per mode; with both, rounds alternate the order
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be 1 to 99" >&2; exit 1; }
 RUNS=()
@@ -76,10 +82,11 @@ if [[ -n $SMOKE ]]; then PROFILE=(); PROFILE_DIR=debug; else PROFILE=(--release)
 echo "== building ($PROFILE_DIR)"
 # --workspace: the features `cargo test --workspace` builds with, so a smoke run
 # after the tests reuses their binaries.
-timeout 1800 cargo build "${PROFILE[@]}" --quiet --workspace --bin agentauth --example mint_assertions
+timeout 1800 cargo build "${PROFILE[@]}" --quiet --workspace --bin agentauth --example mint_assertions --example register_agents
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/$PROFILE_DIR/agentauth
 MINT=$TARGET/$PROFILE_DIR/examples/mint_assertions
+REGISTER_MANY=$TARGET/$PROFILE_DIR/examples/register_agents
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/agentauth-bench.XXXXXX")
 SERVER_PID=
@@ -146,6 +153,10 @@ run_mode() {
   }
   register reader --permission read:customer
   register customer
+  if ((AGENTS > 0)); then
+    echo "== registering $AGENTS more agents (load-0 …), 16 at a time"
+    timeout 3600 "$REGISTER_MANY" "$URL" "$(cat "$DIR/data/admin-token")" "$AGENTS" load "$DIR/load-keys.tsv" 16
+  fi
 
   if [[ $MODE == on ]]; then
     echo "== loading and activating the example policies (policies/examples/*.cedar)"
@@ -175,7 +186,12 @@ run_mode() {
   reference before
 
   echo "== minting $((BODIES + 1)) client assertions (valid 60 s from now)"
-  timeout 120 "$MINT" "$URL" reader "$DIR/reader.key.json" "$((BODIES + 1))" >"$DIR/all-bodies.txt"
+  if ((SPREAD)); then
+    echo "   round-robin over the $AGENTS agents of load-keys.tsv"
+    timeout 300 "$MINT" "$URL" "@$DIR/load-keys.tsv" - "$((BODIES + 1))" >"$DIR/all-bodies.txt"
+  else
+    timeout 120 "$MINT" "$URL" reader "$DIR/reader.key.json" "$((BODIES + 1))" >"$DIR/all-bodies.txt"
+  fi
   tail -n +2 "$DIR/all-bodies.txt" >"$DIR/bodies.txt"
   # One request first, with its own assertion: fail fast with the server's words.
   PROBE=$(timeout 10 curl -sS -o "$DIR/probe-answer.json" -w '%{http_code}' \
@@ -229,6 +245,7 @@ summary() { # RUN
   REF_AFTER=$(field "$DIR/ref-after.txt" req_per_s)
   echo
   echo "== summary, policy ${1%-*}, round ${1##*-} (concurrency $CONNECTIONS over $THREADS wrk threads, ${DURATION}s per run)"
+  echo "registered agents:          $((AGENTS + 2))  (load from $( ((SPREAD)) && echo "all $AGENTS load-* agents, round-robin" || echo "reader alone"))"
   echo "issued tokens/s:            $ISS  (p50 $(field "$DIR/issuance.txt" p50_ms) ms, p99 $(field "$DIR/issuance.txt" p99_ms) ms)"
   echo "server CPU per token:       $(cat "$DIR/cpu-ms-per-token") ms (user + system, over the issuance run)"
   echo "non-200 token answers:      $(field "$DIR/issuance.txt" non200)  (socket errors $(field "$DIR/issuance.txt" socket_errors), threads out of bodies $(field "$DIR/issuance.txt" threads_out_of_bodies))"

@@ -24,6 +24,7 @@ mod lifecycle;
 mod oauth;
 mod policy;
 mod registry;
+mod rotation;
 mod spawning;
 mod standards;
 mod standing;

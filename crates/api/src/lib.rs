@@ -14,6 +14,7 @@ mod audit;
 mod delegation;
 mod discovery;
 mod error;
+mod keys;
 mod policy;
 mod registry;
 mod revocation;
@@ -31,6 +32,7 @@ pub use audit::{
 pub use delegation::{Delegation, DelegationList, NewDelegation};
 pub use discovery::{Jwk, Jwks, ServerMetadata};
 pub use error::{LayerDenial, OAuthError};
+pub use keys::{KeyRotation, SigningKeyList, SigningKeyView};
 pub use policy::{
     AgentFacts, DecisionClock, DecisionContext, DryRunAnswer, DryRunRequest, NewPolicySet,
     PolicyDecision, PolicyDistribution, PolicyFile, PolicyOutcome, PolicyProblem, PolicySetLoaded,

@@ -74,7 +74,7 @@ pub fn verify_checkpoint(
         .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
     let kid = jws.header.kid.clone().unwrap_or_default();
     let key = keys
-        .find(&kid)
+        .find_any(&kid)
         .ok_or_else(|| CheckpointError::UnknownKey(kid.chars().take(64).collect()))?;
     jws.verify(key).map_err(|_| CheckpointError::BadSignature)
 }
@@ -94,13 +94,15 @@ pub(crate) async fn checkpoint(
         hash: hash.clone(),
         iat: unix_now(),
     };
+    let ring = s.keys();
+    let (kid, key) = ring.signer(claims.iat);
     let header = Header {
-        alg: s.keys.current.alg(),
+        alg: key.alg(),
         typ: Some(CHECKPOINT_TYP.into()),
-        kid: Some(s.keys.current_kid.clone()),
+        kid: Some(kid.to_owned()),
         jwk: None,
     };
-    let signed = sign_compact(&header, &claims, &s.keys.current);
+    let signed = sign_compact(&header, &claims, key);
     let mut audit = event(
         AuditKind::AuditCheckpoint,
         &by.actor(),

@@ -61,6 +61,14 @@ pub struct Config {
     /// Events per second one agent may report to the audit log (burst:
     /// twice that); 0 turns the limit off.
     pub audit_events_per_agent: u32,
+    /// Days after which a new signing key is made (and published
+    /// `signing_key_publish_lead_secs` before it signs); 0 turns the
+    /// schedule off, leaving `agentauth keys rotate`.
+    pub signing_key_rotation_days: u32,
+    /// Seconds a new signing key is published in the JWKS before it signs
+    /// anything: at least the refresh interval of every verifier's JWKS
+    /// cache (the SDK refreshes every 300 s), so none meets an unknown key.
+    pub signing_key_publish_lead_secs: i64,
 }
 
 impl Default for Config {
@@ -87,6 +95,8 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             refusal_audit_window_secs: 10,
             audit_events_per_agent: 1000,
+            signing_key_rotation_days: 30,
+            signing_key_publish_lead_secs: 600,
         }
     }
 }
@@ -104,6 +114,9 @@ impl Config {
 /// walked in full for policy, so it stays short.
 pub const SPAWN_DEPTH_CEILING: usize = 32;
 
+/// The longest `signing_key_publish_lead_secs` accepted (one day).
+pub(crate) const MAX_PUBLISH_LEAD_SECS: i64 = 86_400;
+
 /// Why a configuration cannot work; the authority refuses to start with it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -120,6 +133,11 @@ pub enum ConfigError {
     /// A refusal-counting window out of range.
     #[error("refusal_audit_window_secs must be 1 to 3600")]
     RefusalWindow,
+    /// A signing-key schedule out of range.
+    #[error(
+        "signing_key_publish_lead_secs must be 0 to {MAX_PUBLISH_LEAD_SECS} and signing_key_rotation_days at most 3650"
+    )]
+    KeyRotation,
     /// Token lifetimes out of order.
     #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
     TokenLifetimes,
@@ -202,6 +220,11 @@ impl Config {
         }
         if !(1..=3600).contains(&self.refusal_audit_window_secs) {
             return Err(ConfigError::RefusalWindow);
+        }
+        if !(0..=MAX_PUBLISH_LEAD_SECS).contains(&self.signing_key_publish_lead_secs)
+            || self.signing_key_rotation_days > 3650
+        {
+            return Err(ConfigError::KeyRotation);
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
 pub use delegation::DelegationRefusal;
 pub use error::{AuthorityError, Missing, Needed};
 pub use issuance::{DpopRefusal, ExchangeRefusal, TokenRequestFault};
-pub use keys::{KeyRing, MASTER_KEY_ENV, MasterKey};
+pub use keys::{KeyPhase, KeyRecord, KeyRing, KeyStatus, MASTER_KEY_ENV, MasterKey};
 pub use oauth::{AUTHORITY_IMPLICIT_SCOPES, TOKEN_EXCHANGE_GRANT};
 pub use operator::{ADMIN_GROUP, OperatorRefusal, Principal};
 pub use policy::PolicyRefusal;

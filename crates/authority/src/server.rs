@@ -32,7 +32,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shared state of every handler.
 pub(crate) struct State {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) keys: KeyRing,
+    /// The signing keys; replaced whole when a key is added here or seen
+    /// added by another replica.
+    pub(crate) keys: std::sync::RwLock<Arc<KeyRing>>,
+    pub(crate) master: MasterKey,
     pub(crate) admin: AdminCredential,
     pub(crate) config: Config,
     pub(crate) issuer: String,
@@ -57,6 +60,17 @@ pub(crate) struct State {
 pub(crate) type AppState = Arc<State>;
 
 impl State {
+    /// The signing keys as they are now.
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().expect("key ring lock").clone()
+    }
+
+    /// Seconds a retired signing key stays published: every token it signed
+    /// has expired by then, with the verifiers' clock leeway.
+    pub(crate) fn key_retired_for(&self) -> i64 {
+        self.config.max_token_lifetime_secs + agentauth_core::DEFAULT_LEEWAY_SECS
+    }
+
     /// The token endpoint URL.
     pub(crate) fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
@@ -100,7 +114,8 @@ async fn open_state(
             "authenticated audit records written before audit records were keyed"
         );
     }
-    let keys = KeyRing::load_or_create(&*store, &master).await?;
+    let retired_for = config.max_token_lifetime_secs + agentauth_core::DEFAULT_LEEWAY_SECS;
+    let keys = KeyRing::load_or_create(&*store, &master, retired_for).await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
     let authority_id = SpiffeId::authority(&trust_domain);
@@ -111,7 +126,8 @@ async fn open_state(
     );
     let state = Arc::new(State {
         store,
-        keys,
+        keys: std::sync::RwLock::new(Arc::new(keys)),
+        master,
         admin,
         config,
         issuer,
@@ -182,6 +198,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     revocation::spawn_watcher(Arc::downgrade(&state));
     let refresher = policy::spawn_refresher(Arc::downgrade(&state));
     crate::admin::spawn_refresher(Arc::downgrade(&state));
+    crate::keys::spawn_rotator(Arc::downgrade(&state));
     let closer = state.clone();
 
     let purger = spawn_purger(Arc::downgrade(&state));
@@ -328,6 +345,8 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v1/admin/credential",
             crate::admin::rotate,
         ),
+        route(Admin, get.clone(), "/v1/keys", crate::keys::list),
+        route(Admin, post.clone(), "/v1/keys/rotate", crate::keys::rotate),
         route(Admin, get.clone(), "/v1/tasks/{txn}", task::show),
         route(Admin, get.clone(), "/v1/audit", audit::list),
         route(Admin, post.clone(), "/v1/policies", policy::load),

@@ -14,7 +14,7 @@ impl AuthorityView for State {
     type Error = AuthorityError;
 
     async fn signing_key(&self, kid: &str) -> Result<Option<PublicJwk>, AuthorityError> {
-        Ok(self.keys.find(kid).cloned())
+        Ok(self.keys().find(kid, unix_now()).cloned())
     }
 
     async fn revoked(&self, s: &RevocationSubjects<'_>) -> Result<Option<Revoked>, AuthorityError> {
@@ -95,7 +95,7 @@ impl AuthorityView for IssuedHere<'_> {
     type Error = std::convert::Infallible;
 
     async fn signing_key(&self, kid: &str) -> Result<Option<PublicJwk>, Self::Error> {
-        Ok(self.0.keys.find(kid).cloned())
+        Ok(self.0.keys().find(kid, unix_now()).cloned())
     }
 
     async fn revoked(&self, _: &RevocationSubjects<'_>) -> Result<Option<Revoked>, Self::Error> {

@@ -225,7 +225,7 @@ async fn verify(checkpoint: Option<PathBuf>, args: &StoreArgs) -> anyhow::Result
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let keys = KeyRing::load(&*store, &master)
+            let keys = KeyRing::load(&*store, &master, 0)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}", e.detail()))?;
             match verify_checkpoint(&keys, &text) {

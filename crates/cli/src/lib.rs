@@ -1,6 +1,6 @@
 //! The `agentauth` command line. One binary runs the authority (`serve`),
 //! administers it (`agent`, `token`, `revoke`, `audit`, `policy`,
-//! `approvals`) and demonstrates it (`demo`).
+//! `approvals`, `keys`) and demonstrates it (`demo`).
 
 mod admin;
 mod admin_client;
@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod audit;
 mod demo;
+mod keys;
 mod operator;
 mod policy;
 mod revoke;
@@ -55,6 +56,9 @@ enum Command {
     /// List, approve and deny token requests that wait for a person's approval.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// List and rotate the authority's signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Care of the admin credential (rotate it).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -87,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Policy(cmd) => policy::run(cmd).await,
             Command::Approvals(cmd) => approvals::run(cmd).await,
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
+            Command::Keys(cmd) => keys::run(cmd).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,

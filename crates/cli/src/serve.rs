@@ -75,6 +75,12 @@ pub(crate) struct ServeArgs {
     /// Events per second one agent may report to the audit log before 429, burst twice that; 0 is no limit [default: 1000].
     #[arg(long, env = "AGENTAUTH_AUDIT_EVENTS_PER_AGENT")]
     audit_events_per_agent: Option<u32>,
+    /// Days after which a new signing key is made, published before it signs; 0 is never (only `agentauth keys rotate`) [default: 30].
+    #[arg(long, env = "AGENTAUTH_SIGNING_KEY_ROTATION_DAYS")]
+    signing_key_rotation_days: Option<u32>,
+    /// Seconds a new signing key is in the JWKS before it signs, at least every verifier's JWKS refresh interval (0 to 86400) [default: 600].
+    #[arg(long, env = "AGENTAUTH_SIGNING_KEY_PUBLISH_LEAD_SECS")]
+    signing_key_publish_lead_secs: Option<i64>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -165,6 +171,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.audit_events_per_agent {
             config.audit_events_per_agent = v;
+        }
+        if let Some(v) = self.signing_key_rotation_days {
+            config.signing_key_rotation_days = v;
+        }
+        if let Some(v) = self.signing_key_publish_lead_secs {
+            config.signing_key_publish_lead_secs = v;
         }
         Ok(config)
     }

@@ -131,11 +131,15 @@ pub enum AuditKind {
     /// when the authority first started with the audit key.
     #[serde(rename = "audit.sealed")]
     AuditSealed,
+    /// A signing key was added to the authority's key ring (first start,
+    /// `agentauth keys rotate`, or the rotation schedule).
+    #[serde(rename = "signing_key.added")]
+    SigningKeyAdded,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 29] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -164,6 +168,7 @@ impl AuditKind {
         Self::OperatorRemoved,
         Self::AuditCheckpoint,
         Self::AuditSealed,
+        Self::SigningKeyAdded,
     ];
 
     /// The dotted name records carry.
@@ -197,6 +202,7 @@ impl AuditKind {
             Self::OperatorRemoved => "operator.removed",
             Self::AuditCheckpoint => "audit.checkpoint",
             Self::AuditSealed => "audit.sealed",
+            Self::SigningKeyAdded => "signing_key.added",
         }
     }
 

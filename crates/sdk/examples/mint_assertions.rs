@@ -13,6 +13,11 @@
 //! scope (default `read:customer`) and the trust domain (default
 //! `agentauth.local`). The assertions are valid for 60 s from now
 //! (`ClientAssertionClaims::sign`), so use them right away.
+//!
+//! With `AGENT` given as `@FILE` and `KEY_FILE` as `-`, the assertions go
+//! round-robin over the agents of FILE (`NAME<TAB>PRIVATE_JWK` lines, as the
+//! `register_agents` example writes them), so the load comes from many
+//! clients.
 
 use std::io::{BufWriter, Write as _};
 use std::process::ExitCode;
@@ -56,11 +61,33 @@ fn run(args: &[String]) -> Result<(), String> {
             &AgentName::new(name).map_err(|e| e.to_string())?,
         ))
     };
-    let client_id = id(agent)?;
     let target = id(target)?;
-    let text = std::fs::read_to_string(key_file).map_err(|e| format!("{key_file}: {e}"))?;
-    let jwk = serde_json::from_str(&text).map_err(|e| format!("{key_file}: {e}"))?;
-    let key = SigningKey::from_private_jwk(&jwk).map_err(|e| e.to_string())?;
+    let key_of = |jwk: &str, whence: &str| -> Result<SigningKey, String> {
+        let jwk = serde_json::from_str(jwk).map_err(|e| format!("{whence}: {e}"))?;
+        SigningKey::from_private_jwk(&jwk).map_err(|e| format!("{whence}: {e}"))
+    };
+    let clients: Vec<(SpiffeId, SigningKey)> = match agent.strip_prefix('@') {
+        Some(file) if key_file == "-" => {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+            text.lines()
+                .filter(|l| !l.is_empty())
+                .map(|line| {
+                    let (name, jwk) = line
+                        .split_once('\t')
+                        .ok_or_else(|| format!("{file}: a line without NAME<TAB>JWK"))?;
+                    Ok((id(name)?, key_of(jwk, file)?))
+                })
+                .collect::<Result<_, String>>()?
+        }
+        Some(_) => return Err(format!("with AGENT as @FILE, KEY_FILE must be -\n{USAGE}")),
+        None => {
+            let text = std::fs::read_to_string(key_file).map_err(|e| format!("{key_file}: {e}"))?;
+            vec![(id(agent)?, key_of(&text, key_file)?)]
+        }
+    };
+    if clients.is_empty() {
+        return Err("no agents to mint for".into());
+    }
 
     let issuer = issuer.trim_end_matches('/');
     let fixed = format!(
@@ -71,9 +98,9 @@ fn run(args: &[String]) -> Result<(), String> {
     );
     let now = unix_now();
     let mut out = BufWriter::new(std::io::stdout().lock());
-    for _ in 0..n {
+    for (client_id, key) in clients.iter().cycle().take(n) {
         let assertion =
-            ClientAssertionClaims::sign(&key, client_id.as_str(), issuer, random_b64(16), now);
+            ClientAssertionClaims::sign(key, client_id.as_str(), issuer, random_b64(16), now);
         writeln!(out, "{fixed}&client_assertion={}", form_encode(&assertion))
             .map_err(|e| e.to_string())?;
     }

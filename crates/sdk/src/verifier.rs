@@ -63,11 +63,19 @@ pub struct VerifierConfig {
     /// skips its signature check (its time, key, proof and revocation are
     /// still checked on every request). Default 4096; 0 verifies every time.
     pub verified_tokens: usize,
+    /// How often the authority's JWKS is fetched again, so a new signing
+    /// key is known before the authority signs with it (it publishes keys
+    /// ahead by `signing_key_publish_lead_secs`, 600 s by default: keep
+    /// this below that). An unknown `kid` also triggers a fetch, at most
+    /// one per 5 s. Looked at on every revocation poll tick, so it is at
+    /// least `revocation_poll`. Default 300 s.
+    pub jwks_refresh: Duration,
 }
 
 impl VerifierConfig {
     /// Defaults: 30 s leeway, revocation polled every 2 s (while the stream
-    /// is down), a 10 s grace for the revocation feed, a 60 s proof window.
+    /// is down), a 10 s grace for the revocation feed, a 60 s proof window,
+    /// the JWKS fetched every 300 s.
     pub fn new(authority_url: &str, audience: SpiffeId) -> Self {
         Self {
             authority_url: authority_url.trim_end_matches('/').to_owned(),
@@ -79,6 +87,7 @@ impl VerifierConfig {
             environment: "development".into(),
             proof_window_secs: agentauth_core::DEFAULT_PROOF_WINDOW_SECS,
             verified_tokens: agentauth_core::DEFAULT_VERIFIED_TOKENS,
+            jwks_refresh: Duration::from_secs(300),
         }
     }
 }
@@ -425,12 +434,18 @@ impl Inner {
         if self.keys.read().expect("lock").fetched_at.elapsed() < JWKS_REFETCH_INTERVAL {
             return None;
         }
+        self.refetch_keys().await;
+        self.key(kid)
+    }
+
+    /// Fetches the JWKS again and replaces the keys with it; on failure
+    /// keeps the keys it has (and waits as long before the next try).
+    async fn refetch_keys(&self) {
         self.keys.write().expect("lock").fetched_at = Instant::now();
         match fetch_jwks(&self.http, &self.metadata.jwks_uri).await {
             Ok(by_kid) => self.keys.write().expect("lock").by_kid = by_kid,
             Err(e) => tracing::warn!(error = %e, "refetching the JWKS failed"),
         }
-        self.key(kid)
     }
 
     /// Applies feed entries (from the stream or a poll) and tells waiters.
@@ -494,6 +509,10 @@ fn spawn_poller(inner: Weak<Inner>) {
             let Some(strong) = inner.upgrade() else {
                 return;
             };
+            let keys_age = strong.keys.read().expect("lock").fetched_at.elapsed();
+            if keys_age >= strong.config.jwks_refresh {
+                strong.refetch_keys().await;
+            }
             if strong.health.stream_up() && polled.elapsed() < POLL_WHILE_STREAMING {
                 continue;
             }

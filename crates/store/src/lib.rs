@@ -56,8 +56,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The authority's signing keys, oldest first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
-    /// Adds a signing key.
-    async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
+    /// Adds a signing key, with the audit record that reports it if given,
+    /// in one transaction. A key ID already there is [`StoreError::Conflict`].
+    async fn add_signing_key(&self, key: &SigningKeyRow, audit: Option<&AuditEvent>) -> Result<()>;
 
     /// One agent by name.
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>>;

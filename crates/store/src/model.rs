@@ -93,6 +93,9 @@ pub struct SigningKeyRow {
     pub sealed_private: String,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// When it starts signing (seconds since the epoch); until then it is
+    /// only published, so verifiers learn it first.
+    pub signs_from: i64,
 }
 
 /// A client assertion that has been presented.

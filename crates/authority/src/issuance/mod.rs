@@ -456,13 +456,15 @@ async fn apply_policy(
 
 /// The token, signed with the authority's current key.
 fn sign(s: &State, claims: &AccessClaims) -> String {
+    let ring = s.keys();
+    let (kid, key) = ring.signer(claims.iat);
     let header = Header {
-        alg: s.keys.current.alg(),
+        alg: key.alg(),
         typ: Some(ACCESS_TOKEN_TYP.into()),
-        kid: Some(s.keys.current_kid.clone()),
+        kid: Some(kid.to_owned()),
         jwk: None,
     };
-    sign_compact(&header, claims, &s.keys.current)
+    sign_compact(&header, claims, key)
 }
 
 /// Stores the token with the single use of its client assertion (and

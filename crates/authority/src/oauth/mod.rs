@@ -73,7 +73,7 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
 
 /// `GET /.well-known/jwks.json`: the authority's public signing keys.
 pub(crate) async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
-    let mut response = Json(s.keys.jwks()).into_response();
+    let mut response = Json(s.keys().jwks(agentauth_core::unix_now())).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

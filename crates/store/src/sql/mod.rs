@@ -139,8 +139,8 @@ where
         Sql(self).signing_keys().await
     }
 
-    async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
-        written(self, Sql(self).add_signing_key(key)).await
+    async fn add_signing_key(&self, key: &SigningKeyRow, audit: Option<&AuditEvent>) -> Result<()> {
+        written(self, Sql(self).add_signing_key(key, audit)).await
     }
 
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {

@@ -7,7 +7,7 @@ use agentauth_core::AuditEvent;
 
 use super::{Column, Conn, Param, Row, RowsAffected as _, Sql};
 use crate::sql::Backend;
-use crate::{Result, SigningKeyRow};
+use crate::{Result, SigningKeyRow, StoreError};
 
 impl<B> Sql<'_, B>
 where
@@ -71,8 +71,8 @@ where
 
     pub(super) async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
         let rows = sqlx::query(
-            "SELECT kid, alg, public_jwk, sealed_private, created_at FROM signing_keys \
-             ORDER BY created_at, kid",
+            "SELECT kid, alg, public_jwk, sealed_private, created_at, signs_from \
+             FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(self.0.pool())
         .await?;
@@ -84,23 +84,40 @@ where
                     public_jwk: r.try_get("public_jwk")?,
                     sealed_private: r.try_get("sealed_private")?,
                     created_at: r.try_get("created_at")?,
+                    signs_from: r.try_get("signs_from")?,
                 })
             })
             .collect()
     }
 
-    pub(super) async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+    pub(super) async fn add_signing_key(
+        &self,
+        key: &SigningKeyRow,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private, created_at, \
+             signs_from) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kid) DO NOTHING",
         )
         .bind(&key.kid)
         .bind(&key.alg)
         .bind(&key.public_jwk)
         .bind(&key.sealed_private)
         .bind(key.created_at)
-        .execute(self.0.pool())
+        .bind(key.signs_from)
+        .execute(&mut *tx)
         .await?;
+        if added.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "signing key {} already exists",
+                key.kid
+            )));
+        }
+        if let Some(audit) = audit {
+            Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -34,13 +34,33 @@ pub(crate) async fn a_setting_is_replaced_only_from_the_value_expected(s: &dyn S
 }
 
 pub(crate) async fn signing_keys_round_trip(s: &dyn Store) {
-    let key = SigningKeyRow {
-        kid: "k1".into(),
+    let key = |kid: &str, created_at| SigningKeyRow {
+        kid: kid.into(),
         alg: "EdDSA".into(),
         public_jwk: "{}".into(),
         sealed_private: "sealed".into(),
-        created_at: 5,
+        created_at,
+        signs_from: created_at + 600,
     };
-    s.add_signing_key(&key).await.unwrap();
-    assert_eq!(s.signing_keys().await.unwrap(), [key]);
+    let added = event("signing_key.added", "admin", "k");
+    s.add_signing_key(&key("k2", 7), None).await.unwrap();
+    assert_eq!(audit_count(s).await, 0);
+    s.add_signing_key(&key("k1", 5), Some(&added))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.signing_keys().await.unwrap(),
+        [key("k1", 5), key("k2", 7)]
+    );
+    assert_eq!(audit_count(s).await, 1, "the key is audited with it");
+
+    // A key ID taken already is refused, and neither the key nor its audit
+    // record is written.
+    let again = s.add_signing_key(&key("k1", 9), Some(&added)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(
+        s.signing_keys().await.unwrap(),
+        [key("k1", 5), key("k2", 7)]
+    );
+    assert_eq!(audit_count(s).await, 1);
 }
