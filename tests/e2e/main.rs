@@ -21,6 +21,7 @@ mod feed;
 mod inheritance;
 mod layer;
 mod lifecycle;
+mod monitoring;
 mod oauth;
 mod policy;
 mod registry;

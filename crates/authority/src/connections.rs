@@ -80,6 +80,9 @@ pub(crate) async fn serve(
             drop(permit);
         });
     }
+    // Closed first: a client connecting now is refused at once rather than
+    // left in the backlog until the drain ends.
+    drop(listener);
     before_drain();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await

@@ -117,9 +117,23 @@ pub enum AuthorityError {
     /// The configuration cannot work; the authority does not start.
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The store failed (a database error other than a refusal); details
+    /// are logged, not returned, and counted in `/metrics`.
+    #[error("internal error")]
+    StoreFailed(String),
     /// Something broke on our side; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+}
+
+/// Put on every error response, for the request metrics: the OAuth code and
+/// whether the store was at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The response's `error` code.
+    pub(crate) code: &'static str,
+    /// The store failed or could not take the write.
+    pub(crate) store_fault: bool,
 }
 
 /// Which credential a request without any should have carried.
@@ -191,7 +205,7 @@ impl AuthorityError {
     /// The message with internal details, for the operator (logs, CLI), never for clients.
     pub fn detail(&self) -> String {
         match self {
-            Self::Internal(detail) => detail.clone(),
+            Self::Internal(detail) | Self::StoreFailed(detail) => detail.clone(),
             Self::Busy(cause) => cause.to_string(),
             other => other.to_string(),
         }
@@ -228,7 +242,7 @@ impl AuthorityError {
             Self::SlowDown { .. } => (StatusCode::BAD_REQUEST, "slow_down"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
-            Self::Config(_) | Self::Internal(_) => {
+            Self::Config(_) | Self::Internal(_) | Self::StoreFailed(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
         }
@@ -359,7 +373,7 @@ impl From<StoreError> for AuthorityError {
                 })
             }
             StoreError::Overloaded | StoreError::Unavailable(_) => Self::Busy(e),
-            other => Self::Internal(other.to_string()),
+            other => Self::StoreFailed(other.to_string()),
         }
     }
 }
@@ -369,10 +383,15 @@ impl IntoResponse for AuthorityError {
         let (status, code) = self.status_and_code();
         match &self {
             Self::Internal(detail) => tracing::error!(%detail, "request failed"),
+            Self::StoreFailed(detail) => tracing::error!(%detail, "request failed in the store"),
             Self::Busy(cause) => tracing::warn!(%cause, "request refused: the store is busy"),
             _ => {}
         }
         let mut response = (status, Json(self.body())).into_response();
+        response.extensions_mut().insert(Refusal {
+            code,
+            store_fault: matches!(self, Self::StoreFailed(_) | Self::Busy(_)),
+        });
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::Revocation(RevocationRefusal::TooManyStreams) = self {

@@ -14,6 +14,7 @@ mod error;
 mod files;
 mod issuance;
 mod keys;
+mod metrics;
 mod oauth;
 mod operator;
 mod policy;

@@ -90,6 +90,11 @@ impl Notifier {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// How many revocation streams are open now.
+    pub(crate) fn open_streams(&self) -> usize {
+        MAX_STREAMS - self.streams.available_permits()
+    }
+
     /// Ends every open stream and the watcher (graceful shutdown waits for
     /// open responses, and a stream would otherwise never end).
     pub(crate) fn close(&self) {
@@ -313,7 +318,10 @@ pub(crate) fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHan
 }
 
 /// The highest sequence number in the store, reading on from `from`.
-async fn newest(store: &dyn Store, mut from: i64) -> Result<i64, agentauth_store::StoreError> {
+pub(crate) async fn newest(
+    store: &dyn Store,
+    mut from: i64,
+) -> Result<i64, agentauth_store::StoreError> {
     const SCAN: i64 = 10_000;
     loop {
         let rows = store.revocations_since(from, SCAN).await?;

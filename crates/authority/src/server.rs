@@ -55,6 +55,10 @@ pub(crate) struct State {
     /// doors (its API, exchange, introspection): one presented again skips
     /// only its signature check; time, key, proof and revocation still run.
     pub(crate) verified_tokens: agentauth_core::VerifiedTokens,
+    /// What `GET /metrics` serves.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -141,6 +145,8 @@ async fn open_state(
         verified_tokens: agentauth_core::VerifiedTokens::new(
             agentauth_core::DEFAULT_VERIFIED_TOKENS,
         ),
+        metrics: crate::metrics::Metrics::new(),
+        shutting_down: std::sync::atomic::AtomicBool::new(false),
     });
     Ok((state, admin_token))
 }
@@ -165,6 +171,9 @@ impl Running {
     /// Stops accepting, finishes in-flight requests, writes the refusals
     /// counted so far and returns.
     pub async fn shutdown(self) {
+        self.state
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.stop.send(());
         let _ = self.task.await;
         self.purger.abort();
@@ -302,6 +311,8 @@ pub(crate) fn routes() -> Vec<Route> {
             policy::agent_facts,
         ),
         route(Public, get.clone(), "/healthz", || async { "ok" }),
+        route(Public, get.clone(), "/readyz", ready),
+        route(Public, get.clone(), "/metrics", crate::metrics::scrape),
         // The client authenticates with private_key_jwt (or, for
         // introspection and revocation, the admin credential).
         route(Caller, post.clone(), "/oauth/token", oauth::token),
@@ -408,6 +419,10 @@ fn router(state: AppState) -> Router {
     ));
     open.merge(admin)
         .merge(operators)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::observe,
+        ))
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -416,6 +431,57 @@ fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+}
+
+/// How long `/readyz` waits for the store to answer.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: 200 when the store answers within 2 s, the signing keys
+/// are loaded and the authority is not shutting down; otherwise 503 with
+/// `not_ready` and which check failed. `/healthz` says only that the
+/// process answers.
+async fn ready(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    let store = match tokio::time::timeout(READY_STORE_TIMEOUT, s.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the store does not answer");
+            "unreachable"
+        }
+        Err(_) => "timeout",
+    };
+    let keys = if s.keys().jwks(agentauth_core::unix_now()).keys.is_empty() {
+        "missing"
+    } else {
+        "ok"
+    };
+    let stopping = s.shutting_down.load(std::sync::atomic::Ordering::SeqCst);
+    let ready = store == "ok" && keys == "ok" && !stopping;
+    let mut body = serde_json::json!({
+        "ready": ready,
+        "checks": {"store": store, "keys": keys, "shutting_down": stopping},
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        let why = if stopping {
+            "the authority is shutting down"
+        } else if store != "ok" {
+            "the store does not answer"
+        } else {
+            "no signing key is published"
+        };
+        body["error"] = "not_ready".into();
+        body["error_description"] = why.into();
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = axum::response::IntoResponse::into_response((status, axum::Json(body)));
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// Request IDs for correlation between logs and audit records.

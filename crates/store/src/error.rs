@@ -48,11 +48,97 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     /// The database reported an error.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+/// A database that cannot be reached, is shutting down, full or read-only
+/// is [`StoreError::Unavailable`] (a 503 that says to retry); anything else
+/// is [`StoreError::Database`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if unavailable(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
+/// Whether `e` says the database is out of reach for now rather than that
+/// the statement was wrong.
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| match code.len() {
+            // PostgreSQL SQLSTATE: connection exceptions (08…), insufficient
+            // resources (53…: disk full, out of memory, too many
+            // connections), operator intervention (57P01–57P03: shut down,
+            // crash, cannot connect now), a read-only transaction (25006).
+            5 => {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "25006"
+            }
+            // SQLite result codes, extended ones carrying the primary code
+            // in their low byte: SQLITE_READONLY (8), SQLITE_IOERR (10),
+            // SQLITE_FULL (13), SQLITE_CANTOPEN (14).
+            _ => code
+                .parse::<u32>()
+                .is_ok_and(|c| matches!(c & 0xff, 8 | 10 | 13 | 14)),
+        }),
+        _ => false,
+    }
 }
 
 impl StoreError {
     pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_only_database_is_unavailable_and_a_wrong_statement_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("x.db"))
+            .create_if_missing(true);
+        let mut writable = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut writable)
+            .await
+            .unwrap();
+        writable.close().await.unwrap();
+
+        let mut read_only = SqliteConnection::connect_with(&options.read_only(true))
+            .await
+            .unwrap();
+        let refused = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut read_only)
+            .await
+            .unwrap_err();
+        let refused = StoreError::from(refused);
+        assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+        let wrong = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&mut read_only)
+            .await
+            .unwrap_err();
+        let wrong = StoreError::from(wrong);
+        assert!(matches!(wrong, StoreError::Database(_)), "{wrong:?}");
+        assert!(matches!(
+            StoreError::from(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
     }
 }

@@ -39,6 +39,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// method atomic, including the audit records passed to it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Asks the database something trivial (`SELECT 1`): whether it answers,
+    /// for the authority's readiness check.
+    async fn ping(&self) -> Result<()>;
     /// A bootstrap setting (admin credential hash, …).
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores `value` under `key` unless a value is there; returns the value that won.

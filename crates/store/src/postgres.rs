@@ -10,6 +10,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
 use crate::sql::{Backend, GroupCommit, RowsAffected, STATEMENT_CACHE_CAPACITY, Tx};
 
+/// Longest wait for a pooled connection.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The shared store: a PostgreSQL database that several authority replicas use.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -26,6 +29,10 @@ impl PgStore {
             PgConnectOptions::from_str(url)?.statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let pool = PgPoolOptions::new()
             .max_connections(10)
+            // While PostgreSQL is out of reach a request waits this long for
+            // a connection, then fails as unavailable (503, retry) instead
+            // of hanging until the request timeout.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -14,6 +14,7 @@ use crate::body::FormBody;
 use crate::issuance::{
     Attempt, DpopHeader, DpopRefusal, Issued, TokenCall, audit_refusal, request_token,
 };
+use crate::metrics::Grant;
 use crate::policy::PeerIp;
 use crate::server::AppState;
 
@@ -24,6 +25,10 @@ pub(crate) async fn token(
     headers: HeaderMap,
     form: Result<FormBody<TokenRequest>, AuthorityError>,
 ) -> Response {
+    let grant = match &form {
+        Ok(FormBody(req)) => Grant::of(req.grant_type.as_deref()),
+        Err(_) => Grant::Other,
+    };
     let call = TokenCall {
         request_id: request_id(&headers),
         peer,
@@ -33,6 +38,7 @@ pub(crate) async fn token(
     // address costs a map lookup each, and is neither audited one by one.
     if let Err(throttled) = s.throttle.address(peer) {
         tracing::warn!(%peer, "token request refused: {throttled}");
+        s.metrics.refused(grant, "rate_limited");
         return AuthorityError::from(throttled).into_response();
     }
     let outcome = match form {
@@ -43,8 +49,17 @@ pub(crate) async fn token(
         }
     };
     match outcome {
-        Ok(issued) => render(issued),
-        Err(error) => super::challenge_only_for_used_scheme(&headers, error.into_response()),
+        Ok(issued) => {
+            s.metrics.issued(grant);
+            render(issued)
+        }
+        Err(error) => {
+            // Pending approvals are "not yet", not refusals.
+            if !error.is_pending() {
+                s.metrics.refused(grant, error.status_and_code().1);
+            }
+            super::challenge_only_for_used_scheme(&headers, error.into_response())
+        }
     }
 }
 

@@ -117,6 +117,10 @@ where
     i64: Column<B::Db>,
     Option<i64>: Column<B::Db>,
 {
+    async fn ping(&self) -> Result<()> {
+        Sql(self).ping().await
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         Sql(self).setting(key).await
     }

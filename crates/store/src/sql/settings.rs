@@ -19,6 +19,11 @@ where
     i64: Column<B::Db>,
     Option<i64>: Column<B::Db>,
 {
+    pub(super) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.0.pool()).await?;
+        Ok(())
+    }
+
     pub(super) async fn setting(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)

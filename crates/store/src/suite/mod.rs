@@ -242,6 +242,7 @@ run_suite!(
     expired_assertions_are_purged,
     revoked_tokens_are_known_and_published,
     audit_records_chain_and_filter,
+    a_reachable_store_answers_a_ping,
     settings_keep_the_first_value,
     a_setting_is_replaced_only_from_the_value_expected,
     signing_keys_round_trip,

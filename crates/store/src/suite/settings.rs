@@ -2,6 +2,10 @@
 
 use super::*;
 
+pub(crate) async fn a_reachable_store_answers_a_ping(s: &dyn Store) {
+    s.ping().await.unwrap();
+}
+
 pub(crate) async fn settings_keep_the_first_value(s: &dyn Store) {
     assert_eq!(s.setting("k").await.unwrap(), None);
     assert_eq!(s.init_setting("k", "first").await.unwrap(), "first");
