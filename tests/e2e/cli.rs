@@ -1255,3 +1255,83 @@ async fn rotating_the_admin_credential_retires_the_old_one() {
         audit.stdout
     );
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_into_a_new_data_dir_that_verifies() {
+    let s = busy_server().await;
+    // Writes go on while the copy is made.
+    let key = s.register("writer", &["read:customer"]).await;
+    let writing = {
+        let (s_url, key) = (s.url.clone(), key.clone());
+        tokio::spawn(async move {
+            let client = agentauth_sdk::Client::new(
+                &s_url,
+                agentauth_core::SpiffeId::parse(&id("writer")).unwrap(),
+                key,
+            );
+            for _ in 0..20 {
+                let _ = client
+                    .fetch_token(
+                        &agentauth_core::SpiffeId::parse(&id("customer")).unwrap(),
+                        &crate::support::scope("read:customer"),
+                        None,
+                    )
+                    .await;
+            }
+        })
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("agentauth.backup");
+    let backed = run(command()
+        .args(["backup", "--out"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&s.data_dir));
+    backed.succeeds();
+    assert!(backed.stdout.contains("master.key"), "{}", backed.stdout);
+    writing.await.unwrap();
+    // Never over an existing file.
+    run(command()
+        .args(["backup", "--out"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&s.data_dir))
+    .fails_with("must not exist");
+    run(command().args([
+        "backup",
+        "--out",
+        "x",
+        "--database-url",
+        "postgres://u@127.0.0.1/db",
+    ]))
+    .fails_with("pg_dump");
+
+    // Restore: the copy as the new data dir's database, with the master key.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(&out, restored.path().join("agentauth.db")).unwrap();
+    std::fs::copy(
+        s.data_dir.join("master.key"),
+        restored.path().join("master.key"),
+    )
+    .unwrap();
+    let verified = verify(restored.path());
+    verified.succeeds();
+    let records: usize = verified
+        .stdout
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(records >= 6, "{}", verified.stdout);
+    let url = restored.path().join("agentauth.db").display().to_string();
+    let store = agentauth_store::open(&url).await.unwrap();
+    let names: Vec<String> = store
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert!(names.contains(&"writer".to_owned()), "{names:?}");
+}

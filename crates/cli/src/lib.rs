@@ -7,6 +7,7 @@ mod admin_client;
 mod agent;
 mod approvals;
 mod audit;
+mod backup;
 mod demo;
 mod keys;
 mod operator;
@@ -65,6 +66,9 @@ enum Command {
     /// Add, list and remove operators: the people who decide approvals.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// Copy the SQLite store while the authority runs (SQLite's online
+    /// backup API); PostgreSQL is backed up with pg_dump.
+    Backup(backup::BackupArgs),
     /// Run the two-agent scenario end to end over real HTTP and report each step.
     Demo(demo::DemoArgs),
 }
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::Keys(cmd) => keys::run(cmd).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,
+            Command::Backup(args) => backup::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// read-only); nothing of it was written. Retrying later may succeed.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// A backup could not be made; nothing was left at the target.
+    #[error("backup failed: {0}")]
+    Backup(String),
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -4,6 +4,7 @@
 //! Every method that writes is one transaction: a request's change and the
 //! audit record that reports it commit together or not at all.
 
+mod backup;
 mod error;
 mod model;
 mod postgres;
@@ -21,6 +22,7 @@ use agentauth_core::{AgentName, AuditEvent, AuditRecord, Jkt, SpiffeId, TaskId};
 use async_trait::async_trait;
 
 // The public interface is:
+pub use backup::backup_sqlite;
 pub use error::StoreError;
 pub use model::{
     AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow,
