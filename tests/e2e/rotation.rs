@@ -250,3 +250,130 @@ async fn a_rotation_at_once_signs_now_and_a_verifier_fetches_the_unknown_key() {
     assert_eq!(status, StatusCode::OK);
     server.stop().await;
 }
+
+/// `agentauth agent ARGS` against the server, with its admin credential.
+async fn agent_cli(s: &Server, args: &[&str]) -> std::process::Output {
+    let mut cmd = command();
+    cmd.env("AGENTAUTH_URL", &s.url)
+        .env("AGENTAUTH_ADMIN_TOKEN", &s.admin)
+        .arg("agent")
+        .args(args);
+    tokio::task::spawn_blocking(move || output_within(&mut cmd, Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_key_rotation_keeps_the_old_key_for_its_grace_and_its_tokens_until_they_expire() {
+    let s = Server::start().await;
+    s.register("customer", &[]).await;
+    let old_key = s.register("reader", &["read:customer"]).await;
+    let customer = crate::support::id("customer");
+    let (status, body) = s
+        .token("reader", &old_key, &customer, "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let old_token = body["access_token"].as_str().unwrap().to_owned();
+    let old_jkt = old_key.public_jwk().thumbprint().0;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("reader.new.key.json");
+    let key_out = key_file.to_str().unwrap();
+    let out = agent_cli(
+        &s,
+        &[
+            "rotate-key",
+            "reader",
+            "--key-out",
+            key_out,
+            "--grace-secs",
+            "2",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwk: Value = serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    let new_key = agentauth_core::SigningKey::from_private_jwk(&jwk).unwrap();
+    let new_jkt = new_key.public_jwk().thumbprint().0;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&new_jkt));
+    let shown = s
+        .admin_json(reqwest::Method::GET, "/v1/agents/reader", None)
+        .await
+        .1;
+    assert_eq!(shown["jkt"], new_jkt.as_str());
+
+    // Within the grace both keys authenticate; each token is bound to the
+    // key that asked for it.
+    let (status, body) = s
+        .token("reader", &old_key, &customer, "read:customer")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the old key within its grace: {body}"
+    );
+    let (status, body) = s
+        .token("reader", &new_key, &customer, "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::support::claims(&new_token).cnf.unwrap().jkt.0,
+        new_jkt
+    );
+
+    // After it, only the new key authenticates; the old key's tokens live on.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, body) = s
+        .token("reader", &old_key, &customer, "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    let (status, _) = s
+        .token("reader", &new_key, &customer, "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(s.introspect(&old_token).await["active"], true);
+
+    // Unless the old key is revoked.
+    let (status, body) = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/v1/revocations",
+            Some(serde_json::json!({"kind": "key", "value": old_jkt})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.introspect(&old_token).await["active"], false);
+    assert_eq!(s.introspect(&new_token).await["active"], true);
+
+    let rotated = s.audit_records("?kind=agent.key_rotated").await;
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    assert!(rotated[0]["reason"].as_str().unwrap().contains(&new_jkt));
+
+    // Refusals: one line each, and no key file left behind.
+    let bad = dir.path().join("bad.key.json");
+    for (args, says) in [
+        (vec!["rotate-key", "nobody"], "not found"),
+        (
+            vec!["rotate-key", "reader", "--grace-secs", "100000"],
+            "grace_secs",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--key-out", bad.to_str().unwrap()]);
+        let out = agent_cli(&s, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!bad.exists(), "the refused key was removed");
+    }
+    s.stop().await;
+}

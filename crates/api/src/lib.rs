@@ -38,7 +38,7 @@ pub use policy::{
     PolicyDecision, PolicyDistribution, PolicyFile, PolicyOutcome, PolicyProblem, PolicySetLoaded,
     PolicySummary, PolicyVersion, PolicyVersionDetail, PolicyVersionList,
 };
-pub use registry::{AgentList, AgentPatch, AgentStatus, AgentView, NewAgent};
+pub use registry::{AgentKeyRotation, AgentList, AgentPatch, AgentStatus, AgentView, NewAgent};
 pub use revocation::{
     FeedQuery, RevocationAction, RevocationEntry, RevocationKind, RevocationPage,
     RevocationReceipt, RevocationRequest, RevocationTarget,

@@ -57,6 +57,19 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
+/// Body of `POST /v1/agents/{name}/key`: the agent's new public key. The
+/// key it replaces still authenticates the agent for `grace_secs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKeyRotation {
+    /// The new public key as a JWK (Ed25519 or P-256).
+    pub public_jwk: Value,
+    /// Seconds the old key keeps authenticating the agent: 0 to 86400,
+    /// 600 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<i64>,
+}
+
 /// Body of `PATCH /v1/agents/{name}`: what to change; at least one field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

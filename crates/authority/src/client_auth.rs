@@ -109,16 +109,26 @@ pub(crate) async fn authenticate(
         audiences.push(s.endpoint("/oauth/token"));
         audiences.push(endpoint.to_owned());
     }
-    let claims = assertion
-        .verify(
-            &key,
-            &ClientAssertionRules {
-                audiences: &audiences,
-                now,
-                max_lifetime_secs: s.config.max_client_assertion_lifetime_secs,
-            },
-        )
-        .map_err(Fail::Rejected)?;
+    let rules = ClientAssertionRules {
+        audiences: &audiences,
+        now,
+        max_lifetime_secs: s.config.max_client_assertion_lifetime_secs,
+    };
+    let (key, claims) = match assertion.verify(&key, &rules) {
+        Ok(claims) => (key, claims),
+        // Not signed by the registered key: within a key rotation's grace,
+        // the key it replaced may still have signed it.
+        Err(AssertionError::Jws(signature)) => {
+            let previous = previous_key(s, &agent.id, now)
+                .await?
+                .ok_or(Fail::Rejected(AssertionError::Jws(signature)))?;
+            let claims = assertion
+                .verify(&previous, &rules)
+                .map_err(Fail::Rejected)?;
+            (previous, claims)
+        }
+        Err(other) => return Err(Fail::Rejected(other).into()),
+    };
     // Kept until `exp` (and a minute more than the skew), so an assertion
     // valid for an hour cannot be replayed within that hour either.
     let assertion = UsedAssertion {
@@ -131,6 +141,23 @@ pub(crate) async fn authenticate(
         key,
         assertion,
     })
+}
+
+/// The key the agent had before its last rotation, while its grace lasts
+/// and unless it was revoked since.
+async fn previous_key(
+    s: &State,
+    id: &SpiffeId,
+    now: i64,
+) -> Result<Option<PublicJwk>, AuthorityError> {
+    let Some(jwk) = s.store.previous_agent_key(id, now).await? else {
+        return Ok(None);
+    };
+    let key = PublicJwk::from_json(&jwk).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    if s.store.key_revoked(&key.thumbprint()).await? {
+        return Ok(None);
+    }
+    Ok(Some(key))
 }
 
 /// A refused assertion in words; a lifetime refusal names the setting that

@@ -71,6 +71,12 @@ pub enum RegistryRefusal {
     /// A tag is empty, too long or has a character outside its alphabet.
     #[error("tag \"{0}\" must be 1 to 64 characters from [A-Za-z0-9-_.:/]")]
     Tag(String),
+    /// A key rotation's grace period is out of range.
+    #[error("\"grace_secs\" must be 0 to {MAX_KEY_GRACE_SECS} seconds")]
+    KeyGrace,
+    /// The new key was revoked (by thumbprint) before.
+    #[error("public_jwk: this key has been revoked; generate a new one")]
+    KeyRevoked,
     /// The admin's `expires_in` is not positive or more than 100 years.
     #[error("\"expires_in\" must be a positive number of seconds (at most 100 years)")]
     Lifetime,
@@ -149,6 +155,52 @@ fn quoted(list: &[String]) -> String {
         .map(|p| format!("\"{p}\""))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Longest grace an agent's replaced key may get (a day).
+pub(crate) const MAX_KEY_GRACE_SECS: i64 = 86_400;
+/// The grace an agent's replaced key gets unless the request says.
+pub(crate) const DEFAULT_KEY_GRACE_SECS: i64 = 600;
+
+/// `POST /v1/agents/{name}/key` (admin): replaces the agent's public key;
+/// the old one still authenticates it for the grace period, and tokens
+/// bound to the old key work until they expire unless it is revoked.
+pub(crate) async fn rotate_key(
+    State(s): State<AppState>,
+    by: Principal,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<JsonBody<agentauth_api::AgentKeyRotation>, AuthorityError>,
+) -> Result<Json<AgentView>, AuthorityError> {
+    let JsonBody(rotation) = body?;
+    let name = agent_name(&name)?;
+    let key = PublicJwk::from_json(&rotation.public_jwk).map_err(RegistryRefusal::PublicJwk)?;
+    let grace = rotation.grace_secs.unwrap_or(DEFAULT_KEY_GRACE_SECS);
+    if !(0..=MAX_KEY_GRACE_SECS).contains(&grace) {
+        return Err(RegistryRefusal::KeyGrace.into());
+    }
+    if s.store.key_revoked(&key.thumbprint()).await? {
+        return Err(RegistryRefusal::KeyRevoked.into());
+    }
+    let now = unix_now();
+    let id = SpiffeId::agent(&s.trust_domain, &name);
+    let mut audit = event(
+        AuditKind::AgentKeyRotated,
+        &by.actor(),
+        &id,
+        Decision::Allow,
+    );
+    audit.request_id = request_id(&headers);
+    audit.reason = format!(
+        "new key {}; the old one authenticates until {}",
+        key.thumbprint().0,
+        now + grace
+    );
+    let agent = s
+        .store
+        .rotate_agent_key(&name, &key.to_json(), now + grace, &audit)
+        .await?;
+    Ok(Json(view(&agent)))
 }
 
 /// The API's view of a registry entry.

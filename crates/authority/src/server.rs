@@ -330,6 +330,12 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Admin, get.clone(), "/v1/agents", registry::list),
         route(Admin, get.clone(), "/v1/agents/{name}", registry::show),
         route(Admin, patch, "/v1/agents/{name}", registry::update),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/agents/{name}/key",
+            registry::rotate_key,
+        ),
         route(Admin, delete.clone(), "/v1/agents/{name}", registry::delete),
         route(
             Admin,

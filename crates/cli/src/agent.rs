@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agentauth_api::{
-    AgentList, AgentPatch, AgentStatus, AgentView, Delegation, NewAgent, NewDelegation,
+    AgentKeyRotation, AgentList, AgentPatch, AgentStatus, AgentView, Delegation, NewAgent,
+    NewDelegation,
 };
 use agentauth_core::{AgentName, SigningKey};
 use anyhow::Context as _;
@@ -44,6 +45,25 @@ pub(crate) enum AgentCommand {
         /// Who is responsible for it.
         #[arg(long, default_value = "")]
         owner: String,
+        /// Key type to generate.
+        #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
+        key_type: KeyType,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Generate a new key pair locally and make it the agent's key; the old
+    /// key still authenticates the agent for the grace period, and tokens
+    /// bound to it work until they expire (unless it is revoked).
+    RotateKey {
+        /// Agent name.
+        name: String,
+        /// Where to write the new private key (mode 0600, never over a file)
+        /// [default: ./NAME.<unix time>.key.json].
+        #[arg(long)]
+        key_out: Option<PathBuf>,
+        /// Seconds the old key keeps authenticating the agent (0 to 86400).
+        #[arg(long, default_value_t = 600)]
+        grace_secs: i64,
         /// Key type to generate.
         #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
         key_type: KeyType,
@@ -120,6 +140,19 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
                 owner,
             };
             register(&conn, registration, key, key_out).await?;
+        }
+        AgentCommand::RotateKey {
+            name,
+            key_out,
+            grace_secs,
+            key_type,
+            conn,
+        } => {
+            let key = match key_type {
+                KeyType::Ed25519 => SigningKey::generate_ed25519(),
+                KeyType::P256 => SigningKey::generate_p256(),
+            };
+            rotate_key(&conn, &name, key, key_out, grace_secs).await?;
         }
         AgentCommand::List { conn } => {
             let list: AgentList = conn.admin(Method::GET, "/v1/agents").await?;
@@ -230,6 +263,43 @@ async fn register(
         }
         Err(e) => {
             // The key belongs to nothing now; do not leave it lying around.
+            let _ = std::fs::remove_file(&key_path);
+            Err(e)
+        }
+    }
+}
+
+/// Sends the new public key; the private one is written first and removed
+/// again if the authority refuses.
+async fn rotate_key(
+    conn: &Connection,
+    name: &str,
+    key: SigningKey,
+    key_out: Option<PathBuf>,
+    grace_secs: i64,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/agents/{}/key", checked(name)?);
+    let key_path = key_out.unwrap_or_else(|| {
+        PathBuf::from(format!("{name}.{}.key.json", agentauth_core::unix_now()))
+    });
+    write_key(&key_path, &key)?;
+    let body = AgentKeyRotation {
+        public_jwk: key.public_jwk().to_json(),
+        grace_secs: Some(grace_secs),
+    };
+    match conn
+        .admin_with::<_, AgentView>(Method::POST, &path, &body)
+        .await
+    {
+        Ok(agent) => {
+            println!("rotated the key of {} (new key {})", agent.name, agent.jkt);
+            println!(
+                "new private key written to {}; the old key authenticates for {grace_secs} s more",
+                key_path.display()
+            );
+            Ok(())
+        }
+        Err(e) => {
             let _ = std::fs::remove_file(&key_path);
             Err(e)
         }

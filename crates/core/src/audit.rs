@@ -131,6 +131,10 @@ pub enum AuditKind {
     /// when the authority first started with the audit key.
     #[serde(rename = "audit.sealed")]
     AuditSealed,
+    /// An agent's public key was replaced; the old one authenticates for a
+    /// grace period (`agentauth agent rotate-key`).
+    #[serde(rename = "agent.key_rotated")]
+    AgentKeyRotated,
     /// A signing key was added to the authority's key ring (first start,
     /// `agentauth keys rotate`, or the rotation schedule).
     #[serde(rename = "signing_key.added")]
@@ -139,7 +143,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 30] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -168,6 +172,7 @@ impl AuditKind {
         Self::OperatorRemoved,
         Self::AuditCheckpoint,
         Self::AuditSealed,
+        Self::AgentKeyRotated,
         Self::SigningKeyAdded,
     ];
 
@@ -202,6 +207,7 @@ impl AuditKind {
             Self::OperatorRemoved => "operator.removed",
             Self::AuditCheckpoint => "audit.checkpoint",
             Self::AuditSealed => "audit.sealed",
+            Self::AgentKeyRotated => "agent.key_rotated",
             Self::SigningKeyAdded => "signing_key.added",
         }
     }

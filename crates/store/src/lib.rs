@@ -109,6 +109,25 @@ pub trait Store: Send + Sync + 'static {
     /// carries over to a new agent of the name. Its descendants are disabled
     /// and revoked as when it is disabled.
     async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()>;
+    /// Replaces the agent's public key with `public_jwk` and keeps the one
+    /// it replaces for client authentication until `previous_until` (any
+    /// earlier previous key is dropped), with `audit`, in one transaction;
+    /// returns the agent as it is now. [`StoreError::NotFound`] for no
+    /// such agent, [`StoreError::Conflict`] when the new key is the current one.
+    async fn rotate_agent_key(
+        &self,
+        name: &AgentName,
+        public_jwk: &serde_json::Value,
+        previous_until: i64,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow>;
+    /// The key the agent had before its last rotation, if still within its
+    /// grace period at `now`.
+    async fn previous_agent_key(
+        &self,
+        id: &SpiffeId,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>>;
 
     /// Marks a client assertion used; [`StoreError::ReplayedAssertion`] if it was.
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()>;

@@ -227,6 +227,76 @@ where
         Ok(agent)
     }
 
+    pub(super) async fn rotate_agent_key(
+        &self,
+        name: &AgentName,
+        public_jwk: &serde_json::Value,
+        previous_until: i64,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query(BY_NAME.sql::<B>())
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut agent = match row {
+            Some(r) => Self::agent_from_row(&r)?,
+            None => return Err(StoreError::NotFound(format!("agent \"{name}\""))),
+        };
+        if agent.public_jwk == *public_jwk {
+            return Err(StoreError::Conflict(
+                "the new key is the agent's current key".into(),
+            ));
+        }
+        let now = audit.time_ms / 1000;
+        sqlx::query("UPDATE agents SET public_jwk = $1, updated_at = $2 WHERE name = $3")
+            .bind(public_jwk.to_string())
+            .bind(now)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM agent_previous_keys WHERE agent = $1")
+            .bind(agent.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO agent_previous_keys (agent, public_jwk, valid_until) VALUES ($1, $2, $3)",
+        )
+        .bind(agent.id.as_str())
+        .bind(agent.public_jwk.to_string())
+        .bind(previous_until)
+        .execute(&mut *tx)
+        .await?;
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        agent.public_jwk = public_jwk.clone();
+        agent.updated_at = now;
+        Ok(agent)
+    }
+
+    pub(super) async fn previous_agent_key(
+        &self,
+        id: &SpiffeId,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>> {
+        let row = sqlx::query(
+            "SELECT public_jwk FROM agent_previous_keys WHERE agent = $1 AND valid_until > $2",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .fetch_optional(self.0.pool())
+        .await?;
+        match row {
+            Some(r) => {
+                let jwk: String = r.try_get("public_jwk")?;
+                Ok(Some(serde_json::from_str(&jwk).map_err(|e| {
+                    StoreError::Corrupt(format!("a previous agent key: {e}"))
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
     pub(super) async fn delete_agent(&self, name: &AgentName, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
         let row = sqlx::query("DELETE FROM agents WHERE name = $1 RETURNING spiffe_id")
@@ -264,6 +334,10 @@ where
     /// or approved for it carries over to a new agent registered under the name.
     async fn forget_grants_and_approvals(tx: &mut Tx<B>, id: &str, now: i64) -> Result<()> {
         sqlx::query("DELETE FROM delegations WHERE from_agent = $1 OR to_agent = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM agent_previous_keys WHERE agent = $1")
             .bind(id)
             .execute(&mut **tx)
             .await?;

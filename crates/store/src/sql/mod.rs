@@ -196,6 +196,28 @@ where
         written(self, Sql(self).delete_agent(name, audit)).await
     }
 
+    async fn rotate_agent_key(
+        &self,
+        name: &AgentName,
+        public_jwk: &serde_json::Value,
+        previous_until: i64,
+        audit: &AuditEvent,
+    ) -> Result<AgentRow> {
+        written(
+            self,
+            Sql(self).rotate_agent_key(name, public_jwk, previous_until, audit),
+        )
+        .await
+    }
+
+    async fn previous_agent_key(
+        &self,
+        id: &SpiffeId,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>> {
+        Sql(self).previous_agent_key(id, now).await
+    }
+
     async fn consume_assertion(&self, assertion: &UsedAssertion) -> Result<()> {
         Sql(self).consume_assertion(assertion).await
     }

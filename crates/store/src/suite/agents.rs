@@ -878,3 +878,65 @@ pub(crate) async fn every_write_is_seen_by_the_next_read_of_what_it_changed(s: &
         .unwrap();
     assert!(s.task_revoked(&txn).await.unwrap());
 }
+
+pub(crate) async fn a_rotated_key_keeps_the_previous_one_for_its_grace_and_no_longer(
+    s: &dyn Store,
+) {
+    let created = event("agent.created", "admin", "rotating");
+    s.create_agent(&agent("rotating"), &created).await.unwrap();
+    let old = agent("rotating").public_jwk;
+    let new = json!({"kty": "OKP", "crv": "Ed25519", "x": "new-key-1"});
+    let id = agent_id("rotating");
+    let rotated = event("agent.key_rotated", "admin", "rotating");
+    let before = audit_count(s).await;
+
+    // The new key is the agent's, unless it is the one it has already.
+    let same = s
+        .rotate_agent_key(&name("rotating"), &old, 700, &rotated)
+        .await;
+    assert!(matches!(same, Err(StoreError::Conflict(_))), "{same:?}");
+    let missing = s
+        .rotate_agent_key(&name("nobody"), &new, 700, &rotated)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert_eq!(
+        audit_count(s).await,
+        before,
+        "a refused rotation writes nothing"
+    );
+
+    let now = s
+        .rotate_agent_key(&name("rotating"), &new, 700, &rotated)
+        .await
+        .unwrap();
+    assert_eq!(now.public_jwk, new);
+    let read = s.agent(&name("rotating")).await.unwrap().unwrap();
+    assert_eq!(read.public_jwk, new, "read after the rotation");
+    assert_eq!(audit_count(s).await, before + 1);
+    assert_eq!(
+        s.previous_agent_key(&id, 699).await.unwrap(),
+        Some(old.clone())
+    );
+    assert_eq!(
+        s.previous_agent_key(&id, 700).await.unwrap(),
+        None,
+        "grace over"
+    );
+
+    // A second rotation keeps only the key it replaces.
+    let newer = json!({"kty": "OKP", "crv": "Ed25519", "x": "new-key-2"});
+    s.rotate_agent_key(&name("rotating"), &newer, 900, &rotated)
+        .await
+        .unwrap();
+    assert_eq!(s.previous_agent_key(&id, 800).await.unwrap(), Some(new));
+
+    // Deleted with the agent: a new agent of the name inherits no old key.
+    let deleted = event("agent.deleted", "admin", "rotating");
+    s.delete_agent(&name("rotating"), &deleted).await.unwrap();
+    assert_eq!(s.previous_agent_key(&id, 800).await.unwrap(), None);
+    s.create_agent(&agent("rotating"), &created).await.unwrap();
+    assert_eq!(s.previous_agent_key(&id, 800).await.unwrap(), None);
+}

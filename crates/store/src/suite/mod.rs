@@ -230,6 +230,7 @@ run_suite!(
     disabling_and_enabling_an_agent_is_published_on_the_feed,
     updating_or_deleting_a_missing_agent_changes_nothing,
     deleting_an_agent_revokes_it,
+    a_rotated_key_keeps_the_previous_one_for_its_grace_and_no_longer,
     revoking_a_token_cascades_to_every_token_exchanged_from_it,
     tasks_are_revoked_and_their_records_read_in_order,
     a_task_belongs_to_the_agent_that_started_it,
