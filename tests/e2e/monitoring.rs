@@ -123,6 +123,13 @@ async fn metrics_count_tokens_refusals_revocations_and_requests_and_parse_as_pro
     )
     .or_else(|| value(&m, "agentauth_http_request_duration_seconds", &token_route));
     assert_eq!(timed, Some(4.0), "four token requests were timed");
+    let appended = value(&m, "agentauth_audit_append_seconds_count", &[])
+        .or_else(|| value(&m, "agentauth_audit_append_seconds", &[]));
+    assert_eq!(
+        appended,
+        Some(2.0),
+        "two tokens committed with their records"
+    );
     // (A route with a `{parameter}` is labelled by its template too; this
     // parser cannot read braces in a label value, so the check uses another.)
     let listing = [

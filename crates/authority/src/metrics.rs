@@ -24,6 +24,9 @@ use crate::server::AppState;
 
 /// Most pending approvals counted at one scrape.
 const PENDING_APPROVALS_COUNTED: i64 = 10_000;
+/// Least time between two scrapes that read the store: `/metrics` is
+/// public, so a flood of scrapes costs the store at most one read a second.
+const STORE_READ_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A route and method.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,12 +94,15 @@ pub(crate) struct Metrics {
     issued: Family<GrantLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
     store_errors: Counter,
+    audit_append: Histogram,
     feed_subscribers: Gauge,
     pending_approvals: Gauge,
     /// Revocation feed entries published (by any replica), read from the
     /// store at each scrape from where the last one stopped.
     revocations: Counter<u64, AtomicU64>,
     feed_head: std::sync::atomic::AtomicI64,
+    /// When a scrape last read the store.
+    store_read_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Metrics {
@@ -135,6 +141,12 @@ impl Metrics {
             "Requests that failed because the store failed or could not take the write",
             store_errors.clone(),
         );
+        let audit_append = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register(
+            "audit_append_seconds",
+            "Time to commit an issued token with its audit record (the group commit included)",
+            audit_append.clone(),
+        );
         let feed_subscribers = Gauge::default();
         registry.register(
             "revocation_feed_subscribers",
@@ -160,10 +172,12 @@ impl Metrics {
             issued,
             refused,
             store_errors,
+            audit_append,
             feed_subscribers,
             pending_approvals,
             revocations,
             feed_head: std::sync::atomic::AtomicI64::new(0),
+            store_read_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -186,11 +200,36 @@ impl Metrics {
             .inc();
     }
 
+    /// An issued token and its audit record took `elapsed` to commit.
+    pub(crate) fn audit_appended(&self, elapsed: std::time::Duration) {
+        self.audit_append.observe(elapsed.as_secs_f64());
+    }
+
     /// The text of `GET /metrics`, with the gauges read now.
     async fn render(&self, s: &crate::server::State) -> Result<String, std::fmt::Error> {
         self.feed_subscribers
             .set(i64::try_from(s.feed.open_streams()).unwrap_or(i64::MAX));
-        // A scrape while the store is down still answers, without this gauge.
+        if self.store_read_due() {
+            self.read_store(s).await;
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    /// Whether this scrape reads the store (and marks it read if so).
+    fn store_read_due(&self) -> bool {
+        let mut last = self.store_read_at.lock().expect("metrics lock");
+        if last.is_some_and(|at| at.elapsed() < STORE_READ_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// The gauges and counters that come from the store.
+    async fn read_store(&self, s: &crate::server::State) {
+        // A scrape while the store is down still answers, without these.
         if let Ok(pending) = s
             .store
             .approvals(
@@ -211,9 +250,6 @@ impl Metrics {
                     .inc_by(u64::try_from(head - before).unwrap_or(0));
             }
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
     }
 }
 

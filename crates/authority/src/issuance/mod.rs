@@ -505,11 +505,13 @@ async fn record(
         .unwrap_or_default();
     audit.chain = claims.actor_chain_text();
     audit.purpose = claims.purpose.clone().unwrap_or_default();
-    match s
+    let started = std::time::Instant::now();
+    let stored = s
         .store
         .issue_token(&client.assertion, &record, approval_id, &audit)
-        .await
-    {
+        .await;
+    s.metrics.audit_appended(started.elapsed());
+    match stored {
         Ok(()) => Ok(()),
         Err(e) => {
             // A replayed assertion proves nothing about who presents it now.
