@@ -25,6 +25,7 @@ mod monitoring;
 mod oauth;
 mod policy;
 mod registry;
+mod replicas;
 mod rotation;
 mod spawning;
 mod standards;

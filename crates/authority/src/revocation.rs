@@ -284,15 +284,30 @@ impl Feed {
 }
 
 /// Wakes the streams when entries appear that this process did not write:
-/// another replica on the same PostgreSQL. It polls the store every second,
-/// and only while streams are open. PostgreSQL `LISTEN/NOTIFY` (DESIGN.md
-/// "Scale") would make that immediate and replace the poll; the in-process
-/// wake-up ([`AuthorityState::revocations_changed`]) already is.
-pub(crate) fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
-    let Some(mut closing) = state.upgrade().map(|s| s.feed.closing.subscribe()) else {
+/// another replica on the same PostgreSQL. Each commit that publishes
+/// revocations there sends a `NOTIFY`, which wakes this watcher at once
+/// ([`agentauth_store::Store::revocation_signals`]); it also reads the
+/// store every second while streams are open, for notifications lost while
+/// its listening connection was down. The in-process wake-up
+/// ([`AuthorityState::revocations_changed`]) covers this replica's own writes.
+pub(crate) async fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
+    let Some((mut closing, signals)) = (match state.upgrade() {
+        Some(s) => {
+            let signals = match s.store.revocation_signals().await {
+                Ok(signals) => signals,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' revocations; reading the store every second instead");
+                    None
+                }
+            };
+            Some((s.feed.closing.subscribe(), signals))
+        }
+        None => None,
+    }) else {
         return tokio::spawn(async {});
     };
     tokio::spawn(async move {
+        let mut signals = signals;
         let mut head: Option<i64> = None;
         loop {
             let Some(s) = state.upgrade() else { return };
@@ -309,8 +324,15 @@ pub(crate) fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHan
                 }
             }
             drop(s);
+            let signalled = async {
+                match signals.as_mut() {
+                    Some(signals) => signals.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                Some(()) = signalled => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
         }

@@ -204,7 +204,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let (state, admin_token) = open_state(config, trust_domain, master_key, &issuer).await?;
     let issuer = state.issuer.clone();
     policy::refresh(&state).await?;
-    revocation::spawn_watcher(Arc::downgrade(&state));
+    revocation::spawn_watcher(Arc::downgrade(&state)).await;
     let refresher = policy::spawn_refresher(Arc::downgrade(&state));
     crate::admin::spawn_refresher(Arc::downgrade(&state));
     crate::keys::spawn_rotator(Arc::downgrade(&state));

@@ -16,8 +16,12 @@
 //!    through the layer). `revoke+refused` starts before the revocation
 //!    request instead, so it also holds the authority's write.
 //!
-//! Run: `cargo run --release -p agentauth-sdk --example revocation_latency [N [DATABASE_URL]]`
-//! (a `postgres://` URL of an empty database runs the authority on PostgreSQL).
+//! Run: `cargo run --release -p agentauth-sdk --example revocation_latency [N [DATABASE_URL [REPLICAS]]]`
+//! (a `postgres://` URL of an empty database runs the authority on PostgreSQL;
+//! REPLICAS `2` starts a second authority on that database, with the same
+//! master key and issuer, and feeds the verifier from it while tokens and
+//! revocations go to the first: the revocation crosses replicas through
+//! PostgreSQL `LISTEN/NOTIFY`).
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -135,11 +139,44 @@ async fn main() -> Result<()> {
     .await?;
     let url = format!("http://{}", running.addr);
     let admin = running.admin_token.clone().ok_or("not a first start")?;
+    // A second replica on the same database, for the verifier.
+    let replicas: usize = match std::env::args().nth(3) {
+        Some(r) => r.parse()?,
+        None => 1,
+    };
+    let second_dir = tempfile::tempdir()?;
+    let second = match (replicas, running.issuer.clone()) {
+        (1, _) => None,
+        (2, issuer) if store == "PostgreSQL" => {
+            let master = std::fs::read_to_string(data_dir.path().join("data/master.key"))?;
+            Some(
+                agentauth_authority::start(
+                    Config {
+                        listen: ([127, 0, 0, 1], 0).into(),
+                        data_dir: second_dir.path().join("data"),
+                        database_url: std::env::args().nth(2),
+                        issuer: Some(issuer),
+                        ..Config::default()
+                    },
+                    Some(master.trim().to_owned()),
+                )
+                .await?,
+            )
+        }
+        _ => return Err("REPLICAS is 1, or 2 with a PostgreSQL URL".into()),
+    };
+    let verifier_url = second
+        .as_ref()
+        .map_or_else(|| url.clone(), |b| format!("http://{}", b.addr));
+    println!(
+        "revocations written at {url}, verifier fed by {verifier_url} ({} replica(s))",
+        replicas
+    );
     let http = reqwest::Client::new();
     let reader_key = register(&http, &url, &admin, "reader", &[PERMISSION]).await?;
     register(&http, &url, &admin, "customer", &[]).await?;
 
-    let mut config = VerifierConfig::new(&url, agent_id("customer")?);
+    let mut config = VerifierConfig::new(&verifier_url, agent_id("customer")?);
     config.revocation_poll = Duration::from_secs(60);
     let verifier = Verifier::connect(config).await?;
     let router = Router::new().route(

@@ -51,6 +51,7 @@ impl Backend for PgStore {
     /// Replicas write concurrently: rows read to be changed are locked.
     const LOCKS_ROWS: bool = true;
     const WRITER_THREAD: bool = false;
+    const NOTIFIES: bool = true;
 
     fn pool(&self) -> &PgPool {
         &self.pool
@@ -66,6 +67,36 @@ impl Backend for PgStore {
 
     fn group_commit(&self) -> &GroupCommit {
         &self.group_commit
+    }
+
+    /// One connection of its own `LISTEN`s on [`crate::REVOCATION_CHANNEL`];
+    /// each notification (and each reconnection, which may have missed
+    /// some) wakes the receiver. Its task ends when the receiver is dropped.
+    async fn revocation_signals(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<()>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(crate::REVOCATION_CHANNEL).await?;
+        let (wake, woken) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = wake.closed() => return,
+                    got = listener.try_recv() => {
+                        // A full channel already holds a wake-up: enough.
+                        let _ = wake.try_send(());
+                        match got {
+                            Ok(Some(_)) => {}
+                            // The connection was lost; the next call reconnects.
+                            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "listening for revocations failed; retrying");
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(woken))
     }
 
     /// Replicas share the database, and nothing tells this one of another's

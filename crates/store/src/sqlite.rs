@@ -88,6 +88,8 @@ impl Backend for SqliteStore {
     /// `BEGIN IMMEDIATE` takes the database's one write lock up front.
     const LOCKS_ROWS: bool = false;
     const WRITER_THREAD: bool = true;
+    /// The only writer of its file: nobody else to tell.
+    const NOTIFIES: bool = false;
 
     fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -121,6 +121,10 @@ where
         Sql(self).ping().await
     }
 
+    async fn revocation_signals(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>> {
+        Backend::revocation_signals(self).await
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         Sql(self).setting(key).await
     }

@@ -78,6 +78,14 @@ where
         .bind(expires_at)
         .execute(&mut **tx)
         .await?;
+        if B::NOTIFIES {
+            // Delivered at commit, once per transaction however many
+            // entries it publishes.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::REVOCATION_CHANNEL)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
