@@ -45,6 +45,18 @@ async fn keys(s: &Server, args: &[&str]) -> String {
     stdout
 }
 
+/// The example customer agent behind a verifier made with `config`, on a
+/// loopback port; the URL of the customer it serves.
+async fn customer_behind(config: VerifierConfig) -> String {
+    let verifier = Verifier::connect(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/api/customer/42", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, customer_agent::router(&verifier)).into_future());
+    url
+}
+
 async fn jwks_kids(s: &Server) -> BTreeSet<String> {
     let jwks: Value = s
         .http
@@ -87,12 +99,7 @@ async fn two_rotations_under_load_refuse_no_call_and_each_key_signs_in_turn() {
     // (The refresh is looked at on every revocation poll tick.)
     config.jwks_refresh = Duration::from_millis(500);
     config.revocation_poll = Duration::from_millis(200);
-    let verifier = Verifier::connect(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let customer_url = format!("http://{}/api/customer/42", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, customer_agent::router(&verifier)).into_future());
+    let customer_url = customer_behind(config).await;
 
     let (audience, read) = (spiffe("customer"), scope("read:customer"));
     let first = reader.fetch_token(&audience, &read, None).await.unwrap();
@@ -206,14 +213,7 @@ async fn a_rotation_at_once_signs_now_and_a_verifier_fetches_the_unknown_key() {
     let reader_key = server.register("reader", &["read:customer"]).await;
     let reader = server.client("reader", &reader_key);
     // The default JWKS refresh (300 s): only the unknown kid makes it fetch.
-    let verifier = Verifier::connect(VerifierConfig::new(&server.url, spiffe("customer")))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let customer_url = format!("http://{}/api/customer/42", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, customer_agent::router(&verifier)).into_future());
+    let customer_url = customer_behind(VerifierConfig::new(&server.url, spiffe("customer"))).await;
     let (audience, read) = (spiffe("customer"), scope("read:customer"));
     let before = reader.fetch_token(&audience, &read, None).await.unwrap();
 

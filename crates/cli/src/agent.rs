@@ -26,6 +26,16 @@ pub(crate) enum KeyType {
     P256,
 }
 
+impl KeyType {
+    /// A fresh key pair of this type.
+    fn generate(self) -> SigningKey {
+        match self {
+            Self::Ed25519 => SigningKey::generate_ed25519(),
+            Self::P256 => SigningKey::generate_p256(),
+        }
+    }
+}
+
 /// Agent registry commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentCommand {
@@ -129,10 +139,7 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             key_type,
             conn,
         } => {
-            let key = match key_type {
-                KeyType::Ed25519 => SigningKey::generate_ed25519(),
-                KeyType::P256 => SigningKey::generate_p256(),
-            };
+            let key = key_type.generate();
             let registration = Registration {
                 name: &name,
                 permissions,
@@ -148,10 +155,7 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             key_type,
             conn,
         } => {
-            let key = match key_type {
-                KeyType::Ed25519 => SigningKey::generate_ed25519(),
-                KeyType::P256 => SigningKey::generate_p256(),
-            };
+            let key = key_type.generate();
             rotate_key(&conn, &name, key, key_out, grace_secs).await?;
         }
         AgentCommand::List { conn } => {

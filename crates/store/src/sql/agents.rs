@@ -168,14 +168,7 @@ where
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
         let mut tx = self.0.begin().await?;
-        let row = sqlx::query(BY_NAME.sql::<B>())
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let mut agent = match row {
-            Some(r) => Self::agent_from_row(&r)?,
-            None => return Err(StoreError::NotFound(format!("agent \"{name}\""))),
-        };
+        let mut agent = Self::agent_in(&mut tx, name).await?;
         let old_status = agent.status;
         apply(&mut agent, update);
         if old_status == AgentStatus::Disabled && agent.status == AgentStatus::Active {
@@ -227,6 +220,19 @@ where
         Ok(agent)
     }
 
+    /// The agent `name` read inside `tx` (locked where rows are), or
+    /// [`StoreError::NotFound`].
+    async fn agent_in(tx: &mut Tx<B>, name: &AgentName) -> Result<AgentRow> {
+        let row = sqlx::query(BY_NAME.sql::<B>())
+            .bind(name.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        match row {
+            Some(r) => Self::agent_from_row(&r),
+            None => Err(StoreError::NotFound(format!("agent \"{name}\""))),
+        }
+    }
+
     pub(super) async fn rotate_agent_key(
         &self,
         name: &AgentName,
@@ -235,14 +241,7 @@ where
         audit: &AuditEvent,
     ) -> Result<AgentRow> {
         let mut tx = self.0.begin().await?;
-        let row = sqlx::query(BY_NAME.sql::<B>())
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let mut agent = match row {
-            Some(r) => Self::agent_from_row(&r)?,
-            None => return Err(StoreError::NotFound(format!("agent \"{name}\""))),
-        };
+        let mut agent = Self::agent_in(&mut tx, name).await?;
         if agent.public_jwk == *public_jwk {
             return Err(StoreError::Conflict(
                 "the new key is the agent's current key".into(),
