@@ -403,3 +403,88 @@ async fn while_the_feed_is_down_fail_closed_routes_refuse_and_fail_open_routes_s
     let _ = again.wait();
     scene.server.stop().await;
 }
+
+#[tokio::test]
+async fn while_the_authority_is_down_audit_records_wait_in_a_bounded_buffer_and_arrive_after() {
+    let mut server = Server::start().await;
+    let customer_key = server.register("customer", &["audit:write"]).await;
+    let reader_key = server.register("reader", &["read:customer"]).await;
+    let mut config = VerifierConfig::new(&server.url, spiffe("customer"));
+    config.audit_buffer = 5;
+    config.feed_grace = Duration::from_secs(1);
+    let verifier = Verifier::connect(config)
+        .await
+        .unwrap()
+        .with_audit(server.client("customer", &customer_key));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let customer_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, open_and_closed(&verifier)).into_future());
+    let reader = server.client("reader", &reader_key);
+    let token = reader
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
+        .await
+        .unwrap();
+    let http = server.http.clone();
+    let get = |path: &'static str| {
+        let request = http.get(format!("{customer_url}{path}"));
+        let (reader, token) = (&reader, &token);
+        async move { reader.send(request, token).await.unwrap().status() }
+    };
+    assert_eq!(get("/open").await, StatusCode::OK);
+    verifier.flush_audit().await;
+    assert_eq!(verifier.audit_stats().delivered, 1);
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status();
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(true));
+    // Keys and the revocation list are cached: the fail-open route serves.
+    for _ in 0..8 {
+        assert_eq!(get("/open").await, StatusCode::OK);
+    }
+    verifier.flush_audit().await;
+    let stats = verifier.audit_stats();
+    assert_eq!(
+        (stats.buffered, stats.dropped, stats.delivered),
+        (5, 3, 1),
+        "five held for later, three beyond the bound dropped"
+    );
+    // Past the feed's grace, the fail-closed route refuses (and that
+    // decision is dropped too: the buffer is full).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get("/closed").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(verifier.audit_stats().dropped, 4);
+
+    let mut again = restart(&server);
+    let back = Instant::now();
+    while verifier.audit_stats().buffered > 0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "the buffered audit records were not delivered after the authority came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        verifier.flush_audit().await;
+    }
+    assert_eq!(verifier.audit_stats().delivered, 6);
+    let records = server.audit_records("?agent=customer&limit=1000").await;
+    let allowed = records
+        .iter()
+        .filter(|r| r["kind"] == "request.allowed" && r["reported"] == true)
+        .count();
+    assert_eq!(allowed, 6, "{records:#?}");
+    let dropped: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "audit.dropped")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{records:#?}");
+    assert!(
+        dropped[0]["reason"].as_str().unwrap().contains('4'),
+        "{}",
+        dropped[0]
+    );
+    let _ = again.kill();
+    let _ = again.wait();
+    server.stop().await;
+}

@@ -363,3 +363,85 @@ async fn sigterm_lets_a_request_in_flight_finish_and_then_exits() {
     let name = agentauth_core::AgentName::new("late").unwrap();
     assert!(s.store().await.agent(&name).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn an_agent_mounts_its_layers_decisions_by_check_as_prometheus_metrics() {
+    use agentauth_sdk::{AccessToken, Verifier, VerifierConfig};
+    use axum::Router;
+    use axum::routing::get;
+
+    let s = Server::start().await;
+    let customer_key = s.register("customer", &["audit:write"]).await;
+    let reader_key = s.register("reader", &["read:customer"]).await;
+    let verifier = Verifier::connect(VerifierConfig::new(&s.url, spiffe("customer")))
+        .await
+        .unwrap()
+        .with_audit(s.client("customer", &customer_key));
+    async fn ok() -> &'static str {
+        "{}"
+    }
+    let app = Router::new()
+        .route("/data", get(ok).layer(verifier.require("read:customer")))
+        .route("/admin", get(ok).layer(verifier.require("write:customer")))
+        .route("/metrics", verifier.metrics());
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    let reader = s.client("reader", &reader_key);
+    let token = reader
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
+        .await
+        .unwrap();
+    let send = |path: &str, token: &AccessToken| {
+        let request = s.http.get(format!("{base}{path}"));
+        let (reader, token) = (&reader, token.clone());
+        async move { reader.send(request, &token).await.unwrap().status() }
+    };
+    for _ in 0..3 {
+        assert_eq!(send("/data", &token).await, StatusCode::OK);
+    }
+    assert_eq!(send("/admin", &token).await, StatusCode::FORBIDDEN);
+    let garbage = AccessToken {
+        token: "garbage".into(),
+        ..token.clone()
+    };
+    assert_eq!(send("/data", &garbage).await, StatusCode::UNAUTHORIZED);
+    let bare = s.http.get(format!("{base}/data")).send().await.unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    verifier.flush_audit().await;
+
+    let response = s.http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(&token.token), "no token is ever a metric");
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let decisions = |decision, check| {
+        value(
+            &scrape,
+            "agentauth_layer_decisions_total",
+            &[("decision", decision), ("check", check)],
+        )
+    };
+    assert_eq!(decisions("allow", "all"), Some(3.0), "{text}");
+    assert_eq!(decisions("deny", "permission"), Some(1.0), "{text}");
+    assert_eq!(decisions("deny", "signature"), Some(1.0), "{text}");
+    assert_eq!(decisions("deny", "token_present"), Some(1.0), "{text}");
+    assert_eq!(decisions("deny", "revocation"), None, "{text}");
+    let single = |name| value(&scrape, name, &[]);
+    assert_eq!(single("agentauth_layer_audit_delivered_total"), Some(6.0));
+    assert_eq!(single("agentauth_layer_audit_buffered"), Some(0.0));
+    assert_eq!(single("agentauth_layer_audit_dropped_total"), Some(0.0));
+    assert_eq!(single("agentauth_layer_revocation_feed_fresh"), Some(1.0));
+    assert!(single("agentauth_layer_revocation_seq").is_some());
+
+    // A registry the agent already serves takes the same series.
+    let mut registry = agentauth_sdk::prometheus_client::registry::Registry::default();
+    verifier.register_metrics(&mut registry);
+    let mut own = String::new();
+    agentauth_sdk::prometheus_client::encoding::text::encode(&mut own, &registry).unwrap();
+    assert!(
+        own.contains("agentauth_layer_decisions_total{decision=\"allow\",check=\"all\"} 3"),
+        "{own}"
+    );
+    s.stop().await;
+}

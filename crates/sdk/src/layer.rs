@@ -143,6 +143,7 @@ where
             };
             match (outcome, body) {
                 (Ok(agent), Ok(bytes)) => {
+                    verifier.counters().allowed();
                     verifier.audit_with(|| {
                         event(
                             &verifier,
@@ -159,6 +160,7 @@ where
                 }
                 (Err(denial), _) | (Ok(_), Err(denial)) => {
                     let route = route(&parts);
+                    verifier.counters().denied(denial.check);
                     tracing::info!(check = denial.check.as_str(), reason = %denial.description, %route, "request denied");
                     verifier.audit_with(|| {
                         let mut e = event(

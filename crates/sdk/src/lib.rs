@@ -42,6 +42,8 @@ mod feed;
 #[cfg(feature = "verifier")]
 mod layer;
 #[cfg(feature = "verifier")]
+mod metrics;
+#[cfg(feature = "verifier")]
 mod policy;
 #[cfg(feature = "verifier")]
 mod revocation;
@@ -54,10 +56,15 @@ pub use discovery::Metadata;
 pub use error::{Endpoint, SdkError};
 
 #[cfg(feature = "verifier")]
+pub use audit::AuditStats;
+#[cfg(feature = "verifier")]
 pub use delegation::OnBehalfOf;
 #[cfg(feature = "verifier")]
 pub use denial::{Check, Denial};
 #[cfg(feature = "verifier")]
 pub use layer::{AuthLayer, AuthService, MAX_BODY_BYTES};
+/// The Prometheus client [`Verifier::register_metrics`] takes a registry of.
+#[cfg(feature = "verifier")]
+pub use prometheus_client;
 #[cfg(feature = "verifier")]
 pub use verifier::{VerifiedAgent, Verifier, VerifierConfig};

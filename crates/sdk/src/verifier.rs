@@ -18,8 +18,9 @@ use http::request::Parts;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditSink, AuditStats};
 use crate::feed::{self, Health};
+use crate::metrics::LayerCounters;
 use crate::policy::{FactsSource, PolicyView, RouteContext};
 use crate::revocation::RevocationList;
 use crate::{AuthLayer, Check, Client, Denial, Endpoint, Metadata, SdkError};
@@ -70,6 +71,11 @@ pub struct VerifierConfig {
     /// one per 5 s. Looked at on every revocation poll tick, so it is at
     /// least `revocation_poll`. Default 300 s.
     pub jwks_refresh: Duration,
+    /// How many audit events [`Verifier::with_audit`] holds while they wait
+    /// to be delivered, including while the authority is unreachable; beyond
+    /// that, new events are dropped and the count is reported to the
+    /// authority with the next batch. Default 4096.
+    pub audit_buffer: usize,
 }
 
 impl VerifierConfig {
@@ -88,6 +94,7 @@ impl VerifierConfig {
             proof_window_secs: agentauth_core::DEFAULT_PROOF_WINDOW_SECS,
             verified_tokens: agentauth_core::DEFAULT_VERIFIED_TOKENS,
             jwks_refresh: Duration::from_secs(300),
+            audit_buffer: crate::audit::DEFAULT_BUFFER,
         }
     }
 }
@@ -149,6 +156,8 @@ pub(crate) struct Inner {
     verified: VerifiedTokens,
     /// The authority's active policy set and the agent facts it needs.
     pub(crate) policy: Arc<PolicyView>,
+    /// Decisions by check, for [`Verifier::metrics`].
+    counters: LayerCounters,
 }
 
 struct Keys {
@@ -183,6 +192,7 @@ impl Verifier {
             nonces,
             verified,
             policy: Arc::new(PolicyView::new()),
+            counters: LayerCounters::default(),
         });
         poll_revocations(&inner).await?;
         inner
@@ -194,10 +204,31 @@ impl Verifier {
         Ok(Self { inner })
     }
 
+    /// The verifier behind a weak reference that is still alive.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// A reference that does not keep the verifier's tasks running.
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The layer's decision counters.
+    pub(crate) fn counters(&self) -> &LayerCounters {
+        &self.inner.counters
+    }
+
     /// Ships every allow/deny decision to the authority's audit log, using
-    /// `client` (this agent's own client) to authenticate.
+    /// `client` (this agent's own client) to authenticate. Events wait in a
+    /// buffer of [`VerifierConfig::audit_buffer`] while the authority cannot
+    /// be reached and are delivered once it can.
     pub fn with_audit(self, client: Client) -> Self {
-        let sink = AuditSink::spawn(client.clone(), self.inner.metadata.clone());
+        let sink = AuditSink::spawn(
+            client.clone(),
+            self.inner.metadata.clone(),
+            self.inner.config.audit_buffer,
+        );
         *self.inner.audit.write().expect("lock") = Some(sink);
         self.with_client(client)
     }
@@ -360,7 +391,20 @@ impl Verifier {
         }
     }
 
-    /// Sends buffered audit records now and waits until the authority has them.
+    /// What audit shipping has done so far (all zero without
+    /// [`Verifier::with_audit`]).
+    pub fn audit_stats(&self) -> AuditStats {
+        self.inner
+            .audit
+            .read()
+            .expect("lock")
+            .as_ref()
+            .map(AuditSink::stats)
+            .unwrap_or_default()
+    }
+
+    /// Tries to deliver buffered audit records now and waits for the
+    /// attempt; records the authority did not take stay buffered.
     pub async fn flush_audit(&self) {
         let sink = self.inner.audit.read().expect("lock").clone();
         if let Some(sink) = sink {
