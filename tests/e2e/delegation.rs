@@ -18,7 +18,11 @@ struct Chain {
 
 impl Chain {
     async fn start(extra: &[&str]) -> Self {
-        let server = Server::start_with(extra, &[]).await;
+        Self::on(Server::start_with(extra, &[]).await).await
+    }
+
+    /// The chain's agents and grants on `server`.
+    async fn on(server: Server) -> Self {
         let planner_key = server.register("planner", &["read:db", "write:db"]).await;
         let executor_key = server.register("executor", &["read:db", "write:db"]).await;
         server.register("database", &[]).await;
@@ -555,4 +559,91 @@ async fn an_actor_may_exchange_with_a_dpop_proof_and_gets_a_dpop_bound_token() {
         "{:?}",
         records[0].event.reason
     );
+}
+
+/// Rounds of a token's exchanges racing its revocation; each round staggers
+/// the revocation a little more, so it lands before, among and after the
+/// exchanges' commits.
+async fn exchanges_racing_a_revocation_leave_no_live_child(chain: Chain) {
+    const ROUNDS: u64 = 40;
+    let mut children = Vec::new();
+    let mut refused = 0;
+    for round in 0..ROUNDS {
+        let incoming = chain.planner_token("executor", "read:db", "300").await;
+        let root = claims(&incoming).jti;
+        let (database, read) = (spiffe("database"), scope("read:db"));
+        let exchange = || chain.executor.exchange(&incoming, &database, &read);
+        let revoke = async {
+            tokio::time::sleep(std::time::Duration::from_micros(round * 250)).await;
+            let body = json!({"kind": "token", "value": root});
+            let (status, answer) = chain
+                .server
+                .admin_json(Method::POST, "/v1/revocations", Some(body))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        };
+        let (a, b, c, d, ()) = tokio::join!(exchange(), exchange(), exchange(), exchange(), revoke);
+        for result in [a, b, c, d] {
+            match result {
+                Ok(child) => children.push(claims(&child.token).jti),
+                Err(e) => {
+                    let (error, description) = refusal(Err(e));
+                    assert_eq!(error, "invalid_request");
+                    assert!(description.contains("revoked"), "{description}");
+                    refused += 1;
+                }
+            }
+        }
+        // Once the revocation has committed, no exchange of the token succeeds.
+        assert_refused(exchange().await, "invalid_request", "revoked");
+    }
+    let mut revoked = std::collections::HashSet::new();
+    let mut since = 0;
+    loop {
+        let page: Value = chain
+            .server
+            .http
+            .get(format!("{}/v1/revocations?since={since}", chain.server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for entry in page["revocations"].as_array().unwrap() {
+            if entry["kind"] == "token" {
+                revoked.insert(entry["subject"].as_str().unwrap().to_owned());
+            }
+        }
+        since = page["last_seq"].as_i64().unwrap();
+        if page["more"] != true {
+            break;
+        }
+    }
+    let live: Vec<_> = children.iter().filter(|j| !revoked.contains(*j)).collect();
+    assert!(
+        live.is_empty(),
+        "{} of {} exchanged tokens outlived their subject's revocation ({refused} exchanges refused)",
+        live.len(),
+        children.len()
+    );
+    assert!(
+        !children.is_empty() && refused > 0,
+        "the race was not run: {} children, {refused} refused",
+        children.len()
+    );
+    chain.server.stop().await;
+}
+
+#[tokio::test]
+async fn exchanges_racing_a_revocation_leave_no_live_child_on_sqlite() {
+    exchanges_racing_a_revocation_leave_no_live_child(Chain::start(&[]).await).await;
+}
+
+#[tokio::test]
+async fn exchanges_racing_a_revocation_leave_no_live_child_on_postgresql() {
+    let Some(server) = Server::start_postgres().await else {
+        return;
+    };
+    exchanges_racing_a_revocation_leave_no_live_child(Chain::on(server).await).await;
 }

@@ -366,6 +366,9 @@ impl From<StoreError> for AuthorityError {
                 Self::Stored(e)
             }
             StoreError::ReplayedAssertion => Self::ClientAuth(ClientAuthFailure::Replayed),
+            StoreError::SubjectRevoked => Self::Exchange(ExchangeRefusal::SubjectRevoked(
+                agentauth_core::Revoked::Token,
+            )),
             StoreError::TaskOfAnother(txn) => Self::Task(TaskRefusal::StartedByAnother { txn }),
             StoreError::TooManyChildren(limit) => {
                 Self::Registry(RegistryRefusal::TooManyChildren {

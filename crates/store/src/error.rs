@@ -25,6 +25,11 @@ pub enum StoreError {
     /// than the limit passed to [`crate::Store::spawn_agent`].
     #[error("the parent already has {0} live children")]
     TooManyChildren(i64),
+    /// An exchanged token's subject token was revoked (directly, or with its
+    /// key, agent or an ancestor) before the exchange committed; nothing of
+    /// the exchange was written.
+    #[error("the subject token was revoked while it was being exchanged")]
+    SubjectRevoked,
     /// A client assertion `jti` was presented a second time.
     #[error("the client assertion was already used")]
     ReplayedAssertion,

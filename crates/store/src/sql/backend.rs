@@ -85,6 +85,9 @@ pub(crate) struct Tx<B: Backend> {
     tx: Transaction<'static, B::Db>,
     _turn: B::WriterTurn,
     audit_key: Arc<OnceLock<AuditKey>>,
+    /// Whether this transaction holds the revocation order lock (see
+    /// [`super::RevocationOrder`]), so it is taken once.
+    pub(crate) ordered: bool,
 }
 
 impl<B: Backend> Tx<B> {
@@ -94,6 +97,7 @@ impl<B: Backend> Tx<B> {
             tx,
             _turn: turn,
             audit_key: store.audit_key().clone(),
+            ordered: false,
         }
     }
 

@@ -24,7 +24,7 @@ use sqlx::{ColumnIndex, Executor, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::{Bulk, runs};
-use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
+use super::{Backend, Column, Conn, Param, RevocationOrder, Row, Sql, Tx};
 use crate::{IssuedToken, Result, StoreError, UsedAssertion};
 
 /// How many issuances may wait for the writer; one more is refused with
@@ -194,6 +194,9 @@ where
             }
         }
         let mut tx = self.0.begin().await?;
+        if batch.iter().any(|b| b.token.parent_jti.is_some()) {
+            Self::order(&mut tx, RevocationOrder::Exchanging).await?;
+        }
         let live = alive(&refused);
         let fresh = Self::use_assertions(&mut tx, batch, &live).await?;
         for &i in &live {
@@ -345,9 +348,7 @@ where
                 .as_ref()
                 .is_some_and(|p| revoked.contains(p))
             {
-                refused[i] = Some(StoreError::Conflict(
-                    "a revocation of the subject token".into(),
-                ));
+                refused[i] = Some(StoreError::SubjectRevoked);
             }
         }
         Ok(())

@@ -35,6 +35,7 @@ pub(crate) use group_commit::GroupCommit;
 #[cfg(test)]
 pub(crate) use group_commit::QUEUE_BOUND;
 pub(crate) use read_cache::{ReadCache, Revocable, WriteGuard};
+use revocations::RevocationOrder;
 
 use agentauth_core::Scope;
 

@@ -58,6 +58,25 @@ where
         Ok(row.is_some())
     }
 
+    /// Takes the revocation order lock for `tx` (once) where transactions
+    /// run concurrently (PostgreSQL); SQLite's single writer orders them
+    /// already. See [`RevocationOrder`].
+    pub(super) async fn order(tx: &mut Tx<B>, side: RevocationOrder) -> Result<()> {
+        if !B::LOCKS_ROWS || tx.ordered {
+            return Ok(());
+        }
+        let sql = match side {
+            RevocationOrder::Revoking => "SELECT pg_advisory_xact_lock($1)",
+            RevocationOrder::Exchanging => "SELECT pg_advisory_xact_lock_shared($1)",
+        };
+        sqlx::query(sql)
+            .bind(REVOCATION_ORDER_LOCK)
+            .execute(&mut **tx)
+            .await?;
+        tx.ordered = true;
+        Ok(())
+    }
+
     /// Adds an entry to the feed inside `tx`.
     pub(super) async fn publish(
         tx: &mut Tx<B>,
@@ -67,6 +86,7 @@ where
         now: i64,
         expires_at: Option<i64>,
     ) -> Result<()> {
+        Self::order(tx, RevocationOrder::Revoking).await?;
         sqlx::query(
             "INSERT INTO revocations (kind, subject, action, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -112,4 +132,27 @@ where
             expires_at: row.try_get("expires_at")?,
         })
     }
+}
+
+/// The PostgreSQL advisory lock key ("agentrev" in ASCII) that orders
+/// revocations against exchanges.
+const REVOCATION_ORDER_LOCK: i64 = 0x6167_656e_7472_6576;
+
+/// Which side of the exchange-versus-revocation race a transaction is on.
+///
+/// A revocation revokes the tokens exchanged from what it revokes, which it
+/// finds by reading `issued_tokens`; an exchange checks, before it commits,
+/// that its subject token is not revoked. On PostgreSQL both run at once
+/// under READ COMMITTED, so each could miss the other's uncommitted rows and
+/// leave a child token of a revoked token unrevoked. Revoking transactions
+/// therefore hold an advisory lock exclusively, taken before their first
+/// read of issued tokens, and exchanging ones hold it shared from their
+/// first statement: whichever commits second sees the first one's rows.
+/// Exchanges do not wait for each other.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RevocationOrder {
+    /// The transaction publishes revocations.
+    Revoking,
+    /// The transaction records exchanged tokens.
+    Exchanging,
 }

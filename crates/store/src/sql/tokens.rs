@@ -4,7 +4,7 @@
 use agentauth_core::{AuditEvent, TaskId};
 use sqlx::{ColumnIndex, Executor, Row as _};
 
-use super::{Backend, Column, Conn, Param, Row, RowsAffected as _, Sql, Tx};
+use super::{Backend, Column, Conn, Param, RevocationOrder, Row, RowsAffected as _, Sql, Tx};
 use crate::{
     ApprovalStatus, IssuedToken, Result, RevocationAction, RevocationKind, StoreError,
     UsedAssertion,
@@ -37,6 +37,9 @@ where
         audit: &AuditEvent,
     ) -> Result<()> {
         let mut tx = self.0.begin().await?;
+        if token.parent_jti.is_some() {
+            Self::order(&mut tx, RevocationOrder::Exchanging).await?;
+        }
         Self::consume(&mut tx, assertion).await?;
         // The approval is used up by this token and no other: a second
         // request racing this one waits for the row and then finds it used.
@@ -88,9 +91,7 @@ where
             .fetch_optional(&mut *tx)
             .await?;
             if revoked.is_some() {
-                return Err(StoreError::Conflict(
-                    "a revocation of the subject token".into(),
-                ));
+                return Err(StoreError::SubjectRevoked);
             }
         }
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
@@ -147,6 +148,7 @@ where
         subject: &str,
         now: i64,
     ) -> Result<()> {
+        Self::order(tx, RevocationOrder::Revoking).await?;
         let rows = sqlx::query(roots.sql())
             .bind(subject)
             .bind(now)

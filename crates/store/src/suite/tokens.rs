@@ -61,7 +61,7 @@ pub(crate) async fn revoking_a_token_cascades_to_every_token_exchanged_from_it(s
             &event("token.exchanged", "c", "late"),
         )
         .await;
-    assert!(matches!(err, Err(StoreError::Conflict(_))));
+    assert!(matches!(err, Err(StoreError::SubjectRevoked)));
     assert!(s.task_exists(&TaskId::new("t1").unwrap()).await.unwrap());
     assert!(!s.task_exists(&TaskId::new("t2").unwrap()).await.unwrap());
 }
@@ -147,7 +147,7 @@ fn outcome(result: &Result<()>) -> Outcome {
         Ok(()) => Outcome::Issued,
         Err(StoreError::ReplayedAssertion) => Outcome::Replayed,
         Err(StoreError::TaskOfAnother(_)) => Outcome::TaskOfAnother,
-        Err(StoreError::Conflict(_)) => Outcome::ParentRevoked,
+        Err(StoreError::SubjectRevoked) => Outcome::ParentRevoked,
         Err(e) => panic!("unexpected store error: {e}"),
     }
 }
