@@ -25,10 +25,6 @@ const ADMIN_HASH_SETTING: &str = "admin_token_sha256";
 /// File in the data dir that holds the credential for the local CLI.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-/// How often a replica re-reads the credential's hash, so a rotation made
-/// through another replica reaches it.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The SHA-256 of the admin credential, the only form the authority keeps.
 #[derive(Clone)]
 pub struct AdminCredential {
@@ -178,12 +174,19 @@ impl AdminCredential {
     }
 }
 
-/// Keeps this replica's copy of the credential's hash current; stops with
-/// the state.
-pub(crate) fn spawn_refresher(state: Weak<crate::server::State>) -> tokio::task::JoinHandle<()> {
+/// Keeps this replica's copy of the credential's hash and of the operators
+/// current: at once when another replica's change is signalled, and every
+/// `every` in any case; stops with the state.
+pub(crate) fn spawn_refresher(
+    state: Weak<crate::server::State>,
+    mut signals: agentauth_store::ChangeSignals,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(REFRESH_INTERVAL).await;
+            signals
+                .wait(agentauth_store::Change::Credentials, every)
+                .await;
             let Some(s) = state.upgrade() else { return };
             if let Err(e) = s.admin.refresh(&*s.store).await {
                 tracing::warn!(error = %e.detail(), "re-reading the admin credential failed");

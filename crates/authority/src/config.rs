@@ -69,6 +69,11 @@ pub struct Config {
     /// anything: at least the refresh interval of every verifier's JWKS
     /// cache (the SDK refreshes every 300 s), so none meets an unknown key.
     pub signing_key_publish_lead_secs: i64,
+    /// Seconds between a replica's re-reads of the active policy set, the
+    /// admin credential and the operators. On PostgreSQL a `NOTIFY` tells
+    /// every replica of a change at once; the re-read covers notifications
+    /// lost while a replica's listening connection was down.
+    pub replica_reread_secs: u64,
 }
 
 impl Default for Config {
@@ -97,6 +102,7 @@ impl Default for Config {
             audit_events_per_agent: 1000,
             signing_key_rotation_days: 30,
             signing_key_publish_lead_secs: 600,
+            replica_reread_secs: 2,
         }
     }
 }
@@ -138,6 +144,9 @@ pub enum ConfigError {
         "signing_key_publish_lead_secs must be 0 to {MAX_PUBLISH_LEAD_SECS} and signing_key_rotation_days at most 3650"
     )]
     KeyRotation,
+    /// A replica re-read interval out of range.
+    #[error("replica_reread_secs must be 1 to 3600")]
+    RereadInterval,
     /// Token lifetimes out of order.
     #[error("token lifetimes must satisfy 1 <= token_lifetime_secs <= max_token_lifetime_secs")]
     TokenLifetimes,
@@ -226,6 +235,41 @@ impl Config {
         {
             return Err(ConfigError::KeyRotation);
         }
+        if !(1..=3600).contains(&self.replica_reread_secs) {
+            return Err(ConfigError::RereadInterval);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_reread_interval_outside_one_second_to_an_hour_is_refused() {
+        for (secs, ok) in [
+            (0, false),
+            (1, true),
+            (2, true),
+            (3600, true),
+            (3601, false),
+        ] {
+            let config = Config {
+                replica_reread_secs: secs,
+                ..Config::default()
+            };
+            assert_eq!(
+                config.check().is_ok(),
+                ok,
+                "replica_reread_secs = {secs}: {:?}",
+                config.check()
+            );
+        }
+        let refused = Config {
+            replica_reread_secs: 0,
+            ..Config::default()
+        };
+        assert!(matches!(refused.check(), Err(ConfigError::RereadInterval)));
     }
 }

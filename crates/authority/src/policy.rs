@@ -22,7 +22,7 @@ use agentauth_core::{Decision as AuditDecision, Scope, SpiffeId, unix_now};
 use agentauth_policy::{
     AgentFacts, Clock, Decision, Outcome, PolicyFile, PolicySet, Query, RequestContext, Target,
 };
-use agentauth_store::{AgentRow, PolicySetRow};
+use agentauth_store::{AgentRow, Change, ChangeSignals, PolicySetRow};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -99,8 +99,6 @@ pub enum PolicyRefusal {
 
 /// Largest body of a policy load or dry run.
 pub(crate) const MAX_POLICY_BODY: usize = 2 * 1024 * 1024;
-/// How often a replica checks the store for a version another one activated.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The policy set this replica decides with.
 #[derive(Debug)]
@@ -226,11 +224,17 @@ pub(crate) async fn refresh(s: &AuthorityState) -> Result<(), AuthorityError> {
     Ok(())
 }
 
-/// Keeps `refresh`ing, so a version activated on another replica takes effect here.
-pub(crate) fn spawn_refresher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
+/// Keeps `refresh`ing, so a version activated on another replica takes
+/// effect here: at once when its `NOTIFY` arrives, and every `every` in any
+/// case.
+pub(crate) fn spawn_refresher(
+    state: Weak<AuthorityState>,
+    mut signals: ChangeSignals,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(REFRESH_INTERVAL).await;
+            signals.wait(Change::Policy, every).await;
             let Some(s) = state.upgrade() else { return };
             if let Err(e) = refresh(&s).await {
                 tracing::warn!(error = %e.detail(), "checking the active policy set failed");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use agentauth_api::{FeedQuery, RevocationAction, RevocationEntry, RevocationKind, RevocationPage};
 use agentauth_core::unix_now;
-use agentauth_store::{RevocationRow, Store};
+use agentauth_store::{Change, ChangeSignals, RevocationRow, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -286,28 +286,18 @@ impl Feed {
 /// Wakes the streams when entries appear that this process did not write:
 /// another replica on the same PostgreSQL. Each commit that publishes
 /// revocations there sends a `NOTIFY`, which wakes this watcher at once
-/// ([`agentauth_store::Store::revocation_signals`]); it also reads the
-/// store every second while streams are open, for notifications lost while
-/// its listening connection was down. The in-process wake-up
+/// ([`agentauth_store::Store::change_signals`]); it also reads the store
+/// every second while streams are open, for notifications lost while its
+/// listening connection was down. The in-process wake-up
 /// ([`AuthorityState::revocations_changed`]) covers this replica's own writes.
-pub(crate) async fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::JoinHandle<()> {
-    let Some((mut closing, signals)) = (match state.upgrade() {
-        Some(s) => {
-            let signals = match s.store.revocation_signals().await {
-                Ok(signals) => signals,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for other replicas' revocations; reading the store every second instead");
-                    None
-                }
-            };
-            Some((s.feed.closing.subscribe(), signals))
-        }
-        None => None,
-    }) else {
+pub(crate) fn spawn_watcher(
+    state: Weak<AuthorityState>,
+    mut signals: ChangeSignals,
+) -> tokio::task::JoinHandle<()> {
+    let Some(mut closing) = state.upgrade().map(|s| s.feed.closing.subscribe()) else {
         return tokio::spawn(async {});
     };
     tokio::spawn(async move {
-        let mut signals = signals;
         let mut head: Option<i64> = None;
         loop {
             let Some(s) = state.upgrade() else { return };
@@ -324,15 +314,8 @@ pub(crate) async fn spawn_watcher(state: Weak<AuthorityState>) -> tokio::task::J
                 }
             }
             drop(s);
-            let signalled = async {
-                match signals.as_mut() {
-                    Some(signals) => signals.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                () = tokio::time::sleep(WATCH_INTERVAL) => {}
-                Some(()) = signalled => {}
+                () = signals.wait(Change::Revocations, WATCH_INTERVAL) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
         }

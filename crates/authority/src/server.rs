@@ -204,9 +204,17 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let (state, admin_token) = open_state(config, trust_domain, master_key, &issuer).await?;
     let issuer = state.issuer.clone();
     policy::refresh(&state).await?;
-    revocation::spawn_watcher(Arc::downgrade(&state)).await;
-    let refresher = policy::spawn_refresher(Arc::downgrade(&state));
-    crate::admin::spawn_refresher(Arc::downgrade(&state));
+    let signals = match state.store.change_signals().await {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for other replicas' changes; re-reading on timers alone");
+            agentauth_store::ChangeSignals::default()
+        }
+    };
+    let reread = Duration::from_secs(state.config.replica_reread_secs);
+    revocation::spawn_watcher(Arc::downgrade(&state), signals.clone());
+    let refresher = policy::spawn_refresher(Arc::downgrade(&state), signals.clone(), reread);
+    crate::admin::spawn_refresher(Arc::downgrade(&state), signals, reread);
     crate::keys::spawn_rotator(Arc::downgrade(&state));
     let closer = state.clone();
 

@@ -81,6 +81,9 @@ pub(crate) struct ServeArgs {
     /// Seconds a new signing key is in the JWKS before it signs, at least every verifier's JWKS refresh interval (0 to 86400) [default: 600].
     #[arg(long, env = "AGENTAUTH_SIGNING_KEY_PUBLISH_LEAD_SECS")]
     signing_key_publish_lead_secs: Option<i64>,
+    /// Seconds between re-reads of the active policy set, the admin credential and the operators; on PostgreSQL a NOTIFY tells every replica of a change at once, and this covers notifications missed (1 to 3600) [default: 2].
+    #[arg(long, env = "AGENTAUTH_REPLICA_REREAD_SECS")]
+    replica_reread_secs: Option<u64>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -174,6 +177,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.signing_key_rotation_days {
             config.signing_key_rotation_days = v;
+        }
+        if let Some(v) = self.replica_reread_secs {
+            config.replica_reread_secs = v;
         }
         if let Some(v) = self.signing_key_publish_lead_secs {
             config.signing_key_publish_lead_secs = v;

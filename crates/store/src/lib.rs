@@ -5,6 +5,7 @@
 //! audit record that reports it commit together or not at all.
 
 mod backup;
+mod changes;
 mod error;
 mod model;
 mod postgres;
@@ -25,9 +26,7 @@ use async_trait::async_trait;
 pub use backup::backup_sqlite;
 pub use error::StoreError;
 
-/// The PostgreSQL `NOTIFY` channel on which every commit that publishes
-/// revocations tells the other replicas.
-pub const REVOCATION_CHANNEL: &str = "agentauth_revocations";
+pub use changes::{CHANGES_CHANNEL, Change, ChangeSignals, Changes};
 pub use model::{
     AgentRow, AgentStatus, AgentUpdate, ApprovalDecision, ApprovalRequest, ApprovalRow,
     ApprovalStatus, AuditFilter, DelegationRow, IssuedToken, OperatorRow, PolicySetRow,
@@ -48,10 +47,11 @@ pub trait Store: Send + Sync + 'static {
     /// Asks the database something trivial (`SELECT 1`): whether it answers,
     /// for the authority's readiness check.
     async fn ping(&self) -> Result<()>;
-    /// A receiver woken whenever another process may have published
-    /// revocations (PostgreSQL `LISTEN/NOTIFY`); `None` on SQLite, whose
-    /// only writer is this process. Wake-ups coalesce: read the feed on each.
-    async fn revocation_signals(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>>;
+    /// Signals of what other processes change: revocations, policy
+    /// activations, the admin credential and operators (PostgreSQL
+    /// `LISTEN/NOTIFY` on [`CHANGES_CHANNEL`]). On SQLite, whose only writer
+    /// is this process, they never fire. Call once and clone.
+    async fn change_signals(&self) -> Result<ChangeSignals>;
     /// A bootstrap setting (admin credential hash, …).
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores `value` under `key` unless a value is there; returns the value that won.

@@ -69,34 +69,35 @@ impl Backend for PgStore {
         &self.group_commit
     }
 
-    /// One connection of its own `LISTEN`s on [`crate::REVOCATION_CHANNEL`];
-    /// each notification (and each reconnection, which may have missed
-    /// some) wakes the receiver. Its task ends when the receiver is dropped.
-    async fn revocation_signals(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<()>>> {
+    /// One connection of its own `LISTEN`s on [`crate::CHANGES_CHANNEL`] and
+    /// counts each notification by its payload; a lost connection (which
+    /// may have missed some) counts as a change of every kind. Its task ends
+    /// when the last [`crate::ChangeSignals`] is dropped.
+    async fn change_signals(&self) -> crate::Result<crate::ChangeSignals> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(crate::REVOCATION_CHANNEL).await?;
-        let (wake, woken) = tokio::sync::mpsc::channel(1);
+        listener.listen(crate::CHANGES_CHANNEL).await?;
+        let (counts, signals) = tokio::sync::watch::channel(crate::Changes::default());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = wake.closed() => return,
-                    got = listener.try_recv() => {
-                        // A full channel already holds a wake-up: enough.
-                        let _ = wake.try_send(());
-                        match got {
-                            Ok(Some(_)) => {}
-                            // The connection was lost; the next call reconnects.
-                            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "listening for revocations failed; retrying");
-                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                            }
+                    () = counts.closed() => return,
+                    got = listener.try_recv() => match got {
+                        Ok(Some(n)) => counts.send_modify(|c| c.signal(n.payload())),
+                        // The connection was lost; the next call reconnects.
+                        Ok(None) => {
+                            counts.send_modify(crate::Changes::everything);
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        Err(e) => {
+                            counts.send_modify(crate::Changes::everything);
+                            tracing::warn!(error = %e, "listening for other replicas' changes failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
                     }
                 }
             }
         });
-        Ok(Some(woken))
+        Ok(crate::ChangeSignals::new(signals))
     }
 
     /// Replicas share the database, and nothing tells this one of another's

@@ -26,8 +26,9 @@ pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     /// connections must then not be bound to the shared runtime's I/O, as
     /// SQLite's, which sit on threads of their own, are not).
     const WRITER_THREAD: bool;
-    /// Whether a commit that publishes revocations notifies other processes
-    /// on the database (PostgreSQL `NOTIFY` on [`crate::REVOCATION_CHANNEL`]).
+    /// Whether a commit that publishes revocations, activates a policy set
+    /// or changes credentials notifies other processes on the database
+    /// (PostgreSQL `NOTIFY` on [`crate::CHANGES_CHANNEL`]).
     const NOTIFIES: bool;
 
     /// The connection pool, for reads and single-statement writes.
@@ -45,12 +46,10 @@ pub(crate) trait Backend: Clone + Sized + Send + Sync + 'static {
     /// Called by the issuance writer after each batch it committed, for
     /// upkeep that must not hold the batch's requesters.
     fn after_batch(&self) {}
-    /// See [`crate::Store::revocation_signals`]; `None` where no other
-    /// process writes.
-    fn revocation_signals(
-        &self,
-    ) -> impl Future<Output = Result<Option<tokio::sync::mpsc::Receiver<()>>>> + Send {
-        async { Ok(None) }
+    /// See [`crate::Store::change_signals`]; signals that never fire where
+    /// no other process writes.
+    fn change_signals(&self) -> impl Future<Output = Result<crate::ChangeSignals>> + Send {
+        async { Ok(crate::ChangeSignals::default()) }
     }
 }
 

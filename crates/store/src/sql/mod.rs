@@ -122,8 +122,8 @@ where
         Sql(self).ping().await
     }
 
-    async fn revocation_signals(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>> {
-        Backend::revocation_signals(self).await
+    async fn change_signals(&self) -> Result<crate::ChangeSignals> {
+        Backend::change_signals(self).await
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -36,6 +36,7 @@ where
             Err(e) => return Err(e.into()),
         }
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        Self::notify(&mut tx, crate::Change::Credentials).await?;
         tx.commit().await
     }
 
@@ -68,6 +69,7 @@ where
             return Err(StoreError::NotFound(format!("operator \"{name}\"")));
         }
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        Self::notify(&mut tx, crate::Change::Credentials).await?;
         tx.commit().await
     }
 }

@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Executor, Row as _};
 
 use super::tokens::Derived;
 use super::{Backend, Column, Conn, Param, Row, Sql, Tx};
-use crate::{Result, RevocationAction, RevocationKind, RevocationRow, StoreError};
+use crate::{Change, Result, RevocationAction, RevocationKind, RevocationRow, StoreError};
 
 impl<B> Sql<'_, B>
 where
@@ -98,11 +98,20 @@ where
         .bind(expires_at)
         .execute(&mut **tx)
         .await?;
+        let change = match kind {
+            RevocationKind::Policy => Change::Policy,
+            _ => Change::Revocations,
+        };
+        Self::notify(tx, change).await
+    }
+
+    /// Tells the other processes on the database, at commit, of `change`
+    /// (once per transaction and kind, however often it is called).
+    pub(super) async fn notify(tx: &mut Tx<B>, change: Change) -> Result<()> {
         if B::NOTIFIES {
-            // Delivered at commit, once per transaction however many
-            // entries it publishes.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(crate::REVOCATION_CHANNEL)
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::CHANGES_CHANNEL)
+                .bind(change.payload())
                 .execute(&mut **tx)
                 .await?;
         }

@@ -70,6 +70,7 @@ where
             return Ok(false);
         }
         Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        Self::notify(&mut tx, crate::Change::Credentials).await?;
         tx.commit().await?;
         Ok(true)
     }
