@@ -805,7 +805,7 @@ async fn audit_export_writes_one_json_record_per_line_up_to_the_head() {
         .iter()
         .map(|l| serde_json::from_value(l.clone()).unwrap())
         .collect();
-    let key = s.audit_key();
+    let key = s.audit_key().await;
     assert_eq!(verify_chain(&records, head, &head_hash, &key), Ok(head));
 
     let dir = tempfile::tempdir().unwrap();

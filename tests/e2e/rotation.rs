@@ -377,3 +377,146 @@ async fn an_agent_key_rotation_keeps_the_old_key_for_its_grace_and_its_tokens_un
     }
     s.stop().await;
 }
+
+/// `agentauth ARGS` on the data dir `dir`, with `env`; the output.
+async fn offline(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = command();
+    cmd.args(args).arg("--data-dir").arg(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || output_within(&mut cmd, Duration::from_secs(60)))
+        .await
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+// Multi-threaded: `Server::spawn` blocks its thread until the banner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_rotation_reseals_the_signing_keys_and_the_audit_log_still_verifies() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut s = Server::start().await;
+    s.register("customer", &[]).await;
+    let key = s.register("reader", &["read:customer"]).await;
+    let reader = s.client("reader", &key);
+    let before = reader
+        .fetch_token(&spiffe("customer"), &scope("read:customer"), None)
+        .await
+        .unwrap();
+    let checkpoint = s.data_dir.with_extension("checkpoint");
+    let mut cmd = command();
+    cmd.env("AGENTAUTH_URL", &s.url)
+        .env("AGENTAUTH_ADMIN_TOKEN", &s.admin)
+        .args(["audit", "checkpoint", "--out"])
+        .arg(&checkpoint);
+    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status();
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(true));
+
+    let dir = s.data_dir.clone();
+    let file = dir.join("master.key");
+    let old = std::fs::read_to_string(&file).unwrap();
+    // From the environment, the new key needs a file of its own.
+    let out = offline(
+        &dir,
+        &["master-key", "rotate"],
+        &[("AGENTAUTH_MASTER_KEY", &old)],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--out"), "{}", text(&out));
+
+    let out = offline(&dir, &["master-key", "rotate"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 signing keys re-sealed"),
+        "{}",
+        text(&out)
+    );
+    let new = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!dir.join("master.key.new").exists());
+
+    // The records written before still verify, checkpoint included; the
+    // old key opens nothing any more.
+    let checkpoint_arg = checkpoint.display().to_string();
+    let verify = ["audit", "verify", "--checkpoint", checkpoint_arg.as_str()];
+    let out = offline(&dir, &verify, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("audit log intact"), "{}", text(&out));
+    let out = offline(
+        &dir,
+        &["audit", "verify"],
+        &[("AGENTAUTH_MASTER_KEY", &old)],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // The authority starts with the new key, signs with the same key, and
+    // the token issued before still introspects active.
+    let again = Server::spawn(&dir, None, &["--issuer", &s.url], &[]);
+    let jwks: Value = again
+        .http
+        .get(format!("{}/.well-known/jwks.json", again.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid(&before.token));
+    assert_eq!(again.introspect(&before.token).await["active"], true);
+    let assertion = s.assertion("reader", &key);
+    let (status, body) = again
+        .token_with(&assertion, &crate::support::id("customer"), "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        kid(body["access_token"].as_str().unwrap()),
+        kid(&before.token)
+    );
+    let rotated = again.audit_records("?kind=master_key.rotated").await;
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    again.stop().await;
+    let out = offline(&dir, &verify, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A rotation cut off after the store was re-sealed (the new key still
+    // in master.key.new) is finished by the next one.
+    let out = offline(&dir, &["master-key", "rotate"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let newest = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(dir.join("master.key.new"), &newest).unwrap();
+    std::fs::write(&file, &new).unwrap();
+    let out = offline(&dir, &["master-key", "rotate"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted rotation was finished"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), newest);
+    let out = offline(&dir, &verify, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -216,11 +216,13 @@ impl Server {
         None
     }
 
-    /// The key the server authenticates audit records with (from its master key).
-    pub fn audit_key(&self) -> agentauth_core::AuditKey {
+    /// The key the server authenticates audit records with (opened with its master key).
+    pub async fn audit_key(&self) -> agentauth_core::AuditKey {
         agentauth_authority::MasterKey::load(&self.data_dir, None)
             .unwrap()
-            .audit_key()
+            .audit_key(&*self.store().await)
+            .await
+            .unwrap()
     }
 
     /// Opens the server's store directly, to check what was (not) written.

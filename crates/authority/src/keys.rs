@@ -34,8 +34,16 @@ const SEALED_PREFIX: &str = "v1.";
 /// store, and the audit key derived from it.
 pub struct MasterKey {
     aead: LessSafeKey,
-    audit: AuditKey,
+    /// The key itself: the audit root until the first master-key rotation.
+    bytes: [u8; 32],
 }
+
+/// Setting that holds the audit root sealed under the master key, once the
+/// master key has been rotated: audit keys derive from the first master
+/// key for good, so records written before a rotation still verify.
+pub(crate) const AUDIT_ROOT_SETTING: &str = "audit_root_sealed";
+/// What the sealed audit root is bound to.
+pub(crate) const AUDIT_ROOT_CONTEXT: &str = "audit-root";
 
 impl MasterKey {
     /// Reads an existing key from `from_env` or `<data_dir>/master.key`
@@ -51,9 +59,41 @@ impl MasterKey {
         Self::load_or_create(data_dir, from_env)
     }
 
-    /// The key that authenticates audit records (HKDF of the master key).
-    pub fn audit_key(&self) -> AuditKey {
-        self.audit.clone()
+    /// The key that authenticates audit records: HKDF of the audit root,
+    /// which is this key until the first rotation, and after that the
+    /// first master key, kept sealed in the store under the current one.
+    pub async fn audit_key(&self, store: &dyn Store) -> Result<AuditKey, AuthorityError> {
+        Ok(AuditKey::derive(&self.audit_root(store).await?))
+    }
+
+    /// The secret audit keys derive from (see [`MasterKey::audit_key`]).
+    pub(crate) async fn audit_root(&self, store: &dyn Store) -> Result<Vec<u8>, AuthorityError> {
+        match store.setting(AUDIT_ROOT_SETTING).await? {
+            Some(sealed) => self.open(AUDIT_ROOT_CONTEXT, &sealed),
+            None => Ok(self.bytes.to_vec()),
+        }
+    }
+
+    /// A fresh random key and its base64url text, as `master.key` holds it.
+    pub(crate) fn generate() -> (Self, String) {
+        let encoded = b64url_encode(random_bytes(32));
+        let key = Self::decode(&encoded).expect("32 random bytes make a key");
+        (key, encoded)
+    }
+
+    /// The key from its base64url text (32 bytes).
+    pub(crate) fn decode(encoded: &str) -> Result<Self, AuthorityError> {
+        let bytes: [u8; 32] = b64url_decode(encoded.trim())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                AuthorityError::Internal("the master key must be 32 bytes, base64url".into())
+            })?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes)
+            .map_err(|_| AuthorityError::Internal("the master key is unusable".into()))?;
+        Ok(Self {
+            aead: LessSafeKey::new(key),
+            bytes,
+        })
     }
 
     /// Reads the key from `AGENTAUTH_MASTER_KEY` (base64url, 32 bytes) or
@@ -77,21 +117,11 @@ impl MasterKey {
                 }
             }
         };
-        let bytes = b64url_decode(&encoded)
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| {
-                AuthorityError::Internal("the master key must be 32 bytes, base64url".into())
-            })?;
-        let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| AuthorityError::Internal("the master key is unusable".into()))?;
-        Ok(Self {
-            aead: LessSafeKey::new(key),
-            audit: AuditKey::derive(&bytes),
-        })
+        Self::decode(&encoded)
     }
 
     /// Encrypts `plaintext`, binding it to `context` (the key ID).
-    fn seal(&self, context: &str, plaintext: &[u8]) -> String {
+    pub(crate) fn seal(&self, context: &str, plaintext: &[u8]) -> String {
         let nonce_bytes: [u8; NONCE_LEN] =
             random_bytes(NONCE_LEN).try_into().expect("NONCE_LEN bytes");
         let mut buffer = plaintext.to_vec();
@@ -108,7 +138,7 @@ impl MasterKey {
     }
 
     /// Decrypts what [`MasterKey::seal`] produced for `context`.
-    fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, AuthorityError> {
+    pub(crate) fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, AuthorityError> {
         let wrong = || {
             AuthorityError::Internal(
                 "a sealed key cannot be opened: wrong master key or corrupt data".into(),

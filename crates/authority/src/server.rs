@@ -104,7 +104,7 @@ async fn open_state(
     }
     let store = agentauth_store::open(&config.database_url()).await?;
     let master = MasterKey::load_or_create(&config.data_dir, master_key.as_deref())?;
-    store.set_audit_key(master.audit_key());
+    store.set_audit_key(master.audit_key(&*store).await?);
     let seal = crate::audit::event(
         agentauth_core::AuditKind::AuditSealed,
         "authority",

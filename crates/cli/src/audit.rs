@@ -68,11 +68,11 @@ pub(crate) enum AuditCommand {
 pub(crate) struct StoreArgs {
     /// Database URL [default: the SQLite file in the data dir].
     #[arg(long, env = "AGENTAUTH_DATABASE_URL")]
-    database_url: Option<String>,
-    /// The authority's data dir (its master.key derives the audit key,
+    pub(crate) database_url: Option<String>,
+    /// The authority's data dir (its master.key opens the audit key,
     /// unless AGENTAUTH_MASTER_KEY is set).
     #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "./agentauth-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 impl StoreArgs {
@@ -84,7 +84,7 @@ impl StoreArgs {
             .context("verifying the audit log needs the authority's master key")
     }
 
-    async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+    pub(crate) async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         let url = match &self.database_url {
             Some(url) => url.clone(),
             None => {
@@ -239,7 +239,12 @@ async fn verify(checkpoint: Option<PathBuf>, args: &StoreArgs) -> anyhow::Result
         None => None,
     };
     let at = covered.as_ref().map(|c| (c.seq, c.hash.as_str()));
-    match verify_store(&*store, &master.audit_key(), at).await? {
+    let key = master
+        .audit_key(&*store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.detail()))
+        .context("the master key does not open this store's audit key")?;
+    match verify_store(&*store, &key, at).await? {
         Ok(n) => {
             print!("audit log intact: {n} records, hash chain and authentication codes verified");
             match covered {

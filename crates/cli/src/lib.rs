@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod demo;
 mod keys;
+mod master_key;
 mod operator;
 mod policy;
 mod revoke;
@@ -63,6 +64,9 @@ enum Command {
     /// Care of the admin credential (rotate it).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Replace the master key that seals the signing keys (offline).
+    #[command(subcommand)]
+    MasterKey(master_key::MasterKeyCommand),
     /// Add, list and remove operators: the people who decide approvals.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Keys(cmd) => keys::run(cmd).await,
             Command::Admin(cmd) => admin::run(cmd).await,
+            Command::MasterKey(cmd) => master_key::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,
             Command::Backup(args) => backup::run(args).await,
             Command::Demo(args) => demo::run(args).await,

@@ -139,11 +139,15 @@ pub enum AuditKind {
     /// `agentauth keys rotate`, or the rotation schedule).
     #[serde(rename = "signing_key.added")]
     SigningKeyAdded,
+    /// The master key was replaced: every signing key and the audit root
+    /// re-sealed under the new one (`agentauth master-key rotate`).
+    #[serde(rename = "master_key.rotated")]
+    MasterKeyRotated,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 31] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -174,6 +178,7 @@ impl AuditKind {
         Self::AuditSealed,
         Self::AgentKeyRotated,
         Self::SigningKeyAdded,
+        Self::MasterKeyRotated,
     ];
 
     /// The dotted name records carry.
@@ -209,6 +214,7 @@ impl AuditKind {
             Self::AuditSealed => "audit.sealed",
             Self::AgentKeyRotated => "agent.key_rotated",
             Self::SigningKeyAdded => "signing_key.added",
+            Self::MasterKeyRotated => "master_key.rotated",
         }
     }
 

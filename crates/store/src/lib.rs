@@ -72,6 +72,17 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a signing key, with the audit record that reports it if given,
     /// in one transaction. A key ID already there is [`StoreError::Conflict`].
     async fn add_signing_key(&self, key: &SigningKeyRow, audit: Option<&AuditEvent>) -> Result<()>;
+    /// A master-key rotation, in one transaction: replaces the sealed
+    /// private part of every signing key (`keys`: key ID, new sealed text),
+    /// sets each of `settings` (key, value) and appends `audit`.
+    /// [`StoreError::Stale`] if `keys` are not exactly the stored keys (one
+    /// was added meanwhile); nothing is written then.
+    async fn reseal(
+        &self,
+        keys: &[(String, String)],
+        settings: &[(String, String)],
+        audit: &AuditEvent,
+    ) -> Result<()>;
 
     /// One agent by name.
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>>;

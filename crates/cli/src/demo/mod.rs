@@ -200,8 +200,12 @@ pub(super) async fn audit_verdict(data_dir: &std::path::Path) -> anyhow::Result<
     let store = agentauth_store::open(&data_dir.join("agentauth.db").display().to_string()).await?;
     let master = agentauth_authority::MasterKey::load(data_dir, None)
         .map_err(|e| anyhow::anyhow!("{}", e.detail()))?;
+    let key = master
+        .audit_key(&*store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.detail()))?;
     Ok(
-        match crate::audit::verify_store(&*store, &master.audit_key(), None).await? {
+        match crate::audit::verify_store(&*store, &key, None).await? {
             Ok(_) => "intact".into(),
             Err(bad) => bad,
         },

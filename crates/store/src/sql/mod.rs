@@ -152,6 +152,15 @@ where
         written(self, Sql(self).add_signing_key(key, audit)).await
     }
 
+    async fn reseal(
+        &self,
+        keys: &[(String, String)],
+        settings: &[(String, String)],
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        written(self, Sql(self).reseal(keys, settings, audit)).await
+    }
+
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>> {
         let Some(cache) = self.read_cache() else {
             return Sql(self).agent(name).await;

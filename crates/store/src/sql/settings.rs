@@ -126,4 +126,44 @@ where
         tx.commit().await?;
         Ok(())
     }
+
+    pub(super) async fn reseal(
+        &self,
+        keys: &[(String, String)],
+        settings: &[(String, String)],
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let stale = || StoreError::Stale("the signing keys changed during the rotation".into());
+        let mut tx = self.0.begin().await?;
+        let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM signing_keys")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if usize::try_from(stored).ok() != Some(keys.len()) {
+            return Err(stale());
+        }
+        for (kid, sealed) in keys {
+            let done = sqlx::query("UPDATE signing_keys SET sealed_private = $1 WHERE kid = $2")
+                .bind(sealed.as_str())
+                .bind(kid.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(stale());
+            }
+        }
+        for (key, value) in settings {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key.as_str())
+            .bind(value.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::append(&mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -247,6 +247,7 @@ run_suite!(
     settings_keep_the_first_value,
     a_setting_is_replaced_only_from_the_value_expected,
     signing_keys_round_trip,
+    a_reseal_replaces_every_key_or_writes_nothing,
     a_spawned_agent_keeps_its_parent_and_expiry,
     an_agent_cannot_be_spawned_by_an_unusable_parent,
     disabling_an_agent_disables_and_revokes_its_descendants,

@@ -68,3 +68,59 @@ pub(crate) async fn signing_keys_round_trip(s: &dyn Store) {
     );
     assert_eq!(audit_count(s).await, 1);
 }
+
+pub(crate) async fn a_reseal_replaces_every_key_or_writes_nothing(s: &dyn Store) {
+    let key = |kid: &str, sealed: &str| SigningKeyRow {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        public_jwk: "{}".into(),
+        sealed_private: sealed.into(),
+        created_at: 5,
+        signs_from: 5,
+    };
+    s.add_signing_key(&key("k1", "old-1"), None).await.unwrap();
+    s.add_signing_key(&key("k2", "old-2"), None).await.unwrap();
+    let rotated = event("master_key.rotated", "cli:ops", "master key");
+    let root = [("audit_root_sealed".to_owned(), "sealed-root".to_owned())];
+
+    // Missing a key (one added since the rotation read them) or naming an
+    // unknown one refuses the whole rotation.
+    for keys in [
+        vec![("k1".to_owned(), "new-1".to_owned())],
+        vec![
+            ("k1".to_owned(), "new-1".to_owned()),
+            ("k3".to_owned(), "new-3".to_owned()),
+        ],
+    ] {
+        let refused = s.reseal(&keys, &root, &rotated).await;
+        assert!(matches!(refused, Err(StoreError::Stale(_))), "{refused:?}");
+        assert_eq!(
+            s.signing_keys().await.unwrap(),
+            [key("k1", "old-1"), key("k2", "old-2")]
+        );
+        assert_eq!(s.setting("audit_root_sealed").await.unwrap(), None);
+        assert_eq!(audit_count(s).await, 0);
+    }
+
+    let keys = [
+        ("k1".to_owned(), "new-1".to_owned()),
+        ("k2".to_owned(), "new-2".to_owned()),
+    ];
+    s.reseal(&keys, &root, &rotated).await.unwrap();
+    assert_eq!(
+        s.signing_keys().await.unwrap(),
+        [key("k1", "new-1"), key("k2", "new-2")]
+    );
+    assert_eq!(
+        s.setting("audit_root_sealed").await.unwrap().as_deref(),
+        Some("sealed-root")
+    );
+    assert_eq!(audit_count(s).await, 1);
+    // A second rotation replaces the sealed root.
+    let again = [("audit_root_sealed".to_owned(), "sealed-again".to_owned())];
+    s.reseal(&keys, &again, &rotated).await.unwrap();
+    assert_eq!(
+        s.setting("audit_root_sealed").await.unwrap().as_deref(),
+        Some("sealed-again")
+    );
+}
