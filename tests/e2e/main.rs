@@ -17,6 +17,7 @@ mod crash;
 mod delegation;
 mod dpop;
 mod ephemeral;
+mod faults;
 mod feed;
 mod inheritance;
 mod layer;

@@ -67,6 +67,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .before_acquire(|conn, _| Box::pin(healthy(conn)))
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -79,6 +80,21 @@ impl SqliteStore {
             checkpoints: Arc::default(),
         })
     }
+}
+
+/// Whether a pooled connection may be handed out again. A `COMMIT` that
+/// fails because the disk is full (SQLite then rolls the transaction back
+/// itself) leaves sqlx counting an open transaction that no `ROLLBACK` can
+/// end, and every later `BEGIN` on that connection would fail: such a
+/// connection is closed instead (the pool opens a fresh one). A rollback
+/// queued by a transaction just dropped is let through first.
+async fn healthy(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
 }
 
 impl Backend for SqliteStore {
