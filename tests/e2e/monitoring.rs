@@ -445,3 +445,124 @@ async fn an_agent_mounts_its_layers_decisions_by_check_as_prometheus_metrics() {
     );
     s.stop().await;
 }
+
+/// What an OTLP/HTTP collector on loopback received: every decoded export.
+type Received = std::sync::Arc<
+    std::sync::Mutex<
+        Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    >,
+>;
+
+/// A collector that takes `POST /v1/traces` (protobuf) and keeps each export.
+async fn collector() -> (String, Received) {
+    use axum::body::Bytes;
+    use prost::Message as _;
+    let received = Received::default();
+    let kept = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let kept = kept.clone();
+            async move {
+                let export = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                    .expect("an OTLP trace export in protobuf");
+                kept.lock().unwrap().push(export);
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    (url, received)
+}
+
+// Multi-threaded: `Server::spawn` blocks its thread until the banner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_otlp_endpoint_each_request_is_a_span_at_the_collector() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+
+    let (endpoint, received) = collector().await;
+    let mut s = Server::start_with(&["--otlp-endpoint", &endpoint], &[]).await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let (status, body) = s
+        .token("reader", &key, &id("customer"), "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    // A clean stop sends what is still buffered.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status();
+    assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(true));
+
+    let exports = received.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "the collector received nothing");
+    let text = |v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(Any::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let mut services = Vec::new();
+    let mut token_spans = Vec::new();
+    for export in &exports {
+        for resource in &export.resource_spans {
+            for attribute in resource.resource.iter().flat_map(|r| &r.attributes) {
+                if attribute.key == "service.name" {
+                    services.push(text(&attribute.value));
+                }
+            }
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                let attributes: std::collections::HashMap<_, _> = span
+                    .attributes
+                    .iter()
+                    .map(|a| (a.key.clone(), text(&a.value)))
+                    .collect();
+                let everything = format!("{span:?}");
+                assert!(!everything.contains(&token), "a span holds a whole token");
+                if attributes.get("uri").is_some_and(|u| u == "/oauth/token") {
+                    assert_eq!(attributes["method"], "POST", "{attributes:?}");
+                    assert!(span.end_time_unix_nano > span.start_time_unix_nano);
+                    token_spans.push(span.clone());
+                }
+            }
+        }
+    }
+    assert!(services.iter().all(|s| s == "agentauth"), "{services:?}");
+    assert!(!services.is_empty());
+    assert_eq!(token_spans.len(), 1, "one span for the one token request");
+    let registrations = exports
+        .iter()
+        .flat_map(|e| &e.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|span| {
+            span.attributes
+                .iter()
+                .any(|a| a.key == "uri" && text(&a.value) == "/v1/agents")
+        })
+        .count();
+    assert_eq!(registrations, 2, "one span per registration");
+}
+
+#[tokio::test]
+async fn without_an_otlp_endpoint_nothing_is_sent() {
+    let (endpoint, received) = collector().await;
+    // The collector is up, but nobody names it: traces are off by default.
+    let s = Server::start_with(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let (status, _) = s
+        .token("reader", &key, &id("customer"), "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    s.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(received.lock().unwrap().is_empty());
+}

@@ -16,6 +16,7 @@ mod policy;
 mod revoke;
 mod serve;
 mod token;
+mod traces;
 
 use std::process::ExitCode;
 

@@ -90,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// Log format.
     #[arg(long, env = "AGENTAUTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Send a span per request to this OpenTelemetry collector over OTLP/HTTP (for example http://127.0.0.1:4318; /v1/traces is added); off when unset.
+    #[arg(long, env = "AGENTAUTH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// How log lines look.
@@ -188,23 +191,9 @@ impl ServeArgs {
     }
 }
 
-/// Installs the tracing subscriber (`RUST_LOG` filters, default `info`).
-pub(crate) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// Runs the authority until SIGINT or SIGTERM.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    let traces = crate::traces::Traces::init(args.log_format, args.otlp_endpoint.as_deref())?;
     let config = args.config()?;
     // Handlers go in before anything is announced, so a signal sent the moment
     // the banner appears already means a clean shutdown.
@@ -229,6 +218,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("shutting down");
     running.shutdown().await;
+    traces.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
