@@ -241,6 +241,57 @@ impl Proxy {
     }
 }
 
+/// Four loops of reader → customer token requests against `s` until `stop`
+/// is set; every answer's status, in order, per loop.
+fn token_load(
+    s: &Server,
+    key: &agentauth_core::SigningKey,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> JoinSet<Vec<StatusCode>> {
+    let mut loops = JoinSet::new();
+    for _ in 0..4 {
+        let (http, url, key, stop) = (s.http.clone(), s.url.clone(), key.clone(), stop.clone());
+        loops.spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let assertion = agentauth_core::ClientAssertionClaims::sign(
+                    &key,
+                    &id("reader"),
+                    &url,
+                    agentauth_core::random_b64(16),
+                    agentauth_core::unix_now(),
+                );
+                let response = http
+                    .post(format!("{url}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        (
+                            "client_assertion_type",
+                            agentauth_core::CLIENT_ASSERTION_TYPE,
+                        ),
+                        ("client_assertion", &assertion),
+                        ("resource", &id("customer")),
+                        ("scope", "read:customer"),
+                    ])
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .expect("an answer, not a hang");
+                let status = response.status();
+                if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE {
+                    eprintln!(
+                        "odd answer {status}: {}",
+                        response.text().await.unwrap_or_default()
+                    );
+                }
+                statuses.push(status);
+            }
+            statuses
+        });
+    }
+    loops
+}
+
 /// Polls `/readyz` until it answers `want`, for at most `within`.
 async fn ready_becomes(s: &Server, want: StatusCode, within: Duration) -> Value {
     let deadline = Instant::now() + within;
@@ -277,6 +328,9 @@ async fn readiness_follows_postgresql_going_away_and_coming_back() {
     let reader = s.client("reader", &key);
     let (audience, read) = (spiffe("customer"), scope("read:customer"));
     reader.fetch_token(&audience, &read, None).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = token_load(&s, &key, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     proxy.cut().await;
     let body = ready_becomes(&s, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)).await;
@@ -309,6 +363,23 @@ async fn readiness_follows_postgresql_going_away_and_coming_back() {
     proxy.restore().await;
     ready_becomes(&s, StatusCode::OK, Duration::from_secs(20)).await;
     reader.fetch_token(&audience, &read, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Under load through the outage: every answer was a token or a clean
+    // 503, the outage showed, and each loop ended served again.
+    let mut refused = 0;
+    while let Some(statuses) = load.join_next().await {
+        let statuses = statuses.unwrap();
+        for status in &statuses {
+            assert!(
+                [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(status),
+                "an answer other than 200 or 503 under load: {statuses:?}"
+            );
+        }
+        refused += statuses.iter().filter(|s| **s != StatusCode::OK).count();
+        assert_eq!(statuses.last(), Some(&StatusCode::OK), "{statuses:?}");
+    }
+    assert!(refused > 0, "no request met the outage");
     let m = scrape(&s).await;
     assert!(
         value(&m, "agentauth_store_errors_total", &[]).unwrap() >= 1.0,

@@ -148,17 +148,27 @@ where
     /// approval in its own.
     async fn record(&self, batch: &[Issuance]) -> Vec<Result<()>> {
         let plain: Vec<&Issuance> = batch.iter().filter(|i| i.approval.is_none()).collect();
-        // A shared transaction that fails as a whole (one record the
-        // database rejects, a lost connection) is rolled back, and each of
-        // its issuances is tried again alone, so one cannot sink the others.
+        // A shared transaction the database rejects as a whole (one record
+        // it refuses) is rolled back, and each of its issuances is tried
+        // again alone, so one cannot sink the others. One that loses the
+        // database instead may have committed before the answer was lost:
+        // trying again would find its assertions used and refuse tokens
+        // that were recorded, so each requester hears that the database is
+        // unavailable, which is true either way.
+        let mut lost = None;
         let mut together = match self.record_together(&plain).await {
             Ok(outcomes) => Some(outcomes.into_iter()),
+            Err(StoreError::Unavailable(why)) => {
+                lost = Some(why);
+                None
+            }
             Err(_) => None,
         };
         let mut all = Vec::with_capacity(batch.len());
         for issuance in batch {
-            let shared = match (&issuance.approval, together.as_mut()) {
-                (None, Some(outcomes)) => outcomes.next(),
+            let shared = match (&issuance.approval, together.as_mut(), &lost) {
+                (None, Some(outcomes), _) => outcomes.next(),
+                (None, None, Some(why)) => Some(Err(StoreError::Unavailable(why.clone()))),
                 _ => None,
             };
             all.push(match shared {
