@@ -1,0 +1,52 @@
+//! X.509-SVIDs as the SPIFFE X509-SVID specification defines them: the
+//! authority's certificate authority, leaf certificates issued from a
+//! workload's certificate signing request (the authority never sees the
+//! workload's private key), and the checks a verifier applies to a chain it
+//! is shown.
+//!
+//! A leaf carries exactly one URI SAN (its SPIFFE ID), `cA=false`, a critical
+//! keyUsage of `digitalSignature` only, and extendedKeyUsage `serverAuth` and
+//! `clientAuth`. The CA is a P-256 ECDSA root with `pathLen 0`, so it signs
+//! leaves and nothing else. All DER is written by `rcgen` and read by
+//! `x509-parser` and `rustls-webpki`.
+
+mod authority;
+mod check;
+
+pub use authority::{CertificateAuthority, IssuedSvid};
+pub use check::{SvidCheck, check_svid};
+
+/// Why a CA could not be made or loaded, a CSR was refused, or a chain is
+/// not a valid X.509-SVID.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SvidError {
+    /// The CSR does not parse or its signature does not verify (it does not
+    /// prove possession of its key).
+    #[error("the certificate signing request is unreadable or not signed by its key: {0}")]
+    Csr(String),
+    /// The CSR's key is of a kind SVIDs are not issued for.
+    #[error("the CSR's key must be ECDSA P-256 or Ed25519")]
+    KeyAlgorithm,
+    /// A certificate could not be built or a stored one read back.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// Path validation against the trust bundle failed.
+    #[error("the chain does not validate against the bundle: {0}")]
+    Chain(String),
+    /// The chain validates but its leaf breaks an X509-SVID rule.
+    #[error("not an X509-SVID: {0}")]
+    NotSvid(String),
+}
+
+impl From<rcgen::Error> for SvidError {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Certificate(e.to_string())
+    }
+}
+
+/// Seconds since the epoch as the certificate time type.
+fn at(unix: i64) -> Result<time::OffsetDateTime, SvidError> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map_err(|e| SvidError::Certificate(format!("time {unix}: {e}")))
+}
