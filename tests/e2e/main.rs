@@ -31,4 +31,5 @@ mod rotation;
 mod spawning;
 mod standards;
 mod standing;
+mod svid;
 mod tasks;

@@ -58,6 +58,12 @@ pub struct ServerMetadata {
     pub audit_events_endpoint: String,
     /// The active policy set for verifiers.
     pub policy_endpoint: String,
+    /// Where an agent sends a CSR for an X.509-SVID.
+    #[serde(default)]
+    pub x509_svid_endpoint: String,
+    /// The SPIFFE trust bundle of the trust domain.
+    #[serde(default)]
+    pub spiffe_bundle_endpoint: String,
     /// Seconds between polls of a pending approval.
     pub approval_polling_interval: i64,
 }
@@ -123,6 +129,8 @@ mod tests {
             revocation_stream_endpoint: at("/v1/revocations/stream"),
             audit_events_endpoint: at("/v1/audit/events"),
             policy_endpoint: at("/v1/policy"),
+            x509_svid_endpoint: at("/v1/svids/x509"),
+            spiffe_bundle_endpoint: at("/v1/bundle"),
             approval_polling_interval: 5,
         };
         pinned(
@@ -172,6 +180,8 @@ mod tests {
   "revocation_stream_endpoint": "http://a/v1/revocations/stream",
   "audit_events_endpoint": "http://a/v1/audit/events",
   "policy_endpoint": "http://a/v1/policy",
+  "x509_svid_endpoint": "http://a/v1/svids/x509",
+  "spiffe_bundle_endpoint": "http://a/v1/bundle",
   "approval_polling_interval": 5
 }"#,
         );

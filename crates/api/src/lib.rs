@@ -18,6 +18,7 @@ mod keys;
 mod policy;
 mod registry;
 mod revocation;
+mod svid;
 mod task;
 mod token;
 
@@ -43,6 +44,7 @@ pub use revocation::{
     FeedQuery, RevocationAction, RevocationEntry, RevocationKind, RevocationPage,
     RevocationReceipt, RevocationRequest, RevocationTarget,
 };
+pub use svid::{BundleKey, TrustBundle, X509SvidIssued, X509SvidRequest};
 pub use task::{TaskCompletion, TaskView};
 pub use token::{
     ACCESS_TOKEN_TYPE, Introspection, TOKEN_EXCHANGE_GRANT, TokenForm, TokenRequest, TokenResponse,

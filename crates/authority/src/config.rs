@@ -74,6 +74,10 @@ pub struct Config {
     /// every replica of a change at once; the re-read covers notifications
     /// lost while a replica's listening connection was down.
     pub replica_reread_secs: u64,
+    /// Seconds an X.509-SVID lives (clients renew at half-life).
+    pub svid_lifetime_secs: i64,
+    /// Days the certificate authority made on first start lives.
+    pub ca_lifetime_days: u32,
 }
 
 impl Default for Config {
@@ -103,6 +107,8 @@ impl Default for Config {
             signing_key_rotation_days: 30,
             signing_key_publish_lead_secs: 600,
             replica_reread_secs: 2,
+            svid_lifetime_secs: 3600,
+            ca_lifetime_days: 365,
         }
     }
 }
@@ -144,6 +150,9 @@ pub enum ConfigError {
         "signing_key_publish_lead_secs must be 0 to {MAX_PUBLISH_LEAD_SECS} and signing_key_rotation_days at most 3650"
     )]
     KeyRotation,
+    /// An SVID or CA lifetime out of range.
+    #[error("svid_lifetime_secs must be 60 to 86400 and ca_lifetime_days 1 to 3650")]
+    SvidLifetimes,
     /// A replica re-read interval out of range.
     #[error("replica_reread_secs must be 1 to 3600")]
     RereadInterval,
@@ -237,6 +246,11 @@ impl Config {
         }
         if !(1..=3600).contains(&self.replica_reread_secs) {
             return Err(ConfigError::RereadInterval);
+        }
+        if !(60..=86_400).contains(&self.svid_lifetime_secs)
+            || !(1..=3650).contains(&self.ca_lifetime_days)
+        {
+            return Err(ConfigError::SvidLifetimes);
         }
         Ok(())
     }

@@ -57,6 +57,9 @@ pub enum AuthorityError {
     /// A registration, spawn or registry change broke a registry rule.
     #[error(transparent)]
     Registry(#[from] RegistryRefusal),
+    /// A certificate signing request was refused.
+    #[error(transparent)]
+    Svid(#[from] crate::svid::SvidRefusal),
     /// A delegation grant broke a grant rule.
     #[error(transparent)]
     Delegation(#[from] DelegationRefusal),
@@ -226,7 +229,9 @@ impl AuthorityError {
             Self::Revocation(RevocationRefusal::TooManyStreams) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
-            Self::Delegation(_) | Self::Audit(_) | Self::Revocation(_) => BAD_REQUEST,
+            Self::Delegation(_) | Self::Audit(_) | Self::Revocation(_) | Self::Svid(_) => {
+                BAD_REQUEST
+            }
             Self::Approval(e) => approval_code(e),
             Self::Policy(e) => policy_code(e),
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),

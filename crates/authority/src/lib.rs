@@ -24,6 +24,7 @@ mod registry;
 mod revocation;
 mod server;
 mod standing;
+mod svid;
 mod task;
 mod throttle;
 
@@ -48,5 +49,6 @@ pub use policy::PolicyRefusal;
 pub use registry::RegistryRefusal;
 pub use revocation::RevocationRefusal;
 pub use server::{Running, start};
+pub use svid::SvidRefusal;
 pub use task::TaskRefusal;
 pub use throttle::{Limit, Throttled};

@@ -1,5 +1,6 @@
 //! Rotation of the master key: a new key-encryption key, with every signing
-//! key and the audit root re-sealed under it in one transaction. Audit keys
+//! key, the audit root and the X.509 CA's key re-sealed under it in one
+//! transaction. Audit keys
 //! keep deriving from the same root, so every record and checkpoint written
 //! before still verifies; only the sealing changes.
 //!
@@ -13,6 +14,7 @@ use agentauth_core::{AuditKind, Decision};
 use agentauth_store::Store;
 
 use crate::keys::{AUDIT_ROOT_CONTEXT, AUDIT_ROOT_SETTING, KeyRing, MASTER_KEY_FILE, MasterKey};
+use crate::svid::{CA_KEY_CONTEXT, CA_SETTING, StoredCa};
 use crate::{AuthorityError, files};
 
 /// Where the new master key waits until the store has been re-sealed.
@@ -93,10 +95,19 @@ pub async fn rotate_master_key(
         keys.push((row.kid.clone(), new.seal(&row.kid, &private)));
     }
     let root = old.audit_root(store).await?;
-    let settings = [(
+    let mut settings = vec![(
         AUDIT_ROOT_SETTING.to_owned(),
         new.seal(AUDIT_ROOT_CONTEXT, &root),
     )];
+    if let Some(text) = store.setting(CA_SETTING).await? {
+        let mut ca: StoredCa = serde_json::from_str(&text)
+            .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
+        let key = old.open(CA_KEY_CONTEXT, &ca.key_sealed)?;
+        ca.key_sealed = new.seal(CA_KEY_CONTEXT, &key);
+        let text =
+            serde_json::to_string(&ca).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        settings.push((CA_SETTING.to_owned(), text));
+    }
     store.set_audit_key(agentauth_core::AuditKey::derive(&root));
     let mut audit = crate::audit::event(
         AuditKind::MasterKeyRotated,
@@ -126,9 +137,15 @@ pub async fn rotate_master_key(
     })
 }
 
-/// Whether `key` opens every signing key and the audit root of `store`.
+/// Whether `key` opens every signing key, the audit root and the CA of
+/// `store`.
 async fn opens(store: &dyn Store, key: &MasterKey) -> bool {
-    KeyRing::load(store, key, 0).await.is_ok() && key.audit_root(store).await.is_ok()
+    let ca = match store.setting(CA_SETTING).await {
+        Ok(Some(text)) => crate::svid::open(&text, key).is_ok(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    ca && KeyRing::load(store, key, 0).await.is_ok() && key.audit_root(store).await.is_ok()
 }
 
 fn read(path: &Path) -> Result<String, AuthorityError> {

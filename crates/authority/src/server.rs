@@ -36,6 +36,8 @@ pub(crate) struct State {
     /// added by another replica.
     pub(crate) keys: std::sync::RwLock<Arc<KeyRing>>,
     pub(crate) master: MasterKey,
+    /// The certificate authority of X.509-SVIDs.
+    pub(crate) ca: agentauth_svid::CertificateAuthority,
     pub(crate) admin: AdminCredential,
     pub(crate) config: Config,
     pub(crate) issuer: String,
@@ -120,6 +122,8 @@ async fn open_state(
     }
     let retired_for = config.max_token_lifetime_secs + agentauth_core::DEFAULT_LEEWAY_SECS;
     let keys = KeyRing::load_or_create(&*store, &master, retired_for).await?;
+    let ca = crate::svid::load_or_create(&*store, &master, &trust_domain, config.ca_lifetime_days)
+        .await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
     let authority_id = SpiffeId::authority(&trust_domain);
@@ -132,6 +136,7 @@ async fn open_state(
         store,
         keys: std::sync::RwLock::new(Arc::new(keys)),
         master,
+        ca,
         admin,
         config,
         issuer,
@@ -318,6 +323,7 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v1/policy/agents/{name}",
             policy::agent_facts,
         ),
+        route(Public, get.clone(), "/v1/bundle", crate::svid::bundle),
         route(Public, get.clone(), "/healthz", || async { "ok" }),
         route(Public, get.clone(), "/readyz", ready),
         route(Public, get.clone(), "/metrics", crate::metrics::scrape),
@@ -335,6 +341,7 @@ pub(crate) fn routes() -> Vec<Route> {
             task::complete,
         ),
         route(Caller, post.clone(), "/v1/audit/events", audit::ingest),
+        route(Caller, post.clone(), "/v1/svids/x509", crate::svid::issue),
         route(Admin, get.clone(), "/v1/agents", registry::list),
         route(Admin, get.clone(), "/v1/agents/{name}", registry::show),
         route(Admin, patch, "/v1/agents/{name}", registry::update),

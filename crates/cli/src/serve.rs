@@ -84,6 +84,12 @@ pub(crate) struct ServeArgs {
     /// Seconds between re-reads of the active policy set, the admin credential and the operators; on PostgreSQL a NOTIFY tells every replica of a change at once, and this covers notifications missed (1 to 3600) [default: 2].
     #[arg(long, env = "AGENTAUTH_REPLICA_REREAD_SECS")]
     replica_reread_secs: Option<u64>,
+    /// Seconds an X.509-SVID lives; clients renew at half-life (60 to 86400) [default: 3600].
+    #[arg(long, env = "AGENTAUTH_SVID_LIFETIME_SECS")]
+    svid_lifetime_secs: Option<i64>,
+    /// Days the X.509 certificate authority made on first start lives (1 to 3650) [default: 365].
+    #[arg(long, env = "AGENTAUTH_CA_LIFETIME_DAYS")]
+    ca_lifetime_days: Option<u32>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -183,6 +189,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.replica_reread_secs {
             config.replica_reread_secs = v;
+        }
+        if let Some(v) = self.svid_lifetime_secs {
+            config.svid_lifetime_secs = v;
+        }
+        if let Some(v) = self.ca_lifetime_days {
+            config.ca_lifetime_days = v;
         }
         if let Some(v) = self.signing_key_publish_lead_secs {
             config.signing_key_publish_lead_secs = v;

@@ -143,11 +143,14 @@ pub enum AuditKind {
     /// re-sealed under the new one (`agentauth master-key rotate`).
     #[serde(rename = "master_key.rotated")]
     MasterKeyRotated,
+    /// An X.509-SVID was issued to an agent from its CSR.
+    #[serde(rename = "svid.issued")]
+    SvidIssued,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 32] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -179,6 +182,7 @@ impl AuditKind {
         Self::AgentKeyRotated,
         Self::SigningKeyAdded,
         Self::MasterKeyRotated,
+        Self::SvidIssued,
     ];
 
     /// The dotted name records carry.
@@ -215,6 +219,7 @@ impl AuditKind {
             Self::AgentKeyRotated => "agent.key_rotated",
             Self::SigningKeyAdded => "signing_key.added",
             Self::MasterKeyRotated => "master_key.rotated",
+            Self::SvidIssued => "svid.issued",
         }
     }
 

@@ -16,6 +16,8 @@ pub enum Endpoint {
     RevocationList,
     /// The active policy set (`GET /v1/policy`).
     PolicySet,
+    /// The X.509-SVID endpoint (`POST /v1/svids/x509`).
+    X509Svid,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Endpoint {
             Self::Token => "token endpoint",
             Self::RevocationList => "revocation list",
             Self::PolicySet => "policy set endpoint",
+            Self::X509Svid => "X.509-SVID endpoint",
         })
     }
 }
@@ -97,6 +100,22 @@ pub enum SdkError {
     /// Waiting for an approval took longer than the caller allowed.
     #[error("gave up waiting for approval {0}")]
     ApprovalTimedOut(String),
+    /// An authority endpoint other than the token endpoint refused the
+    /// request with an error body.
+    #[error("the authority's {endpoint} refused ({error}): {description}")]
+    Refused {
+        /// What the SDK asked for.
+        endpoint: Endpoint,
+        /// HTTP status.
+        status: u16,
+        /// Machine-readable code, e.g. `invalid_request`.
+        error: String,
+        /// The authority's explanation.
+        description: String,
+    },
+    /// A key pair or certificate signing request could not be made here.
+    #[error("making a key or CSR failed: {0}")]
+    KeyGeneration(String),
     /// The client itself refused: the agent does not hold the permission.
     #[error("this agent does not hold \"{0}\"; refusing before sending")]
     PermissionNotHeld(String),

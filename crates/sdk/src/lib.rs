@@ -47,6 +47,7 @@ mod metrics;
 mod policy;
 #[cfg(feature = "verifier")]
 mod revocation;
+mod svid;
 #[cfg(feature = "verifier")]
 mod verifier;
 
@@ -54,6 +55,7 @@ mod verifier;
 pub use client::{AccessToken, Client, PendingApproval};
 pub use discovery::Metadata;
 pub use error::{Endpoint, SdkError};
+pub use svid::X509Svid;
 
 #[cfg(feature = "verifier")]
 pub use audit::AuditStats;

@@ -112,6 +112,22 @@ impl CertificateAuthority {
         &self.key_der
     }
 
+    /// The CA's public key as the P-256 point's `x` and `y` coordinates, for
+    /// the JWK of the trust bundle.
+    pub fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
+        let (_, parsed) = x509_parser::parse_x509_certificate(self.cert.as_ref())
+            .expect("the CA certificate parsed when it was loaded");
+        let point = parsed.public_key().subject_public_key.data.as_ref();
+        // An uncompressed P-256 point: 0x04, then x, then y.
+        let mut x = [0; 32];
+        let mut y = [0; 32];
+        if point.len() == 65 {
+            x.copy_from_slice(&point[1..33]);
+            y.copy_from_slice(&point[33..]);
+        }
+        (x, y)
+    }
+
     /// The CA certificate's `notAfter`, seconds since the epoch.
     pub fn not_after(&self) -> i64 {
         self.not_after

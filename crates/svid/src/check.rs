@@ -252,4 +252,26 @@ mod tests {
         // The CA certificate itself is no SVID.
         assert!(check_svid(&[ca.cert_der()], &[ca.cert_der()], "agentauth.local", NOW).is_err());
     }
+
+    #[test]
+    fn pem_round_trips_and_the_bundle_point_is_the_ca_key() {
+        let ca = CertificateAuthority::generate(&td(), NOW, 86_400).unwrap();
+        let text = crate::certificates_pem([ca.cert_der()]);
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(
+            crate::certificates_from_pem(&text).unwrap(),
+            [ca.cert_der().to_vec()]
+        );
+        let (_, request) = csr(&PKCS_ECDSA_P256_SHA256);
+        let csr_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", request.clone()));
+        assert_eq!(crate::csr_from_pem(&csr_pem).unwrap(), request);
+        assert!(
+            crate::csr_from_pem(&text).is_err(),
+            "a certificate is no CSR"
+        );
+        let (x, y) = ca.public_xy();
+        let (_, cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        let point = cert.public_key().subject_public_key.data.to_vec();
+        assert_eq!(point, [&[4u8][..], &x, &y].concat());
+    }
 }

@@ -45,6 +45,46 @@ impl From<rcgen::Error> for SvidError {
     }
 }
 
+/// Certificates (DER) as concatenated PEM blocks, leaf first.
+pub fn certificates_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let blocks: Vec<pem::Pem> = ders
+        .into_iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der))
+        .collect();
+    pem::encode_many(&blocks)
+}
+
+/// The DER of every `CERTIFICATE` block in `text`, in order; anything else
+/// in it is an error.
+pub fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, SvidError> {
+    let blocks = pem::parse_many(text).map_err(|e| SvidError::Certificate(e.to_string()))?;
+    if blocks.is_empty() {
+        return Err(SvidError::Certificate("no PEM certificate".into()));
+    }
+    blocks
+        .into_iter()
+        .map(|b| match b.tag() {
+            "CERTIFICATE" => Ok(b.into_contents()),
+            other => Err(SvidError::Certificate(format!(
+                "a PEM block is {other}, not CERTIFICATE"
+            ))),
+        })
+        .collect()
+}
+
+/// The DER of the one `CERTIFICATE REQUEST` block of `text` (a CSR as
+/// `openssl req` writes it).
+pub fn csr_from_pem(text: &str) -> Result<Vec<u8>, SvidError> {
+    let block = pem::parse(text).map_err(|e| SvidError::Csr(e.to_string()))?;
+    if block.tag() != "CERTIFICATE REQUEST" {
+        return Err(SvidError::Csr(format!(
+            "the PEM block is {}, not CERTIFICATE REQUEST",
+            block.tag()
+        )));
+    }
+    Ok(block.into_contents())
+}
+
 /// Seconds since the epoch as the certificate time type.
 fn at(unix: i64) -> Result<time::OffsetDateTime, SvidError> {
     time::OffsetDateTime::from_unix_timestamp(unix)

@@ -20,10 +20,11 @@ pub(crate) use token::token;
 pub use agentauth_api::TOKEN_EXCHANGE_GRANT;
 
 /// Scopes every agent may request for the authority itself, beyond its permissions.
-pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 3] = [
+pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 4] = [
     crate::audit::AUDIT_WRITE,
     crate::task::TASKS_COMPLETE,
     crate::policy::POLICY_READ,
+    crate::svid::SVID_X509,
 ];
 
 /// `GET /.well-known/oauth-authorization-server`.
@@ -67,6 +68,8 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
         revocation_stream_endpoint: s.endpoint("/v1/revocations/stream"),
         audit_events_endpoint: s.endpoint("/v1/audit/events"),
         policy_endpoint: s.endpoint("/v1/policy"),
+        x509_svid_endpoint: s.endpoint("/v1/svids/x509"),
+        spiffe_bundle_endpoint: s.endpoint("/v1/bundle"),
         approval_polling_interval: s.config.approval_interval_secs,
     }
 }

@@ -1,0 +1,64 @@
+//! SPIFFE identities from the authority: `POST /v1/svids/x509` signs a
+//! workload's CSR into an X.509-SVID, `GET /v1/bundle` is the trust bundle
+//! in the SPIFFE bundle format.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /v1/svids/x509`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidRequest {
+    /// A PKCS#10 certificate signing request, PEM (`CERTIFICATE REQUEST`),
+    /// signed by the workload's own ECDSA P-256 or Ed25519 key. Only its key
+    /// is used; the SPIFFE ID comes from the caller's token.
+    pub csr: String,
+}
+
+/// The answer of `POST /v1/svids/x509`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct X509SvidIssued {
+    /// The SPIFFE ID the certificate carries.
+    pub spiffe_id: String,
+    /// The certificate chain, PEM, leaf first.
+    pub x509_svid: String,
+    /// The trust domain's CA certificates, PEM: what a peer validates with.
+    pub bundle: String,
+    /// The leaf's serial number, hex.
+    pub serial: String,
+    /// The leaf's `notAfter`, seconds since the epoch; renew at half-life.
+    pub expires_at: i64,
+}
+
+/// One key of a SPIFFE trust bundle (a JWK with `use`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleKey {
+    /// `EC`.
+    pub kty: String,
+    /// `P-256`.
+    pub crv: String,
+    /// The public point's x coordinate, base64url.
+    pub x: String,
+    /// The public point's y coordinate, base64url.
+    pub y: String,
+    /// `x509-svid` (a CA certificate) or `jwt-svid` (a JWT-SVID key).
+    #[serde(rename = "use")]
+    pub key_use: String,
+    /// For `x509-svid`: exactly one CA certificate, standard base64 DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x5c: Vec<String>,
+    /// For `jwt-svid`: the key ID (`x509-svid` keys have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+/// The answer of `GET /v1/bundle`: a SPIFFE trust bundle (RFC 7517 JWK
+/// set with the SPIFFE members).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustBundle {
+    /// The keys.
+    pub keys: Vec<BundleKey>,
+    /// Changes whenever the content changes.
+    pub spiffe_sequence: u64,
+    /// Seconds after which a consumer should fetch the bundle again.
+    pub spiffe_refresh_hint: u64,
+}

@@ -1,0 +1,92 @@
+//! An agent's X.509-SVID from the authority: the key pair is made here and
+//! never leaves the process; the authority signs a CSR for it.
+
+use agentauth_api::{OAuthError, X509SvidIssued, X509SvidRequest};
+use agentauth_core::{Scope, SpiffeId};
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+
+use crate::{Client, Endpoint, SdkError};
+
+/// The scope a token for the authority needs to get an X.509-SVID.
+static SVID_X509: std::sync::LazyLock<Scope> =
+    std::sync::LazyLock::new(|| Scope::parse("svid:x509").expect("a valid permission"));
+
+/// An X.509-SVID and its private key.
+#[derive(Clone)]
+pub struct X509Svid {
+    /// The SPIFFE ID it carries (this agent's).
+    pub spiffe_id: SpiffeId,
+    /// The certificate chain, PEM, leaf first.
+    pub cert_chain_pem: String,
+    /// The private key, PKCS#8 PEM; made here, never sent anywhere.
+    pub private_key_pem: String,
+    /// The trust domain's CA certificates, PEM.
+    pub bundle_pem: String,
+    /// The leaf's `notAfter`, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for X509Svid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Svid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl X509Svid {
+    /// When to fetch the next one: half-way through its life from `issued_at`.
+    pub fn renew_at(&self, issued_at: i64) -> i64 {
+        issued_at + (self.expires_at - issued_at) / 2
+    }
+}
+
+impl Client {
+    /// Gets an X.509-SVID for this agent: makes a P-256 key pair, sends a CSR
+    /// signed with it to the authority with a token carrying `svid:x509`,
+    /// and returns the certificate with the key.
+    pub async fn x509_svid(&self) -> Result<X509Svid, SdkError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| SdkError::KeyGeneration(e.to_string()))?;
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .and_then(|r| r.pem())
+            .map_err(|e| SdkError::KeyGeneration(e.to_string()))?;
+        let metadata = self.metadata().await?.clone();
+        let token = self.token(&metadata.authority_id, &SVID_X509).await?;
+        let request = self
+            .http()
+            .post(&metadata.x509_svid_endpoint)
+            .json(&X509SvidRequest { csr });
+        let response = self.send(request, &token).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let refusal: Option<OAuthError> = response.json().await.ok();
+            return Err(match refusal {
+                Some(e) => SdkError::Refused {
+                    endpoint: Endpoint::X509Svid,
+                    status: status.as_u16(),
+                    error: e.error,
+                    description: e.error_description,
+                },
+                None => SdkError::AuthorityStatus {
+                    endpoint: Endpoint::X509Svid,
+                    status: status.as_u16(),
+                },
+            });
+        }
+        let issued: X509SvidIssued = response
+            .json()
+            .await
+            .map_err(SdkError::unreadable(Endpoint::X509Svid))?;
+        Ok(X509Svid {
+            spiffe_id: SpiffeId::parse(&issued.spiffe_id)
+                .map_err(SdkError::unreadable(Endpoint::X509Svid))?,
+            cert_chain_pem: issued.x509_svid,
+            private_key_pem: key.serialize_pem(),
+            bundle_pem: issued.bundle,
+            expires_at: issued.expires_at,
+        })
+    }
+}
