@@ -224,3 +224,130 @@ fn pem_csr(der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// The CA certificates of `GET /v1/bundle` (DER) and its sequence.
+async fn bundle(s: &Server) -> (Vec<Vec<u8>>, u64) {
+    let bundle: Value = s
+        .http
+        .get(format!("{}/v1/bundle", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cas = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k["x5c"][0].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    (cas, bundle["spiffe_sequence"].as_u64().unwrap())
+}
+
+/// Which of `cas` signed `svid` (its index), checked by path validation.
+fn signed_by(svid: &agentauth_sdk::X509Svid, cas: &[Vec<u8>]) -> Vec<usize> {
+    let leaf = agentauth_svid::certificates_from_pem(&svid.cert_chain_pem).unwrap();
+    let now = agentauth_core::unix_now();
+    (0..cas.len())
+        .filter(|&i| {
+            agentauth_svid::check_svid(&[&leaf[0]], &[&cas[i]], "agentauth.local", now).is_ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_ca_rotation_publishes_the_next_ca_before_it_signs_and_old_svids_keep_validating() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    let client = s.client("reader", &key);
+    let first = client.x509_svid().await.unwrap();
+    let (cas, sequence) = bundle(&s).await;
+    assert_eq!(cas.len(), 1);
+    assert_eq!(signed_by(&first, &cas), [0]);
+
+    // Rotated: the next CA is in the bundle at once, but signs only after
+    // the publish lead (600 s): SVIDs still come from the first.
+    let (status, added) = s
+        .admin_json(reqwest::Method::POST, "/v1/ca/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    assert_eq!(added["phase"], "published");
+    let now = agentauth_core::unix_now();
+    assert!(
+        (added["signs_from"].as_i64().unwrap() - now - 600).abs() <= 5,
+        "{added}"
+    );
+    let (cas, next) = bundle(&s).await;
+    assert_eq!((cas.len(), next), (2, sequence + 1));
+    let second = client.x509_svid().await.unwrap();
+    assert_eq!(signed_by(&second, &cas), [0]);
+    let (_, listed) = s.admin_json(reqwest::Method::GET, "/v1/ca", None).await;
+    let phases: Vec<&str> = listed["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["signing", "published"]);
+    assert_eq!(listed["cas"][1]["serial"], added["serial"]);
+
+    // At once (a CA key believed compromised): the newest signs now; every
+    // SVID issued before still validates against the bundle. (Signing
+    // begins a second after the current CA's start at the earliest, and the
+    // first was made this very second.)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, urgent) = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/v1/ca/rotate",
+            Some(json!({"now": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{urgent}");
+    assert_eq!(urgent["phase"], "signing");
+    let before = cas;
+    let (cas, last) = bundle(&s).await;
+    assert_eq!((cas.len(), last), (3, sequence + 2));
+    let newest: Vec<usize> = (0..3).filter(|&i| !before.contains(&cas[i])).collect();
+    let third = client.x509_svid().await.unwrap();
+    assert_eq!(
+        signed_by(&third, &cas),
+        newest,
+        "the urgent CA signs at once"
+    );
+    let mut in_bundle = agentauth_svid::certificates_from_pem(&third.bundle_pem).unwrap();
+    let mut expected = cas.clone();
+    in_bundle.sort();
+    expected.sort();
+    assert_eq!(in_bundle, expected, "an SVID comes with the whole bundle");
+    let first_ca = cas.iter().position(|c| *c == before[0]).unwrap();
+    for old in [&first, &second] {
+        assert_eq!(signed_by(old, &cas), [first_ca], "still valid");
+    }
+    let (_, listed) = s.admin_json(reqwest::Method::GET, "/v1/ca", None).await;
+    let phases: Vec<&str> = listed["cas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phase"].as_str().unwrap())
+        .collect();
+    // By signing time: the first, the urgent one signing now, and the one
+    // published ahead, which takes over when its time comes.
+    assert_eq!(phases, ["retired", "signing", "published"]);
+    assert_eq!(s.audit_records("?kind=x509_ca.added").await.len(), 2);
+    // Only the admin rotates.
+    let response = s
+        .http
+        .post(format!("{}/v1/ca/rotate", s.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}

@@ -44,7 +44,9 @@ pub use revocation::{
     FeedQuery, RevocationAction, RevocationEntry, RevocationKind, RevocationPage,
     RevocationReceipt, RevocationRequest, RevocationTarget,
 };
-pub use svid::{BundleKey, TrustBundle, X509SvidIssued, X509SvidRequest};
+pub use svid::{
+    BundleKey, CaList, CaRotation, CaView, TrustBundle, X509SvidIssued, X509SvidRequest,
+};
 pub use task::{TaskCompletion, TaskView};
 pub use token::{
     ACCESS_TOKEN_TYPE, Introspection, TOKEN_EXCHANGE_GRANT, TokenForm, TokenRequest, TokenResponse,

@@ -62,3 +62,35 @@ pub struct TrustBundle {
     /// Seconds after which a consumer should fetch the bundle again.
     pub spiffe_refresh_hint: u64,
 }
+
+/// Body of `POST /v1/ca/rotate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaRotation {
+    /// Sign with the new CA at once instead of after the publish lead (for
+    /// a CA key believed compromised: peers meet an unknown CA until they
+    /// fetch the bundle again).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub now: bool,
+}
+
+/// One certificate authority of X.509-SVIDs, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaView {
+    /// The CA certificate's serial number, hex.
+    pub serial: String,
+    /// `published` (in the bundle, not signing yet), `signing`, or
+    /// `retired` (in the bundle until it expires).
+    pub phase: String,
+    /// When it starts (or started) signing, seconds since the epoch.
+    pub signs_from: i64,
+    /// Its `notAfter`: it leaves the bundle then.
+    pub not_after: i64,
+}
+
+/// The answer of `GET /v1/ca`: every CA in the bundle, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaList {
+    /// The CAs.
+    pub cas: Vec<CaView>,
+}

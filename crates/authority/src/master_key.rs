@@ -14,7 +14,7 @@ use agentauth_core::{AuditKind, Decision};
 use agentauth_store::Store;
 
 use crate::keys::{AUDIT_ROOT_CONTEXT, AUDIT_ROOT_SETTING, KeyRing, MASTER_KEY_FILE, MasterKey};
-use crate::svid::{CA_KEY_CONTEXT, CA_SETTING, StoredCa};
+use crate::svid::{CA_KEY_CONTEXT, CA_SETTING, StoredCas};
 use crate::{AuthorityError, files};
 
 /// Where the new master key waits until the store has been re-sealed.
@@ -100,12 +100,14 @@ pub async fn rotate_master_key(
         new.seal(AUDIT_ROOT_CONTEXT, &root),
     )];
     if let Some(text) = store.setting(CA_SETTING).await? {
-        let mut ca: StoredCa = serde_json::from_str(&text)
+        let mut stored: StoredCas = serde_json::from_str(&text)
             .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
-        let key = old.open(CA_KEY_CONTEXT, &ca.key_sealed)?;
-        ca.key_sealed = new.seal(CA_KEY_CONTEXT, &key);
+        for ca in &mut stored.cas {
+            let key = old.open(CA_KEY_CONTEXT, &ca.key_sealed)?;
+            ca.key_sealed = new.seal(CA_KEY_CONTEXT, &key);
+        }
         let text =
-            serde_json::to_string(&ca).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
         settings.push((CA_SETTING.to_owned(), text));
     }
     store.set_audit_key(agentauth_core::AuditKey::derive(&root));

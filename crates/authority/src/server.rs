@@ -36,8 +36,9 @@ pub(crate) struct State {
     /// added by another replica.
     pub(crate) keys: std::sync::RwLock<Arc<KeyRing>>,
     pub(crate) master: MasterKey,
-    /// The certificate authority of X.509-SVIDs.
-    pub(crate) ca: agentauth_svid::CertificateAuthority,
+    /// The certificate authorities of X.509-SVIDs; replaced whole when one
+    /// is added here or seen added by another replica.
+    pub(crate) ca: std::sync::RwLock<Arc<crate::svid::CaRing>>,
     pub(crate) admin: AdminCredential,
     pub(crate) config: Config,
     pub(crate) issuer: String,
@@ -69,6 +70,11 @@ impl State {
     /// The signing keys as they are now.
     pub(crate) fn keys(&self) -> Arc<KeyRing> {
         self.keys.read().expect("key ring lock").clone()
+    }
+
+    /// The X.509 CAs as they are now.
+    pub(crate) fn cas(&self) -> Arc<crate::svid::CaRing> {
+        self.ca.read().expect("CA ring lock").clone()
     }
 
     /// Seconds a retired signing key stays published: every token it signed
@@ -136,7 +142,7 @@ async fn open_state(
         store,
         keys: std::sync::RwLock::new(Arc::new(keys)),
         master,
-        ca,
+        ca: std::sync::RwLock::new(Arc::new(ca)),
         admin,
         config,
         issuer,
@@ -221,6 +227,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let refresher = policy::spawn_refresher(Arc::downgrade(&state), signals.clone(), reread);
     crate::admin::spawn_refresher(Arc::downgrade(&state), signals, reread);
     crate::keys::spawn_rotator(Arc::downgrade(&state));
+    crate::svid::spawn_ca_rotator(Arc::downgrade(&state));
     let closer = state.clone();
 
     let purger = spawn_purger(Arc::downgrade(&state));
@@ -379,6 +386,8 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Admin, get.clone(), "/v1/keys", crate::keys::list),
         route(Admin, post.clone(), "/v1/keys/rotate", crate::keys::rotate),
+        route(Admin, get.clone(), "/v1/ca", crate::svid::list),
+        route(Admin, post.clone(), "/v1/ca/rotate", crate::svid::rotate),
         route(Admin, get.clone(), "/v1/tasks/{txn}", task::show),
         route(Admin, get.clone(), "/v1/audit", audit::list),
         route(Admin, post.clone(), "/v1/policies", policy::load),

@@ -3,7 +3,9 @@
 //! `POST /v1/svids/x509` that signs an agent's CSR, and `GET /v1/bundle`,
 //! the trust bundle in the SPIFFE bundle format.
 
-use agentauth_api::{BundleKey, TrustBundle, X509SvidIssued, X509SvidRequest};
+use agentauth_api::{
+    BundleKey, CaList, CaRotation, CaView, TrustBundle, X509SvidIssued, X509SvidRequest,
+};
 use agentauth_core::{AuditKind, Decision, TrustDomain, b64url_decode, b64url_encode, unix_now};
 use agentauth_store::Store;
 use agentauth_svid::{CertificateAuthority, SvidError, certificates_pem, csr_from_pem};
@@ -27,15 +29,6 @@ pub(crate) const CA_KEY_CONTEXT: &str = "x509-ca-key";
 /// Seconds a consumer of the bundle waits before fetching it again.
 const REFRESH_HINT_SECS: u64 = 300;
 
-/// The CA as the store keeps it.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct StoredCa {
-    /// The certificate, DER, base64url.
-    pub(crate) cert: String,
-    /// The PKCS#8 key, sealed under the master key.
-    pub(crate) key_sealed: String,
-}
-
 /// A CSR refused: the request is the caller's to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,28 +39,163 @@ pub enum SvidRefusal {
     Csr(SvidError),
 }
 
-/// The authority's CA, from the store, or a new one stored on first start
-/// (every replica that starts at once ends up with the one stored first).
+/// Seconds a new CA is in the bundle before it signs: twice the bundle's
+/// refresh hint, so every peer that follows the hint has it first.
+pub(crate) const CA_PUBLISH_LEAD_SECS: i64 = 2 * REFRESH_HINT_SECS as i64;
+
+/// The CAs as the store keeps them, in one setting (so replicas change them
+/// by compare-and-swap).
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct StoredCas {
+    /// Grows with every change: the bundle's `spiffe_sequence`.
+    pub(crate) sequence: u64,
+    /// Oldest first.
+    pub(crate) cas: Vec<StoredCa>,
+}
+
+/// One CA as the store keeps it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredCa {
+    /// The certificate, DER, base64url.
+    pub(crate) cert: String,
+    /// The PKCS#8 key, sealed under the master key.
+    pub(crate) key_sealed: String,
+    /// When it starts signing, seconds since the epoch.
+    pub(crate) signs_from: i64,
+}
+
+/// The CAs of the trust domain, opened: each is in the bundle from when it
+/// is added until it expires, and signs from its `signs_from` until the
+/// next one takes over.
+pub(crate) struct CaRing {
+    sequence: u64,
+    /// By `signs_from`, oldest first; never empty.
+    cas: Vec<(CertificateAuthority, i64)>,
+}
+
+/// Where a CA is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CaPhase {
+    /// In the bundle, not signing yet.
+    Published,
+    /// The one that signs now.
+    Signing,
+    /// Replaced, in the bundle until it expires.
+    Retired,
+}
+
+impl CaPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Signing => "signing",
+            Self::Retired => "retired",
+        }
+    }
+}
+
+impl CaRing {
+    /// The CA that signs at `now`: the newest whose time has come (the
+    /// oldest if none has).
+    pub(crate) fn signer(&self, now: i64) -> &CertificateAuthority {
+        let i = self.signing_index(now);
+        &self.cas[i].0
+    }
+
+    fn signing_index(&self, now: i64) -> usize {
+        self.cas
+            .iter()
+            .rposition(|(_, from)| *from <= now)
+            .unwrap_or(0)
+    }
+
+    /// The CAs a peer must trust at `now` (every one not expired), with
+    /// their phase.
+    pub(crate) fn published(&self, now: i64) -> Vec<(&CertificateAuthority, CaPhase, i64)> {
+        let signing = self.signing_index(now);
+        self.cas
+            .iter()
+            .enumerate()
+            .filter(|(_, (ca, _))| ca.not_after() > now)
+            .map(|(i, (ca, from))| {
+                let phase = match i.cmp(&signing) {
+                    std::cmp::Ordering::Less => CaPhase::Retired,
+                    std::cmp::Ordering::Equal => CaPhase::Signing,
+                    std::cmp::Ordering::Greater => CaPhase::Published,
+                };
+                (ca, phase, *from)
+            })
+            .collect()
+    }
+
+    /// Whether the newest CA is past half its life at `now`: time for the
+    /// next, so it is published well before the signing one expires.
+    fn due(&self, now: i64) -> bool {
+        let (ca, from) = self.cas.last().expect("a ring is never empty");
+        now - from >= (ca.not_after() - from) / 2
+    }
+}
+
+/// Opens every stored CA with `master`.
+pub(crate) fn open(stored: &str, master: &MasterKey) -> Result<CaRing, AuthorityError> {
+    let corrupt = |why: &str| AuthorityError::Internal(format!("the stored CA is unusable: {why}"));
+    let stored: StoredCas = serde_json::from_str(stored).map_err(|_| corrupt("not JSON"))?;
+    let mut cas = Vec::with_capacity(stored.cas.len());
+    for ca in &stored.cas {
+        cas.push((open_one(ca, master)?, ca.signs_from));
+    }
+    if cas.is_empty() {
+        return Err(corrupt("no CA"));
+    }
+    cas.sort_by_key(|(_, from)| *from);
+    Ok(CaRing {
+        sequence: stored.sequence,
+        cas,
+    })
+}
+
+/// One stored CA, opened with `master`.
+fn open_one(ca: &StoredCa, master: &MasterKey) -> Result<CertificateAuthority, AuthorityError> {
+    let corrupt = |why: &str| AuthorityError::Internal(format!("the stored CA is unusable: {why}"));
+    let cert = b64url_decode(&ca.cert).ok_or_else(|| corrupt("certificate encoding"))?;
+    let key = master.open(CA_KEY_CONTEXT, &ca.key_sealed)?;
+    CertificateAuthority::from_der(&cert, &key).map_err(|e| corrupt(&e.to_string()))
+}
+
+/// A new CA, sealed, signing from `signs_from`.
+fn new_ca(
+    master: &MasterKey,
+    trust_domain: &TrustDomain,
+    now: i64,
+    signs_from: i64,
+    lifetime_days: u32,
+) -> Result<StoredCa, AuthorityError> {
+    let ca = CertificateAuthority::generate(trust_domain, now, i64::from(lifetime_days) * 86_400)
+        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    Ok(StoredCa {
+        cert: b64url_encode(ca.cert_der()),
+        key_sealed: master.seal(CA_KEY_CONTEXT, ca.key_pkcs8_der()),
+        signs_from,
+    })
+}
+
+/// The CAs from the store, or a first one stored on first start (every
+/// replica that starts at once ends up with the one stored first).
 pub(crate) async fn load_or_create(
     store: &dyn Store,
     master: &MasterKey,
     trust_domain: &TrustDomain,
     lifetime_days: u32,
-) -> Result<CertificateAuthority, AuthorityError> {
+) -> Result<CaRing, AuthorityError> {
     let stored = match store.setting(CA_SETTING).await? {
         Some(text) => text,
         None => {
-            let ca = CertificateAuthority::generate(
-                trust_domain,
-                unix_now(),
-                i64::from(lifetime_days) * 86_400,
-            )
-            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-            let fresh = StoredCa {
-                cert: b64url_encode(ca.cert_der()),
-                key_sealed: master.seal(CA_KEY_CONTEXT, ca.key_pkcs8_der()),
+            let now = unix_now();
+            let first = StoredCas {
+                sequence: 1,
+                cas: vec![new_ca(master, trust_domain, now, now, lifetime_days)?],
             };
-            let text = serde_json::to_string(&fresh)
+            let text = serde_json::to_string(&first)
                 .map_err(|e| AuthorityError::Internal(e.to_string()))?;
             store.init_setting(CA_SETTING, &text).await?
         }
@@ -75,16 +203,150 @@ pub(crate) async fn load_or_create(
     open(&stored, master)
 }
 
-/// The CA from its stored form.
-pub(crate) fn open(
-    stored: &str,
-    master: &MasterKey,
-) -> Result<CertificateAuthority, AuthorityError> {
-    let corrupt = |why: &str| AuthorityError::Internal(format!("the stored CA is unusable: {why}"));
-    let stored: StoredCa = serde_json::from_str(stored).map_err(|_| corrupt("not JSON"))?;
-    let cert = b64url_decode(&stored.cert).ok_or_else(|| corrupt("certificate encoding"))?;
-    let key = master.open(CA_KEY_CONTEXT, &stored.key_sealed)?;
-    CertificateAuthority::from_der(&cert, &key).map_err(|e| corrupt(&e.to_string()))
+/// Adds a CA: in the bundle at once, signing after [`CA_PUBLISH_LEAD_SECS`]
+/// (or at once with `now`); expired CAs leave the store. A change by
+/// another replica meanwhile wins, and this one reports the conflict.
+pub(crate) async fn rotate_ca(
+    s: &crate::server::State,
+    at_once: bool,
+    actor: &str,
+    request_id: &str,
+) -> Result<CaView, AuthorityError> {
+    let before = s
+        .store
+        .setting(CA_SETTING)
+        .await?
+        .ok_or_else(|| AuthorityError::Internal("no CA stored".into()))?;
+    let mut stored: StoredCas = serde_json::from_str(&before)
+        .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
+    let now = unix_now();
+    let signs_from = if at_once {
+        // A second after the CA signing now started, at least: the newest
+        // whose time has come signs. One published ahead still takes over
+        // when its own time comes.
+        stored
+            .cas
+            .iter()
+            .filter(|c| c.signs_from <= now)
+            .map(|c| c.signs_from + 1)
+            .max()
+            .unwrap_or(now)
+            .max(now)
+    } else {
+        now + CA_PUBLISH_LEAD_SECS
+    };
+    let added = new_ca(
+        &s.master,
+        &s.trust_domain,
+        now,
+        signs_from,
+        s.config.ca_lifetime_days,
+    )?;
+    let opened = open_one(&added, &s.master)?;
+    let view = CaView {
+        serial: opened.serial(),
+        phase: if signs_from <= now {
+            "signing"
+        } else {
+            "published"
+        }
+        .into(),
+        signs_from,
+        not_after: opened.not_after(),
+    };
+    let ring = open(&before, &s.master)?;
+    let live: Vec<bool> = ring
+        .cas
+        .iter()
+        .map(|(ca, _)| ca.not_after() > now)
+        .collect();
+    let mut kept = Vec::new();
+    let mut sorted = std::mem::take(&mut stored.cas);
+    sorted.sort_by_key(|c| c.signs_from);
+    for (ca, alive) in sorted.into_iter().zip(live) {
+        if alive {
+            kept.push(ca);
+        }
+    }
+    kept.push(added);
+    stored.cas = kept;
+    stored.sequence += 1;
+    let after =
+        serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let new_ring = open(&after, &s.master)?;
+    let mut audit = event(AuditKind::X509CaAdded, actor, &view.serial, Decision::Allow);
+    audit.reason = format!(
+        "X.509 CA added: in the bundle now, signing from {}, until {}",
+        view.signs_from, view.not_after
+    );
+    audit.request_id = request_id.to_owned();
+    if !s
+        .store
+        .replace_setting(CA_SETTING, &before, &after, &audit)
+        .await?
+    {
+        return Err(AuthorityError::Stored(agentauth_store::StoreError::Stale(
+            "the CAs changed meanwhile (another replica rotated); list them and try again".into(),
+        )));
+    }
+    *s.ca.write().expect("lock") = std::sync::Arc::new(new_ring);
+    Ok(view)
+}
+
+/// Re-reads the CAs (another replica may have added one) and adds the next
+/// when the newest is past half its life; every minute, until the state goes.
+pub(crate) fn spawn_ca_rotator(
+    state: std::sync::Weak<crate::server::State>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            let Some(s) = state.upgrade() else { return };
+            match s.store.setting(CA_SETTING).await {
+                Ok(Some(text)) => match open(&text, &s.master) {
+                    Ok(ring) => *s.ca.write().expect("lock") = std::sync::Arc::new(ring),
+                    Err(e) => tracing::warn!(error = %e.detail(), "re-reading the CAs failed"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "re-reading the CAs failed"),
+            }
+            if s.cas().due(unix_now())
+                && let Err(e) = rotate_ca(&s, false, "authority", "").await
+            {
+                tracing::warn!(error = %e.detail(), "the scheduled CA rotation failed");
+            }
+        }
+    })
+}
+
+/// `GET /v1/ca` (admin): every CA in the bundle.
+pub(crate) async fn list(State(s): State<AppState>) -> Json<CaList> {
+    let now = unix_now();
+    let ring = s.cas();
+    Json(CaList {
+        cas: ring
+            .published(now)
+            .into_iter()
+            .map(|(ca, phase, from)| CaView {
+                serial: ca.serial(),
+                phase: phase.as_str().into(),
+                signs_from: from,
+                not_after: ca.not_after(),
+            })
+            .collect(),
+    })
+}
+
+/// `POST /v1/ca/rotate` (admin): adds a CA.
+pub(crate) async fn rotate(
+    State(s): State<AppState>,
+    by: crate::Principal,
+    headers: http::HeaderMap,
+    crate::body::JsonBody(body): crate::body::JsonBody<CaRotation>,
+) -> Result<axum::response::Response, AuthorityError> {
+    use axum::response::IntoResponse as _;
+    let view = rotate_ca(&s, body.now, &by.actor(), &request_id(&headers)).await?;
+    Ok((http::StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// `POST /v1/svids/x509`: an agent with a token for the authority carrying
@@ -97,12 +359,14 @@ pub(crate) async fn issue(
     let asked: X509SvidRequest = req.json()?;
     let csr = csr_from_pem(&asked.csr).map_err(SvidRefusal::Csr)?;
     let now = unix_now();
-    let issued =
-        s.ca.issue(&csr, &agent.id, now, s.config.svid_lifetime_secs)
-            .map_err(|e| match e {
-                SvidError::Csr(_) | SvidError::KeyAlgorithm => SvidRefusal::Csr(e).into(),
-                other => AuthorityError::Internal(other.to_string()),
-            })?;
+    let ring = s.cas();
+    let issued = ring
+        .signer(now)
+        .issue(&csr, &agent.id, now, s.config.svid_lifetime_secs)
+        .map_err(|e| match e {
+            SvidError::Csr(_) | SvidError::KeyAlgorithm => SvidRefusal::Csr(e).into(),
+            other => AuthorityError::Internal(other.to_string()),
+        })?;
     let mut audit = event(
         AuditKind::SvidIssued,
         &claims.client_id,
@@ -118,28 +382,39 @@ pub(crate) async fn issue(
     Ok(Json(X509SvidIssued {
         spiffe_id: agent.id.to_string(),
         x509_svid: certificates_pem([issued.der.as_slice()]),
-        bundle: certificates_pem([s.ca.cert_der()]),
+        bundle: certificates_pem(
+            ring.published(now)
+                .into_iter()
+                .map(|(ca, _, _)| ca.cert_der()),
+        ),
         serial: issued.serial,
         expires_at: issued.expires_at,
     }))
 }
 
-/// `GET /v1/bundle`: the trust domain's bundle, public like the JWKS.
+/// `GET /v1/bundle`: the trust domain's bundle, public like the JWKS: every
+/// CA not expired, the next one included before it signs.
 pub(crate) async fn bundle(State(s): State<AppState>) -> Json<TrustBundle> {
-    let (x, y) = s.ca.public_xy();
+    let ring = s.cas();
+    let keys = ring
+        .published(unix_now())
+        .into_iter()
+        .map(|(ca, _, _)| {
+            let (x, y) = ca.public_xy();
+            BundleKey {
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: b64url_encode(x),
+                y: b64url_encode(y),
+                key_use: "x509-svid".into(),
+                x5c: vec![base64::engine::general_purpose::STANDARD.encode(ca.cert_der())],
+                kid: None,
+            }
+        })
+        .collect();
     Json(TrustBundle {
-        keys: vec![BundleKey {
-            kty: "EC".into(),
-            crv: "P-256".into(),
-            x: b64url_encode(x),
-            y: b64url_encode(y),
-            key_use: "x509-svid".into(),
-            x5c: vec![base64::engine::general_purpose::STANDARD.encode(s.ca.cert_der())],
-            kid: None,
-        }],
-        // One CA that never changes while this authority runs: the
-        // sequence is its notAfter, which a new CA will move forward.
-        spiffe_sequence: u64::try_from(s.ca.not_after()).unwrap_or(1),
+        keys,
+        spiffe_sequence: ring.sequence,
         spiffe_refresh_hint: REFRESH_HINT_SECS,
     })
 }

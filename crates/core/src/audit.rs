@@ -146,11 +146,15 @@ pub enum AuditKind {
     /// An X.509-SVID was issued to an agent from its CSR.
     #[serde(rename = "svid.issued")]
     SvidIssued,
+    /// A certificate authority for X.509-SVIDs was added (published at
+    /// once, signing after the publish lead).
+    #[serde(rename = "x509_ca.added")]
+    X509CaAdded,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -183,6 +187,7 @@ impl AuditKind {
         Self::SigningKeyAdded,
         Self::MasterKeyRotated,
         Self::SvidIssued,
+        Self::X509CaAdded,
     ];
 
     /// The dotted name records carry.
@@ -220,6 +225,7 @@ impl AuditKind {
             Self::SigningKeyAdded => "signing_key.added",
             Self::MasterKeyRotated => "master_key.rotated",
             Self::SvidIssued => "svid.issued",
+            Self::X509CaAdded => "x509_ca.added",
         }
     }
 

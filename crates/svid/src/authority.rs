@@ -128,6 +128,17 @@ impl CertificateAuthority {
         (x, y)
     }
 
+    /// The CA certificate's serial number, lowercase hex.
+    pub fn serial(&self) -> String {
+        let (_, parsed) = x509_parser::parse_x509_certificate(self.cert.as_ref())
+            .expect("the CA certificate parsed when it was loaded");
+        parsed
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The CA certificate's `notAfter`, seconds since the epoch.
     pub fn not_after(&self) -> i64 {
         self.not_after
