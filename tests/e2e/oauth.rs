@@ -54,12 +54,19 @@ async fn metadata_advertises_every_endpoint_and_method() {
     assert_eq!(m["policy_endpoint"], format!("{}/v1/policy", s.url));
     assert_eq!(m["x509_svid_endpoint"], format!("{}/v1/svids/x509", s.url));
     assert_eq!(m["spiffe_bundle_endpoint"], format!("{}/v1/bundle", s.url));
+    assert_eq!(m["jwt_svid_endpoint"], format!("{}/v1/svids/jwt", s.url));
     assert_eq!(m["approval_polling_interval"], 5);
     // Only what any agent may ask of the authority itself: the registry's
     // permissions are nobody's business anonymously.
     assert_eq!(
         m["scopes_supported"],
-        json!(["audit:write", "policy:read", "svid:x509", "tasks:complete"])
+        json!([
+            "audit:write",
+            "policy:read",
+            "svid:jwt",
+            "svid:x509",
+            "tasks:complete"
+        ])
     );
 
     let jwks: Value = s

@@ -52,7 +52,12 @@ async fn an_agent_gets_an_x509_svid_that_validates_against_the_bundle() {
         .json()
         .await
         .unwrap();
-    let keys = bundle["keys"].as_array().unwrap();
+    let keys: Vec<&Value> = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .collect();
     assert_eq!(keys.len(), 1, "{bundle}");
     assert_eq!(keys[0]["use"], "x509-svid");
     assert_eq!(keys[0]["kty"], "EC");
@@ -240,6 +245,7 @@ async fn bundle(s: &Server) -> (Vec<Vec<u8>>, u64) {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|k| k["use"] == "x509-svid")
         .map(|k| {
             base64::engine::general_purpose::STANDARD
                 .decode(k["x5c"][0].as_str().unwrap())
@@ -349,5 +355,75 @@ async fn a_ca_rotation_publishes_the_next_ca_before_it_signs_and_old_svids_keep_
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_gets_a_jwt_svid_that_validates_against_the_bundles_jwt_key() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    let client = s.client("reader", &key);
+    let audience = id("database");
+    let svid = client.jwt_svid(&audience).await.unwrap();
+    let now = agentauth_core::unix_now();
+    assert!((svid.expires_at - now - 300).abs() <= 5, "five minutes");
+    assert!(!format!("{svid:?}").contains(&svid.token));
+
+    let bundle: Value = s
+        .http
+        .get(format!("{}/v1/bundle", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt_keys: Vec<(String, agentauth_core::PublicJwk)> = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "jwt-svid")
+        .map(|k| {
+            assert!(k.get("x5c").is_none(), "{k}");
+            let mut jwk = k.clone();
+            jwk.as_object_mut().unwrap().remove("use");
+            let kid = jwk.as_object_mut().unwrap().remove("kid").unwrap();
+            (
+                kid.as_str().unwrap().to_owned(),
+                agentauth_core::PublicJwk::from_json(&jwk).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(jwt_keys.len(), 1, "{bundle}");
+    let claims = agentauth_core::validate_jwt_svid(&svid.token, &jwt_keys, &audience, now).unwrap();
+    assert_eq!(claims.sub.as_str(), id("reader"));
+    assert!(matches!(
+        agentauth_core::validate_jwt_svid(&svid.token, &jwt_keys, &id("other"), now),
+        Err(agentauth_core::JwtSvidError::Audience(_))
+    ));
+    // The header is alg, kid and typ, and nothing else.
+    let header: Value = serde_json::from_slice(
+        &agentauth_core::b64url_decode(svid.token.split('.').next().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header,
+        json!({"alg": "ES256", "kid": jwt_keys[0].0, "typ": "JWT"})
+    );
+
+    // One audience, bounded; audited.
+    let (_, body) = s.token("reader", &key, AUTHORITY, "svid:jwt").await;
+    let token = body["access_token"].as_str().unwrap();
+    let request = s
+        .http
+        .post(format!("{}/v1/svids/jwt", s.url))
+        .json(&json!({"audience": ""}));
+    let response = send_with_token(request, token).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_request", "{refused}");
+    let issued = s.audit_records("?kind=svid.issued").await;
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["audience"], audience);
     s.stop().await;
 }

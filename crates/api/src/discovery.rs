@@ -61,6 +61,9 @@ pub struct ServerMetadata {
     /// Where an agent sends a CSR for an X.509-SVID.
     #[serde(default)]
     pub x509_svid_endpoint: String,
+    /// Where an agent asks for a JWT-SVID.
+    #[serde(default)]
+    pub jwt_svid_endpoint: String,
     /// The SPIFFE trust bundle of the trust domain.
     #[serde(default)]
     pub spiffe_bundle_endpoint: String,
@@ -130,6 +133,7 @@ mod tests {
             audit_events_endpoint: at("/v1/audit/events"),
             policy_endpoint: at("/v1/policy"),
             x509_svid_endpoint: at("/v1/svids/x509"),
+            jwt_svid_endpoint: at("/v1/svids/jwt"),
             spiffe_bundle_endpoint: at("/v1/bundle"),
             approval_polling_interval: 5,
         };
@@ -181,6 +185,7 @@ mod tests {
   "audit_events_endpoint": "http://a/v1/audit/events",
   "policy_endpoint": "http://a/v1/policy",
   "x509_svid_endpoint": "http://a/v1/svids/x509",
+  "jwt_svid_endpoint": "http://a/v1/svids/jwt",
   "spiffe_bundle_endpoint": "http://a/v1/bundle",
   "approval_polling_interval": 5
 }"#,

@@ -45,7 +45,8 @@ pub use revocation::{
     RevocationReceipt, RevocationRequest, RevocationTarget,
 };
 pub use svid::{
-    BundleKey, CaList, CaRotation, CaView, TrustBundle, X509SvidIssued, X509SvidRequest,
+    BundleKey, CaList, CaRotation, CaView, JwtSvidIssued, JwtSvidRequest, TrustBundle,
+    X509SvidIssued, X509SvidRequest,
 };
 pub use task::{TaskCompletion, TaskView};
 pub use token::{

@@ -94,3 +94,22 @@ pub struct CaList {
     /// The CAs.
     pub cas: Vec<CaView>,
 }
+
+/// Body of `POST /v1/svids/jwt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidRequest {
+    /// The one audience the JWT-SVID is for (at most 512 characters).
+    pub audience: String,
+}
+
+/// The answer of `POST /v1/svids/jwt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwtSvidIssued {
+    /// The SPIFFE ID it carries as `sub`.
+    pub spiffe_id: String,
+    /// The JWT-SVID, compact.
+    pub token: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: i64,
+}

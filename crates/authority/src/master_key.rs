@@ -14,7 +14,9 @@ use agentauth_core::{AuditKind, Decision};
 use agentauth_store::Store;
 
 use crate::keys::{AUDIT_ROOT_CONTEXT, AUDIT_ROOT_SETTING, KeyRing, MASTER_KEY_FILE, MasterKey};
-use crate::svid::{CA_KEY_CONTEXT, CA_SETTING, StoredCas};
+use crate::svid::{
+    CA_KEY_CONTEXT, CA_SETTING, JWT_KEY_CONTEXT, JWT_KEY_SETTING, StoredCas, StoredJwtKey,
+};
 use crate::{AuthorityError, files};
 
 /// Where the new master key waits until the store has been re-sealed.
@@ -110,6 +112,15 @@ pub async fn rotate_master_key(
             serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
         settings.push((CA_SETTING.to_owned(), text));
     }
+    if let Some(text) = store.setting(JWT_KEY_SETTING).await? {
+        let mut stored: StoredJwtKey = serde_json::from_str(&text)
+            .map_err(|_| AuthorityError::Internal("the stored JWT-SVID key is not JSON".into()))?;
+        let key = old.open(JWT_KEY_CONTEXT, &stored.key_sealed)?;
+        stored.key_sealed = new.seal(JWT_KEY_CONTEXT, &key);
+        let text =
+            serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        settings.push((JWT_KEY_SETTING.to_owned(), text));
+    }
     store.set_audit_key(agentauth_core::AuditKey::derive(&root));
     let mut audit = crate::audit::event(
         AuditKind::MasterKeyRotated,
@@ -147,7 +158,12 @@ async fn opens(store: &dyn Store, key: &MasterKey) -> bool {
         Ok(None) => true,
         Err(_) => false,
     };
-    ca && KeyRing::load(store, key, 0).await.is_ok() && key.audit_root(store).await.is_ok()
+    let jwt = match store.setting(JWT_KEY_SETTING).await {
+        Ok(Some(text)) => crate::svid::open_jwt_key(&text, key).is_ok(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    ca && jwt && KeyRing::load(store, key, 0).await.is_ok() && key.audit_root(store).await.is_ok()
 }
 
 fn read(path: &Path) -> Result<String, AuthorityError> {

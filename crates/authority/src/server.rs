@@ -39,6 +39,8 @@ pub(crate) struct State {
     /// The certificate authorities of X.509-SVIDs; replaced whole when one
     /// is added here or seen added by another replica.
     pub(crate) ca: std::sync::RwLock<Arc<crate::svid::CaRing>>,
+    /// The key JWT-SVIDs are signed with.
+    pub(crate) jwt_svid_key: crate::svid::JwtSvidKey,
     pub(crate) admin: AdminCredential,
     pub(crate) config: Config,
     pub(crate) issuer: String,
@@ -130,6 +132,7 @@ async fn open_state(
     let keys = KeyRing::load_or_create(&*store, &master, retired_for).await?;
     let ca = crate::svid::load_or_create(&*store, &master, &trust_domain, config.ca_lifetime_days)
         .await?;
+    let jwt_svid_key = crate::svid::jwt_key_load_or_create(&*store, &master).await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
     let authority_id = SpiffeId::authority(&trust_domain);
@@ -143,6 +146,7 @@ async fn open_state(
         keys: std::sync::RwLock::new(Arc::new(keys)),
         master,
         ca: std::sync::RwLock::new(Arc::new(ca)),
+        jwt_svid_key,
         admin,
         config,
         issuer,
@@ -349,6 +353,12 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Caller, post.clone(), "/v1/audit/events", audit::ingest),
         route(Caller, post.clone(), "/v1/svids/x509", crate::svid::issue),
+        route(
+            Caller,
+            post.clone(),
+            "/v1/svids/jwt",
+            crate::svid::issue_jwt,
+        ),
         route(Admin, get.clone(), "/v1/agents", registry::list),
         route(Admin, get.clone(), "/v1/agents/{name}", registry::show),
         route(Admin, patch, "/v1/agents/{name}", registry::update),

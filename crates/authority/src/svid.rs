@@ -4,7 +4,8 @@
 //! the trust bundle in the SPIFFE bundle format.
 
 use agentauth_api::{
-    BundleKey, CaList, CaRotation, CaView, TrustBundle, X509SvidIssued, X509SvidRequest,
+    BundleKey, CaList, CaRotation, CaView, JwtSvidIssued, JwtSvidRequest, TrustBundle,
+    X509SvidIssued, X509SvidRequest,
 };
 use agentauth_core::{AuditKind, Decision, TrustDomain, b64url_decode, b64url_encode, unix_now};
 use agentauth_store::Store;
@@ -22,6 +23,16 @@ use crate::server::AppState;
 
 /// The scope an agent's token for the authority needs to get an X.509-SVID.
 pub(crate) const SVID_X509: &str = "svid:x509";
+/// The scope an agent's token for the authority needs to get a JWT-SVID.
+pub(crate) const SVID_JWT: &str = "svid:jwt";
+/// Setting that holds the key JWT-SVIDs are signed with, sealed.
+pub(crate) const JWT_KEY_SETTING: &str = "jwt_svid_key";
+/// What the sealed JWT-SVID key is bound to.
+pub(crate) const JWT_KEY_CONTEXT: &str = "jwt-svid-key";
+/// Seconds a JWT-SVID lives: short, since it is a bearer credential.
+pub(crate) const JWT_SVID_LIFETIME_SECS: i64 = 300;
+/// Longest audience a JWT-SVID may name.
+const MAX_AUDIENCE_LEN: usize = 512;
 /// Setting that holds the CA: its certificate and its sealed key.
 pub(crate) const CA_SETTING: &str = "x509_ca";
 /// What the CA's sealed key is bound to.
@@ -37,6 +48,9 @@ pub enum SvidRefusal {
     /// SVID is issued for.
     #[error("{0}")]
     Csr(SvidError),
+    /// A JWT-SVID request without an audience, or with one too long.
+    #[error("a JWT-SVID names one audience of 1 to 512 characters")]
+    Audience,
 }
 
 /// Seconds a new CA is in the bundle before it signs: twice the bundle's
@@ -152,6 +166,106 @@ pub(crate) fn open(stored: &str, master: &MasterKey) -> Result<CaRing, Authority
         sequence: stored.sequence,
         cas,
     })
+}
+
+/// The JWT-SVID signing key as the store keeps it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredJwtKey {
+    /// Key ID: the JWK thumbprint of its public key.
+    pub(crate) kid: String,
+    /// The private JWK, sealed under the master key.
+    pub(crate) key_sealed: String,
+}
+
+/// The key JWT-SVIDs are signed with (ES256) and its `kid`.
+pub(crate) struct JwtSvidKey {
+    pub(crate) kid: String,
+    pub(crate) key: agentauth_core::SigningKey,
+}
+
+/// Opens a stored JWT-SVID key with `master`.
+pub(crate) fn open_jwt_key(stored: &str, master: &MasterKey) -> Result<JwtSvidKey, AuthorityError> {
+    let corrupt =
+        |why: &str| AuthorityError::Internal(format!("the stored JWT-SVID key is unusable: {why}"));
+    let stored: StoredJwtKey = serde_json::from_str(stored).map_err(|_| corrupt("not JSON"))?;
+    let private = master.open(JWT_KEY_CONTEXT, &stored.key_sealed)?;
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&private).map_err(|_| corrupt("not a JWK"))?;
+    let key =
+        agentauth_core::SigningKey::from_private_jwk(&jwk).map_err(|e| corrupt(&e.to_string()))?;
+    if key.alg() != agentauth_core::JwsAlg::ES256 || key.public_jwk().thumbprint().0 != stored.kid {
+        return Err(corrupt("not the P-256 key its kid names"));
+    }
+    Ok(JwtSvidKey {
+        kid: stored.kid,
+        key,
+    })
+}
+
+/// The JWT-SVID key from the store, or a new one stored on first start.
+pub(crate) async fn jwt_key_load_or_create(
+    store: &dyn Store,
+    master: &MasterKey,
+) -> Result<JwtSvidKey, AuthorityError> {
+    let stored = match store.setting(JWT_KEY_SETTING).await? {
+        Some(text) => text,
+        None => {
+            let key = agentauth_core::SigningKey::generate_p256();
+            let private = serde_json::to_vec(&key.to_private_jwk())
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            let fresh = StoredJwtKey {
+                kid: key.public_jwk().thumbprint().0,
+                key_sealed: master.seal(JWT_KEY_CONTEXT, &private),
+            };
+            let text = serde_json::to_string(&fresh)
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            store.init_setting(JWT_KEY_SETTING, &text).await?
+        }
+    };
+    open_jwt_key(&stored, master)
+}
+
+/// `POST /v1/svids/jwt`: an agent with a token for the authority carrying
+/// `svid:jwt` gets a JWT-SVID for its own SPIFFE ID, addressed to one
+/// audience, valid five minutes.
+pub(crate) async fn issue_jwt(
+    State(s): State<AppState>,
+    req: RawRequest,
+) -> Result<Json<JwtSvidIssued>, AuthorityError> {
+    let (claims, agent) = authenticated_agent(&s, &req, SVID_JWT).await?;
+    let asked: JwtSvidRequest = req.json()?;
+    let audience = asked.audience.trim();
+    if audience.is_empty() || audience.len() > MAX_AUDIENCE_LEN {
+        return Err(SvidRefusal::Audience.into());
+    }
+    let now = unix_now();
+    let token = agentauth_core::mint_jwt_svid(
+        &s.jwt_svid_key.key,
+        &s.jwt_svid_key.kid,
+        &agent.id,
+        audience,
+        now,
+        JWT_SVID_LIFETIME_SECS,
+    );
+    let mut audit = event(
+        AuditKind::SvidIssued,
+        &claims.client_id,
+        audience,
+        Decision::Allow,
+    );
+    audit.audience = audience.to_owned();
+    audit.reason = format!(
+        "JWT-SVID for {} to {audience} until {}",
+        agent.id,
+        now + JWT_SVID_LIFETIME_SECS
+    );
+    audit.request_id = request_id(&req.parts.headers);
+    s.store.append_audit(&[audit]).await?;
+    Ok(Json(JwtSvidIssued {
+        spiffe_id: agent.id.to_string(),
+        token,
+        expires_at: now + JWT_SVID_LIFETIME_SECS,
+    }))
 }
 
 /// One stored CA, opened with `master`.
@@ -411,6 +525,18 @@ pub(crate) async fn bundle(State(s): State<AppState>) -> Json<TrustBundle> {
                 kid: None,
             }
         })
+        .chain(std::iter::once({
+            let jwk = s.jwt_svid_key.key.public_jwk().to_json();
+            BundleKey {
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: jwk["x"].as_str().unwrap_or_default().to_owned(),
+                y: jwk["y"].as_str().unwrap_or_default().to_owned(),
+                key_use: "jwt-svid".into(),
+                x5c: Vec::new(),
+                kid: Some(s.jwt_svid_key.kid.clone()),
+            }
+        }))
         .collect();
     Json(TrustBundle {
         keys,

@@ -13,6 +13,7 @@ mod httpsig;
 mod identity;
 mod jwk;
 mod jws;
+mod jwt_svid;
 mod key;
 mod random;
 mod request_proof;
@@ -47,6 +48,7 @@ pub use httpsig::{
 pub use identity::{AgentName, SpiffeId, TrustDomain};
 pub use jwk::{Jkt, PublicJwk};
 pub use jws::{Compact, Header, JwsAlg, KeyFamily, MAX_JWS_LEN, sign_compact};
+pub use jwt_svid::{JwtSvidClaims, JwtSvidError, mint_jwt_svid, validate_jwt_svid};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
 pub use request_proof::{

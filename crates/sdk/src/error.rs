@@ -18,6 +18,8 @@ pub enum Endpoint {
     PolicySet,
     /// The X.509-SVID endpoint (`POST /v1/svids/x509`).
     X509Svid,
+    /// The JWT-SVID endpoint (`POST /v1/svids/jwt`).
+    JwtSvid,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -29,6 +31,7 @@ impl std::fmt::Display for Endpoint {
             Self::RevocationList => "revocation list",
             Self::PolicySet => "policy set endpoint",
             Self::X509Svid => "X.509-SVID endpoint",
+            Self::JwtSvid => "JWT-SVID endpoint",
         })
     }
 }

@@ -55,7 +55,7 @@ mod verifier;
 pub use client::{AccessToken, Client, PendingApproval};
 pub use discovery::Metadata;
 pub use error::{Endpoint, SdkError};
-pub use svid::X509Svid;
+pub use svid::{JwtSvid, X509Svid};
 
 #[cfg(feature = "verifier")]
 pub use audit::AuditStats;

@@ -1,7 +1,7 @@
 //! An agent's X.509-SVID from the authority: the key pair is made here and
 //! never leaves the process; the authority signs a CSR for it.
 
-use agentauth_api::{OAuthError, X509SvidIssued, X509SvidRequest};
+use agentauth_api::{JwtSvidIssued, JwtSvidRequest, OAuthError, X509SvidIssued, X509SvidRequest};
 use agentauth_core::{Scope, SpiffeId};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 
@@ -10,6 +10,28 @@ use crate::{Client, Endpoint, SdkError};
 /// The scope a token for the authority needs to get an X.509-SVID.
 static SVID_X509: std::sync::LazyLock<Scope> =
     std::sync::LazyLock::new(|| Scope::parse("svid:x509").expect("a valid permission"));
+
+/// The scope a token for the authority needs to get a JWT-SVID.
+static SVID_JWT: std::sync::LazyLock<Scope> =
+    std::sync::LazyLock::new(|| Scope::parse("svid:jwt").expect("a valid permission"));
+
+/// A JWT-SVID: a short-lived bearer credential naming this agent to one
+/// audience; its `Debug` output never shows the token.
+#[derive(Clone)]
+pub struct JwtSvid {
+    /// The compact JWT.
+    pub token: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
 
 /// An X.509-SVID and its private key.
 #[derive(Clone)]
@@ -59,23 +81,8 @@ impl Client {
             .http()
             .post(&metadata.x509_svid_endpoint)
             .json(&X509SvidRequest { csr });
-        let response = self.send(request, &token).await?;
-        let status = response.status();
-        if !status.is_success() {
-            let refusal: Option<OAuthError> = response.json().await.ok();
-            return Err(match refusal {
-                Some(e) => SdkError::Refused {
-                    endpoint: Endpoint::X509Svid,
-                    status: status.as_u16(),
-                    error: e.error,
-                    description: e.error_description,
-                },
-                None => SdkError::AuthorityStatus {
-                    endpoint: Endpoint::X509Svid,
-                    status: status.as_u16(),
-                },
-            });
-        }
+        let response =
+            refused_unless_ok(self.send(request, &token).await?, Endpoint::X509Svid).await?;
         let issued: X509SvidIssued = response
             .json()
             .await
@@ -89,4 +96,53 @@ impl Client {
             expires_at: issued.expires_at,
         })
     }
+}
+
+impl Client {
+    /// Gets a JWT-SVID for this agent addressed to `audience` (valid five
+    /// minutes), with a token for the authority carrying `svid:jwt`.
+    pub async fn jwt_svid(&self, audience: &str) -> Result<JwtSvid, SdkError> {
+        let metadata = self.metadata().await?.clone();
+        let token = self.token(&metadata.authority_id, &SVID_JWT).await?;
+        let request = self
+            .http()
+            .post(&metadata.jwt_svid_endpoint)
+            .json(&JwtSvidRequest {
+                audience: audience.to_owned(),
+            });
+        let response =
+            refused_unless_ok(self.send(request, &token).await?, Endpoint::JwtSvid).await?;
+        let issued: JwtSvidIssued = response
+            .json()
+            .await
+            .map_err(SdkError::unreadable(Endpoint::JwtSvid))?;
+        Ok(JwtSvid {
+            token: issued.token,
+            expires_at: issued.expires_at,
+        })
+    }
+}
+
+/// The response if it succeeded, else the authority's refusal as an error.
+async fn refused_unless_ok(
+    response: reqwest::Response,
+    endpoint: Endpoint,
+) -> Result<reqwest::Response, SdkError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let refusal: Option<OAuthError> = response.json().await.ok();
+    Err(match refusal {
+        Some(e) => SdkError::Refused {
+            endpoint,
+            status: status.as_u16(),
+            error: e.error,
+            description: e.error_description,
+        },
+        None => SdkError::AuthorityStatus {
+            endpoint,
+            status: status.as_u16(),
+        },
+    })
 }

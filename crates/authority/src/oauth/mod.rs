@@ -20,11 +20,12 @@ pub(crate) use token::token;
 pub use agentauth_api::TOKEN_EXCHANGE_GRANT;
 
 /// Scopes every agent may request for the authority itself, beyond its permissions.
-pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 4] = [
+pub const AUTHORITY_IMPLICIT_SCOPES: [&str; 5] = [
     crate::audit::AUDIT_WRITE,
     crate::task::TASKS_COMPLETE,
     crate::policy::POLICY_READ,
     crate::svid::SVID_X509,
+    crate::svid::SVID_JWT,
 ];
 
 /// `GET /.well-known/oauth-authorization-server`.
@@ -69,6 +70,7 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
         audit_events_endpoint: s.endpoint("/v1/audit/events"),
         policy_endpoint: s.endpoint("/v1/policy"),
         x509_svid_endpoint: s.endpoint("/v1/svids/x509"),
+        jwt_svid_endpoint: s.endpoint("/v1/svids/jwt"),
         spiffe_bundle_endpoint: s.endpoint("/v1/bundle"),
         approval_polling_interval: s.config.approval_interval_secs,
     }
