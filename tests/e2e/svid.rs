@@ -427,3 +427,103 @@ async fn an_agent_gets_a_jwt_svid_that_validates_against_the_bundles_jwt_key() {
     assert_eq!(issued[0]["audience"], audience);
     s.stop().await;
 }
+
+/// A token request for reader → customer authenticated by `assertion` as a
+/// JWT-SVID, with `client_id` if given.
+async fn token_by_jwt_svid(
+    s: &Server,
+    assertion: &str,
+    client_id: Option<&str>,
+) -> (StatusCode, Value) {
+    let customer = id("customer");
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        (
+            "client_assertion_type",
+            agentauth_authority::JWT_SPIFFE_ASSERTION_TYPE,
+        ),
+        ("client_assertion", assertion),
+        ("resource", customer.as_str()),
+        ("scope", "read:customer"),
+    ];
+    if let Some(c) = client_id {
+        form.push(("client_id", c));
+    }
+    s.form("/oauth/token", &form).await
+}
+
+#[tokio::test]
+async fn a_jwt_svid_for_the_authority_authenticates_its_agent_once_at_the_token_endpoint() {
+    let s = Server::start().await;
+    let key = s.register("reader", &["read:customer"]).await;
+    s.register("customer", &[]).await;
+    let writer_key = s.register("writer", &["read:customer"]).await;
+    let client = s.client("reader", &key);
+
+    let svid = client.jwt_svid(&s.url).await.unwrap();
+    let (status, body) = token_by_jwt_svid(&s, &svid.token, Some(&id("reader"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = crate::support::claims(body["access_token"].as_str().unwrap());
+    assert_eq!(claims.client_id.as_str(), id("reader"));
+    assert_eq!(
+        claims.cnf.unwrap().jkt,
+        key.public_jwk().thumbprint(),
+        "bound to the agent's registered key, as with private_key_jwt"
+    );
+
+    // Once only.
+    let (status, body) = token_by_jwt_svid(&s, &svid.token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+
+    // Addressed to someone else, claimed by another client, or tampered: refused.
+    let elsewhere = client.jwt_svid(&id("customer")).await.unwrap();
+    let (status, body) = token_by_jwt_svid(&s, &elsewhere.token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("JWT-SVID"),
+        "{body}"
+    );
+    let fresh = client.jwt_svid(&s.url).await.unwrap();
+    let (status, body) = token_by_jwt_svid(&s, &fresh.token, Some(&id("writer"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let mut parts: Vec<String> = fresh.token.split('.').map(str::to_owned).collect();
+    let writer = s
+        .client("writer", &writer_key)
+        .jwt_svid(&s.url)
+        .await
+        .unwrap();
+    parts[1] = writer.token.split('.').nth(1).unwrap().to_owned();
+    let (status, body) = token_by_jwt_svid(&s, &parts.join("."), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
+        "{body}"
+    );
+
+    // A disabled agent's JWT-SVID no longer authenticates it.
+    let (status, _) = s
+        .admin_json(
+            reqwest::Method::PATCH,
+            "/v1/agents/reader",
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = token_by_jwt_svid(&s, &fresh.token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    s.stop().await;
+}

@@ -1,4 +1,6 @@
-//! private_key_jwt client authentication (RFC 7523 §2.2) against the registry.
+//! Client authentication against the registry: private_key_jwt (RFC 7523
+//! §2.2), or a JWT-SVID the authority minted (the SPIFFE JWT client
+//! authentication profile, `client_assertion_type` [`JWT_SPIFFE_ASSERTION_TYPE`]).
 
 use agentauth_core::{
     AssertionError, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAssertionRules, PublicJwk,
@@ -9,6 +11,10 @@ use agentauth_store::{AgentRow, UsedAssertion};
 use crate::server::State;
 use crate::{AuthorityError, registry};
 
+/// `client_assertion_type` of a JWT-SVID presented as the client assertion.
+pub const JWT_SPIFFE_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+
 /// Why client authentication failed: one variant per rule of RFC 7523 §3
 /// and of the registry.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +24,14 @@ pub enum ClientAuthFailure {
     #[error("client authentication is required (private_key_jwt)")]
     Missing,
     /// `client_assertion_type` names another method.
-    #[error("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    #[error(
+        "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer \
+         (or …:jwt-spiffe with a JWT-SVID)"
+    )]
     WrongAssertionType,
+    /// A JWT-SVID presented as the client assertion fails a check.
+    #[error("JWT-SVID client assertion: {0}")]
+    JwtSvid(#[source] agentauth_core::JwtSvidError),
     /// `client_assertion_type` without `client_assertion`.
     #[error("client_assertion is missing")]
     AssertionMissing,
@@ -75,6 +87,9 @@ pub(crate) async fn authenticate(
     use ClientAuthFailure as Fail;
     match creds.assertion_type {
         Some(CLIENT_ASSERTION_TYPE) => {}
+        Some(JWT_SPIFFE_ASSERTION_TYPE) => {
+            return authenticate_jwt_svid(s, creds, endpoint, claimed).await;
+        }
         Some(_) => return Err(Fail::WrongAssertionType.into()),
         None => return Err(Fail::Missing.into()),
     }
@@ -140,6 +155,66 @@ pub(crate) async fn authenticate(
         agent,
         key,
         assertion,
+    })
+}
+
+/// Authenticates with a JWT-SVID of this trust domain addressed to the
+/// authority (its issuer, or, unless strict, the endpoint called): its `sub`
+/// is the client. A JWT-SVID carries no `jti`, so its SHA-256 stands in:
+/// each one authenticates once. The token issued is bound to the agent's
+/// registered key, as with private_key_jwt.
+async fn authenticate_jwt_svid(
+    s: &State,
+    creds: &ClientCredentials<'_>,
+    endpoint: &str,
+    claimed: &mut String,
+) -> Result<AuthenticatedClient, AuthorityError> {
+    use ClientAuthFailure as Fail;
+    let token = creds.assertion.ok_or(Fail::AssertionMissing)?;
+    let keys = [(s.jwt_svid_key.kid.clone(), s.jwt_svid_key.key.public_jwk())];
+    let now = unix_now();
+    let mut audiences = vec![s.issuer.clone()];
+    if !s.config.strict_client_assertion_audience {
+        audiences.push(s.endpoint("/oauth/token"));
+        audiences.push(endpoint.to_owned());
+    }
+    let mut outcome = Err(agentauth_core::JwtSvidError::UnknownKey);
+    for audience in &audiences {
+        outcome = agentauth_core::validate_jwt_svid(token, &keys, audience, now);
+        if !matches!(outcome, Err(agentauth_core::JwtSvidError::Audience(_))) {
+            break;
+        }
+    }
+    let claims = outcome.map_err(Fail::JwtSvid)?;
+    *claimed = claims.sub.as_str().chars().take(256).collect();
+    if creds.client_id.is_some_and(|id| id != claims.sub.as_str()) {
+        return Err(Fail::ClientIdMismatch.into());
+    }
+    let agent = match claims.sub.agent_name() {
+        Some(name) if claims.sub.is_in(&s.trust_domain) => s.store.agent(&name).await?,
+        _ => None,
+    };
+    let agent = agent.ok_or(Fail::NotRegistered)?;
+    if let Some(why) = registry::unusable(&agent, now) {
+        return Err(Fail::AgentUnusable(why).into());
+    }
+    let key = PublicJwk::from_json(&agent.public_jwk)
+        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    if s.store.key_revoked(&key.thumbprint()).await? {
+        return Err(Fail::KeyRevoked.into());
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    Ok(AuthenticatedClient {
+        assertion: UsedAssertion {
+            client_id: agent.id.to_string(),
+            jti: format!(
+                "jwt-svid:{}",
+                agentauth_core::b64url_encode(digest.as_ref())
+            ),
+            expires_at: claims.exp + 60,
+        },
+        agent,
+        key,
     })
 }
 

@@ -36,7 +36,7 @@ pub use audit::{
     verify_checkpoint,
 };
 pub use body::{BodyError, MAX_BODY_BYTES, parse_form};
-pub use client_auth::ClientAuthFailure;
+pub use client_auth::{ClientAuthFailure, JWT_SPIFFE_ASSERTION_TYPE};
 pub use config::{Config, ConfigError, SPAWN_DEPTH_CEILING};
 pub use delegation::DelegationRefusal;
 pub use error::{AuthorityError, Missing, Needed};
