@@ -527,3 +527,173 @@ async fn a_jwt_svid_for_the_authority_authenticates_its_agent_once_at_the_token_
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     s.stop().await;
 }
+
+/// An mTLS echo server on loopback for `source`, accepting `allowed`
+/// clients; each accepted connection's peer SPIFFE ID goes to the channel.
+async fn mtls_server(
+    source: &std::sync::Arc<agentauth_sdk::mtls::SvidSource>,
+    allowed: agentauth_sdk::mtls::AllowedPeers,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = agentauth_sdk::mtls::server_config(source, allowed).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let source = source.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx, source) = (acceptor.clone(), tx.clone(), source.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| source.peer_id(certs));
+                let _ = tx.send(peer.map(|p| p.to_string()).unwrap_or_default());
+                let mut buf = [0u8; 5];
+                if tls.read_exact(&mut buf).await.is_ok() {
+                    let _ = tls.write_all(&buf).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Dials `addr` with `config`, sends `hello` and reads it back; the
+/// server's leaf certificate.
+async fn mtls_call(
+    addr: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("agent.invalid").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(b"hello").await?;
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).await?;
+    assert_eq!(&back, b"hello");
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test]
+async fn two_agents_call_each_other_over_mutual_tls_with_their_svids_and_rotate_without_restart() {
+    use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config};
+    let s = Server::start().await;
+    let server_key = s.register("customer", &[]).await;
+    let client_key = s.register("reader", &["read:customer"]).await;
+    let outsider_key = s.register("outsider", &[]).await;
+    let server_client = s.client("customer", &server_key);
+    let server_source = SvidSource::new(&server_client.x509_svid().await.unwrap()).unwrap();
+    let reader =
+        SvidSource::new(&s.client("reader", &client_key).x509_svid().await.unwrap()).unwrap();
+    let outsider = SvidSource::new(
+        &s.client("outsider", &outsider_key)
+            .x509_svid()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let (addr, mut peers) = mtls_server(
+        &server_source,
+        AllowedPeers::Only(vec![crate::support::spiffe("reader")]),
+    )
+    .await;
+
+    let to_customer = AllowedPeers::Only(vec![crate::support::spiffe("customer")]);
+    let first = mtls_call(addr, client_config(&reader, to_customer.clone()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        peers.recv().await.unwrap(),
+        id("reader"),
+        "the server knows its caller"
+    );
+
+    // The server's SPIFFE ID is checked, not the host name dialled.
+    let to_other = AllowedPeers::Only(vec![crate::support::spiffe("database")]);
+    assert!(
+        mtls_call(addr, client_config(&reader, to_other).unwrap())
+            .await
+            .is_err()
+    );
+    // A valid SVID the server does not allow, and no certificate at all: refused.
+    assert!(
+        mtls_call(addr, client_config(&outsider, to_customer.clone()).unwrap())
+            .await
+            .is_err()
+    );
+    let anonymous = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnything))
+    .with_no_client_auth();
+    assert!(mtls_call(addr, anonymous).await.is_err());
+
+    // A new SVID for the server: the next handshake presents it.
+    server_source
+        .update(&server_client.x509_svid().await.unwrap())
+        .unwrap();
+    let second = mtls_call(addr, client_config(&reader, to_customer).unwrap())
+        .await
+        .unwrap();
+    assert_ne!(first, second, "rotated without a restart");
+    s.stop().await;
+}
+
+/// A client verifier that accepts any server, to show the server refuses a
+/// client without a certificate.
+#[derive(Debug)]
+struct AcceptAnything;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

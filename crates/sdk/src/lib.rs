@@ -43,6 +43,7 @@ mod feed;
 mod layer;
 #[cfg(feature = "verifier")]
 mod metrics;
+pub mod mtls;
 #[cfg(feature = "verifier")]
 mod policy;
 #[cfg(feature = "verifier")]

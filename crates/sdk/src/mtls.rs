@@ -1,0 +1,298 @@
+//! Mutual TLS between agents with X.509-SVIDs: rustls TLS 1.3 server and
+//! client configurations in which each side presents its SVID and checks the
+//! other's chain against the trust bundle ([`agentauth_svid::check_svid`]:
+//! path validation, then the X509-SVID rules) and its SPIFFE ID against the
+//! peers it allows. The SVID and bundle sit in an [`SvidSource`]; updating
+//! it rotates the certificate for every later handshake, with no restart.
+
+use std::sync::{Arc, RwLock};
+
+use agentauth_core::SpiffeId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::{SdkError, X509Svid};
+
+/// Which peers a side accepts, once their chain validated.
+#[derive(Debug, Clone)]
+pub enum AllowedPeers {
+    /// Any SPIFFE ID of the bundle's trust domain.
+    TrustDomain,
+    /// Only these SPIFFE IDs.
+    Only(Vec<SpiffeId>),
+}
+
+impl AllowedPeers {
+    fn allows(&self, id: &SpiffeId) -> bool {
+        match self {
+            Self::TrustDomain => true,
+            Self::Only(ids) => ids.contains(id),
+        }
+    }
+}
+
+/// What a side presents and trusts now: its certificate and key, and the
+/// bundle (CA certificates) of its trust domain.
+struct Current {
+    certified: Arc<CertifiedKey>,
+    bundle: Vec<Vec<u8>>,
+    trust_domain: String,
+}
+
+/// An agent's current X.509-SVID and trust bundle, shared by the TLS
+/// configurations built from it; [`SvidSource::update`] swaps both in.
+pub struct SvidSource {
+    current: RwLock<Arc<Current>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for SvidSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SvidSource(..)")
+    }
+}
+
+impl SvidSource {
+    /// A source holding `svid` (its chain, key and bundle).
+    pub fn new(svid: &X509Svid) -> Result<Arc<Self>, SdkError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let current = load(svid, &provider)?;
+        Ok(Arc::new(Self {
+            current: RwLock::new(Arc::new(current)),
+            provider,
+        }))
+    }
+
+    /// Replaces the SVID and bundle: the next handshake on either side uses
+    /// the new certificate and trusts the new bundle.
+    pub fn update(&self, svid: &X509Svid) -> Result<(), SdkError> {
+        let next = load(svid, &self.provider)?;
+        *self.current.write().expect("lock") = Arc::new(next);
+        Ok(())
+    }
+
+    fn now(&self) -> Arc<Current> {
+        self.current.read().expect("lock").clone()
+    }
+
+    /// The SPIFFE ID of a peer whose chain `certs` (leaf first) validates
+    /// against the current bundle, for a handler that reads the connection's
+    /// peer certificates.
+    pub fn peer_id(&self, certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
+        let current = self.now();
+        check(&current, certs).ok()
+    }
+}
+
+fn load(svid: &X509Svid, provider: &CryptoProvider) -> Result<Current, SdkError> {
+    let bad = |why: String| SdkError::KeyGeneration(format!("the SVID is unusable: {why}"));
+    let chain = agentauth_svid::certificates_from_pem(&svid.cert_chain_pem)
+        .map_err(|e| bad(e.to_string()))?;
+    let bundle =
+        agentauth_svid::certificates_from_pem(&svid.bundle_pem).map_err(|e| bad(e.to_string()))?;
+    let key_der = pem_block(&svid.private_key_pem, "PRIVATE KEY")
+        .ok_or_else(|| bad("the private key is not PKCS#8 PEM".into()))?;
+    let key = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(key_der.into()))
+        .map_err(|e| bad(e.to_string()))?;
+    let certified = CertifiedKey::new(chain.into_iter().map(CertificateDer::from).collect(), key);
+    certified.keys_match().map_err(|e| bad(e.to_string()))?;
+    Ok(Current {
+        certified: Arc::new(certified),
+        bundle,
+        trust_domain: svid.spiffe_id.trust_domain().to_owned(),
+    })
+}
+
+/// The DER of the one PEM block labelled `label` in `text`.
+fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = text[start..].find(&end)? + start;
+    let body: String = text[start..stop].split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+/// The peer's SPIFFE ID if its chain validates against the bundle.
+fn check(current: &Current, certs: &[CertificateDer<'_>]) -> Result<SpiffeId, rustls::Error> {
+    let chain: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
+    let bundle: Vec<&[u8]> = current.bundle.iter().map(Vec::as_slice).collect();
+    agentauth_svid::check_svid(
+        &chain,
+        &bundle,
+        &current.trust_domain,
+        agentauth_core::unix_now(),
+    )
+    .map(|c| c.id)
+    .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
+/// Both sides' checks: the chain, then the allowed peers.
+#[derive(Debug)]
+struct PeerCheck {
+    source: Arc<SvidSource>,
+    allowed: AllowedPeers,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerCheck {
+    fn new(source: &Arc<SvidSource>, allowed: AllowedPeers) -> Self {
+        Self {
+            algorithms: source.provider.signature_verification_algorithms,
+            source: source.clone(),
+            allowed,
+        }
+    }
+
+    fn peer(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        let id = check(&self.source.now(), &chain)?;
+        if self.allowed.allows(&id) {
+            Ok(())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the peer {id} is not allowed"
+            )))
+        }
+    }
+}
+
+impl ClientCertVerifier for PeerCheck {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.peer(end_entity, intermediates)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.3 only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for PeerCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The name that counts is the SPIFFE ID, not the host's.
+        self.peer(end_entity, intermediates)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.3 only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Hands out the source's current certificate on every handshake.
+#[derive(Debug)]
+struct CurrentCert(Arc<SvidSource>);
+
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.now().certified.clone())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CurrentCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.now().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A TLS 1.3 server configuration that presents `source`'s SVID and
+/// requires a client SVID of an allowed peer.
+pub fn server_config(
+    source: &Arc<SvidSource>,
+    allowed: AllowedPeers,
+) -> Result<rustls::ServerConfig, SdkError> {
+    let config = rustls::ServerConfig::builder_with_provider(source.provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| SdkError::KeyGeneration(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(PeerCheck::new(source, allowed)))
+        .with_cert_resolver(Arc::new(CurrentCert(source.clone())));
+    Ok(config)
+}
+
+/// A TLS 1.3 client configuration that presents `source`'s SVID and accepts
+/// only a server SVID of an allowed peer (whatever host name is dialled).
+pub fn client_config(
+    source: &Arc<SvidSource>,
+    allowed: AllowedPeers,
+) -> Result<rustls::ClientConfig, SdkError> {
+    let config = rustls::ClientConfig::builder_with_provider(source.provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| SdkError::KeyGeneration(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerCheck::new(source, allowed)))
+        .with_client_cert_resolver(Arc::new(CurrentCert(source.clone())));
+    Ok(config)
+}
