@@ -346,6 +346,39 @@ async fn a_ca_rotation_publishes_the_next_ca_before_it_signs_and_old_svids_keep_
     // published ahead, which takes over when its time comes.
     assert_eq!(phases, ["retired", "signing", "published"]);
     assert_eq!(s.audit_records("?kind=x509_ca.added").await.len(), 2);
+    // The same through the command line.
+    let cli = |args: &'static [&'static str]| {
+        let mut cmd = crate::support::command();
+        cmd.env("AGENTAUTH_URL", &s.url)
+            .env("AGENTAUTH_ADMIN_TOKEN", &s.admin)
+            .args(args);
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                crate::support::output_within(&mut cmd, std::time::Duration::from_secs(30))
+            })
+            .await
+            .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let listed = cli(&["ca", "list"]).await;
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("signing ")).count(),
+        1,
+        "{listed}"
+    );
+    let added = cli(&["ca", "rotate"]).await;
+    assert!(
+        added.starts_with("added CA ") && added.contains("in the bundle now"),
+        "{added}"
+    );
+    assert_eq!(cli(&["ca", "list"]).await.lines().count(), 4);
     // Only the admin rotates.
     let response = s
         .http

@@ -8,6 +8,7 @@ mod agent;
 mod approvals;
 mod audit;
 mod backup;
+mod ca;
 mod demo;
 mod keys;
 mod master_key;
@@ -62,6 +63,9 @@ enum Command {
     /// List and rotate the authority's signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// List and rotate the certificate authorities of X.509-SVIDs.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Care of the admin credential (rotate it).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
             Command::Approvals(cmd) => approvals::run(cmd).await,
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Keys(cmd) => keys::run(cmd).await,
+            Command::Ca(cmd) => ca::run(cmd).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::MasterKey(cmd) => master_key::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,
