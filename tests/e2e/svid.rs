@@ -730,3 +730,55 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn an_https_agent_over_mutual_tls_knows_its_caller_by_spiffe_id() {
+    use agentauth_sdk::mtls::{
+        AllowedPeers, PeerId, SvidSource, client_config, serve, server_config,
+    };
+    let s = Server::start().await;
+    let server_key = s.register("customer", &[]).await;
+    let client_key = s.register("reader", &["read:customer"]).await;
+    let server_source =
+        SvidSource::new(&s.client("customer", &server_key).x509_svid().await.unwrap()).unwrap();
+    let reader =
+        SvidSource::new(&s.client("reader", &client_key).x509_svid().await.unwrap()).unwrap();
+    async fn whoami(axum::Extension(PeerId(peer)): axum::Extension<PeerId>) -> String {
+        peer.to_string()
+    }
+    let router = axum::Router::new().route("/whoami", axum::routing::get(whoami));
+    let config = server_config(&server_source, AllowedPeers::TrustDomain).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(
+        listener,
+        std::sync::Arc::new(config),
+        server_source.clone(),
+        router,
+    ));
+    let tls = client_config(
+        &reader,
+        AllowedPeers::Only(vec![crate::support::spiffe("customer")]),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    let answer = http
+        .get(format!("https://localhost:{port}/whoami"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), id("reader"));
+    // Plain HTTP gets nowhere.
+    assert!(
+        reqwest::get(format!("http://localhost:{port}/whoami"))
+            .await
+            .is_err()
+    );
+    s.stop().await;
+}

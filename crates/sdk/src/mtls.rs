@@ -296,3 +296,54 @@ pub fn client_config(
         .with_client_cert_resolver(Arc::new(CurrentCert(source.clone())));
     Ok(config)
 }
+
+/// The SPIFFE ID of the peer of a mutual-TLS connection, put on every
+/// request [`serve`] hands to the router: `Extension<PeerId>` in a handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerId(pub SpiffeId);
+
+/// Serves `router` over mutual TLS on `listener` until accepting fails:
+/// each connection's handshake uses `config` (from [`server_config`], which
+/// already refused peers it does not allow), and every request on it
+/// carries the peer's SPIFFE ID as a [`PeerId`] extension, so handlers and
+/// layers know who called without a header anyone could set.
+#[cfg(feature = "verifier")]
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    source: Arc<SvidSource>,
+    router: axum::Router,
+) -> std::io::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let (acceptor, router, source) = (acceptor.clone(), router.clone(), source.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Some(peer) = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| source.peer_id(certs))
+            else {
+                return;
+            };
+            let service =
+                router.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(PeerId(peer.clone()));
+                    request
+                });
+            let service = TowerToHyperService::new(service);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
