@@ -47,26 +47,49 @@ pub fn check_svid(
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(now).unwrap_or(0),
     ));
-    for usage in [
-        webpki::KeyUsage::client_auth(),
-        webpki::KeyUsage::server_auth(),
-    ] {
-        end_entity
-            .verify_for_usage(
-                &[
-                    webpki::aws_lc_rs::ECDSA_P256_SHA256,
-                    webpki::aws_lc_rs::ED25519,
-                ],
-                &anchors,
-                &intermediates,
-                time,
-                usage,
-                None,
-                None,
-            )
-            .map_err(|e| SvidError::Chain(e.to_string()))?;
-    }
+    end_entity
+        .verify_for_usage(
+            &[
+                webpki::aws_lc_rs::ECDSA_P256_SHA256,
+                webpki::aws_lc_rs::ED25519,
+            ],
+            &anchors,
+            &intermediates,
+            time,
+            BothTlsUsages,
+            None,
+            None,
+        )
+        .map_err(|e| SvidError::Chain(e.to_string()))?;
     leaf_rules(leaf, trust_domain)
+}
+
+/// id-kp-serverAuth (1.3.6.1.5.5.7.3.1), DER contents.
+const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// id-kp-clientAuth (1.3.6.1.5.5.7.3.2), DER contents.
+const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// An SVID serves as client and as server, so a certificate that names
+/// extended key usages at all must name both (the X509-SVID rule); checked
+/// in the one path validation.
+struct BothTlsUsages;
+
+impl webpki::ExtendedKeyUsageValidator for BothTlsUsages {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        let (mut any, mut server, mut client) = (false, false, false);
+        for id in iter {
+            let id = id?;
+            any = true;
+            server |= id == webpki::KeyPurposeId::new(SERVER_AUTH);
+            client |= id == webpki::KeyPurposeId::new(CLIENT_AUTH);
+        }
+        if !any || (server && client) {
+            Ok(())
+        } else {
+            #[allow(deprecated)]
+            Err(webpki::Error::RequiredEkuNotFound)
+        }
+    }
 }
 
 /// The X509-SVID rules on a leaf, after its path validated.
@@ -202,6 +225,41 @@ mod tests {
         // Its certificate with another CA's key is refused.
         let other = CertificateAuthority::generate(&td(), NOW, 86_400).unwrap();
         assert!(CertificateAuthority::from_der(ca.cert_der(), other.key_pkcs8_der()).is_err());
+    }
+
+    #[test]
+    fn a_leaf_that_names_only_one_tls_usage_is_refused() {
+        let ca = CertificateAuthority::generate(&td(), NOW, 86_400).unwrap();
+        let ca_key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &pki_types::PrivatePkcs8KeyDer::from(ca.key_pkcs8_der().to_vec()),
+            &PKCS_ECDSA_P256_SHA256,
+        )
+        .unwrap();
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.cert_der()), ca_key).unwrap();
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        for ekus in [
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+            vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        ] {
+            let both = ekus.len() == 2;
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = vec![rcgen::SanType::URI(
+                "spiffe://agentauth.local/agent/a".try_into().unwrap(),
+            )];
+            params.is_ca = rcgen::IsCa::ExplicitNoCa;
+            params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = ekus;
+            params.not_before = crate::at(NOW - 60).unwrap();
+            params.not_after = crate::at(NOW + 600).unwrap();
+            let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+            let checked = check_svid(&[leaf.der()], &[ca.cert_der()], "agentauth.local", NOW);
+            assert_eq!(checked.is_ok(), both, "{checked:?}");
+        }
     }
 
     #[test]
