@@ -782,3 +782,92 @@ async fn an_https_agent_over_mutual_tls_knows_its_caller_by_spiffe_id() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn behind_mutual_tls_the_layer_refuses_a_token_of_another_agent_than_the_peer() {
+    use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config, serve, server_config};
+    use agentauth_sdk::{VerifiedAgent, Verifier, VerifierConfig};
+    let s = Server::start().await;
+    let server_key = s.register("customer", &[]).await;
+    let reader_key = s.register("reader", &["read:customer"]).await;
+    let writer_key = s.register("writer", &["read:customer"]).await;
+    let server_source =
+        SvidSource::new(&s.client("customer", &server_key).x509_svid().await.unwrap()).unwrap();
+    let reader_source =
+        SvidSource::new(&s.client("reader", &reader_key).x509_svid().await.unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let origin = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let mut verifier_config = VerifierConfig::new(&s.url, crate::support::spiffe("customer"));
+    // Signatures cover the URL the caller used: https here.
+    verifier_config.public_origin = Some(origin.clone());
+    let verifier = Verifier::connect(verifier_config).await.unwrap();
+    async fn read(caller: VerifiedAgent) -> String {
+        caller.agent.to_string()
+    }
+    let router = axum::Router::new().route(
+        "/data",
+        axum::routing::get(read).layer(verifier.require("read:customer")),
+    );
+    let config = server_config(&server_source, AllowedPeers::TrustDomain).unwrap();
+    tokio::spawn(serve(
+        listener,
+        std::sync::Arc::new(config),
+        server_source.clone(),
+        router,
+    ));
+    // The reader's TLS connection.
+    let tls = client_config(
+        &reader_source,
+        AllowedPeers::Only(vec![crate::support::spiffe("customer")]),
+    )
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    // A request with `name`'s token, signed with `key`, sent over the
+    // reader's TLS connection.
+    let call = |name: &'static str, key: agentauth_core::SigningKey| {
+        let (http, url) = (http.clone(), format!("{origin}/data"));
+        let s = &s;
+        async move {
+            let client = s.client(name, &key);
+            let token = client
+                .fetch_token(
+                    &crate::support::spiffe("customer"),
+                    &crate::support::scope("read:customer"),
+                    None,
+                )
+                .await
+                .unwrap();
+            let mut request = http.get(url).bearer_auth(&token.token).build().unwrap();
+            client.sign(&mut request).unwrap();
+            let response = http.execute(request).await.unwrap();
+            let status = response.status();
+            (status, response.text().await.unwrap())
+        }
+    };
+    // Its own token, signed with its own key: served, and the handler sees it.
+    let (status, body) = call("reader", reader_key.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, id("reader"));
+    // The writer's token, properly signed by the writer's key, but sent over
+    // the reader's certificate: refused.
+    let (status, body) = call("writer", writer_key.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["check"], "proof", "{refusal}");
+    assert!(
+        refusal["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not the TLS peer"),
+        "{refusal}"
+    );
+    s.stop().await;
+}

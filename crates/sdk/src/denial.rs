@@ -22,7 +22,8 @@ pub enum Check {
     Audience,
     /// `exp` and `nbf` within leeway.
     Time,
-    /// The request is signed by the token's `cnf` key and unchanged.
+    /// The request is signed by the token's `cnf` key and unchanged, and,
+    /// over mutual TLS, the token's agent is the connection's peer.
     Proof,
     /// The request's nonce was not seen before.
     Replay,

@@ -198,6 +198,19 @@ async fn authorize(
     let agent = verifier
         .verify_request(parts, body, token, fail_closed)
         .await?;
+    // Over mutual TLS the caller is known by its certificate: a token of
+    // another agent is refused on this connection, whoever holds its key.
+    if let Some(crate::mtls::PeerId(peer)) = parts.extensions.get::<crate::mtls::PeerId>()
+        && *peer != agent.agent
+    {
+        return Err(Denial::new(
+            Check::Proof,
+            format!(
+                "the token's agent {} is not the TLS peer {peer}",
+                agent.agent
+            ),
+        ));
+    }
     if let Some(permission) = required
         && !agent.scope.contains(permission)
     {
