@@ -413,12 +413,18 @@ pub(crate) fn spawn_ca_rotator(
     state: std::sync::Weak<crate::server::State>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // The stored text last opened: unchanged, nothing is decrypted again.
+        let mut seen = String::new();
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             let Some(s) = state.upgrade() else { return };
             match s.store.setting(CA_SETTING).await {
+                Ok(Some(text)) if text == seen => {}
                 Ok(Some(text)) => match open(&text, &s.master) {
-                    Ok(ring) => *s.ca.write().expect("lock") = std::sync::Arc::new(ring),
+                    Ok(ring) => {
+                        *s.ca.write().expect("lock") = std::sync::Arc::new(ring);
+                        seen = text;
+                    }
                     Err(e) => tracing::warn!(error = %e.detail(), "re-reading the CAs failed"),
                 },
                 Ok(None) => {}

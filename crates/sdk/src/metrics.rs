@@ -29,20 +29,30 @@ struct DecisionLabels {
 }
 
 /// Counters the layer bumps on every request.
-#[derive(Default)]
 pub(crate) struct LayerCounters {
     decisions: Family<DecisionLabels, Counter>,
+    /// The allowed series, resolved once: an allowed request costs one
+    /// atomic add, no lookup.
+    allowed: Counter,
+}
+
+impl Default for LayerCounters {
+    fn default() -> Self {
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let allowed = decisions
+            .get_or_create(&DecisionLabels {
+                decision: "allow",
+                check: "all",
+            })
+            .clone();
+        Self { decisions, allowed }
+    }
 }
 
 impl LayerCounters {
     /// One request passed every check.
     pub(crate) fn allowed(&self) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                decision: "allow",
-                check: "all",
-            })
-            .inc();
+        self.allowed.inc();
     }
 
     /// One request refused at `check`.

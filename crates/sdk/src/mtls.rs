@@ -167,6 +167,22 @@ impl PeerCheck {
             )))
         }
     }
+
+    /// A handshake signature by the peer's certificate key (TLS 1.3).
+    fn signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+/// Both configurations allow TLS 1.3 only, so a TLS 1.2 signature never
+/// comes; refused if it did.
+fn tls13_only() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::General("TLS 1.3 only".into()))
 }
 
 impl ClientCertVerifier for PeerCheck {
@@ -190,7 +206,7 @@ impl ClientCertVerifier for PeerCheck {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.3 only".into()))
+        tls13_only()
     }
 
     fn verify_tls13_signature(
@@ -199,7 +215,7 @@ impl ClientCertVerifier for PeerCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -227,7 +243,7 @@ impl ServerCertVerifier for PeerCheck {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.3 only".into()))
+        tls13_only()
     }
 
     fn verify_tls13_signature(
@@ -236,7 +252,7 @@ impl ServerCertVerifier for PeerCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

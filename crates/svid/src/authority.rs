@@ -21,6 +21,10 @@ pub struct CertificateAuthority {
     key_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
     not_after: i64,
+    /// Serial number, lowercase hex, read once at load.
+    serial: String,
+    /// The public point's coordinates, read once at load.
+    xy: ([u8; 32], [u8; 32]),
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -93,12 +97,22 @@ impl CertificateAuthority {
             ));
         }
         let not_after = parsed.validity().not_after.timestamp();
+        let serial = hex(parsed.raw_serial());
+        // An uncompressed P-256 point: 0x04, then x, then y.
+        let point = parsed.public_key().subject_public_key.data.as_ref();
+        let mut xy = ([0; 32], [0; 32]);
+        if point.len() == 65 {
+            xy.0.copy_from_slice(&point[1..33]);
+            xy.1.copy_from_slice(&point[33..]);
+        }
         let issuer = Issuer::from_ca_cert_der(&cert, key)?;
         Ok(Self {
             cert,
             key_der: key_pkcs8_der.to_vec(),
             issuer,
             not_after,
+            serial,
+            xy,
         })
     }
 
@@ -115,28 +129,12 @@ impl CertificateAuthority {
     /// The CA's public key as the P-256 point's `x` and `y` coordinates, for
     /// the JWK of the trust bundle.
     pub fn public_xy(&self) -> ([u8; 32], [u8; 32]) {
-        let (_, parsed) = x509_parser::parse_x509_certificate(self.cert.as_ref())
-            .expect("the CA certificate parsed when it was loaded");
-        let point = parsed.public_key().subject_public_key.data.as_ref();
-        // An uncompressed P-256 point: 0x04, then x, then y.
-        let mut x = [0; 32];
-        let mut y = [0; 32];
-        if point.len() == 65 {
-            x.copy_from_slice(&point[1..33]);
-            y.copy_from_slice(&point[33..]);
-        }
-        (x, y)
+        self.xy
     }
 
     /// The CA certificate's serial number, lowercase hex.
     pub fn serial(&self) -> String {
-        let (_, parsed) = x509_parser::parse_x509_certificate(self.cert.as_ref())
-            .expect("the CA certificate parsed when it was loaded");
-        parsed
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.serial.clone()
     }
 
     /// The CA certificate's `notAfter`, seconds since the epoch.
@@ -186,14 +184,15 @@ impl CertificateAuthority {
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         Ok(IssuedSvid {
             der: cert.der().as_ref().to_vec(),
-            serial: serial
-                .to_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            serial: hex(&serial.to_bytes()),
             expires_at,
         })
     }
+}
+
+/// Bytes as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 16 random bytes, the top bit cleared so the number is positive.
