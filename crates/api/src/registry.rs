@@ -51,6 +51,11 @@ pub struct NewAgent {
     /// Labels policies can test; a spawned agent always has its parent's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Workload API entry: selectors (`unix:uid:1000`, `unix:gid:1000`,
+    /// `unix:path:/usr/bin/x`, `unix:sha256:HEX`) a local process must all
+    /// have to get this agent's SVIDs from the socket. Admin only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -89,6 +94,9 @@ pub struct AgentPatch {
     /// The new tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// The new Workload API selectors (an empty list withdraws the entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selectors: Option<Vec<String>>,
 }
 
 /// A registry entry as the API shows it.
@@ -120,6 +128,9 @@ pub struct AgentView {
     pub parent: Option<String>,
     /// Labels policies can test.
     pub tags: Vec<String>,
+    /// Workload API selectors; empty when the agent has no entry.
+    #[serde(default)]
+    pub selectors: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
     /// Seconds since the epoch.
@@ -155,6 +166,7 @@ mod tests {
             expires_at: None,
             parent: None,
             tags: vec![],
+            selectors: vec![],
             created_at: 1,
             updated_at: 2,
         }
@@ -230,6 +242,7 @@ mod tests {
                 bearer_allowed: false,
                 expires_in: None,
                 tags: vec![],
+                selectors: vec![],
             },
             r#"
 {

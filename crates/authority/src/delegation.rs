@@ -192,6 +192,7 @@ mod tests {
             expires_at: None,
             parent: None,
             tags: vec![],
+            selectors: vec![],
             created_at: 0,
             updated_at: 0,
         }

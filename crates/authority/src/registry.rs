@@ -42,6 +42,8 @@ pub(crate) const AGENTS_SPAWN: &str = "agents:spawn";
 pub(crate) const MAX_SPAWN_SECS: i64 = 3600;
 /// Longest lifetime the admin may give an agent with `expires_in` (100 years).
 const MAX_ADMIN_EXPIRES_IN: i64 = 100 * 366 * 24 * 3600;
+/// Most Workload API selectors one agent's entry may have.
+const MAX_SELECTORS: usize = 16;
 /// Most tags one agent may have.
 const MAX_TAGS: usize = 32;
 
@@ -71,6 +73,15 @@ pub enum RegistryRefusal {
     /// A tag is empty, too long or has a character outside its alphabet.
     #[error("tag \"{0}\" must be 1 to 64 characters from [A-Za-z0-9-_.:/]")]
     Tag(String),
+    /// More than [`MAX_SELECTORS`] Workload API selectors.
+    #[error("an agent's entry may have at most {MAX_SELECTORS} selectors")]
+    TooManySelectors,
+    /// A selector of a form the Workload API does not attest.
+    #[error("selectors: {0}")]
+    Selector(String),
+    /// A spawning agent named selectors (only the admin grants local processes an identity).
+    #[error("a spawned agent has no Workload API selectors: leave \"selectors\" out")]
+    SelectorsBySpawn,
     /// A key rotation's grace period is out of range.
     #[error("\"grace_secs\" must be 0 to {MAX_KEY_GRACE_SECS} seconds")]
     KeyGrace,
@@ -81,7 +92,9 @@ pub enum RegistryRefusal {
     #[error("\"expires_in\" must be a positive number of seconds (at most 100 years)")]
     Lifetime,
     /// A patch that changes nothing.
-    #[error("nothing to change: give permissions, description, status, bearer_allowed or tags")]
+    #[error(
+        "nothing to change: give permissions, description, status, bearer_allowed, tags or selectors"
+    )]
     NothingToChange,
     /// A spawned agent without `expires_in`.
     #[error("\"expires_in\" is required for a spawned agent: 1 to {MAX_SPAWN_SECS} seconds")]
@@ -222,6 +235,7 @@ pub(crate) fn view(agent: &AgentRow) -> AgentView {
         expires_at: agent.expires_at,
         parent: agent.parent.as_ref().map(ToString::to_string),
         tags: agent.tags.clone(),
+        selectors: agent.selectors.clone(),
         created_at: agent.created_at,
         updated_at: agent.updated_at,
     }
@@ -250,6 +264,25 @@ fn bounded_text(field: &'static str, text: &str) -> Result<(), RegistryRefusal> 
 
 fn permissions(list: &[String]) -> Result<Scope, RegistryRefusal> {
     Scope::from_strs(list.iter().map(String::as_str)).map_err(RegistryRefusal::Permissions)
+}
+
+/// Workload API selectors: at most [`MAX_SELECTORS`], each of a form
+/// [`agentauth_workload::Selector`] attests, sorted and without duplicates.
+fn selectors(list: &[String]) -> Result<Vec<String>, RegistryRefusal> {
+    if list.len() > MAX_SELECTORS {
+        return Err(RegistryRefusal::TooManySelectors);
+    }
+    let mut out = list
+        .iter()
+        .map(|s| {
+            agentauth_workload::Selector::parse(s)
+                .map(|s| s.as_str().to_owned())
+                .map_err(|e| RegistryRefusal::Selector(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Tags: at most [`MAX_TAGS`], each 1–64 characters from `[A-Za-z0-9-_.:/]`,
@@ -358,6 +391,7 @@ struct Checked {
     id: SpiffeId,
     permissions: Scope,
     tags: Vec<String>,
+    selectors: Vec<String>,
     key: PublicJwk,
 }
 
@@ -371,6 +405,7 @@ fn check(s: &AuthorityState, new: &NewAgent) -> Result<Checked, RegistryRefusal>
         name,
         permissions: permissions(&new.permissions)?,
         tags: tags(&new.tags)?,
+        selectors: selectors(&new.selectors)?,
         key,
     })
 }
@@ -422,6 +457,9 @@ pub(crate) async fn spawn(
             limit: s.config.max_spawn_depth,
         }
         .into());
+    }
+    if !checked.selectors.is_empty() {
+        return Err(RegistryRefusal::SelectorsBySpawn.into());
     }
     if !checked.tags.is_empty() && checked.tags != parent.tags {
         return Err(RegistryRefusal::NotParentsTags.into());
@@ -527,6 +565,7 @@ fn new_row(
         expires_at,
         parent,
         tags: checked.tags,
+        selectors: checked.selectors,
         created_at: now,
         updated_at: now,
     }
@@ -611,6 +650,7 @@ pub(crate) async fn change(
         && patch.status.is_none()
         && patch.bearer_allowed.is_none()
         && patch.tags.is_none()
+        && patch.selectors.is_none()
     {
         return Err(RegistryRefusal::NothingToChange.into());
     }
@@ -624,6 +664,7 @@ pub(crate) async fn change(
         status: patch.status.map(stored_status),
         bearer_allowed: patch.bearer_allowed,
         tags: patch.tags.as_deref().map(tags).transpose()?,
+        selectors: patch.selectors.as_deref().map(selectors).transpose()?,
         now: unix_now(),
     };
     let id = SpiffeId::agent(&s.trust_domain, &name);
@@ -656,6 +697,9 @@ fn describe(update: &AgentUpdate) -> String {
     }
     if let Some(tags) = &update.tags {
         changed.push(format!("tags={}", tags.join(",")));
+    }
+    if let Some(selectors) = &update.selectors {
+        changed.push(format!("selectors={}", selectors.join(",")));
     }
     format!("changed {}", changed.join(", "))
 }
@@ -793,6 +837,7 @@ mod tests {
             expires_at,
             parent: None,
             tags: vec![],
+            selectors: vec![],
             created_at: 0,
             updated_at: 0,
         }
@@ -808,6 +853,7 @@ mod tests {
             bearer_allowed: false,
             expires_in,
             tags: vec![],
+            selectors: vec![],
         }
     }
 

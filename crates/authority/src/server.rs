@@ -606,6 +606,7 @@ mod tests {
             bearer_allowed: false,
             expires_in: None,
             tags: vec![],
+            selectors: vec![],
         };
         let register = Request::post("/v1/agents")
             .header(AUTHORIZATION, format!("Bearer {admin}"))

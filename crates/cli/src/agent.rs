@@ -58,6 +58,22 @@ pub(crate) enum AgentCommand {
         /// Key type to generate.
         #[arg(long, value_enum, default_value_t = KeyType::Ed25519)]
         key_type: KeyType,
+        /// A Workload API selector a local process must have to get this
+        /// agent's SVIDs from the socket (repeatable; all must match):
+        /// unix:uid:N, unix:gid:N, unix:path:/ABS/PATH or unix:sha256:HEX.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Replace the agent's Workload API selectors; with none, withdraw its
+    /// entry (no local process gets its SVIDs from the socket).
+    Selectors {
+        /// Agent name.
+        name: String,
+        /// A selector (repeatable; all must match), as for `register`.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -137,6 +153,7 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
             description,
             owner,
             key_type,
+            selectors,
             conn,
         } => {
             let key = key_type.generate();
@@ -145,6 +162,7 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
                 permissions,
                 description,
                 owner,
+                selectors,
             };
             register(&conn, registration, key, key_out).await?;
         }
@@ -157,6 +175,23 @@ pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
         } => {
             let key = key_type.generate();
             rotate_key(&conn, &name, key, key_out, grace_secs).await?;
+        }
+        AgentCommand::Selectors {
+            name,
+            selectors,
+            conn,
+        } => {
+            let path = format!("/v1/agents/{}", checked(&name)?);
+            let patch = AgentPatch {
+                selectors: Some(selectors),
+                ..AgentPatch::default()
+            };
+            let agent: AgentView = conn.admin_with(Method::PATCH, &path, &patch).await?;
+            if agent.selectors.is_empty() {
+                println!("{}: no Workload API entry", agent.name);
+            } else {
+                println!("{}: {}", agent.name, agent.selectors.join(" "));
+            }
         }
         AgentCommand::List { conn } => {
             let list: AgentList = conn.admin(Method::GET, "/v1/agents").await?;
@@ -232,6 +267,7 @@ struct Registration<'a> {
     permissions: Vec<String>,
     description: String,
     owner: String,
+    selectors: Vec<String>,
 }
 
 async fn register(
@@ -253,6 +289,7 @@ async fn register(
         bearer_allowed: false,
         expires_in: None,
         tags: vec![],
+        selectors: r.selectors,
     };
     let registered: anyhow::Result<AgentView> =
         conn.admin_with(Method::POST, "/v1/agents", &body).await;

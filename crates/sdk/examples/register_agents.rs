@@ -54,6 +54,7 @@ async fn worker(
             bearer_allowed: false,
             expires_in: None,
             tags: vec![],
+            selectors: vec![],
         };
         let answer = http
             .post(format!("{url}/v1/agents"))

@@ -88,6 +88,8 @@ pub trait Store: Send + Sync + 'static {
     async fn agent(&self, name: &AgentName) -> Result<Option<AgentRow>>;
     /// All agents, by name.
     async fn agents(&self) -> Result<Vec<AgentRow>>;
+    /// The agents with Workload API selectors (registration entries), by name.
+    async fn agents_with_selectors(&self) -> Result<Vec<AgentRow>>;
     /// Registers an agent; [`StoreError::Conflict`] if the name is taken. An
     /// agent with a `parent` (spawned) is refused with [`StoreError::NotFound`]
     /// unless the parent exists, is active and has not expired at `created_at`,

@@ -57,6 +57,9 @@ pub struct AgentRow {
     pub parent: Option<SpiffeId>,
     /// Free-form labels that policies can test (`principal.tags.contains(…)`).
     pub tags: Vec<String>,
+    /// Workload API entry: the selectors (`unix:uid:1000`, …) a local
+    /// process must all have to get this agent's SVIDs; empty for none.
+    pub selectors: Vec<String>,
     /// Seconds since the epoch.
     pub created_at: i64,
     /// Seconds since the epoch.
@@ -76,6 +79,8 @@ pub struct AgentUpdate {
     pub bearer_allowed: Option<bool>,
     /// New tags.
     pub tags: Option<Vec<String>>,
+    /// New Workload API selectors.
+    pub selectors: Option<Vec<String>>,
     /// Time of the change.
     pub now: i64,
 }

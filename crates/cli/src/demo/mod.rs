@@ -138,6 +138,7 @@ impl Admin {
             bearer_allowed: false,
             expires_in: None,
             tags: vec![],
+            selectors: vec![],
         };
         let _: AgentView = self
             .send(reqwest::Method::POST, "/v1/agents", &body)

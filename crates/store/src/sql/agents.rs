@@ -56,6 +56,13 @@ where
         rows.iter().map(Self::agent_from_row).collect()
     }
 
+    pub(super) async fn agents_with_selectors(&self) -> Result<Vec<AgentRow>> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE selectors <> '[]' ORDER BY name")
+            .fetch_all(self.0.pool())
+            .await?;
+        rows.iter().map(Self::agent_from_row).collect()
+    }
+
     pub(super) async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
         self.insert_agent(agent, None, audit).await
     }
@@ -107,8 +114,8 @@ where
         }
         let result = sqlx::query(
             "INSERT INTO agents (name, spiffe_id, description, owner, permissions, public_jwk, status, \
-             created_at, updated_at, bearer_allowed, expires_at, parent, tags) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             created_at, updated_at, bearer_allowed, expires_at, parent, tags, selectors) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(agent.name.as_str())
         .bind(agent.id.as_str())
@@ -123,6 +130,7 @@ where
         .bind(agent.expires_at)
         .bind(agent.parent.as_ref().map(SpiffeId::as_str))
         .bind(json_list(&agent.tags))
+        .bind(json_list(&agent.selectors))
         .execute(&mut *tx)
         .await;
         match result {
@@ -176,7 +184,7 @@ where
         }
         sqlx::query(
             "UPDATE agents SET permissions = $1, description = $2, status = $3, updated_at = $4, \
-             bearer_allowed = $5, tags = $6 WHERE name = $7",
+             bearer_allowed = $5, tags = $6, selectors = $7 WHERE name = $8",
         )
         .bind(json_scope(&agent.permissions))
         .bind(&agent.description)
@@ -184,6 +192,7 @@ where
         .bind(agent.updated_at)
         .bind(i64::from(agent.bearer_allowed))
         .bind(json_list(&agent.tags))
+        .bind(json_list(&agent.selectors))
         .bind(name.as_str())
         .execute(&mut *tx)
         .await?;
@@ -508,6 +517,7 @@ where
         let jwk: String = row.try_get("public_jwk")?;
         let status: String = row.try_get("status")?;
         let tags: String = row.try_get("tags")?;
+        let selectors: String = row.try_get("selectors")?;
         let name: String = row.try_get("name")?;
         let id: String = row.try_get("spiffe_id")?;
         let parent: Option<String> = row.try_get("parent")?;
@@ -528,6 +538,8 @@ where
                 .transpose()?,
             tags: serde_json::from_str(&tags)
                 .map_err(|e| StoreError::Corrupt(format!("agent tags: {e}")))?,
+            selectors: serde_json::from_str(&selectors)
+                .map_err(|e| StoreError::Corrupt(format!("agent selectors: {e}")))?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -550,6 +562,9 @@ fn apply(agent: &mut AgentRow, update: &AgentUpdate) {
     }
     if let Some(t) = &update.tags {
         agent.tags.clone_from(t);
+    }
+    if let Some(s) = &update.selectors {
+        agent.selectors.clone_from(s);
     }
     agent.updated_at = update.now;
 }

@@ -180,6 +180,10 @@ where
         Sql(self).agents().await
     }
 
+    async fn agents_with_selectors(&self) -> Result<Vec<AgentRow>> {
+        Sql(self).agents_with_selectors().await
+    }
+
     async fn create_agent(&self, agent: &AgentRow, audit: &AuditEvent) -> Result<()> {
         written(self, Sql(self).create_agent(agent, audit)).await
     }

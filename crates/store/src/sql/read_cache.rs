@@ -195,6 +195,7 @@ mod tests {
             expires_at: None,
             parent: None,
             tags: Vec::new(),
+            selectors: vec![],
             created_at: 0,
             updated_at: 0,
         }

@@ -605,6 +605,53 @@ pub(crate) async fn agent_tags_round_trip(s: &dyn Store) {
     );
 }
 
+pub(crate) async fn workload_entries_are_the_agents_with_selectors(s: &dyn Store) {
+    let entry = AgentRow {
+        selectors: vec!["unix:path:/usr/bin/x".into(), "unix:uid:1000".into()],
+        ..agent("worker")
+    };
+    s.create_agent(&entry, &event("agent.created", "admin", "worker"))
+        .await
+        .unwrap();
+    s.create_agent(&agent("plain"), &event("agent.created", "admin", "plain"))
+        .await
+        .unwrap();
+    assert_eq!(s.agent(&name("worker")).await.unwrap().unwrap(), entry);
+    let entries = s.agents_with_selectors().await.unwrap();
+    assert_eq!(entries, [entry]);
+    let withdraw = AgentUpdate {
+        selectors: Some(vec![]),
+        now: 200,
+        ..AgentUpdate::default()
+    };
+    let updated = s
+        .update_agent(
+            &name("worker"),
+            &withdraw,
+            &event("agent.updated", "admin", "worker"),
+        )
+        .await
+        .unwrap();
+    assert!(updated.selectors.is_empty());
+    assert!(s.agents_with_selectors().await.unwrap().is_empty());
+    let grant = AgentUpdate {
+        selectors: Some(vec!["unix:gid:5".into()]),
+        now: 201,
+        ..AgentUpdate::default()
+    };
+    s.update_agent(
+        &name("plain"),
+        &grant,
+        &event("agent.updated", "admin", "plain"),
+    )
+    .await
+    .unwrap();
+    let entries = s.agents_with_selectors().await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].name.as_str(), "plain");
+    assert_eq!(entries[0].selectors, ["unix:gid:5"]);
+}
+
 pub(crate) async fn a_child_is_enabled_only_under_the_parent_that_spawned_it(s: &dyn Store) {
     s.create_agent(
         &agent("planner"),

@@ -118,6 +118,7 @@ fn agent(name: &str) -> AgentRow {
         expires_at: None,
         parent: None,
         tags: vec![],
+        selectors: vec![],
         created_at: 100,
         updated_at: 100,
     }
@@ -254,6 +255,7 @@ run_suite!(
     deleting_an_agent_disables_and_revokes_its_descendants,
     narrowing_an_agent_narrows_its_descendants,
     agent_tags_round_trip,
+    workload_entries_are_the_agents_with_selectors,
     policy_sets_are_added_listed_and_activated,
     activating_a_missing_policy_set_writes_nothing,
     approvals_are_created_and_found_for_the_same_request,
