@@ -78,6 +78,9 @@ pub struct Config {
     pub svid_lifetime_secs: i64,
     /// Days the certificate authority made on first start lives.
     pub ca_lifetime_days: u32,
+    /// Where to serve the SPIFFE Workload API (a Unix socket path); off
+    /// when unset.
+    pub workload_socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             replica_reread_secs: 2,
             svid_lifetime_secs: 3600,
             ca_lifetime_days: 365,
+            workload_socket: None,
         }
     }
 }
@@ -153,6 +157,9 @@ pub enum ConfigError {
     /// An SVID or CA lifetime out of range.
     #[error("svid_lifetime_secs must be 60 to 86400 and ca_lifetime_days 1 to 3650")]
     SvidLifetimes,
+    /// The Workload API socket cannot be bound.
+    #[error("workload_socket: {0}")]
+    WorkloadSocket(String),
     /// A replica re-read interval out of range.
     #[error("replica_reread_secs must be 1 to 3600")]
     RereadInterval,

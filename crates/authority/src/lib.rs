@@ -27,6 +27,7 @@ mod standing;
 mod svid;
 mod task;
 mod throttle;
+mod workload;
 
 // The public interface is:
 pub use admin::{ADMIN_TOKEN_FILE, AdminCredential};

@@ -39,6 +39,8 @@ pub(crate) struct State {
     /// The certificate authorities of X.509-SVIDs; replaced whole when one
     /// is added here or seen added by another replica.
     pub(crate) ca: std::sync::RwLock<Arc<crate::svid::CaRing>>,
+    /// Bumped whenever the CAs change, so Workload API streams push at once.
+    pub(crate) ca_changes: tokio::sync::watch::Sender<u64>,
     /// The key JWT-SVIDs are signed with.
     pub(crate) jwt_svid_key: crate::svid::JwtSvidKey,
     pub(crate) admin: AdminCredential,
@@ -77,6 +79,12 @@ impl State {
     /// The X.509 CAs as they are now.
     pub(crate) fn cas(&self) -> Arc<crate::svid::CaRing> {
         self.ca.read().expect("CA ring lock").clone()
+    }
+
+    /// Puts new CAs in place and tells the Workload API's streams.
+    pub(crate) fn set_cas(&self, ring: crate::svid::CaRing) {
+        *self.ca.write().expect("CA ring lock") = Arc::new(ring);
+        self.ca_changes.send_modify(|n| *n += 1);
     }
 
     /// Seconds a retired signing key stays published: every token it signed
@@ -146,6 +154,7 @@ async fn open_state(
         keys: std::sync::RwLock::new(Arc::new(keys)),
         master,
         ca: std::sync::RwLock::new(Arc::new(ca)),
+        ca_changes: tokio::sync::watch::Sender::new(0),
         jwt_svid_key,
         admin,
         config,
@@ -179,6 +188,8 @@ pub struct Running {
     purger: JoinHandle<()>,
     refresher: JoinHandle<()>,
     flusher: JoinHandle<()>,
+    /// The Workload API on its socket, when configured.
+    workload: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     state: AppState,
 }
 
@@ -191,6 +202,10 @@ impl Running {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.stop.send(());
         let _ = self.task.await;
+        if let Some((stop, task)) = self.workload {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         self.purger.abort();
         self.refresher.abort();
         self.flusher.abort();
@@ -216,6 +231,14 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         .issuer
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    // Bound before anything else starts, so a bad path fails the start.
+    let workload_endpoint = match &config.workload_socket {
+        Some(path) => Some(
+            agentauth_workload::Endpoint::bind(path)
+                .map_err(|e| ConfigError::WorkloadSocket(e.to_string()))?,
+        ),
+        None => None,
+    };
     let (state, admin_token) = open_state(config, trust_domain, master_key, &issuer).await?;
     let issuer = state.issuer.clone();
     policy::refresh(&state).await?;
@@ -233,6 +256,14 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     crate::keys::spawn_rotator(Arc::downgrade(&state));
     crate::svid::spawn_ca_rotator(Arc::downgrade(&state));
     let closer = state.clone();
+    let workload = workload_endpoint.map(|endpoint| {
+        let (stop, stopped) = oneshot::channel();
+        tracing::info!(socket = %endpoint.path().display(), "SPIFFE Workload API listening");
+        (
+            stop,
+            crate::workload::spawn(endpoint, state.clone(), stopped),
+        )
+    });
 
     let purger = spawn_purger(Arc::downgrade(&state));
     let flusher = crate::refusals::spawn_flusher(
@@ -264,6 +295,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         purger,
         refresher,
         flusher,
+        workload,
         state: kept,
     })
 }

@@ -243,7 +243,7 @@ pub(crate) async fn issue_jwt(
         &s.jwt_svid_key.key,
         &s.jwt_svid_key.kid,
         &agent.id,
-        audience,
+        &[audience.to_owned()],
         now,
         JWT_SVID_LIFETIME_SECS,
     );
@@ -403,7 +403,7 @@ pub(crate) async fn rotate_ca(
             "the CAs changed meanwhile (another replica rotated); list them and try again".into(),
         )));
     }
-    *s.ca.write().expect("lock") = std::sync::Arc::new(new_ring);
+    s.set_cas(new_ring);
     Ok(view)
 }
 
@@ -422,7 +422,7 @@ pub(crate) fn spawn_ca_rotator(
                 Ok(Some(text)) if text == seen => {}
                 Ok(Some(text)) => match open(&text, &s.master) {
                     Ok(ring) => {
-                        *s.ca.write().expect("lock") = std::sync::Arc::new(ring);
+                        s.set_cas(ring);
                         seen = text;
                     }
                     Err(e) => tracing::warn!(error = %e.detail(), "re-reading the CAs failed"),

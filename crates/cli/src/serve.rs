@@ -90,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// Days the X.509 certificate authority made on first start lives (1 to 3650) [default: 365].
     #[arg(long, env = "AGENTAUTH_CA_LIFETIME_DAYS")]
     ca_lifetime_days: Option<u32>,
+    /// Serve the SPIFFE Workload API on this Unix socket (a path, or unix:///PATH): local processes that match an agent's selectors get its SVIDs; off when unset.
+    #[arg(long, env = "AGENTAUTH_WORKLOAD_SOCKET")]
+    workload_socket: Option<String>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -195,6 +198,13 @@ impl ServeArgs {
         }
         if let Some(v) = self.ca_lifetime_days {
             config.ca_lifetime_days = v;
+        }
+        if let Some(v) = &self.workload_socket {
+            config.workload_socket = Some(if v.starts_with("unix:") {
+                agentauth_workload::socket_path(v)?
+            } else {
+                PathBuf::from(v)
+            });
         }
         if let Some(v) = self.signing_key_publish_lead_secs {
             config.signing_key_publish_lead_secs = v;

@@ -53,13 +53,14 @@ pub enum JwtSvidError {
     Expired,
 }
 
-/// Signs a JWT-SVID for `sub` addressed to `audience`, valid `lifetime_secs`
-/// from `now`, with the P-256 `key` named `kid`.
+/// Signs a JWT-SVID for `sub` addressed to `audience` (one value as a
+/// string, several as an array), valid `lifetime_secs` from `now`, with the
+/// P-256 `key` named `kid`.
 pub fn mint_jwt_svid(
     key: &SigningKey,
     kid: &str,
     sub: &SpiffeId,
-    audience: &str,
+    audience: &[String],
     now: i64,
     lifetime_secs: i64,
 ) -> String {
@@ -71,7 +72,10 @@ pub fn mint_jwt_svid(
     };
     let claims = JwtSvidClaims {
         sub: sub.clone(),
-        aud: Audience::One(audience.to_owned()),
+        aud: match audience {
+            [one] => Audience::One(one.clone()),
+            many => Audience::Many(many.to_vec()),
+        },
         exp: now + lifetime_secs,
         iat: now,
     };
@@ -162,7 +166,7 @@ mod tests {
             &key,
             "k1",
             &id(),
-            "spiffe://agentauth.local/agent/db",
+            &["spiffe://agentauth.local/agent/db".to_owned()],
             NOW,
             300,
         );

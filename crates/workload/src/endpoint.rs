@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -87,7 +88,11 @@ impl Endpoint {
             .max_concurrent_streams(MAX_STREAMS)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(self.listener)
+                    .map(|accepted| accepted.map(crate::peer::PeerStream::new)),
+                shutdown,
+            )
             .await;
         let _ = std::fs::remove_file(&self.path);
         result.map_err(|e| WorkloadError::Socket(e.to_string()))

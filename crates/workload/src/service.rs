@@ -12,7 +12,6 @@ use std::time::Duration;
 use agentauth_core::{PublicJwk, unix_now, validate_jwt_svid};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -21,7 +20,7 @@ use crate::proto::{
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
     X509svid, X509svidRequest, X509svidResponse,
 };
-use crate::{Selectors, WorkloadError};
+use crate::{PeerCred, Selectors, WorkloadError};
 
 /// The metadata every request must carry, and its value.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
@@ -136,8 +135,8 @@ fn security_header<T>(request: &Request<T>) -> Result<(), Status> {
 async fn attest<T>(request: &Request<T>) -> Result<Selectors, Status> {
     let cred = request
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
+        .get::<PeerCred>()
+        .and_then(|peer| peer.0)
         .ok_or_else(|| Status::permission_denied("the caller's credentials are unknown"))?;
     Ok(Selectors::of_peer(cred.uid(), cred.gid(), cred.pid()).await)
 }
