@@ -33,3 +33,4 @@ mod standards;
 mod standing;
 mod svid;
 mod tasks;
+mod workload;

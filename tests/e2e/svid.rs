@@ -563,7 +563,7 @@ async fn a_jwt_svid_for_the_authority_authenticates_its_agent_once_at_the_token_
 
 /// An mTLS echo server on loopback for `source`, accepting `allowed`
 /// clients; each accepted connection's peer SPIFFE ID goes to the channel.
-async fn mtls_server(
+pub(crate) async fn mtls_server(
     source: &std::sync::Arc<agentauth_sdk::mtls::SvidSource>,
     allowed: agentauth_sdk::mtls::AllowedPeers,
 ) -> (
@@ -605,7 +605,7 @@ async fn mtls_server(
 
 /// Dials `addr` with `config`, sends `hello` and reads it back; the
 /// server's leaf certificate.
-async fn mtls_call(
+pub(crate) async fn mtls_call(
     addr: std::net::SocketAddr,
     config: rustls::ClientConfig,
 ) -> std::io::Result<Vec<u8>> {

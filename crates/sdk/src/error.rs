@@ -116,6 +116,10 @@ pub enum SdkError {
         /// The authority's explanation.
         description: String,
     },
+    /// The SPIFFE Workload API could not be reached, refused, or sent an
+    /// SVID that cannot be used.
+    #[error("the Workload API: {0}")]
+    WorkloadApi(String),
     /// A key pair or certificate signing request could not be made here.
     #[error("making a key or CSR failed: {0}")]
     KeyGeneration(String),

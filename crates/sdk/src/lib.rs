@@ -51,6 +51,8 @@ mod revocation;
 mod svid;
 #[cfg(feature = "verifier")]
 mod verifier;
+#[cfg(feature = "verifier")]
+mod workload;
 
 // The public interface is:
 pub use client::{AccessToken, Client, PendingApproval};

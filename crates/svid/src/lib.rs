@@ -72,6 +72,29 @@ pub fn certificates_from_pem(text: &str) -> Result<Vec<Vec<u8>>, SvidError> {
         .collect()
 }
 
+/// Certificates concatenated as DER (how the Workload API sends a chain or
+/// a bundle) one by one, in order.
+pub fn split_certificates(mut der: &[u8]) -> Result<Vec<Vec<u8>>, SvidError> {
+    let mut out = Vec::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| SvidError::Certificate(format!("concatenated DER: {e}")))?;
+        out.push(der[..der.len() - rest.len()].to_vec());
+        der = rest;
+    }
+    if out.is_empty() {
+        return Err(SvidError::Certificate("no certificate".into()));
+    }
+    Ok(out)
+}
+
+/// A certificate's `notAfter`, seconds since the epoch.
+pub fn not_after(der: &[u8]) -> Result<i64, SvidError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| SvidError::Certificate(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// The DER of the one `CERTIFICATE REQUEST` block of `text` (a CSR as
 /// `openssl req` writes it).
 pub fn csr_from_pem(text: &str) -> Result<Vec<u8>, SvidError> {

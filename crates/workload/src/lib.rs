@@ -17,6 +17,8 @@ pub use endpoint::{Endpoint, socket_path};
 pub use peer::PeerCred;
 pub use selector::{Selector, Selectors};
 pub use service::{Bundles, Identities, JwtIdentity, SECURITY_HEADER, WorkloadApi, X509Identity};
+/// The gRPC crate the service and client are built on, for status codes.
+pub use tonic;
 
 /// The messages and the service, generated from `proto/workload.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
