@@ -20,6 +20,7 @@ mod customer_agent;
 
 mod node;
 mod python;
+mod spiffe;
 mod toolchain;
 
 use agentauth_core::{SigningKey, SpiffeId};

@@ -164,7 +164,150 @@ def sdk_signature_verifies_in_http_message_signatures(i):
     }
 
 
+def python_executable(i):
+    # What the Workload API sees of this process: the executable behind it.
+    return {"path": os.path.realpath(sys.executable), "uid": os.getuid()}
+
+
+def _uri_san(cert):
+    """The URI SAN of a pyOpenSSL or cryptography certificate."""
+    from cryptography import x509
+    if hasattr(cert, "to_cryptography"):
+        cert = cert.to_cryptography()
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return names.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def py_spiffe_fetches_svids_and_bundles(i):
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from spiffe import JwtSvid, WorkloadApiClient
+
+    audience = i["audience"]
+    with WorkloadApiClient(socket_path=i["socket"]) as client:
+        svid = client.fetch_x509_svid()
+        trust_domain = svid.spiffe_id.trust_domain
+        x509_bundle = client.fetch_x509_bundles().get_bundle_for_trust_domain(trust_domain)
+        context = client.fetch_x509_context()
+        jwt = client.fetch_jwt_svid(audience={audience})
+        jwt_bundle = client.fetch_jwt_bundles().get_bundle_for_trust_domain(trust_domain)
+        offline = JwtSvid.parse_and_validate(jwt.token, jwt_bundle, {audience})
+        online = client.validate_jwt_svid(jwt.token, audience)
+    return {
+        "x509_spiffe_id": str(svid.spiffe_id),
+        "leaf_uri_sans": _uri_san(svid.leaf),
+        "chain_pem": [c.public_bytes(Encoding.PEM).decode() for c in svid.cert_chain],
+        "bundle_pem": [c.public_bytes(Encoding.PEM).decode() for c in x509_bundle.x509_authorities],
+        "context_svids": len(context.x509_svids),
+        "trust_domain": str(trust_domain),
+        "jwt_spiffe_id": str(jwt.spiffe_id),
+        "jwt_audience": sorted(jwt.audience),
+        "jwt_token": jwt.token,
+        "offline_validated": str(offline.spiffe_id),
+        "online_validated": str(online.spiffe_id),
+    }
+
+
+def py_spiffe_is_refused_without_an_entry_or_the_header(i):
+    import grpc
+    from spiffe import WorkloadApiClient
+    from spiffe._proto import workload_pb2, workload_pb2_grpc
+
+    try:
+        with WorkloadApiClient(socket_path=i["socket"]) as client:
+            client.fetch_x509_svid()
+        denied = "no error"
+    except Exception as e:
+        denied = f"{type(e).__name__}: {e}"
+    # The generated stub straight, without the security header.
+    with grpc.insecure_channel(i["socket"]) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        try:
+            next(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), timeout=10))
+            code, details = "OK", ""
+        except grpc.RpcError as e:
+            code, details = e.code().name, e.details()
+        try:
+            stub.FetchJWTSVID(
+                workload_pb2.JWTSVIDRequest(audience=["x"]),
+                metadata=[("workload.spiffe.io", "true")],
+                timeout=10,
+            )
+            entry_code = "OK"
+        except grpc.RpcError as e:
+            entry_code = e.code().name
+    return {"denied": denied, "no_header_code": code, "no_header_details": details,
+            "with_header_code": entry_code}
+
+
+def spiffe_tls_dials_a_rust_agent(i):
+    from spiffe import SpiffeId, X509Source
+    from spiffetls import dial
+    from spiffetls.mode import ClientTlsMode
+    from spiffetls.tlsconfig.authorize import authorize_id
+
+    source = X509Source(socket_path=i["socket"], timeout_in_seconds=10)
+    try:
+        conn = dial(i["address"], source, ClientTlsMode.TLS, authorize_id(SpiffeId(i["server_id"])))
+        conn.sendall(b"hello")
+        echo = b""
+        while len(echo) < 5:
+            chunk = conn.recv(5 - len(echo))
+            if not chunk:
+                break
+            echo += chunk
+        server_sans = _uri_san(conn.get_peer_certificate())
+        conn.close()
+        try:
+            other = dial(i["address"], source, ClientTlsMode.TLS,
+                         authorize_id(SpiffeId(i["server_id"] + "-other")))
+            other.close()
+            wrong_id_refused = False
+        except Exception:
+            wrong_id_refused = True
+    finally:
+        source.close()
+    return {"echo": echo.decode(), "server_sans": server_sans, "wrong_id_refused": wrong_id_refused}
+
+
+def spiffe_tls_serves_a_rust_agent(i):
+    import select
+    from spiffe import SpiffeId, X509Source
+    from spiffetls import ListenOptions, listen
+    from spiffetls.mode import ServerTlsMode
+    from spiffetls.tlsconfig.authorize import authorize_id
+
+    source = X509Source(socket_path=i["socket"], timeout_in_seconds=10)
+    try:
+        options = ListenOptions(tls_mode=ServerTlsMode.MTLS,
+                                authorize_fn=authorize_id(SpiffeId(i["client_id"])))
+        server = listen(f"127.0.0.1:{i['port']}", source, options)
+        ready, _, _ = select.select([server.fileno()], [], [], 30)
+        if not ready:
+            raise TimeoutError("no client within 30 s")
+        conn, _ = server.accept()
+        conn.do_handshake()
+        data = b""
+        while len(data) < 5:
+            chunk = conn.recv(5 - len(data))
+            if not chunk:
+                break
+            data += chunk
+        conn.sendall(data)
+        client_sans = _uri_san(conn.get_peer_certificate())
+        conn.shutdown()
+        conn.close()
+        server.close()
+    finally:
+        source.close()
+    return {"received": data.decode(), "client_sans": client_sans}
+
+
 CHECKS = {f.__name__: f for f in [
+    python_executable,
+    py_spiffe_fetches_svids_and_bundles,
+    py_spiffe_is_refused_without_an_entry_or_the_header,
+    spiffe_tls_dials_a_rust_agent,
+    spiffe_tls_serves_a_rust_agent,
     authlib_validates_metadata,
     authlib_private_key_jwt_gets_a_token,
     pyjwt_verifies_a_token_on_the_jwks,
