@@ -34,11 +34,21 @@ async fn main() -> anyhow::Result<()> {
         }))
         .send()
         .await?;
-    anyhow::ensure!(registered.status().is_success(), "registering: {}", registered.text().await?);
+    anyhow::ensure!(
+        registered.status().is_success(),
+        "registering: {}",
+        registered.text().await?
+    );
 
     let mut client = agentauth_workload::connect(&socket).await?;
-    let mut stream = client.fetch_x509svid(X509svidRequest {}).await?.into_inner();
-    stream.message().await?.ok_or_else(|| anyhow::anyhow!("no first SVID"))?;
+    let mut stream = client
+        .fetch_x509svid(X509svidRequest {})
+        .await?
+        .into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no first SVID"))?;
 
     let (mut pushes, mut round_trips) = (Vec::new(), Vec::new());
     for _ in 0..rounds {

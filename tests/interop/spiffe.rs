@@ -104,7 +104,10 @@ async fn py_spiffe_fetches_both_svids_and_bundles_and_validates_the_jwt_svid() {
     .unwrap();
     assert_eq!(seen.id.to_string(), id("py-worker"));
     assert_eq!(answer["jwt_spiffe_id"], id("py-worker"));
-    assert_eq!(strings(&answer["jwt_audience"]), std::slice::from_ref(&audience));
+    assert_eq!(
+        strings(&answer["jwt_audience"]),
+        std::slice::from_ref(&audience)
+    );
     assert_eq!(answer["offline_validated"], id("py-worker"));
     assert_eq!(answer["online_validated"], id("py-worker"));
     // The JWT-SVID also validates against the authority's public bundle.
