@@ -33,4 +33,5 @@ mod standards;
 mod standing;
 mod svid;
 mod tasks;
+mod tls;
 mod workload;

@@ -250,6 +250,16 @@ impl Server {
         )
     }
 
+    /// An SDK client for agent `name` over `http` (custom roots, a client certificate).
+    pub fn client_with_http(&self, name: &str, key: &SigningKey, http: reqwest::Client) -> Client {
+        Client::with_http(
+            &self.url,
+            agentauth_core::SpiffeId::parse(&id(name)).unwrap(),
+            key.clone(),
+            http,
+        )
+    }
+
     /// Calls the admin API with the admin credential.
     pub async fn admin_json(
         &self,

@@ -21,7 +21,7 @@ pub struct ServerMetadata {
     pub revocation_endpoint: String,
     /// `client_credentials` and the token-exchange grant.
     pub grant_types_supported: Vec<String>,
-    /// `private_key_jwt` only.
+    /// `private_key_jwt`, and `tls_client_auth` when the authority serves TLS.
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// Algorithms client assertions may be signed with.
     pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
@@ -69,6 +69,10 @@ pub struct ServerMetadata {
     pub spiffe_bundle_endpoint: String,
     /// Seconds between polls of a pending approval.
     pub approval_polling_interval: i64,
+    /// RFC 8705: tokens bound to the client certificate of tls_client_auth
+    /// (true when the authority serves TLS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 /// A JWK Set (RFC 7517 §5).
@@ -136,6 +140,7 @@ mod tests {
             jwt_svid_endpoint: at("/v1/svids/jwt"),
             spiffe_bundle_endpoint: at("/v1/bundle"),
             approval_polling_interval: 5,
+            tls_client_certificate_bound_access_tokens: false,
         };
         pinned(
             &metadata,

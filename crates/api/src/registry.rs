@@ -201,6 +201,7 @@ mod tests {
       "expires_at": null,
       "parent": null,
       "tags": [],
+      "selectors": [],
       "created_at": 1,
       "updated_at": 2
     }

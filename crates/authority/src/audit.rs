@@ -332,6 +332,11 @@ pub(crate) async fn authenticated_agent(
         body: &req.body,
         origin: Some(&s.issuer),
         nonces: &s.nonces,
+        tls_certificate: req
+            .parts
+            .extensions
+            .get::<crate::tls::ClientCertificate>()
+            .map(|c| c.leaf.as_slice()),
     };
     let claims = standing::check(s, token, Door::Api(proof))
         .await

@@ -9,6 +9,7 @@ use agentauth_core::{
 use agentauth_store::{AgentRow, UsedAssertion};
 
 use crate::server::State;
+use crate::tls::ClientCertificate;
 use crate::{AuthorityError, registry};
 
 /// `client_assertion_type` of a JWT-SVID presented as the client assertion.
@@ -21,8 +22,16 @@ pub const JWT_SPIFFE_ASSERTION_TYPE: &str =
 #[non_exhaustive]
 pub enum ClientAuthFailure {
     /// No client authentication at all.
-    #[error("client authentication is required (private_key_jwt)")]
+    #[error(
+        "client authentication is required (private_key_jwt, or tls_client_auth with an X.509-SVID over serve --tls)"
+    )]
     Missing,
+    /// tls_client_auth without `client_id`, which RFC 8705 requires.
+    #[error("tls_client_auth needs client_id: the SPIFFE ID of the client certificate")]
+    CertificateClientIdMissing,
+    /// The client certificate's key is not one a token can be bound to.
+    #[error("the client certificate's key is neither P-256 nor Ed25519")]
+    CertificateKey,
     /// `client_assertion_type` names another method.
     #[error(
         "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer \
@@ -64,15 +73,21 @@ pub(crate) struct ClientCredentials<'a> {
     pub(crate) assertion_type: Option<&'a str>,
     pub(crate) assertion: Option<&'a str>,
     pub(crate) client_id: Option<&'a str>,
+    /// The X.509-SVID the client presented in the TLS handshake (`serve --tls`).
+    pub(crate) certificate: Option<&'a ClientCertificate>,
 }
 
-/// An agent that proved possession of its registered key.
+/// An agent that proved possession of its registered key, or of the key of
+/// its X.509-SVID in the TLS handshake.
 #[derive(Debug)]
 pub(crate) struct AuthenticatedClient {
     pub(crate) agent: AgentRow,
+    /// The key proven: the registered one, or the certificate's.
     pub(crate) key: PublicJwk,
     /// The assertion to mark used in the same transaction as the request's writes.
     pub(crate) assertion: UsedAssertion,
+    /// With tls_client_auth: the certificate (leaf, DER) the token is bound to.
+    pub(crate) certificate: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// Authenticates the client; `endpoint` is the URL of the endpoint called,
@@ -91,7 +106,12 @@ pub(crate) async fn authenticate(
             return authenticate_jwt_svid(s, creds, endpoint, claimed).await;
         }
         Some(_) => return Err(Fail::WrongAssertionType.into()),
-        None => return Err(Fail::Missing.into()),
+        None => match creds.certificate {
+            Some(certificate) if creds.assertion.is_none() => {
+                return authenticate_certificate(s, creds, certificate, claimed).await;
+            }
+            _ => return Err(Fail::Missing.into()),
+        },
     }
     let token = creds.assertion.ok_or(Fail::AssertionMissing)?;
     let assertion = ClientAssertion::parse(token).map_err(Fail::Malformed)?;
@@ -155,6 +175,48 @@ pub(crate) async fn authenticate(
         agent,
         key,
         assertion,
+        certificate: None,
+    })
+}
+
+/// RFC 8705 tls_client_auth: the X.509-SVID of the handshake (its chain
+/// already checked against the bundle) names the client, which `client_id`
+/// must repeat; the token will be bound to that certificate. There is no
+/// assertion, so a random one-off stands in for the used-assertion record.
+async fn authenticate_certificate(
+    s: &State,
+    creds: &ClientCredentials<'_>,
+    certificate: &ClientCertificate,
+    claimed: &mut String,
+) -> Result<AuthenticatedClient, AuthorityError> {
+    use ClientAuthFailure as Fail;
+    *claimed = certificate.id.as_str().chars().take(256).collect();
+    let client_id = creds.client_id.ok_or(Fail::CertificateClientIdMissing)?;
+    if client_id != certificate.id.as_str() {
+        return Err(Fail::ClientIdMismatch.into());
+    }
+    let agent = match certificate.id.agent_name() {
+        Some(name) if certificate.id.is_in(&s.trust_domain) => s.store.agent(&name).await?,
+        _ => None,
+    };
+    let agent = agent.ok_or(Fail::NotRegistered)?;
+    let now = unix_now();
+    if let Some(why) = registry::unusable(&agent, now) {
+        return Err(Fail::AgentUnusable(why).into());
+    }
+    let key = agentauth_svid::public_jwk(&certificate.leaf).map_err(|_| Fail::CertificateKey)?;
+    if s.store.key_revoked(&key.thumbprint()).await? {
+        return Err(Fail::KeyRevoked.into());
+    }
+    Ok(AuthenticatedClient {
+        assertion: UsedAssertion {
+            client_id: agent.id.to_string(),
+            jti: format!("tls:{}", agentauth_core::random_b64(16)),
+            expires_at: now + 60,
+        },
+        agent,
+        key,
+        certificate: Some(certificate.leaf.clone()),
     })
 }
 
@@ -215,6 +277,7 @@ async fn authenticate_jwt_svid(
         },
         agent,
         key,
+        certificate: None,
     })
 }
 

@@ -78,6 +78,8 @@ pub struct Config {
     pub svid_lifetime_secs: i64,
     /// Days the certificate authority made on first start lives.
     pub ca_lifetime_days: u32,
+    /// Serve HTTPS with the authority's own X.509-SVID instead of HTTP.
+    pub tls: bool,
     /// Where to serve the SPIFFE Workload API (a Unix socket path); off
     /// when unset.
     pub workload_socket: Option<PathBuf>,
@@ -113,6 +115,7 @@ impl Default for Config {
             svid_lifetime_secs: 3600,
             ca_lifetime_days: 365,
             workload_socket: None,
+            tls: false,
         }
     }
 }

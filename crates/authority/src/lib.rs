@@ -27,6 +27,7 @@ mod standing;
 mod svid;
 mod task;
 mod throttle;
+mod tls;
 mod workload;
 
 // The public interface is:

@@ -183,6 +183,8 @@ pub struct Running {
     pub issuer: String,
     /// The admin credential, only on the very first start.
     pub admin_token: Option<String>,
+    /// Whether it serves HTTPS (`serve --tls`).
+    pub tls: bool,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
     purger: JoinHandle<()>,
@@ -227,10 +229,11 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let addr = listener
         .local_addr()
         .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let scheme = if config.tls { "https" } else { "http" };
     let issuer = config
         .issuer
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     // Bound before anything else starts, so a bad path fails the start.
     let workload_endpoint = match &config.workload_socket {
         Some(path) => Some(
@@ -275,12 +278,24 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         max_connections: state.config.max_connections,
         header_read_timeout: Duration::from_secs(state.config.header_read_timeout_secs),
     };
+    let tls = if state.config.tls {
+        let (config, own) = crate::tls::server_config(&state)?;
+        crate::tls::spawn_renewer(Arc::downgrade(&state), own);
+        let weak = Arc::downgrade(&state);
+        Some(crate::connections::Tls {
+            config,
+            identify: Arc::new(move |chain| crate::tls::client_id(&*weak.upgrade()?, chain).ok()),
+        })
+    } else {
+        None
+    };
     let app = router(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::connections::serve(
         listener,
         app,
         limits,
+        tls,
         stopped,
         // Open revocation streams would keep the graceful shutdown waiting.
         move || closer.feed.close(),
@@ -290,6 +305,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
         addr,
         issuer,
         admin_token,
+        tls: kept.config.tls,
         stop,
         task,
         purger,

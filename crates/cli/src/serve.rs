@@ -90,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// Days the X.509 certificate authority made on first start lives (1 to 3650) [default: 365].
     #[arg(long, env = "AGENTAUTH_CA_LIFETIME_DAYS")]
     ca_lifetime_days: Option<u32>,
+    /// Serve HTTPS (TLS 1.3) with the authority's own X.509-SVID, renewed at half-life; clients may present their X.509-SVID. The issuer becomes https://…
+    #[arg(long, env = "AGENTAUTH_TLS")]
+    tls: bool,
     /// Serve the SPIFFE Workload API on this Unix socket (a path, or unix:///PATH): local processes that match an agent's selectors get its SVIDs; off when unset.
     #[arg(long, env = "AGENTAUTH_WORKLOAD_SOCKET")]
     workload_socket: Option<String>,
@@ -199,6 +202,9 @@ impl ServeArgs {
         if let Some(v) = self.ca_lifetime_days {
             config.ca_lifetime_days = v;
         }
+        if self.tls {
+            config.tls = true;
+        }
         if let Some(v) = &self.workload_socket {
             config.workload_socket = Some(if v.starts_with("unix:") {
                 agentauth_workload::socket_path(v)?
@@ -228,8 +234,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("starting the authority: {}", e.detail()))?;
     println!(
-        "agentauth listening on http://{} (issuer {})",
-        running.addr, running.issuer
+        "agentauth listening on {}://{} (issuer {})",
+        if running.tls { "https" } else { "http" },
+        running.addr,
+        running.issuer
     );
     if let Some(token) = &running.admin_token {
         println!("{}", credential_banner(token, &data_dir));

@@ -60,7 +60,7 @@ pub use task::{MAX_TASK_ID_LEN, TaskId};
 pub use time::unix_now;
 pub use token::{
     ACCESS_TOKEN_TYP, AccessClaims, Actor, Cnf, DEFAULT_LEEWAY_SECS, TokenExpectations,
-    parse_access_token, verify_access_token,
+    certificate_thumbprint, parse_access_token, verify_access_token,
 };
 
 pub use validation::{

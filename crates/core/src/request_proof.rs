@@ -73,6 +73,13 @@ pub enum ProofError {
     /// A token without `cnf` was sent with the `DPoP` scheme.
     #[error("the token is not DPoP-bound; send it as Bearer")]
     NotDpopBound,
+    /// A certificate-bound token (`cnf.x5t#S256`) came over a connection
+    /// without a client certificate.
+    #[error("the token is bound to a client certificate; present it over mutual TLS")]
+    CertificateRequired,
+    /// A certificate-bound token came over a connection with another certificate.
+    #[error("the token is bound to another client certificate than this connection's")]
+    CertificateMismatch,
     /// A DPoP-bound token came without a `DPoP` header.
     #[error("a DPoP-bound token needs a DPoP proof header")]
     MissingDpopProof,
@@ -145,11 +152,28 @@ pub fn verify_request_proof(
     body: &[u8],
     token: &str,
     cnf: Option<&Cnf>,
+    tls_certificate: Option<&[u8]>,
     token_until: i64,
     origin: Option<&str>,
     nonces: &NonceCache,
     now: i64,
 ) -> Result<(), ProofError> {
+    // RFC 8705: the TLS handshake proved the certificate's key; that proof
+    // stands for the request, and nothing else does.
+    if let Some(bound) = cnf.and_then(|c| c.x5t_s256.as_deref()) {
+        let presented = tls_certificate.ok_or(ProofError::CertificateRequired)?;
+        let thumbprint = crate::certificate_thumbprint(presented);
+        return if aws_lc_rs::constant_time::verify_slices_are_equal(
+            thumbprint.as_bytes(),
+            bound.as_bytes(),
+        )
+        .is_ok()
+        {
+            Ok(())
+        } else {
+            Err(ProofError::CertificateMismatch)
+        };
+    }
     let dpop_scheme = header(&parts.headers, "authorization")
         .is_some_and(|v| v.len() > 5 && v[..5].eq_ignore_ascii_case("dpop "));
     let window = nonces.window();

@@ -81,6 +81,11 @@ pub struct Cnf {
     pub jwk: Value,
     /// Its RFC 7638 thumbprint, for DPoP.
     pub jkt: Jkt,
+    /// RFC 8705: the SHA-256 thumbprint of the client certificate the token
+    /// was issued to; such a token is accepted only over a TLS connection
+    /// whose client presents that certificate.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 impl Cnf {
@@ -89,8 +94,23 @@ impl Cnf {
         Self {
             jwk: key.to_json(),
             jkt: key.thumbprint(),
+            x5t_s256: None,
         }
     }
+
+    /// The confirmation for a client certificate (DER) and its key.
+    pub fn for_certificate(key: &PublicJwk, certificate_der: &[u8]) -> Self {
+        Self {
+            x5t_s256: Some(certificate_thumbprint(certificate_der)),
+            ..Self::for_key(key)
+        }
+    }
+}
+
+/// A certificate's `x5t#S256`: the base64url SHA-256 of its DER.
+pub fn certificate_thumbprint(certificate_der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate_der);
+    crate::b64url_encode(digest.as_ref())
 }
 
 /// What a verifier demands of a token beyond a good signature.

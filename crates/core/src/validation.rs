@@ -112,6 +112,9 @@ pub struct RequestProof<'a> {
     pub origin: Option<&'a str>,
     /// Where nonces and DPoP `jti`s are remembered.
     pub nonces: &'a NonceCache,
+    /// The client certificate (leaf, DER) of the TLS connection the request
+    /// came over, if any: the proof for a certificate-bound token.
+    pub tls_certificate: Option<&'a [u8]>,
 }
 
 /// What one front door demands of a presented token.
@@ -279,6 +282,7 @@ pub async fn check_presented_token<V: AuthorityView>(
             proof.body,
             token,
             claims.cnf.as_ref(),
+            proof.tls_certificate,
             claims.exp.saturating_add(rules.leeway),
             proof.origin,
             proof.nonces,
@@ -670,6 +674,7 @@ mod tests {
             body: b"",
             origin: None,
             nonces: &nonces,
+            tls_certificate: None,
         });
         assert!(matches!(
             block_on(check_presented_token(&token, &with_proof, &view)),
@@ -678,5 +683,50 @@ mod tests {
             )))
         ));
         assert!(block_on(check_presented_token(&token, &rules(), &view)).is_ok());
+    }
+
+    #[test]
+    fn a_certificate_bound_token_passes_only_over_its_certificate() {
+        let authority = SigningKey::generate_ed25519();
+        let holder = SigningKey::generate_p256();
+        let mut claims = chained_claims(&holder);
+        let certificate = b"the client's certificate, DER".to_vec();
+        claims.cnf = Some(Cnf::for_certificate(&holder.public_jwk(), &certificate));
+        let token = sign(&authority, &claims);
+        let view = Facts {
+            key: authority.public_jwk(),
+            revoked: HashSet::new(),
+            fail: false,
+        };
+        let (parts, ()) = http::Request::post("http://db/x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts();
+        let nonces = NonceCache::default();
+        let over = |tls_certificate: Option<&[u8]>| {
+            let mut with_proof = rules();
+            with_proof.proof = Some(RequestProof {
+                parts: &parts,
+                body: b"",
+                origin: None,
+                nonces: &nonces,
+                tls_certificate,
+            });
+            block_on(check_presented_token(&token, &with_proof, &view))
+        };
+        assert!(over(Some(&certificate)).is_ok());
+        assert!(
+            over(Some(&certificate)).is_ok(),
+            "no nonce: the handshake is the proof"
+        );
+        assert!(matches!(
+            over(Some(b"another certificate")),
+            Err(Rejection::Proof(ProofError::CertificateMismatch))
+        ));
+        assert!(matches!(
+            over(None),
+            Err(Rejection::Proof(ProofError::CertificateRequired))
+        ));
     }
 }

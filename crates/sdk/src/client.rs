@@ -80,9 +80,20 @@ struct Inner {
 impl Client {
     /// A client for `agent_id` holding `key`, talking to the authority at `authority_url`.
     pub fn new(authority_url: &str, agent_id: SpiffeId, key: SigningKey) -> Self {
+        Self::with_http(authority_url, agent_id, key, reqwest::Client::new())
+    }
+
+    /// The same over `http`: a client that trusts the authority's CA (an
+    /// authority on `serve --tls`), or presents a client certificate.
+    pub fn with_http(
+        authority_url: &str,
+        agent_id: SpiffeId,
+        key: SigningKey,
+        http: reqwest::Client,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                http: reqwest::Client::new(),
+                http,
                 authority_url: authority_url.trim_end_matches('/').to_owned(),
                 agent_id,
                 key,

@@ -8,12 +8,11 @@
 use std::sync::{Arc, RwLock};
 
 use agentauth_core::SpiffeId;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use agentauth_svid::PeerVerifier;
+use rustls::SignatureScheme;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::{SdkError, X509Svid};
 
@@ -134,130 +133,20 @@ fn check(current: &Current, certs: &[CertificateDer<'_>]) -> Result<SpiffeId, ru
     .map_err(|e| rustls::Error::General(e.to_string()))
 }
 
-/// Both sides' checks: the chain, then the allowed peers.
-#[derive(Debug)]
-struct PeerCheck {
-    source: Arc<SvidSource>,
-    allowed: AllowedPeers,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl PeerCheck {
-    fn new(source: &Arc<SvidSource>, allowed: AllowedPeers) -> Self {
-        Self {
-            algorithms: source.provider.signature_verification_algorithms,
-            source: source.clone(),
-            allowed,
-        }
-    }
-
-    fn peer(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-    ) -> Result<(), rustls::Error> {
-        let mut chain = vec![end_entity.clone()];
-        chain.extend(intermediates.iter().cloned());
-        let id = check(&self.source.now(), &chain)?;
-        if self.allowed.allows(&id) {
-            Ok(())
+/// Both sides' checks: the chain against the source's bundle as it is at
+/// the handshake, then the allowed peers.
+fn peer_check(source: &Arc<SvidSource>, allowed: AllowedPeers) -> PeerVerifier {
+    let algorithms = source.provider.signature_verification_algorithms;
+    let source = source.clone();
+    let check = move |chain: &[CertificateDer<'_>]| {
+        let id = check(&source.now(), chain).map_err(|e| e.to_string())?;
+        if allowed.allows(&id) {
+            Ok(id)
         } else {
-            Err(rustls::Error::General(format!(
-                "the peer {id} is not allowed"
-            )))
+            Err(format!("the peer {id} is not allowed"))
         }
-    }
-
-    /// A handshake signature by the peer's certificate key (TLS 1.3).
-    fn signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-}
-
-/// Both configurations allow TLS 1.3 only, so a TLS 1.2 signature never
-/// comes; refused if it did.
-fn tls13_only() -> Result<HandshakeSignatureValid, rustls::Error> {
-    Err(rustls::Error::General("TLS 1.3 only".into()))
-}
-
-impl ClientCertVerifier for PeerCheck {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.peer(end_entity, intermediates)
-            .map(|()| ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_only()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for PeerCheck {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // The name that counts is the SPIFFE ID, not the host's.
-        self.peer(end_entity, intermediates)
-            .map(|()| ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_only()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    };
+    PeerVerifier::new(Arc::new(check), algorithms, true)
 }
 
 /// Hands out the source's current certificate on every handshake.
@@ -293,7 +182,7 @@ pub fn server_config(
     let config = rustls::ServerConfig::builder_with_provider(source.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| SdkError::KeyGeneration(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(PeerCheck::new(source, allowed)))
+        .with_client_cert_verifier(Arc::new(peer_check(source, allowed)))
         .with_cert_resolver(Arc::new(CurrentCert(source.clone())));
     Ok(config)
 }
@@ -308,7 +197,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| SdkError::KeyGeneration(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PeerCheck::new(source, allowed)))
+        .with_custom_certificate_verifier(Arc::new(peer_check(source, allowed)))
         .with_client_cert_resolver(Arc::new(CurrentCert(source.clone())));
     Ok(config)
 }
@@ -317,6 +206,12 @@ pub fn client_config(
 /// request [`serve`] hands to the router: `Extension<PeerId>` in a handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerId(pub SpiffeId);
+
+/// The peer's certificate (leaf, DER) of a mutual-TLS connection, beside
+/// [`PeerId`] on every request [`serve`] hands on: the proof the layer
+/// demands for a certificate-bound token (RFC 8705 `cnf.x5t#S256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
 
 /// Serves `router` over mutual TLS on `listener` until accepting fails:
 /// each connection's handshake uses `config` (from [`server_config`], which
@@ -342,18 +237,18 @@ pub async fn serve(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let Some(peer) = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| source.peer_id(certs))
-            else {
+            let Some((peer, leaf)) = tls.get_ref().1.peer_certificates().and_then(|certs| {
+                Some((source.peer_id(certs)?, Arc::new(certs.first()?.to_vec())))
+            }) else {
                 return;
             };
             let service =
                 router.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
                     request.extensions_mut().insert(PeerId(peer.clone()));
+                    request
+                        .extensions_mut()
+                        .insert(PeerCertificate(leaf.clone()));
                     request
                 });
             let service = TowerToHyperService::new(service);

@@ -76,6 +76,9 @@ pub struct VerifierConfig {
     /// that, new events are dropped and the count is reported to the
     /// authority with the next batch. Default 4096.
     pub audit_buffer: usize,
+    /// The HTTP client for the authority: one that trusts its CA when it
+    /// serves TLS (`serve --tls`). Default: a plain client.
+    pub http: Option<reqwest::Client>,
 }
 
 impl VerifierConfig {
@@ -95,6 +98,7 @@ impl VerifierConfig {
             verified_tokens: agentauth_core::DEFAULT_VERIFIED_TOKENS,
             jwks_refresh: Duration::from_secs(300),
             audit_buffer: crate::audit::DEFAULT_BUFFER,
+            http: None,
         }
     }
 }
@@ -169,7 +173,7 @@ impl Verifier {
     /// Fetches metadata, keys and the revocation list, then keeps the list
     /// current in the background. Fails if the authority is unreachable.
     pub async fn connect(config: VerifierConfig) -> Result<Self, SdkError> {
-        let http = reqwest::Client::new();
+        let http = config.http.clone().unwrap_or_default();
         let metadata = Metadata::fetch(&http, &config.authority_url).await?;
         let by_kid = fetch_jwks(&http, &metadata.jwks_uri).await?;
         let (alive, alive_rx) = watch::channel(());
@@ -357,6 +361,10 @@ impl Verifier {
                 body,
                 origin: inner.config.public_origin.as_deref(),
                 nonces: &inner.nonces,
+                tls_certificate: parts
+                    .extensions
+                    .get::<crate::mtls::PeerCertificate>()
+                    .map(|c| c.0.as_slice()),
             }),
             verified: Some(&inner.verified),
         };

@@ -154,6 +154,20 @@ impl CertificateAuthority {
         now: i64,
         lifetime_secs: i64,
     ) -> Result<IssuedSvid, SvidError> {
+        self.issue_for_hosts(csr_der, id, &[], now, lifetime_secs)
+    }
+
+    /// As [`CertificateAuthority::issue`], with `hosts` (IP addresses or DNS
+    /// names) as further SANs besides the one URI SAN, which the SPIFFE spec
+    /// allows: a server SVID that clients checking host names accept too.
+    pub fn issue_for_hosts(
+        &self,
+        csr_der: &[u8],
+        id: &SpiffeId,
+        hosts: &[String],
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Result<IssuedSvid, SvidError> {
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|e| SvidError::Csr(e.to_string()))?;
@@ -171,6 +185,16 @@ impl CertificateAuthority {
             vec![SanType::URI(id.as_str().try_into().map_err(
                 |e: rcgen::Error| SvidError::Certificate(e.to_string()),
             )?)];
+        for host in hosts {
+            params.subject_alt_names.push(match host.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    host.as_str()
+                        .try_into()
+                        .map_err(|e: rcgen::Error| SvidError::Certificate(e.to_string()))?,
+                ),
+            });
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![

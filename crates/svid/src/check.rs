@@ -332,4 +332,27 @@ mod tests {
         let point = cert.public_key().subject_public_key.data.to_vec();
         assert_eq!(point, [&[4u8][..], &x, &y].concat());
     }
+
+    #[test]
+    fn the_public_jwk_of_a_leaf_is_the_csr_key() {
+        let now = 1_800_000_000;
+        let td = agentauth_core::TrustDomain::new("agentauth.local").unwrap();
+        let ca = crate::CertificateAuthority::generate(&td, now, 86_400).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        let id = agentauth_core::SpiffeId::parse("spiffe://agentauth.local/agent/a").unwrap();
+        let leaf = ca.issue(csr.der(), &id, now, 600).unwrap();
+        let jwk = crate::public_jwk(&leaf.der).unwrap().to_json();
+        let point = key.public_key_raw();
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(jwk["x"], agentauth_core::b64url_encode(&point[1..33]));
+        assert_eq!(jwk["y"], agentauth_core::b64url_encode(&point[33..]));
+        assert!(
+            crate::public_jwk(ca.cert_der()).is_ok(),
+            "the CA's own P-256 key"
+        );
+        assert!(crate::public_jwk(b"not a certificate").is_err());
+    }
 }

@@ -12,9 +12,11 @@
 
 mod authority;
 mod check;
+mod tls;
 
 pub use authority::{CertificateAuthority, IssuedSvid};
 pub use check::{SvidCheck, check_svid};
+pub use tls::{ChainCheck, PeerVerifier};
 
 /// Why a CA could not be made or loaded, a CSR was refused, or a chain is
 /// not a valid X.509-SVID.
@@ -86,6 +88,39 @@ pub fn split_certificates(mut der: &[u8]) -> Result<Vec<Vec<u8>>, SvidError> {
         return Err(SvidError::Certificate("no certificate".into()));
     }
     Ok(out)
+}
+
+/// A certificate's public key as a JWK (P-256 or Ed25519, the keys SVIDs
+/// are issued for): what a certificate-bound token's `cnf` names.
+pub fn public_jwk(der: &[u8]) -> Result<agentauth_core::PublicJwk, SvidError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| SvidError::Certificate(e.to_string()))?;
+    let spki = cert.public_key();
+    let raw = spki.subject_public_key.data.as_ref();
+    let b64 = agentauth_core::b64url_encode;
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    let jwk = match spki.algorithm.algorithm.to_id_string().as_str() {
+        // id-ecPublicKey on prime256v1, as an uncompressed point.
+        "1.2.840.10045.2.1"
+            if curve.as_deref() == Some("1.2.840.10045.3.1.7")
+                && raw.len() == 65
+                && raw[0] == 4 =>
+        {
+            serde_json::json!({
+                "kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..]),
+            })
+        }
+        "1.3.101.112" if raw.len() == 32 => {
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(raw)})
+        }
+        _ => return Err(SvidError::KeyAlgorithm),
+    };
+    agentauth_core::PublicJwk::from_json(&jwk).map_err(|e| SvidError::Certificate(e.to_string()))
 }
 
 /// A certificate's `notAfter`, seconds since the epoch.

@@ -107,6 +107,11 @@ pub enum DpopRefusal {
     /// The proof's `jti` was used before.
     #[error("the DPoP proof was already used")]
     Replayed,
+    /// A DPoP proof with tls_client_auth: the token is bound to the certificate.
+    #[error(
+        "with tls_client_auth the token is bound to the client certificate; send no DPoP proof"
+    )]
+    WithCertificate,
 }
 
 /// What a grant decided the new token says; signing, storing and auditing are shared.
@@ -144,6 +149,8 @@ pub(crate) struct TokenCall {
     pub(crate) peer: IpAddr,
     /// The request's `DPoP` header.
     pub(crate) dpop: DpopHeader,
+    /// The client's X.509-SVID from the TLS handshake (`serve --tls`).
+    pub(crate) certificate: Option<crate::tls::ClientCertificate>,
 }
 
 /// The `DPoP` header of a token request.
@@ -250,6 +257,7 @@ async fn issue(
         assertion_type: req.client_assertion_type.as_deref(),
         assertion: req.client_assertion.as_deref(),
         client_id: req.client_id.as_deref(),
+        certificate: call.certificate.as_ref(),
     };
     let client = authenticate(s, &creds, &s.endpoint("/oauth/token"), &mut attempt.client).await?;
     attempt.authenticated = true;
@@ -586,6 +594,8 @@ enum Binding {
     RegisteredKey(PublicJwk),
     /// The key of the request's DPoP proof (RFC 9449).
     Dpop(PublicJwk),
+    /// The client certificate of tls_client_auth and its key (RFC 8705).
+    Certificate(PublicJwk, std::sync::Arc<Vec<u8>>),
     /// Nothing: a bearer token, only for agents the registry allows it.
     Bearer,
 }
@@ -594,6 +604,7 @@ impl Binding {
     fn cnf(&self) -> Option<Cnf> {
         match self {
             Self::RegisteredKey(key) | Self::Dpop(key) => Some(Cnf::for_key(key)),
+            Self::Certificate(key, certificate) => Some(Cnf::for_certificate(key, certificate)),
             Self::Bearer => None,
         }
     }
@@ -609,6 +620,7 @@ impl Binding {
         match self {
             Self::RegisteredKey(_) => "bound to the agent's key",
             Self::Dpop(_) => "bound to the DPoP proof key",
+            Self::Certificate(..) => "bound to the client certificate (RFC 8705)",
             Self::Bearer => "bearer token without key binding (allowed by the registry)",
         }
     }
@@ -622,6 +634,15 @@ async fn key_binding(
     dpop: &DpopHeader,
     client: &AuthenticatedClient,
 ) -> Result<Binding, AuthorityError> {
+    if let Some(certificate) = &client.certificate {
+        return match dpop {
+            DpopHeader::Absent => Ok(Binding::Certificate(
+                client.key.clone(),
+                certificate.clone(),
+            )),
+            _ => Err(DpopRefusal::WithCertificate.into()),
+        };
+    }
     let proof = match dpop {
         DpopHeader::Absent => {
             return Ok(if client.agent.bearer_allowed {

@@ -38,6 +38,7 @@ async fn caller(
         assertion_type: form.client_assertion_type.as_deref(),
         assertion: form.client_assertion.as_deref(),
         client_id: form.client_id.as_deref(),
+        certificate: None,
     };
     let mut claimed = String::new();
     let client = authenticate(s, &creds, &s.endpoint(path), &mut claimed).await?;

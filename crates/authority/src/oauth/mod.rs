@@ -52,7 +52,11 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
         introspection_endpoint: s.endpoint("/oauth/introspect"),
         revocation_endpoint: s.endpoint("/oauth/revoke"),
         grant_types_supported: strings(&["client_credentials", TOKEN_EXCHANGE_GRANT]),
-        token_endpoint_auth_methods_supported: strings(&["private_key_jwt"]),
+        token_endpoint_auth_methods_supported: if s.config.tls {
+            strings(&["private_key_jwt", "tls_client_auth"])
+        } else {
+            strings(&["private_key_jwt"])
+        },
         token_endpoint_auth_signing_alg_values_supported: algs(),
         dpop_signing_alg_values_supported: algs(),
         // The admin credential is a Bearer token (RFC 8414 §2 lets
@@ -73,6 +77,7 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
         jwt_svid_endpoint: s.endpoint("/v1/svids/jwt"),
         spiffe_bundle_endpoint: s.endpoint("/v1/bundle"),
         approval_polling_interval: s.config.approval_interval_secs,
+        tls_client_certificate_bound_access_tokens: s.config.tls,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::server::AppState;
 pub(crate) async fn token(
     State(s): State<AppState>,
     PeerIp(peer): PeerIp,
+    certificate: Option<axum::Extension<crate::tls::ClientCertificate>>,
     headers: HeaderMap,
     form: Result<FormBody<TokenRequest>, AuthorityError>,
 ) -> Response {
@@ -33,6 +34,7 @@ pub(crate) async fn token(
         request_id: request_id(&headers),
         peer,
         dpop: dpop_header(&headers),
+        certificate: certificate.map(|axum::Extension(c)| c),
     };
     // Before the form is parsed or any signature checked: a flood from one
     // address costs a map lookup each, and is neither audited one by one.
