@@ -312,9 +312,26 @@ async fn tls_client_auth_binds_the_token_to_the_certificate_and_the_layer_demand
         .await
         .unwrap();
     let customer_source = SvidSource::new(&customer_svid).unwrap();
+    // Policy sees the mutual-TLS peer: reads only from the reader's certificate.
+    s.load_policies(
+        &[(
+            "peer.cedar",
+            "@id(\"reads-over-mtls\") permit (principal, action in Action::\"read\", resource)\n\
+             when { context.tls_peer == \"spiffe://agentauth.local/agent/reader\" };\n",
+        )],
+        true,
+    )
+    .await;
     let mut config = VerifierConfig::new(&s.url, crate::support::spiffe("customer"));
     config.http = Some(s.http.clone());
-    let verifier = Verifier::connect(config).await.unwrap();
+    let verifier = Verifier::connect(config)
+        .await
+        .unwrap()
+        .with_audit(s.client_with_http("customer", &customer_key, s.http.clone()));
+    assert!(
+        verifier.policy_version().is_some(),
+        "the policy set is in force"
+    );
     async fn read(caller: VerifiedAgent) -> String {
         caller.agent.to_string()
     }

@@ -369,6 +369,7 @@ pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, 
         environment: s.config.environment.clone(),
         time: Clock::at_unix(unix_now()),
         client_ip: ask.client_ip,
+        tls_peer: String::new(),
     };
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
@@ -791,6 +792,7 @@ fn dry_run_context(
         environment: s.config.environment.clone(),
         time: Clock::at_unix(unix_now()),
         client_ip: IpAddr::from([127, 0, 0, 1]),
+        tls_peer: String::new(),
     };
     let context = serde_json::to_value(defaults)
         .map_err(|e| AuthorityError::Internal(format!("context: {e}")))?;
@@ -910,6 +912,7 @@ mod tests {
             environment: "test".into(),
             time: Clock::at_unix(0),
             client_ip: IpAddr::from([127, 0, 0, 1]),
+            tls_peer: String::new(),
         })
         .unwrap();
         let set = overlay_context(defaults.clone(), serde_json::json!({"purpose": "audit"}));

@@ -98,6 +98,10 @@ pub struct RequestContext {
     /// The peer address of the request.
     #[serde(default = "unknown_ip")]
     pub client_ip: IpAddr,
+    /// The SPIFFE ID the caller proved in a mutual-TLS handshake; empty
+    /// when the request came without one.
+    #[serde(default)]
+    pub tls_peer: String,
 }
 
 fn unspecified() -> String {
@@ -302,6 +306,7 @@ mod tests {
             environment: "dev".into(),
             time: Clock::at_unix(0),
             client_ip: unknown_ip(),
+            tls_peer: String::new(),
         }
     }
 
@@ -421,6 +426,30 @@ mod tests {
         assert_eq!(
             decide(&s, "c", Target::Agent(&target), &c).outcome,
             Outcome::Permit
+        );
+    }
+
+    #[test]
+    fn the_mutual_tls_peer_is_visible() {
+        let s = set(
+            "@id(\"peer\") permit (principal, action == Action::\"a\", resource) when { context.tls_peer like \"spiffe://partner.example/*\" };\n",
+        );
+        let target = agent("t");
+        let mut c = ctx();
+        assert_eq!(
+            decide(&s, "a", Target::Agent(&target), &c).outcome,
+            Outcome::Deny,
+            "no TLS peer"
+        );
+        c.tls_peer = "spiffe://partner.example/agent/billing".into();
+        assert_eq!(
+            decide(&s, "a", Target::Agent(&target), &c).outcome,
+            Outcome::Permit
+        );
+        c.tls_peer = "spiffe://agentauth.local/agent/billing".into();
+        assert_eq!(
+            decide(&s, "a", Target::Agent(&target), &c).outcome,
+            Outcome::Deny
         );
     }
 

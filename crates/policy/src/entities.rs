@@ -230,6 +230,10 @@ fn build_context(c: &RequestContext) -> Result<Context, PolicyError> {
         ),
         ("time".to_owned(), time),
         ("client_ip".to_owned(), client_ip(c.client_ip)),
+        (
+            "tls_peer".to_owned(),
+            RestrictedExpression::new_string(c.tls_peer.clone()),
+        ),
     ])
     .map_err(refused(RequestError::Context))
 }

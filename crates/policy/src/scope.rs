@@ -446,6 +446,7 @@ mod tests {
             environment: "dev".into(),
             time: Clock::at_unix(0),
             client_ip: [127, 0, 0, 1].into(),
+            tls_peer: String::new(),
         };
         let decide = |principal: &AgentFacts, chain_holds_rogue: bool| {
             let mut c = context.clone();

@@ -42,6 +42,7 @@ fn context(depth: i64, environment: &str, at: i64) -> RequestContext {
         environment: environment.into(),
         time: Clock::at_unix(at),
         client_ip: "127.0.0.1".parse().unwrap(),
+        tls_peer: String::new(),
     }
 }
 

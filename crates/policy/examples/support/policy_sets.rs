@@ -175,6 +175,7 @@ impl World {
                 weekday: 3,
             },
             client_ip: [10, 1, 2, 3].into(),
+            tls_peer: String::new(),
         };
         let mut evening = working_hours.clone();
         evening.time.hour = 20;

@@ -137,6 +137,11 @@ impl Decider {
             environment: environment.to_owned(),
             time: Clock::at_unix(unix_now()),
             client_ip: peer_ip(parts),
+            tls_peer: parts
+                .extensions
+                .get::<crate::mtls::PeerId>()
+                .map(|p| p.0.to_string())
+                .unwrap_or_default(),
         };
         // The decoded path, as the router matched it: `/invoices/%34%32` is
         // the resource `/invoices/42`.
