@@ -898,6 +898,31 @@ async fn demo_chain_runs_every_step_as_expected() {
 }
 
 #[tokio::test]
+async fn demo_mtls_runs_every_step_as_expected() {
+    let out = run(command().args(["demo", "mtls"]));
+    out.succeeds();
+    assert!(
+        out.stdout.contains("all 8 steps behaved as expected"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("FAIL"));
+    for step in [
+        "token by its certificate",
+        "CA rotated mid-run",
+        "certificate rotated",
+        "stolen token over another certificate",
+        "planner disabled",
+    ] {
+        assert!(
+            out.stdout.contains(step),
+            "{step} missing from {}",
+            out.stdout
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_authority_is_reported_on_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = write_key(dir.path(), &SigningKey::generate_ed25519());

@@ -196,6 +196,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// The trust domain's CA certificates, PEM: what a client embedding the
+    /// authority trusts it with when it serves TLS.
+    pub fn trust_bundle_pem(&self) -> String {
+        let ring = self.state.cas();
+        agentauth_svid::certificates_pem(
+            ring.published(agentauth_core::unix_now())
+                .into_iter()
+                .map(|(ca, _, _)| ca.cert_der()),
+        )
+    }
+
     /// Stops accepting, finishes in-flight requests, writes the refusals
     /// counted so far and returns.
     pub async fn shutdown(self) {

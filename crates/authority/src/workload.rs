@@ -5,7 +5,7 @@
 //! another CA takes over signing, JWT-SVIDs, and the trust bundles.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_core::{AuditKind, Decision, unix_now};
@@ -33,15 +33,16 @@ struct Held {
 /// The authority as the Workload API's identity source.
 pub(crate) struct LocalIdentities {
     state: Arc<State>,
-    /// By agent name; only agents that still have an entry stay.
-    held: Mutex<HashMap<String, Held>>,
+    /// By agent name; only agents that still have an entry stay. Held
+    /// across an issuance, so concurrent callers never issue twice.
+    held: tokio::sync::Mutex<HashMap<String, Held>>,
 }
 
 impl LocalIdentities {
     pub(crate) fn new(state: Arc<State>) -> Self {
         Self {
             state,
-            held: Mutex::new(HashMap::new()),
+            held: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -54,10 +55,10 @@ impl LocalIdentities {
             .agents_with_selectors()
             .await
             .map_err(|e| WorkloadError::Unavailable(e.to_string()))?;
-        {
-            let mut held = self.held.lock().expect("held SVIDs lock");
-            held.retain(|name, _| entries.iter().any(|a| a.name.as_str() == name));
-        }
+        self.held
+            .lock()
+            .await
+            .retain(|name, _| entries.iter().any(|a| a.name.as_str() == name));
         Ok(entries
             .into_iter()
             .filter(|a| {
@@ -122,22 +123,18 @@ impl Identities for LocalIdentities {
         let now = unix_now();
         let signer = self.state.cas().signer(now).serial();
         let mut out = Vec::with_capacity(agents.len());
+        let mut held = self.held.lock().await;
         for agent in &agents {
-            let kept = {
-                let held = self.held.lock().expect("held SVIDs lock");
-                held.get(agent.name.as_str())
-                    .filter(|h| h.identity.renew_at > now && h.signer == signer)
-                    .map(|h| h.identity.clone())
-            };
+            let kept = held
+                .get(agent.name.as_str())
+                .filter(|h| h.identity.renew_at > now && h.signer == signer)
+                .map(|h| h.identity.clone());
             let identity = match kept {
                 Some(identity) => identity,
                 None => {
                     let fresh = self.issue(agent).await?;
                     let identity = fresh.identity.clone();
-                    self.held
-                        .lock()
-                        .expect("held SVIDs lock")
-                        .insert(agent.name.to_string(), fresh);
+                    held.insert(agent.name.to_string(), fresh);
                     identity
                 }
             };

@@ -78,6 +78,13 @@ impl SvidSource {
         self.current.read().expect("lock").clone()
     }
 
+    /// The certificate presented now (leaf, DER): changes when the SVID
+    /// rotates, so a client can tell that a token bound to the old one
+    /// (`cnf.x5t#S256`) is due for renewal.
+    pub fn leaf(&self) -> Vec<u8> {
+        self.now().certified.cert[0].to_vec()
+    }
+
     /// The SPIFFE ID of a peer whose chain `certs` (leaf first) validates
     /// against the current bundle, for a handler that reads the connection's
     /// peer certificates.

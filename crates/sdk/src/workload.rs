@@ -19,12 +19,17 @@ fn refused(e: impl std::fmt::Display) -> SdkError {
     SdkError::WorkloadApi(e.to_string())
 }
 
-/// The default (first) SVID of a stream message, with its key and bundle.
-fn default_svid(message: &X509svidResponse) -> Result<X509Svid, SdkError> {
-    let svid = message
-        .svids
-        .first()
-        .ok_or_else(|| refused("the answer holds no SVID"))?;
+/// The SVID of a stream message with `id` (the default, the first, when
+/// `None`), with its key and bundle.
+fn pick_svid(message: &X509svidResponse, id: Option<&SpiffeId>) -> Result<X509Svid, SdkError> {
+    let svid = match id {
+        None => message.svids.first(),
+        Some(id) => message.svids.iter().find(|s| s.spiffe_id == id.as_str()),
+    }
+    .ok_or_else(|| match id {
+        Some(id) => refused(format!("the answer holds no SVID for {id}")),
+        None => refused("the answer holds no SVID"),
+    })?;
     let chain = agentauth_svid::split_certificates(&svid.x509_svid).map_err(refused)?;
     let bundle = agentauth_svid::split_certificates(&svid.bundle).map_err(refused)?;
     let expires_at = agentauth_svid::not_after(&chain[0]).map_err(refused)?;
@@ -57,14 +62,35 @@ impl SvidSource {
     /// and a closed stream is opened again (with backoff up to 30 s) until
     /// the source is dropped.
     pub async fn from_workload_api(endpoint: &str) -> Result<Arc<Self>, SdkError> {
+        Self::follow_workload_api(endpoint, None).await
+    }
+
+    /// The same, for the SVID with `id` among those the Workload API gives
+    /// this process (a process that is the workload of several agents).
+    pub async fn from_workload_api_for(
+        endpoint: &str,
+        id: &SpiffeId,
+    ) -> Result<Arc<Self>, SdkError> {
+        Self::follow_workload_api(endpoint, Some(id.clone())).await
+    }
+
+    async fn follow_workload_api(
+        endpoint: &str,
+        id: Option<SpiffeId>,
+    ) -> Result<Arc<Self>, SdkError> {
         let mut stream = open(endpoint).await?;
         let first = stream
             .message()
             .await
             .map_err(|status| refused(format!("{:?}: {}", status.code(), status.message())))?
             .ok_or_else(|| refused("the stream closed before the first SVID"))?;
-        let source = Self::new(&default_svid(&first)?)?;
-        tokio::spawn(follow(endpoint.to_owned(), Arc::downgrade(&source), stream));
+        let source = Self::new(&pick_svid(&first, id.as_ref())?)?;
+        tokio::spawn(follow(
+            endpoint.to_owned(),
+            id,
+            Arc::downgrade(&source),
+            stream,
+        ));
         Ok(source)
     }
 }
@@ -72,6 +98,7 @@ impl SvidSource {
 /// Applies every later message to the source while it lives.
 async fn follow(
     endpoint: String,
+    id: Option<SpiffeId>,
     source: Weak<SvidSource>,
     mut stream: tonic::Streaming<X509svidResponse>,
 ) {
@@ -81,7 +108,7 @@ async fn follow(
             let Some(source) = source.upgrade() else {
                 return;
             };
-            match default_svid(&message).and_then(|svid| source.update(&svid)) {
+            match pick_svid(&message, id.as_ref()).and_then(|svid| source.update(&svid)) {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
                     tracing::warn!(error = %e, "a pushed SVID was unusable; keeping the last")

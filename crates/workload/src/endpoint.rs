@@ -16,6 +16,8 @@ use crate::{Identities, WorkloadApi, WorkloadError};
 
 /// Largest request message the server reads.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a stopping server waits for open streams before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Most calls (streams included) open on one connection at once.
 const MAX_STREAMS: u32 = 64;
 
@@ -75,7 +77,9 @@ impl Endpoint {
     }
 
     /// Serves the Workload API over `identities` until `shutdown` resolves,
-    /// then removes the socket file.
+    /// then removes the socket file. Streams never end by themselves, so
+    /// after [`SHUTDOWN_GRACE`] the connections still open are dropped (the
+    /// clients reconnect to whatever serves the socket next).
     pub async fn serve<I: Identities>(
         self,
         identities: Arc<I>,
@@ -84,18 +88,31 @@ impl Endpoint {
     ) -> Result<(), WorkloadError> {
         let service = SpiffeWorkloadApiServer::new(WorkloadApi::new(identities, recheck))
             .max_decoding_message_size(MAX_MESSAGE);
-        let result = tonic::transport::Server::builder()
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let mut graceful = stopped.clone();
+        let server = tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_STREAMS)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service)
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(self.listener)
                     .map(|accepted| accepted.map(crate::peer::PeerStream::new)),
-                shutdown,
-            )
-            .await;
+                async move {
+                    let _ = graceful.wait_for(|stop| *stop).await;
+                },
+            );
+        let mut deadline = stopped;
+        let result = tokio::select! {
+            result = server => result.map_err(|e| WorkloadError::Socket(e.to_string())),
+            () = async {
+                shutdown.await;
+                let _ = stopping.send(true);
+                let _ = deadline.wait_for(|stop| *stop).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Ok(()),
+        };
         let _ = std::fs::remove_file(&self.path);
-        result.map_err(|e| WorkloadError::Socket(e.to_string()))
+        result
     }
 }
 

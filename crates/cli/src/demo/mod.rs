@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod chain;
+mod mtls;
 mod seed;
 
 /// Options of `agentauth demo`: everything runs in-process on loopback ports,
@@ -33,6 +34,9 @@ enum Scenario {
     Seed,
     /// planner → executor → database: delegation, proof of possession, revocation.
     Chain,
+    /// Two agents with SVIDs from the Workload API call each other over
+    /// mutual TLS with certificate-bound tokens, through a CA rotation.
+    Mtls,
 }
 
 /// Runs the chosen scenario and prints its table.
@@ -40,6 +44,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     match args.scenario {
         Scenario::Seed => seed::run().await,
         Scenario::Chain => chain::run().await,
+        Scenario::Mtls => mtls::run().await,
     }
 }
 
@@ -211,6 +216,16 @@ pub(super) async fn audit_verdict(data_dir: &std::path::Path) -> anyhow::Result<
             Err(bad) => bad,
         },
     )
+}
+
+/// The claims of a JWT, unverified: for showing what a token says.
+pub(super) fn claims(token: &str) -> anyhow::Result<agentauth_core::AccessClaims> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(agentauth_core::b64url_decode)
+        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
+    Ok(serde_json::from_slice(&payload)?)
 }
 
 /// "issued", or the OAuth error the token endpoint answered.
