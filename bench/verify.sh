@@ -40,7 +40,7 @@ base = pathlib.Path(sys.argv[1])
 order = ["ed25519_signature", "core_parse_and_verify", "core_request_signature",
          "cnf_key_from_json", "router_without_layer", "layer_bearer_check", "layer_full_check",
          "layer_full_check_uncached",
-         "layer_full_check_with_audit"]
+         "layer_full_check_with_audit", "mtls_handshake"]
 est = {}
 for name in order:
     f = base / name / "new" / "estimates.json"
@@ -60,6 +60,9 @@ print()
 verdict("layer_bearer_check", 1, 1.25)          # token check only: one signature
 verdict("layer_full_check", 1, 1.10)            # token remembered: the request signature
 verdict("layer_full_check_uncached", 2, 1.25)   # token + RFC 9421 request signature
+if "mtls_handshake" in est and "layer_full_check" in est:
+    h, l = est["mtls_handshake"][0], est["layer_full_check"][0]
+    print(f"(mtls_handshake + layer_full_check) / layer_full_check = {(h + l) / l:.2f} (mean): a new mutual-TLS connection's first request")
 missing = [name for name in order if name not in est]
 if sys.argv[2] == "1" and missing:
     sys.exit(f"no figure for: {', '.join(missing)}")

@@ -42,6 +42,7 @@
 //! (`bench/verify.sh` runs it and prints the ratios).
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_authority::{Config, Running};
@@ -371,6 +372,14 @@ fn benches(c: &mut Criterion) {
         });
     });
 
+    // A mutual-TLS 1.3 handshake between two agents' SVIDs, in memory: both
+    // chains checked against the bundle, both SPIFFE IDs against the allowed
+    // peers; what a connection costs on top of its requests' layer checks.
+    let (server_tls, client_tls) = mtls_configs();
+    group.bench_function("mtls_handshake", |b| {
+        b.iter(|| handshake(&server_tls, &client_tls));
+    });
+
     // The layer remembers every nonce for the signature's window plus skew
     // (90 s) and refuses a key's requests once it holds 100,000 of that key's
     // (request_proof.rs, MAX_NONCES_PER_KEY); a benchmark sends more than that
@@ -427,6 +436,73 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Server and client configurations of two agents with SVIDs from one CA.
+fn mtls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config, server_config};
+    let now = agentauth_core::unix_now();
+    let domain = agentauth_core::TrustDomain::new("agentauth.local").expect("a trust domain");
+    let ca = agentauth_svid::CertificateAuthority::generate(&domain, now, 86_400).expect("a CA");
+    let svid = |name: &str| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .expect("a CSR");
+        let id = agent_id(name);
+        let leaf = ca.issue(csr.der(), &id, now, 3600).expect("an SVID");
+        SvidSource::new(&agentauth_sdk::X509Svid {
+            spiffe_id: id,
+            cert_chain_pem: agentauth_svid::certificates_pem([leaf.der.as_slice()]),
+            private_key_pem: key.serialize_pem(),
+            bundle_pem: agentauth_svid::certificates_pem([ca.cert_der()]),
+            expires_at: leaf.expires_at,
+        })
+        .expect("a source")
+    };
+    let (server, client) = (svid("customer"), svid("reader"));
+    let server_config = server_config(&server, AllowedPeers::Only(vec![agent_id("reader")]))
+        .expect("a server configuration");
+    let mut client_config = client_config(&client, AllowedPeers::Only(vec![agent_id("customer")]))
+        .expect("a client configuration");
+    client_config.resumption = rustls::client::Resumption::disabled();
+    (Arc::new(server_config), Arc::new(client_config))
+}
+
+/// One full handshake, the records passed in memory.
+fn handshake(server: &Arc<rustls::ServerConfig>, client: &Arc<rustls::ClientConfig>) {
+    let name = rustls::pki_types::ServerName::try_from("customer.invalid").expect("a name");
+    let mut client = rustls::ClientConnection::new(client.clone(), name).expect("a client");
+    let mut server = rustls::ServerConnection::new(server.clone()).expect("a server");
+    let mut records = Vec::new();
+    while client.is_handshaking() || server.is_handshaking() {
+        records.clear();
+        while client.wants_write() {
+            client.write_tls(&mut records).expect("client records");
+        }
+        let mut from_client = records.as_slice();
+        while !from_client.is_empty() {
+            server
+                .read_tls(&mut from_client)
+                .expect("read by the server");
+            server
+                .process_new_packets()
+                .expect("the server accepts the client");
+        }
+        records.clear();
+        while server.wants_write() {
+            server.write_tls(&mut records).expect("server records");
+        }
+        let mut from_server = records.as_slice();
+        while !from_server.is_empty() {
+            client
+                .read_tls(&mut from_server)
+                .expect("read by the client");
+            client
+                .process_new_packets()
+                .expect("the client accepts the server");
+        }
+    }
 }
 
 criterion_group!(verify, benches);
