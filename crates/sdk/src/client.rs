@@ -279,46 +279,49 @@ impl Client {
             .send()
             .await
             .map_err(SdkError::unreachable(Endpoint::Token))?;
-        let status = response.status();
-        let body = response
-            .bytes()
+        token_answer(response, request, now).await
+    }
+
+    /// RFC 8705 `tls_client_auth`, against an authority on `serve --tls`:
+    /// the request goes over a mutual-TLS connection presenting `source`'s
+    /// current SVID (this agent's), with no assertion, and the token is
+    /// bound to that certificate (`cnf.x5t#S256`): good only over
+    /// connections that present it. Not cached; ask again when
+    /// [`SvidSource::leaf`](crate::mtls::SvidSource::leaf) changes.
+    pub async fn fetch_certificate_bound_token(
+        &self,
+        source: &std::sync::Arc<crate::mtls::SvidSource>,
+        audience: &SpiffeId,
+        scope: &Scope,
+    ) -> Result<AccessToken, SdkError> {
+        let metadata = self.metadata().await?;
+        let mut tls = crate::mtls::client_config(
+            source,
+            crate::mtls::AllowedPeers::Only(vec![metadata.authority_id.clone()]),
+        )?;
+        // A fresh handshake each time, so the certificate presented is the
+        // source's current one.
+        tls.resumption = rustls::client::Resumption::disabled();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(SdkError::unreachable(Endpoint::Token))?;
+        let request = TokenRequest {
+            grant_type: Some("client_credentials".into()),
+            client_id: Some(self.inner.agent_id.to_string()),
+            resource: Some(audience.to_string()),
+            scope: Some(scope.to_string()),
+            ..TokenRequest::default()
+        };
+        let now = unix_now();
+        let response = http
+            .post(&metadata.token_endpoint)
+            .form(&request)
+            .send()
             .await
             .map_err(SdkError::unreachable(Endpoint::Token))?;
-        if !status.is_success() {
-            let err: OAuthError =
-                serde_json::from_slice(&body).map_err(|_| SdkError::AuthorityStatus {
-                    endpoint: Endpoint::Token,
-                    status: status.as_u16(),
-                })?;
-            if let ("authorization_pending", Some(approval_id)) =
-                (err.error.as_str(), err.approval_id.clone())
-            {
-                return Err(SdkError::ApprovalPending(PendingApproval {
-                    approval_id,
-                    interval: err.interval.unwrap_or(5),
-                    expires_at: now + err.expires_in.unwrap_or(0),
-                    request: Box::new(TokenRequest {
-                        approval_id: None,
-                        ..request.clone()
-                    }),
-                    cache_key: None,
-                }));
-            }
-            return Err(SdkError::TokenRefused {
-                status: status.as_u16(),
-                error: err.error,
-                description: err.error_description,
-            });
-        }
-        let ok: TokenResponse =
-            serde_json::from_slice(&body).map_err(SdkError::unreadable(Endpoint::Token))?;
-        let scope = Scope::parse(&ok.scope).map_err(SdkError::unreadable(Endpoint::Token))?;
-        Ok(AccessToken {
-            token: ok.access_token,
-            scope,
-            expires_at: now + ok.expires_in,
-            issued_at: now,
-        })
+        token_answer(response, &request, now).await
     }
 
     /// Sends `request` to the agent `audience` with a token carrying `scope`.
@@ -434,6 +437,55 @@ impl std::fmt::Debug for Client {
             .field("agent_id", &self.inner.agent_id.as_str())
             .finish_non_exhaustive()
     }
+}
+
+/// The token endpoint's answer to `request` (sent at `now`): the token, a
+/// pending approval, or the refusal.
+async fn token_answer(
+    response: reqwest::Response,
+    request: &TokenRequest,
+    now: i64,
+) -> Result<AccessToken, SdkError> {
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(SdkError::unreachable(Endpoint::Token))?;
+    if !status.is_success() {
+        let err: OAuthError =
+            serde_json::from_slice(&body).map_err(|_| SdkError::AuthorityStatus {
+                endpoint: Endpoint::Token,
+                status: status.as_u16(),
+            })?;
+        if let ("authorization_pending", Some(approval_id)) =
+            (err.error.as_str(), err.approval_id.clone())
+        {
+            return Err(SdkError::ApprovalPending(PendingApproval {
+                approval_id,
+                interval: err.interval.unwrap_or(5),
+                expires_at: now + err.expires_in.unwrap_or(0),
+                request: Box::new(TokenRequest {
+                    approval_id: None,
+                    ..request.clone()
+                }),
+                cache_key: None,
+            }));
+        }
+        return Err(SdkError::TokenRefused {
+            status: status.as_u16(),
+            error: err.error,
+            description: err.error_description,
+        });
+    }
+    let ok: TokenResponse =
+        serde_json::from_slice(&body).map_err(SdkError::unreadable(Endpoint::Token))?;
+    let scope = Scope::parse(&ok.scope).map_err(SdkError::unreadable(Endpoint::Token))?;
+    Ok(AccessToken {
+        token: ok.access_token,
+        scope,
+        expires_at: now + ok.expires_in,
+        issued_at: now,
+    })
 }
 
 #[cfg(test)]

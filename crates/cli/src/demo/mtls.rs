@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_api::{AgentPatch, AgentStatus, AgentView, NewAgent};
-use agentauth_core::{AgentName, SigningKey, SpiffeId, TrustDomain, certificate_thumbprint};
+use agentauth_core::{AgentName, Scope, SigningKey, SpiffeId, TrustDomain, certificate_thumbprint};
 use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config, serve, server_config};
-use agentauth_sdk::{Client, VerifiedAgent, Verifier, VerifierConfig};
+use agentauth_sdk::{Client, SdkError, VerifiedAgent, Verifier, VerifierConfig};
 use anyhow::Context as _;
 use serde_json::Value;
 
@@ -34,12 +34,11 @@ fn mtls_client(source: &Arc<SvidSource>, peer: &SpiffeId) -> anyhow::Result<reqw
 /// The planner: its SVID source, and a token bound to the certificate it
 /// was issued for, renewed whenever the certificate changes.
 struct Planner {
-    id: SpiffeId,
+    client: Client,
     source: Arc<SvidSource>,
-    to_authority: reqwest::Client,
     to_executor: reqwest::Client,
-    token_url: String,
     executor: SpiffeId,
+    scope: Scope,
     /// The token and the thumbprint of the certificate it is bound to.
     token: tokio::sync::Mutex<Option<(String, String)>>,
 }
@@ -55,28 +54,15 @@ impl Planner {
         {
             return Ok(token.clone());
         }
-        let answer = self
-            .to_authority
-            .post(&self.token_url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.id.as_str()),
-                ("resource", self.executor.as_str()),
-                ("scope", "read:db"),
-            ])
-            .send()
-            .await?;
-        let status = answer.status();
-        let body: Value = answer.json().await.unwrap_or(Value::Null);
-        anyhow::ensure!(
-            status.is_success(),
-            "refused: {}",
-            body["error"].as_str().unwrap_or("?")
-        );
-        let token = body["access_token"]
-            .as_str()
-            .context("no access_token")?
-            .to_owned();
+        let token = match self
+            .client
+            .fetch_certificate_bound_token(&self.source, &self.executor, &self.scope)
+            .await
+        {
+            Ok(token) => token.token,
+            Err(SdkError::TokenRefused { error, .. }) => anyhow::bail!("refused: {error}"),
+            Err(e) => return Err(e.into()),
+        };
         *cached = Some((token.clone(), now));
         Ok(token)
     }
@@ -197,14 +183,18 @@ pub(super) async fn run() -> anyhow::Result<ExitCode> {
     ));
     println!("executor on {executor_url}, over mutual TLS\n");
 
-    let authority_id = SpiffeId::parse(&format!("spiffe://{}/authority", domain.as_str()))?;
+    // Its registered key is never used: the certificate authenticates it.
     let planner = Planner {
-        id: id("planner")?,
-        to_authority: mtls_client(&planner_source, &authority_id)?,
+        client: Client::with_http(
+            &admin.url,
+            id("planner")?,
+            SigningKey::generate_ed25519(),
+            https.clone(),
+        ),
         to_executor: mtls_client(&planner_source, &id("executor")?)?,
         source: planner_source.clone(),
-        token_url: format!("{}/oauth/token", admin.url),
         executor: id("executor")?,
+        scope: Scope::parse("read:db")?,
         token: tokio::sync::Mutex::new(None),
     };
     let mut steps = Vec::new();
