@@ -596,3 +596,111 @@ pub async fn send_with_token(request: reqwest::RequestBuilder, token: &str) -> r
     }
     reqwest::Client::new().execute(request).await.unwrap()
 }
+
+/// The selectors this test process has: its executable and its uid.
+pub fn own_selectors() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    vec![
+        format!("unix:path:{}", exe.display()),
+        format!("unix:uid:{uid}"),
+    ]
+}
+
+/// An authority serving the Workload API on a socket in a temporary
+/// directory, re-checking entries every second; the endpoint URI.
+pub async fn authority_with_socket() -> (Server, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let s = Server::start_with(
+        &[
+            "--workload-socket",
+            socket.to_str().unwrap(),
+            "--replica-reread-secs",
+            "1",
+        ],
+        &[],
+    )
+    .await;
+    (s, dir, format!("unix://{}", socket.display()))
+}
+
+impl Server {
+    /// Registers `name` with `permissions` and a Workload API entry of `selectors`.
+    pub async fn register_entry(&self, name: &str, permissions: &[&str], selectors: &[String]) {
+        let key = SigningKey::generate_ed25519();
+        let (status, body) = self
+            .admin_json(
+                Method::POST,
+                "/v1/agents",
+                Some(json!({
+                    "name": name, "permissions": permissions,
+                    "public_jwk": key.public_jwk().to_json(), "selectors": selectors,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["selectors"].as_array().unwrap().len(), selectors.len());
+    }
+}
+
+/// An mTLS echo server on loopback for `source`, accepting `allowed`
+/// clients; each accepted connection's peer SPIFFE ID goes to the channel.
+pub async fn mtls_server(
+    source: &std::sync::Arc<agentauth_sdk::mtls::SvidSource>,
+    allowed: agentauth_sdk::mtls::AllowedPeers,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = agentauth_sdk::mtls::server_config(source, allowed).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let source = source.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx, source) = (acceptor.clone(), tx.clone(), source.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| source.peer_id(certs));
+                let _ = tx.send(peer.map(|p| p.to_string()).unwrap_or_default());
+                let mut buf = [0u8; 5];
+                if tls.read_exact(&mut buf).await.is_ok() {
+                    let _ = tls.write_all(&buf).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Dials `addr` with `config`, sends `hello` and reads it back; the
+/// server's leaf certificate.
+pub async fn mtls_call(
+    addr: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("agent.invalid").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(b"hello").await?;
+    let mut back = [0u8; 5];
+    tls.read_exact(&mut back).await?;
+    assert_eq!(&back, b"hello");
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}

@@ -561,66 +561,6 @@ async fn a_jwt_svid_for_the_authority_authenticates_its_agent_once_at_the_token_
     s.stop().await;
 }
 
-/// An mTLS echo server on loopback for `source`, accepting `allowed`
-/// clients; each accepted connection's peer SPIFFE ID goes to the channel.
-pub(crate) async fn mtls_server(
-    source: &std::sync::Arc<agentauth_sdk::mtls::SvidSource>,
-    allowed: agentauth_sdk::mtls::AllowedPeers,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = agentauth_sdk::mtls::server_config(source, allowed).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let source = source.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, tx, source) = (acceptor.clone(), tx.clone(), source.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let peer = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| source.peer_id(certs));
-                let _ = tx.send(peer.map(|p| p.to_string()).unwrap_or_default());
-                let mut buf = [0u8; 5];
-                if tls.read_exact(&mut buf).await.is_ok() {
-                    let _ = tls.write_all(&buf).await;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    (addr, rx)
-}
-
-/// Dials `addr` with `config`, sends `hello` and reads it back; the
-/// server's leaf certificate.
-pub(crate) async fn mtls_call(
-    addr: std::net::SocketAddr,
-    config: rustls::ClientConfig,
-) -> std::io::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("agent.invalid").unwrap();
-    let mut tls = connector.connect(name, tcp).await?;
-    tls.write_all(b"hello").await?;
-    let mut back = [0u8; 5];
-    tls.read_exact(&mut back).await?;
-    assert_eq!(&back, b"hello");
-    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
-}
-
 #[tokio::test]
 async fn two_agents_call_each_other_over_mutual_tls_with_their_svids_and_rotate_without_restart() {
     use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config};
@@ -639,16 +579,17 @@ async fn two_agents_call_each_other_over_mutual_tls_with_their_svids_and_rotate_
             .unwrap(),
     )
     .unwrap();
-    let (addr, mut peers) = mtls_server(
+    let (addr, mut peers) = crate::support::mtls_server(
         &server_source,
         AllowedPeers::Only(vec![crate::support::spiffe("reader")]),
     )
     .await;
 
     let to_customer = AllowedPeers::Only(vec![crate::support::spiffe("customer")]);
-    let first = mtls_call(addr, client_config(&reader, to_customer.clone()).unwrap())
-        .await
-        .unwrap();
+    let first =
+        crate::support::mtls_call(addr, client_config(&reader, to_customer.clone()).unwrap())
+            .await
+            .unwrap();
     assert_eq!(
         peers.recv().await.unwrap(),
         id("reader"),
@@ -658,13 +599,13 @@ async fn two_agents_call_each_other_over_mutual_tls_with_their_svids_and_rotate_
     // The server's SPIFFE ID is checked, not the host name dialled.
     let to_other = AllowedPeers::Only(vec![crate::support::spiffe("database")]);
     assert!(
-        mtls_call(addr, client_config(&reader, to_other).unwrap())
+        crate::support::mtls_call(addr, client_config(&reader, to_other).unwrap())
             .await
             .is_err()
     );
     // A valid SVID the server does not allow, and no certificate at all: refused.
     assert!(
-        mtls_call(addr, client_config(&outsider, to_customer.clone()).unwrap())
+        crate::support::mtls_call(addr, client_config(&outsider, to_customer.clone()).unwrap())
             .await
             .is_err()
     );
@@ -676,13 +617,13 @@ async fn two_agents_call_each_other_over_mutual_tls_with_their_svids_and_rotate_
     .dangerous()
     .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAnything))
     .with_no_client_auth();
-    assert!(mtls_call(addr, anonymous).await.is_err());
+    assert!(crate::support::mtls_call(addr, anonymous).await.is_err());
 
     // A new SVID for the server: the next handshake presents it.
     server_source
         .update(&server_client.x509_svid().await.unwrap())
         .unwrap();
-    let second = mtls_call(addr, client_config(&reader, to_customer).unwrap())
+    let second = crate::support::mtls_call(addr, client_config(&reader, to_customer).unwrap())
         .await
         .unwrap();
     assert_ne!(first, second, "rotated without a restart");

@@ -3,7 +3,6 @@
 //! uid, it gets its agent's SVIDs over the socket; a CA rotation is pushed
 //! down the open stream; a withdrawn entry ends it with PermissionDenied.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::time::{Duration, Instant};
 
 use agentauth_workload::proto::{
@@ -13,57 +12,7 @@ use agentauth_workload::tonic::Code;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{Server, id};
-
-/// The selectors this test process has: its executable and its uid.
-pub(crate) fn own_selectors() -> Vec<String> {
-    let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
-    let uid = std::fs::metadata("/proc/self").unwrap().uid();
-    vec![
-        format!("unix:path:{}", exe.display()),
-        format!("unix:uid:{uid}"),
-    ]
-}
-
-/// An authority serving the Workload API on a socket in a temporary
-/// directory, re-checking entries every second; the endpoint URI.
-pub(crate) async fn authority_with_socket() -> (Server, tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let s = Server::start_with(
-        &[
-            "--workload-socket",
-            socket.to_str().unwrap(),
-            "--replica-reread-secs",
-            "1",
-        ],
-        &[],
-    )
-    .await;
-    (s, dir, format!("unix://{}", socket.display()))
-}
-
-/// Registers `name` with `permissions` and a Workload API entry of `selectors`.
-pub(crate) async fn register_entry(
-    s: &Server,
-    name: &str,
-    permissions: &[&str],
-    selectors: &[String],
-) {
-    let key = agentauth_core::SigningKey::generate_ed25519();
-    let (status, body) = s
-        .admin_json(
-            Method::POST,
-            "/v1/agents",
-            Some(json!({
-                "name": name, "permissions": permissions,
-                "public_jwk": key.public_jwk().to_json(), "selectors": selectors,
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["selectors"].as_array().unwrap().len(), selectors.len());
-}
+use crate::support::{authority_with_socket, id, own_selectors};
 
 /// The default SVID of a message: its chain and bundle split, and the
 /// SPIFFE ID the chain validates to against that bundle.
@@ -84,14 +33,10 @@ fn checked(message: &X509svidResponse) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, String) {
 async fn a_workload_gets_its_svids_over_the_socket_sees_a_ca_rotation_pushed_and_loses_a_withdrawn_entry()
  {
     let (s, _dir, endpoint) = authority_with_socket().await;
-    register_entry(&s, "worker", &["read:customer"], &own_selectors()).await;
-    register_entry(
-        &s,
-        "elsewhere",
-        &[],
-        &["unix:path:/nonexistent/bin".to_owned()],
-    )
-    .await;
+    s.register_entry("worker", &["read:customer"], &own_selectors())
+        .await;
+    s.register_entry("elsewhere", &[], &["unix:path:/nonexistent/bin".to_owned()])
+        .await;
     s.register("customer", &[]).await;
 
     let mut client = agentauth_workload::connect(&endpoint).await.unwrap();
@@ -261,12 +206,12 @@ async fn a_workload_gets_its_svids_over_the_socket_sees_a_ca_rotation_pushed_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_serves_mutual_tls_with_the_svid_from_the_socket_and_follows_its_rotation() {
     let (s, _dir, endpoint) = authority_with_socket().await;
-    register_entry(&s, "worker", &[], &own_selectors()).await;
+    s.register_entry("worker", &[], &own_selectors()).await;
     let source = agentauth_sdk::mtls::SvidSource::from_workload_api(&endpoint)
         .await
         .unwrap();
     let (addr, mut peers) =
-        crate::svid::mtls_server(&source, agentauth_sdk::mtls::AllowedPeers::TrustDomain).await;
+        crate::support::mtls_server(&source, agentauth_sdk::mtls::AllowedPeers::TrustDomain).await;
     let mut config = agentauth_sdk::mtls::client_config(
         &source,
         agentauth_sdk::mtls::AllowedPeers::Only(vec![
@@ -276,7 +221,9 @@ async fn an_agent_serves_mutual_tls_with_the_svid_from_the_socket_and_follows_it
     .unwrap();
     // Full handshakes only: a resumed one shows the first certificate again.
     config.resumption = rustls::client::Resumption::disabled();
-    let before = crate::svid::mtls_call(addr, config.clone()).await.unwrap();
+    let before = crate::support::mtls_call(addr, config.clone())
+        .await
+        .unwrap();
     assert_eq!(peers.recv().await.unwrap(), id("worker"));
 
     let (status, body) = s
@@ -286,7 +233,9 @@ async fn an_agent_serves_mutual_tls_with_the_svid_from_the_socket_and_follows_it
     // The source takes the pushed SVID; the next handshake presents it.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = crate::svid::mtls_call(addr, config.clone()).await.unwrap();
+        let now = crate::support::mtls_call(addr, config.clone())
+            .await
+            .unwrap();
         assert_eq!(peers.recv().await.unwrap(), id("worker"));
         if now != before {
             break;

@@ -2,42 +2,17 @@
 //! of `agentauth serve --workload-socket`, and mutual TLS between a Python
 //! workload and a Rust agent whose SVIDs both come from that socket.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentauth_sdk::mtls::{AllowedPeers, SvidSource};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::ok;
-use crate::support::{Server, id};
+use crate::support::{authority_with_socket, id, own_selectors};
 use crate::toolchain::{Lang, run};
-
-/// An authority with the Workload API on a socket in a temporary directory.
-async fn authority_with_socket() -> (Server, tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("api.sock");
-    let s = Server::start_with(&["--workload-socket", socket.to_str().unwrap()], &[]).await;
-    (s, dir, format!("unix://{}", socket.display()))
-}
-
-/// Registers `name` with an entry of `selectors`.
-async fn register_entry(s: &Server, name: &str, permissions: &[&str], selectors: Vec<String>) {
-    let key = agentauth_core::SigningKey::generate_ed25519();
-    let (status, body) = s
-        .admin_json(
-            Method::POST,
-            "/v1/agents",
-            Some(json!({
-                "name": name, "permissions": permissions,
-                "public_jwk": key.public_jwk().to_json(), "selectors": selectors,
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-}
 
 /// The selectors of the Python the checks run in, or `None` when skipped.
 async fn python_selectors() -> Option<Vec<String>> {
@@ -46,16 +21,6 @@ async fn python_selectors() -> Option<Vec<String>> {
         format!("unix:path:{}", me["path"].as_str().unwrap()),
         format!("unix:uid:{}", me["uid"]),
     ])
-}
-
-/// This test process's selectors: its executable and uid.
-fn own_selectors() -> Vec<String> {
-    let exe = std::env::current_exe().unwrap().canonicalize().unwrap();
-    let uid = std::fs::metadata("/proc/self").unwrap().uid();
-    vec![
-        format!("unix:path:{}", exe.display()),
-        format!("unix:uid:{uid}"),
-    ]
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -73,7 +38,7 @@ async fn py_spiffe_fetches_both_svids_and_bundles_and_validates_the_jwt_svid() {
     let Some(selectors) = python_selectors().await else {
         return;
     };
-    register_entry(&s, "py-worker", &[], selectors).await;
+    s.register_entry("py-worker", &[], &selectors).await;
     let audience = id("db");
     let answer = ok(run(
         Lang::Python,
@@ -135,7 +100,8 @@ async fn py_spiffe_without_an_entry_gets_permission_denied_and_without_the_heade
 {
     let (s, _dir, socket) = authority_with_socket().await;
     // An entry for another program only.
-    register_entry(&s, "other", &[], vec!["unix:path:/usr/bin/true".into()]).await;
+    s.register_entry("other", &[], &["unix:path:/usr/bin/true".to_owned()])
+        .await;
     let Some(answer) = run(
         Lang::Python,
         "py_spiffe_is_refused_without_an_entry_or_the_header",
@@ -157,60 +123,20 @@ async fn py_spiffe_without_an_entry_gets_permission_denied_and_without_the_heade
     s.stop().await;
 }
 
-/// A mutual TLS echo server for `source`: the peer's SPIFFE ID of each
-/// connection goes to the channel.
-async fn echo_server(
-    source: &Arc<SvidSource>,
-    allowed: AllowedPeers,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let config = agentauth_sdk::mtls::server_config(source, allowed).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let source = source.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, tx, source) = (acceptor.clone(), tx.clone(), source.clone());
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let peer = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| source.peer_id(certs));
-                let _ = tx.send(peer.map(|p| p.to_string()).unwrap_or_default());
-                let mut buf = [0u8; 5];
-                if tls.read_exact(&mut buf).await.is_ok() {
-                    let _ = tls.write_all(&buf).await;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    (addr, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spiffe_tls_and_a_rust_agent_complete_mutual_tls_in_both_directions() {
     let (s, _dir, socket) = authority_with_socket().await;
     let Some(selectors) = python_selectors().await else {
         return;
     };
-    register_entry(&s, "py-worker", &[], selectors).await;
-    register_entry(&s, "rust-agent", &[], own_selectors()).await;
+    s.register_entry("py-worker", &[], &selectors).await;
+    s.register_entry("rust-agent", &[], &own_selectors()).await;
     let source = SvidSource::from_workload_api(&socket).await.unwrap();
     let python = agentauth_core::SpiffeId::parse(&id("py-worker")).unwrap();
 
     // Python dials the Rust agent.
-    let (addr, mut peers) = echo_server(&source, AllowedPeers::Only(vec![python.clone()])).await;
+    let (addr, mut peers) =
+        crate::support::mtls_server(&source, AllowedPeers::Only(vec![python.clone()])).await;
     let answer = ok(run(
         Lang::Python,
         "spiffe_tls_dials_a_rust_agent",

@@ -292,10 +292,13 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let tls = if state.config.tls {
         let (config, own) = crate::tls::server_config(&state)?;
         crate::tls::spawn_renewer(Arc::downgrade(&state), own);
-        let weak = Arc::downgrade(&state);
+        // The handshake validated the chain; naming it reads the leaf only.
+        let trust_domain = state.trust_domain.as_str().to_owned();
         Some(crate::connections::Tls {
             config,
-            identify: Arc::new(move |chain| crate::tls::client_id(&*weak.upgrade()?, chain).ok()),
+            identify: Arc::new(move |chain| {
+                agentauth_svid::svid_id(chain.first()?, &trust_domain).ok()
+            }),
         })
     } else {
         None

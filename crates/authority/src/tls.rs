@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use agentauth_core::{SpiffeId, unix_now};
 use agentauth_svid::PeerVerifier;
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -62,17 +61,13 @@ impl rustls::server::ResolvesServerCert for OwnCertificate {
 fn issue(state: &State, hosts: &[String]) -> Result<Current, AuthorityError> {
     let internal =
         |e: String| AuthorityError::Internal(format!("the authority's certificate: {e}"));
-    let key =
-        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| internal(e.to_string()))?;
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .map_err(|e| internal(e.to_string()))?;
+    let key = agentauth_svid::NewKey::generate().map_err(|e| internal(e.to_string()))?;
     let now = unix_now();
     let ring = state.cas();
     let signer = ring.signer(now);
     let issued = signer
         .issue_for_hosts(
-            csr.der(),
+            &key.csr_der,
             &state.authority_id,
             hosts,
             now,
@@ -83,7 +78,7 @@ fn issue(state: &State, hosts: &[String]) -> Result<Current, AuthorityError> {
     let signing_key = provider
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            key.serialize_der(),
+            key.key_pkcs8_der,
         )))
         .map_err(|e| internal(e.to_string()))?;
     let chain = vec![CertificateDer::from(issued.der)];
@@ -137,7 +132,7 @@ pub(crate) fn server_config(
 }
 
 /// The SPIFFE ID a client chain proves against the CAs of the bundle now.
-pub(crate) fn client_id(state: &State, chain: &[CertificateDer<'_>]) -> Result<SpiffeId, String> {
+fn client_id(state: &State, chain: &[CertificateDer<'_>]) -> Result<SpiffeId, String> {
     let now = unix_now();
     let ring = state.cas();
     let bundle: Vec<&[u8]> = ring

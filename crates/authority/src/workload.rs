@@ -13,7 +13,6 @@ use agentauth_store::AgentRow;
 use agentauth_workload::{
     Bundles, Endpoint, Identities, JwtIdentity, Selectors, WorkloadError, X509Identity,
 };
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use tokio::sync::watch;
 
 use crate::audit::event;
@@ -72,17 +71,13 @@ impl LocalIdentities {
     /// A new X.509-SVID for `agent` from the CA signing now.
     async fn issue(&self, agent: &AgentRow) -> Result<Held, WorkloadError> {
         let unavailable = |e: String| WorkloadError::Unavailable(e);
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| unavailable(e.to_string()))?;
-        let csr = CertificateParams::default()
-            .serialize_request(&key)
-            .map_err(|e| unavailable(e.to_string()))?;
+        let key = agentauth_svid::NewKey::generate().map_err(|e| unavailable(e.to_string()))?;
         let now = unix_now();
         let ring = self.state.cas();
         let signer = ring.signer(now);
         let issued = signer
             .issue(
-                csr.der(),
+                &key.csr_der,
                 &agent.id,
                 now,
                 self.state.config.svid_lifetime_secs,
@@ -107,7 +102,7 @@ impl LocalIdentities {
             identity: X509Identity {
                 spiffe_id: agent.id.to_string(),
                 chain_der: issued.der,
-                key_pkcs8_der: key.serialize_der(),
+                key_pkcs8_der: key.key_pkcs8_der,
                 renew_at: now + (issued.expires_at - now) / 2,
                 hint: agent.name.to_string(),
             },
@@ -141,6 +136,10 @@ impl Identities for LocalIdentities {
             out.push(identity);
         }
         Ok(out)
+    }
+
+    async fn has_identity(&self, caller: &Selectors) -> Result<bool, WorkloadError> {
+        Ok(!self.matching(caller).await?.is_empty())
     }
 
     async fn jwt_svids(

@@ -92,6 +92,13 @@ impl webpki::ExtendedKeyUsageValidator for BothTlsUsages {
     }
 }
 
+/// The SPIFFE ID of a leaf whose chain was already validated (in a TLS
+/// handshake by a verifier over [`check_svid`]): the leaf rules alone, no
+/// second path validation.
+pub fn svid_id(leaf_der: &[u8], trust_domain: &str) -> Result<SpiffeId, SvidError> {
+    leaf_rules(leaf_der, trust_domain).map(|c| c.id)
+}
+
 /// The X509-SVID rules on a leaf, after its path validated.
 fn leaf_rules(der: &[u8], trust_domain: &str) -> Result<SvidCheck, SvidError> {
     let not = |why: &str| SvidError::NotSvid(why.to_owned());

@@ -15,7 +15,7 @@ mod check;
 mod tls;
 
 pub use authority::{CertificateAuthority, IssuedSvid};
-pub use check::{SvidCheck, check_svid};
+pub use check::{SvidCheck, check_svid, svid_id};
 pub use tls::{ChainCheck, PeerVerifier};
 
 /// Why a CA could not be made or loaded, a CSR was refused, or a chain is
@@ -44,6 +44,32 @@ pub enum SvidError {
 impl From<rcgen::Error> for SvidError {
     fn from(e: rcgen::Error) -> Self {
         Self::Certificate(e.to_string())
+    }
+}
+
+/// A key pair made where the SVID will be used, and a CSR signed with it.
+pub struct NewKey {
+    /// The private key, PKCS#8 DER.
+    pub key_pkcs8_der: Vec<u8>,
+    /// The certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewKey(..)")
+    }
+}
+
+impl NewKey {
+    /// A fresh P-256 key pair and its CSR (no names: the CA sets them).
+    pub fn generate() -> Result<Self, SvidError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+        Ok(Self {
+            key_pkcs8_der: key.serialize_der(),
+            csr_der: csr.der().to_vec(),
+        })
     }
 }
 

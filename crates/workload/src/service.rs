@@ -86,6 +86,10 @@ pub trait Identities: Send + Sync + 'static {
     /// satisfies, the default first; none if it satisfies no entry.
     async fn x509_svids(&self, caller: &Selectors) -> Result<Vec<X509Identity>, WorkloadError>;
 
+    /// Whether the caller satisfies any entry: what the bundle and
+    /// validation calls ask, without issuing anything.
+    async fn has_identity(&self, caller: &Selectors) -> Result<bool, WorkloadError>;
+
     /// JWT-SVIDs for `audience`, one per agent whose entry the caller
     /// satisfies (only `spiffe_id`'s when it is given).
     async fn jwt_svids(
@@ -149,6 +153,40 @@ impl From<WorkloadError> for Status {
             other => Status::unavailable(other.to_string()),
         }
     }
+}
+
+/// The caller of `request`, once its header is checked and it is attested
+/// and found to have an identity (bundles and validation go to workloads
+/// with an identity only, as in SPIRE).
+async fn admitted<I: Identities, T>(identities: &I, request: &Request<T>) -> Result<(), Status> {
+    security_header(request)?;
+    let caller = attest(request).await?;
+    if identities.has_identity(&caller).await? {
+        Ok(())
+    } else {
+        Err(WorkloadError::NoIdentity.into())
+    }
+}
+
+/// A stream of `make(bundles)`, sent now and again whenever it changes.
+fn bundle_stream<I: Identities, T>(
+    identities: &Arc<I>,
+    recheck: Duration,
+    make: fn(&Bundles) -> T,
+) -> Stream<T>
+where
+    T: PartialEq + Clone + Send + 'static,
+{
+    let first = (make(&identities.bundles()), i64::MAX);
+    let (tx, rx) = mpsc::channel(2);
+    follow(
+        identities.clone(),
+        recheck,
+        first,
+        tx,
+        move |i: Arc<I>| async move { Ok((make(&i.bundles()), i64::MAX)) },
+    );
+    Box::pin(ReceiverStream::new(rx))
 }
 
 /// The complete X.509 state for a caller, and when it is next due.
@@ -275,26 +313,15 @@ impl<I: Identities> SpiffeWorkloadApi for WorkloadApi<I> {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        security_header(&request)?;
-        let caller = attest(&request).await?;
-        // Bundles go to workloads with an identity only, as in SPIRE.
-        if self.identities.x509_svids(&caller).await?.is_empty() {
-            return Err(WorkloadError::NoIdentity.into());
-        }
-        let state = |i: Arc<I>| async move {
-            let bundles = i.bundles();
-            Ok((
-                X509BundlesResponse {
-                    crl: Vec::new(),
-                    bundles: bundles.x509.clone().into_iter().collect(),
-                },
-                i64::MAX,
-            ))
-        };
-        let first = state(self.identities.clone()).await?;
-        let (tx, rx) = mpsc::channel(2);
-        follow(self.identities.clone(), self.recheck, first, tx, state);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        admitted(&*self.identities, &request).await?;
+        Ok(Response::new(bundle_stream(
+            &self.identities,
+            self.recheck,
+            |bundles| X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: bundles.x509.clone().into_iter().collect(),
+            },
+        )))
     }
 
     async fn fetch_jwtsvid(
@@ -341,35 +368,21 @@ impl<I: Identities> SpiffeWorkloadApi for WorkloadApi<I> {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        security_header(&request)?;
-        let caller = attest(&request).await?;
-        if self.identities.x509_svids(&caller).await?.is_empty() {
-            return Err(WorkloadError::NoIdentity.into());
-        }
-        let state = |i: Arc<I>| async move {
-            let bundles = i.bundles();
-            Ok((
-                JwtBundlesResponse {
-                    bundles: bundles.jwt.clone().into_iter().collect(),
-                },
-                i64::MAX,
-            ))
-        };
-        let first = state(self.identities.clone()).await?;
-        let (tx, rx) = mpsc::channel(2);
-        follow(self.identities.clone(), self.recheck, first, tx, state);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        admitted(&*self.identities, &request).await?;
+        Ok(Response::new(bundle_stream(
+            &self.identities,
+            self.recheck,
+            |bundles| JwtBundlesResponse {
+                bundles: bundles.jwt.clone().into_iter().collect(),
+            },
+        )))
     }
 
     async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        security_header(&request)?;
-        let caller = attest(&request).await?;
-        if self.identities.x509_svids(&caller).await?.is_empty() {
-            return Err(WorkloadError::NoIdentity.into());
-        }
+        admitted(&*self.identities, &request).await?;
         let asked = request.into_inner();
         if asked.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
