@@ -245,3 +245,83 @@ async fn an_agent_serves_mutual_tls_with_the_svid_from_the_socket_and_follows_it
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn selectors_are_checked_bounded_and_never_set_by_a_spawning_agent() {
+    let s = crate::support::Server::start().await;
+    let key = agentauth_core::SigningKey::generate_ed25519();
+    let register = |name: &str, selectors: Vec<String>| {
+        json!({"name": name, "permissions": [], "public_jwk": key.public_jwk().to_json(),
+               "selectors": selectors})
+    };
+    // A form the socket does not attest, or too many: refused, nothing stored.
+    for (name, selectors) in [
+        ("bad-form", vec!["unix:user:root".to_owned()]),
+        ("relative", vec!["unix:path:bin/x".to_owned()]),
+        (
+            "too-many",
+            (0..17).map(|i| format!("unix:gid:{i}")).collect(),
+        ),
+    ] {
+        let (status, body) = s
+            .admin_json(Method::POST, "/v1/agents", Some(register(name, selectors)))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "invalid_request");
+        let (status, _) = s
+            .admin_json(Method::GET, &format!("/v1/agents/{name}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{name} was stored");
+    }
+    // Stored sorted, without duplicates and normalised; a bad patch changes nothing.
+    let (status, body) = s
+        .admin_json(
+            Method::POST,
+            "/v1/agents",
+            Some(register(
+                "worker",
+                vec![
+                    "unix:uid:0".into(),
+                    "unix:gid:007".into(),
+                    "unix:uid:0".into(),
+                ],
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["selectors"], json!(["unix:gid:7", "unix:uid:0"]));
+    let (status, _) = s
+        .admin_json(
+            Method::PATCH,
+            "/v1/agents/worker",
+            Some(json!({"selectors": ["k8s:ns:default"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, body) = s.admin_json(Method::GET, "/v1/agents/worker", None).await;
+    assert_eq!(body["selectors"], json!(["unix:gid:7", "unix:uid:0"]));
+
+    // A spawning agent cannot give its child a Workload API entry.
+    let parent = s.register("parent", &["agents:spawn"]).await;
+    let (status, body) = s
+        .token("parent", &parent, crate::support::AUTHORITY, "agents:spawn")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let child = agentauth_core::SigningKey::generate_ed25519();
+    let request = s.http.post(format!("{}/v1/agents", s.url)).json(&json!({
+        "name": "parent-child", "permissions": ["agents:spawn"], "expires_in": 600,
+        "public_jwk": child.public_jwk().to_json(), "selectors": ["unix:uid:0"],
+    }));
+    let response = crate::support::send_with_token(request, token).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("selectors"),
+        "{body}"
+    );
+    s.stop().await;
+}
