@@ -148,6 +148,91 @@ async fn an_exchanged_token_keeps_subject_and_task_and_binds_the_actor() {
 }
 
 #[tokio::test]
+async fn a_jwt_svid_minted_for_a_delegation_carries_its_subject_act_chain_and_task() {
+    let chain = Chain::start(&[]).await;
+    let incoming = chain.planner_token("executor", "read:db", "300").await;
+    let exchanged = chain
+        .executor
+        .exchange(&incoming, &spiffe("database"), &scope("read:db"))
+        .await
+        .unwrap();
+    let token = claims(&exchanged.token);
+
+    let svid = chain
+        .executor
+        .delegated_jwt_svid(&exchanged.token)
+        .await
+        .unwrap();
+    let keys = chain.server.jwt_svid_keys().await;
+    let now = agentauth_core::unix_now();
+    let minted =
+        agentauth_core::validate_jwt_svid(&svid.token, &keys, &id("database"), now).unwrap();
+    assert_eq!(minted.sub.as_str(), id("planner"), "on whose behalf");
+    assert_eq!(minted.act, token.act, "the chain, the executor acting");
+    assert_eq!(minted.act.as_ref().unwrap().sub.as_str(), id("executor"));
+    assert_eq!(minted.txn.unwrap(), "task-42");
+    assert!(minted.exp <= token.exp, "it never outlives the delegation");
+    assert_eq!(svid.expires_at, minted.exp);
+    let issued = chain.server.audit_records("?kind=svid.issued").await;
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["txn"], "task-42", "{issued:?}");
+    assert!(
+        issued[0]["reason"].as_str().unwrap().contains("acting for"),
+        "{issued:?}"
+    );
+
+    // A JWT-SVID speaking for a delegation authenticates no client.
+    let (status, body) = chain
+        .server
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    agentauth_authority::JWT_SPIFFE_ASSERTION_TYPE,
+                ),
+                ("client_assertion", &svid.token),
+                ("resource", &id("database")),
+                ("scope", "read:db"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+
+    // Only the acting agent's own delegated token, for its own audience.
+    let planner = chain.server.client("planner", &chain.planner_key);
+    let refused = |r: Result<agentauth_sdk::JwtSvid, SdkError>| match r {
+        Err(SdkError::Refused {
+            status,
+            description,
+            ..
+        }) => (StatusCode::from_u16(status).unwrap(), description),
+        Err(other) => panic!("should be refused by the authority: {other}"),
+        Ok(_) => panic!("should be refused"),
+    };
+    let (status, body) = refused(planner.delegated_jwt_svid(&exchanged.token).await);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("issued to another agent"), "{body}");
+    let (status, body) = refused(chain.executor.delegated_jwt_svid(&incoming).await);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("issued to another agent"), "{body}");
+    let own = chain
+        .executor
+        .token(&spiffe("database"), &scope("read:db"))
+        .await
+        .unwrap();
+    let (status, body) = refused(chain.executor.delegated_jwt_svid(&own.token).await);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("carries no delegation"), "{body}");
+    let (status, body) = refused(chain.executor.delegated_jwt_svid("a.b.c").await);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not a live token"), "{body}");
+    chain.server.stop().await;
+}
+
+#[tokio::test]
 async fn a_delegated_token_never_outlives_its_parent() {
     let chain = Chain::start(&[]).await;
     let incoming = chain.planner_token("executor", "read:db", "20").await;

@@ -425,6 +425,36 @@ impl Server {
 
     /// Records of the audit log as the admin API returns them for `query`
     /// (e.g. `?limit=1000`).
+    /// The JWT-SVID keys of the trust bundle at `GET /v1/bundle`, as
+    /// (`kid`, key); a JWT-SVID key never carries `x5c`.
+    pub async fn jwt_svid_keys(&self) -> Vec<(String, agentauth_core::PublicJwk)> {
+        let bundle: Value = self
+            .http
+            .get(format!("{}/v1/bundle", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        bundle["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["use"] == "jwt-svid")
+            .map(|k| {
+                assert!(k.get("x5c").is_none(), "{k}");
+                let mut jwk = k.clone();
+                jwk.as_object_mut().unwrap().remove("use");
+                let kid = jwk.as_object_mut().unwrap().remove("kid").unwrap();
+                (
+                    kid.as_str().unwrap().to_owned(),
+                    agentauth_core::PublicJwk::from_json(&jwk).unwrap(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn audit_records(&self, query: &str) -> Vec<Value> {
         let (status, body) = self
             .admin_json(Method::GET, &format!("/v1/audit{query}"), None)

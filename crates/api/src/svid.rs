@@ -99,8 +99,16 @@ pub struct CaList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSvidRequest {
-    /// The one audience the JWT-SVID is for (at most 512 characters).
+    /// The one audience the JWT-SVID is for (at most 512 characters). With
+    /// `delegated_token` it may be left empty, and otherwise must be that
+    /// token's audience.
+    #[serde(default)]
     pub audience: String,
+    /// A delegated token the caller holds (its `client_id` is the caller and
+    /// it carries `act`): the JWT-SVID then speaks for that delegation, with
+    /// the token's `sub`, `act` chain and `txn`, and expires no later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_token: Option<String>,
 }
 
 /// The answer of `POST /v1/svids/jwt`.

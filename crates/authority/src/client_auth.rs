@@ -41,6 +41,10 @@ pub enum ClientAuthFailure {
     /// A JWT-SVID presented as the client assertion fails a check.
     #[error("JWT-SVID client assertion: {0}")]
     JwtSvid(#[source] agentauth_core::JwtSvidError),
+    /// A JWT-SVID that speaks for a delegation (it carries `act`): its `sub`
+    /// is not the agent presenting it, so it authenticates no client.
+    #[error("a JWT-SVID carrying act speaks for a delegation and authenticates no client")]
+    DelegatedJwtSvid,
     /// `client_assertion_type` without `client_assertion`.
     #[error("client_assertion is missing")]
     AssertionMissing,
@@ -249,6 +253,9 @@ async fn authenticate_jwt_svid(
     }
     let claims = outcome.map_err(Fail::JwtSvid)?;
     *claimed = claims.sub.as_str().chars().take(256).collect();
+    if claims.act.is_some() {
+        return Err(Fail::DelegatedJwtSvid.into());
+    }
     if creds.client_id.is_some_and(|id| id != claims.sub.as_str()) {
         return Err(Fail::ClientIdMismatch.into());
     }

@@ -7,7 +7,10 @@ use agentauth_api::{
     BundleKey, CaList, CaRotation, CaView, JwtSvidIssued, JwtSvidRequest, TrustBundle,
     X509SvidIssued, X509SvidRequest,
 };
-use agentauth_core::{AuditKind, Decision, TrustDomain, b64url_decode, b64url_encode, unix_now};
+use agentauth_core::{
+    Audience, AuditKind, Decision, JwtSvidClaims, TrustDomain, b64url_decode, b64url_encode,
+    unix_now,
+};
 use agentauth_store::Store;
 use agentauth_svid::{CertificateAuthority, SvidError, certificates_pem, csr_from_pem};
 use axum::Json;
@@ -51,6 +54,10 @@ pub enum SvidRefusal {
     /// A JWT-SVID request without an audience, or with one too long.
     #[error("a JWT-SVID names one audience of 1 to 512 characters")]
     Audience,
+    /// The delegated token of a JWT-SVID request is not one the caller
+    /// holds as the acting agent of a delegation.
+    #[error("the delegated token {0}")]
+    DelegatedToken(&'static str),
 }
 
 /// Seconds a new CA is in the bundle before it signs: twice the bundle's
@@ -234,19 +241,33 @@ pub(crate) async fn issue_jwt(
 ) -> Result<Json<JwtSvidIssued>, AuthorityError> {
     let (claims, agent) = authenticated_agent(&s, &req, SVID_JWT).await?;
     let asked: JwtSvidRequest = req.json()?;
-    let audience = asked.audience.trim();
+    let now = unix_now();
+    let mut audience = asked.audience.trim().to_owned();
+    let mut minted = JwtSvidClaims {
+        sub: agent.id.clone(),
+        aud: Audience::Many(Vec::new()),
+        exp: now + JWT_SVID_LIFETIME_SECS,
+        iat: now,
+        act: None,
+        txn: None,
+    };
+    if let Some(token) = asked.delegated_token.as_deref() {
+        let delegated = delegation_held(&s, token, &agent.id).await?;
+        if !audience.is_empty() && audience != delegated.aud.as_str() {
+            return Err(SvidRefusal::DelegatedToken("is for another audience").into());
+        }
+        audience = delegated.aud.to_string();
+        minted.sub = delegated.sub;
+        minted.exp = minted.exp.min(delegated.exp);
+        minted.act = delegated.act;
+        minted.txn = delegated.txn;
+    }
     if audience.is_empty() || audience.len() > MAX_AUDIENCE_LEN {
         return Err(SvidRefusal::Audience.into());
     }
-    let now = unix_now();
-    let token = agentauth_core::mint_jwt_svid(
-        &s.jwt_svid_key.key,
-        &s.jwt_svid_key.kid,
-        &agent.id,
-        &[audience.to_owned()],
-        now,
-        JWT_SVID_LIFETIME_SECS,
-    );
+    minted.aud = Audience::One(audience.clone());
+    let audience = audience.as_str();
+    let token = agentauth_core::sign_jwt_svid(&s.jwt_svid_key.key, &s.jwt_svid_key.kid, &minted);
     let mut audit = event(
         AuditKind::SvidIssued,
         &claims.client_id,
@@ -254,18 +275,53 @@ pub(crate) async fn issue_jwt(
         Decision::Allow,
     );
     audit.audience = audience.to_owned();
-    audit.reason = format!(
-        "JWT-SVID for {} to {audience} until {}",
-        agent.id,
-        now + JWT_SVID_LIFETIME_SECS
-    );
+    audit.reason = match &minted.act {
+        None => format!(
+            "JWT-SVID for {} to {audience} until {}",
+            agent.id, minted.exp
+        ),
+        Some(act) => format!(
+            "JWT-SVID for {} acting for {} to {audience} until {}",
+            act.sub, minted.sub, minted.exp
+        ),
+    };
+    audit.txn = minted
+        .txn
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     audit.request_id = request_id(&req.parts.headers);
     s.store.append_audit(&[audit]).await?;
     Ok(Json(JwtSvidIssued {
-        spiffe_id: agent.id.to_string(),
+        spiffe_id: minted.sub.to_string(),
         token,
-        expires_at: now + JWT_SVID_LIFETIME_SECS,
+        expires_at: minted.exp,
     }))
+}
+
+/// The claims of `token` if it is a live delegated token (signed here, not
+/// expired, not revoked, carrying `act`) whose presenter is `caller`: the
+/// caller proved its key for its own token on this request, and the
+/// delegated token names the caller as the agent acting.
+async fn delegation_held(
+    s: &crate::server::State,
+    token: &str,
+    caller: &agentauth_core::SpiffeId,
+) -> Result<agentauth_core::AccessClaims, AuthorityError> {
+    let claims = crate::standing::check(
+        s,
+        token,
+        crate::standing::Door::Introspection { audience: None },
+    )
+    .await
+    .map_err(|_| SvidRefusal::DelegatedToken("is not a live token of this authority"))?;
+    if claims.client_id != *caller {
+        return Err(SvidRefusal::DelegatedToken("was issued to another agent").into());
+    }
+    match &claims.act {
+        Some(act) if act.sub == *caller => Ok(claims),
+        _ => Err(SvidRefusal::DelegatedToken("carries no delegation by the caller").into()),
+    }
 }
 
 /// One stored CA, opened with `master`.

@@ -2,13 +2,17 @@
 //! JWS whose header holds only `alg` (ES256 here; the specification allows
 //! no EdDSA), `kid` (always present, as every SPIFFE library needs) and
 //! `typ` `JWT`, and whose claims are `sub` (the SPIFFE ID), one `aud`, `exp`
-//! and `iat`. Validation checks the header before anything else.
+//! and `iat`. One minted for a delegated task also carries the RFC 8693
+//! `act` chain and the task's `txn`: `sub` is then the agent on whose behalf
+//! and `act.sub` the agent acting. Validation checks the header before
+//! anything else.
 
 use serde::{Deserialize, Serialize};
 
 use crate::assertion::Audience;
 use crate::{
-    Compact, Header, JwsAlg, PublicJwk, SigningKey, SpiffeId, b64url_decode, sign_compact,
+    Actor, Compact, Header, JwsAlg, PublicJwk, SigningKey, SpiffeId, TaskId, b64url_decode,
+    sign_compact,
 };
 
 /// Clock skew tolerated on `exp`.
@@ -26,6 +30,13 @@ pub struct JwtSvidClaims {
     /// Issue time.
     #[serde(default)]
     pub iat: i64,
+    /// The delegation chain (RFC 8693 §4.1), the acting agent outermost:
+    /// present only on a JWT-SVID minted for a delegated task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// The delegated task the JWT-SVID was minted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TaskId>,
 }
 
 /// Why a JWT-SVID is refused.
@@ -64,12 +75,6 @@ pub fn mint_jwt_svid(
     now: i64,
     lifetime_secs: i64,
 ) -> String {
-    let header = Header {
-        alg: JwsAlg::ES256,
-        typ: Some("JWT".into()),
-        kid: Some(kid.to_owned()),
-        jwk: None,
-    };
     let claims = JwtSvidClaims {
         sub: sub.clone(),
         aud: match audience {
@@ -78,8 +83,22 @@ pub fn mint_jwt_svid(
         },
         exp: now + lifetime_secs,
         iat: now,
+        act: None,
+        txn: None,
     };
-    sign_compact(&header, &claims, key)
+    sign_jwt_svid(key, kid, &claims)
+}
+
+/// Signs `claims` as a JWT-SVID with the P-256 `key` named `kid`: the
+/// header holds `alg`, `kid` and `typ` and nothing else.
+pub fn sign_jwt_svid(key: &SigningKey, kid: &str, claims: &JwtSvidClaims) -> String {
+    let header = Header {
+        alg: JwsAlg::ES256,
+        typ: Some("JWT".into()),
+        kid: Some(kid.to_owned()),
+        jwk: None,
+    };
+    sign_compact(&header, claims, key)
 }
 
 /// Validates `token` as a JWT-SVID for `audience` at `now` against the
@@ -272,5 +291,39 @@ mod tests {
         );
         let signature = key.sign(input.as_bytes());
         format!("{input}.{}", b64url_encode(signature))
+    }
+
+    #[test]
+    fn a_delegated_svid_carries_act_and_txn_in_its_claims_not_its_header() {
+        let key = SigningKey::generate_p256();
+        let planner = SpiffeId::parse("spiffe://agentauth.local/agent/planner").unwrap();
+        let claims = JwtSvidClaims {
+            sub: id(),
+            aud: Audience::One("spiffe://agentauth.local/agent/db".into()),
+            exp: NOW + 60,
+            iat: NOW,
+            act: Some(Actor {
+                sub: planner.clone(),
+                act: None,
+            }),
+            txn: Some("t-1".parse().unwrap()),
+        };
+        let token = sign_jwt_svid(&key, "k1", &claims);
+        let header: serde_json::Value =
+            serde_json::from_slice(&b64url_decode(token.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k1"})
+        );
+        let back = validate_jwt_svid(
+            &token,
+            &bundle(&key),
+            "spiffe://agentauth.local/agent/db",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(back, claims);
+        assert_eq!(back.act.unwrap().sub, planner);
     }
 }

@@ -48,7 +48,7 @@ pub use httpsig::{
 pub use identity::{AgentName, SpiffeId, TrustDomain};
 pub use jwk::{Jkt, PublicJwk};
 pub use jws::{Compact, Header, JwsAlg, KeyFamily, MAX_JWS_LEN, sign_compact};
-pub use jwt_svid::{JwtSvidClaims, JwtSvidError, mint_jwt_svid, validate_jwt_svid};
+pub use jwt_svid::{JwtSvidClaims, JwtSvidError, mint_jwt_svid, sign_jwt_svid, validate_jwt_svid};
 pub use key::SigningKey;
 pub use random::{random_b64, random_bytes};
 pub use request_proof::{

@@ -102,14 +102,30 @@ impl Client {
     /// Gets a JWT-SVID for this agent addressed to `audience` (valid five
     /// minutes), with a token for the authority carrying `svid:jwt`.
     pub async fn jwt_svid(&self, audience: &str) -> Result<JwtSvid, SdkError> {
+        self.request_jwt_svid(JwtSvidRequest {
+            audience: audience.to_owned(),
+            delegated_token: None,
+        })
+        .await
+    }
+
+    /// Gets a JWT-SVID that speaks for a delegation this agent holds:
+    /// `delegated_token` is a token exchanged for this agent (it acts, on
+    /// behalf of the token's `sub`), and the JWT-SVID carries that `sub`,
+    /// the `act` chain and the task, for the token's audience, expiring no
+    /// later than the token.
+    pub async fn delegated_jwt_svid(&self, delegated_token: &str) -> Result<JwtSvid, SdkError> {
+        self.request_jwt_svid(JwtSvidRequest {
+            audience: String::new(),
+            delegated_token: Some(delegated_token.to_owned()),
+        })
+        .await
+    }
+
+    async fn request_jwt_svid(&self, body: JwtSvidRequest) -> Result<JwtSvid, SdkError> {
         let metadata = self.metadata().await?.clone();
         let token = self.token(&metadata.authority_id, &SVID_JWT).await?;
-        let request = self
-            .http()
-            .post(&metadata.jwt_svid_endpoint)
-            .json(&JwtSvidRequest {
-                audience: audience.to_owned(),
-            });
+        let request = self.http().post(&metadata.jwt_svid_endpoint).json(&body);
         let response =
             refused_unless_ok(self.send(request, &token).await?, Endpoint::JwtSvid).await?;
         let issued: JwtSvidIssued = response
