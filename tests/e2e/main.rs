@@ -18,6 +18,7 @@ mod delegation;
 mod dpop;
 mod ephemeral;
 mod faults;
+mod federation;
 mod feed;
 mod inheritance;
 mod layer;

@@ -54,6 +54,10 @@ async fn metadata_advertises_every_endpoint_and_method() {
     assert_eq!(m["policy_endpoint"], format!("{}/v1/policy", s.url));
     assert_eq!(m["x509_svid_endpoint"], format!("{}/v1/svids/x509", s.url));
     assert_eq!(m["spiffe_bundle_endpoint"], format!("{}/v1/bundle", s.url));
+    assert_eq!(
+        m["spiffe_bundle_map_endpoint"],
+        format!("{}/v1/bundles", s.url)
+    );
     assert_eq!(m["jwt_svid_endpoint"], format!("{}/v1/svids/jwt", s.url));
     assert_eq!(m["approval_polling_interval"], 5);
     // Only what any agent may ask of the authority itself: the registry's

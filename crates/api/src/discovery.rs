@@ -67,6 +67,10 @@ pub struct ServerMetadata {
     /// The SPIFFE trust bundle of the trust domain.
     #[serde(default)]
     pub spiffe_bundle_endpoint: String,
+    /// The SPIFFE bundle map: this trust domain's bundle and every federated
+    /// one, by trust domain name.
+    #[serde(default)]
+    pub spiffe_bundle_map_endpoint: String,
     /// Seconds between polls of a pending approval.
     pub approval_polling_interval: i64,
     /// RFC 8705: tokens bound to the client certificate of tls_client_auth
@@ -139,6 +143,7 @@ mod tests {
             x509_svid_endpoint: at("/v1/svids/x509"),
             jwt_svid_endpoint: at("/v1/svids/jwt"),
             spiffe_bundle_endpoint: at("/v1/bundle"),
+            spiffe_bundle_map_endpoint: at("/v1/bundles"),
             approval_polling_interval: 5,
             tls_client_certificate_bound_access_tokens: false,
         };
@@ -192,6 +197,7 @@ mod tests {
   "x509_svid_endpoint": "http://a/v1/svids/x509",
   "jwt_svid_endpoint": "http://a/v1/svids/jwt",
   "spiffe_bundle_endpoint": "http://a/v1/bundle",
+  "spiffe_bundle_map_endpoint": "http://a/v1/bundles",
   "approval_polling_interval": 5
 }"#,
         );

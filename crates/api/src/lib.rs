@@ -45,8 +45,8 @@ pub use revocation::{
     RevocationReceipt, RevocationRequest, RevocationTarget,
 };
 pub use svid::{
-    BundleKey, CaList, CaRotation, CaView, JwtSvidIssued, JwtSvidRequest, TrustBundle,
-    X509SvidIssued, X509SvidRequest,
+    BundleKey, CaList, CaRotation, CaView, FederationList, FederationView, JwtSvidIssued,
+    JwtSvidRequest, NewFederation, TrustBundle, X509SvidIssued, X509SvidRequest,
 };
 pub use task::{TaskCompletion, TaskView};
 pub use token::{

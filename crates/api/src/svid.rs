@@ -121,3 +121,51 @@ pub struct JwtSvidIssued {
     /// Its `exp`, seconds since the epoch.
     pub expires_at: i64,
 }
+
+/// Body of `POST /v1/federation`: follow a foreign trust domain's bundle
+/// endpoint (SPIFFE federation, `https_web` profile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFederation {
+    /// The foreign trust domain's name (`example.org`), never inferred from
+    /// the URL.
+    pub trust_domain: String,
+    /// Its bundle endpoint, an `https://` URL.
+    pub bundle_endpoint_url: String,
+    /// PEM CA certificates the endpoint's server certificate may also chain
+    /// to, beside the system's Web PKI roots (for a private PKI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ca: Option<String>,
+}
+
+/// A federated trust domain as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationView {
+    /// The foreign trust domain's name.
+    pub trust_domain: String,
+    /// Its bundle endpoint.
+    pub bundle_endpoint_url: String,
+    /// The endpoint profile: `https_web`.
+    pub profile: String,
+    /// The `spiffe_sequence` of the bundle held.
+    pub sequence: u64,
+    /// CA certificates in the bundle held.
+    pub x509_authorities: usize,
+    /// JWT-SVID keys in the bundle held.
+    pub jwt_authorities: usize,
+    /// When the bundle held was fetched, seconds since the epoch.
+    pub refreshed_at: i64,
+    /// When this replica fetches it next (at the bundle's refresh hint).
+    pub refresh_at: i64,
+    /// Why this replica's last fetch failed, if it did (the bundle held is
+    /// then kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The answer of `GET /v1/federation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationList {
+    /// Every federated trust domain, by name.
+    pub trust_domains: Vec<FederationView>,
+}

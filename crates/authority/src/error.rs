@@ -60,6 +60,9 @@ pub enum AuthorityError {
     /// A certificate signing request was refused.
     #[error(transparent)]
     Svid(#[from] crate::svid::SvidRefusal),
+    /// A federation request was refused, or the bundle could not be fetched.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationRefusal),
     /// A delegation grant broke a grant rule.
     #[error(transparent)]
     Delegation(#[from] DelegationRefusal),
@@ -169,6 +172,9 @@ pub enum Missing {
     /// No approval has this ID.
     #[error("approval {0} was not found")]
     Approval(String),
+    /// No federated trust domain has this name.
+    #[error("no federated trust domain {0}")]
+    FederatedDomain(String),
     /// No policy set has this version.
     #[error("policy set version {0} was not found")]
     PolicyVersion(i64),
@@ -232,6 +238,13 @@ impl AuthorityError {
             Self::Delegation(_) | Self::Audit(_) | Self::Revocation(_) | Self::Svid(_) => {
                 BAD_REQUEST
             }
+            Self::Federation(crate::federation::FederationRefusal::Fetch { .. }) => {
+                (StatusCode::BAD_GATEWAY, "bundle_unavailable")
+            }
+            Self::Federation(crate::federation::FederationRefusal::Exists(_)) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            Self::Federation(_) => BAD_REQUEST,
             Self::Approval(e) => approval_code(e),
             Self::Policy(e) => policy_code(e),
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),

@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub(crate) ca: std::sync::RwLock<Arc<crate::svid::CaRing>>,
     /// Bumped whenever the CAs change, so Workload API streams push at once.
     pub(crate) ca_changes: tokio::sync::watch::Sender<u64>,
+    /// Foreign trust domains' bundles (SPIFFE federation).
+    pub(crate) federation: crate::federation::Federation,
     /// The key JWT-SVIDs are signed with.
     pub(crate) jwt_svid_key: crate::svid::JwtSvidKey,
     pub(crate) admin: AdminCredential,
@@ -155,6 +157,7 @@ async fn open_state(
         master,
         ca: std::sync::RwLock::new(Arc::new(ca)),
         ca_changes: tokio::sync::watch::Sender::new(0),
+        federation: crate::federation::Federation::default(),
         jwt_svid_key,
         admin,
         config,
@@ -256,6 +259,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     let (state, admin_token) = open_state(config, trust_domain, master_key, &issuer).await?;
     let issuer = state.issuer.clone();
     policy::refresh(&state).await?;
+    crate::federation::reload(&state).await?;
     let signals = match state.store.change_signals().await {
         Ok(signals) => signals,
         Err(e) => {
@@ -269,6 +273,7 @@ pub async fn start(config: Config, master_key: Option<String>) -> Result<Running
     crate::admin::spawn_refresher(Arc::downgrade(&state), signals, reread);
     crate::keys::spawn_rotator(Arc::downgrade(&state));
     crate::svid::spawn_ca_rotator(Arc::downgrade(&state));
+    crate::federation::spawn_refresher(Arc::downgrade(&state));
     let closer = state.clone();
     let workload = workload_endpoint.map(|endpoint| {
         let (stop, stopped) = oneshot::channel();
@@ -397,6 +402,12 @@ pub(crate) fn routes() -> Vec<Route> {
             policy::agent_facts,
         ),
         route(Public, get.clone(), "/v1/bundle", crate::svid::bundle),
+        route(
+            Public,
+            get.clone(),
+            "/v1/bundles",
+            crate::federation::bundle_map,
+        ),
         route(Public, get.clone(), "/healthz", || async { "ok" }),
         route(Public, get.clone(), "/readyz", ready),
         route(Public, get.clone(), "/metrics", crate::metrics::scrape),
@@ -460,6 +471,30 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Admin, post.clone(), "/v1/keys/rotate", crate::keys::rotate),
         route(Admin, get.clone(), "/v1/ca", crate::svid::list),
         route(Admin, post.clone(), "/v1/ca/rotate", crate::svid::rotate),
+        route(
+            Admin,
+            get.clone(),
+            "/v1/federation",
+            crate::federation::list,
+        ),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/federation",
+            crate::federation::add,
+        ),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/federation/{trust_domain}/refresh",
+            crate::federation::refresh,
+        ),
+        route(
+            Admin,
+            delete.clone(),
+            "/v1/federation/{trust_domain}",
+            crate::federation::remove,
+        ),
         route(Admin, get.clone(), "/v1/tasks/{txn}", task::show),
         route(Admin, get.clone(), "/v1/audit", audit::list),
         route(Admin, post.clone(), "/v1/policies", policy::load),

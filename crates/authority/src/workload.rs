@@ -205,11 +205,22 @@ impl Identities for LocalIdentities {
         jwk["use"] = "jwt-svid".into();
         let jwks = serde_json::to_vec(&serde_json::json!({ "keys": [jwk] }))
             .expect("a JWK set serialises");
-        Arc::new(Bundles {
+        let mut bundles = Bundles {
             x509: [(trust_domain.clone(), x509)].into(),
             jwt: [(trust_domain.clone(), jwks)].into(),
             trust_domain,
-        })
+        };
+        // Federated trust domains, each under its own name, never merged.
+        for (name, foreign) in self.state.federation.bundles() {
+            let id = format!("spiffe://{name}");
+            bundles
+                .x509
+                .insert(id.clone(), foreign.keys.x509_authorities.concat());
+            let jwks = serde_json::to_vec(&serde_json::json!({ "keys": foreign.keys.jwt_jwks }))
+                .expect("a JWK set serialises");
+            bundles.jwt.insert(id, jwks);
+        }
+        Arc::new(bundles)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod ca;
 mod demo;
+mod federation;
 mod keys;
 mod master_key;
 mod operator;
@@ -66,6 +67,10 @@ enum Command {
     /// List and rotate the certificate authorities of X.509-SVIDs.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Follow, list, refresh and remove foreign trust domains (SPIFFE
+    /// federation).
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Care of the admin credential (rotate it).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -106,6 +111,7 @@ pub fn main() -> ExitCode {
             Command::Revoke { kind, value, conn } => revoke::run(kind, &value, &conn).await,
             Command::Keys(cmd) => keys::run(cmd).await,
             Command::Ca(cmd) => ca::run(cmd).await,
+            Command::Federation(cmd) => federation::run(cmd).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::MasterKey(cmd) => master_key::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,

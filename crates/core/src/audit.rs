@@ -150,11 +150,15 @@ pub enum AuditKind {
     /// once, signing after the publish lead).
     #[serde(rename = "x509_ca.added")]
     X509CaAdded,
+    /// A federated trust domain was added or removed, or its bundle, as
+    /// fetched from its bundle endpoint, changed.
+    #[serde(rename = "federation.changed")]
+    FederationChanged,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 34] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -188,6 +192,7 @@ impl AuditKind {
         Self::MasterKeyRotated,
         Self::SvidIssued,
         Self::X509CaAdded,
+        Self::FederationChanged,
     ];
 
     /// The dotted name records carry.
@@ -226,6 +231,7 @@ impl AuditKind {
             Self::MasterKeyRotated => "master_key.rotated",
             Self::SvidIssued => "svid.issued",
             Self::X509CaAdded => "x509_ca.added",
+            Self::FederationChanged => "federation.changed",
         }
     }
 

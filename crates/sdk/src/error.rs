@@ -20,6 +20,8 @@ pub enum Endpoint {
     X509Svid,
     /// The JWT-SVID endpoint (`POST /v1/svids/jwt`).
     JwtSvid,
+    /// The SPIFFE bundle map (`GET /v1/bundles`).
+    BundleMap,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -32,6 +34,7 @@ impl std::fmt::Display for Endpoint {
             Self::PolicySet => "policy set endpoint",
             Self::X509Svid => "X.509-SVID endpoint",
             Self::JwtSvid => "JWT-SVID endpoint",
+            Self::BundleMap => "bundle map",
         })
     }
 }

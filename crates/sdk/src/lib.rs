@@ -55,6 +55,7 @@ mod verifier;
 mod workload;
 
 // The public interface is:
+pub use agentauth_svid::SpiffeBundle;
 pub use client::{AccessToken, Client, PendingApproval};
 pub use discovery::Metadata;
 pub use error::{Endpoint, SdkError};

@@ -4,7 +4,10 @@
 //! path validation, then the X509-SVID rules) and its SPIFFE ID against the
 //! peers it allows. The SVID and bundle sit in an [`SvidSource`]; updating
 //! it rotates the certificate for every later handshake, with no restart.
+//! A peer of a federated trust domain is checked against that domain's
+//! bundle, never the own one, and only when the allowed peers name it.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use agentauth_core::SpiffeId;
@@ -19,16 +22,20 @@ use crate::{SdkError, X509Svid};
 /// Which peers a side accepts, once their chain validated.
 #[derive(Debug, Clone)]
 pub enum AllowedPeers {
-    /// Any SPIFFE ID of the bundle's trust domain.
+    /// Any SPIFFE ID of the own trust domain.
     TrustDomain,
-    /// Only these SPIFFE IDs.
+    /// Any SPIFFE ID of these trust domains (names, `example.org`): the own
+    /// one only if listed.
+    TrustDomains(Vec<String>),
+    /// Only these SPIFFE IDs, of the own trust domain or federated ones.
     Only(Vec<SpiffeId>),
 }
 
 impl AllowedPeers {
-    fn allows(&self, id: &SpiffeId) -> bool {
+    fn allows(&self, id: &SpiffeId, own: &str) -> bool {
         match self {
-            Self::TrustDomain => true,
+            Self::TrustDomain => id.trust_domain() == own,
+            Self::TrustDomains(names) => names.iter().any(|n| n == id.trust_domain()),
             Self::Only(ids) => ids.contains(id),
         }
     }
@@ -40,6 +47,8 @@ struct Current {
     certified: Arc<CertifiedKey>,
     bundle: Vec<Vec<u8>>,
     trust_domain: String,
+    /// Federated trust domains' CA certificates, by trust domain name.
+    federated: Arc<BTreeMap<String, Vec<Vec<u8>>>>,
 }
 
 /// An agent's current X.509-SVID and trust bundle, shared by the TLS
@@ -69,9 +78,32 @@ impl SvidSource {
     /// Replaces the SVID and bundle: the next handshake on either side uses
     /// the new certificate and trusts the new bundle.
     pub fn update(&self, svid: &X509Svid) -> Result<(), SdkError> {
-        let next = load(svid, &self.provider)?;
-        *self.current.write().expect("lock") = Arc::new(next);
+        let mut next = load(svid, &self.provider)?;
+        let mut current = self.current.write().expect("lock");
+        next.federated = current.federated.clone();
+        *current = Arc::new(next);
         Ok(())
+    }
+
+    /// Replaces the federated trust domains' bundles (CA certificates, DER,
+    /// by trust domain name, as the Workload API or
+    /// [`crate::Client::bundle_map`] gives them); the own trust domain in
+    /// the map is ignored. The next handshake trusts exactly these.
+    pub fn set_federated_bundles(&self, bundles: BTreeMap<String, Vec<Vec<u8>>>) {
+        let mut current = self.current.write().expect("lock");
+        let mut next = Current {
+            certified: current.certified.clone(),
+            bundle: current.bundle.clone(),
+            trust_domain: current.trust_domain.clone(),
+            federated: Arc::new(bundles),
+        };
+        Arc::make_mut(&mut next.federated).remove(&next.trust_domain);
+        *current = Arc::new(next);
+    }
+
+    /// The federated trust domains this source trusts now.
+    pub fn federated_trust_domains(&self) -> Vec<String> {
+        self.now().federated.keys().cloned().collect()
     }
 
     fn now(&self) -> Arc<Current> {
@@ -112,6 +144,7 @@ fn load(svid: &X509Svid, provider: &CryptoProvider) -> Result<Current, SdkError>
         certified: Arc::new(certified),
         bundle,
         trust_domain: svid.spiffe_id.trust_domain().to_owned(),
+        federated: Arc::default(),
     })
 }
 
@@ -126,18 +159,28 @@ fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// The peer's SPIFFE ID if its chain validates against the bundle.
+/// The peer's SPIFFE ID if its chain validates against the bundle of the
+/// trust domain its leaf names: the own one or a federated one.
 fn check(current: &Current, certs: &[CertificateDer<'_>]) -> Result<SpiffeId, rustls::Error> {
     let chain: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
-    let bundle: Vec<&[u8]> = current.bundle.iter().map(Vec::as_slice).collect();
-    agentauth_svid::check_svid(
-        &chain,
-        &bundle,
-        &current.trust_domain,
-        agentauth_core::unix_now(),
-    )
-    .map(|c| c.id)
-    .map_err(|e| rustls::Error::General(e.to_string()))
+    let leaf = chain
+        .first()
+        .ok_or_else(|| rustls::Error::General("the peer sent no certificate".into()))?;
+    let trust_domain = agentauth_svid::leaf_trust_domain(leaf)
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let bundle = if trust_domain == current.trust_domain {
+        &current.bundle
+    } else {
+        current.federated.get(&trust_domain).ok_or_else(|| {
+            rustls::Error::General(format!(
+                "no bundle for the peer's trust domain {trust_domain}"
+            ))
+        })?
+    };
+    let bundle: Vec<&[u8]> = bundle.iter().map(Vec::as_slice).collect();
+    agentauth_svid::check_svid(&chain, &bundle, &trust_domain, agentauth_core::unix_now())
+        .map(|c| c.id)
+        .map_err(|e| rustls::Error::General(e.to_string()))
 }
 
 /// Both sides' checks: the chain against the source's bundle as it is at
@@ -146,8 +189,9 @@ fn peer_check(source: &Arc<SvidSource>, allowed: AllowedPeers) -> PeerVerifier {
     let algorithms = source.provider.signature_verification_algorithms;
     let source = source.clone();
     let check = move |chain: &[CertificateDer<'_>]| {
-        let id = check(&source.now(), chain).map_err(|e| e.to_string())?;
-        if allowed.allows(&id) {
+        let current = source.now();
+        let id = check(&current, chain).map_err(|e| e.to_string())?;
+        if allowed.allows(&id, &current.trust_domain) {
             Ok(id)
         } else {
             Err(format!("the peer {id} is not allowed"))

@@ -139,6 +139,44 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The SPIFFE bundle map the authority publishes: its own trust
+    /// domain's bundle and every federated one, by trust domain name (each
+    /// read by the SPIFFE bundle format's rules; one unreadable is left
+    /// out). Hand the others' CA certificates to
+    /// [`crate::SvidSource::set_federated_bundles`] to accept their peers.
+    pub async fn bundle_map(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, agentauth_svid::SpiffeBundle>, SdkError> {
+        let metadata = self.metadata().await?.clone();
+        let response = self
+            .http()
+            .get(&metadata.spiffe_bundle_map_endpoint)
+            .send()
+            .await
+            .map_err(SdkError::unreachable(Endpoint::BundleMap))?;
+        let response = refused_unless_ok(response, Endpoint::BundleMap).await?;
+        let map: serde_json::Value = response
+            .json()
+            .await
+            .map_err(SdkError::unreadable(Endpoint::BundleMap))?;
+        let domains = map
+            .get("trust_domains")
+            .and_then(|d| d.as_object())
+            .ok_or_else(|| SdkError::AuthorityStatus {
+                endpoint: Endpoint::BundleMap,
+                status: 200,
+            })?;
+        Ok(domains
+            .iter()
+            .filter_map(|(name, bundle)| {
+                let read = agentauth_svid::SpiffeBundle::from_value(bundle).ok()?;
+                Some((name.clone(), read))
+            })
+            .collect())
+    }
+}
+
 /// The response if it succeeded, else the authority's refusal as an error.
 async fn refused_unless_ok(
     response: reqwest::Response,

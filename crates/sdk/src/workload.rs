@@ -3,6 +3,7 @@
 //! the stream pushes, put in an [`SvidSource`] so the TLS configurations
 //! built from it follow without a restart.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,6 +42,31 @@ fn pick_svid(message: &X509svidResponse, id: Option<&SpiffeId>) -> Result<X509Sv
         bundle_pem: agentauth_svid::certificates_pem(bundle.iter().map(Vec::as_slice)),
         expires_at,
     })
+}
+
+/// The federated bundles of a stream message (keyed `spiffe://<td>`), by
+/// trust domain name; one unreadable is left out.
+fn federated(message: &X509svidResponse) -> BTreeMap<String, Vec<Vec<u8>>> {
+    message
+        .federated_bundles
+        .iter()
+        .filter_map(|(id, der)| {
+            let name = id.strip_prefix("spiffe://")?;
+            let certs = agentauth_svid::split_certificates(der).ok()?;
+            Some((name.to_owned(), certs))
+        })
+        .collect()
+}
+
+/// Puts a stream message's SVID and federated bundles in `source`.
+fn apply(
+    source: &SvidSource,
+    message: &X509svidResponse,
+    id: Option<&SpiffeId>,
+) -> Result<(), SdkError> {
+    source.update(&pick_svid(message, id)?)?;
+    source.set_federated_bundles(federated(message));
+    Ok(())
 }
 
 /// Opens the `FetchX509SVID` stream at `endpoint`.
@@ -85,6 +111,7 @@ impl SvidSource {
             .map_err(|status| refused(format!("{:?}: {}", status.code(), status.message())))?
             .ok_or_else(|| refused("the stream closed before the first SVID"))?;
         let source = Self::new(&pick_svid(&first, id.as_ref())?)?;
+        source.set_federated_bundles(federated(&first));
         tokio::spawn(follow(
             endpoint.to_owned(),
             id,
@@ -108,7 +135,7 @@ async fn follow(
             let Some(source) = source.upgrade() else {
                 return;
             };
-            match pick_svid(&message, id.as_ref()).and_then(|svid| source.update(&svid)) {
+            match apply(&source, &message, id.as_ref()) {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(e) => {
                     tracing::warn!(error = %e, "a pushed SVID was unusable; keeping the last")

@@ -99,6 +99,32 @@ pub fn svid_id(leaf_der: &[u8], trust_domain: &str) -> Result<SpiffeId, SvidErro
     leaf_rules(leaf_der, trust_domain).map(|c| c.id)
 }
 
+/// The trust domain a leaf's one URI SAN names, read before any check: it
+/// picks the bundle the chain is then validated against (a federated
+/// domain's, or the own one's), and is trusted for nothing else.
+pub fn leaf_trust_domain(leaf_der: &[u8]) -> Result<String, SvidError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf_der)
+        .map_err(|e| SvidError::NotSvid(e.to_string()))?;
+    let mut uris = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                if let GeneralName::URI(uri) = name {
+                    uris.push(*uri);
+                }
+            }
+        }
+    }
+    let [uri] = uris.as_slice() else {
+        return Err(SvidError::NotSvid(
+            "a leaf carries exactly one URI SAN".into(),
+        ));
+    };
+    SpiffeId::parse(uri)
+        .map(|id| id.trust_domain().to_owned())
+        .map_err(|e| SvidError::NotSvid(e.to_string()))
+}
+
 /// The X509-SVID rules on a leaf, after its path validated.
 fn leaf_rules(der: &[u8], trust_domain: &str) -> Result<SvidCheck, SvidError> {
     let not = |why: &str| SvidError::NotSvid(why.to_owned());

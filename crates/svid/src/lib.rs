@@ -11,11 +11,13 @@
 //! `x509-parser` and `rustls-webpki`.
 
 mod authority;
+mod bundle;
 mod check;
 mod tls;
 
 pub use authority::{CertificateAuthority, IssuedSvid};
-pub use check::{SvidCheck, check_svid, svid_id};
+pub use bundle::{MAX_BUNDLE_BYTES, SpiffeBundle};
+pub use check::{SvidCheck, check_svid, leaf_trust_domain, svid_id};
 pub use tls::{ChainCheck, PeerVerifier};
 
 /// Why a CA could not be made or loaded, a CSR was refused, or a chain is
@@ -39,6 +41,9 @@ pub enum SvidError {
     /// The chain validates but its leaf breaks an X509-SVID rule.
     #[error("not an X509-SVID: {0}")]
     NotSvid(String),
+    /// A trust bundle document breaks the SPIFFE bundle format.
+    #[error("not a SPIFFE bundle: {0}")]
+    Bundle(String),
 }
 
 impl From<rcgen::Error> for SvidError {

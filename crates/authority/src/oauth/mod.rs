@@ -76,6 +76,7 @@ pub(crate) fn server_metadata(s: &crate::server::State) -> ServerMetadata {
         x509_svid_endpoint: s.endpoint("/v1/svids/x509"),
         jwt_svid_endpoint: s.endpoint("/v1/svids/jwt"),
         spiffe_bundle_endpoint: s.endpoint("/v1/bundle"),
+        spiffe_bundle_map_endpoint: s.endpoint("/v1/bundles"),
         approval_polling_interval: s.config.approval_interval_secs,
         tls_client_certificate_bound_access_tokens: s.config.tls,
     }
