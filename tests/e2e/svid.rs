@@ -788,3 +788,149 @@ async fn behind_mutual_tls_the_layer_refuses_a_token_of_another_agent_than_the_p
     );
     s.stop().await;
 }
+
+/// An upstream root CA as an operator holds it, written to `dir`:
+/// (certificate file, key file 0600, certificate DER).
+fn upstream_root(dir: &Path) -> (String, String, Vec<u8>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "corporate root");
+    let cert = params.self_signed(&key).unwrap();
+    let cert_file = dir.join("upstream.pem");
+    let key_file = dir.join("upstream.key");
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (
+        cert_file.to_str().unwrap().to_owned(),
+        key_file.to_str().unwrap().to_owned(),
+        cert.der().to_vec(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_upstream_ca_the_authority_signs_through_an_intermediate_and_publishes_the_root() {
+    use agentauth_sdk::mtls::{AllowedPeers, SvidSource, client_config};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, root) = upstream_root(dir.path());
+
+    // A key file others may read, or half the pair, and it does not start.
+    std::fs::set_permissions(
+        &key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    let data = dir.path().join("refused");
+    let loose = crate::support::output_within(
+        crate::support::command().args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--upstream-ca-cert",
+            &cert,
+            "--upstream-ca-key",
+            &key,
+        ]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(!loose.status.success());
+    assert!(
+        String::from_utf8_lossy(&loose.stderr).contains("upstream.key"),
+        "{}",
+        String::from_utf8_lossy(&loose.stderr)
+    );
+    std::fs::set_permissions(
+        &key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
+    let half = crate::support::output_within(
+        crate::support::command().args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--upstream-ca-cert",
+            &cert,
+        ]),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--upstream-ca-key"));
+
+    let s = Server::start_with(
+        &["--upstream-ca-cert", &cert, "--upstream-ca-key", &key],
+        &[],
+    )
+    .await;
+    // The bundle publishes the upstream root alone.
+    let (anchors, _) = bundle(&s).await;
+    assert_eq!(anchors, vec![root.clone()]);
+
+    // An SVID carries the intermediate and validates against the root.
+    let reader_key = s.register("reader", &[]).await;
+    let customer_key = s.register("customer", &[]).await;
+    let svid = s.client("reader", &reader_key).x509_svid().await.unwrap();
+    let chain = agentauth_svid::certificates_from_pem(&svid.cert_chain_pem).unwrap();
+    assert_eq!(chain.len(), 2, "leaf and intermediate");
+    assert_eq!(
+        agentauth_svid::certificates_from_pem(&svid.bundle_pem).unwrap(),
+        vec![root.clone()]
+    );
+    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    let now = agentauth_core::unix_now();
+    let checked = agentauth_svid::check_svid(&refs, &[&root], "agentauth.local", now).unwrap();
+    assert_eq!(checked.id.as_str(), id("reader"));
+    assert_ne!(chain[1], root, "the intermediate, not the root");
+    assert!(
+        agentauth_svid::check_svid(&refs[..1], &[&root], "agentauth.local", now).is_err(),
+        "the leaf reaches the root only through the intermediate"
+    );
+
+    // A rotation adds an intermediate under the same root: one anchor still.
+    let (status, _) = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/v1/ca/rotate",
+            Some(json!({"now": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, cas) = s.admin_json(reqwest::Method::GET, "/v1/ca", None).await;
+    assert_eq!(cas["cas"].as_array().unwrap().len(), 2);
+    let (anchors, _) = bundle(&s).await;
+    assert_eq!(anchors, vec![root.clone()]);
+
+    // Two agents with SVIDs from different intermediates of that root
+    // complete mutual TLS, each presenting its chain.
+    let customer = SvidSource::new(
+        &s.client("customer", &customer_key)
+            .x509_svid()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let reader = SvidSource::new(&svid).unwrap();
+    let (addr, mut peers) = crate::support::mtls_server(
+        &customer,
+        AllowedPeers::Only(vec![crate::support::spiffe("reader")]),
+    )
+    .await;
+    crate::support::mtls_call(
+        addr,
+        client_config(
+            &reader,
+            AllowedPeers::Only(vec![crate::support::spiffe("customer")]),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(peers.recv().await.unwrap(), id("reader"));
+    s.stop().await;
+}

@@ -83,6 +83,13 @@ pub struct Config {
     /// Where to serve the SPIFFE Workload API (a Unix socket path); off
     /// when unset.
     pub workload_socket: Option<PathBuf>,
+    /// An upstream CA's certificate (PEM, then its chain up to the root):
+    /// with `upstream_ca_key`, every new X.509 CA is an intermediate it
+    /// signs, and the bundle publishes its root.
+    pub upstream_ca_cert: Option<PathBuf>,
+    /// The upstream CA's ECDSA P-256 private key (PEM, a file only the
+    /// authority's user may read).
+    pub upstream_ca_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -116,6 +123,8 @@ impl Default for Config {
             ca_lifetime_days: 365,
             workload_socket: None,
             tls: false,
+            upstream_ca_cert: None,
+            upstream_ca_key: None,
         }
     }
 }
@@ -160,6 +169,12 @@ pub enum ConfigError {
     /// An SVID or CA lifetime out of range.
     #[error("svid_lifetime_secs must be 60 to 86400 and ca_lifetime_days 1 to 3650")]
     SvidLifetimes,
+    /// Only one of the upstream CA's certificate and key is given.
+    #[error("upstream_ca_cert and upstream_ca_key go together: give both or neither")]
+    UpstreamCaPair,
+    /// The upstream CA cannot be read or is not one.
+    #[error("upstream CA: {0}")]
+    UpstreamCa(String),
     /// The Workload API socket cannot be bound.
     #[error("workload_socket: {0}")]
     WorkloadSocket(String),
@@ -226,6 +241,9 @@ impl Config {
             }
             files.push(db);
         }
+        if let Some(key) = &self.upstream_ca_key {
+            files.push(key.clone());
+        }
         files
     }
 
@@ -261,6 +279,9 @@ impl Config {
             || !(1..=3650).contains(&self.ca_lifetime_days)
         {
             return Err(ConfigError::SvidLifetimes);
+        }
+        if self.upstream_ca_cert.is_some() != self.upstream_ca_key.is_some() {
+            return Err(ConfigError::UpstreamCaPair);
         }
         Ok(())
     }

@@ -41,6 +41,8 @@ pub(crate) struct State {
     pub(crate) ca: std::sync::RwLock<Arc<crate::svid::CaRing>>,
     /// Bumped whenever the CAs change, so Workload API streams push at once.
     pub(crate) ca_changes: tokio::sync::watch::Sender<u64>,
+    /// The upstream CA that signs the X.509 CAs, when one is configured.
+    pub(crate) upstream: Option<Arc<agentauth_svid::UpstreamCa>>,
     /// Foreign trust domains' bundles (SPIFFE federation).
     pub(crate) federation: crate::federation::Federation,
     /// The key JWT-SVIDs are signed with.
@@ -107,6 +109,25 @@ impl State {
     }
 }
 
+/// The upstream CA of the configuration, read from its files.
+fn upstream_ca(config: &Config) -> Result<Option<Arc<agentauth_svid::UpstreamCa>>, AuthorityError> {
+    let (Some(cert), Some(key)) = (&config.upstream_ca_cert, &config.upstream_ca_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .map_err(|e| crate::config::ConfigError::UpstreamCa(format!("{}: {e}", path.display())))
+    };
+    let upstream = agentauth_svid::UpstreamCa::from_pem(&read(cert)?, &read(key)?)
+        .map_err(|e| crate::config::ConfigError::UpstreamCa(e.to_string()))?;
+    if upstream.not_after() <= agentauth_core::unix_now() {
+        return Err(
+            crate::config::ConfigError::UpstreamCa("the certificate has expired".into()).into(),
+        );
+    }
+    Ok(Some(Arc::new(upstream)))
+}
+
 /// Prepares the data dir, store, keys and admin credential and the state
 /// every handler shares; the admin credential is returned on first start.
 async fn open_state(
@@ -140,8 +161,15 @@ async fn open_state(
     }
     let retired_for = config.max_token_lifetime_secs + agentauth_core::DEFAULT_LEEWAY_SECS;
     let keys = KeyRing::load_or_create(&*store, &master, retired_for).await?;
-    let ca = crate::svid::load_or_create(&*store, &master, &trust_domain, config.ca_lifetime_days)
-        .await?;
+    let upstream = upstream_ca(&config)?;
+    let ca = crate::svid::load_or_create(
+        &*store,
+        &master,
+        &trust_domain,
+        upstream.as_deref(),
+        config.ca_lifetime_days,
+    )
+    .await?;
     let jwt_svid_key = crate::svid::jwt_key_load_or_create(&*store, &master).await?;
     let (admin, admin_token) = AdminCredential::load_or_create(&*store, &config.data_dir).await?;
     let issuer = issuer.trim_end_matches('/').to_owned();
@@ -157,6 +185,7 @@ async fn open_state(
         master,
         ca: std::sync::RwLock::new(Arc::new(ca)),
         ca_changes: tokio::sync::watch::Sender::new(0),
+        upstream,
         federation: crate::federation::Federation::default(),
         jwt_svid_key,
         admin,
@@ -203,11 +232,7 @@ impl Running {
     /// authority trusts it with when it serves TLS.
     pub fn trust_bundle_pem(&self) -> String {
         let ring = self.state.cas();
-        agentauth_svid::certificates_pem(
-            ring.published(agentauth_core::unix_now())
-                .into_iter()
-                .map(|(ca, _, _)| ca.cert_der()),
-        )
+        agentauth_svid::certificates_pem(ring.anchors(agentauth_core::unix_now()))
     }
 
     /// Stops accepting, finishes in-flight requests, writes the refusals

@@ -12,7 +12,7 @@ use agentauth_core::{
     unix_now,
 };
 use agentauth_store::Store;
-use agentauth_svid::{CertificateAuthority, SvidError, certificates_pem, csr_from_pem};
+use agentauth_svid::{CertificateAuthority, SvidError, UpstreamCa, certificates_pem, csr_from_pem};
 use axum::Json;
 use axum::extract::State;
 use base64::Engine as _;
@@ -83,6 +83,10 @@ pub(crate) struct StoredCa {
     pub(crate) key_sealed: String,
     /// When it starts signing, seconds since the epoch.
     pub(crate) signs_from: i64,
+    /// For an intermediate: the upstream chain above it (DER, base64url),
+    /// from its issuer up to the root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) upstream: Vec<String>,
 }
 
 /// The CAs of the trust domain, opened: each is in the bundle from when it
@@ -147,6 +151,20 @@ impl CaRing {
                 (ca, phase, *from)
             })
             .collect()
+    }
+
+    /// The trust anchors a peer needs at `now` (DER), each once: every CA
+    /// not expired that is a root, and the upstream root of every one that
+    /// is an intermediate.
+    pub(crate) fn anchors(&self, now: i64) -> Vec<&[u8]> {
+        let mut out: Vec<&[u8]> = Vec::new();
+        for (ca, _, _) in self.published(now) {
+            let anchor = ca.anchor_der();
+            if !out.contains(&anchor) {
+                out.push(anchor);
+            }
+        }
+        out
     }
 
     /// Whether the newest CA is past half its life at `now`: time for the
@@ -329,23 +347,38 @@ fn open_one(ca: &StoredCa, master: &MasterKey) -> Result<CertificateAuthority, A
     let corrupt = |why: &str| AuthorityError::Internal(format!("the stored CA is unusable: {why}"));
     let cert = b64url_decode(&ca.cert).ok_or_else(|| corrupt("certificate encoding"))?;
     let key = master.open(CA_KEY_CONTEXT, &ca.key_sealed)?;
-    CertificateAuthority::from_der(&cert, &key).map_err(|e| corrupt(&e.to_string()))
+    let upstream = ca
+        .upstream
+        .iter()
+        .map(|c| b64url_decode(c).ok_or_else(|| corrupt("upstream certificate encoding")))
+        .collect::<Result<Vec<_>, _>>()?;
+    CertificateAuthority::from_der_with_upstream(&cert, &key, upstream)
+        .map_err(|e| corrupt(&e.to_string()))
 }
 
-/// A new CA, sealed, signing from `signs_from`.
+/// A new CA, sealed, signing from `signs_from`: a self-signed root, or an
+/// intermediate signed by `upstream` when one is configured.
 fn new_ca(
     master: &MasterKey,
     trust_domain: &TrustDomain,
+    upstream: Option<&UpstreamCa>,
     now: i64,
     signs_from: i64,
     lifetime_days: u32,
 ) -> Result<StoredCa, AuthorityError> {
-    let ca = CertificateAuthority::generate(trust_domain, now, i64::from(lifetime_days) * 86_400)
-        .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let lifetime = i64::from(lifetime_days) * 86_400;
+    let ca = match upstream {
+        None => CertificateAuthority::generate(trust_domain, now, lifetime),
+        Some(upstream) => {
+            CertificateAuthority::generate_intermediate(trust_domain, upstream, now, lifetime)
+        }
+    }
+    .map_err(|e| AuthorityError::Internal(e.to_string()))?;
     Ok(StoredCa {
         cert: b64url_encode(ca.cert_der()),
         key_sealed: master.seal(CA_KEY_CONTEXT, ca.key_pkcs8_der()),
         signs_from,
+        upstream: ca.upstream_chain().iter().map(b64url_encode).collect(),
     })
 }
 
@@ -355,6 +388,7 @@ pub(crate) async fn load_or_create(
     store: &dyn Store,
     master: &MasterKey,
     trust_domain: &TrustDomain,
+    upstream: Option<&UpstreamCa>,
     lifetime_days: u32,
 ) -> Result<CaRing, AuthorityError> {
     let stored = match store.setting(CA_SETTING).await? {
@@ -363,7 +397,14 @@ pub(crate) async fn load_or_create(
             let now = unix_now();
             let first = StoredCas {
                 sequence: 1,
-                cas: vec![new_ca(master, trust_domain, now, now, lifetime_days)?],
+                cas: vec![new_ca(
+                    master,
+                    trust_domain,
+                    upstream,
+                    now,
+                    now,
+                    lifetime_days,
+                )?],
             };
             let text = serde_json::to_string(&first)
                 .map_err(|e| AuthorityError::Internal(e.to_string()))?;
@@ -408,6 +449,7 @@ pub(crate) async fn rotate_ca(
     let added = new_ca(
         &s.master,
         &s.trust_domain,
+        s.upstream.as_deref(),
         now,
         signs_from,
         s.config.ca_lifetime_days,
@@ -536,8 +578,8 @@ pub(crate) async fn issue(
     let csr = csr_from_pem(&asked.csr).map_err(SvidRefusal::Csr)?;
     let now = unix_now();
     let ring = s.cas();
-    let issued = ring
-        .signer(now)
+    let signer = ring.signer(now);
+    let issued = signer
         .issue(&csr, &agent.id, now, s.config.svid_lifetime_secs)
         .map_err(|e| match e {
             SvidError::Csr(_) | SvidError::KeyAlgorithm => SvidRefusal::Csr(e).into(),
@@ -557,12 +599,10 @@ pub(crate) async fn issue(
     s.store.append_audit(&[audit]).await?;
     Ok(Json(X509SvidIssued {
         spiffe_id: agent.id.to_string(),
-        x509_svid: certificates_pem([issued.der.as_slice()]),
-        bundle: certificates_pem(
-            ring.published(now)
-                .into_iter()
-                .map(|(ca, _, _)| ca.cert_der()),
+        x509_svid: certificates_pem(
+            std::iter::once(issued.der.as_slice()).chain(signer.intermediates()),
         ),
+        bundle: certificates_pem(ring.anchors(now)),
         serial: issued.serial,
         expires_at: issued.expires_at,
     }))
@@ -573,19 +613,21 @@ pub(crate) async fn issue(
 pub(crate) async fn bundle(State(s): State<AppState>) -> Json<TrustBundle> {
     let ring = s.cas();
     let keys = ring
-        .published(unix_now())
+        .anchors(unix_now())
         .into_iter()
-        .map(|(ca, _, _)| {
-            let (x, y) = ca.public_xy();
-            BundleKey {
+        .filter_map(|anchor| {
+            // Every anchor is P-256: a root made here, or an upstream root
+            // whose key was checked when the upstream CA was read.
+            let jwk = agentauth_svid::public_jwk(anchor).ok()?.to_json();
+            Some(BundleKey {
                 kty: "EC".into(),
                 crv: "P-256".into(),
-                x: b64url_encode(x),
-                y: b64url_encode(y),
+                x: jwk["x"].as_str()?.to_owned(),
+                y: jwk["y"].as_str()?.to_owned(),
                 key_use: "x509-svid".into(),
-                x5c: vec![base64::engine::general_purpose::STANDARD.encode(ca.cert_der())],
+                x5c: vec![base64::engine::general_purpose::STANDARD.encode(anchor)],
                 kid: None,
-            }
+            })
         })
         .chain(std::iter::once({
             let jwk = s.jwt_svid_key.key.public_jwk().to_json();

@@ -81,7 +81,10 @@ fn issue(state: &State, hosts: &[String]) -> Result<Current, AuthorityError> {
             key.key_pkcs8_der,
         )))
         .map_err(|e| internal(e.to_string()))?;
-    let chain = vec![CertificateDer::from(issued.der)];
+    let chain = std::iter::once(issued.der)
+        .chain(signer.intermediates().into_iter().map(<[u8]>::to_vec))
+        .map(CertificateDer::from)
+        .collect();
     Ok(Current {
         certified: Arc::new(CertifiedKey::new(chain, signing_key)),
         renew_at: now + (issued.expires_at - now) / 2,
@@ -135,11 +138,7 @@ pub(crate) fn server_config(
 fn client_id(state: &State, chain: &[CertificateDer<'_>]) -> Result<SpiffeId, String> {
     let now = unix_now();
     let ring = state.cas();
-    let bundle: Vec<&[u8]> = ring
-        .published(now)
-        .into_iter()
-        .map(|(ca, _, _)| ca.cert_der())
-        .collect();
+    let bundle = ring.anchors(now);
     let chain: Vec<&[u8]> = chain.iter().map(|c| c.as_ref()).collect();
     agentauth_svid::check_svid(&chain, &bundle, state.trust_domain.as_str(), now)
         .map(|c| c.id)

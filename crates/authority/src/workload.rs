@@ -101,7 +101,11 @@ impl LocalIdentities {
         Ok(Held {
             identity: X509Identity {
                 spiffe_id: agent.id.to_string(),
-                chain_der: issued.der,
+                chain_der: std::iter::once(issued.der.as_slice())
+                    .chain(signer.intermediates())
+                    .flatten()
+                    .copied()
+                    .collect(),
                 key_pkcs8_der: key.key_pkcs8_der,
                 renew_at: now + (issued.expires_at - now) / 2,
                 hint: agent.name.to_string(),
@@ -193,13 +197,7 @@ impl Identities for LocalIdentities {
     fn bundles(&self) -> Arc<Bundles> {
         let now = unix_now();
         let trust_domain = format!("spiffe://{}", self.state.trust_domain);
-        let x509: Vec<u8> = self
-            .state
-            .cas()
-            .published(now)
-            .into_iter()
-            .flat_map(|(ca, _, _)| ca.cert_der().to_vec())
-            .collect();
+        let x509: Vec<u8> = self.state.cas().anchors(now).concat();
         let mut jwk = self.state.jwt_svid_key.key.public_jwk().to_json();
         jwk["kid"] = self.state.jwt_svid_key.kid.clone().into();
         jwk["use"] = "jwt-svid".into();

@@ -96,6 +96,12 @@ pub(crate) struct ServeArgs {
     /// Serve the SPIFFE Workload API on this Unix socket (a path, or unix:///PATH): local processes that match an agent's selectors get its SVIDs; off when unset.
     #[arg(long, env = "AGENTAUTH_WORKLOAD_SOCKET")]
     workload_socket: Option<String>,
+    /// An upstream CA's certificate (PEM, then its chain up to the root): with --upstream-ca-key, each new X.509 CA is an intermediate it signs and the trust bundle publishes its root; off when unset.
+    #[arg(long, env = "AGENTAUTH_UPSTREAM_CA_CERT", requires = "upstream_ca_key")]
+    upstream_ca_cert: Option<PathBuf>,
+    /// The upstream CA's ECDSA P-256 private key (PEM; the file must be readable by its owner only).
+    #[arg(long, env = "AGENTAUTH_UPSTREAM_CA_KEY", requires = "upstream_ca_cert")]
+    upstream_ca_key: Option<PathBuf>,
     /// TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "AGENTAUTH_CONFIG")]
     config: Option<PathBuf>,
@@ -214,6 +220,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.signing_key_publish_lead_secs {
             config.signing_key_publish_lead_secs = v;
+        }
+        if let Some(v) = &self.upstream_ca_cert {
+            config.upstream_ca_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.upstream_ca_key {
+            config.upstream_ca_key = Some(v.clone());
         }
         Ok(config)
     }

@@ -1,5 +1,6 @@
-//! The certificate authority: a self-signed P-256 root that signs leaves
-//! from CSRs, with every field of the leaf set here from the registry, never
+//! The certificate authority: a self-signed P-256 root, or an intermediate
+//! signed by an upstream CA the operator holds, that signs leaves from
+//! CSRs, with every field of the leaf set here from the registry, never
 //! copied from the request.
 
 use agentauth_core::{SpiffeId, TrustDomain};
@@ -25,6 +26,80 @@ pub struct CertificateAuthority {
     serial: String,
     /// The public point's coordinates, read once at load.
     xy: ([u8; 32], [u8; 32]),
+    /// For an intermediate: the upstream chain (DER) from the certificate
+    /// that signed it up to the root; empty for a self-signed root.
+    upstream: Vec<Vec<u8>>,
+}
+
+/// An upstream CA the operator gives as PEM (its certificate, then any
+/// chain up to the root, and its P-256 key): it signs the authority's
+/// intermediate CAs, and its root is what the trust bundle publishes.
+pub struct UpstreamCa {
+    chain: Vec<Vec<u8>>,
+    issuer: Issuer<'static, KeyPair>,
+    not_after: i64,
+}
+
+impl std::fmt::Debug for UpstreamCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCa")
+            .field("certificates", &self.chain.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamCa {
+    /// Reads the upstream CA: `certs_pem` holds its certificate first, then
+    /// its chain up to the root (if it is not the root itself); `key_pem`
+    /// its ECDSA P-256 private key (PKCS#8 or SEC1 PEM), which must match
+    /// the first certificate, a CA allowed to sign certificates.
+    pub fn from_pem(certs_pem: &str, key_pem: &str) -> Result<Self, SvidError> {
+        let bad = |why: &str| SvidError::Certificate(format!("the upstream CA: {why}"));
+        let chain = crate::certificates_from_pem(certs_pem)?;
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|_| bad("the key is not a PEM private key"))?;
+        if key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(bad("the key must be ECDSA P-256"));
+        }
+        let (_, first) =
+            x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| bad(&e.to_string()))?;
+        if first.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(bad("the key does not match the first certificate"));
+        }
+        let is_ca = first
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        let signs = first
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_none_or(|ku| ku.value.key_cert_sign());
+        if !is_ca || !signs {
+            return Err(bad(
+                "the first certificate is not a CA allowed to sign certificates",
+            ));
+        }
+        let not_after = first.validity().not_after.timestamp();
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(chain[0].clone()), key)?;
+        Ok(Self {
+            chain,
+            issuer,
+            not_after,
+        })
+    }
+
+    /// The root of the upstream chain (DER): the trust anchor peers need.
+    pub fn root_der(&self) -> &[u8] {
+        self.chain.last().expect("a chain is never empty")
+    }
+
+    /// The upstream certificate's `notAfter`, seconds since the epoch.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -80,6 +155,78 @@ impl CertificateAuthority {
         Self::from_der(cert.der().as_ref(), &key_der)
     }
 
+    /// A new intermediate for `trust_domain` signed by `upstream`: as
+    /// [`CertificateAuthority::generate`], but issued by the upstream CA
+    /// and never outliving it. Its SVIDs carry it as their intermediate;
+    /// peers trust the upstream root.
+    pub fn generate_intermediate(
+        trust_domain: &TrustDomain,
+        upstream: &UpstreamCa,
+        now: i64,
+        lifetime_secs: i64,
+    ) -> Result<Self, SvidError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "agentauth");
+        name.push(
+            DnType::CommonName,
+            format!("agentauth intermediate CA for {}", trust_domain.as_str()),
+        );
+        params.distinguished_name = name;
+        params.subject_alt_names = vec![SanType::URI(
+            format!("spiffe://{}", trust_domain.as_str())
+                .try_into()
+                .map_err(|e: rcgen::Error| SvidError::Certificate(e.to_string()))?,
+        )];
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(serial());
+        params.not_before = at(now - BACKDATE_SECS)?;
+        params.not_after = at((now + lifetime_secs).min(upstream.not_after))?;
+        let cert = params.signed_by(&key, &upstream.issuer)?;
+        let key_der = key.serialize_der();
+        Self::from_der_with_upstream(cert.der().as_ref(), &key_der, upstream.chain.clone())
+    }
+
+    /// An intermediate CA from its certificate and key (as
+    /// [`CertificateAuthority::from_der`]) and the upstream chain above it
+    /// (DER, from its issuer up to the root).
+    pub fn from_der_with_upstream(
+        cert_der: &[u8],
+        key_pkcs8_der: &[u8],
+        upstream: Vec<Vec<u8>>,
+    ) -> Result<Self, SvidError> {
+        let mut ca = Self::from_der(cert_der, key_pkcs8_der)?;
+        ca.upstream = upstream;
+        Ok(ca)
+    }
+
+    /// The trust anchor for what this CA signs (DER): the upstream root for
+    /// an intermediate, else this CA itself.
+    pub fn anchor_der(&self) -> &[u8] {
+        self.upstream
+            .last()
+            .map_or(self.cert.as_ref(), Vec::as_slice)
+    }
+
+    /// The certificates an SVID it signs carries after the leaf (DER): this
+    /// intermediate and the upstream chain below the root; none for a root.
+    pub fn intermediates(&self) -> Vec<&[u8]> {
+        match self.upstream.split_last() {
+            None => Vec::new(),
+            Some((_, below_root)) => std::iter::once(self.cert.as_ref())
+                .chain(below_root.iter().map(Vec::as_slice))
+                .collect(),
+        }
+    }
+
+    /// The upstream chain above this CA (DER), for storing; empty for a root.
+    pub fn upstream_chain(&self) -> &[Vec<u8>] {
+        &self.upstream
+    }
+
     /// The CA from its certificate and its private key (PKCS#8), both DER,
     /// as [`CertificateAuthority::cert_der`] and
     /// [`CertificateAuthority::key_pkcs8_der`] gave them.
@@ -113,6 +260,7 @@ impl CertificateAuthority {
             not_after,
             serial,
             xy,
+            upstream: Vec::new(),
         })
     }
 

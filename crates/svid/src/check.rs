@@ -388,4 +388,65 @@ mod tests {
         );
         assert!(crate::public_jwk(b"not a certificate").is_err());
     }
+
+    /// An upstream root CA as an operator would hold it: certificate and
+    /// key as PEM.
+    fn upstream_root(alg: &'static rcgen::SignatureAlgorithm, ca: bool) -> (String, String) {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        params.not_before = crate::at(NOW - 86_400).unwrap();
+        params.not_after = crate::at(NOW + 10 * 86_400).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn an_intermediate_under_an_upstream_root_issues_svids_that_validate_against_the_root() {
+        let (cert, key) = upstream_root(&PKCS_ECDSA_P256_SHA256, true);
+        let upstream = crate::UpstreamCa::from_pem(&cert, &key).unwrap();
+        let ca = CertificateAuthority::generate_intermediate(&td(), &upstream, NOW, 100 * 86_400)
+            .unwrap();
+        assert_eq!(
+            ca.not_after(),
+            upstream.not_after(),
+            "never outlives the upstream"
+        );
+        assert_eq!(ca.anchor_der(), upstream.root_der());
+        assert_eq!(ca.intermediates(), vec![ca.cert_der()]);
+        let (_, request) = csr(&PKCS_ECDSA_P256_SHA256);
+        let issued = ca.issue(&request, &agent("reader"), NOW, 3600).unwrap();
+        let mut chain = vec![issued.der.as_slice()];
+        chain.extend(ca.intermediates());
+        let checked = check_svid(&chain, &[ca.anchor_der()], "agentauth.local", NOW).unwrap();
+        assert_eq!(checked.id, agent("reader"));
+        assert!(
+            check_svid(&[&issued.der], &[ca.anchor_der()], "agentauth.local", NOW).is_err(),
+            "without its intermediate the leaf does not reach the root"
+        );
+        // Stored and opened again, it is the same intermediate.
+        let again = CertificateAuthority::from_der_with_upstream(
+            ca.cert_der(),
+            ca.key_pkcs8_der(),
+            ca.upstream_chain().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(again.anchor_der(), upstream.root_der());
+    }
+
+    #[test]
+    fn an_upstream_ca_that_is_not_a_p256_signing_ca_with_its_own_key_is_refused() {
+        let (cert, _) = upstream_root(&PKCS_ECDSA_P256_SHA256, true);
+        let (_, other_key) = upstream_root(&PKCS_ECDSA_P256_SHA256, true);
+        assert!(crate::UpstreamCa::from_pem(&cert, &other_key).is_err());
+        let (cert, key) = upstream_root(&rcgen::PKCS_ECDSA_P384_SHA384, true);
+        assert!(crate::UpstreamCa::from_pem(&cert, &key).is_err());
+        let (cert, key) = upstream_root(&PKCS_ECDSA_P256_SHA256, false);
+        assert!(crate::UpstreamCa::from_pem(&cert, &key).is_err());
+        assert!(crate::UpstreamCa::from_pem("not pem", "not pem").is_err());
+    }
 }

@@ -15,7 +15,7 @@ mod bundle;
 mod check;
 mod tls;
 
-pub use authority::{CertificateAuthority, IssuedSvid};
+pub use authority::{CertificateAuthority, IssuedSvid, UpstreamCa};
 pub use bundle::{MAX_BUNDLE_BYTES, SpiffeBundle};
 pub use check::{SvidCheck, check_svid, leaf_trust_domain, svid_id};
 pub use tls::{ChainCheck, PeerVerifier};
