@@ -24,6 +24,7 @@ mod inheritance;
 mod layer;
 mod lifecycle;
 mod monitoring;
+mod node;
 mod oauth;
 mod policy;
 mod registry;

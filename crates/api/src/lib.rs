@@ -15,6 +15,7 @@ mod delegation;
 mod discovery;
 mod error;
 mod keys;
+mod node;
 mod policy;
 mod registry;
 mod revocation;
@@ -34,6 +35,10 @@ pub use delegation::{Delegation, DelegationList, NewDelegation};
 pub use discovery::{Jwk, Jwks, ServerMetadata};
 pub use error::{LayerDenial, OAuthError};
 pub use keys::{KeyRotation, SigningKeyList, SigningKeyView};
+pub use node::{
+    JoinToken, NewJoinToken, NodeAttestation, NodeCsr, NodeEntries, NodeEntry, NodeJwtRequest,
+    NodeList, NodeView,
+};
 pub use policy::{
     AgentFacts, DecisionClock, DecisionContext, DryRunAnswer, DryRunRequest, NewPolicySet,
     PolicyDecision, PolicyDistribution, PolicyFile, PolicyOutcome, PolicyProblem, PolicySetLoaded,

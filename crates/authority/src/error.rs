@@ -63,6 +63,9 @@ pub enum AuthorityError {
     /// A federation request was refused, or the bundle could not be fetched.
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationRefusal),
+    /// A node's join token, attestation or call was refused.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeRefusal),
     /// A delegation grant broke a grant rule.
     #[error(transparent)]
     Delegation(#[from] DelegationRefusal),
@@ -175,6 +178,9 @@ pub enum Missing {
     /// No federated trust domain has this name.
     #[error("no federated trust domain {0}")]
     FederatedDomain(String),
+    /// No node has this name.
+    #[error("no node {0}")]
+    Node(String),
     /// No policy set has this version.
     #[error("policy set version {0} was not found")]
     PolicyVersion(i64),
@@ -204,6 +210,16 @@ impl From<agentauth_policy::PolicyError> for AuthorityError {
 }
 
 const BAD_REQUEST: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_request");
+
+fn node_code(e: &crate::node::NodeRefusal) -> (StatusCode, &'static str) {
+    use crate::node::NodeRefusal as N;
+    match e {
+        N::JoinToken => (StatusCode::UNAUTHORIZED, "invalid_grant"),
+        N::NotANode => (StatusCode::UNAUTHORIZED, "invalid_client"),
+        N::Evicted(_) | N::NotAssigned(_) => (StatusCode::FORBIDDEN, "access_denied"),
+        N::Name | N::Ttl | N::TooManyTokens | N::Audience => BAD_REQUEST,
+    }
+}
 const BAD_SCOPE: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_scope");
 const BAD_TARGET: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_target");
 const BAD_GRANT: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "invalid_grant");
@@ -245,6 +261,7 @@ impl AuthorityError {
                 (StatusCode::CONFLICT, "conflict")
             }
             Self::Federation(_) => BAD_REQUEST,
+            Self::Node(e) => node_code(e),
             Self::Approval(e) => approval_code(e),
             Self::Policy(e) => policy_code(e),
             Self::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "invalid_policy"),

@@ -451,6 +451,22 @@ pub(crate) fn routes() -> Vec<Route> {
         ),
         route(Caller, post.clone(), "/v1/audit/events", audit::ingest),
         route(Caller, post.clone(), "/v1/svids/x509", crate::svid::issue),
+        // A node: its join token once, then its SVID over mutual TLS.
+        route(
+            Caller,
+            post.clone(),
+            "/v1/nodes/attest",
+            crate::node::attest,
+        ),
+        route(Caller, post.clone(), "/v1/nodes/svid", crate::node::renew),
+        route(
+            Caller,
+            get.clone(),
+            "/v1/nodes/entries",
+            crate::node::entries,
+        ),
+        route(Caller, post.clone(), "/v1/nodes/x509", crate::node::x509),
+        route(Caller, post.clone(), "/v1/nodes/jwt", crate::node::jwt),
         route(
             Caller,
             post.clone(),
@@ -495,6 +511,19 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Admin, get.clone(), "/v1/keys", crate::keys::list),
         route(Admin, post.clone(), "/v1/keys/rotate", crate::keys::rotate),
         route(Admin, get.clone(), "/v1/ca", crate::svid::list),
+        route(Admin, get.clone(), "/v1/nodes", crate::node::list),
+        route(
+            Admin,
+            post.clone(),
+            "/v1/nodes/tokens",
+            crate::node::create_token,
+        ),
+        route(
+            Admin,
+            delete.clone(),
+            "/v1/nodes/{name}",
+            crate::node::evict,
+        ),
         route(Admin, post.clone(), "/v1/ca/rotate", crate::svid::rotate),
         route(
             Admin,

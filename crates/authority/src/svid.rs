@@ -575,16 +575,7 @@ pub(crate) async fn issue(
 ) -> Result<Json<X509SvidIssued>, AuthorityError> {
     let (claims, agent) = authenticated_agent(&s, &req, SVID_X509).await?;
     let asked: X509SvidRequest = req.json()?;
-    let csr = csr_from_pem(&asked.csr).map_err(SvidRefusal::Csr)?;
-    let now = unix_now();
-    let ring = s.cas();
-    let signer = ring.signer(now);
-    let issued = signer
-        .issue(&csr, &agent.id, now, s.config.svid_lifetime_secs)
-        .map_err(|e| match e {
-            SvidError::Csr(_) | SvidError::KeyAlgorithm => SvidRefusal::Csr(e).into(),
-            other => AuthorityError::Internal(other.to_string()),
-        })?;
+    let issued = sign_csr(&s, &asked.csr, &agent.id)?;
     let mut audit = event(
         AuditKind::SvidIssued,
         &claims.client_id,
@@ -597,15 +588,35 @@ pub(crate) async fn issue(
     );
     audit.request_id = request_id(&req.parts.headers);
     s.store.append_audit(&[audit]).await?;
-    Ok(Json(X509SvidIssued {
-        spiffe_id: agent.id.to_string(),
+    Ok(Json(issued))
+}
+
+/// An X.509-SVID for `id` from a CSR (PEM) by the CA signing now: the leaf
+/// and any intermediate, and the trust anchors; the caller audits it.
+pub(crate) fn sign_csr(
+    s: &crate::server::State,
+    csr_pem: &str,
+    id: &agentauth_core::SpiffeId,
+) -> Result<X509SvidIssued, AuthorityError> {
+    let csr = csr_from_pem(csr_pem).map_err(SvidRefusal::Csr)?;
+    let now = unix_now();
+    let ring = s.cas();
+    let signer = ring.signer(now);
+    let issued = signer
+        .issue(&csr, id, now, s.config.svid_lifetime_secs)
+        .map_err(|e| match e {
+            SvidError::Csr(_) | SvidError::KeyAlgorithm => SvidRefusal::Csr(e).into(),
+            other => AuthorityError::Internal(other.to_string()),
+        })?;
+    Ok(X509SvidIssued {
+        spiffe_id: id.to_string(),
         x509_svid: certificates_pem(
             std::iter::once(issued.der.as_slice()).chain(signer.intermediates()),
         ),
         bundle: certificates_pem(ring.anchors(now)),
         serial: issued.serial,
         expires_at: issued.expires_at,
-    }))
+    })
 }
 
 /// `GET /v1/bundle`: the trust domain's bundle, public like the JWKS: every

@@ -60,7 +60,7 @@ pub(crate) enum AgentCommand {
         key_type: KeyType,
         /// A Workload API selector a local process must have to get this
         /// agent's SVIDs from the socket (repeatable; all must match):
-        /// unix:uid:N, unix:gid:N, unix:path:/ABS/PATH or unix:sha256:HEX.
+        /// unix:uid:N, unix:gid:N, unix:path:/ABS/PATH, unix:sha256:HEX, or node:NAME (served by that node).
         #[arg(long = "selector")]
         selectors: Vec<String>,
         #[command(flatten)]

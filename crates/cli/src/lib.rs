@@ -13,6 +13,7 @@ mod demo;
 mod federation;
 mod keys;
 mod master_key;
+mod node;
 mod operator;
 mod policy;
 mod revoke;
@@ -67,6 +68,10 @@ enum Command {
     /// List and rotate the certificate authorities of X.509-SVIDs.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Run a node that serves the SPIFFE Workload API on this host for the
+    /// agents assigned to it (`node:NAME` selectors), or manage nodes:
+    /// `node token`, `node list`, `node evict`.
+    Node(node::NodeArgs),
     /// Follow, list, refresh and remove foreign trust domains (SPIFFE
     /// federation).
     #[command(subcommand)]
@@ -112,6 +117,7 @@ pub fn main() -> ExitCode {
             Command::Keys(cmd) => keys::run(cmd).await,
             Command::Ca(cmd) => ca::run(cmd).await,
             Command::Federation(cmd) => federation::run(cmd).await,
+            Command::Node(args) => node::run(args).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::MasterKey(cmd) => master_key::run(cmd).await,
             Command::Operator(cmd) => operator::run(cmd).await,

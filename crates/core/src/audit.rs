@@ -154,11 +154,20 @@ pub enum AuditKind {
     /// fetched from its bundle endpoint, changed.
     #[serde(rename = "federation.changed")]
     FederationChanged,
+    /// The admin made a join token for a node.
+    #[serde(rename = "node.join_token_created")]
+    JoinTokenCreated,
+    /// A node attested with its join token and got its node SVID.
+    #[serde(rename = "node.attested")]
+    NodeAttested,
+    /// A node was evicted: its SVID is refused from then on.
+    #[serde(rename = "node.evicted")]
+    NodeEvicted,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 37] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -193,6 +202,9 @@ impl AuditKind {
         Self::SvidIssued,
         Self::X509CaAdded,
         Self::FederationChanged,
+        Self::JoinTokenCreated,
+        Self::NodeAttested,
+        Self::NodeEvicted,
     ];
 
     /// The dotted name records carry.
@@ -232,6 +244,9 @@ impl AuditKind {
             Self::SvidIssued => "svid.issued",
             Self::X509CaAdded => "x509_ca.added",
             Self::FederationChanged => "federation.changed",
+            Self::JoinTokenCreated => "node.join_token_created",
+            Self::NodeAttested => "node.attested",
+            Self::NodeEvicted => "node.evicted",
         }
     }
 

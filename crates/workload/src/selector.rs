@@ -15,7 +15,10 @@ const MAX_PATH: usize = 4096;
 const MAX_HASHED: u64 = 512 * 1024 * 1024;
 
 /// One selector of a registration entry: `unix:uid:1000`, `unix:gid:1000`,
-/// `unix:path:/usr/bin/x` (absolute) or `unix:sha256:<64 hex digits>`.
+/// `unix:path:/usr/bin/x` (absolute), `unix:sha256:<64 hex digits>`, or
+/// `node:<name>`, which only the node of that name gives its callers (an
+/// entry with it is served by that node alone, never by the authority's
+/// own socket).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Selector(String);
 
@@ -23,9 +26,14 @@ impl Selector {
     /// Checks and normalises (hex to lowercase) one selector.
     pub fn parse(text: &str) -> Result<Self, WorkloadError> {
         let bad = |why: &str| WorkloadError::Selector(format!("{why}: {}", shorten(text)));
+        if let Some(node) = text.strip_prefix("node:") {
+            agentauth_core::AgentName::new(node)
+                .map_err(|_| bad("a node name is lowercase letters, digits and dashes"))?;
+            return Ok(Self(text.to_owned()));
+        }
         let rest = text
             .strip_prefix("unix:")
-            .ok_or_else(|| bad("a selector starts with unix:"))?;
+            .ok_or_else(|| bad("a selector starts with unix: or node:"))?;
         let (kind, value) = rest
             .split_once(':')
             .ok_or_else(|| bad("a selector is unix:KIND:VALUE"))?;
@@ -90,6 +98,13 @@ impl Selectors {
     /// selector, and the caller has every one of them.
     pub fn satisfy<S: AsRef<str>>(&self, entry: &[S]) -> bool {
         !entry.is_empty() && entry.iter().all(|s| self.0.contains(s.as_ref()))
+    }
+
+    /// The set with `selector` added: a node adds its own `node:<name>` to
+    /// what the kernel says of each caller.
+    pub fn with(mut self, selector: Selector) -> Self {
+        self.0.insert(selector.0);
+        self
     }
 
     /// The selectors, sorted.
@@ -163,6 +178,10 @@ mod tests {
             Selector::parse("unix:gid:007").unwrap().as_str(),
             "unix:gid:7"
         );
+        assert_eq!(
+            Selector::parse("node:edge-1").unwrap().as_str(),
+            "node:edge-1"
+        );
         let hash = "AB".repeat(32);
         assert_eq!(
             Selector::parse(&format!("unix:sha256:{hash}"))
@@ -179,6 +198,8 @@ mod tests {
             "unix:sha256:abc",
             "unix:user:root",
             "k8s:ns:default",
+            "node:",
+            "node:Edge_1",
         ] {
             assert!(Selector::parse(bad).is_err(), "{bad} was accepted");
         }
