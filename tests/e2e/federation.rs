@@ -255,3 +255,76 @@ async fn an_authority_follows_a_foreign_bundle_and_its_agents_accept_named_forei
     home.stop().await;
     partner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_bundle_is_fetched_again_at_its_refresh_hint() {
+    let mut partner = Server::start_with(
+        &[
+            "--tls",
+            "--trust-domain",
+            PARTNER,
+            "--bundle-refresh-hint-secs",
+            "5",
+        ],
+        &[],
+    )
+    .await;
+    let partner_pem = bundle_pem(&partner.url).await;
+    partner.http = https_client(&partner_pem, None);
+    let (_, own) = partner.json_as("", Method::GET, "/v1/bundle", None).await;
+    assert_eq!(own["spiffe_refresh_hint"], 5);
+    let home = Server::start().await;
+    let url = format!("{}/v1/bundle", partner.url);
+    let (status, view) = federate(
+        &home,
+        json!({"trust_domain": PARTNER, "bundle_endpoint_url": url, "endpoint_ca": partner_pem}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    let fetched_at = view["refresh_at"].as_i64().unwrap();
+    assert!(
+        fetched_at <= agentauth_core::unix_now() + 5,
+        "at the hint: {view}"
+    );
+
+    // The partner publishes a new CA; home picks it up by itself.
+    let (status, _) = partner
+        .admin_json(Method::POST, "/v1/ca/rotate", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, list) = home.admin_json(Method::GET, "/v1/federation", None).await;
+        if list["trust_domains"][0]["x509_authorities"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not fetched again within 20 s: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let changes = home.audit_records("?kind=federation.changed").await;
+    assert!(
+        changes.iter().any(|c| c["actor"] == "authority"),
+        "the scheduled fetch is audited: {changes:?}"
+    );
+
+    // An endpoint gone keeps the bundle held and shows the error.
+    partner.stop().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, list) = home.admin_json(Method::GET, "/v1/federation", None).await;
+        let domain = &list["trust_domains"][0];
+        if domain["last_error"].is_string() {
+            assert_eq!(domain["x509_authorities"], 2, "the last good bundle stays");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error shown: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    home.stop().await;
+}

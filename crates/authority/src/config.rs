@@ -78,6 +78,10 @@ pub struct Config {
     pub svid_lifetime_secs: i64,
     /// Days the certificate authority made on first start lives.
     pub ca_lifetime_days: u32,
+    /// The trust bundle's `spiffe_refresh_hint`: how often consumers (and
+    /// federated authorities) fetch it again. A new CA is published twice
+    /// this long before it signs.
+    pub bundle_refresh_hint_secs: u64,
     /// Serve HTTPS with the authority's own X.509-SVID instead of HTTP.
     pub tls: bool,
     /// Where to serve the SPIFFE Workload API (a Unix socket path); off
@@ -121,6 +125,7 @@ impl Default for Config {
             replica_reread_secs: 2,
             svid_lifetime_secs: 3600,
             ca_lifetime_days: 365,
+            bundle_refresh_hint_secs: 300,
             workload_socket: None,
             tls: false,
             upstream_ca_cert: None,
@@ -169,6 +174,9 @@ pub enum ConfigError {
     /// An SVID or CA lifetime out of range.
     #[error("svid_lifetime_secs must be 60 to 86400 and ca_lifetime_days 1 to 3650")]
     SvidLifetimes,
+    /// A bundle refresh hint out of range.
+    #[error("bundle_refresh_hint_secs must be 5 to 86400")]
+    BundleRefreshHint,
     /// Only one of the upstream CA's certificate and key is given.
     #[error("upstream_ca_cert and upstream_ca_key go together: give both or neither")]
     UpstreamCaPair,
@@ -279,6 +287,9 @@ impl Config {
             || !(1..=3650).contains(&self.ca_lifetime_days)
         {
             return Err(ConfigError::SvidLifetimes);
+        }
+        if !(5..=86_400).contains(&self.bundle_refresh_hint_secs) {
+            return Err(ConfigError::BundleRefreshHint);
         }
         if self.upstream_ca_cert.is_some() != self.upstream_ca_key.is_some() {
             return Err(ConfigError::UpstreamCaPair);

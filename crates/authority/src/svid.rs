@@ -40,8 +40,6 @@ const MAX_AUDIENCE_LEN: usize = 512;
 pub(crate) const CA_SETTING: &str = "x509_ca";
 /// What the CA's sealed key is bound to.
 pub(crate) const CA_KEY_CONTEXT: &str = "x509-ca-key";
-/// Seconds a consumer of the bundle waits before fetching it again.
-const REFRESH_HINT_SECS: u64 = 300;
 
 /// A CSR refused: the request is the caller's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +60,9 @@ pub enum SvidRefusal {
 
 /// Seconds a new CA is in the bundle before it signs: twice the bundle's
 /// refresh hint, so every peer that follows the hint has it first.
-pub(crate) const CA_PUBLISH_LEAD_SECS: i64 = 2 * REFRESH_HINT_SECS as i64;
+pub(crate) fn ca_publish_lead_secs(config: &crate::Config) -> i64 {
+    2 * config.bundle_refresh_hint_secs as i64
+}
 
 /// The CAs as the store keeps them, in one setting (so replicas change them
 /// by compare-and-swap).
@@ -414,7 +414,7 @@ pub(crate) async fn load_or_create(
     open(&stored, master)
 }
 
-/// Adds a CA: in the bundle at once, signing after [`CA_PUBLISH_LEAD_SECS`]
+/// Adds a CA: in the bundle at once, signing after [`ca_publish_lead_secs`]
 /// (or at once with `now`); expired CAs leave the store. A change by
 /// another replica meanwhile wins, and this one reports the conflict.
 pub(crate) async fn rotate_ca(
@@ -444,7 +444,7 @@ pub(crate) async fn rotate_ca(
             .unwrap_or(now)
             .max(now)
     } else {
-        now + CA_PUBLISH_LEAD_SECS
+        now + ca_publish_lead_secs(&s.config)
     };
     let added = new_ca(
         &s.master,
@@ -656,6 +656,6 @@ pub(crate) async fn bundle(State(s): State<AppState>) -> Json<TrustBundle> {
     Json(TrustBundle {
         keys,
         spiffe_sequence: ring.sequence,
-        spiffe_refresh_hint: REFRESH_HINT_SECS,
+        spiffe_refresh_hint: s.config.bundle_refresh_hint_secs,
     })
 }

@@ -12,8 +12,8 @@ use crate::admin_client::Connection;
 /// `agentauth ca …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum CaCommand {
-    /// Add a CA. It is in the trust bundle at once and signs SVIDs 600 s
-    /// later, so peers learn it first; the CAs before it stay in the bundle
+    /// Add a CA. It is in the trust bundle at once and signs SVIDs twice the
+    /// bundle's refresh hint later (600 s by default), so peers learn it first; the CAs before it stay in the bundle
     /// until they expire, so the SVIDs they signed keep validating.
     Rotate {
         /// Sign with the new CA at once (for a CA key believed compromised).

@@ -90,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// Days the X.509 certificate authority made on first start lives (1 to 3650) [default: 365].
     #[arg(long, env = "AGENTAUTH_CA_LIFETIME_DAYS")]
     ca_lifetime_days: Option<u32>,
+    /// The trust bundle's spiffe_refresh_hint: seconds after which consumers and federated authorities fetch it again; a new CA is published twice this long before it signs (5 to 86400) [default: 300].
+    #[arg(long, env = "AGENTAUTH_BUNDLE_REFRESH_HINT_SECS")]
+    bundle_refresh_hint_secs: Option<u64>,
     /// Serve HTTPS (TLS 1.3) with the authority's own X.509-SVID, renewed at half-life; clients may present their X.509-SVID. The issuer becomes https://…
     #[arg(long, env = "AGENTAUTH_TLS")]
     tls: bool,
@@ -210,6 +213,9 @@ impl ServeArgs {
         }
         if self.tls {
             config.tls = true;
+        }
+        if let Some(v) = self.bundle_refresh_hint_secs {
+            config.bundle_refresh_hint_secs = v;
         }
         if let Some(v) = &self.workload_socket {
             config.workload_socket = Some(if v.starts_with("unix:") {
