@@ -392,3 +392,35 @@ async fn tls_client_auth_binds_the_token_to_the_certificate_and_the_layer_demand
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_at_the_token_endpoint_sees_the_tls_client_certificate() {
+    let mut s = Server::start_with(&["--tls"], &[]).await;
+    let bundle = bundle_pem(&s.url).await;
+    s.http = https_client(&bundle, None);
+    let reader_key = s.register("reader", &["svid:x509", "read:customer"]).await;
+    s.register("customer", &[]).await;
+    let svid = s
+        .client_with_http("reader", &reader_key, s.http.clone())
+        .x509_svid()
+        .await
+        .unwrap();
+    let policy = format!(
+        "@id(\"over-mtls\")\npermit (principal, action, resource)\nwhen {{ context.tls_peer == \"{}\" }};\n",
+        id("reader")
+    );
+    let (status, body) = s.load_policies(&[("mtls.cedar", &policy)], true).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Over the reader's certificate the policy permits; the same agent by
+    // private_key_jwt without a certificate is refused.
+    let over_cert = https_client(&bundle, Some(identity(&svid)));
+    let (status, body) = token_by_certificate(&over_cert, &s.url, Some(&id("reader"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = s
+        .token("reader", &reader_key, &id("customer"), "read:customer")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_scope", "{body}");
+    s.stop().await;
+}

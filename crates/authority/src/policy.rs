@@ -319,6 +319,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) chain: &'a [SpiffeId],
     pub(crate) delegation_depth: i64,
     pub(crate) client_ip: IpAddr,
+    /// The SPIFFE ID of the TLS client certificate the request came with
+    /// (`serve --tls`), empty without one.
+    pub(crate) tls_peer: String,
 }
 
 /// What policy decided for a token request.
@@ -369,7 +372,7 @@ pub(crate) async fn judge(s: &AuthorityState, ask: &Ask<'_>) -> Result<Verdict, 
         environment: s.config.environment.clone(),
         time: Clock::at_unix(unix_now()),
         client_ip: ask.client_ip,
-        tls_peer: String::new(),
+        tls_peer: ask.tls_peer.clone(),
     };
     let mut kept = Vec::new();
     let mut dropped = Vec::new();

@@ -411,6 +411,11 @@ async fn apply_policy(
             chain: &minted.chain,
             delegation_depth: minted.chain.len().saturating_sub(1) as i64,
             client_ip: call.peer,
+            tls_peer: call
+                .certificate
+                .as_ref()
+                .map(|c| c.id.to_string())
+                .unwrap_or_default(),
         },
     )
     .await?;
