@@ -934,3 +934,56 @@ async fn with_an_upstream_ca_the_authority_signs_through_an_intermediate_and_pub
     assert_eq!(peers.recv().await.unwrap(), id("reader"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_compromised_ca_is_replaced_at_once_and_taken_out_of_the_bundle() {
+    let s = Server::start().await;
+    let key = s.register("reader", &[]).await;
+    let client = s.client("reader", &key);
+    let before = client.x509_svid().await.unwrap();
+    let (_, listed) = s.admin_json(reqwest::Method::GET, "/v1/ca", None).await;
+    let old = listed["cas"][0]["serial"].as_str().unwrap().to_owned();
+
+    // The CA signing now cannot go; an unknown serial is not found.
+    let (status, body) = s
+        .admin_json(reqwest::Method::DELETE, &format!("/v1/ca/{old}"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("--now")
+    );
+    let (status, _) = s
+        .admin_json(reqwest::Method::DELETE, "/v1/ca/00ff", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Replaced at once, then removed: the bundle holds only the new CA, so
+    // what the old one signed no longer validates.
+    let (status, _) = s
+        .admin_json(
+            reqwest::Method::POST,
+            "/v1/ca/rotate",
+            Some(json!({"now": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // `--now` signs from the second after the old CA began, at the earliest.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, body) = s
+        .admin_json(reqwest::Method::DELETE, &format!("/v1/ca/{old}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (cas, _) = bundle(&s).await;
+    assert_eq!(cas.len(), 1);
+    let chain = agentauth_svid::certificates_from_pem(&before.cert_chain_pem).unwrap();
+    let now = agentauth_core::unix_now();
+    assert!(agentauth_svid::check_svid(&[&chain[0]], &[&cas[0]], "agentauth.local", now).is_err());
+    let after = client.x509_svid().await.unwrap();
+    let chain = agentauth_svid::certificates_from_pem(&after.cert_chain_pem).unwrap();
+    assert!(agentauth_svid::check_svid(&[&chain[0]], &[&cas[0]], "agentauth.local", now).is_ok());
+    assert_eq!(s.audit_records("?kind=x509_ca.removed").await.len(), 1);
+    s.stop().await;
+}

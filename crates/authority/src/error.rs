@@ -178,6 +178,9 @@ pub enum Missing {
     /// No federated trust domain has this name.
     #[error("no federated trust domain {0}")]
     FederatedDomain(String),
+    /// No CA in the bundle has this serial number.
+    #[error("no CA with serial {0}")]
+    Ca(String),
     /// No node has this name.
     #[error("no node {0}")]
     Node(String),

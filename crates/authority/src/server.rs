@@ -527,6 +527,12 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Admin, post.clone(), "/v1/ca/rotate", crate::svid::rotate),
         route(
             Admin,
+            delete.clone(),
+            "/v1/ca/{serial}",
+            crate::svid::remove,
+        ),
+        route(
+            Admin,
             get.clone(),
             "/v1/federation",
             crate::federation::list,

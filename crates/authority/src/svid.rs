@@ -56,6 +56,9 @@ pub enum SvidRefusal {
     /// holds as the acting agent of a delegation.
     #[error("the delegated token {0}")]
     DelegatedToken(&'static str),
+    /// The CA to remove is the one signing now.
+    #[error("CA {0} signs SVIDs now: rotate with --now first, then remove it")]
+    RemoveSigning(String),
 }
 
 /// Seconds a new CA is in the bundle before it signs: twice the bundle's
@@ -503,6 +506,71 @@ pub(crate) async fn rotate_ca(
     }
     s.set_cas(new_ring);
     Ok(view)
+}
+
+/// Takes the CA with `serial` out of the bundle at once, so what it signed
+/// stops validating wherever the bundle is fetched again: for a CA key
+/// believed compromised, after `rotate --now` put another in its place. The
+/// CA signing now cannot be removed.
+pub(crate) async fn remove_ca(
+    s: &crate::server::State,
+    serial: &str,
+    actor: &str,
+    request_id: &str,
+) -> Result<(), AuthorityError> {
+    let before = s
+        .store
+        .setting(CA_SETTING)
+        .await?
+        .ok_or_else(|| AuthorityError::Internal("no CA stored".into()))?;
+    let mut stored: StoredCas = serde_json::from_str(&before)
+        .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
+    let now = unix_now();
+    let ring = open(&before, &s.master)?;
+    let signing = ring.signer(now).serial();
+    if serial == signing {
+        return Err(SvidRefusal::RemoveSigning(signing).into());
+    }
+    let mut serials = Vec::with_capacity(stored.cas.len());
+    for ca in &stored.cas {
+        serials.push(open_one(ca, &s.master)?.serial());
+    }
+    let Some(index) = serials.iter().position(|s| s == serial) else {
+        return Err(AuthorityError::NotFound(crate::Missing::Ca(
+            serial.chars().take(64).collect(),
+        )));
+    };
+    stored.cas.remove(index);
+    stored.sequence += 1;
+    let after =
+        serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let new_ring = open(&after, &s.master)?;
+    let mut audit = event(AuditKind::X509CaRemoved, actor, serial, Decision::Allow);
+    audit.reason = format!("X.509 CA {serial} taken out of the trust bundle before its expiry");
+    audit.request_id = request_id.to_owned();
+    if !s
+        .store
+        .replace_setting(CA_SETTING, &before, &after, &audit)
+        .await?
+    {
+        return Err(AuthorityError::Stored(agentauth_store::StoreError::Stale(
+            "the CAs changed meanwhile (another replica rotated); list them and try again".into(),
+        )));
+    }
+    s.set_cas(new_ring);
+    Ok(())
+}
+
+/// `DELETE /v1/ca/{serial}` (admin): takes a CA out of the bundle.
+pub(crate) async fn remove(
+    State(s): State<AppState>,
+    by: crate::Principal,
+    headers: http::HeaderMap,
+    axum::extract::Path(serial): axum::extract::Path<String>,
+) -> Result<axum::response::Response, AuthorityError> {
+    use axum::response::IntoResponse as _;
+    remove_ca(&s, &serial, &by.actor(), &request_id(&headers)).await?;
+    Ok(http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// Re-reads the CAs (another replica may have added one) and adds the next

@@ -28,6 +28,15 @@ pub(crate) enum CaCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Take a CA out of the trust bundle at once (its key believed
+    /// compromised): what it signed stops validating wherever the bundle is
+    /// fetched again. Not the CA signing now: `rotate --now` first.
+    Remove {
+        /// The CA's serial number, as `ca list` shows it.
+        serial: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
@@ -46,6 +55,12 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
                 },
                 ca.not_after
             );
+        }
+        CaCommand::Remove { serial, conn } => {
+            let _: serde_json::Value = conn
+                .admin(Method::DELETE, &format!("/v1/ca/{serial}"))
+                .await?;
+            println!("CA {serial} is out of the trust bundle");
         }
         CaCommand::List { conn } => {
             let list: CaList = conn.admin(Method::GET, "/v1/ca").await?;

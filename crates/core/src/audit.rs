@@ -154,6 +154,10 @@ pub enum AuditKind {
     /// fetched from its bundle endpoint, changed.
     #[serde(rename = "federation.changed")]
     FederationChanged,
+    /// A certificate authority was taken out of the trust bundle before its
+    /// expiry (its key believed compromised).
+    #[serde(rename = "x509_ca.removed")]
+    X509CaRemoved,
     /// The admin made a join token for a node.
     #[serde(rename = "node.join_token_created")]
     JoinTokenCreated,
@@ -167,7 +171,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 37] = [
+    pub const ALL: [Self; 38] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefused,
@@ -202,6 +206,7 @@ impl AuditKind {
         Self::SvidIssued,
         Self::X509CaAdded,
         Self::FederationChanged,
+        Self::X509CaRemoved,
         Self::JoinTokenCreated,
         Self::NodeAttested,
         Self::NodeEvicted,
@@ -244,6 +249,7 @@ impl AuditKind {
             Self::SvidIssued => "svid.issued",
             Self::X509CaAdded => "x509_ca.added",
             Self::FederationChanged => "federation.changed",
+            Self::X509CaRemoved => "x509_ca.removed",
             Self::JoinTokenCreated => "node.join_token_created",
             Self::NodeAttested => "node.attested",
             Self::NodeEvicted => "node.evicted",
