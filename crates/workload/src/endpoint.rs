@@ -20,6 +20,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Most calls (streams included) open on one connection at once.
 const MAX_STREAMS: u32 = 64;
+/// Most connections open at once by default; one more is closed on accept.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The socket path of a `SPIFFE_ENDPOINT_SOCKET` value: `unix:///abs/path`
 /// (or the short `unix:/abs/path`). TCP endpoints are not served: a Unix
@@ -45,6 +47,7 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, WorkloadError> {
 pub struct Endpoint {
     listener: UnixListener,
     path: PathBuf,
+    max_connections: usize,
 }
 
 impl Endpoint {
@@ -68,7 +71,16 @@ impl Endpoint {
         Ok(Self {
             listener,
             path: path.to_owned(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
+    }
+
+    /// Allows at most `n` connections at once (at least 1): one accepted
+    /// beyond is closed at once, so local processes cannot exhaust the
+    /// server's memory or file descriptors.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
     }
 
     /// The socket's path.
@@ -90,13 +102,25 @@ impl Endpoint {
             .max_decoding_message_size(MAX_MESSAGE);
         let (stopping, stopped) = tokio::sync::watch::channel(false);
         let mut graceful = stopped.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_STREAMS)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service)
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(self.listener)
-                    .map(|accepted| accepted.map(crate::peer::PeerStream::new)),
+                UnixListenerStream::new(self.listener).filter_map(move |accepted| {
+                    let stream = match accepted {
+                        Ok(stream) => stream,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    match slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(Ok(crate::peer::PeerStream::new(stream, slot))),
+                        Err(_) => {
+                            tracing::warn!("Workload API connection refused: too many open");
+                            None
+                        }
+                    }
+                }),
                 async move {
                     let _ = graceful.wait_for(|stop| *stop).await;
                 },
@@ -139,5 +163,84 @@ mod tests {
         ] {
             assert!(socket_path(bad).is_err(), "{bad} was taken");
         }
+    }
+
+    /// Identities for nobody: every call reaches the service and is
+    /// answered `PermissionDenied`.
+    struct Nobody(tokio::sync::watch::Sender<u64>);
+
+    #[async_trait::async_trait]
+    impl Identities for Nobody {
+        async fn x509_svids(
+            &self,
+            _: &crate::Selectors,
+        ) -> Result<Vec<crate::X509Identity>, WorkloadError> {
+            Ok(Vec::new())
+        }
+        async fn has_identity(&self, _: &crate::Selectors) -> Result<bool, WorkloadError> {
+            Ok(false)
+        }
+        async fn jwt_svids(
+            &self,
+            _: &crate::Selectors,
+            _: &[String],
+            _: Option<&str>,
+        ) -> Result<Vec<crate::JwtIdentity>, WorkloadError> {
+            Ok(Vec::new())
+        }
+        fn bundles(&self) -> Arc<crate::Bundles> {
+            Arc::default()
+        }
+        fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.0.subscribe()
+        }
+    }
+
+    async fn call(endpoint: &str) -> tonic::Code {
+        let Ok(mut client) = crate::connect(endpoint).await else {
+            return tonic::Code::Unavailable;
+        };
+        match client
+            .fetch_jwtsvid(crate::proto::JwtsvidRequest {
+                audience: vec!["x".into()],
+                spiffe_id: String::new(),
+            })
+            .await
+        {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_beyond_the_limit_is_closed_and_a_freed_place_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let endpoint = Endpoint::bind(&path).unwrap().with_max_connections(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(endpoint.serve(
+            Arc::new(Nobody(tokio::sync::watch::Sender::new(0))),
+            Duration::from_secs(60),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let uri = format!("unix://{}", path.display());
+        let holder = tokio::net::UnixStream::connect(&path).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = call(&uri).await;
+        assert!(
+            !matches!(refused, tonic::Code::PermissionDenied | tonic::Code::Ok),
+            "the one place is taken, so the call never reaches the service: {refused:?}"
+        );
+        drop(holder);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            call(&uri).await,
+            tonic::Code::PermissionDenied,
+            "the call reaches the service once the place is free"
+        );
+        let _ = stop.send(());
+        served.await.unwrap().unwrap();
     }
 }

@@ -13,7 +13,7 @@ mod selector;
 mod service;
 
 pub use client::{SecurityHeader, WorkloadClient, connect};
-pub use endpoint::{Endpoint, socket_path};
+pub use endpoint::{DEFAULT_MAX_CONNECTIONS, Endpoint, socket_path};
 pub use peer::PeerCred;
 pub use selector::{Selector, Selectors};
 pub use service::{Bundles, Identities, JwtIdentity, SECURITY_HEADER, WorkloadApi, X509Identity};

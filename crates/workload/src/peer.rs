@@ -47,10 +47,13 @@ pub(crate) struct PeerStream {
     /// Processed bytes not yet read by the server.
     out: Vec<u8>,
     out_pos: usize,
+    /// This connection's place among those the endpoint allows at once,
+    /// given back when it closes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl PeerStream {
-    pub(crate) fn new(inner: UnixStream) -> Self {
+    pub(crate) fn new(inner: UnixStream, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         let cred = inner.peer_cred().ok();
         Self {
             inner,
@@ -58,6 +61,7 @@ impl PeerStream {
             rewriter: Rewriter::new(),
             out: Vec::new(),
             out_pos: 0,
+            _slot: slot,
         }
     }
 }
