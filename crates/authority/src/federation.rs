@@ -100,8 +100,12 @@ pub(crate) struct ForeignBundle {
 
 /// Reads a fetched or stored bundle document.
 fn read_bundle(text: &[u8]) -> Result<ForeignBundle, String> {
-    let keys = SpiffeBundle::parse(text).map_err(|e| e.to_string())?;
-    let document = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    if text.len() > MAX_BUNDLE_BYTES {
+        return Err("the bundle is larger than 256 KiB".into());
+    }
+    let document: serde_json::Value =
+        serde_json::from_slice(text).map_err(|_| "the bundle is not JSON".to_owned())?;
+    let keys = SpiffeBundle::from_value(&document).map_err(|e| e.to_string())?;
     let refresh_secs = keys
         .refresh_hint
         .unwrap_or(DEFAULT_REFRESH_SECS)

@@ -426,13 +426,7 @@ pub(crate) async fn rotate_ca(
     actor: &str,
     request_id: &str,
 ) -> Result<CaView, AuthorityError> {
-    let before = s
-        .store
-        .setting(CA_SETTING)
-        .await?
-        .ok_or_else(|| AuthorityError::Internal("no CA stored".into()))?;
-    let mut stored: StoredCas = serde_json::from_str(&before)
-        .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
+    let (before, mut stored) = stored_cas(s).await?;
     let now = unix_now();
     let signs_from = if at_once {
         // A second after the CA signing now started, at least: the newest
@@ -485,27 +479,52 @@ pub(crate) async fn rotate_ca(
     }
     kept.push(added);
     stored.cas = kept;
-    stored.sequence += 1;
-    let after =
-        serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    let new_ring = open(&after, &s.master)?;
     let mut audit = event(AuditKind::X509CaAdded, actor, &view.serial, Decision::Allow);
     audit.reason = format!(
         "X.509 CA added: in the bundle now, signing from {}, until {}",
         view.signs_from, view.not_after
     );
     audit.request_id = request_id.to_owned();
+    save_cas(s, &before, stored, &audit).await?;
+    Ok(view)
+}
+
+/// The CAs as stored, with the text they were read from (for the
+/// compare-and-swap that changes them).
+async fn stored_cas(s: &crate::server::State) -> Result<(String, StoredCas), AuthorityError> {
+    let before = s
+        .store
+        .setting(CA_SETTING)
+        .await?
+        .ok_or_else(|| AuthorityError::Internal("no CA stored".into()))?;
+    let stored = serde_json::from_str(&before)
+        .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
+    Ok((before, stored))
+}
+
+/// Stores `stored` (its sequence bumped) in place of `before` with `audit`,
+/// and puts the CAs in use; a change by another replica meanwhile wins.
+async fn save_cas(
+    s: &crate::server::State,
+    before: &str,
+    mut stored: StoredCas,
+    audit: &agentauth_core::AuditEvent,
+) -> Result<(), AuthorityError> {
+    stored.sequence += 1;
+    let after =
+        serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+    let ring = open(&after, &s.master)?;
     if !s
         .store
-        .replace_setting(CA_SETTING, &before, &after, &audit)
+        .replace_setting(CA_SETTING, before, &after, audit)
         .await?
     {
         return Err(AuthorityError::Stored(agentauth_store::StoreError::Stale(
             "the CAs changed meanwhile (another replica rotated); list them and try again".into(),
         )));
     }
-    s.set_cas(new_ring);
-    Ok(view)
+    s.set_cas(ring);
+    Ok(())
 }
 
 /// Takes the CA with `serial` out of the bundle at once, so what it signed
@@ -518,47 +537,24 @@ pub(crate) async fn remove_ca(
     actor: &str,
     request_id: &str,
 ) -> Result<(), AuthorityError> {
-    let before = s
-        .store
-        .setting(CA_SETTING)
-        .await?
-        .ok_or_else(|| AuthorityError::Internal("no CA stored".into()))?;
-    let mut stored: StoredCas = serde_json::from_str(&before)
-        .map_err(|_| AuthorityError::Internal("the stored CA is not JSON".into()))?;
-    let now = unix_now();
+    let (before, mut stored) = stored_cas(s).await?;
     let ring = open(&before, &s.master)?;
-    let signing = ring.signer(now).serial();
+    let signing = ring.signer(unix_now()).serial();
     if serial == signing {
         return Err(SvidRefusal::RemoveSigning(signing).into());
     }
-    let mut serials = Vec::with_capacity(stored.cas.len());
-    for ca in &stored.cas {
-        serials.push(open_one(ca, &s.master)?.serial());
-    }
-    let Some(index) = serials.iter().position(|s| s == serial) else {
+    // The ring holds the stored CAs opened, in signing order.
+    stored.cas.sort_by_key(|c| c.signs_from);
+    let Some(index) = ring.cas.iter().position(|(ca, _)| ca.serial() == serial) else {
         return Err(AuthorityError::NotFound(crate::Missing::Ca(
             serial.chars().take(64).collect(),
         )));
     };
     stored.cas.remove(index);
-    stored.sequence += 1;
-    let after =
-        serde_json::to_string(&stored).map_err(|e| AuthorityError::Internal(e.to_string()))?;
-    let new_ring = open(&after, &s.master)?;
     let mut audit = event(AuditKind::X509CaRemoved, actor, serial, Decision::Allow);
     audit.reason = format!("X.509 CA {serial} taken out of the trust bundle before its expiry");
     audit.request_id = request_id.to_owned();
-    if !s
-        .store
-        .replace_setting(CA_SETTING, &before, &after, &audit)
-        .await?
-    {
-        return Err(AuthorityError::Stored(agentauth_store::StoreError::Stale(
-            "the CAs changed meanwhile (another replica rotated); list them and try again".into(),
-        )));
-    }
-    s.set_cas(new_ring);
-    Ok(())
+    save_cas(s, &before, stored, &audit).await
 }
 
 /// `DELETE /v1/ca/{serial}` (admin): takes a CA out of the bundle.

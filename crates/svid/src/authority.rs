@@ -132,24 +132,7 @@ impl CertificateAuthority {
         lifetime_secs: i64,
     ) -> Result<Self, SvidError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "agentauth");
-        name.push(
-            DnType::CommonName,
-            format!("agentauth CA for {}", trust_domain.as_str()),
-        );
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{}", trust_domain.as_str())
-                .try_into()
-                .map_err(|e: rcgen::Error| SvidError::Certificate(e.to_string()))?,
-        )];
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.serial_number = Some(serial());
-        params.not_before = at(now - BACKDATE_SECS)?;
-        params.not_after = at(now + lifetime_secs)?;
+        let params = ca_params(trust_domain, "agentauth CA for", now, now + lifetime_secs)?;
         let cert = params.self_signed(&key)?;
         let key_der = key.serialize_der();
         Self::from_der(cert.der().as_ref(), &key_der)
@@ -166,25 +149,13 @@ impl CertificateAuthority {
         lifetime_secs: i64,
     ) -> Result<Self, SvidError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "agentauth");
-        name.push(
-            DnType::CommonName,
-            format!("agentauth intermediate CA for {}", trust_domain.as_str()),
-        );
-        params.distinguished_name = name;
-        params.subject_alt_names = vec![SanType::URI(
-            format!("spiffe://{}", trust_domain.as_str())
-                .try_into()
-                .map_err(|e: rcgen::Error| SvidError::Certificate(e.to_string()))?,
-        )];
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut params = ca_params(
+            trust_domain,
+            "agentauth intermediate CA for",
+            now,
+            (now + lifetime_secs).min(upstream.not_after),
+        )?;
         params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(serial());
-        params.not_before = at(now - BACKDATE_SECS)?;
-        params.not_after = at((now + lifetime_secs).min(upstream.not_after))?;
         let cert = params.signed_by(&key, &upstream.issuer)?;
         let key_der = key.serialize_der();
         Self::from_der_with_upstream(cert.der().as_ref(), &key_der, upstream.chain.clone())
@@ -360,6 +331,37 @@ impl CertificateAuthority {
             expires_at,
         })
     }
+}
+
+/// The parameters every CA made here shares: a name `<title> <td>`, the
+/// trust domain's SPIFFE ID as its URI SAN, `cA=true` with `pathLen 0`,
+/// keyUsage `keyCertSign` and `cRLSign`, a random serial, valid from a
+/// minute before `now` until `not_after`.
+fn ca_params(
+    trust_domain: &TrustDomain,
+    title: &str,
+    now: i64,
+    not_after: i64,
+) -> Result<CertificateParams, SvidError> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, "agentauth");
+    name.push(
+        DnType::CommonName,
+        format!("{title} {}", trust_domain.as_str()),
+    );
+    params.distinguished_name = name;
+    params.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{}", trust_domain.as_str())
+            .try_into()
+            .map_err(|e: rcgen::Error| SvidError::Certificate(e.to_string()))?,
+    )];
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.serial_number = Some(serial());
+    params.not_before = at(now - BACKDATE_SECS)?;
+    params.not_after = at(not_after)?;
+    Ok(params)
 }
 
 /// Bytes as lowercase hex.
